@@ -279,5 +279,6 @@ def _conflict(con: duckdb.DuckDBPyConnection, path: str, src: str, v: str, heade
     sides = " and ".join(f"{counted(votes[m], 'value')} read with {m!r} as the decimal mark"
                          f" only (e.g. {first.get(m)!r})" for m in (",", ".") if votes[m])
     return (f"{path}: column {header!r} mixes decimal marks: {sides}, and {counted(votes['w'], 'value')} such as "
-            f"{first.get('w')!r} {agrees(votes['w'], 'means', 'mean')} a different number with each{' (too few values decide it)' if few else ''}; "
+            f"{first.get('w')!r} {agrees(votes['w'], 'means', 'mean')} a different number with each"
+            f"{' (too few values decide it)' if few else ''}; "
             f"set [source] decimal = \",\" or \".\" to say which the file uses")

@@ -282,7 +282,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
         duplicates = _valid_order_rows(con, len(orders)) - n_orders
         if duplicates:
-            log.warning("%s an earlier order id; the last of each was kept", counted(duplicates, "row repeats", "rows repeat"))
+            log.warning("%s an earlier order id: the last one kept", counted(duplicates, "row repeats", "rows repeat"))
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
@@ -383,12 +383,12 @@ def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: l
                      count: int) -> tuple[list[BadRow], int]:
     """The good rows whose discount was given but is not a number, added to the issues (file and row order)."""
     bad = "FROM _fs_oclass WHERE _bad IS NULL AND discount_raw IS NOT NULL"
-    n = con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]
-    if not n:
+    if not (n := con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]):  # (the common case)
         return issues, count
     rows = con.execute(f"SELECT _file, _row, discount_raw {bad} ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()
     found = [BadRow(source=paths[f], row=r, field="discount", value=v, reason=DISCOUNT_ISSUE) for f, r, v in rows]
-    log.warning("%s no number as discount: their orders kept without it (first: %s)", counted(n, "row has", "rows have"), found[0])
+    log.warning("%s no number as discount: their orders kept without it (first: %s)",
+                counted(n, "row has", "rows have"), found[0])
     return cut(issues + found, paths, MAX_BAD_ROWS), count + n
 
 

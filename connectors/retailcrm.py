@@ -223,7 +223,8 @@ class RetailCrmSource:
                 return
             if total < len(present):
                 raise FatalError(f"RetailCRM {path}: the list counts {counted(total, 'record')} but "
-                                 f"{len(present)} read {agrees(len(present), 'one was', 'ones were')} not deleted; the list and the history feed disagree")
+                                 f"{len(present)} read {agrees(len(present), 'one was', 'ones were')} not "
+                                 "deleted; the list and the history feed disagree")
             moved = len(feed.gone | feed.created | (feed.fetched - backfilled))
             if round_ == MAX_REREADS:
                 raise TransientError(

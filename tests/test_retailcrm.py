@@ -354,7 +354,8 @@ def test_check_warns_when_no_site_is_set_on_an_account_of_several(rsps, site):
     rsps.add("GET", f"{BASE}/api/credentials", json={"success": True, "sitesAvailable": ["shop-main"]})
     source = make_source(**({} if site is None else {"site": site}))
     several, one = source.check(), source.check()
-    assert str(several) == "demo.retailcrm.ru (sites: shop-main, outlet)" and one == "demo.retailcrm.ru (sites: shop-main)"
+    assert str(several) == "demo.retailcrm.ru (sites: shop-main, outlet)"
+    assert one == "demo.retailcrm.ru (sites: shop-main)"
     if site:
         assert several == "demo.retailcrm.ru (sites: shop-main, outlet)"
     else:
