@@ -48,9 +48,9 @@ from .diagnose import order_dt
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
-                   to_decimal, tombstone, with_sleep)
+                   to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
-from .non_purchase import undecided, unmapped
+from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult

@@ -8,9 +8,10 @@ import re
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .blank import BlankIsUnset, unset_blank
 from .contacts import PhoneRegion
 from .errors import ConfigError
 from .secrets import Secret, shown
@@ -33,7 +34,7 @@ def split_account(value: str, where: str) -> tuple[str, str | None]:
     return sub, domain or None
 
 
-class AmoCrmConfig(BaseModel):
+class AmoCrmConfig(BlankIsUnset):
     model_config = ConfigDict(extra="forbid")
     type: Literal["amocrm"] = "amocrm"
     subdomain: str | None = None  # default AMOCRM_SUBDOMAIN
@@ -51,7 +52,8 @@ class AmoCrmConfig(BaseModel):
     @classmethod
     def _account(cls, data: Any) -> Any:
         """``subdomain`` pasted as a host or URL: its name, and its domain as ``domain`` (an error when ``domain``
-        says another one: which of them is meant cannot be told)."""
+        says another one: which of them is meant cannot be told); blank: unset (run before the base's check)."""
+        data = unset_blank(data)
         if not isinstance(data, dict) or not isinstance(data.get("subdomain"), str):
             return data
         sub, domain = split_account(data["subdomain"], "subdomain")
@@ -61,7 +63,7 @@ class AmoCrmConfig(BaseModel):
         return {**data, "subdomain": sub, **({"domain": domain} if domain else {})}
 
 
-class AmoCrmSecrets(BaseSettings):
+class AmoCrmSecrets(BlankIsUnset, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore")
     subdomain: str | None = None
     token: Secret | None = None  # long-lived token of a private integration

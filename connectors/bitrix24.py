@@ -43,17 +43,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
-                   to_decimal, tombstone, with_sleep)
+                   to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
-from .non_purchase import undecided, unmapped
+from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
@@ -71,7 +72,7 @@ _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invali
 _RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"}
 
 
-class Bitrix24Config(BaseModel):
+class Bitrix24Config(BlankIsUnset):
     model_config = ConfigDict(extra="forbid")
     type: Literal["bitrix24"] = "bitrix24"
     won_semantics: list[str] = Field(default_factory=lambda: ["S"])
@@ -86,7 +87,7 @@ class Bitrix24Config(BaseModel):
     timezone: TimeZone = "UTC"  # the portal's zone: purchases are counted per local day in it
 
 
-class Bitrix24Secrets(BaseSettings):
+class Bitrix24Secrets(BlankIsUnset, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
     webhook_url: Secret | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
     app_token: Secret | None = None  # application_token of the outgoing webhook / app, for events

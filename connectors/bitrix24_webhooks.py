@@ -8,7 +8,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from .http import clean, parse_dt, tombstone
+from .http import clean, parse_dt
+from .non_purchase import tombstone
 from .records import UNDATED, Contact, Order
 from .webhooks import DEFAULT_MAX_AGE, parse_php_form, stale_reason, tokens_equal
 

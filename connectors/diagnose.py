@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from .counts import agrees, counted
 from .errors import BadFileError
 from .normalize import DATE_FORMATS, EARLIEST, SPACE_OFFSET_RE
 from .presets import reading
@@ -75,20 +76,21 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     sample = [v for (v,) in con.execute(f"SELECT DISTINCT ordered_at_raw FROM (SELECT ordered_at_raw FROM {f.table}"
                                         f" WHERE ordered_at_raw IS NOT NULL LIMIT 1000) LIMIT 20").fetchall()]
     header = f.cols.get("ordered_at", "ordered_at")
+    rows, have = counted(n, "row"), agrees(bad, "has", "have")
     if not sample:
-        return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
+        return f"{f.path}: {bad} of {rows} {have} no date in column {header!r}; map ordered_at to the order date"
     examples = ", ".join(repr(v) for v in sample[:2])
     if all(early_date(v, date_format, is_excel(f.path)) for v in sample):
-        return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
+        return (f"{f.path}: {bad} of {rows} {have} a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
                 " the Unix epoch's day is what a POS writes for a date it never set, earlier ones are misread"
                 " years; export the orders' real dates, or map ordered_at to the column that holds them")
     fmt = guess_format(sample)
     if date_format:  # the one set does not read them: say so, and what would
         better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
-        return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that [source] date_format = "
+        return (f"{f.path}: {bad} of {rows} {have} a date in column {header!r} that [source] date_format = "
                 f'"{date_format}" cannot read (e.g. {examples}){better}')
     hint = f'date_format = "{fmt}"' if fmt else 'date_format (a strptime format such as "%m/%d/%Y")'
-    return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that cannot be read "
+    return (f"{f.path}: {bad} of {rows} {have} a date in column {header!r} that cannot be read "
             f"(e.g. {examples}); set [source] {hint}")
 
 

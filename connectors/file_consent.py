@@ -14,13 +14,14 @@ import logging
 
 import duckdb
 
+from .counts import counted
 from .records import BadRow
 
 log = logging.getLogger(__name__)
 
 FIELD = "marketing_consent"
-#: an unread consent value's issue reason; ``{n}``: how many rows hold it
-REASON = ("consent value read neither as yes nor as no ({n} row(s)): taken as no, nobody is subscribed on it; write "
+#: an unread consent value's issue reason; ``{rows}``: how many rows hold it (:func:`~connectors.counts.counted`)
+REASON = ("consent value read neither as yes nor as no ({rows}): taken as no, nobody is subscribed on it; write "
           "yes or no (да / нет)")
 SHOWN = 3  # values named in the warning line
 
@@ -42,8 +43,8 @@ def consent_issues(con: duckdb.DuckDBPyConnection, views: list[str], paths: list
     ((total,),) = con.execute("SELECT count(*) FROM _fs_unread").fetchall()
     found = con.execute(f"SELECT first, consent_raw, n FROM _fs_unread ORDER BY first LIMIT {limit}").fetchall()
     con.execute("DROP TABLE _fs_unread")
-    issues = [BadRow(source=paths[at >> 32], row=at & 0xFFFFFFFF, field=FIELD, value=v, reason=REASON.format(n=n))
-              for at, v, n in found]
+    issues = [BadRow(source=paths[at >> 32], row=at & 0xFFFFFFFF, field=FIELD, value=v,
+                     reason=REASON.format(rows=counted(n, "row"))) for at, v, n in found]
     if issues:  # (the run's warnings name them: consent_lines)
         log.info("%s", consent_lines(issues)[0])
     return issues, total

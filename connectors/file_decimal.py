@@ -32,6 +32,7 @@ import re
 import duckdb
 
 from . import normalize as nz
+from .counts import agrees, counted
 from .errors import BadFileError
 
 log = logging.getLogger(__name__)
@@ -283,10 +284,9 @@ def _conflict(con: duckdb.DuckDBPyConnection, path: str, src: str, v: str, heade
     """The error of a column whose readings conflict, naming the smallest value of each kind."""
     first = dict(con.execute(f"SELECT CASE WHEN vote LIKE 'w%' THEN 'w' ELSE right(vote, 1) END, min(v) FROM"
                              f" {voted_sql(src, v, guess, money)} WHERE vote IS NOT NULL GROUP BY 1").fetchall())
-    sides = " and ".join(f"{votes[m]} {'values' if votes[m] != 1 else 'value'} read with {m!r} as the decimal mark"
+    sides = " and ".join(f"{counted(votes[m], 'value')} read with {m!r} as the decimal mark"
                          f" only (e.g. {first.get(m)!r})" for m in (",", ".") if votes[m])
-    n = votes["w"]
-    return (f"{path}: column {header!r} mixes decimal marks: {sides}, and {n} {'values' if n != 1 else 'value'} such as "
-            f"{first.get('w')!r} {'mean' if n != 1 else 'means'} a different number with each"
+    return (f"{path}: column {header!r} mixes decimal marks: {sides}, and {counted(votes['w'], 'value')} such as "
+            f"{first.get('w')!r} {agrees(votes['w'], 'means', 'mean')} a different number with each"
             f"{' (too few values decide it)' if few else ''}; "
             f"set [source] decimal = \",\" or \".\" to say which the file uses")

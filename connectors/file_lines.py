@@ -13,6 +13,7 @@ from array import array
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
+from .counts import counted
 from .normalize import decimal_vote
 
 if TYPE_CHECKING:
@@ -154,8 +155,8 @@ def spread_cells(path: Path, delim: str, header: str) -> list[str]:
                     hidden = any((vote := decimal_vote(c)) is not None and not vote[1] for c in cells)
             yielded += len(out) > before
     if yielded < TRUST_SLICES * SLICES or len(out) < TRUST_VALUES or hidden:
-        log.debug("%s: %d of %d slices gave %d values under %r: too few to stand for the file", path, yielded,
-                  SLICES, len(out), header)
+        log.debug("%s: %d of %d slices gave %s under %r: too few to stand for the file", path, yielded,
+                  SLICES, counted(len(out), "value"), header)
         return []
     return out
 

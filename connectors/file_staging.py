@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import amounts, normalize as nz
+from .counts import agrees, counted
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
@@ -140,11 +141,11 @@ def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[st
         return
     zf, pf, n, zid, pid, total = found[0]
     other = "other ids in it" if zf == pf else f"ids in {paths[pf]}"
-    more = f" ({total} in all files)" if total > n else ""
-    log.warning("%d customer id(s) in %s (%r, …) match %s (%r, …) only once their leading zeros are dropped%s: they "
+    log.warning("%s in %s (%r, …) %s %s (%r, …) only once their leading zeros are dropped%s: they "
                 "are read as other customers, whose e-mails and orders do not meet. A code that Excel turned into a "
                 "number (cell format General) lost its zeros: format that column as text (or 000000) and export it "
-                "again, or write the codes the same way in every file", n, paths[zf], zid, other, pid, more)
+                "again, or write the codes the same way in every file", counted(n, "customer id"), paths[zf], zid,
+                agrees(n, "matches", "match"), other, pid, f" ({total} in all files)" if total > n else "")
 
 
 def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str, cancelled: bool) -> str:
@@ -249,8 +250,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     lines = items or heads  # an order's rows are grouped by its id
     duplicates, n_orders = replaced, None
     if replaced:
-        log.warning("%d orders appear again further on (in a later export, or below in the same file); the last"
-                    " one of each was kept", replaced)
+        log.warning("%s further on (in a later export, or below in the same file); the last one of each was kept",
+                    counted(replaced, "order appears again", "orders appear again"))
     fid = ""  # the extra select column: the row's file id
     if file_ids is not None:
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
@@ -283,7 +284,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
         duplicates = _valid_order_rows(con, len(orders)) - n_orders
         if duplicates:
-            log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
+            log.warning("%s an earlier order id: the last one kept", counted(duplicates, "row repeats", "rows repeat"))
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
@@ -384,12 +385,11 @@ def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: l
                      count: int) -> tuple[list[BadRow], int]:
     """The good rows whose discount was given but is not a number, added to the issues (file and row order)."""
     bad = "FROM _fs_oclass WHERE _bad IS NULL AND discount_raw IS NOT NULL"
-    n = con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]
-    if not n:
+    if not (n := con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]):  # (the common case)
         return issues, count
     rows = con.execute(f"SELECT _file, _row, discount_raw {bad} ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()
     found = [BadRow(source=paths[f], row=r, field="discount", value=v, reason=DISCOUNT_ISSUE) for f, r, v in rows]
-    log.warning("%d row(s) have a discount that is not a number, their orders kept without it (first: %s)", n, found[0])
+    log.warning("%s no number as discount, kept without it (first: %s)", counted(n, "row has", "rows have"), found[0])
     return cut(issues + found, paths, MAX_BAD_ROWS), count + n
 
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import normalize as nz
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
+from .counts import counted
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
 from .file_copying import quiet_after_read
 from .file_encoding import csv_error, utf8_copy
+from .file_header_map import Mapping, match_headers, repeated_headers
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
 from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
 from .file_readers import (EXCEL_EPOCH, XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint,
@@ -32,7 +35,7 @@ from .file_readers import (EXCEL_EPOCH, XLSX_HEADER_SCAN, csv_src, needs_serial_
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
-from .suggest import closest, did_you_mean
+from .suggest import did_you_mean
 from .source import Progress
 from .tables import create_staging
 from .zones import TimeZone
@@ -43,10 +46,12 @@ log = logging.getLogger(__name__)
 MAX_DAYS_AHEAD = 3660
 
 
-class FileSourceConfig(BaseModel):
+class FileSourceConfig(BlankIsUnset):
     """``[source]`` for ``type = "file"``; paths are relative to the config file's folder."""
 
     model_config = ConfigDict(extra="forbid")
+    blankable = frozenset({"contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal",
+                           "timezone", "phone_region"})
 
     type: Literal["file"] = "file"  # the default source type: a [source] without type is a file source
     orders: str
@@ -95,12 +100,6 @@ class FileSourceConfig(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class _Mapping:
-    columns: dict[str, str]  # canonical field → header
-    optional: frozenset[str]  # fields that came from a preset only (skipped when missing)
-
-
 class FileSource:
     """Reads column-mapped export files into the ``staged_*`` tables (always a full refresh)."""
 
@@ -116,16 +115,16 @@ class FileSource:
         optional = set(preset) - set(cfg.columns)
         if cfg.contacts and cfg.contact_columns is None:  # shared mapping: contact fields may live in either file
             optional |= set(CONTACT_FIELDS)
-        self._orders_map = _Mapping({**preset, **cfg.columns}, frozenset(optional))
+        self._orders_map = Mapping({**preset, **cfg.columns}, frozenset(optional))
         self._text_only = False  # tests set it to compare the typed CSV fast path with the text path
         # The contacts file uses [source.contact_columns], else the contact fields of [source.columns]
         # (then optional: a field the contacts file lacks is simply not read from it).
         keep = ("customer_id",) + CONTACT_FIELDS
         if cfg.contact_columns is not None:
-            self._contacts_map = _Mapping(dict(cfg.contact_columns), frozenset())
+            self._contacts_map = Mapping(dict(cfg.contact_columns), frozenset())
         else:
             shared = {k: v for k, v in self._orders_map.columns.items() if k in keep}
-            self._contacts_map = _Mapping(shared, frozenset(shared))
+            self._contacts_map = Mapping(shared, frozenset(shared))
         cols = self._orders_map.columns
         if "ordered_at" not in cols or not ({"amount", "price"} & set(cols)):
             raise ConfigError("[source.columns] must map ordered_at and amount (or price for receipt lines)")
@@ -209,13 +208,14 @@ class FileSource:
         check_orders(con, orders, self.cfg.orders, self.cfg.date_format, self.cfg.preset)  # no rows, bad dates: stop
         result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
         result.fast_path = all(t.fast for t in orders)
-        log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
-                 result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
+        log.info("file source: %s", ", ".join(counted(n, what) for n, what in (
+            (result.orders, "order"), (result.contacts, "contact"), (result.bad_row_count, "bad row"),
+            (result.issue_count, "cleaned value"), (result.duplicate_orders, "duplicate order id"))))
         return result
 
     # ------------------------------------------------------------------------------------------ reading
 
-    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str,
+    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping, table: str,
               tmp: Path) -> LoadedFile:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
@@ -228,7 +228,7 @@ class FileSource:
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
             headers = [c for c in arrow.column_names if c != "_srow"]
-            _repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
+            repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
             con.register(f"{table}_src", arrow)
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
         elif suffix in (".parquet", ".pq"):
@@ -250,10 +250,10 @@ class FileSource:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
                 raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto", delim, skip) from None
-            _repeated_headers(path, header_cells(csv_path, delim), headers, mapping, self.cfg.attributes)
+            repeated_headers(path, header_cells(csv_path, delim), headers, mapping, self.cfg.attributes)
             row_col, kind = None, "csv"
         try:
-            cols = _match_headers(path, headers, mapping, self.cfg.attributes)
+            cols = match_headers(path, headers, mapping, self.cfg.attributes)
         except ConfigError as e:
             if kind == "xlsx":
                 con.unregister(f"{table}_src")
@@ -274,7 +274,7 @@ class FileSource:
             if kind == "xlsx":
                 con.unregister(f"{table}_src")
 
-    def _title_lines(self, path: Path, csv_path: Path, mapping: _Mapping) -> int:
+    def _title_lines(self, path: Path, csv_path: Path, mapping: Mapping) -> int:
         """The lines above a CSV's header: ``skip_lines``, else the title lines :func:`title_lines` finds (skipped
         with a warning); a line above the header holding more than a title stops the read, asking for
         ``skip_lines``."""
@@ -351,48 +351,3 @@ class FileSource:
                     log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
         return load_table(con, lf, numbered(csv_src(csv_path, delim, parallel=parallel)), "csv", self.cfg)
 
-
-def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes: dict[str, str]) -> dict[str, str]:
-    """canonical field (or ``attr:<name>``) → the file's real header; ConfigError listing what is missing."""
-    by_key = {h.strip().casefold(): h for h in headers}
-    wanted = {**mapping.columns, **{f"attr:{k}": v for k, v in attributes.items()}}
-    out, missing = {}, []
-    for fld, header in wanted.items():
-        real = by_key.get(header.strip().casefold())
-        if real is not None:
-            out[fld] = real
-        elif fld not in mapping.optional and not fld.startswith("attr:"):
-            missing.append(f"{fld} = {header!r}{_closest_header(header, headers)}")
-        elif fld in ("ordered_at", "amount") or (fld == "price" and "amount" not in mapping.columns):
-            missing.append(f"{fld} = {header!r} (from the preset){_closest_header(header, headers)}")
-    if missing:
-        raise ConfigError(f"{path}: mapped column(s) not found: {'; '.join(missing)}. "
-                          f"Columns in the file: {', '.join(repr(h) for h in headers)}")
-    return out
-
-
-def _repeated_headers(path: Path, written: list[str], read: list[str], mapping: _Mapping,
-                      attributes: dict[str, str]) -> None:
-    """ConfigError naming a mapped header the file's header holds twice (or more), and where: which of them is
-    meant cannot be told (two ``Сумма``: the sum with and without the discount), unless the mapping also names a
-    later one by the name the reader gives it (``read``, by position: DuckDB's ``Сумма_1``, the XLSX reader's
-    ``Сумма_2``): then each is mapped by its own name."""
-    wanted = {h.strip().casefold() for h in [*mapping.columns.values(), *attributes.values()]}
-    at: dict[str, list[int]] = {}
-    for i, h in enumerate(written, start=1):
-        if h.strip().casefold() in wanted:
-            at.setdefault(h.strip().casefold(), []).append(i)
-    for key, places in at.items():
-        renamed = [read[i - 1] for i in places[1:] if i <= len(read) and read[i - 1].strip().casefold() != key]
-        if len(places) > 1 and not {r.strip().casefold() for r in renamed} & wanted:
-            where = ", ".join(map(str, places[:-1])) + f" and {places[-1]}"
-            second = (f"; or map the second one as {renamed[0]!r} (the reader's name for that column: naming it"
-                      " picks it)") if renamed else ""
-            raise ConfigError(f"{path}: the header {written[places[0] - 1].strip()!r} is in columns {where}: which "
-                              f"one is meant cannot be told; rename one of them in the file (or in its export)"
-                              f"{second}")
-
-
-def _closest_header(header: str, headers: list[str]) -> str:
-    best = closest(header, headers)
-    return f" (closest header: {best!r})" if best is not None else ""

@@ -1,4 +1,5 @@
-"""Shared plumbing for the API connectors: one HTTP client, vendor field parsing, tombstones.
+"""Shared plumbing for the API connectors: one HTTP client, vendor field parsing (``tombstone``, once here, is
+re-exported lazily from :mod:`connectors.non_purchase`).
 
 * :class:`HttpClient` wraps a ``requests.Session`` with explicit timeouts, a leaky-bucket
   :class:`Throttle`, the status → action table :data:`STATUS_ACTIONS` (data, tested
@@ -7,7 +8,6 @@
   (:mod:`connectors.secrets`) in every log line and error message.
 * :class:`FieldError`, :func:`get_field` and the value parsers map vendor JSON fields, naming the
   field that cannot be mapped.
-* :func:`tombstone` is how every connector expresses a deleted order (a cancelled row, amount 0).
 
 Cursors, pagination guards and staging (the incremental read) live in :mod:`connectors.incremental`.
 """
@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import requests
 
 from .errors import AuthError, ConfigError, FatalError, TransientError
-from .records import BadRow, Order, OrderStatus
+from .records import BadRow
 from .retry import RetryPolicy, retry_after_from
 from .secrets import masked_start, redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
@@ -385,15 +385,12 @@ def clean(value: Any) -> str | None:
     return text or None
 
 
-def tombstone(order_id: str, at: datetime, customer_id: str | None = None, *, final: bool = False) -> Order:
-    """A deleted order as a ``cancelled`` row with amount 0.
 
-    The order store replaces orders by ``order_id``, so staging this makes a deleted order leave the
-    RFM history. ``customer_id`` is ``""`` when the vendor no longer says whose order it was. ``final``: the
-    vendor's delete is final (the order never comes back, its id is never reused: Shopify's): the tombstone is
-    :attr:`~connectors.records.OrderStatus.DELETED`, stored as ``cancelled``, and the store leaves out any later
-    version of the order (a delivery retried after the delete, a page read before it: :mod:`sync.store.deletes`).
-    A delete that can be undone or is not known to be final (amoCRM's trash, Bitrix24, a lead out of scope) is not.
-    """
-    return Order(order_id=order_id, customer_id=customer_id or "", ordered_at=at, amount=Decimal(0),
-                 status=OrderStatus.DELETED if final else OrderStatus.CANCELLED)
+def __getattr__(name: str) -> Any:
+    """``tombstone`` lived here before :mod:`connectors.non_purchase` (which imports this module): still importable
+    from here, lazily, for code written against it."""
+    if name == "tombstone":
+        from .non_purchase import tombstone
+
+        return tombstone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,6 +39,7 @@ from typing import Any, Mapping
 
 import duckdb
 
+from .counts import counted
 from .email_phone import email_map, phone_map
 from .errors import ConfigError
 
@@ -73,10 +74,10 @@ class IdentityReport:
                                         for s in self.ignored_identifiers]}
 
     def __str__(self) -> str:
-        text = (f"identity: {self.linked_rows} rows linked, {self.merged_customers} customers merged, "
-                f"{self.ignored_count} shared identifiers ignored")
+        text = (f"identity: {counted(self.linked_rows, 'row')} linked, {counted(self.merged_customers, 'customer')} "
+                f"merged, {counted(self.ignored_count, 'shared identifier')} ignored")
         if self.ignored_identifiers:
-            shown = ", ".join(f"{s.value} ({s.customers} customers)" for s in self.ignored_identifiers[:5])
+            shown = ", ".join(f"{s.value} ({counted(s.customers, 'customer')})" for s in self.ignored_identifiers[:5])
             more = self.ignored_count - min(5, len(self.ignored_identifiers))
             text += f": {shown}" + (f" and {more} more" if more > 0 else "")
         return text

@@ -42,6 +42,7 @@ import duckdb
 import pyarrow as pa
 
 from .contacts import clean_contact
+from .counts import counted
 from .errors import AuthError, ConfigError, FatalError
 from .http import FieldError
 from .records import BadRow, Contact, Order
@@ -253,8 +254,8 @@ class Stager:
         self._flush()
         (orders,) = self.con.execute("SELECT count(*) FROM staged_orders").fetchone()
         (contacts,) = self.con.execute("SELECT count(*) FROM staged_contacts").fetchone()
-        log.info("%s: staged %d orders, %d contacts, %d bad records", self.source, orders, contacts,
-                 self.bad_row_count)
+        log.info("%s: staged %s, %s, %s", self.source, counted(orders, "order"), counted(contacts, "contact"),
+                 counted(self.bad_row_count, "bad record"))
         return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows,
                           bad_row_count=self.bad_row_count, cursor=cursor)
 

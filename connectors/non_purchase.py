@@ -1,19 +1,40 @@
 """What the CRM mappers say of a record that is not (or may not be) a purchase, written once:
 
+* :func:`tombstone`: a deleted (lost, out of scope) order, a cancelled row of amount 0 that retires the stored order
+  of its id, and only that: the store keeps nothing of a tombstone of an order it never stored;
 * :func:`undecided`: the bad row of a record without the field that tells whether it is a purchase (taken for no
   purchase, it would take a stored purchase out of the history without a word);
 * :func:`unmapped`: the tombstone of a non-purchase that cannot be mapped (its contact unlinked, its amount cleared):
-  it still leaves the history (:func:`connectors.http.tombstone`), keeping its customer when known, dated by the
+  it still leaves the history (:func:`tombstone`), keeping its customer when known, dated by the
   record, else by the stored order it cancels (:data:`~connectors.records.UNDATED`), never now.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from .http import FieldError, get_field, parse_dt, tombstone
-from .records import UNDATED, Order
+from .http import FieldError, get_field, parse_dt
+from .records import UNDATED, Order, OrderStatus
+
+
+def tombstone(order_id: str, at: datetime, customer_id: str | None = None, *, final: bool = False) -> Order:
+    """A deleted order as a ``cancelled`` row with amount 0.
+
+    The order store replaces orders by ``order_id``, so staging this makes a deleted order leave the
+    RFM history. ``customer_id`` is ``""`` when the vendor no longer says whose order it was. It only retires a
+    stored order (:attr:`~connectors.records.Order.if_stored`): the merge leaves it out when the store holds no
+    order of its id, and a version of the order staged before it in the same pull or batch goes with it
+    (:data:`connectors.tables.STAGED_TOMBSTONES`); a lost deal never stored adds no row. ``final``: the
+    vendor's delete is final (the order never comes back, its id is never reused: Shopify's): the tombstone is
+    :attr:`~connectors.records.OrderStatus.DELETED`, stored as ``cancelled`` whether the order was stored or not
+    (its note leaves out a version delivered after the delete), and the store leaves out any later version of the
+    order (a delivery retried after the delete, a page read before it: :mod:`sync.store.deletes`).
+    A delete that can be undone or is not known to be final (amoCRM's trash, Bitrix24, a lead out of scope) is not.
+    """
+    return Order(order_id=order_id, customer_id=customer_id or "", ordered_at=at, amount=Decimal(0),
+                 status=OrderStatus.DELETED if final else OrderStatus.CANCELLED, if_stored=not final)
 
 
 def undecided(field: str, what: str, also: str = "") -> FieldError:
@@ -33,4 +54,4 @@ def unmapped(order_id: str, raw: Mapping[str, Any], customer_id: str | None, dat
     return tombstone(order_id, UNDATED, customer_id)
 
 
-__all__ = ["undecided", "unmapped"]
+__all__ = ["tombstone", "undecided", "unmapped"]

@@ -20,8 +20,8 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
     CANCELLED = "cancelled"
     #: an order the vendor deleted for good (it never comes back, its id is never reused: a Shopify order): only a
-    #: tombstone is staged so (:func:`connectors.http.tombstone`); the order store keeps it as ``cancelled`` and
-    #: leaves out any later version of the order (:mod:`sync.store.deletes`)
+    #: tombstone is staged so (:func:`connectors.non_purchase.tombstone`); the order store keeps it as ``cancelled``
+    #: and leaves out any later version of the order (:mod:`sync.store.deletes`)
     DELETED = "deleted"
 
 
@@ -61,6 +61,9 @@ class Order:
     #: when the vendor last modified this version (a webhook payload's own ``updated_at``): orders a webhook's
     #: versions of the order delivered out of order (:func:`sync.store.merge.merge_staged`); not stored
     updated_at: datetime | None = None
+    #: a tombstone that only retires a stored order (:func:`connectors.non_purchase.tombstone`): the store leaves it
+    #: out when it holds no order of its id (:func:`sync.store.merge.merge_staged`); not stored
+    if_stored: bool = False
 
     def __post_init__(self) -> None:
         if self.ordered_at.tzinfo is None:

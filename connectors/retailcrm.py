@@ -43,23 +43,26 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .counts import agrees, counted
 from .secrets import Secret
 
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, tombstone,
+from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt,
                    with_sleep)
 from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_time_cursor, pull_objects, utc_now
+from .non_purchase import tombstone
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
 from .retry import RetryPolicy
-from .source import PullResult
+from .source import Account, PullResult
 from .zones import TimeZone, default_zone
 from .retailcrm_webhooks import parse_webhook, verify_webhook
 from .webhooks import WebhookParser, register_webhook_parser
@@ -68,13 +71,13 @@ log = logging.getLogger(__name__)
 NAME = "retailcrm"
 
 
-class RetailCrmConfig(BaseModel):
+class RetailCrmConfig(BlankIsUnset):
     """``[source] type = "retailcrm"`` settings (secrets come from the environment)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["retailcrm"] = "retailcrm"
     url: str | None = None  # https://shop.retailcrm.ru; default RETAILCRM_URL
-    site: str | None = None  # limit to one store of a multi-store account
+    site: str | None = None  # limit to one store of a multi-store account (blank: unset, every store; check warns)
     completed_statuses: list[str] = Field(default_factory=lambda: ["complete"])
     refunded_statuses: list[str] = Field(default_factory=list)
     currency: str | None = None  # used when an order carries no currency
@@ -85,7 +88,7 @@ class RetailCrmConfig(BaseModel):
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
 
 
-class RetailCrmSecrets(BaseSettings):
+class RetailCrmSecrets(BlankIsUnset, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETAILCRM_", extra="ignore")
     url: str | None = None
     api_key: Secret | None = None
@@ -129,13 +132,19 @@ class RetailCrmSource:
             raise FatalError(f"RetailCRM {path}: {self.http.safe(str(data.get('errorMsg')))[:200]}")
         return data
 
-    def check(self) -> str:
+    def check(self) -> str | Account:
+        """The host and the sites the key reaches; with a warning when ``site`` is unset (absent or blank: every
+        site is read) and the account lists several."""
         data = self._get("api/credentials")
         listed = data.get("sitesAvailable") or []
         if not isinstance(listed, list):
             raise FatalError(f"RetailCRM api/credentials: sitesAvailable is {json_shape(listed)}, not a list")
-        sites = ", ".join(str(s) for s in listed if s is not None)
-        return f"{urlsplit(self.url).hostname}" + (f" (sites: {sites})" if sites else "")
+        named = [str(s) for s in listed if s is not None]
+        name = f"{urlsplit(self.url).hostname}" + (f" (sites: {', '.join(named)})" if named else "")
+        if self.config.site is None and len(named) > 1:
+            return Account(name, (f"site is not set: the orders and customers of all {len(named)} sites are "
+                                  f"read as one shop; set [source] site to one of them to read only its own",))
+        return name
 
     def _site(self) -> list[tuple[str, str]]:
         return [("filter[sites][]", self.config.site)] if self.config.site else []
@@ -179,8 +188,8 @@ class RetailCrmSource:
             if page >= total:
                 return backfill
             if not rows:  # (taken as the end, the pages after it were never read, nor proven read by _settle)
-                raise TransientError(f"RetailCRM {path}: page {page} has no rows though its answer counts {total} "
-                                     "pages; nothing was saved: run the pull again")
+                raise TransientError(f"RetailCRM {path}: page {page} has no rows though its answer counts "
+                                     f"{counted(total, 'page')}; nothing was saved: run the pull again")
             page += 1
 
     def _settle(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: RunStart, stager: Stager) -> None:
@@ -213,12 +222,13 @@ class RetailCrmSource:
             if total == len(present):
                 return
             if total < len(present):
-                raise FatalError(f"RetailCRM {path}: the list counts {total} records but {len(present)} "
-                                 "read ones were not deleted; the list and the history feed disagree")
+                raise FatalError(f"RetailCRM {path}: the list counts {counted(total, 'record')} but "
+                                 f"{len(present)} read {agrees(len(present), 'one was', 'ones were')} not "
+                                 "deleted; the list and the history feed disagree")
             moved = len(feed.gone | feed.created | (feed.fetched - backfilled))
             if round_ == MAX_REREADS:
                 raise TransientError(
-                    f"RetailCRM {path}: {total - len(present)} records still missing after {MAX_REREADS} "
+                    f"RetailCRM {path}: {counted(total - len(present), 'record')} still missing after {MAX_REREADS} "
                     f"re-reads of the backfill ({moved} created or deleted while it ran); the CRM changed "
                     "faster than it could be read. Nothing was saved: run the pull again")
             below = max(1, moved) << round_

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable
 
+from .counts import counted
+
 if TYPE_CHECKING:  # (the stager's module imports this one; the client's imports the retry layer, which imports this)
     from .http import HttpClient
     from .incremental import Stager
@@ -122,9 +124,9 @@ class RunStart:
             return self.host
         if self.skew >= timedelta(minutes=1) and not self._told:
             self._told = True
-            log.warning("%s: this host's clock is %d minutes ahead of the vendor's (the Date of its answers): the "
+            log.warning("%s: this host's clock is %s ahead of the vendor's (the Date of its answers): the "
                         "pull starts by the vendor's clock; set this host's clock right (NTP)", self.source,
-                        self.skew // timedelta(minutes=1))
+                        counted(self.skew // timedelta(minutes=1), "minute"))
         return self.host - self.skew
 
 

@@ -43,9 +43,9 @@ from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
-                   json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
+                   json_shape, parse_dt, set_advice, to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
-from .non_purchase import undecided, unmapped
+from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
@@ -292,7 +292,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       unknown, dated ``X-Shopify-Triggered-At``), which replaces the stored order so it leaves the
       history. Deleted orders are invisible to a pull, so this delivery is the only way to learn of one. Shopify
       never brings a deleted order back nor reuses its id, so the delete is final: the store leaves out any later
-      version of the order, whatever its time (:func:`connectors.http.tombstone`).
+      version of the order, whatever its time (:func:`connectors.non_purchase.tombstone`).
     * ``refunds/create`` carries the refund (``order_id``, ``transactions``, ``refund_line_items``) but not
       the order's customer or its total, and the order row already holds the net amount
       (``current_total_price``) that Shopify updates with every refund: a refund row would count it

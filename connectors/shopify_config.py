@@ -9,9 +9,10 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .errors import ConfigError
 from .secrets import Secret, shown
@@ -46,7 +47,7 @@ def shop_host(value: str, where: str) -> str:
     return host
 
 
-class ShopifyConfig(BaseModel):
+class ShopifyConfig(BlankIsUnset):
     model_config = ConfigDict(extra="forbid")
     type: Literal["shopify"] = "shopify"
     shop: str | None = None  # "demo", "demo.myshopify.com" or a URL of either; default SHOPIFY_SHOP
@@ -70,7 +71,7 @@ class ShopifyConfig(BaseModel):
         return shop_host(value, "shop") if value is not None and value.strip() else None
 
 
-class ShopifySecrets(BaseSettings):
+class ShopifySecrets(BlankIsUnset, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOPIFY_", extra="ignore")
     shop: str | None = None
     token: Secret | None = None

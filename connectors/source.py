@@ -15,7 +15,7 @@ from .records import BadRow
 class PullResult:
     """What one pull staged, and what it could not use."""
 
-    orders: int = 0
+    orders: int = 0  # order records staged (after sync.pipeline.pull_into: less ``unstored_orders``)
     contacts: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     bad_row_count: int = 0  # may exceed len(bad_rows) when the list is capped
@@ -23,6 +23,9 @@ class PullResult:
     full_refresh: bool = False  # True: staged rows are the whole history (replace the store)
     #: identity resolution (connectors.identity): rows linked, customers merged, shared identifiers ignored
     identity: IdentityReport | None = None
+    #: order records read but not stored: tombstones of orders the store never held (a deal lost or deleted before
+    #: rfmsync stored it), counted by :func:`sync.pipeline.pull_into` and left out of ``orders``
+    unstored_orders: int = 0
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,29 @@ def create_staging(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE staged_{name} ({cols})")
 
 
+#: the staged orders whose last staged version is a tombstone that only retires a stored order
+#: (:attr:`~connectors.records.Order.if_stored`): :func:`stage_records` keeps it, the store's merge leaves out every
+#: staged version of those it holds no order of (:func:`sync.store.merge.merge_staged`), then drops it. Not
+#: ``staged_*``: it is no store table, and :func:`create_staging` leaves it (a webhook batch's records set aside
+#: while a pull stages, then staged again, keep theirs: :func:`sync.serve.resync_staging.pull_after_webhook_records`;
+#: a mark of an id not staged leaves nothing out).
+STAGED_TOMBSTONES = "_staged_tombstones"
+
+
+def _note_tombstones(con: duckdb.DuckDBPyConnection, orders: list[Order]) -> None:
+    """Keep :data:`STAGED_TOMBSTONES` to the ids whose last staged version (``orders``' last of each, appended now)
+    retires a stored order only: a later version that is not one takes its id out. One statement for a page holding
+    such a tombstone, a count for a page after one (none before: the usual pull)."""
+    last = {o.order_id: o.if_stored for o in orders}
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGED_TOMBSTONES} (order_id VARCHAR NOT NULL)")
+    if not any(last.values()) and not con.execute(f"SELECT 1 FROM {STAGED_TOMBSTONES} LIMIT 1").fetchall():
+        return
+    con.execute(f"DELETE FROM {STAGED_TOMBSTONES} WHERE order_id IN (SELECT unnest($ids::VARCHAR[]))",
+                {"ids": list(last)})
+    con.execute(f"INSERT INTO {STAGED_TOMBSTONES} SELECT unnest($ids::VARCHAR[])",
+                {"ids": [i for i, flagged in last.items() if flagged]})
+
+
 #: a value's largest magnitude that every decimal column holds (quantity: DECIMAL(18,3))
 MAX_DECIMAL = Decimal(10) ** 15
 
@@ -143,7 +166,8 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
     Creates the staging tables when missing. Returns (orders, contacts) appended. Amounts, discounts and prices
     are kept to 2 decimals and quantities to 3, rounded half away from zero as a file's are; a value too large
     for its column is a ValueError naming the order, and nothing of the call is staged. A tombstone the vendor gave
-    no date (:data:`~connectors.records.UNDATED`) is dated by :func:`_date_undated`.
+    no date (:data:`~connectors.records.UNDATED`) is dated by :func:`_date_undated`; one that only retires a stored
+    order is noted in :data:`STAGED_TOMBSTONES`.
     """
     import pyarrow as pa  # API pages and webhooks only; a file export is read by DuckDB itself
 
@@ -183,6 +207,7 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
                 con.unregister(source)
         if any(o.ordered_at == UNDATED for o in orders):
             _date_undated(con)
+        _note_tombstones(con, orders)
     if contacts:
         tbl = pa.table({
             "customer_id": [c.customer_id for c in contacts],

@@ -60,7 +60,9 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
     if result.cursor is not None:
         ledger.set_cursor(name, "all", result.cursor)
     ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
-                                            "bad_rows": result.bad_row_count})
+                                            "bad_rows": result.bad_row_count,
+                                            **({"unstored_orders": result.unstored_orders}
+                                               if result.unstored_orders else {})})
     return result
 
 

@@ -34,8 +34,10 @@ from . import progress as steps
 from .config import Config, format_validation_error
 from .errors import ConfigError
 from .guards import RECENCY_ADVICE, recency_collapse_text
+from .stale import stale_warning  # (re-exported: the callers' import)
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
+from .store.deletes import unstored_tombstones
 from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
 from .store.facts import order_facts
 from .store.file_report import order_files
@@ -111,6 +113,9 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
+    # tombstones of orders never stored are read, not stored: the counts (CLI, run history, guards) leave them out
+    result.unstored_orders = unstored_tombstones(con)
+    result.orders -= result.unstored_orders
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)
@@ -277,27 +282,6 @@ def pull_lines(pull: object) -> list[str]:
     """A pull's warnings: a file source's files gone or copied (:func:`~sync.store.files.file_lines`), and the
     consent values it read neither as yes nor as no (:func:`~connectors.file_consent.consent_lines`)."""
     return file_lines(pull) + consent_lines(pull)
-
-
-def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int,
-                  today: date | None = None) -> str | None:
-    """A warning when the newest order (any status) on or before the local day ``as_of`` is more than
-    ``stale_days`` days older than ``as_of``, or than ``today`` when the as-of is after it (``[guards]
-    stale_days``; 0 turns it off): the data are an old export scored as of today, so every customer looks that much
-    less recent. An as-of in the future has its own line (:func:`segmentation.as_of.future_line`): an export
-    100 days old run as of tomorrow gets both. One aggregate in DuckDB."""
-    if stale_days <= 0:
-        return None
-    newest = con.execute("""SELECT CAST(max(ordered_at) AT TIME ZONE $tz AS DATE) FROM orders
-                             WHERE ordered_at < CAST($as_of::DATE + 1 AS TIMESTAMP) AT TIME ZONE $tz""",
-                         {"tz": timezone, "as_of": as_of}).fetchall()[0][0]
-    age = None if newest is None else (min(as_of, today or as_of) - newest).days
-    if age is None or age <= stale_days:
-        return None
-    behind = (as_of - newest).days
-    return (f"stale data: the newest order is {age} days old ({newest}) but the segments are computed as of "
-            f"{as_of}, so every customer looks {behind} days less recent than they are; if this is an old export, "
-            f"run with --as-of {newest} ([guards] stale_days = {stale_days})")
 
 
 def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> str | None:

@@ -82,7 +82,7 @@ def test_a_newer_value_read_as_neither_is_no_and_each_distinct_value_is_reported
     path = str(tmp_path / "sales.csv")
     assert [(i.source, i.row, i.field, i.value) for i in result.issues] == [
         (path, 3, "marketing_consent", "oui"), (path, 5, "marketing_consent", "✓")]
-    assert "(2 row(s)): taken as no" in result.issues[0].reason and "(1 row(s))" in result.issues[1].reason
+    assert "(2 rows): taken as no" in result.issues[0].reason and "(1 row)" in result.issues[1].reason
     assert result.issue_count == 2
 
 
@@ -155,7 +155,7 @@ def test_a_column_of_many_distinct_unread_values_fetches_only_the_listed_ones_an
         issues, total = consent_issues(con, ["v"], ["a.csv"], 3)
         con.execute("DROP TABLE v")
     assert total == 50 and [(b.row, b.value) for b in issues] == [(2, "note 2"), (3, "note 3"), (4, "note 4")]
-    assert "(4 row(s))" in issues[0].reason
+    assert "(4 rows)" in issues[0].reason
     monkeypatch.setattr("connectors.file_staging.MAX_BAD_ROWS", 5)
     result, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
                                  for i in range(1, 9)])

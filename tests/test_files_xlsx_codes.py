@@ -89,7 +89,7 @@ def test_codes_excel_turned_into_numbers_are_named_with_both_files(tmp_path, cap
     assert con.execute("SELECT DISTINCT customer_id FROM staged_orders ORDER BY 1").fetchall() == [
         ("000777",), ("120",), ("121",), ("555",)]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.startswith(f"2 customer id(s) in {tmp_path / 'clients.csv'} ('000120', …) match ids in "
+    assert warning.startswith(f"2 customer ids in {tmp_path / 'clients.csv'} ('000120', …) match ids in "
                               f"{tmp_path / 'orders.xlsx'} ('120', …) only once their leading zeros are dropped: ")
     assert "format that column as text (or 000000)" in warning
 
@@ -102,7 +102,7 @@ def test_codes_without_their_zeros_in_one_file(tmp_path, caplog):
         "4;0;2026-11-05;400\n5;0120;2026-11-05;400\n6;A120;2026-11-05;400\n7;00;2026-11-05;400\n", encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         pull(tmp_path, orders="orders.csv")
-    assert (f"2 customer id(s) in {tmp_path / 'orders.csv'} ('000120', …) match other ids in it ('120', …) only "
+    assert (f"2 customer ids in {tmp_path / 'orders.csv'} ('000120', …) match other ids in it ('120', …) only "
             "once their leading zeros are dropped: they are read as other customers") in caplog.text
     caplog.clear()
     (tmp_path / "orders.csv").write_text("Чек;Код клиента;Дата;Сумма\n1;000120;2026-11-05;400\n"

@@ -210,7 +210,7 @@ def test_check_prints_one_identity_line(tmp_path):
     result = CliRunner().invoke(main, ["check", "--config", str(_config(tmp_path))], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if "identity:" in ln)
-    assert "2 rows linked, 1 customers merged, 1 shared identifiers ignored: +998712000000 (6 customers)" in line
+    assert "2 rows linked, 1 customer merged, 1 shared identifier ignored: +998712000000 (6 customers)" in line
 
 
 def test_segments_json_reports_identity(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.http import tombstone
+from connectors.non_purchase import tombstone
 from connectors.records import Contact, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import create_tables, stage_records

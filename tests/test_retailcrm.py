@@ -338,10 +338,30 @@ def test_check_of_an_odd_sites_list_says_what_came_back(rsps, sites):
     """sitesAvailable of numbers (shown as such), or not a list at all (one error naming it), not a TypeError."""
     rsps.add("GET", f"{BASE}/api/credentials", json={"success": True, "sitesAvailable": sites})
     if isinstance(sites, list):
-        assert make_source().check() == "demo.retailcrm.ru (sites: 1, shop-main)"
+        assert str(make_source().check()) == "demo.retailcrm.ru (sites: 1, shop-main)"
     else:
         with pytest.raises(FatalError, match="RetailCRM api/credentials: sitesAvailable is"):
             make_source().check()
+
+
+@pytest.mark.parametrize("site", [None, "", "shop-main"])
+def test_check_warns_when_no_site_is_set_on_an_account_of_several(rsps, site):
+    """A blank ``site`` is unset, as an absent one: every site is read, which check says when the key reaches
+    several (a single-site account, or a site set: no warning)."""
+    from connectors.source import Account
+
+    rsps.add("GET", f"{BASE}/api/credentials", json={"success": True, "sitesAvailable": ["shop-main", "outlet"]})
+    rsps.add("GET", f"{BASE}/api/credentials", json={"success": True, "sitesAvailable": ["shop-main"]})
+    source = make_source(**({} if site is None else {"site": site}))
+    several, one = source.check(), source.check()
+    assert str(several) == "demo.retailcrm.ru (sites: shop-main, outlet)"
+    assert one == "demo.retailcrm.ru (sites: shop-main)"
+    if site:
+        assert several == "demo.retailcrm.ru (sites: shop-main, outlet)"
+    else:
+        assert isinstance(several, Account) and several.warnings == (
+            "site is not set: the orders and customers of all 2 sites are read as one shop; set [source] site to one "
+            "of them to read only its own",)
 
 
 def test_auth_failure_names_the_env_variable_not_the_key(rsps):

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import pytest
 
 from connectors.bitrix24 import parse_webhook as bitrix_parse
-from connectors.http import tombstone
+from connectors.non_purchase import tombstone
 from connectors.records import Order, OrderStatus
 from connectors.shopify import parse_webhook as shopify_parse
 from connectors.source import PullResult

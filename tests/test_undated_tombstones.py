@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from connectors import amocrm, bitrix24, retailcrm, shopify
-from connectors.http import tombstone
+from connectors.non_purchase import tombstone
 from connectors.records import UNDATED, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import ORDERS_COLUMNS, stage_records

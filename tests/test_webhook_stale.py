@@ -120,7 +120,9 @@ def test_a_delivery_not_logged_for_the_limit_is_logged_in_the_next_window(caplog
         now[0] = 601.0
         stale.warn("bitrix24", b"B", "late B")
     assert [r.message.rsplit(": ", 1)[-1] for r in caplog.records][::2] == ["late A", "late B"]
-    assert "1 more authentic deliveries refused for their time were not logged" in caplog.records[1].message
+    # (one delivery: singular; it said "1 more authentic deliveries ... were", "at most 1 deliveries")
+    assert "1 more authentic delivery refused for its time was not logged" in caplog.records[1].message
+    assert "at most 1 delivery per 10 min" in caplog.records[1].message
 
 
 def test_the_count_of_a_storm_s_window_is_logged_by_the_next_refusal_even_one_not_logged(caplog):

@@ -112,7 +112,7 @@ def test_a_webhook_order_moves_only_that_customer_and_is_recorded_as_a_webhook_r
 
 
 def test_a_deleted_order_without_its_customer_re_scores_the_customer_it_belonged_to(shop, mailchimp_fake):
-    from connectors.http import tombstone
+    from connectors.non_purchase import tombstone
 
     cfg, settings = load_config(shop), load_settings()
     with open_ledger(cfg, settings) as ledger:
@@ -806,7 +806,7 @@ def bitrix_shop(folder: Path, monkeypatch) -> Iterator[tuple]:
 
 def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_pull(tmp_path, monkeypatch):
     """Bitrix24 ONCRMDEALDELETE queues a tombstone *and* a pull: the pull must not drop the tombstone."""
-    from connectors.http import tombstone
+    from connectors.non_purchase import tombstone
     from tests.test_bitrix24 import T0
 
     with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):

@@ -56,6 +56,8 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     finally:
         ledger.close()
     result = pulled.result
+    from connectors.counts import counted
+
     from ..pipeline import pull_lines
 
     gone = pull_lines(result)  # files removed since the last pull, consent values not read
@@ -64,11 +66,14 @@ def pull(config_path, source_name, full, reread, verify, fmt):
         doc["warnings"].extend(gone)
         doc.update(source={"type": kind}, counts={"orders": result.orders, "contacts": result.contacts,
                                         "bad_records": result.bad_row_count, "stored_orders": pulled.stored_orders,
-                                        "stored_contacts": pulled.stored_contacts})
+                                        "stored_contacts": pulled.stored_contacts,
+                                        "unstored_orders": result.unstored_orders})
         emit(doc)
         return
+    unstored = (f"; {counted(result.unstored_orders, 'deleted or lost order')} never stored, not stored"
+                if result.unstored_orders else "")
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
-              f"({result.bad_row_count} bad records); the store now holds {pulled.stored_orders} orders and "
+              f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")
 
 

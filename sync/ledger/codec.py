@@ -4,10 +4,18 @@ The intake encodes what a delivery carried (:func:`encode_records`, also hashed 
 it (:func:`decode_records`) after claiming the event. Decimals and datetimes travel as strings, exactly.
 
 Servers of two versions may share a ledger (an upgrade under way), so a payload stays readable by the decoder
-before it: a field is added only where it says something (``updated_at``, ``final``) and a value an older decoder
+before it: a field is added only where it says something (``updated_at``, ``final``, ``if_stored``: a tombstone
+that only retires a stored order, merged by an older worker as the plain cancel it was) and a value an older decoder
 refuses is never written. An order deleted for good (:attr:`OrderStatus.DELETED`: a Shopify ``orders/delete``)
 travels as the ``cancelled`` tombstone it was before, with ``"final": true``: an older worker merges it as that
 plain cancel (it ignores the flag), this one as a final delete (:mod:`sync.store.deletes`).
+
+The encoding, hashed, is the delivery's dedupe key, so a field added changes the key of the records it is written
+on. ``if_stored`` did so once, for every tombstone that is not final (a lost or deleted deal, an unmappable cancel):
+a delivery of one made before the upgrade and retried by the vendor after it is queued a second time. Harmless: the
+two copies are the same tombstone, merged by version (the second is at most a no-op or left out as stale).
+A payload queued before the upgrade has no flag: its tombstone is merged as it was then, a cancelled row even for
+an order never stored (docs/sources/common.md).
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ def order_json(o: Order) -> dict[str, Any]:
                                "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}, o.updated_at)
     if final:
         doc["final"] = True
+    if o.if_stored:  # a tombstone that only retires a stored order (an older decoder ignores it: stored as before)
+        doc["if_stored"] = True
     return doc
 
 
@@ -82,6 +92,16 @@ def _status(o: dict[str, Any]) -> OrderStatus:
     return OrderStatus.DELETED
 
 
+def _if_stored(o: dict[str, Any]) -> bool:
+    """``"if_stored": true`` on a cancelled order of amount 0: a tombstone that only retires a stored order."""
+    flag = o.get("if_stored", False)
+    if flag is not False and (flag is not True or o.get("status") != str(OrderStatus.CANCELLED)
+                              or o.get("final", False) is not False or Decimal(o.get("amount", "1")) != 0):
+        raise ValueError(f"order {o.get('order_id')!r}: if_stored must be true and only on a cancelled order of "
+                         f"amount 0, got if_stored={flag!r}")
+    return flag
+
+
 def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
     """Inverse of :func:`encode_records`: (orders, contacts, pull requested). ValueError when it is not one."""
     try:
@@ -93,7 +113,7 @@ def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
                         items=tuple(LineItem(sku=i.get("sku"), name=i.get("name"), category=i.get("category"),
                                              brand=i.get("brand"), quantity=Decimal(i.get("quantity") or 1),
                                              price=_opt_dec(i.get("price"))) for i in o.get("items", ())),
-                        updated_at=_opt_dt(o.get("updated_at")))
+                        updated_at=_opt_dt(o.get("updated_at")), if_stored=_if_stored(o))
                   for o in doc.get("orders", ())]
         contacts = [Contact(customer_id=c["customer_id"], email=c.get("email"), phone=c.get("phone"),
                             first_name=c.get("first_name"), last_name=c.get("last_name"),

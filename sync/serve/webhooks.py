@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from connectors.contacts import PhoneRegion
+from connectors.counts import counted
 from connectors.errors import RecordError
 from connectors.records import Contact, Order
 from connectors.webhooks import WEBHOOK_SOURCES, ReplayGuard, WebhookParser, webhook_parser
@@ -99,10 +100,11 @@ class StaleLog:
             self._told += tell
             self._untold += not tell
         if untold and began is not None:
-            log.warning("%s webhook: %d more authentic deliveries refused for their time were not logged in the "
-                        "%g min from %.0f min ago (a delivery is logged once per %g min, at most %d deliveries "
-                        "per %g min)", kind, untold, self.window / 60, (now - began) / 60, self.window / 60,
-                        self.limit, self.window / 60)
+            log.warning("%s webhook: %s not logged in the %g min from %.0f min ago (a delivery is logged once per "
+                        "%g min, at most %s per %g min)", kind, counted(
+                            untold, "more authentic delivery refused for its time was",
+                            "more authentic deliveries refused for their time were"), self.window / 60,
+                        (now - began) / 60, self.window / 60, counted(self.limit, "delivery"), self.window / 60)
         if tell:
             log.warning("%s webhook: an authentic delivery refused: %s", kind, late)
 

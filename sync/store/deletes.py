@@ -1,8 +1,11 @@
 """Orders the vendor deleted for good (``deleted_orders``): no later version of one is merged.
 
 A deleted Shopify order never comes back and its id is never reused, so its ``orders/delete`` delivery is a final
-tombstone (:attr:`connectors.records.OrderStatus.DELETED`, :func:`connectors.http.tombstone`). The merge stores it
-as a ``cancelled`` row, as any tombstone, and notes its id here in the same transaction (:func:`note_deleted`).
+tombstone (:attr:`connectors.records.OrderStatus.DELETED`, :func:`connectors.non_purchase.tombstone`). The merge
+stores it as a ``cancelled`` row, as any tombstone, and notes its id here in the same transaction
+(:func:`note_deleted`); unlike a tombstone that is not final, even for an order the store never held
+(:func:`leave_out_unstored_tombstones`, which stores no row for a non-final one but still notes its version): the
+note must outlive it.
 From then on a staged version of that order that is not a delete is left out of every incremental merge, whatever
 its vendor time or its acceptance, counted and logged as a stale version (:func:`leave_out_deleted`): an
 ``orders/updated`` made before the delete and retried after it (Shopify retries for hours with the original
@@ -25,16 +28,23 @@ from __future__ import annotations
 
 import duckdb
 
+import logging
+
 from connectors.records import OrderStatus
-from connectors.tables import STAGED_VERSIONS
+from connectors.tables import STAGED_TOMBSTONES, STAGED_VERSIONS
 
 from .webhooks import PULLED_TABLE, leave_out
+
+log = logging.getLogger(__name__)
 
 DELETED_TABLE = "deleted_orders"
 #: the staged orders' ids a final tombstone is staged for: never left out as older than a stored version
 FINAL_STAGED = f"SELECT order_id FROM staged_orders WHERE status = '{OrderStatus.DELETED}'"
 #: the orders deleted for good: noted before, or by a final tombstone staged now
 DELETED_OR_FINAL = f"SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED}"
+#: the orders (``order_id``) whose never-stored tombstone a merge left out (:func:`leave_out_unstored_tombstones`):
+#: noted as versions, not stored
+UNSTORED = "_unstored_orders"
 
 
 def create_deleted_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -56,6 +66,48 @@ def leave_out_deleted(con: duckdb.DuckDBPyConnection, present: set[str], what: s
         con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = 'order' AND id IN (SELECT id FROM _older_deleted)")
     return leave_out(con, "orders", present, "_older_deleted", what, f"AND status <> '{OrderStatus.DELETED}'",
                      "the order was deleted for good")
+
+
+#: the staged orders whose last version is a tombstone of an order the store holds no row of
+_UNSTORED_IDS = (f"SELECT DISTINCT t.order_id FROM {STAGED_TOMBSTONES} t WHERE t.order_id IN "
+                 "(SELECT order_id FROM staged_orders) AND NOT EXISTS "
+                 "(SELECT 1 FROM orders o WHERE o.order_id = t.order_id)")
+
+
+def _tombstones_staged(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
+                            [STAGED_TOMBSTONES]).fetchall()) and bool(
+        con.execute(f"SELECT 1 FROM {STAGED_TOMBSTONES} LIMIT 1").fetchall())
+
+
+def unstored_tombstones(con: duckdb.DuckDBPyConnection) -> int:
+    """How many of a staged pull's order records are tombstones the merge will not store (of orders the store never
+    held, :func:`leave_out_unstored_tombstones`): read, not pulled into the store (a pull's count leaves them out)."""
+    if not _tombstones_staged(con) or not con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'staged_orders'").fetchall():
+        return 0
+    return con.execute(f"SELECT count(*) FROM staged_orders WHERE order_id IN ({_UNSTORED_IDS})").fetchall()[0][0]
+
+
+def leave_out_unstored_tombstones(con: duckdb.DuckDBPyConnection, present: set[str]) -> int:
+    """Leave out of an incremental merge every staged version (with its line items) of the orders whose last staged
+    version is a tombstone that only retires a stored order (:data:`STAGED_TOMBSTONES`) and that the store holds no
+    order of: a deal lost or deleted before rfmsync stored it (or created and deleted within the pull) adds no
+    cancelled row of a blank customer. Its version is still noted (:data:`UNSTORED`, kept for the merge: a webhook's
+    acceptance and vendor time in ``webhook_records``, a timed pull's vendor time in ``pulled_versions``, its
+    staged time kept), so an older copy of the order merged after it (a create retried after the cancel, a late
+    webhook older than the pull that read it cancelled) is left out as stale, not stored as a purchase. Called after
+    the older versions are left out (an older tombstone notes nothing). Returns how many orders (logged)."""
+    if "staged_orders" not in present or not _tombstones_staged(con):
+        return 0  # no such tombstone staged (the common case: the orders are not read)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {UNSTORED} AS {_UNSTORED_IDS}")
+    n = con.execute(f"SELECT count(*) FROM {UNSTORED}").fetchall()[0][0]
+    if n:
+        for table in ("staged_orders", "staged_line_items"):
+            if table in present:
+                con.execute(f"DELETE FROM {table} WHERE order_id IN (SELECT order_id FROM {UNSTORED})")
+        log.info("%d deleted or lost orders never stored: nothing to retire, not stored (their version noted)", n)
+    return n
 
 
 def note_deleted(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:

@@ -12,10 +12,11 @@ import duckdb
 
 from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
-from connectors.tables import STAGED_VERSIONS, TABLES
+from connectors.tables import STAGED_TOMBSTONES, STAGED_VERSIONS, TABLES
 
 from .appends import NOTED_ROWS, note_merged
-from .deletes import create_deleted_table, forget_deleted, leave_out_deleted, note_deleted
+from .deletes import (UNSTORED, create_deleted_table, forget_deleted, leave_out_deleted,
+                      leave_out_unstored_tombstones, note_deleted)
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .links import LINKS_TABLE, apply_links, create_links_table, hold_guests, note_stored_links
@@ -150,6 +151,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             settle_staged(con)  # one row per record: its last page's
         if timed and noted:  # a version older than the webhook version held (a backfill's page read before it)
             _add(counts, drop_older_pulled(con, present))
+        # a tombstone of an order never stored: nothing to retire, nothing merged (its version is noted, below)
+        unstored = not pull.full_refresh and leave_out_unstored_tombstones(con, present)
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
@@ -167,6 +170,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
+            _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
+                           links=links, pulled_at=pulled_at, versions=versions or {})
         if pull.full_refresh:  # the export keys a linked guest by its e-mail/phone again: it stays linked
             apply_links(con, max_identity_group)
         if timed:
@@ -177,6 +183,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
         con.execute(f"DROP TABLE IF EXISTS {STAGED_VERSIONS}")
+        con.execute(f"DROP TABLE IF EXISTS {STAGED_TOMBSTONES}")
+        con.execute(f"DROP TABLE IF EXISTS {UNSTORED}")
         con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if note is not None:
@@ -254,40 +262,52 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                                f"FROM {staged}) WHERE _rn = 1{returning}")
         if returning:
             note.add(inserted.fetchall(), 1)
-    if name != "line_items":
-        kind = KIND[name]
-        if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
-            at, ages = ages_of(con, kind, received_at, links or {}, versions or {})
-            # both ages the later of the stored one and this version's (a version without a vendor time keeps the
-            # stored one: it replaced that version, so it is at least as new)
-            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at, updated_at) SELECT DISTINCT '{kind}', "
-                        f"s.{key}, coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()), "
-                        f"{'a.vt' if ages else 'NULL'} FROM {staged} s "
-                        + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
-                        + f"ON CONFLICT DO UPDATE SET received_at = "
-                        f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at), updated_at = "
-                        f"greatest({WEBHOOK_TABLE}.updated_at, excluded.updated_at)", [at])
-            untimed = [str(i) for (k, i), t in (versions or {}).items() if k == kind and t is None]
-            if untimed:  # pulled for the batch (None): no vendor time, as a pull's (below)
-                con.execute(f"UPDATE {WEBHOOK_TABLE} SET updated_at = NULL WHERE kind = '{kind}' "
-                            "AND id IN (SELECT unnest(?::VARCHAR[]))", [untimed])
-            # what is left of the batch is at least as new as a file's version: the note above says so now
-            con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
-        elif noted and full_refresh:  # the export's version wins from now on
+    if name == "line_items":
+        return rows
+    if origin != "webhook" and full_refresh:
+        if noted:  # the export's version wins from now on
             if files is not None:  # as new as the file's read (the latest of its files): the same or an older
                 # webhook batch merged again after it is left out (ordering.drop_older_versions)
                 _note_file_won(con, name, files)
-            con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
+            con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{KIND[name]}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
-        elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
-            # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor
-            # time: the host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before
-            # it, accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
-            con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
-                        f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
-                        f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
+    else:
+        _note_versions(con, name, staged, origin=origin, noted=noted, received_at=received_at, links=links,
+                       pulled_at=pulled_at, versions=versions or {})
     return rows
+
+
+def _note_versions(con: duckdb.DuckDBPyConnection, name: str, staged: str, *, origin: str, noted: bool,
+                   received_at: Union[datetime, Ages, None], links: Mapping[str, str], pulled_at: datetime | None,
+                   versions: Versions) -> None:
+    """Note how new the version an incremental merge took of each ``name`` record in the table ``staged`` (keyed by
+    the records' key) is: a webhook's acceptance and vendor time, a pull's start (webhook records only)."""
+    kind, key = KIND[name], KEYS[name]
+    if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
+        at, ages = ages_of(con, kind, received_at, links or {}, versions or {})
+        # both ages the later of the stored one and this version's (a version without a vendor time keeps the
+        # stored one: it replaced that version, so it is at least as new)
+        con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at, updated_at) SELECT DISTINCT '{kind}', "
+                    f"s.{key}, coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()), "
+                    f"{'a.vt' if ages else 'NULL'} FROM {staged} s "
+                    + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
+                    + f"ON CONFLICT DO UPDATE SET received_at = "
+                    f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at), updated_at = "
+                    f"greatest({WEBHOOK_TABLE}.updated_at, excluded.updated_at)", [at])
+        untimed = [str(i) for (k, i), t in (versions or {}).items() if k == kind and t is None]
+        if untimed:  # pulled for the batch (None): no vendor time, as a pull's (below)
+            con.execute(f"UPDATE {WEBHOOK_TABLE} SET updated_at = NULL WHERE kind = '{kind}' "
+                        "AND id IN (SELECT unnest(?::VARCHAR[]))", [untimed])
+        # what is left of the batch is at least as new as a file's version: the note above says so now
+        con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
+    elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
+        # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
+        # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor
+        # time: the host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before
+        # it, accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
+        con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
+                    f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
+                    f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:

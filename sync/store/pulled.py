@@ -11,7 +11,9 @@ applied (by its acceptance, after the pull) as before. And the other way: a pull
 version the store holds (a backfill's page read before the edit the webhook brought) is left out of the pull
 (:func:`drop_older_pulled`), so the webhook's newer version stays.
 
-Its size: one row per record the store holds, at most (``tests/test_store_bounds.py``). A pull's contacts are keyed
+Its size: one row per record the store holds, at most (``tests/test_store_bounds.py``), plus one per order whose
+tombstone a pull read but did not store (never stored: :func:`sync.store.deletes.leave_out_unstored_tombstones`):
+its time still orders a later, older copy of the order. A pull's contacts are keyed
 by the vendor's own ids, which identity linking never re-keys (it re-keys e-mail and phone keys only), so a contact
 linked to a pulled customer leaves no row under an old key."""
 
