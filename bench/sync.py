@@ -204,7 +204,7 @@ def serve_fake(kind: str, latency_ms: float) -> None:
 class TimedLedger:
     """The ledger, with the seconds the apply spends in it (state reads and writes, outcomes) added up."""
 
-    TIMED = ("load_state", "load_states", "save_states", "record_results", "start_run", "finish_run")
+    TIMED = ("load_state", "load_states", "save_states", "save_rows", "record_results", "start_run", "finish_run")
 
     def __init__(self, ledger: Any) -> None:
         self._ledger = ledger

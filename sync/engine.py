@@ -321,7 +321,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
             prepared = early.submit(client.prepare, plan.managed_tags, plan.fields, creating=creating)
-            writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
+            writer = OutcomeWriter(ledger, plan.destination, run_id, rows=True)  # the ledger writes, group-committed
             fold = StateFold({}, by_key)  # a contact's state is written once its last operation answered
             loaded_into = [False]  # the read state is the fold's
             progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)
@@ -335,7 +335,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 if not isinstance(results, CallResults):  # columns stay columns (sync.model.CallResults)
                     results = list(results)
                 done = fold.done
-                writer.submit(fold(results), results)
+                writer.submit(fold.rows(results), results)  # the ledger's rows, no state object a contact
                 if fold.done > done:
                     progress.advance(fold.done - done)
                 failed = failed_results(results)
@@ -355,7 +355,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     client.apply(plan.changes, on_results)
                 finally:
                     try:
-                        writer.submit(fold.rest(), [])  # the states held back, also when the apply failed
+                        writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed
                     finally:
                         writer.close()  # every outcome is in the ledger before the run is finished (or failed)
             except Exception as exc:

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
+from .ledger.state_rows import StateRow, tags_json
 from .model import CallResults, ContactChange, ItemResult, PushedState
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 class OutcomeLedger(Protocol):
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
+
+    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow]) -> int: ...
 
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
 
@@ -54,22 +57,22 @@ class OutcomeWriter:
 
     def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000,
                  linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS,
-                 linger_share: float | None = LINGER_SHARE) -> None:
+                 linger_share: float | None = LINGER_SHARE, rows: bool = False) -> None:
         """``linger``: a group of fewer than ``min_rows`` results waits up to this long (from its first
         outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait), and at most
-        ``linger_share`` of the time since this writer started (None: no such bound)."""
+        ``linger_share`` of the time since this writer started (None: no such bound). ``rows``: ``submit`` takes
+        the ledger's rows by key (:meth:`StateFold.rows`), not states, and ``save_rows`` writes them."""
         self._ledger, self._destination, self._run_id = ledger, destination, run_id
         self._max_rows, self._linger, self._min_rows = max_rows, linger, min_rows
-        self._share, self._started = linger_share, time.monotonic()
-        self._pending: queue.SimpleQueue[tuple[Sequence[PushedState], Sequence[ItemResult]] | None] = \
-            queue.SimpleQueue()
+        self._share, self._started, self._rows = linger_share, time.monotonic(), rows
+        self._pending: queue.SimpleQueue[tuple[Any, Sequence[ItemResult]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
         self.transactions = 0
         self._thread = threading.Thread(target=self._run, name=f"rfmsync-outcomes-{destination}", daemon=True)
         self._thread.start()
 
-    def submit(self, states: Sequence[PushedState], results: Sequence[ItemResult]) -> None:
+    def submit(self, states: Sequence[PushedState] | Mapping[str, StateRow], results: Sequence[ItemResult]) -> None:
         if self._error is not None:
             raise self._error
         self._pending.put((states, results))
@@ -87,7 +90,7 @@ class OutcomeWriter:
             item = self._pending.get()
             if item is None:
                 return
-            states: dict[str, PushedState] = {}
+            states: dict[str, Any] = {}  # PushedStates, or rows (``rows``), by key
             ok: list[tuple[str, Sequence[str]]] = []  # the results in columns (sync.model.CallResults)
             other: list[ItemResult] = []
             rows = 0
@@ -96,8 +99,7 @@ class OutcomeWriter:
             deadline = now + (self._linger if self._share is None else
                               min(self._linger, (now - self._started) * self._share))
             while True:
-                for s in item[0]:
-                    states[s.key] = s  # a later outcome of the same contact supersedes the earlier one
+                states.update(item[0] if self._rows else ((s.key, s) for s in item[0]))  # a contact's last wins
                 got = item[1]
                 if isinstance(got, CallResults):
                     ok += got.ok
@@ -120,10 +122,12 @@ class OutcomeWriter:
             if stop:
                 return
 
-    def _write(self, states: dict[str, PushedState], results: CallResults) -> None:
+    def _write(self, states: dict[str, Any], results: CallResults) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            if states:
+            if states and self._rows:
+                self._ledger.save_rows(self._destination, self._run_id, states)
+            elif states:
                 self._ledger.save_states(self._destination, self._run_id, states.values())
             self._ledger.record_results(self._destination, self._run_id, results)
             refused = refused_adds(results)
@@ -197,6 +201,7 @@ class StateFold:
         # million of them here (~0.5 s) held back the apply's first call.
         self._slots: dict[str, list] = {}
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
+        self._tag_texts: dict[frozenset[str], str] = {}  # the ledger's text of each tag set (:meth:`rows`)
         self._failed: set[str] = set()  # contacts with a failed operation (done at their first failure)
         self._held = 0  # slots in phase 1 (held): :meth:`rest` has nothing to look for when there are none
         self.done = sum(1 for c in changes.values()  # _operations(c) == 0, inline (a million changes)
@@ -225,17 +230,20 @@ class StateFold:
                 [prev.customer_id, prev.tags, prev.fields, prev.exists]
         slot[6] = 1
 
-    def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
+    def _ready(self, results: Iterable[ItemResult]) -> list[tuple[str, list]]:
+        """Folds ``results``; gives the slots they touched (those whose operations all answered are released)."""
+        ready: list[tuple[str, list]] = []
         if isinstance(results, CallResults):
-            ready: list[tuple[str, list]] = []
             for op, keys in results.ok:
                 self._fold_ok(op, keys, ready)
             self._fold(results.other, ready)
         else:
-            ready = []
             self._fold(results, ready)
+        return ready
+
+    def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
         released = []
-        for key, slot in ready:  # :meth:`_release`, inlined: a million contacts pass here
+        for key, slot in self._ready(results):  # :meth:`_release`, inlined: a million contacts pass here
             if slot[6] == 1 and not slot[0]:
                 slot[6] = 2
                 c, fields = slot[1], slot[4]
@@ -246,6 +254,20 @@ class StateFold:
                 released.append(state)
         self._held -= len(released)
         return released
+
+    def rows(self, results: Iterable[ItemResult]) -> dict[str, StateRow]:
+        """What :meth:`__call__` gives, as the ledger's rows by key (``PushedStates.save_rows``): the tags' text, the
+        plan's text of the fields (their mapping where there is none), 1 or 0; no state object for a contact."""
+        rows, texts = {}, self._tag_texts
+        for key, slot in self._ready(results):  # as in __call__, the row built instead of the state
+            if slot[6] == 1 and not slot[0]:
+                slot[6] = 2
+                c, tags, fields = slot[1], slot[3], slot[4]
+                text = c.fields_text if c is not None and fields is c.set_fields else None
+                rows[key] = (key, slot[2] or None, texts.get(tags) or texts.setdefault(tags, tags_json(tags)),
+                             fields if text is None else text, 1 if slot[5] else 0)
+        self._held -= len(rows)
+        return rows
 
     def _fold_ok(self, op: str, keys: Iterable[str], ready: list[tuple[str, list]]) -> None:
         """Successes of one operation: the loop of :meth:`_fold` with what ``op`` decides taken out of it, and a
@@ -367,6 +389,12 @@ class StateFold:
         rest = [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
         self._held = 0
         return rest
+
+    def rest_rows(self) -> dict[str, StateRow]:
+        """:meth:`rest` as the ledger's rows by key (:meth:`rows`)."""
+        texts = self._tag_texts
+        return {s.key: (s.key, s.customer_id, texts.get(s.tags) or texts.setdefault(s.tags, tags_json(s.tags)),
+                        s.fields if s.fields_text is None else s.fields_text, int(s.exists)) for s in self.rest()}
 
 
 __all__ = ["OutcomeWriter", "StateFold"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import chain, repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import DestinationConfigError
@@ -94,30 +95,36 @@ def _column_text(values: Sequence[Any]) -> Iterable[str] | None:
 def _columns_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str, str],
                   names: tuple[str, ...]) -> JsonText | None:
     """:func:`batch_body` column by column, for changes that all have the fields ``names``; None when a column
-    (the statuses, a field) is not all text or all whole numbers, or two names share a merge tag."""
-    columns: list[Iterable[str]] = []
-    template = '{"email_address":%s'
+    (the statuses, a field) is not all text or all whole numbers, or two names share a merge tag.
+
+    The members' text is one join over the columns interleaved with the constant text between them (each
+    member ``'{"email_address":' e ',"status":' s ... '}'``, then ``,``): about half the CPU of formatting
+    each member with a ``%`` template."""
+    if not changes:
+        return _body((), create)
     emails = _column_text([c.email for c in changes])
     if emails is None:
         return None
-    columns.append(emails)
+    parts: list[Any] = [repeat('{"email_address":'), emails]
     if create:
         statuses = _column_text([c.status_if_new for c in changes])
         if statuses is None:
             return None
-        columns.append(statuses)
-        template += ',"status":%s'
+        parts += [repeat(',"status":'), statuses]
     if names:
         heads = _merge_heads(names, tags)
         if heads is None:
             return None
-        for i, values in enumerate(zip(*[c.set_fields.values() for c in changes])):
+        for i, (head, values) in enumerate(zip(heads, zip(*[c.set_fields.values() for c in changes]))):
             text = _column_text(values)
             if text is None:
                 return None
-            columns.append(text)
-        template += ',"merge_fields":{' + ",".join([h.replace("%", "%%") + "%s" for h in heads]) + "}"
-    return _body(map((template + "}").__mod__, zip(*columns)), create)
+            parts += [repeat((',"merge_fields":{' if i == 0 else ",") + head), text]
+        parts.append(repeat("}},"))
+    else:
+        parts.append(repeat("},"))
+    members = "".join(chain.from_iterable(zip(*parts)))[:-1]  # the last member's "," taken off
+    return JsonText('{"members":[' + members + '],"update_existing":' + ("false" if create else "true") + "}")
 
 
 def _members_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str, str]) -> JsonText:

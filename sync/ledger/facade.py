@@ -168,6 +168,7 @@ class Ledger:
     state_destinations = _Via("state", PushedStates.state_destinations)
     field_holders = _Via("state", PushedStates.field_holders)
     save_states = _Via("state", PushedStates.save_states)
+    save_rows = _Via("state", PushedStates.save_rows)
     forget = _Via("state", PushedStates.forget)
     forget_lost = _Via("state", PushedStates.forget_lost)
     move_state = _Via("state", PushedStates.move_state)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
 from sqlalchemy import and_, case, delete, func, or_, select
@@ -22,7 +23,7 @@ from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
 from .revisions import Revisions
 from .schema import lost_tags, pushed_state
-from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
+from .state_rows import StateRow, dump_fields, save_rows_pg, save_rows_sqlite, tags_json
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class StateWriter(Protocol):
 
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
 
+    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow]) -> int: ...
+
     def forget(self, destination: str, keys: Iterable[str]) -> int: ...
 
     def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str],
@@ -75,8 +78,8 @@ class StateWriter(Protocol):
     def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int: ...
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
+_fourth = itemgetter(3)
 
 
 def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
@@ -275,30 +278,32 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
 
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int:
         """Upsert pushed state (by destination and key); bumps :meth:`state_revision`. Returns rows written."""
-        now = self._db.clock()
-        rows: dict[str, tuple[str, str | None, str, str, int]] = {}  # by key: the last one wins
+        rows: dict[str, StateRow] = {}  # by key: the last one wins
         tag_json: dict[frozenset[str], str] = {}  # few distinct tag sets: encode each once
-        untexted = False
         for s in states:
-            key = s.key
-            if not key:
-                raise ValueError(f"pushed state for destination {destination!r} has an empty key")
             tags = tag_json.get(s.tags)
             if tags is None:
-                tags = tag_json[s.tags] = _encode(sorted(s.tags))
-            fields = s.fields_text  # the plan's text of exactly these fields, or None: encoded below
-            if fields is None:
-                fields, untexted = s.fields if type(s.fields) is dict else dict(s.fields), True
+                tags = tag_json[s.tags] = tags_json(s.tags)
+            fields = s.fields_text  # the plan's text of exactly these fields, or None: encoded by save_rows
             # in_destination as the integer 1 or 0, the value SQLite stores for a bool: the sqlite3 module binds
             # an int at once, while a bool (not exactly an int) takes its adapter lookup, which raises and
             # formats an AttributeError inside (~0.35 µs a row, 13 % of a first sync's writer CPU)
-            rows[key] = (key, s.customer_id, tags, fields, 1 if s.exists else 0)
+            rows[s.key] = (s.key, s.customer_id, tags, s.fields if fields is None else fields, 1 if s.exists else 0)
+        return self.save_rows(destination, run_id, rows)
+
+    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow]) -> int:
+        """:meth:`save_states` of states given as the ledger's rows by key (key, customer_id, the tags' text
+        (:func:`~sync.ledger.state_rows.tags_json`), the fields' text (:func:`~sync.ledger.state_rows.fields_json`)
+        or their mapping (encoded here), in_destination as 1 or 0): what the apply's fold gives
+        (:meth:`sync.outcomes.StateFold.rows`), no state object built for each contact. ``rows`` is not changed."""
         if not rows:
             return 0
-        if untexted:  # the fields that came without their text, encoded (a key's last state only)
-            for key, row in rows.items():
-                if type(row[3]) is dict:
-                    rows[key] = (key, row[1], row[2], dump_fields(key, row[3]), row[4])
+        if "" in rows:
+            raise ValueError(f"pushed state for destination {destination!r} has an empty key")
+        now = self._db.clock()
+        if set(map(type, map(_fourth, rows.values()))) - {str}:  # fields without their text (a key's last row)
+            rows = {key: row if type(row[3]) is str else (key, row[1], row[2], dump_fields(key, row[3]), row[4])
+                    for key, row in rows.items()}
         # in key order: the rows of a group land on neighbouring pages of the primary key's B-tree (updates spread
         # over a large table: a quarter less CPU); an apply's groups mostly come in plan order, cheap to sort
         # (the rows' keys are distinct: tuples ordered by their first item)

@@ -9,7 +9,7 @@ import json
 import sqlite3
 from datetime import datetime
 from itertools import chain
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy.engine import Connection
 
@@ -40,6 +40,18 @@ def fields_json(fields: Mapping[str, Any]) -> str:
         except UnicodeEncodeError:
             return _encode_fields_ascii(fields if type(fields) is dict else dict(fields))
     return text
+
+
+#: a ``pushed_state`` row as it is written: key, customer_id, the tags' text (:func:`tags_json`), the fields' text
+#: (:func:`fields_json`; their mapping where a caller has no text: encoded before the write), in_destination 1 or 0
+StateRow = tuple[str, "str | None", str, "str | Mapping[str, Any]", int]
+
+_encode_tags = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def tags_json(tags: Iterable[str]) -> str:
+    """The text the ledger stores for a contact's tags: a JSON array, sorted, compact, ASCII (``\\u`` escapes)."""
+    return _encode_tags(sorted(tags))
 
 
 def dump_fields(key: str, fields: Mapping[str, Any]) -> str:
