@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from .model import CallResults, ContactChange, ItemResult, PushedState
+from .model import CallResults, ContactChange, ItemResult, PushedState, kept_out_results
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class OutcomeLedger(Protocol):
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
 
     def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int: ...
+
+    def record_kept_out(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> int: ...
 
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
@@ -126,6 +128,9 @@ class OutcomeWriter:
             if states:
                 self._ledger.save_states(self._destination, self._run_id, states.values())
             self._ledger.record_results(self._destination, self._run_id, results)
+            kept = kept_out_results(results)
+            if kept:  # his own choice in the ESP: recorded, not a failure; the next plans leave it out
+                self._ledger.record_kept_out(self._destination, self._run_id, kept)
             refused = refused_adds(results)
             if refused:  # a tag the ESP lost that it refuses to take back: the contact waits no longer
                 self._ledger.refused_lost(self._destination, refused)
@@ -140,8 +145,9 @@ class OutcomeWriter:
 
 def refused_adds(results: CallResults) -> list[tuple[str, str]]:
     """``(key, tag)`` of the tag adds the ESP refused that contact for good (:attr:`~sync.model.ItemResult.refused`);
-    any other failed add keeps the contact waiting."""
-    return [(r.key, r.op[4:]) for r in results.failed if r.op.startswith("tag+") and r.refused]
+    any other failed add keeps the contact waiting. An add his own choice keeps out (not a failure) is one."""
+    return [(r.key, r.op[4:]) for r in [*results.failed, *kept_out_results(results)]
+            if r.op.startswith("tag+") and (r.refused or r.kept_out)]
 
 
 _NO_TAGS: frozenset[str] = frozenset()

@@ -334,7 +334,8 @@ class UnisenderDestination:
             info = self._contact(ch.email)
             on_results([])  # the lock still held after the read: the subscribe may go out
             if barred := _barred(info, lists):  # he left a list, or may not be mailed: not invited (consent)
-                on_results([ItemResult(ch.key, op_of[i], False, why, refused=r) for i, (why, r) in barred.items()])
+                on_results([ItemResult(ch.key, op_of[i], False, why, refused=r, kept_out=k)
+                            for i, (why, r, k) in barred.items()])
                 ops = [op for op in ops if op not in map(op_of.get, barred)]
                 lists = [i for i in lists if i not in barred]
             held = _list_ids_of(info)

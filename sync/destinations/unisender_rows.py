@@ -113,10 +113,10 @@ def _hold_unconfirmed(row: _Row, info: Any) -> None:
     else:
         msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
                "confirms")
-        held = {lid: (msg, True) for lid in row.add_lists}
+        held = {lid: (msg, True, False) for lid in row.add_lists}
     adds = list(zip(row.add_lists, [op for op in row.ops if op.startswith("tag+") and
                                     split_name(op[4:])[0] == "list"]))
-    row.results += [ItemResult(row.change.key, op, False, held[lid][0], refused=held[lid][1])
+    row.results += [ItemResult(row.change.key, op, False, held[lid][0], refused=held[lid][1], kept_out=held[lid][2])
                     for lid, op in adds if lid in held]
     row.ops = [op for op in row.ops if op not in {op for lid, op in adds if lid in held}]
     row.add_lists = [lid for lid in row.add_lists if lid not in held]
@@ -135,8 +135,9 @@ def _merged(held: _Row, removals: _Row) -> _Row:
 ON_LIST = ("new", "active", "invited", "activation_requested")
 #: statuses that mean he may not be put on a list by rfmsync, nor invited to it (status → whose doing, and what
 #: is left to do): he unsubscribed, the service blocked him, or the account disabled him (``inactive``). Consent
-#: first: his list add is not done, as his refusal (the next run reads him again). ``excluded`` (taken off by the
-#: sender) is none of them: he is invited as anyone not on the list.
+#: first: his list add is not done, and kept out (:attr:`~sync.model.ItemResult.kept_out`: not a failure; the ledger
+#: records it and the next plans leave it out, not read nor sent again). ``excluded`` (taken off by the sender) is
+#: none of them: he is invited as anyone not on the list.
 BARRED = {"unsubscribed": "he unsubscribed: his choice, nothing to do",
           "blocked": "Unisender blocked him: nothing rfmsync may do",
           "inactive": "disabled in Unisender: enable him there if he should be mailed"}
@@ -156,24 +157,25 @@ def _list_ids_of(info: Any) -> set[str] | None:
     return None if places is None else {lid for lid, status in places.items() if status in ON_LIST}
 
 
-def _barred(info: Any, list_ids: list[str]) -> dict[str, tuple[str, bool]]:
-    """Of ``list_ids``, those a contact without consent in rfmsync must not be invited to nor put on (list id →
-    (why, refused)): all of them when his address is :data:`BARRED`, else each whose place on it is; a status
-    rfmsync does not know fails the add too, not as his refusal (what it means is unknown: he is not invited, the
-    next run reads him again). Unisender's text is quoted masked and cut (:func:`excerpt`)."""
+def _barred(info: Any, list_ids: list[str]) -> dict[str, tuple[str, bool, bool]]:
+    """Of ``list_ids``, those a contact must not be invited to nor put on (list id → (why, refused, kept out)):
+    all of them when his address is :data:`BARRED`, else each whose place on it is: kept out by his own choice
+    (:attr:`~sync.model.ItemResult.kept_out`: recorded, not a failure, not asked again). A status rfmsync does not
+    know fails the add too, not as his refusal (what it means is unknown: he is not invited, the next run reads him
+    again). Unisender's text is quoted masked and cut (:func:`excerpt`)."""
     status = _email_status(info)
     if status in BARRED:
         why = f"Unisender shows his address {status} ({BARRED[status]}): not put on a list nor invited"
-        return {lid: (why, True) for lid in list_ids}
+        return {lid: (why, True, True) for lid in list_ids}
     shown = _places(info) or {}
-    out: dict[str, tuple[str, bool]] = {}
+    out: dict[str, tuple[str, bool, bool]] = {}
     for lid in list_ids:
         got = shown.get(lid)
         if got in BARRED:
-            out[lid] = (f"Unisender shows him {got} on the list ({BARRED[got]}): not put on it nor invited", True)
+            out[lid] = (f"Unisender shows him {got} on the list ({BARRED[got]}): not put on it nor invited", True, True)
         elif got is not None and got not in ON_LIST and got != "excluded":
             out[lid] = (f"Unisender shows him on the list with status '{excerpt(got, limit=40)}', which rfmsync "
-                        "does not know: not put on it nor invited", False)
+                        "does not know: not put on it nor invited", False, False)
     return out
 
 

@@ -1,0 +1,46 @@
+"""A plan without the operations the contacts' own choice in the ESP keeps out (:mod:`sync.ledger.kept_out`).
+
+An add (``tag+<name>``) a contact is kept out of is left out of his change (he unsubscribed from that list, his
+address is blocked): it is not read again nor sent every night, and a later ``yes`` in the source does not bring it
+back (rfmsync never resubscribes). A create (``upsert`` of a new contact) kept out (Mailchimp's compliance state:
+the address unsubscribed or bounced before it left the audience) leaves his whole change out: nothing of it may
+reach the ESP. The rest of a change (field updates, removals, other adds) goes on. A full refresh keeps them all:
+the ESP is asked again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping
+
+from .plan import Plan
+
+
+def without_kept_out(plan: Plan, kept: Mapping[str, frozenset[str]]) -> Plan:
+    """``plan`` without the operations ``kept`` (contact key → ops kept out) names; the plan itself when none of
+    its changes has one (the usual case: one look-up a kept-out contact, none a change)."""
+    if not kept or not plan.changes:
+        return plan
+    index = {c.key: i for i, c in enumerate(plan.changes)} if len(kept) * 4 < len(plan.changes) else None
+    hits = [i for i in (index.get(k) for k in kept) if i is not None] if index is not None else \
+        [i for i, c in enumerate(plan.changes) if c.key in kept]
+    if not hits:
+        return plan
+    changes = list(plan.changes)
+    dropped: set[int] = set()
+    for i in hits:
+        c = changes[i]
+        ops = kept[c.key]
+        if c.create and "upsert" in ops:
+            dropped.add(i)
+            continue
+        adds = frozenset(t for t in c.add_tags if f"tag+{t}" not in ops)
+        if adds == c.add_tags:
+            continue
+        c = changes[i] = replace(c, add_tags=adds)
+        if not (c.create or c.set_fields or c.add_tags or c.remove_tags):
+            dropped.add(i)
+    return replace(plan, changes=tuple(c for i, c in enumerate(changes) if i not in dropped))
+
+
+__all__ = ["without_kept_out"]

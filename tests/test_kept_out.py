@@ -1,0 +1,115 @@
+"""Kept out by the contact's own choice in the ESP (uni27 #1): he unsubscribed from the list (or from all mailings,
+or the ESP blocked his address; Mailchimp: a compliance state). Not a failure: the run ends ``succeeded`` with a
+``kept_out`` count, ``rfmsync failures`` does not list him (``--kept-out`` does), the ledger records it and the next
+plans leave it out: he is not read nor sent again every night, and a later ``yes`` in the source never
+resubscribes him."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from connectors.retry import RetryPolicy
+from sync.config import Config
+from sync.destinations.mailchimp import MailchimpDestination
+from sync.destinations.unisender import UnisenderDestination
+from sync.engine import execute_plan
+from sync.ledger import Ledger
+from sync.model import ContactChange, ItemResult
+from sync.planning.kept_out import without_kept_out
+from sync.planning.plan import Plan
+from sync.planning.planner import plan_one
+
+RETRY = RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0))
+
+
+def _night(cfg, rows, ledger, client, **kw):
+    plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=False, reconcile=False, **kw).plan
+    return plan, execute_plan(plan, client, ledger)
+
+
+@pytest.mark.parametrize("where", ["list", "address"])
+def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_ok(unisender_fake, tmp_path, where):
+    """Night 1: a pending contact Unisender shows unsubscribed (from the list, or his address) is not invited: his
+    list add is kept out (the run ``succeeded``, exit 0: it was ``partial`` every night, exit 4), the failure an
+    older rfmsync recorded for it is resolved. Night 2: nothing planned, no read, no call. Night 3: the source now
+    says ``yes`` (he would be ``subscribed``: imported without a read): the list is not sent (never resubscribed)."""
+    cfg = Config(destinations=[{"name": "uni", "type": "unisender", "new_contacts": "pending",
+                                "segments": {"Churn": "Champions"}, "fields": {"rfm_segment": "segment"}}])
+    client = UnisenderDestination("uni", unisender_fake.api_key, api_url=unisender_fake.api_url, timeout=5,
+                                  retry=RETRY)
+    client.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    unisender_fake.add_contact("p@x.com", status="unsubscribed" if where == "address" else "active")
+    if where == "list":
+        unisender_fake.set_list_status("p@x.com", "Champions", "unsubscribed")
+    row = {"customer_id": "c1", "email": "p@x.com", "segment": "Churn", "marketing_consent": "unknown"}
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        ledger.record_failures("uni", None, [ItemResult("p@x.com", "tag+list:Champions", False, "he unsubscribed")])
+        plan, report = _night(cfg, [row], ledger, client)
+        assert [sorted(c.add_tags) for c in plan.changes] == [["list:Champions"]]
+        assert report.status == "succeeded" and report.counts["failed"] == 0 and report.counts["kept_out"] == 1
+        assert ledger.pending_failures("uni") == []  # the older nightly failure resolved, none recorded
+        kept = ledger.kept_out_list("uni")
+        assert [(k["key"], k["op"]) for k in kept] == [("p@x.com", "tag+list:Champions")]
+        assert "unsubscribed" in kept[0]["reason"] and kept[0]["run_id"] == report.run_id
+        reads = unisender_fake.calls["getContact"]
+
+        plan, report = _night(cfg, [row], ledger, client)
+        assert plan.changes == () and report.status == "succeeded" and report.counts["kept_out"] == 0
+        assert unisender_fake.calls["getContact"] == reads
+
+        cfg = Config(destinations=[{**cfg.destinations[0].model_dump(exclude_unset=True), "new_contacts": "skip"}])
+        moved = {**row, "marketing_consent": "yes"}
+        plan, report = _night(cfg, [moved], ledger, client)
+        assert all("list:Champions" not in c.add_tags for c in plan.changes)
+        assert report.status == "succeeded" and ledger.pending_failures("uni") == []
+    finally:
+        ledger.close()
+    assert unisender_fake.members("Champions") == set() and unisender_fake.invitations == []
+    imports = [form for method, form in unisender_fake.requests if method == "importContacts"]
+    lid = unisender_fake.list_id("Champions")
+    assert not any(lid in v.split(",") for form in imports for k, v in form.items() if k != "data[0][0]")
+
+
+def test_a_mailchimp_create_refused_for_a_compliance_state_is_kept_out(mailchimp_fake, tmp_path):
+    """Mailchimp: an address in a compliance state (he unsubscribed or bounced before it left the audience) is
+    refused when created ``subscribed``: his create and its tag are kept out (the run ``succeeded``; it was
+    ``partial`` every night), and the next night creates him no more. Another contact of the call goes on."""
+    cfg = Config(destinations=[{"name": "mc", "type": "mailchimp", "audience": "aud1", "new_contacts": "skip",
+                                "segments": {"Churn": "rfm:Champions"}}])
+    client = MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, retry=RETRY)
+    mailchimp_fake.compliance.add("gone@x.com")
+    rows = [{"customer_id": c, "email": f"{c}@x.com", "segment": "Churn", "marketing_consent": "yes"}
+            for c in ("gone", "ok")]
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        client.prepare(["rfm:Champions"], {})
+        plan, report = _night(cfg, rows, ledger, client)
+        assert report.status == "succeeded" and report.counts["failed"] == 0 and report.counts["kept_out"] == 2
+        assert ledger.pending_failures("mc") == []
+        assert sorted(k["op"] for k in ledger.kept_out_list("mc")) == ["tag+rfm:Champions", "upsert"]
+        plan, report = _night(cfg, rows, ledger, client)
+        assert plan.changes == () and report.status == "succeeded"
+    finally:
+        ledger.close()
+    assert "gone@x.com" not in mailchimp_fake.lists["aud1"].members
+    assert "ok@x.com" in mailchimp_fake.lists["aud1"].members
+
+
+def _change(key, create=False, add=(), remove=(), fields=None):
+    return ContactChange(key, key, key, "s", create, "subscribed", frozenset(add), frozenset(remove), fields or {})
+
+
+def test_a_plan_leaves_out_what_is_kept_out_and_keeps_the_rest():
+    changes = (_change("a", add={"list:A", "list:B"}, fields={"R": 1}), _change("b", add={"list:A"}),
+               _change("c", create=True, add={"list:A"}), _change("d", add={"list:A"}, remove={"list:B"}),
+               _change("e", add={"list:A"}))
+    plan = Plan("uni", "unisender", changes, (), ("list:A", "list:B"), {}, 0)
+    kept = {k: frozenset({"tag+list:A"}) for k in "abd"} | {"c": frozenset({"upsert"}), "zz": frozenset({"upsert"})}
+    got = {c.key: c for c in without_kept_out(plan, kept).changes}
+    assert sorted(got) == ["a", "d", "e"]  # b: nothing left; c: a create kept out entirely
+    assert got["a"].add_tags == {"list:B"} and got["a"].set_fields == {"R": 1}
+    assert got["d"].add_tags == frozenset() and got["d"].remove_tags == {"list:B"} and got["e"] == changes[4]
+    assert without_kept_out(plan, {}) is plan and without_kept_out(plan, {"zz": frozenset({"upsert"})}) is plan
