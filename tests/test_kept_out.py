@@ -113,3 +113,32 @@ def test_a_plan_leaves_out_what_is_kept_out_and_keeps_the_rest():
     assert got["a"].add_tags == {"list:B"} and got["a"].set_fields == {"R": 1}
     assert got["d"].add_tags == frozenset() and got["d"].remove_tags == {"list:B"} and got["e"] == changes[4]
     assert without_kept_out(plan, {}) is plan and without_kept_out(plan, {"zz": frozenset({"upsert"})}) is plan
+
+
+def test_failures_lists_the_kept_out_only_when_asked(tmp_path, monkeypatch):
+    """``rfmsync failures`` lists pending failures only; ``--kept-out`` the operations kept out, with the reason
+    (masked as the error columns are)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sync.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "rfmsync.toml"
+    path.write_text('[source]\ntype = "file"\npath = "orders.csv"\n[ledger]\nurl = "sqlite:///ledger.db"\n',
+                    encoding="utf-8")
+    with Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        ledger.record_results("uni", None, [ItemResult("a@x.com", "upsert", False, "timeout")])
+        ledger.record_kept_out("uni", None, [ItemResult("p@x.com", "tag+list:A", False, "he unsubscribed",
+                                                        refused=True, kept_out=True),
+                                             ItemResult("q@x.com", "tag+list:A", False, "a failure")])
+    runner = CliRunner()
+    pending = json.loads(runner.invoke(main, ["failures", "--config", str(path), "--format", "json"]).stdout)
+    kept = json.loads(runner.invoke(main, ["failures", "--config", str(path), "--format", "json",
+                                           "--kept-out"]).stdout)
+    assert [(r["key"], r["op"]) for r in pending] == [("a@x.com", "upsert")]
+    assert [(r["destination"], r["key"], r["op"], r["reason"]) for r in kept] == [
+        ("uni", "p@x.com", "tag+list:A", "he unsubscribed")]
+    table = runner.invoke(main, ["failures", "--config", str(path), "--kept-out"])
+    assert table.exit_code == 0 and "Kept out by the contact's own choice (1)" in table.stdout
