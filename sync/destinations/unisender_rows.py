@@ -100,26 +100,41 @@ def _email_status(info: Any) -> str | None:
 CONSENTING = ("active", "new")
 
 
+def _joins_known(row: _Row) -> bool:
+    """A row that puts a contact the ledger knows on a list (a segment move, a retried add, a full refresh): read
+    first (one ``getContact``), whatever his consent, so that the import never names a list he left there (an
+    import's ``email_list_ids`` are lists the address "will be subscribed to": the vendor documents no exception for
+    a place he unsubscribed from) nor one he is invited to (the import could confirm him without his click)."""
+    return bool(row.add_lists) and not row.change.create
+
+
 def _hold_unconfirmed(row: _Row, info: Any) -> None:
-    """A known contact without consent now (``status_if_new`` not subscribed) is put on lists by import only
-    when Unisender shows him ``active`` (he confirmed) or ``new`` (the account asserted his consent: what
-    ``subscribe`` with ``double_optin=4``, the way rfmsync invites, also takes as consent, adding him at once): an
-    import would add anyone else without an invitation. Nor on a list he left, or with an address that may not be
-    mailed (:func:`_barred`, as a pending create is not invited to it). His list adds fail with the reason; his
-    field updates, tags and removals go on."""
+    """The lists a getContact answer allows a contact's import row to name (the others' adds leave the row).
+
+    Never a list he left, nor any with an address that may not be mailed (:func:`_barred`, as a pending create is
+    not invited to it): kept out. A list he is invited to (``invited``, ``activation_requested``: double opt-in
+    pending) is left as Unisender has it, and the add is done as for a pending create invited already (he is on
+    it once he clicks; naming it in an import could put him there without his click). A contact without consent
+    now (``status_if_new`` not subscribed) is put on lists only when Unisender shows him ``active`` (he confirmed)
+    or ``new`` (the account asserted his consent: what ``subscribe`` with ``double_optin=4``, the way rfmsync
+    invites, also takes as consent): an import would add anyone else without an invitation (the adds fail,
+    awaiting his confirmation). His field updates, tags and removals go on."""
     status = _email_status(info)
-    if status in CONSENTING or status in BARRED:
+    if row.change.status_if_new == "subscribed" or status in CONSENTING or status in BARRED:
         held = _barred(info, row.add_lists)
     else:
         msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
                "confirms")
         held = {lid: (msg, True, False) for lid in row.add_lists}
+    places = _places(info) or {}
+    invited = {lid for lid in row.add_lists if lid not in held and places.get(lid) in INVITED}
     adds = list(zip(row.add_lists, [op for op in row.ops if op.startswith("tag+") and
                                     split_name(op[4:])[0] == "list"]))
     row.results += [ItemResult(row.change.key, op, False, held[lid][0], refused=held[lid][1], kept_out=held[lid][2])
-                    for lid, op in adds if lid in held]
-    row.ops = [op for op in row.ops if op not in {op for lid, op in adds if lid in held}]
-    row.add_lists = [lid for lid in row.add_lists if lid not in held]
+                    if lid in held else ItemResult(row.change.key, op, True)
+                    for lid, op in adds if lid in held or lid in invited]
+    row.ops = [op for op in row.ops if op not in {op for lid, op in adds if lid in held or lid in invited}]
+    row.add_lists = [lid for lid in row.add_lists if lid not in held and lid not in invited]
 
 
 def _merged(held: _Row, removals: _Row) -> _Row:
@@ -133,6 +148,8 @@ def _merged(held: _Row, removals: _Row) -> _Row:
 #: statuses (getContact's, of an address and of its place on a list) that mean he is there or invited to it:
 #: ``subscribe`` would invite him again (``new``, ``active``: on it; ``invited``, ``activation_requested``: waiting)
 ON_LIST = ("new", "active", "invited", "activation_requested")
+#: of :data:`ON_LIST`, the places of a double opt-in not confirmed yet: never named in an import (it might confirm him)
+INVITED = ("invited", "activation_requested")
 #: statuses that mean he may not be put on a list by rfmsync, nor invited to it (status → whose doing, and what
 #: is left to do): he unsubscribed, the service blocked him, or the account disabled him (``inactive``). Consent
 #: first: his list add is not done, and kept out (:attr:`~sync.model.ItemResult.kept_out`: not a failure; the ledger

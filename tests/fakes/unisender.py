@@ -12,9 +12,12 @@ Rules it enforces: ``api_key`` in the form body (a key in the URL is refused and
 existing contact's ``email_status`` never changes through import unless it is active/inactive, and any
 ``email_status`` column is recorded in :attr:`status_columns`; new contacts get status ``new``; a
 ``calls_per_minute`` limit answers ``api_call_limit_exceeded_for_api_key``. A contact's place on a list
-(getContact's ``lists[].status``, :meth:`FakeUnisender.set_list_status`) that is ``unsubscribed`` is not
-changed by an import's ``email_list_ids``: he stays off the list (the reference: an unsubscribe is undone only
-by the contact, never through the API); the row is counted as taken, nothing in its ``log``.
+(getContact's ``lists[].status``, :meth:`FakeUnisender.set_list_status`) is replaced by an import naming the list in
+``email_list_ids`` (the lists the address "will be subscribed to", the vendor's words: no exception is documented
+for a list he unsubscribed from, nor for an invitation not confirmed yet, so the fake takes the worst reading: he
+is put on it, ``active``); an import that does so to a place ``unsubscribed``, ``blocked``, ``inactive``,
+``invited`` or ``activation_requested`` is recorded in :attr:`FakeUnisender.resubscribed`. Only his address's
+status is protected: the import never changes it unless it is active/inactive (documented).
 
 How importContacts counts (the service's counting of a row that changes nothing is not documented):
 ``inserted`` (= ``new_emails``) the rows that created an address, ``updated`` every other row it took, also
@@ -83,6 +86,10 @@ class FakeUnisender:
         self.key_in_url: list[str] = []
         self.status_columns: list[str] = []
         self.invitations: list[str] = []
+        #: (email, list id, his place before) of every import that named a list he left or is invited to: the
+        #: import put him on it (``email_list_ids``: the lists the address "will be subscribed to"; the vendor
+        #: documents no exception for a place he unsubscribed from, nor for a double opt-in not confirmed yet)
+        self.resubscribed: list[tuple[str, str, str]] = []
         self.unchanged_uncounted = False  # a row that changes nothing counted in neither inserted nor updated
         self._faults: list[Fault] = []
         self._raw: list[RawAnswer] = []
@@ -290,8 +297,9 @@ class FakeUnisender:
                 c["status"] = rec["email_status"]
             c["tags"] = merged
             for lid in filter(None, rec.get("email_list_ids", "").split(",")):
-                if c.get("list_status", {}).get(lid) == "unsubscribed":  # only he can undo it
-                    continue
+                place = c.get("list_status", {}).get(lid)
+                if place in ("unsubscribed", "blocked", "inactive", "invited", "activation_requested"):
+                    self.resubscribed.append((email, lid, place))  # what rfmsync must never do
                 c["lists"].add(lid)
                 c["excluded"].discard(lid)
                 c.get("list_status", {}).pop(lid, None)  # his place on it is the import's now
