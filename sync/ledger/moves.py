@@ -28,16 +28,18 @@ if TYPE_CHECKING:
 class Kept(NamedTuple):
     """What a destination's rows may still hold and the destination be forgotten all the same
     (:meth:`StateMoves.forget_destination`): tags/lists another destination of its audience gives now and fields
-    it maps now (the tags folded, :func:`~sync.model.fold`; the fields as ``key`` names them, the ESP's
-    comparison). A tag another destination only retires is not among them (it is not that one's to keep)."""
+    it maps now (the tags as ``tag_key`` names them, the fields as ``key`` does: the ESP's comparisons; a tag's case
+    is folded only where the ESP folds it, Mailchimp's). A tag another destination only retires is not among them
+    (it is not that one's to keep)."""
 
     tags: frozenset[str] = frozenset()
     fields: frozenset[str] = frozenset()
     key: Callable[[str], str] = str
+    tag_key: Callable[[str], str] = fold
 
     def has_tag(self, tag: str) -> bool:
-        """Whether another destination of the audience gives ``tag`` (folded as the ESP compares tags)."""
-        return fold(tag) in self.tags
+        """Whether another destination of the audience gives ``tag`` (named as the ESP compares tags)."""
+        return self.tag_key(tag) in self.tags
 
     def has_field(self, name: str) -> bool:
         """Whether another destination of the audience maps the field ``name`` (as ``key`` names it)."""
