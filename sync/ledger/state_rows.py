@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from sqlalchemy.engine import Connection
 
+from ..errors import LedgerError
 from .schema import pushed_state
 
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
@@ -40,6 +41,15 @@ def fields_json(fields: Mapping[str, Any]) -> str:
         except UnicodeEncodeError:
             return _encode_fields_ascii(fields if type(fields) is dict else dict(fields))
     return text
+
+
+def unreadable_row(destination: str, key: str | None, exc: ValueError) -> LedgerError:
+    """The error of a pushed-state row whose tags or fields text is not the JSON the ledger writes (edited by hand,
+    a damaged file or a bad restore): naming the destination, the contact and what to do."""
+    return LedgerError(f"ledger: destination {destination!r}: the pushed state of contact {key!r} is not readable "
+                       f"(its tags or fields are not JSON: {str(exc)[:120]}); restore the ledger from a backup, or delete "
+                       f"that row of pushed_state (destination {destination!r}, key {key!r}): the next sync then "
+                       f"plans him as a contact rfmsync never pushed to (created again under the consent rules)")
 
 
 def dump_fields(key: str, fields: Mapping[str, Any]) -> str:
