@@ -35,7 +35,8 @@ def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
     gives it to; both only retiring it is no fight), and for a tag a destination both retires and gives."""
     from ..planning.plan import all_managed
 
-    # (type, audience, name as the ESP compares it) → (destination, name, given): the first managing it, or one giving it
+    # (type, audience, name as the ESP compares it) → (destination, name, given): the first managing it, or one
+    # giving it
     owner: dict[tuple[str, str, str], tuple[str, str, bool]] = {}
     destinations = list(destinations)
     for dest in destinations:

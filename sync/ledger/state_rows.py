@@ -47,9 +47,9 @@ def unreadable_row(destination: str, key: str | None, exc: ValueError) -> Ledger
     """The error of a pushed-state row whose tags or fields text is not the JSON the ledger writes (edited by hand,
     a damaged file or a bad restore): naming the destination, the contact and what to do."""
     return LedgerError(f"ledger: destination {destination!r}: the pushed state of contact {key!r} is not readable "
-                       f"(its tags or fields are not JSON: {str(exc)[:120]}); restore the ledger from a backup, or delete "
-                       f"that row of pushed_state (destination {destination!r}, key {key!r}): the next sync then "
-                       f"plans him as a contact rfmsync never pushed to (created again under the consent rules)")
+                       f"(its tags or fields are not JSON: {str(exc)[:120]}); restore the ledger from a backup, or "
+                       f"delete that row of pushed_state (destination {destination!r}, key {key!r}): the next sync "
+                       f"then plans him as a contact rfmsync never pushed to (created again under the consent rules)")
 
 
 def dump_fields(key: str, fields: Mapping[str, Any]) -> str:

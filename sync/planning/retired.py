@@ -144,8 +144,9 @@ def owners_beside(destinations: Iterable[DestinationConfig], dest: DestinationCo
                   ) -> tuple[dict[str, str], dict[str, str]]:
     """What the other destinations of ``dest``'s audience (:func:`~sync.destinations.overlap.audience_of`, as the
     config's checks compare them) give now, and which: ``(tag as dest.spec.tag_key names it → destination, field as
-    dest.spec.field_key names it → destination)``. A tag another destination only retires is not there: it takes it off only the
-    contacts its own rows say it gave it, so nothing else takes it off ``dest``'s (and both may retire it)."""
+    dest.spec.field_key names it → destination)``. A tag another destination only retires is not there: it takes
+    it off only the contacts its own rows say it gave it, so nothing else takes it off ``dest``'s (and both may
+    retire it)."""
     others = [d for d in destinations if d.name != dest.name and audience_of(d) == audience_of(dest)]
     key, tag_key = dest.spec.field_key, dest.spec.tag_key
     return ({tag_key(t): d.name for d in others for t in given_tags(d)},
