@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from .model import CallResults, ContactChange, ItemResult, PushedState, kept_out_results
+from .model import CallResults, ContactChange, ItemResult, PushedState, kept_out_results, ok_pairs
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ class OutcomeLedger(Protocol):
     def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int: ...
 
     def record_kept_out(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> int: ...
+
+    def has_kept_out(self, destination: str) -> bool: ...
+    def kept_out_ops(self, destination: str, keys: Iterable[str] | None = None) -> Mapping[str, frozenset[str]]: ...
+    def forget_kept_out(self, destination: str, keys_ops: Iterable[tuple[str, str]]) -> int: ...
 
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
@@ -68,6 +72,7 @@ class OutcomeWriter:
         self._error: BaseException | None = None
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
         self.transactions = 0
+        self._kept: bool | None = None  # any operation kept out of the destination (asked at the first success)
         self._thread = threading.Thread(target=self._run, name=f"rfmsync-outcomes-{destination}", daemon=True)
         self._thread.start()
 
@@ -128,6 +133,7 @@ class OutcomeWriter:
             if states:
                 self._ledger.save_states(self._destination, self._run_id, states.values())
             self._ledger.record_results(self._destination, self._run_id, results)
+            self._forget_kept_out(results)
             kept = kept_out_results(results)
             if kept:  # his own choice in the ESP: recorded, not a failure; the next plans leave it out
                 self._ledger.record_kept_out(self._destination, self._run_id, kept)
@@ -141,6 +147,17 @@ class OutcomeWriter:
         finally:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
+
+    def _forget_kept_out(self, results: CallResults) -> None:
+        """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself: a full
+        refresh or a re-entry read him and did it), so a later add is planned again. Usually there are none: one
+        look-up per apply, then nothing."""
+        if self._kept is None:
+            self._kept = self._ledger.has_kept_out(self._destination)
+        if not self._kept:
+            return
+        kept = self._ledger.kept_out_ops(self._destination, {k for k, _ in ok_pairs(results)})
+        self._ledger.forget_kept_out(self._destination, [(k, op) for k, op in ok_pairs(results) if op in kept.get(k, ())])
 
 
 def refused_adds(results: CallResults) -> list[tuple[str, str]]:

@@ -16,21 +16,25 @@ from sync.destinations.mailchimp import MailchimpDestination
 from sync.destinations.unisender import UnisenderDestination
 from sync.engine import execute_plan
 from sync.ledger import Ledger
-from sync.model import ContactChange, ItemResult
+from sync.model import ContactChange, ItemResult, PushedState
 from sync.planning.kept_out import without_kept_out
 from sync.planning.plan import Plan
 from sync.planning.planner import plan_one
 
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+
 RETRY = RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0))
 
 
-def _night(cfg, rows, ledger, client, **kw):
-    plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=False, reconcile=False, **kw).plan
+def _night(cfg, rows, ledger, client, full_refresh=False, **kw):
+    plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=full_refresh, reconcile=False,
+                    **kw).plan
     return plan, execute_plan(plan, client, ledger)
 
 
 @pytest.mark.parametrize("where", ["list", "address"])
-def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_ok(unisender_fake, tmp_path, where):
+def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_ok(unisender_fake, ledger_url,  # noqa: F811
+                                                                                     where):
     """Night 1: a pending contact Unisender shows unsubscribed (from the list, or his address) is not invited: his
     list add is kept out (the run ``succeeded``, exit 0: it was ``partial`` every night, exit 4), the failure an
     older rfmsync recorded for it is resolved. Night 2: nothing planned, no read, no call. Night 3: the source now
@@ -44,7 +48,7 @@ def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_
     if where == "list":
         unisender_fake.set_list_status("p@x.com", "Champions", "unsubscribed")
     row = {"customer_id": "c1", "email": "p@x.com", "segment": "Churn", "marketing_consent": "unknown"}
-    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger.connect(ledger_url)
     try:
         ledger.record_failures("uni", None, [ItemResult("p@x.com", "tag+list:Champions", False, "he unsubscribed")])
         plan, report = _night(cfg, [row], ledger, client)
@@ -73,7 +77,7 @@ def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_
     assert not any(lid in v.split(",") for form in imports for k, v in form.items() if k != "data[0][0]")
 
 
-def test_a_mailchimp_create_refused_for_a_compliance_state_is_kept_out(mailchimp_fake, tmp_path):
+def test_a_mailchimp_create_refused_for_a_compliance_state_is_kept_out(mailchimp_fake, ledger_url):  # noqa: F811
     """Mailchimp: an address in a compliance state (he unsubscribed or bounced before it left the audience) is
     refused when created ``subscribed``: his create and its tag are kept out (the run ``succeeded``; it was
     ``partial`` every night), and the next night creates him no more. Another contact of the call goes on."""
@@ -83,7 +87,7 @@ def test_a_mailchimp_create_refused_for_a_compliance_state_is_kept_out(mailchimp
     mailchimp_fake.compliance.add("gone@x.com")
     rows = [{"customer_id": c, "email": f"{c}@x.com", "segment": "Churn", "marketing_consent": "yes"}
             for c in ("gone", "ok")]
-    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger.connect(ledger_url)
     try:
         client.prepare(["rfm:Champions"], {})
         plan, report = _night(cfg, rows, ledger, client)
@@ -96,6 +100,70 @@ def test_a_mailchimp_create_refused_for_a_compliance_state_is_kept_out(mailchimp
         ledger.close()
     assert "gone@x.com" not in mailchimp_fake.lists["aud1"].members
     assert "ok@x.com" in mailchimp_fake.lists["aud1"].members
+
+
+def _came_back_himself(unisender_fake):
+    """A consenting contact the ledger holds on Loyal, unsubscribed from Champions in Unisender; his row."""
+    cfg = Config(destinations=[{"name": "uni", "type": "unisender", "new_contacts": "subscribed",
+                                "segments": {"Churn": "Champions", "Other": "Loyal"},
+                                "fields": {"rfm_segment": "segment"}}])
+    client = UnisenderDestination("uni", unisender_fake.api_key, api_url=unisender_fake.api_url, timeout=5,
+                                  retry=RETRY)
+    client.prepare(["list:Champions", "list:Loyal"], {"rfm_segment": "segment"})
+    unisender_fake.add_contact("k@x.com", status="active", lists=["Loyal"])
+    unisender_fake.set_list_status("k@x.com", "Champions", "unsubscribed")
+    return cfg, client, {"customer_id": "c1", "email": "k@x.com", "segment": "Churn", "marketing_consent": "yes"}
+
+
+def test_a_kept_out_add_that_later_succeeds_is_forgotten(unisender_fake, ledger_url):  # noqa: F811
+    """fixu27 #1: he subscribes to Champions again himself, a full refresh reads him and the add succeeds: the
+    kept-out row goes (it stayed: ``failures --kept-out`` listed him for ever, and when he later left the segment
+    and came back his add was silently dropped, no read, though he consents)."""
+    cfg, client, row = _came_back_himself(unisender_fake)
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("uni", None, [PushedState("k@x.com", "c1", frozenset({"list:Loyal"}),
+                                                     {"rfm_segment": "Loyal"})])
+        plan, report = _night(cfg, [row], ledger, client)
+        assert report.counts["kept_out"] == 1 and len(ledger.kept_out_list("uni")) == 1
+        unisender_fake.set_list_status("k@x.com", "Champions", "active")  # he subscribes again himself
+        plan, report = _night(cfg, [row], ledger, client, full_refresh=True)
+        assert report.status == "succeeded" and report.counts["kept_out"] == 0
+        assert "list:Champions" in ledger.load_state("uni")["k@x.com"].tags
+        assert ledger.kept_out_list("uni") == []  # done: no longer kept out
+        _night(cfg, [{**row, "segment": "Other"}], ledger, client)  # he leaves: taken off (managed)
+        assert "k@x.com" not in unisender_fake.members("Champions")
+        plan, report = _night(cfg, [row], ledger, client)  # and comes back: put on it again
+        assert [sorted(c.add_tags) for c in plan.changes] == [["list:Champions"]]
+    assert "k@x.com" in unisender_fake.members("Champions")
+
+
+def test_a_kept_out_add_he_no_longer_wants_is_forgotten_and_re_entering_reads_him(unisender_fake,
+                                                                                   ledger_url):  # noqa: F811
+    """fixu27 #2: kept out of Champions, he subscribes to it again himself: the nightly runs do not read him (the
+    add stays kept out). He leaves the segment: the kept-out row goes (the ledger cannot take him off a list it
+    never saw him on). He re-enters: read once, put on it (he is there: the ledger learns it), and when he leaves
+    again he is taken off (he was never managed on that list again: Champions mail for ever)."""
+    cfg, client, row = _came_back_himself(unisender_fake)
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("uni", None, [PushedState("k@x.com", "c1", frozenset({"list:Loyal"}),
+                                                     {"rfm_segment": "Other"})])
+        _night(cfg, [row], ledger, client)
+        unisender_fake.set_list_status("k@x.com", "Champions", "active")  # he subscribes again himself
+        reads = unisender_fake.calls["getContact"]
+        for _ in range(2):
+            plan, _ = _night(cfg, [row], ledger, client)
+            assert plan.changes == ()
+        assert unisender_fake.calls["getContact"] == reads and len(ledger.kept_out_list("uni")) == 1
+        _night(cfg, [{**row, "segment": "Other"}], ledger, client)  # he leaves Champions
+        assert ledger.kept_out_list("uni") == []
+        reads = unisender_fake.calls["getContact"]
+        plan, report = _night(cfg, [row], ledger, client)  # he re-enters: read once, the add done
+        assert [sorted(c.add_tags) for c in plan.changes] == [["list:Champions"]] and report.counts["kept_out"] == 0
+        assert unisender_fake.calls["getContact"] == reads + 1
+        assert "list:Champions" in ledger.load_state("uni")["k@x.com"].tags
+        plan, report = _night(cfg, [{**row, "segment": "Other"}], ledger, client)  # he leaves again: taken off
+        assert [sorted(c.remove_tags) for c in plan.changes] == [["list:Champions"]]
+    assert "k@x.com" not in unisender_fake.members("Champions")
 
 
 def _change(key, create=False, add=(), remove=(), fields=None):

@@ -202,6 +202,8 @@ class Ledger:
     record_kept_out = _Via("kept_out", KeptOutLog.record_kept_out)
     kept_out_ops = _Via("kept_out", KeptOutLog.kept_out_ops)
     kept_out_list = _Via("kept_out", KeptOutLog.kept_out_list)
+    has_kept_out = _Via("kept_out", KeptOutLog.has_kept_out)
+    forget_kept_out = _Via("kept_out", KeptOutLog.forget_kept_out)
 
     get_cursor = _Via("cursors", CursorTable.get_cursor)
     set_cursor = _Via("cursors", CursorTable.set_cursor)

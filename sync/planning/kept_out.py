@@ -5,7 +5,8 @@ address is blocked): it is not read again nor sent every night, and a later ``ye
 back (rfmsync never resubscribes). A create (``upsert`` of a new contact) kept out (Mailchimp's compliance state:
 the address unsubscribed or bounced before it left the audience) leaves his whole change out: nothing of it may
 reach the ESP. The rest of a change (field updates, removals, other adds) goes on. A full refresh keeps them all:
-the ESP is asked again.
+the ESP is asked again. An operation the plan no longer wants (he left the segment) is forgotten
+(:func:`unwanted_kept_out`): if he comes back, he is read once again.
 """
 
 from __future__ import annotations
@@ -43,4 +44,21 @@ def without_kept_out(plan: Plan, kept: Mapping[str, frozenset[str]]) -> Plan:
     return replace(plan, changes=tuple(c for i, c in enumerate(changes) if i not in dropped))
 
 
-__all__ = ["without_kept_out"]
+def unwanted_kept_out(plan: Plan, kept: Mapping[str, frozenset[str]]) -> list[tuple[str, str]]:
+    """``(key, op)`` of the operations ``kept`` names that ``plan`` (a plan of every contact, before
+    :func:`without_kept_out`) no longer wants: he left the segment, the tag is no longer desired, he is no longer
+    to be created. Their rows go (:meth:`~sync.ledger.kept_out.KeptOutLog.forget_kept_out`), so if he comes back
+    to it his add is planned and he is read once again (he may have subscribed again himself meanwhile)."""
+    if not kept:
+        return []
+    by_key = {c.key: c for c in plan.changes if c.key in kept} if plan.changes else {}
+    out = []
+    for key, ops in kept.items():
+        c = by_key.get(key)
+        for op in ops:
+            if c is None or not ((op == "upsert" and c.create) or (op.startswith("tag+") and op[4:] in c.add_tags)):
+                out.append((key, op))
+    return out
+
+
+__all__ = ["unwanted_kept_out", "without_kept_out"]

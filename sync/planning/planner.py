@@ -20,7 +20,7 @@ from ..guards import PlanVerdict, judge_plan
 from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
-from .kept_out import without_kept_out
+from .kept_out import unwanted_kept_out, without_kept_out
 from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
                       retiring)
@@ -167,7 +167,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
     if moved_from is None and not full_refresh:  # what the contacts' own choice in the ESP keeps out: not asked
-        plan = without_kept_out(plan, ledger.kept_out_ops(dest.name))  # again (a full refresh asks it again)
+        kept = ledger.kept_out_ops(dest.name)  # again (a full refresh asks it again); what he left is forgotten
+        ledger.forget_kept_out(dest.name, unwanted_kept_out(plan, kept))  # (re-entering, he is read once more)
+        plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
         plan = leave_written(plan, ledger.written_since(dest.name, since), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
