@@ -114,6 +114,10 @@ class DestinationSpec:
     #: way; docs/sync.md#retired-tags says why it is safe: only spellings the ledger says rfmsync gave come off);
     #: False: tag/list names are taken as spelled (nothing says SendGrid's or Unisender's lists fold case)
     tags_fold_case: bool = False
+    #: False: a full refresh does not re-send a list (``list:``) the ledger already shows the contact on, no fresh
+    #: reason to set it (Unisender: naming a known contact's list in an import needs a ``getContact`` read first,
+    #: one call per contact: ~14 h for a million at 1200 calls/min); only a list new to him is sent (and read)
+    refresh_resends_held_lists: bool = True
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)

@@ -52,6 +52,7 @@ UNISENDER = DestinationSpec(
     url_env="UNISENDER_API_URL", field_types=UNISENDER_FIELD_TYPES, max_batch=UNISENDER_MAX_IMPORT_ROWS,
     segment_name=lambda dest, name: "list:" + name, tag_name=lambda name: "tag:" + name,
     default_new_contacts="skip", fields_fold_case=False,  # createField: "case-sensitive unique" names
+    refresh_resends_held_lists=False,  # a known contact's list add is read first: a refresh re-sends none held
     refused_new_contacts={"transactional": 'Unisender has no transactional status; use new_contacts = "skip" or '
                                            '"pending"'})
 

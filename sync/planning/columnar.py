@@ -213,7 +213,10 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     exists = in_existing if (full_refresh and have_existing) else f"(coalesce(p.present, FALSE) OR {in_existing})"
     yes, other = status_for_new("yes", dest.new_contacts), status_for_new("no", dest.new_contacts)
     status = f"CASE WHEN consent = 'yes' THEN {_opt(yes)} ELSE {_opt(other)} END"
-    add = "tags" if full_refresh else "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
+    add = "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
+    if full_refresh:  # every tag again; a list the ledger holds him on too, unless the ESP reads before (spec)
+        add = "tags" if dest.spec.refresh_resends_held_lists else \
+            "list_filter(tags, lambda t: NOT (exists_ AND starts_with(t, 'list:') AND list_contains(prev_managed, t)))"
     m = _list(managed)
     cols = ", ".join(field_cols)
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired

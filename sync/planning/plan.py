@@ -318,7 +318,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         if not exists and status is None:
             skips.append(Skip(d.key, d.customer_id, d.segment, NO_CONSENT_SKIP))
             continue
-        add = d.tags if full_refresh else d.tags - prev_tags
+        add = d.tags - prev_tags if not full_refresh else d.tags if dest.spec.refresh_resends_held_lists else \
+            d.tags - {t for t in prev_tags if exists and t.startswith("list:")}  # a list held: no fresh reason (spec)
         remove = prev_tags - d.tags
         set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not same_value(prev_fields[k], v)}
         if remove and refused_consent(d.consent, dest.new_contacts):
