@@ -863,3 +863,29 @@ def test_a_list_he_is_invited_to_is_left_as_unisender_has_it(unisender_fake, pla
     assert c["fields"]["rfm_segment"] == "C" and c["tags"] == ["vip"] and c["status"] == "active"
     imports = [form for method, form in unisender_fake.requests if method == "importContacts"]
     assert imports and not any(lid in form.get("data[0][1]", "").split(",") for form in imports)
+
+
+@pytest.mark.parametrize("place", ["unsubscribed", "blocked"])
+def test_the_fake_import_follows_the_reference_on_a_place_he_left(unisender_fake, place):
+    """fixu27 #4: an unsubscribe's "active" "cannot be restored via API, only by the contact" (reference §3.3): an
+    import naming that list leaves his place ``unsubscribed`` (the fake put him back on it, a reading the reference
+    contradicts). A ``blocked`` place: nothing documented, the fake keeps the worst reading (put on it, recorded)."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("k@x.com", status="active")
+    unisender_fake.set_list_status("k@x.com", "Champions", place)
+    lid = unisender_fake.list_id("Champions")
+    dest, _ = on(unisender_fake)
+    dest.call("importContacts", [("field_names[0]", "email"), ("field_names[1]", "email_list_ids"),
+                                 ("data[0][0]", "k@x.com"), ("data[0][1]", lid)], idempotent=False)
+    if place == "unsubscribed":
+        assert unisender_fake.contacts["k@x.com"]["list_status"][lid] == "unsubscribed"
+        assert unisender_fake.members("Champions") == set() and unisender_fake.resubscribed == []
+    else:
+        assert unisender_fake.resubscribed == [("k@x.com", lid, "blocked")]
+
+
+def test_a_disabled_contact_s_reason_says_what_asks_again():
+    """fixu27 #4: ``inactive`` said "enable him there if he should be mailed", but no run read him again after:
+    the add stays kept out until a full refresh or his re-entry into the segment."""
+    assert "--full-refresh" in BARRED["inactive"] and "re-entry" in BARRED["inactive"]
+    assert "enable him there" not in BARRED["inactive"]

@@ -101,10 +101,13 @@ CONSENTING = ("active", "new")
 
 
 def _joins_known(row: _Row) -> bool:
-    """A row that puts a contact the ledger knows on a list (a segment move, a retried add, a full refresh): read
-    first (one ``getContact``), whatever his consent, so that the import never names a list he left there (an
-    import's ``email_list_ids`` are lists the address "will be subscribed to": the vendor documents no exception for
-    a place he unsubscribed from) nor one he is invited to (the import could confirm him without his click)."""
+    """A row that puts a contact the ledger knows on a list new to him there (a segment move, a retried add, a full
+    refresh's list the ledger does not show him on): read first (one ``getContact``), whatever his consent. A place
+    he unsubscribed from an import cannot restore (its "active" "cannot be restored via API, only by the contact"),
+    but the import would answer the add done and the ledger would record him on a list he is not on: the read is
+    what tells (kept out). For a place ``blocked``, ``inactive`` or one he is invited to, nothing is documented
+    (``email_list_ids`` are lists the address "will be subscribed to"): the read keeps the import from naming it,
+    a defensible choice on the worst reading (an invitation could be confirmed without his click)."""
     return bool(row.add_lists) and not row.change.create
 
 
@@ -157,7 +160,8 @@ INVITED = ("invited", "activation_requested")
 #: none of them: he is invited as anyone not on the list.
 BARRED = {"unsubscribed": "he unsubscribed: his choice, nothing to do",
           "blocked": "Unisender blocked him: nothing rfmsync may do",
-          "inactive": "disabled in Unisender: enable him there if he should be mailed"}
+          "inactive": "disabled in Unisender: kept out until a --full-refresh, or his re-entry into the segment, "
+                      "reads him again"}
 
 
 def _places(info: Any) -> dict[str, str] | None:
