@@ -157,7 +157,8 @@ class OutcomeWriter:
         if not self._kept:
             return
         kept = self._ledger.kept_out_ops(self._destination, {k for k, _ in ok_pairs(results)})
-        self._ledger.forget_kept_out(self._destination, [(k, op) for k, op in ok_pairs(results) if op in kept.get(k, ())])
+        done = [(k, op) for k, op in ok_pairs(results) if op in kept.get(k, ())]
+        self._ledger.forget_kept_out(self._destination, done)
 
 
 def refused_adds(results: CallResults) -> list[tuple[str, str]]:

@@ -33,8 +33,8 @@ def _night(cfg, rows, ledger, client, full_refresh=False, **kw):
 
 
 @pytest.mark.parametrize("where", ["list", "address"])
-def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_ok(unisender_fake, ledger_url,  # noqa: F811
-                                                                                     where):
+def test_a_unisender_contact_who_left_is_kept_out_once_and_every_later_run_ends_ok(  # noqa: F811
+        unisender_fake, ledger_url, where):
     """Night 1: a pending contact Unisender shows unsubscribed (from the list, or his address) is not invited: his
     list add is kept out (the run ``succeeded``, exit 0: it was ``partial`` every night, exit 4), the failure an
     older rfmsync recorded for it is resolved. Night 2: nothing planned, no read, no call. Night 3: the source now
