@@ -42,3 +42,24 @@ def test_an_unreadable_pushed_state_row_names_the_destination_and_the_contact(un
         assert ledger.recent_runs(1)[0]["status"] == "failed"
     finally:
         ledger.close()
+
+
+def test_a_plan_over_an_unreadable_tags_text_names_the_destination_and_the_contact(tmp_path):
+    """fixu27 #7: the plan reads the pushed state in DuckDB: a tags text that is not JSON stopped it on a bare DuckDB
+    ``InvalidInputException`` (``Malformed JSON at byte 1``) naming neither; now the state reads' LedgerError."""
+    from sync.config import Config
+    from sync.planning.planner import plan_one
+
+    cfg = Config(destinations=[{"name": "uni", "type": "unisender", "new_contacts": "subscribed",
+                                "segments": {"Churn": "Champions"}, "fields": {"rfm_segment": "segment"}}])
+    with Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        ledger.save_states("uni", None, [PushedState("k@x.com", "c1", frozenset(), {"rfm_segment": "Other"}),
+                                         PushedState("a@x.com", "c2", frozenset(), {"rfm_segment": "Other"})])
+        with ledger._write() as conn:
+            conn.execute(update(pushed_state).where(pushed_state.c.key == "k@x.com").values({"tags": "{bad"}))
+        row = {"customer_id": "c1", "email": "k@x.com", "segment": "Churn", "marketing_consent": "yes"}
+        with pytest.raises(LedgerError) as caught:
+            plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False)
+    message = str(caught.value)
+    assert "destination 'uni'" in message and "'k@x.com'" in message and "not JSON" in message
+    assert caught.value.exit_code == 74
