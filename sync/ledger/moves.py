@@ -81,14 +81,18 @@ class StateMoves:
         ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
         him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
         only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
-        Then ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target)
-        are deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over
-        (0: it held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
+        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE). Then
+        ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target) are
+        deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over (0: it
+        held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
             taken = conn.execute(select(func.count()).where(pushed_state.c.destination == old)).scalar() or 0
             revision = self._take_rows(conn, old, new) if taken else None
+            k, mine = kept_out, kept_out.alias("mine")  # his own choice in the ESP: the same target, still his
+            theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == k.c.key, mine.c.op == k.c.op)
+            conn.execute(k.update().where(k.c.destination == old, ~theirs.exists()).values(destination=new))
             gone = self._forget_name(conn, old, cursor)
         if revision is not None:
             self._written.note(new, revision, int(taken))
