@@ -210,3 +210,24 @@ def test_failures_lists_the_kept_out_only_when_asked(tmp_path, monkeypatch):
         ("uni", "p@x.com", "tag+list:A", "he unsubscribed")]
     table = runner.invoke(main, ["failures", "--config", str(path), "--kept-out"])
     assert table.exit_code == 0 and "Kept out by the contact's own choice (1)" in table.stdout
+
+
+def test_a_plan_on_a_ledger_it_may_only_read_keeps_the_rows_no_longer_wanted(tmp_path, caplog):
+    """fixu27 #2: the plan forgets the kept-out operations it no longer wants; on a ledger this process may only read
+    (a dry run against a read-only file or a standby) it says so and plans on (the next sync forgets them)."""
+    cfg = Config(destinations=[{"name": "uni", "type": "unisender", "new_contacts": "subscribed",
+                                "segments": {"Churn": "Champions", "Other": "Loyal"}}])
+    path = tmp_path / "ledger.db"
+    with Ledger.connect(f"sqlite:///{path}") as ledger:
+        ledger.record_kept_out("uni", None, [ItemResult("k@x.com", "tag+list:Champions", False, "he unsubscribed",
+                                                        refused=True, kept_out=True)])
+    row = {"customer_id": "c1", "email": "k@x.com", "segment": "Other", "marketing_consent": "yes"}  # he left
+    with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true") as ledger:
+        plan = plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False,
+                        reconcile=False).plan
+        assert [sorted(c.add_tags) for c in plan.changes] == [["list:Loyal"]]
+        assert len(ledger.kept_out_list("uni")) == 1
+    assert "no longer wanted not forgotten" in caplog.text
+    with Ledger.connect(f"sqlite:///{path}") as ledger:
+        plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False)
+        assert ledger.kept_out_list("uni") == []

@@ -11,10 +11,14 @@ the ESP is asked again. An operation the plan no longer wants (he left the segme
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
-from typing import Mapping
+from typing import Any, Mapping
 
+from ..errors import LedgerError
 from .plan import Plan
+
+log = logging.getLogger(__name__)
 
 
 def without_kept_out(plan: Plan, kept: Mapping[str, frozenset[str]]) -> Plan:
@@ -61,4 +65,16 @@ def unwanted_kept_out(plan: Plan, kept: Mapping[str, frozenset[str]]) -> list[tu
     return out
 
 
-__all__ = ["unwanted_kept_out", "without_kept_out"]
+def forget_unwanted(ledger: Any, destination: str, plan: Plan, kept: Mapping[str, frozenset[str]]) -> None:
+    """Delete the ``kept_out`` rows :func:`unwanted_kept_out` names (none: no write). A ledger this process only
+    reads (a dry run on a standby, ``mode=ro``) keeps them: said, and the next sync forgets them."""
+    gone = unwanted_kept_out(plan, kept)
+    if gone:
+        try:
+            ledger.forget_kept_out(destination, gone)
+        except LedgerError as exc:
+            log.warning("ledger: %s: %d kept-out operation(s) no longer wanted not forgotten (%s): the next sync "
+                        "forgets them", destination, len(gone), exc)
+
+
+__all__ = ["forget_unwanted", "unwanted_kept_out", "without_kept_out"]

@@ -23,7 +23,7 @@ from ..ledger.bulk import state_schema
 from ..ledger.state_rows import unreadable_row
 from ..model import PushedState
 from .columnar import LEDGER, columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
-from .kept_out import unwanted_kept_out, without_kept_out
+from .kept_out import forget_unwanted, without_kept_out
 from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
                       retiring)
@@ -191,7 +191,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequenc
                          extra_tags=extra_tags)
     if moved_from is None and not full_refresh:  # what the contacts' own choice in the ESP keeps out: not asked
         kept = ledger.kept_out_ops(dest.name)  # again (a full refresh asks it again); what he left is forgotten
-        ledger.forget_kept_out(dest.name, unwanted_kept_out(plan, kept))  # (re-entering, he is read once more)
+        forget_unwanted(ledger, dest.name, plan, kept)  # (re-entering, he is read once more)
         plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
         plan = leave_written(plan, ledger.written_since(dest.name, since), since, dest.retire_tags)
