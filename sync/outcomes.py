@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
+from .ledger.kept_out import BY_KEY_LIMIT
 from .model import CallResults, ContactChange, ItemResult, PushedState, kept_out_results, ok_pairs
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class OutcomeWriter:
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
         self.transactions = 0
         self._kept: bool | None = None  # any operation kept out of the destination (asked at the first success)
+        self._all_kept: dict[str, set[str]] | None = None
         self._thread = threading.Thread(target=self._run, name=f"rfmsync-outcomes-{destination}", daemon=True)
         self._thread.start()
 
@@ -149,17 +151,19 @@ class OutcomeWriter:
             self.cpu_seconds += time.thread_time() - c0
 
     def _forget_kept_out(self, results: CallResults) -> None:
-        """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself: a full
-        refresh or a re-entry read him and did it), so a later add is planned again. Usually there are none: one
-        look-up per apply, then nothing."""
+        """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself), so a later add
+        is planned again. Usually none: one look-up per apply; else by key (a large apply: all, read once)."""
         if self._kept is None:
             self._kept = self._ledger.has_kept_out(self._destination)
         if not self._kept:
             return
-        kept = self._ledger.kept_out_ops(self._destination, {k for k, _ in ok_pairs(results)})
-        done = [(k, op) for k, op in ok_pairs(results) if op in kept.get(k, ())]
-        self._ledger.forget_kept_out(self._destination, done)
-
+        pairs = list(ok_pairs(results))
+        keys = {k for k, _ in pairs}
+        if self._all_kept is None and len(keys) > BY_KEY_LIMIT:
+            self._all_kept = {k: set(ops) for k, ops in self._ledger.kept_out_ops(self._destination).items()}
+        kept = self._all_kept if self._all_kept is not None else self._ledger.kept_out_ops(self._destination, keys)
+        done = [(k, op) for k, op in pairs if op in kept.get(k, ())]
+        self._ledger.forget_kept_out(self._destination, done)  # (a cached one forgotten twice deletes nothing)
 
 def refused_adds(results: CallResults) -> list[tuple[str, str]]:
     """``(key, tag)`` of the tag adds the ESP refused that contact for good (:attr:`~sync.model.ItemResult.refused`);

@@ -231,3 +231,23 @@ def test_a_plan_on_a_ledger_it_may_only_read_keeps_the_rows_no_longer_wanted(tmp
     with Ledger.connect(f"sqlite:///{path}") as ledger:
         plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False)
         assert ledger.kept_out_list("uni") == []
+
+
+@pytest.mark.parametrize("n", [3, 6000])
+def test_the_outcome_writer_forgets_the_kept_out_operations_done(ledger_url, n):  # noqa: F811
+    """fixu27 #1 at the writer: the operations kept out that succeed in an apply lose their row, those that do not
+    keep it; a few written contacts' rows are read by key, a large apply's (past BY_KEY_LIMIT) read once."""
+    from sync.model import CallResults
+    from sync.outcomes import OutcomeWriter
+
+    keys = [f"k{i}@x.com" for i in range(n)]
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.record_kept_out("uni", None, [ItemResult(k, "tag+list:A", False, "unsub", refused=True, kept_out=True)
+                                             for k in keys] + [ItemResult("z@x.com", "upsert", False, "gone",
+                                                                          refused=True, kept_out=True)])
+        writer = OutcomeWriter(ledger, "uni", None, linger=0)
+        writer.submit([], CallResults([("tag+list:A", keys[1:]), ("upsert", ["k0@x.com"])],
+                                      [ItemResult("z@x.com", "tag+list:A", True)]))
+        writer.close()
+        assert {(r["key"], r["op"]) for r in ledger.kept_out_list("uni")} == {("k0@x.com", "tag+list:A"),
+                                                                             ("z@x.com", "upsert")}
