@@ -28,7 +28,7 @@ from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LedgerError, LockBusyError, LockLostError, RunStopped
 from .ledger import Ledger, Locks, owner_process_gone
-from .model import CallResults, ItemResult, PushedState, failed_results
+from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
 from .planning.target import move_if_planned
@@ -233,8 +233,10 @@ class _Summary:
         c = self.counts
         if c is None or (self.kind == "webhook" and self.empty and not c["ledger_only"]):
             return
-        log.info("sync %s %s: %d changes, %d ok, %d failed, %d skipped, %d recorded in the ledger only (new owner)",
-                 self.destination, self.status, c["planned"], c["ok"], c["failed"], c["skipped"], c["ledger_only"])
+        kept = f", {c['kept_out']} kept out by the contacts' own choice in the ESP" if c.get("kept_out") else ""
+        log.info("sync %s %s: %d changes, %d ok, %d failed, %d skipped, %d recorded in the ledger only (new owner)%s",
+                 self.destination, self.status, c["planned"], c["ok"], c["failed"], c["skipped"], c["ledger_only"],
+                 kept)
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -272,7 +274,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                         moves_from=plan.moves_from, moves_unknown=plan.moves_unknown)
         run_id = ledger.start_run(kind, plan.destination, data)  # a run killed: abandoned with its input counts
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
-                  "ledger_only": 0}
+                  "ledger_only": 0, "kept_out": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
@@ -339,8 +341,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 if fold.done > done:
                     progress.advance(fold.done - done)
                 failed = failed_results(results)
-                counts["ok"] += len(results) - len(failed)
+                kept = len(kept_out_results(results))  # his own choice in the ESP: neither done nor a failure
+                counts["ok"] += len(results) - len(failed) - kept
                 counts["failed"] += len(failed)
+                counts["kept_out"] += kept
                 for r in failed[:max(0, 20 - len(errors))]:
                     errors.append(f"{r.key} {r.op}: {r.error}")
                 checkpoint()  # the lock lost, a stop asked: this call's outcomes are recorded, no further call starts

@@ -121,6 +121,12 @@ class ItemResult:
     #: whole call refused, an add skipped because the upsert failed so) leaves it False: the outcome is unknown or
     #: not his, and he keeps waiting for the tag
     refused: bool = False
+    #: not done, and never to be done by rfmsync: the contact's own choice in the ESP keeps him out (he unsubscribed
+    #: from the list or from all mailings, the ESP blocked his address, Mailchimp holds it in a compliance state).
+    #: Not a failure (not counted, not in ``failures``, the run not ``partial``): the ledger records it
+    #: (:class:`sync.ledger.kept_out.KeptOutLog`) and the next plans leave that operation out, whatever the source
+    #: says of his consent later (rfmsync never resubscribes). Set with ``ok=False`` (and ``refused``)
+    kept_out: bool = False
 
 
 class CallResults(Sequence[ItemResult]):
@@ -159,14 +165,20 @@ class CallResults(Sequence[ItemResult]):
 
     @property
     def failed(self) -> list[ItemResult]:
-        return [r for r in self.other if not r.ok]
+        return [r for r in self.other if not r.ok and not r.kept_out]
 
 
 def failed_results(results: Iterable[ItemResult]) -> list[ItemResult]:
-    """The results that are failures (a :class:`CallResults` answers from its ``other`` column alone)."""
+    """The results that are failures (a :class:`CallResults` answers from its ``other`` column alone); an operation
+    the contact's own choice keeps out (:attr:`ItemResult.kept_out`) is none."""
     if isinstance(results, CallResults):
         return results.failed
-    return [r for r in results if not r.ok]
+    return [r for r in results if not r.ok and not r.kept_out]
+
+
+def kept_out_results(results: Iterable[ItemResult]) -> list[ItemResult]:
+    """The results the contact's own choice in the ESP keeps out (:attr:`ItemResult.kept_out`)."""
+    return [r for r in (results.other if isinstance(results, CallResults) else results) if r.kept_out]
 
 
 def ok_pairs(results: Iterable[ItemResult]) -> Iterator[tuple[str, str]]:

@@ -345,6 +345,25 @@ def test_a_renamed_destination_takes_over_the_old_name_s_rows_in_one_transaction
         assert known_target(ledger, "old") is None and ledger.pending_failures("old") == []
 
 
+def test_a_renamed_destination_keeps_what_the_contacts_own_choice_keeps_out(ledger_url):  # noqa: F811
+    """fixu27 #7: the kept-out operations of the old name are the new name's (the same ESP target: his unsubscribe
+    holds there); they were deleted with the old name, so the renamed destination read and sent them again."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.target import TARGET_CURSOR
+
+    def kept(key, op, why):
+        return ItemResult(key, op, False, why, refused=True, kept_out=True)
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("old", None, [PushedState("a@x.io", "1", frozenset(), {}, True)])
+        ledger.record_kept_out("old", None, [kept("a@x.io", "tag+VIP", "old a"), kept("b@x.io", "upsert", "old b")])
+        ledger.record_kept_out("new", None, [kept("b@x.io", "upsert", "new b")])
+        ledger.take_over("old", "new", (TARGET_CURSOR, "old"))
+        assert {(r["key"], r["op"], r["reason"]) for r in ledger.kept_out_list()} == {
+            ("a@x.io", "tag+VIP", "old a"), ("b@x.io", "upsert", "new b")}
+
+
 def test_a_destination_is_forgotten_only_while_none_of_its_rows_holds_a_tag(ledger_url):  # noqa: F811
     from sync.ledger import Ledger
     from sync.model import PushedState

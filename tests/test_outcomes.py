@@ -37,6 +37,9 @@ class RecordingLedger:
     def record_results(self, destination, run_id, results):
         self.results.append(list(results))
 
+    def has_kept_out(self, destination):  # nothing kept out: the writer looks once, then forgets nothing
+        return False
+
     def refused_lost(self, destination, pairs):
         return 0
 

@@ -267,7 +267,7 @@ def test_the_json_document_counts_the_new_owners_per_destination_and_in_the_tota
     doc = json.loads(run_cli("sync", "--config", str(path), "--as-of", AS_OF.isoformat(), "--format", "json").stdout)
     [dest] = doc["destinations"]
     assert dest["counts"]["ledger_only"] == 1 and dest["counts"]["planned"] == 0
-    assert doc["counts"] == {"planned": 0, "ok": 0, "failed": 0, "skipped": 0, "ledger_only": 1}
+    assert doc["counts"] == {"planned": 0, "ok": 0, "failed": 0, "skipped": 0, "ledger_only": 1, "kept_out": 0}
 
 
 def test_a_change_whose_esp_calls_all_fail_still_names_its_new_customer(tmp_path, mailchimp_fake, monkeypatch):

@@ -465,13 +465,17 @@ def test_a_known_contact_without_consent_deleted_in_unisender_is_invited_not_imp
     assert state["b@x.com"].tags == set()  # asked again every night until he confirms
 
 
-def test_a_known_consenting_contact_is_imported_without_a_check(unisender_fake):
-    """``subscribed`` is what an import gives a new address: re-creating such a contact is the consent rules,
-    so field updates and list adds of consenting contacts cost no getContact."""
+def test_a_known_consenting_contacts_field_update_is_imported_without_a_check(unisender_fake):
+    """``subscribed`` is what an import gives a new address: re-creating such a contact is the consent rules, so
+    field updates of consenting contacts cost no getContact. Putting one on a list costs one (uni27 #3, below)."""
     unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
     dest, _ = on(unisender_fake)
-    dest.apply([change(f"u{i}@x.com", add={"list:Champions"}, create=False) for i in range(3)], Recorder())
+    dest.apply([change(f"u{i}@x.com", fields={"rfm_segment": "C"}, create=False) for i in range(3)], Recorder())
     assert unisender_fake.calls["getContact"] == 0 and unisender_fake.calls["importContacts"] == 1
+    dest.apply([change(f"u{i}@x.com", add={"list:Champions"}, create=False) for i in range(3)], Recorder())
+    assert unisender_fake.calls["getContact"] == 3 and unisender_fake.calls["importContacts"] == 2
+    assert unisender_fake.members("Champions") == {f"u{i}@x.com" for i in range(3)}
 
 
 @pytest.mark.parametrize("lost", ["html", "twice"])
@@ -579,12 +583,12 @@ def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisende
                                "invited") and not added.missing and added.refused and "awaiting" not in added.error
 
 
-def test_a_known_consenting_contact_is_still_not_read(unisender_fake):
+def test_a_known_consenting_contact_is_read_before_he_is_put_on_a_list(unisender_fake):
     unisender_fake.add_list("Loyal")
     unisender_fake.add_contact("k@x.com", status="new")
     dest, _ = on(unisender_fake)
     dest.apply([change("k@x.com", add={"list:Loyal"}, create=False)], Recorder())
-    assert unisender_fake.members("Loyal") == {"k@x.com"} and unisender_fake.calls["getContact"] == 0
+    assert unisender_fake.members("Loyal") == {"k@x.com"} and unisender_fake.calls["getContact"] == 1
 
 
 @pytest.mark.parametrize("place, on_it, refused", [
@@ -813,3 +817,75 @@ def test_a_clear_named_with_spaces_around_is_sent_as_unisender_spells_the_field(
     dest.apply([change("a@x.com", create=False, fields={name: None})], rec)
     assert unisender_fake.contacts["a@x.com"]["fields"].get("RFM_CODE") in (None, "")
     assert rec.items[("a@x.com", "upsert")].ok
+
+
+# ------------------------------------------------------------------ uni27: list places an import must not touch
+@pytest.mark.parametrize("place", ["unsubscribed", "blocked", "inactive"])
+@pytest.mark.parametrize("status_if_new", ["subscribed", "pending", None])
+def test_a_known_contact_is_never_imported_onto_a_list_he_left(unisender_fake, place, status_if_new):
+    """uni27 #3: a known contact who left a list in Unisender and is put on it again by rfmsync (a segment move back,
+    a full refresh re-sending what the ledger says he holds) was imported with it without a read when the source
+    gave his consent: an import's ``email_list_ids`` subscribes the address (no documented exception), so he was
+    put back. He is read first now, whatever his consent: the list add is kept out, his fields still go."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    unisender_fake.add_contact("k@x.com", status="active")
+    unisender_fake.set_list_status("k@x.com", "Champions", place)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("k@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}, create=False,
+                       status=status_if_new)], rec)
+    added = rec.items[("k@x.com", "tag+list:Champions")]
+    assert not added.ok and added.kept_out and place in added.error
+    assert unisender_fake.resubscribed == [] and unisender_fake.members("Champions") == set()
+    assert rec.items[("k@x.com", "upsert")].ok and unisender_fake.contacts["k@x.com"]["fields"]["rfm_segment"] == "C"
+
+
+@pytest.mark.parametrize("place", ["invited", "activation_requested"])
+@pytest.mark.parametrize("status_if_new", ["subscribed", "pending", None])
+def test_a_list_he_is_invited_to_is_left_as_unisender_has_it(unisender_fake, place, status_if_new):
+    """uni27 #2: a known contact invited to a list (double opt-in not confirmed) whom rfmsync puts on it was imported
+    with it (his address ``active``: the check took an invited place for one he holds and let the list through):
+    the import could confirm him without his click. The list is not named now; the add is done (he is on it once
+    he clicks, as for a pending create invited already); his fields and tags are written, his place unchanged."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    unisender_fake.add_contact("k@x.com", status="active")
+    unisender_fake.set_list_status("k@x.com", "Champions", place)
+    lid = unisender_fake.list_id("Champions")
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("k@x.com", add={"list:Champions", "tag:vip"}, fields={"rfm_segment": "C"}, create=False,
+                       status=status_if_new)], rec)
+    assert all(r.ok for r in rec.items.values()) and len(rec.items) == 3
+    c = unisender_fake.contacts["k@x.com"]
+    assert c["list_status"][lid] == place and unisender_fake.resubscribed == []
+    assert c["fields"]["rfm_segment"] == "C" and c["tags"] == ["vip"] and c["status"] == "active"
+    imports = [form for method, form in unisender_fake.requests if method == "importContacts"]
+    assert imports and not any(lid in form.get("data[0][1]", "").split(",") for form in imports)
+
+
+@pytest.mark.parametrize("place", ["unsubscribed", "blocked"])
+def test_the_fake_import_follows_the_reference_on_a_place_he_left(unisender_fake, place):
+    """fixu27 #4: an unsubscribe's "active" "cannot be restored via API, only by the contact" (reference §3.3): an
+    import naming that list leaves his place ``unsubscribed`` (the fake put him back on it, a reading the reference
+    contradicts). A ``blocked`` place: nothing documented, the fake keeps the worst reading (put on it, recorded)."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("k@x.com", status="active")
+    unisender_fake.set_list_status("k@x.com", "Champions", place)
+    lid = unisender_fake.list_id("Champions")
+    dest, _ = on(unisender_fake)
+    dest.call("importContacts", [("field_names[0]", "email"), ("field_names[1]", "email_list_ids"),
+                                 ("data[0][0]", "k@x.com"), ("data[0][1]", lid)], idempotent=False)
+    if place == "unsubscribed":
+        assert unisender_fake.contacts["k@x.com"]["list_status"][lid] == "unsubscribed"
+        assert unisender_fake.members("Champions") == set() and unisender_fake.resubscribed == []
+    else:
+        assert unisender_fake.resubscribed == [("k@x.com", lid, "blocked")]
+
+
+def test_a_disabled_contact_s_reason_says_what_asks_again():
+    """fixu27 #4: ``inactive`` said "enable him there if he should be mailed", but no run read him again after:
+    the add stays kept out until a full refresh or his re-entry into the segment."""
+    assert "--full-refresh" in BARRED["inactive"] and "re-entry" in BARRED["inactive"]
+    assert "enable him there" not in BARRED["inactive"]

@@ -152,7 +152,8 @@ def _report(reports, doc=None) -> None:
     failed = sum(r.counts.get("failed", 0) for r in reports)
     if doc is not None:
         doc["destinations"] = [report_dict(r) for r in reports]
-        totals = ("planned", "ok", "failed", "skipped", "ledger_only")  # ledger_only: Plan.owners, no ESP call
+        # ledger_only: Plan.owners, no ESP call; kept_out: operations the contact's own choice in the ESP keeps out
+        totals = ("planned", "ok", "failed", "skipped", "ledger_only", "kept_out")
         doc["counts"] = {k: sum(r.counts.get(k, 0) for r in reports) for k in totals}
     else:
         _print_reports(reports)
@@ -170,7 +171,10 @@ def _print_reports(reports) -> None:
                   f"operations ok, {c.get('failed', 0)} failed (pending for the next run), "
                   f"{c.get('skipped', 0)} skipped"
                   # a contact's new customer named in the ledger alone (no ESP call): Plan.owners
-                  + (f", {c['ledger_only']} recorded in the ledger only (new owner)" if c.get("ledger_only") else ""))
+                  + (f", {c['ledger_only']} recorded in the ledger only (new owner)" if c.get("ledger_only") else "")
+                  # not failures: his unsubscribe (or a block) in the ESP, recorded, left out of the next plans
+                  + (f", {c['kept_out']} kept out by the contact's own choice in the ESP (`rfmsync failures "
+                     "--kept-out`)" if c.get("kept_out") else ""))
         for e in r.errors[:5]:
             out.print(f"  {e}", markup=False, highlight=False)
 
@@ -244,8 +248,18 @@ def runs(config_path, limit, fmt):
 @config_option
 @click.option("--destination", default=None, help="Only this destination.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def failures(config_path, destination, fmt):
+@click.option("--kept-out", "kept_out", is_flag=True,
+              help="List instead the operations the contact's own choice in the ESP keeps out (he unsubscribed, his "
+                   "address is blocked): not failures, never retried.")
+def failures(config_path, destination, fmt, kept_out):
     """Pending failed items with their reasons (retried by the next sync)."""
+    if kept_out:
+        rows = _read_ledger(config_path, lambda ledger: ledger.kept_out_list(destination))
+        _print_rows(rows, fmt, f"Kept out by the contact's own choice ({len(rows)})",
+                    ("destination", "contact", "operation", "reason", "since"),
+                    lambda r: (r["destination"], r["key"], r["op"], (r.get("reason") or "")[:100],
+                               str(r.get("kept_at"))[:19]))
+        return
     rows = _read_ledger(config_path, lambda ledger: ledger.pending_failures(destination))
     _print_rows(rows, fmt, f"Pending failures ({len(rows)})",
                 ("destination", "contact", "operation", "attempts", "last error", "last failed"),
@@ -270,7 +284,7 @@ def _read_ledger(config_path, read):
     return [{k: mask(v) if k in _ERROR_COLUMNS and isinstance(v, str) else v for k, v in r.items()} for r in rows]
 
 
-_ERROR_COLUMNS = frozenset({"error", "last_error"})  # of the runs and the pending failures
+_ERROR_COLUMNS = frozenset({"error", "last_error", "reason"})  # of the runs, failures and the kept out
 
 
 def _print_rows(rows, fmt, title, columns, cells) -> None:

@@ -127,6 +127,11 @@ class DestinationSpec:
         folds it (:attr:`fields_fold_case`)."""
         return fold(name) if self.fields_fold_case else name.strip()
 
+    def tag_key(self, name: str) -> str:
+        """A tag/list name as the vendor is taken to compare them: spaces around it stripped, and case folded only
+        where it folds tag case (:attr:`tags_fold_case`: Mailchimp); elsewhere ``VIP`` and ``vip`` are two lists."""
+        return fold(name) if self.tags_fold_case else name.strip()
+
     def field_type(self, value_name: str) -> str:
         """The vendor field type created for an rfmsync value (through the value's kind)."""
         return self.field_types[kind_of(value_name)]

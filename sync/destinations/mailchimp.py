@@ -67,7 +67,7 @@ from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_audience import FIELD_TYPES, AudienceSetup, merge_field_type
 from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, MemberInfo, SegmentAnswer,
-                                call_wide, count_mismatches, member_error, named_members,
+                                call_wide, count_mismatches, his_choice, member_error, named_members,
                                 refuses_member)
 from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi
 from .mailchimp_bodies import batch_body, segment_body, tag_ops
@@ -191,7 +191,8 @@ class MailchimpDestination(AudienceSetup):
             secrets = self._http._secrets
             refused = [ItemResult(chunk[i].key, "upsert", False, excerpt(f"Mailchimp {what}: HTTP 400 refused "
                                                                           f"{chunk[i].email} ({text})", secrets),
-                                  refused=his and not wide) for i, (text, _, his) in sorted(named.items())]
+                                  refused=his and not wide, kept_out=his and not wide and create and his_choice(text))
+                       for i, (text, _, his) in sorted(named.items())]
             if len(named) == len(chunk):  # every member named: nobody left to send again
                 return refused, []
             results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
@@ -226,8 +227,10 @@ class MailchimpDestination(AudienceSetup):
                 if missing and c.clears_only:  # a clear for an address no longer on the list: done, forgotten
                     results.append(ItemResult(c.key, "upsert", True, missing=True))
                     continue
+                # a create his own choice refuses (compliance state, forgotten): kept out, not a failure
+                kept = refused and create and his_choice(error.get("error"), error.get("field"))
                 results.append(ItemResult(c.key, "upsert", False, excerpt(member_error(error), self._http._secrets),
-                                          missing=missing, refused=refused))
+                                          missing=missing, refused=refused, kept_out=kept))
         return results, spill
 
     def _tag_call(self, tag: str, sid: int, add: Sequence[ContactChange],

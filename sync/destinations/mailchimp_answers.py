@@ -142,6 +142,18 @@ def refuses_member(text: str | None, field: str | None = None) -> bool:
     return not _OTHER_FIELD.match((field or "").strip()) and any(words in low for words in MEMBER_REFUSALS)
 
 
+#: of :data:`MEMBER_REFUSALS`, the words of an address kept out by the contact's own choice (he unsubscribed or
+#: bounced before he left the audience, or asked to be forgotten): a create refused so is kept out
+#: (:attr:`~sync.model.ItemResult.kept_out`: not a failure, not planned again), as Unisender's unsubscribed
+CONTACTS_CHOICE = ("compliance state", "permanently deleted", "forgotten email")
+
+
+def his_choice(text: str | None, field: str | None = None) -> bool:
+    """Whether an error about one member is his refusal for good by his own choice (:data:`CONTACTS_CHOICE`)."""
+    low = (text or "").lower()
+    return refuses_member(text, field) and any(words in low for words in CONTACTS_CHOICE)
+
+
 def call_wide(errors: Mapping[str, str], sent: int) -> bool:
     """Whether the errors (lower-cased address -> text) are one error given to every member of a call of two or
     more: the same text for each, naming none of them ("Please provide a valid email address." for all): about

@@ -118,6 +118,7 @@ class Pipeline:
         # of the new contacts a tag call waits for (:func:`waiting_for_upserts`):
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.refused: set[str] = set()  # of those, the ones Mailchimp refused naming the contact: for good
+        self.kept: set[str] = set()  # of those, the creates his own choice keeps out (compliance state)
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
         # the tag calls and which upserts each waits for: made by :meth:`run` once the first upserts are out
@@ -161,9 +162,10 @@ class Pipeline:
                 if c.key in self.missing:  # not in the audience: carries no tag; adds wait for it to be created
                     skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", sign == "-", None if sign == "-"
                                               else "skipped: not a list member", missing=sign == "+"))
-                elif c.key in self.refused:  # his refusal is his tags' too (a lost tag's wait ends)
-                    skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", False,
-                                              "skipped: Mailchimp refused the contact's upsert", refused=True))
+                elif c.key in self.refused:  # his refusal is his tags' too (a lost tag's wait ends; kept out with
+                    skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", False,  # his create: his choice)
+                                              "skipped: Mailchimp refused the contact's upsert", refused=True,
+                                              kept_out=c.key in self.kept))
                 elif c.key in self.failed:
                     skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", False, "skipped: the upsert failed"))
                 else:
@@ -185,6 +187,8 @@ class Pipeline:
                 self.failed.add(r.key)
                 if r.refused:
                     self.refused.add(r.key)
+                if r.kept_out:
+                    self.kept.add(r.key)
             if r.missing:
                 self.missing.add(r.key)
         self.spill.extend(spill)

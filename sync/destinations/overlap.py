@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from ..model import fold
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
@@ -36,7 +35,8 @@ def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
     gives it to; both only retiring it is no fight), and for a tag a destination both retires and gives."""
     from ..planning.plan import all_managed
 
-    # (type, audience, name folded) → (destination, name, given): the first destination managing it, or one giving it
+    # (type, audience, name as the ESP compares it) → (destination, name, given): the first managing it, or one
+    # giving it
     owner: dict[tuple[str, str, str], tuple[str, str, bool]] = {}
     destinations = list(destinations)
     for dest in destinations:
@@ -46,7 +46,7 @@ def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
         retired = set(dest.retire_tags)
         for name in all_managed(dest):
             given = name not in retired
-            first = owner.setdefault((kind, audience, name.casefold()), (dest.name, name, given))
+            first = owner.setdefault((kind, audience, dest.spec.tag_key(name)), (dest.name, name, given))
             if first[0] != dest.name and (first[2] or given):
                 raise ValueError(_fight(dest, first[:2], name, audience))
 
@@ -59,9 +59,10 @@ def check_retired(dest: "DestinationConfig") -> None:
     ``vip``."""
     from ..planning.plan import all_managed
 
-    given = {fold(name): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
+    key = dest.spec.tag_key  # case folded only where the ESP folds it (Mailchimp): elsewhere VIP and vip are two
+    given = {key(name): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
     for name in dest.retire_tags:
-        same = given.get(fold(name))
+        same = given.get(key(name))
         if not name.strip():
             why = "is empty"
         elif same == name:

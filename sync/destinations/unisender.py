@@ -17,9 +17,11 @@ contacts losing a managed tag: their current tags are read first (``getContact``
 An import creates every address it does not know, as ``new``: so only a new contact whose status would be
 ``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
 are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
-imported only after ``getContact`` found him (:func:`_must_exist`), and put on lists by that import only when
-getContact shows him ``active`` or ``new`` and not gone from the list (:func:`_hold_unconfirmed`: an import adds
-to lists without an invitation; one he unsubscribed from is his choice, never undone by rfmsync).
+imported only after ``getContact`` found him (:func:`_must_exist`). A known contact put on a list is read first
+whatever his consent (:func:`_joins_known`): the import names no list he left (kept out: his choice, never undone
+by rfmsync) nor one he is invited to (left as it is, the add done), and, without consent now, a list only when
+getContact shows him ``active`` or ``new`` (:func:`_hold_unconfirmed`: an import adds to lists without an
+invitation).
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
 whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
@@ -51,8 +53,8 @@ from ..planning.values import kind_of
 from .answers import BadAnswer
 from . import specs
 from .base import ClientOptions, Creating, not_recreated, without_lost_fields
-from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact,
-                             _ops, _row_error, _tags_of, _text, split_name)
+from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _joins_known, _list_ids_of, _merged, _must_exist,
+                             _names_contact, _ops, _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 
@@ -180,7 +182,7 @@ class UnisenderDestination:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r)], on_results)
+        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r) or _joins_known(r)], on_results)
         groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
         for row in rows:
             if row.ops:
@@ -258,7 +260,7 @@ class UnisenderDestination:
                                 ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
                 row.ops = []
                 continue
-            if row.add_lists and ch.status_if_new != "subscribed":
+            if row.add_lists:  # not a list he left or is invited to; without consent, only once he confirmed
                 _hold_unconfirmed(row, info)
             if not row.replace_tags:
                 continue
@@ -334,7 +336,8 @@ class UnisenderDestination:
             info = self._contact(ch.email)
             on_results([])  # the lock still held after the read: the subscribe may go out
             if barred := _barred(info, lists):  # he left a list, or may not be mailed: not invited (consent)
-                on_results([ItemResult(ch.key, op_of[i], False, why, refused=r) for i, (why, r) in barred.items()])
+                on_results([ItemResult(ch.key, op_of[i], False, why, refused=r, kept_out=k)
+                            for i, (why, r, k) in barred.items()])
                 ops = [op for op in ops if op not in map(op_of.get, barred)]
                 lists = [i for i in lists if i not in barred]
             held = _list_ids_of(info)

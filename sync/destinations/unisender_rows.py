@@ -100,26 +100,44 @@ def _email_status(info: Any) -> str | None:
 CONSENTING = ("active", "new")
 
 
+def _joins_known(row: _Row) -> bool:
+    """A row that puts a contact the ledger knows on a list new to him there (a segment move, a retried add, a full
+    refresh's list the ledger does not show him on): read first (one ``getContact``), whatever his consent. A place
+    he unsubscribed from an import cannot restore (its "active" "cannot be restored via API, only by the contact"),
+    but the import would answer the add done and the ledger would record him on a list he is not on: the read is
+    what tells (kept out). For a place ``blocked``, ``inactive`` or one he is invited to, nothing is documented
+    (``email_list_ids`` are lists the address "will be subscribed to"): the read keeps the import from naming it,
+    a defensible choice on the worst reading (an invitation could be confirmed without his click)."""
+    return bool(row.add_lists) and not row.change.create
+
+
 def _hold_unconfirmed(row: _Row, info: Any) -> None:
-    """A known contact without consent now (``status_if_new`` not subscribed) is put on lists by import only
-    when Unisender shows him ``active`` (he confirmed) or ``new`` (the account asserted his consent: what
-    ``subscribe`` with ``double_optin=4``, the way rfmsync invites, also takes as consent, adding him at once): an
-    import would add anyone else without an invitation. Nor on a list he left, or with an address that may not be
-    mailed (:func:`_barred`, as a pending create is not invited to it). His list adds fail with the reason; his
-    field updates, tags and removals go on."""
+    """The lists a getContact answer allows a contact's import row to name (the others' adds leave the row).
+
+    Never a list he left, nor any with an address that may not be mailed (:func:`_barred`, as a pending create is
+    not invited to it): kept out. A list he is invited to (``invited``, ``activation_requested``: double opt-in
+    pending) is left as Unisender has it, and the add is done as for a pending create invited already (he is on
+    it once he clicks; naming it in an import could put him there without his click). A contact without consent
+    now (``status_if_new`` not subscribed) is put on lists only when Unisender shows him ``active`` (he confirmed)
+    or ``new`` (the account asserted his consent: what ``subscribe`` with ``double_optin=4``, the way rfmsync
+    invites, also takes as consent): an import would add anyone else without an invitation (the adds fail,
+    awaiting his confirmation). His field updates, tags and removals go on."""
     status = _email_status(info)
-    if status in CONSENTING or status in BARRED:
+    if row.change.status_if_new == "subscribed" or status in CONSENTING or status in BARRED:
         held = _barred(info, row.add_lists)
     else:
         msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
                "confirms")
-        held = {lid: (msg, True) for lid in row.add_lists}
+        held = {lid: (msg, True, False) for lid in row.add_lists}
+    places = _places(info) or {}
+    invited = {lid for lid in row.add_lists if lid not in held and places.get(lid) in INVITED}
     adds = list(zip(row.add_lists, [op for op in row.ops if op.startswith("tag+") and
                                     split_name(op[4:])[0] == "list"]))
-    row.results += [ItemResult(row.change.key, op, False, held[lid][0], refused=held[lid][1])
-                    for lid, op in adds if lid in held]
-    row.ops = [op for op in row.ops if op not in {op for lid, op in adds if lid in held}]
-    row.add_lists = [lid for lid in row.add_lists if lid not in held]
+    row.results += [ItemResult(row.change.key, op, False, held[lid][0], refused=held[lid][1], kept_out=held[lid][2])
+                    if lid in held else ItemResult(row.change.key, op, True)
+                    for lid, op in adds if lid in held or lid in invited]
+    row.ops = [op for op in row.ops if op not in {op for lid, op in adds if lid in held or lid in invited}]
+    row.add_lists = [lid for lid in row.add_lists if lid not in held and lid not in invited]
 
 
 def _merged(held: _Row, removals: _Row) -> _Row:
@@ -133,13 +151,17 @@ def _merged(held: _Row, removals: _Row) -> _Row:
 #: statuses (getContact's, of an address and of its place on a list) that mean he is there or invited to it:
 #: ``subscribe`` would invite him again (``new``, ``active``: on it; ``invited``, ``activation_requested``: waiting)
 ON_LIST = ("new", "active", "invited", "activation_requested")
+#: of :data:`ON_LIST`, the places of a double opt-in not confirmed yet: never named in an import (it might confirm him)
+INVITED = ("invited", "activation_requested")
 #: statuses that mean he may not be put on a list by rfmsync, nor invited to it (status → whose doing, and what
 #: is left to do): he unsubscribed, the service blocked him, or the account disabled him (``inactive``). Consent
-#: first: his list add is not done, as his refusal (the next run reads him again). ``excluded`` (taken off by the
-#: sender) is none of them: he is invited as anyone not on the list.
+#: first: his list add is not done, and kept out (:attr:`~sync.model.ItemResult.kept_out`: not a failure; the ledger
+#: records it and the next plans leave it out, not read nor sent again). ``excluded`` (taken off by the sender) is
+#: none of them: he is invited as anyone not on the list.
 BARRED = {"unsubscribed": "he unsubscribed: his choice, nothing to do",
           "blocked": "Unisender blocked him: nothing rfmsync may do",
-          "inactive": "disabled in Unisender: enable him there if he should be mailed"}
+          "inactive": "disabled in Unisender: kept out until a --full-refresh, or his re-entry into the segment, "
+                      "reads him again"}
 
 
 def _places(info: Any) -> dict[str, str] | None:
@@ -156,24 +178,25 @@ def _list_ids_of(info: Any) -> set[str] | None:
     return None if places is None else {lid for lid, status in places.items() if status in ON_LIST}
 
 
-def _barred(info: Any, list_ids: list[str]) -> dict[str, tuple[str, bool]]:
-    """Of ``list_ids``, those a contact without consent in rfmsync must not be invited to nor put on (list id →
-    (why, refused)): all of them when his address is :data:`BARRED`, else each whose place on it is; a status
-    rfmsync does not know fails the add too, not as his refusal (what it means is unknown: he is not invited, the
-    next run reads him again). Unisender's text is quoted masked and cut (:func:`excerpt`)."""
+def _barred(info: Any, list_ids: list[str]) -> dict[str, tuple[str, bool, bool]]:
+    """Of ``list_ids``, those a contact must not be invited to nor put on (list id → (why, refused, kept out)):
+    all of them when his address is :data:`BARRED`, else each whose place on it is: kept out by his own choice
+    (:attr:`~sync.model.ItemResult.kept_out`: recorded, not a failure, not asked again). A status rfmsync does not
+    know fails the add too, not as his refusal (what it means is unknown: he is not invited, the next run reads him
+    again). Unisender's text is quoted masked and cut (:func:`excerpt`)."""
     status = _email_status(info)
     if status in BARRED:
         why = f"Unisender shows his address {status} ({BARRED[status]}): not put on a list nor invited"
-        return {lid: (why, True) for lid in list_ids}
+        return {lid: (why, True, True) for lid in list_ids}
     shown = _places(info) or {}
-    out: dict[str, tuple[str, bool]] = {}
+    out: dict[str, tuple[str, bool, bool]] = {}
     for lid in list_ids:
         got = shown.get(lid)
         if got in BARRED:
-            out[lid] = (f"Unisender shows him {got} on the list ({BARRED[got]}): not put on it nor invited", True)
+            out[lid] = (f"Unisender shows him {got} on the list ({BARRED[got]}): not put on it nor invited", True, True)
         elif got is not None and got not in ON_LIST and got != "excluded":
             out[lid] = (f"Unisender shows him on the list with status '{excerpt(got, limit=40)}', which rfmsync "
-                        "does not know: not put on it nor invited", False)
+                        "does not know: not put on it nor invited", False, False)
     return out
 
 

@@ -32,6 +32,7 @@ from .cursors import CursorTable
 from .db import LedgerDB, build_engine, is_memory, migrate, parse_url, safe_url, utcnow
 from .dberrors import open_failure
 from .failures import FailureLog
+from .kept_out import KeptOutLog
 from .locks import LockTable
 from .queue import EventQueue
 from .runs import RunLog
@@ -68,6 +69,7 @@ class Ledger:
         self.state = PushedStates(self._db, cache_for(engine, state_cache))
         self.runs = RunLog(self._db)
         self.failures = FailureLog(self._db)
+        self.kept_out = KeptOutLog(self._db)
         self.cursors = CursorTable(self._db)
         self.locks = LockTable(self._db)
         self.queue = EventQueue(self._db)
@@ -197,6 +199,12 @@ class Ledger:
     resolve_failures = _Via("failures", FailureLog.resolve_failures)
     record_results = _Via("failures", FailureLog.record_results)
     pending_failures = _Via("failures", FailureLog.pending_failures)
+
+    record_kept_out = _Via("kept_out", KeptOutLog.record_kept_out)
+    kept_out_ops = _Via("kept_out", KeptOutLog.kept_out_ops)
+    kept_out_list = _Via("kept_out", KeptOutLog.kept_out_list)
+    has_kept_out = _Via("kept_out", KeptOutLog.has_kept_out)
+    forget_kept_out = _Via("kept_out", KeptOutLog.forget_kept_out)
 
     get_cursor = _Via("cursors", CursorTable.get_cursor)
     set_cursor = _Via("cursors", CursorTable.set_cursor)

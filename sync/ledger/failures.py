@@ -38,7 +38,7 @@ class FailureLog:
         now = self._db.clock()
         rows = [{"destination": destination, "key": r.key, "op": r.op, "attempts": 1,
                  "last_error": clip(r.error), "first_failed_at": now, "last_failed_at": now,
-                 "run_id": run_id} for r in failures_ if not r.ok]
+                 "run_id": run_id} for r in failures_ if not r.ok and not r.kept_out]
         if not rows:
             return 0
         t = failures

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select, text
 from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
-from .schema import cursors, failures, lost_tags, pushed_state, state_revisions, state_tokens
+from .schema import cursors, failures, kept_out, lost_tags, pushed_state, state_revisions, state_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -28,16 +28,18 @@ if TYPE_CHECKING:
 class Kept(NamedTuple):
     """What a destination's rows may still hold and the destination be forgotten all the same
     (:meth:`StateMoves.forget_destination`): tags/lists another destination of its audience gives now and fields
-    it maps now (the tags folded, :func:`~sync.model.fold`; the fields as ``key`` names them, the ESP's
-    comparison). A tag another destination only retires is not among them (it is not that one's to keep)."""
+    it maps now (the tags as ``tag_key`` names them, the fields as ``key`` does: the ESP's comparisons; a tag's case
+    is folded only where the ESP folds it, Mailchimp's). A tag another destination only retires is not among them
+    (it is not that one's to keep)."""
 
     tags: frozenset[str] = frozenset()
     fields: frozenset[str] = frozenset()
     key: Callable[[str], str] = str
+    tag_key: Callable[[str], str] = fold
 
     def has_tag(self, tag: str) -> bool:
-        """Whether another destination of the audience gives ``tag`` (folded as the ESP compares tags)."""
-        return fold(tag) in self.tags
+        """Whether another destination of the audience gives ``tag`` (named as the ESP compares tags)."""
+        return self.tag_key(tag) in self.tags
 
     def has_field(self, name: str) -> bool:
         """Whether another destination of the audience maps the field ``name`` (as ``key`` names it)."""
@@ -64,7 +66,7 @@ class StateMoves:
             if lock is not None:
                 check_lock_held(conn, *lock)
             deleted = conn.execute(delete(pushed_state).where(pushed_state.c.destination == destination)).rowcount
-            for table in (lost_tags, failures):
+            for table in (lost_tags, failures, kept_out):  # kept out of the old audience: read again in the new
                 conn.execute(delete(table).where(table.c.destination == destination))
             revision = self._bump_revision(conn, destination)
             write_cursor(self._db, conn, *cursor, target)
@@ -79,14 +81,18 @@ class StateMoves:
         ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
         him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
         only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
-        Then ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target)
-        are deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over
-        (0: it held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
+        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE). Then
+        ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target) are
+        deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over (0: it
+        held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
             taken = conn.execute(select(func.count()).where(pushed_state.c.destination == old)).scalar() or 0
             revision = self._take_rows(conn, old, new) if taken else None
+            k, mine = kept_out, kept_out.alias("mine")  # his own choice in the ESP: the same target, still his
+            theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == k.c.key, mine.c.op == k.c.op)
+            conn.execute(k.update().where(k.c.destination == old, ~theirs.exists()).values(destination=new))
             gone = self._forget_name(conn, old, cursor)
         if revision is not None:
             self._written.note(new, revision, int(taken))
@@ -149,7 +155,7 @@ class StateMoves:
         a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination` deletes."""
         with self._db.read() as conn:
             names = set(conn.execute(_with_rows()).scalars())
-            names.update(n for table in (failures, lost_tags)
+            names.update(n for table in (failures, lost_tags, kept_out)
                          for n in conn.execute(select(table.c.destination).distinct()).scalars())
             names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
         return sorted(names)
@@ -163,7 +169,7 @@ class StateMoves:
         revisions go too but the current one's (a name no longer saved never prunes them: up to 100 000 rows). The
         counter's revision (None: nothing was held)."""
         deleted = sum(conn.execute(delete(table).where(table.c.destination == name)).rowcount
-                      for table in (pushed_state, lost_tags, failures))
+                      for table in (pushed_state, lost_tags, failures, kept_out))
         deleted += conn.execute(delete(cursors).where(cursors.c.source == cursor[0],
                                                       cursors.c.obj == cursor[1])).rowcount
         revision = self._next_counter(conn, name, new_epoch=True).revision if deleted else None

@@ -25,18 +25,18 @@ Version history::
     11 state_tokens: a random token per destination's revision (the recent ones), written by the change that made
        it; a cached copy names its revision's token, so a ledger restored and saved again past the copy is found
        (seeded: one token for each counter's revision)
+    12 kept_out: per destination, the operations a contact's own choice in the ESP keeps out (he unsubscribed, his
+       address is blocked or in a compliance state): not failures, left out of the next plans
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from sqlalchemy import (
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -47,34 +47,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.engine import Connection
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend.
-
-    PostgreSQL stores ``timestamptz``; SQLite stores naive UTC text (which sorts and
-    compares correctly) and results come back tagged as UTC. Naive input is refused.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: the ledger only stores aware datetimes")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+from .coltypes import UTCDateTime  # re-exported: the ledger's tables and their migrations use it
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,6 +167,16 @@ events = Table(
     UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe"),
     Index("ix_events_status_id", "status", "id"),
     sqlite_autoincrement=True,
+)
+
+kept_out = Table(
+    "kept_out", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("key", String(320), primary_key=True),
+    Column("op", String(300), primary_key=True),  # "upsert" (a create) or "tag+<name>"
+    Column("reason", Text),  # the ESP's words, as the item's error
+    Column("kept_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
 )
 
 TABLES = metadata
@@ -358,6 +343,21 @@ def _v11(conn: Connection) -> None:
                      {"d": destination, "r": revision, "t": uuid.uuid4().hex})
 
 
+def _v12(conn: Connection) -> None:
+    md = MetaData()
+    Table("runs", md, Column("id", Integer, primary_key=True))  # FK target only
+    Table(
+        "kept_out", md,
+        Column("destination", String(200), primary_key=True),
+        Column("key", String(320), primary_key=True),
+        Column("op", String(300), primary_key=True),
+        Column("reason", Text),
+        Column("kept_at", UTCDateTime, nullable=False),
+        Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    )
+    md.tables["kept_out"].create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -370,6 +370,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "events.not_before (a released event waits its back-off)", _v9),
     Migration(10, "events.fails (failures counted, not claims)", _v10),
     Migration(11, "state_tokens (a token per recent revision of a destination)", _v11),
+    Migration(12, "kept_out (operations a contact's own choice in the ESP keeps out)", _v12),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -23,7 +23,7 @@ from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
 from .revisions import Revisions
 from .schema import lost_tags, pushed_state
-from .state_rows import StateRow, dump_fields, save_rows_pg, save_rows_sqlite, tags_json
+from .state_rows import StateRow, dump_fields, save_rows_pg, save_rows_sqlite, tags_json, unreadable_row
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
@@ -82,15 +82,20 @@ _decode = json.JSONDecoder().decode
 _fourth = itemgetter(3)
 
 
-def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
-    """Ledger rows (key, customer_id, tags JSON, fields JSON, in_destination) → pushed states by key."""
+def _states(rows: Iterable[Any], destination: str) -> dict[str, PushedState]:
+    """Ledger rows (key, customer_id, tags JSON, fields JSON, in_destination) → pushed states by key; a row whose
+    text is not JSON is a :class:`~sync.errors.LedgerError` naming the destination and the contact."""
     tag_sets: dict[str, frozenset[str]] = {}  # frozensets are immutable: share equal ones
     state: dict[str, PushedState] = {}
-    for key, customer_id, tags, fields, present in rows:
-        tag_set = tag_sets.get(tags)
-        if tag_set is None:
-            tag_set = tag_sets[tags] = frozenset(_decode(tags))
-        state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
+    key = None
+    try:
+        for key, customer_id, tags, fields, present in rows:
+            tag_set = tag_sets.get(tags)
+            if tag_set is None:
+                tag_set = tag_sets[tags] = frozenset(_decode(tags))
+            state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
+    except ValueError as exc:  # edited by hand, a damaged file or restore: say whose row, and what to do
+        raise unreadable_row(destination, key, exc) from None
     return state
 
 
@@ -115,7 +120,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
             t.c.destination == destination)
         with self._db.read() as conn:
             rows = conn.execute(query).all()
-        return _states(rows)
+        return _states(rows, destination)
 
     def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]:
         """The pushed state of ``keys`` only (those the ledger holds): what an apply folds its outcomes into.
@@ -140,7 +145,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                     found += conn.execute(select(t.c.key, t.c.customer_id, t.c.tags, t.c.fields, t.c.in_destination)
                                           .where(t.c.destination == destination, t.c.key.in_(chunk))).all()
             rows = iter(found)
-        return _states(rows)
+        return _states(rows, destination)
 
     def state_table(self, destination: str, *, page: int = PAGE, cached: bool = True) -> "pa.Table":
         """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
@@ -205,15 +210,12 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
         t = pushed_state
         cols = (t.c.key, t.c.customer_id, t.c.tags, t.c.fields, t.c.in_destination)
         keys, customer_ids = sorted(set(keys)), sorted(set(customer_ids))
-        state: dict[str, PushedState] = {}
+        found: list[Any] = []
         with self._db.read() as conn:
             for column, values in ((t.c.key, keys), (t.c.customer_id, customer_ids)):
                 for chunk in chunks(values, 500):
-                    for key, customer_id, tags, fields, present in conn.execute(
-                            select(*cols).where(t.c.destination == destination, column.in_(chunk))):
-                        state[key] = PushedState(key, customer_id, frozenset(_decode(tags)), _decode(fields),
-                                                 bool(present))
-        return state
+                    found += conn.execute(select(*cols).where(t.c.destination == destination, column.in_(chunk)))
+        return _states(found, destination)
 
     def tag_set_counts(self, destination: str) -> dict[frozenset[str], int]:
         """How many of ``destination``'s contacts hold each tag set (contacts without tags left out): one

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlalchemy.engine import Connection
 
+from ..errors import LedgerError
 from .schema import pushed_state
 
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
@@ -52,6 +53,15 @@ _encode_tags = json.JSONEncoder(separators=(",", ":")).encode
 def tags_json(tags: Iterable[str]) -> str:
     """The text the ledger stores for a contact's tags: a JSON array, sorted, compact, ASCII (``\\u`` escapes)."""
     return _encode_tags(sorted(tags))
+
+
+def unreadable_row(destination: str, key: str | None, exc: ValueError) -> LedgerError:
+    """The error of a pushed-state row whose tags or fields text is not the JSON the ledger writes (edited by hand,
+    a damaged file or a bad restore): naming the destination, the contact and what to do."""
+    return LedgerError(f"ledger: destination {destination!r}: the pushed state of contact {key!r} is not readable "
+                       f"(its tags or fields are not JSON: {str(exc)[:120]}); restore the ledger from a backup, or "
+                       f"delete that row of pushed_state (destination {destination!r}, key {key!r}): the next sync "
+                       f"then plans him as a contact rfmsync never pushed to (created again under the consent rules)")
 
 
 def dump_fields(key: str, fields: Mapping[str, Any]) -> str:

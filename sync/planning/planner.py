@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+import duckdb
+
 from connectors.email_phone import lower_like_sql
 
 from ..config import Config, DestinationConfig
@@ -18,8 +20,10 @@ from ..destinations.registry import make_destination
 from ..errors import DestinationError
 from ..guards import PlanVerdict, judge_plan
 from ..ledger.bulk import state_schema
+from ..ledger.state_rows import unreadable_row
 from ..model import PushedState
-from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
+from .columnar import LEDGER, columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
+from .kept_out import forget_unwanted, without_kept_out
 from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
                       retiring)
@@ -119,6 +123,26 @@ def transition_extra(run: "SegmentsRun", rows: CustomerRows) -> ExtraTags | None
 def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
              ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
              reconcile: bool, extra_tags: str | None = None, since: int | None = None) -> PlannedDestination:
+    """:func:`_plan_one`; a pushed-state row whose tags or fields text is not JSON (a DuckDB error where the plan
+    reads it) is a :class:`~sync.errors.LedgerError` naming the destination and the contact, as the state reads'."""
+    rows = rows if isinstance(rows, CustomerRows) else stage_dicts(rows)
+    try:
+        return _plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
+                         extra_tags=extra_tags, since=since)
+    except duckdb.InvalidInputException as exc:
+        try:
+            bad = rows.con.execute(f"SELECT key FROM {LEDGER} WHERE NOT (json_valid(tags_json) AND json_valid(fields))"
+                                   " ORDER BY key LIMIT 1").fetchall()
+        except duckdb.Error:
+            bad = []
+        if not bad:
+            raise
+        raise unreadable_row(dest.name, bad[0][0], exc) from None
+
+
+def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
+              ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
+              reconcile: bool, extra_tags: str | None = None, since: int | None = None) -> PlannedDestination:
     """One destination's plan from the customer rows, its ledger state and (when ``client`` was reached) the
     ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists.
 
@@ -165,6 +189,10 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
+    if moved_from is None and not full_refresh:  # what the contacts' own choice in the ESP keeps out: not asked
+        kept = ledger.kept_out_ops(dest.name)  # again (a full refresh asks it again); what he left is forgotten
+        forget_unwanted(ledger, dest.name, plan, kept)  # (re-entering, he is read once more)
+        plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
         plan = leave_written(plan, ledger.written_since(dest.name, since), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared

@@ -84,10 +84,11 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
     gives in the audience (:func:`owners_beside`; refused too): the warning names that destination for it."""
     if not found:
         return None
-    managed = {fold(t): t for t in given_tags(dest)}  # a retired one's other spellings: :func:`retired_as_held`
+    key = dest.spec.tag_key  # case folded where the ESP folds it (Mailchimp)
+    managed = {key(t): t for t in given_tags(dest)}  # a retired one's other spellings: :func:`retired_as_held`
     owners = owners_beside(beside, dest)[0]
-    retire = [tag for tag, _ in found if fold(tag) not in managed and fold(tag) not in owners]
-    renamed = [(tag, managed[fold(tag)]) for tag, _ in found if fold(tag) in managed]
+    retire = [tag for tag, _ in found if key(tag) not in managed and key(tag) not in owners]
+    renamed = [(tag, managed[key(tag)]) for tag, _ in found if key(tag) in managed]
     act = []
     if retire:
         names = ", ".join(toml_string(tag) for tag in retire)
@@ -100,7 +101,7 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
         act.append(f"{pairs} but for case or spaces: an ESP that folds case (Mailchimp's tags) holds them as one "
                    f"tag, so they cannot be retired; to have rfmsync manage such a tag again on every contact it "
                    f"put it on, map it under its old name, as the ESP has it")
-    owned = [tag for tag, _ in found if fold(tag) in owners and fold(tag) not in managed]
+    owned = [tag for tag, _ in found if key(tag) in owners and key(tag) not in managed]
     if owned:
         act.append(owned_by(owned, owners))
     return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
@@ -142,12 +143,13 @@ def given_tags(dest: DestinationConfig) -> list[str]:
 def owners_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig
                   ) -> tuple[dict[str, str], dict[str, str]]:
     """What the other destinations of ``dest``'s audience (:func:`~sync.destinations.overlap.audience_of`, as the
-    config's checks compare them) give now, and which: ``(tag folded → destination, field as dest.spec.field_key
-    names it → destination)``. A tag another destination only retires is not there: it takes it off only the
-    contacts its own rows say it gave it, so nothing else takes it off ``dest``'s (and both may retire it)."""
+    config's checks compare them) give now, and which: ``(tag as dest.spec.tag_key names it → destination, field as
+    dest.spec.field_key names it → destination)``. A tag another destination only retires is not there: it takes
+    it off only the contacts its own rows say it gave it, so nothing else takes it off ``dest``'s (and both may
+    retire it)."""
     others = [d for d in destinations if d.name != dest.name and audience_of(d) == audience_of(dest)]
-    key = dest.spec.field_key
-    return ({fold(t): d.name for d in others for t in given_tags(d)},
+    key, tag_key = dest.spec.field_key, dest.spec.tag_key
+    return ({tag_key(t): d.name for d in others for t in given_tags(d)},
             {key(f): d.name for d in others for f in d.fields})
 
 
@@ -159,7 +161,7 @@ def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationC
     another of its audience gives, or a field another maps). A tag another destination only retires keeps it
     until it is off its contacts."""
     tags, fields = owners_beside(destinations, dest)
-    return Kept(frozenset(tags), frozenset(fields), dest.spec.field_key)
+    return Kept(frozenset(tags), frozenset(fields), dest.spec.field_key, dest.spec.tag_key)
 
 
 def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,

@@ -56,6 +56,7 @@ from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.consent import refused_by_others
+from ..planning.kept_out import without_kept_out
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
@@ -260,13 +261,13 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True,
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
-    plan = replace(plan, pushed_to=target)
+    kept = ledger.kept_out_ops(dest.name, [c.key for c in plan.changes])  # his own choice: by key, as the state
+    plan = replace(without_kept_out(plan, kept), pushed_to=target)
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
-    stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
-    verdict = judge_plan(cfg.guards, stats)
-    return _Planned(plan, client, list(verdict.lines), last, len(last) + counted, lost,
-                    withdrawal_lines=verdict.withdrawal_lines)
+    verdict = judge_plan(cfg.guards, replace(plan_stats(plan, last, lost), managed=managed))  # (the plan's contacts)
+    read = len(last) + counted + sum(map(len, kept.values()))
+    return _Planned(plan, client, list(verdict.lines), last, read, lost, withdrawal_lines=verdict.withdrawal_lines)
 
 
 @contextmanager
@@ -280,8 +281,7 @@ def _named(destination: str) -> Iterator[None]:
         raise
 
 
-def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
-             affected: _Affected) -> _Planned:
+def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings, affected: _Affected) -> _Planned:
     with _named(dest.name):  # (its reads: the members a "skip" destination holds)
         return _plan_incremental(cfg, dest, ledger, settings, affected)
 

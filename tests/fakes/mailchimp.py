@@ -13,7 +13,8 @@ and 500 adds / 500 removes per segment call, ``count`` ≤ 1000 (400 otherwise);
 audience does not have, or an empty value of a required one, is refused ("Your merge fields were invalid."); a
 batch ``status`` that
 would change an existing member's status is recorded in :attr:`FakeMailchimp.violations` (and refused for
-unsubscribed/cleaned members, "Member In Compliance State"). Member keys the spec does not list (e.g.
+unsubscribed/cleaned members, "Member In Compliance State"; so is a ``subscribed``/``pending`` create of an address
+of :attr:`FakeMailchimp.compliance`, not in the audience). Member keys the spec does not list (e.g.
 ``status_if_new`` in a batch) are ignored, and recorded in :attr:`ignored_fields`.
 
 Failure drills: :meth:`answer_raw` (one-shot: answer a matching call with exactly this body and content
@@ -302,6 +303,9 @@ class FakeMailchimp:
         self.violations: list[str] = []
         self.ignored_fields: set[str] = set()
         self.member_errors: dict[str, str] = {}  # lower-cased email -> error message
+        #: lower-cased addresses not in the audience that Mailchimp holds in a compliance state (unsubscribed or
+        #: bounced, then archived or deleted): created ``subscribed``/``pending`` they are refused, 400-per-member
+        self.compliance: set[str] = set()
         self.empty_segment_answers = False
         self.latency = 0.0
         self.in_flight = self.max_in_flight = 0
@@ -565,6 +569,10 @@ class FakeMailchimp:
             existing = lst.members.get(key)
             status = item.get("status")
             if existing is None:
+                if key in self.compliance and status in ("subscribed", "pending"):
+                    error(email, f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
+                          "review and cannot be subscribed.")
+                    continue
                 if status not in STATUSES:
                     error(email, "The resource submitted could not be validated.", field="status",
                           field_message="status is required for a new member")

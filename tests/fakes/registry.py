@@ -471,7 +471,9 @@ class UnisenderFake(FakeDestination):
     def violations(self):
         return ([f"email_status column sent ({n}x)" for n in [len(self.fake.status_columns)] if n]
                 + [f"api_key in the URL of {m}" for m in self.fake.key_in_url]
-                + [f"confirmation e-mail sent to {e}" for e in self.fake.invitations])
+                + [f"confirmation e-mail sent to {e}" for e in self.fake.invitations]
+                + [f"{e} put back by import on list {lid} (his place was {was})"
+                   for e, lid, was in self.fake.resubscribed])
 
 
 #: destination type → its harness class. Add one entry per new ESP.

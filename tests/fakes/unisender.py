@@ -12,9 +12,13 @@ Rules it enforces: ``api_key`` in the form body (a key in the URL is refused and
 existing contact's ``email_status`` never changes through import unless it is active/inactive, and any
 ``email_status`` column is recorded in :attr:`status_columns`; new contacts get status ``new``; a
 ``calls_per_minute`` limit answers ``api_call_limit_exceeded_for_api_key``. A contact's place on a list
-(getContact's ``lists[].status``, :meth:`FakeUnisender.set_list_status`) that is ``unsubscribed`` is not
-changed by an import's ``email_list_ids``: he stays off the list (the reference: an unsubscribe is undone only
-by the contact, never through the API); the row is counted as taken, nothing in its ``log``.
+(getContact's ``lists[].status``, :meth:`FakeUnisender.set_list_status`) is replaced by an import naming the list in
+``email_list_ids`` (the lists the address "will be subscribed to", the vendor's words), except a place he
+unsubscribed from: the vendor documents that an unsubscribe's "active" "cannot be restored via API, only by the
+contact" (reference §3.3), so the import leaves it ``unsubscribed`` (and him off the list). For a place ``blocked``,
+``inactive``, ``invited`` or ``activation_requested`` nothing is documented: the fake takes the worst reading (he
+is put on it, ``active``) and records it in :attr:`FakeUnisender.resubscribed`. His address's status is
+protected too: the import never changes it unless it is active/inactive (documented).
 
 How importContacts counts (the service's counting of a row that changes nothing is not documented):
 ``inserted`` (= ``new_emails``) the rows that created an address, ``updated`` every other row it took, also
@@ -83,6 +87,10 @@ class FakeUnisender:
         self.key_in_url: list[str] = []
         self.status_columns: list[str] = []
         self.invitations: list[str] = []
+        #: (email, list id, his place before) of every import that named a list whose place is blocked, inactive or
+        #: invited: the import put him on it (``email_list_ids``: the lists the address "will be subscribed to";
+        #: nothing documented for these places, the worst reading; an unsubscribed place is left as it is)
+        self.resubscribed: list[tuple[str, str, str]] = []
         self.unchanged_uncounted = False  # a row that changes nothing counted in neither inserted nor updated
         self._faults: list[Fault] = []
         self._raw: list[RawAnswer] = []
@@ -290,8 +298,11 @@ class FakeUnisender:
                 c["status"] = rec["email_status"]
             c["tags"] = merged
             for lid in filter(None, rec.get("email_list_ids", "").split(",")):
-                if c.get("list_status", {}).get(lid) == "unsubscribed":  # only he can undo it
+                place = c.get("list_status", {}).get(lid)
+                if place == "unsubscribed":  # "cannot be restored via API, only by the contact": left as it is
                     continue
+                if place in ("blocked", "inactive", "invited", "activation_requested"):  # undocumented: the worst
+                    self.resubscribed.append((email, lid, place))  # reading; what rfmsync must never do
                 c["lists"].add(lid)
                 c["excluded"].discard(lid)
                 c.get("list_status", {}).pop(lid, None)  # his place on it is the import's now

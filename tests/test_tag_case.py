@@ -1,0 +1,54 @@
+"""Tag/list case per ESP (uni27 #4): only Mailchimp is taken to hold ``VIP`` and ``vip`` as one tag
+(``DestinationSpec.tags_fold_case``); SendGrid's and Unisender's lists (and Unisender's tags) are taken as spelled.
+The config's cross-destination check, its ``retire_tags`` check and what a retire-only destination's rows may keep
+(:class:`sync.ledger.moves.Kept`) folded the case for every ESP: two SendGrid destinations managing ``VIP`` and
+``vip`` (two lists) were refused, ``retire_tags = ["VIP"]`` beside a mapping to ``vip`` too, and a retiring
+destination's ``VIP`` was kept for another's ``vip``."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from sync.config import Config
+from sync.planning.retired import managed_beside
+
+EXTRA = {"mailchimp": {"audience": "a"}, "sendgrid": {}, "unisender": {}}
+FOLDS = {"mailchimp": True, "sendgrid": False, "unisender": False}
+
+
+def _dest(kind: str, name: str, tag: str, **kw) -> dict:
+    return {"name": name, "type": kind, "segments": {"Churn": tag}, **EXTRA[kind], **kw}
+
+
+@pytest.mark.parametrize("kind", list(EXTRA))
+def test_two_destinations_of_one_audience_managing_two_spellings(kind):
+    destinations = [_dest(kind, "d", "vip"), _dest(kind, "e", "VIP")]
+    if FOLDS[kind]:
+        with pytest.raises(ValidationError, match="one name whatever the case"):
+            Config(destinations=destinations)
+    else:
+        assert [d.name for d in Config(destinations=destinations).destinations] == ["d", "e"]
+    with pytest.raises(ValidationError, match="both manage"):  # the same spelling is one tag/list everywhere
+        Config(destinations=[_dest(kind, "d", "vip"), _dest(kind, "e", "vip")])
+
+
+@pytest.mark.parametrize("kind", list(EXTRA))
+def test_retiring_another_spelling_of_a_given_tag(kind):
+    retire = ["VIP"] if kind != "unisender" else ["list:VIP"]
+    if FOLDS[kind]:
+        with pytest.raises(ValidationError, match="but for case or spaces"):
+            Config(destinations=[_dest(kind, "d", "vip", retire_tags=retire)])
+    else:
+        assert Config(destinations=[_dest(kind, "d", "vip", retire_tags=retire)]).destinations[0].retire_tags == retire
+    with pytest.raises(ValidationError, match="is still given"):
+        Config(destinations=[_dest(kind, "d", "vip", retire_tags=["vip" if kind != "unisender" else "list:vip"])])
+
+
+@pytest.mark.parametrize("kind", list(EXTRA))
+def test_what_a_retiring_destination_keeps_for_another_of_its_audience(kind):
+    cfg = Config(destinations=[{"name": "old", "type": kind, **EXTRA[kind]}, _dest(kind, "new", "vip")])
+    kept = managed_beside(cfg.destinations, cfg.destinations[0])
+    prefix = "list:" if kind == "unisender" else ""
+    assert kept.has_tag(f"{prefix}vip") and kept.has_tag(f" {prefix}vip ")
+    assert kept.has_tag(f"{prefix}VIP") is FOLDS[kind]
