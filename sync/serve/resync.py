@@ -55,8 +55,7 @@ from ..ingest import load_last_full_run, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
-from ..planning.consent import refused_by_others
-from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
+from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
 from ..planning.transitions import move_join
@@ -67,7 +66,7 @@ from ..store.ordering import Ages
 from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
-from .resync_scope import incremental_destination, store_holders  # what a resync plans
+from .resync_scope import StoreReads, incremental_destination, shared_addresses  # what a resync plans
 from .resync_staging import (CLOCK_MARGIN, coalesce_webhook_contacts, prune_file_won_ages,  # the staging side
                              pull_after_webhook_records, utcnow)
 
@@ -231,6 +230,7 @@ class _Planned:
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
     #: of ``lines``, the withdrawal rules' (sync.guards.PlanVerdict): when any trips, its withdrawals wait too
     withdrawal_lines: tuple[str, ...] = ()
+    store_rows_read: int = 0  # store rows read to make it (who else gives its addresses: resync_scope.StoreReads)
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
@@ -247,11 +247,9 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     target = check_target(ledger, dest)  # a config pointed at another audience waits for a full refresh
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
-    desired = refused_by_others(desired, last, affected.customer_ids, dest.new_contacts,  # another card's no
-                                lambda ks: store_holders(cfg, ks, None, affected.store_wait, refused=True))
-    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
-                                                      lambda keys, among: store_holders(cfg, keys, among,
-                                                                                       affected.store_wait))
+    reads = StoreReads()  # another card's no, an address shared with customers outside: read from the store
+    desired, last, shared = shared_addresses(cfg, dest, desired, last, affected.customer_ids, affected.store_wait,
+                                             reads)
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
@@ -266,7 +264,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
     verdict = judge_plan(cfg.guards, stats)
     return _Planned(plan, client, list(verdict.lines), last, len(last) + counted, lost,
-                    withdrawal_lines=verdict.withdrawal_lines)
+                    withdrawal_lines=verdict.withdrawal_lines, store_rows_read=reads.rows)
 
 
 @contextmanager
@@ -377,6 +375,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         # and planned here (its retired tags stripped: :func:`incremental_destination`) it would create contacts
         planned = [_planned(cfg, dest, ledger, settings, affected) for dest in chosen if not retires_only(dest)]
         report.ledger_rows_read += sum(p.rows_read for p in planned)
+        report.store_rows_read += sum(p.store_rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
             withdrawals_held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped: all wait
