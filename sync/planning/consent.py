@@ -11,6 +11,9 @@ from ..model import DesiredContact, PushedState
 
 
 NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
+#: a skip's reason when the card refusing is another customer's of the same address (``{customer}``)
+REFUSED_BY_OTHER_SKIP = ("another card of this address (customer {customer}'s) refuses marketing consent "
+                         "(new_contacts = skip)")
 NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
 
 
@@ -37,14 +40,27 @@ ADDRESS_CONSENT_SQL = ("CASE WHEN bool_or({c} = 'no') THEN 'no' WHEN bool_or({c}
                        "ELSE 'unknown' END")
 
 
-def shared_consent(first: DesiredContact, consent: str, new_contacts: str) -> DesiredContact:
-    """``first``, the contact of an address another customer's row gives too (``consent``: his), with the
-    address's consent (:func:`address_consent`): a *no* under ``skip`` leaves it no managed tag
-    (:func:`refused_consent`)."""
+def shared_consent(first: DesiredContact, consent: str, new_contacts: str, customer: str | None = None
+                   ) -> DesiredContact:
+    """``first``, the contact of an address another customer's row gives too (``consent``: his, ``customer``),
+    with the address's consent (:func:`address_consent`): a *no* under ``skip`` leaves it no managed tag
+    (:func:`refused_consent`); a *no* of his names him (``refused_by``)."""
     both = address_consent((first.consent, consent))
     if both == first.consent:
         return first
-    return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags)
+    return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags,
+                   refused_by=customer if both == "no" else first.refused_by)
+
+
+def no_consent_reason(refused_by: str | None) -> str:
+    """Why a contact is not created under ``skip``: its card's own consent, or another card's *no* (naming its
+    customer), so that the plan and ``explain`` never say a card refuses that says yes."""
+    return REFUSED_BY_OTHER_SKIP.format(customer=refused_by) if refused_by else NO_CONSENT_SKIP
+
+
+def consent_skip(reason: str) -> bool:
+    """Whether a skip's ``reason`` is a want of consent (:func:`no_consent_reason`)."""
+    return reason == NO_CONSENT_SKIP or reason.startswith(REFUSED_BY_OTHER_SKIP[:REFUSED_BY_OTHER_SKIP.index("{")])
 
 
 def refused_by_others(desired: list[DesiredContact], customer_ids: Iterable[str], new_contacts: str | None,
@@ -59,8 +75,8 @@ def refused_by_others(desired: list[DesiredContact], customer_ids: Iterable[str]
     ids = {str(c) for c in customer_ids}
     ask = {d.key for d in desired if d.consent != "no" and (d.tags or d.consent == "yes")}
     refused = refusals(ask) if ask else {}
-    return [shared_consent(d, "no", new_contacts or "skip") if set(refused.get(d.key, ())) - ids else d
-            for d in desired]
+    return [shared_consent(d, "no", new_contacts or "skip", min(others)) if (others := set(refused.get(d.key, ()))
+                                                                             - ids) else d for d in desired]
 
 
 def owners_withdrawal(d: DesiredContact, prev: PushedState, new_contacts: str | None) -> DesiredContact | None:

@@ -21,7 +21,8 @@ from connectors.email_phone import normalize_email
 from ..config import DestinationConfig
 from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
-from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, shared_consent, status_for_new
+from .consent import (NEW_STATUSES, NO_CONSENT_SKIP, consent_skip, consent_warning, no_consent_reason,  # noqa: F401
+                      refused_consent, shared_consent, status_for_new)
 from .partial import Holders, leave_shared_to_full_sync  # noqa: F401 (the resync's, imported from here too)
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
@@ -81,7 +82,8 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
             continue
         consent = str(row.get("marketing_consent") or "unknown")
         if key in desired:  # two customers share an address: the more valuable row came first, and is the
-            desired[key] = shared_consent(desired[key], consent, dest.new_contacts)  # contact; a "no" wins
+            desired[key] = shared_consent(desired[key], consent, dest.new_contacts,  # contact; a "no" wins
+                                          str(row["customer_id"]))
             continue
         fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
         tags = frozenset() if refused_consent(consent, dest.new_contacts) else \
@@ -174,7 +176,7 @@ class Plan:
         for c in self.changes:
             if c.create and c.status_if_new in out:
                 out[c.status_if_new] += 1
-        out["skipped"] = sum(s.reason == NO_CONSENT_SKIP for s in self.skipped)
+        out["skipped"] = sum(consent_skip(s.reason) for s in self.skipped)
         return out
 
     def to_json(self) -> dict:
@@ -267,7 +269,7 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         # finds it deleted since can create it again under the consent rules (Unisender), or leave it out (None)
         status = status_for_new(d.consent, dest.new_contacts)
         if not exists and status is None:
-            skips.append(Skip(d.key, d.customer_id, d.segment, NO_CONSENT_SKIP))
+            skips.append(Skip(d.key, d.customer_id, d.segment, no_consent_reason(d.refused_by)))
             continue
         add = d.tags if full_refresh else d.tags - prev_tags
         remove = prev_tags - d.tags
