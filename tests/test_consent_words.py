@@ -46,11 +46,24 @@ def test_every_listed_word_is_read_as_its_list_says_in_any_case_and_with_spaces_
 
 
 def test_an_empty_cell_says_nothing_and_a_value_read_as_neither_is_no():
-    got = answers([None, "", "  ", "n/a", "NULL", "oui", "✓", "Да.", "согласие дано"])
-    assert {v: got[v] for v in (None, "", "  ", "n/a", "NULL")} == dict.fromkeys((None, "", "  ", "n/a", "NULL"),
-                                                                              ("unknown", "unknown"))
-    assert {v: got[v] for v in ("oui", "✓", "Да.", "согласие дано")} == dict.fromkeys(
-        ("oui", "✓", "Да.", "согласие дано"), (None, "no"))
+    unread = ("oui", "✓", "да?", "согласие", "рассылка", "подписка", "maybe", "да нет", "yes, but not sms")
+    got = answers([None, "", "  ", "n/a", "NULL", ".", *unread])
+    assert {v: got[v] for v in (None, "", "  ", "n/a", "NULL", ".")} == dict.fromkeys(
+        (None, "", "  ", "n/a", "NULL", "."), ("unknown", "unknown"))
+    assert {v: got[v] for v in unread} == dict.fromkeys(unread, (None, "no"))
+
+
+# before, "Да." and the phrases a form writes were values read as neither: no, and reported
+@pytest.mark.parametrize("value, expected", [
+    ("Да.", "yes"), ("да!", "yes"), ("Yes.", "yes"), ("нет.", "no"), ("No!", "no"), ("1.", "yes"), ("0.", "no"),
+    ("согласие дано", "yes"), ("Согласен на рассылку", "yes"), ("согласна на рассылку.", "yes"),
+    ("Да, согласна", "yes"), ("Roziman", "yes"), ("obuna boʻlgan", "yes"), ("I agree", "yes"),
+    ("consent given", "yes"), ("Opted-in", "yes"),
+    ("согласие не дано", "no"), ("Не согласен на рассылку", "no"), ("нет согласия", "no"), ("rozi emas", "no"),
+    ("Opt-out", "no"), ("declined", "no"), ("consent withdrawn", "no"),
+])
+def test_trailing_punctuation_and_the_unambiguous_phrases_are_read(value, expected):
+    assert answers([value])[value] == (expected, expected)
 
 
 CONSENT_HEADER = HEADER + ["Согласие"]
@@ -160,3 +173,21 @@ def test_a_column_of_many_distinct_unread_values_fetches_only_the_listed_ones_an
     result, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
                                  for i in range(1, 9)])
     assert [i.value for i in result.issues] == [f"note {i}" for i in range(1, 6)] and result.issue_count == 8
+
+
+def test_the_warning_says_a_cut_list_of_unread_values_holds_more_than_it_counts(tmp_path, monkeypatch):
+    """More distinct unread values than a pull lists: before, the line counted the listed ones (1 000 at most) as
+    if they were all."""
+    from connectors.file_consent import consent_lines
+
+    monkeypatch.setattr("connectors.file_staging.MAX_BAD_ROWS", 5)
+    result, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
+                                 for i in range(1, 9)])
+    assert consent_lines(result)[0].startswith("5+ marketing consent values read neither as yes nor as no: "
+                                               "'note 1' (")
+    assert " and 2+ more;" in consent_lines(result)[0]
+    assert consent_lines(result.issues)[0].startswith("5 marketing consent values")  # a list alone: as it is
+    whole, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
+                                for i in range(1, 5)])
+    assert consent_lines(whole)[0].startswith("4 marketing consent values") and " and 1 more;" in \
+        consent_lines(whole)[0]
