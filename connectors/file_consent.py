@@ -1,6 +1,6 @@
 """Consent cells a file source cannot read as yes, no or empty: reported, never silent.
 
-:func:`connectors.normalize.consent_sql` takes such a statement (``не согласна`` before the word was known,
+:func:`connectors.consent_words.consent_sql` takes such a statement (``не согласна`` before the word was known,
 ``oui``, ``✓``) as ``no``: it never subscribes anyone, and an older ``yes`` of the customer does not beat it (the
 customer's latest statement wins, and a cell that says something is a statement). Each distinct value is reported
 once, at its first file and row, with how many rows hold it: an issue of the pull (kept with the file's bad-row
