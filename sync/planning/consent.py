@@ -44,12 +44,13 @@ def shared_consent(first: DesiredContact, consent: str, new_contacts: str, custo
                    ) -> DesiredContact:
     """``first``, the contact of an address another customer's row gives too (``consent``: his, ``customer``),
     with the address's consent (:func:`address_consent`): a *no* under ``skip`` leaves it no managed tag
-    (:func:`refused_consent`); a *no* of his names him (``refused_by``)."""
+    (:func:`refused_consent`); the address's first *no* names its card's customer (``refused_by``) unless it is
+    the contact's own (one customer's two rows), as the columnar planner's shared table does."""
     both = address_consent((first.consent, consent))
     if both == first.consent:
         return first
     return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags,
-                   refused_by=customer if both == "no" else first.refused_by)
+                   refused_by=customer if both == "no" and customer != first.customer_id else first.refused_by)
 
 
 def no_consent_reason(refused_by: str | None) -> str:
