@@ -137,3 +137,45 @@ def test_who_refuses_an_address_is_read_by_the_address_not_by_a_scan(tmp_path, m
     assert 0 < reads.rows <= 2 * len(keys), reads.rows
     everyone = store_holders(cfg, keys, None, reads=reads)
     assert everyone == {email: {c} for c, email in churned.items()}
+
+
+def test_a_refusing_card_without_a_segment_counts_in_neither_plan(small_shop, mailchimp_fake):  # noqa: F811
+    """A second card saying "нет" that has no orders (no segment): the full planner does not read it (it plans
+    segmented customers' cards), so neither does the resync. Before, the resync counted every card's no from the
+    store: the address lost its tags at every resync and got them back at every full sync (True/False/True/False).
+    """
+    from tests.test_serve_resync import orders_for
+
+    key, cid = next(iter(managed_contacts(small_shop).items()))
+    clients = small_shop.parent / "clients.csv"
+    header, *lines = clients.read_text(encoding="utf-8-sig").splitlines()
+    column = header.split(";").index("Согласие на рассылку")
+    cells = next(line for line in lines if line.startswith(cid + ";")).split(";")
+    cells[0], cells[column] = SECOND, "нет"
+    clients.write_text("\ufeff" + "\n".join([header, *lines, ";".join(cells)]) + "\n", encoding="utf-8")
+    tagged = []
+    for tag in ("W", "W2"):
+        run_cli("sync", "--config", str(small_shop), "--as-of", AS_OF.isoformat())
+        tagged.append(key in managed_contacts(small_shop))
+        _resync(small_shop, orders=orders_for([cid], tag))
+        tagged.append(key in managed_contacts(small_shop))
+    assert tagged == [True] * 4, tagged
+
+
+def test_a_card_has_a_segment_at_the_as_of_as_the_full_planner_reads_it():
+    """A completed order before the as-of's local midnight gives a segment; a refund alone, an order after the
+    as-of or none does not (segmentation.metrics scores only frequency > 0)."""
+    from datetime import date
+    from types import SimpleNamespace
+
+    from sync.serve.resync_scope import segmented
+    from sync.store import connect_store
+
+    con = connect_store(None)
+    con.executemany("INSERT INTO orders (order_id, customer_id, ordered_at, amount, status) VALUES (?, ?, ?, 1, ?)", [
+        ("1", "sold", "2025-06-30 23:30:00+05", "completed"), ("2", "refund", "2025-06-01 12:00:00+05", "refunded"),
+        ("3", "later", "2025-07-01 00:30:00+05", "completed")])
+    cfg = SimpleNamespace(timezone="Asia/Tashkent")
+    assert segmented(con, {"sold", "refund", "later", "none"}, cfg, date(2025, 6, 30)) == {"sold"}
+    assert segmented(con, {"sold", "refund", "later", "none"}, cfg, date(2025, 7, 1)) == {"sold", "later"}
+    assert segmented(con, set(), cfg, None) == set()

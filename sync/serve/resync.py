@@ -116,6 +116,7 @@ class _Affected:
     customer_ids: set[str]
     contact_keys: set[str]  # normalised emails of the affected customers' contacts
     store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
+    as_of: date | None = None  # the resync's as-of: who else has a segment then (resync_scope.shared_addresses)
     collapse: Any = None  # the last full run's recency scores collapsed: the resync is refused (recency_scores)
     segments: Any = None  # their (customer_id, segment), recorded in the segment history once the resync applied
 
@@ -133,7 +134,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
                                       report, received_at, now)
             report.store_rows_read = counted.rows()
-            affected.store_wait = wait_seconds
+            affected.store_wait, affected.as_of = wait_seconds, as_of
             return affected
         finally:
             con.close()
@@ -249,7 +250,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     reads = StoreReads()  # another card's no, an address shared with customers outside: read from the store
     desired, last, shared = shared_addresses(cfg, dest, desired, last, affected.customer_ids, affected.store_wait,
-                                             reads)
+                                             reads, affected.as_of)
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None

@@ -5,13 +5,15 @@ outside the batch is the full sync's; another card's *no* makes the address's co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from connectors.email_phone import normalize_email
+from segmentation.metrics import local_cutoff
 
 from ..config import Config, DestinationConfig
 from ..model import DesiredContact, PushedState
-from ..pipeline import store_path
+from ..pipeline import store_path, today_in
 from ..planning.consent import refused_by_others
 from ..planning.partial import leave_shared_to_full_sync
 from ..planning.values import PREDICTIVE_VALUES
@@ -28,13 +30,15 @@ class StoreReads:
 
 
 def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0,
-                  refused: bool = False, reads: StoreReads | None = None) -> dict[str, set[str]]:
+                  refused: bool = False, reads: StoreReads | None = None, as_of: date | None = None
+                  ) -> dict[str, set[str]]:
     """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
     (read by id through the lookup index) or, with ``None``, among everyone (read by address through the lookup
     index on the contacts' e-mails: every write path stores an e-mail normalised, the file reader's
     ``email_map`` and the records' ``clean_contact``, so the key matches it exactly). ``refused``: only the
-    customers whose card says *no* to marketing (:func:`sync.planning.consent.refused_by_others`). ``reads``: the
-    rows scanned are added to it."""
+    customers whose card says *no* to marketing (:func:`sync.planning.consent.refused_by_others`) and who have a
+    segment at ``as_of`` (today when None), as the full planner counts a card (:func:`segmented`).
+    ``reads``: the rows scanned are added to it."""
     if among is not None:
         where, params = "customer_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(among)]
     else:
@@ -44,6 +48,9 @@ def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seco
         counted = CountingConnection(con)
         rows = counted.execute(f"SELECT customer_id, email, marketing_consent FROM contacts WHERE {where}",
                                params).fetchall()
+        if refused:  # the refusing cards the full planner reads: those with a segment
+            with_segment = segmented(counted, {str(r[0]) for r in rows if r[2] == "no"}, cfg, as_of)
+            rows = [r for r in rows if str(r[0]) in with_segment]
         if reads is not None:
             reads.rows += counted.rows()
     held: dict[str, set[str]] = {}
@@ -53,14 +60,27 @@ def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seco
     return held
 
 
+def segmented(con: Any, customers: set[str], cfg: Config, as_of: date | None) -> set[str]:
+    """Those of ``customers`` who have a segment at ``as_of`` (today when None): a completed order before its
+    cut-off (:func:`segmentation.metrics.build_customer_metrics` scores only them), as the full planner plans only
+    segmented customers' cards (``segments JOIN contacts``: :func:`sync.planning.rows.stage_segments`). Their orders
+    are read by id alone (the lookup index; a status or date filter beside it scans every order), then filtered."""
+    if not customers:
+        return set()
+    cutoff = local_cutoff(as_of or today_in(cfg.timezone), cfg.timezone)
+    rows = con.execute("SELECT customer_id, status, ordered_at FROM orders WHERE customer_id IN "
+                       "(SELECT unnest(?::VARCHAR[]))", [sorted(customers)]).fetchall()
+    return {str(c) for c, status, at in rows if status == "completed" and at is not None and at < cutoff}
+
+
 def shared_addresses(cfg: Config, dest: DestinationConfig, desired: list[DesiredContact],
-                     last: dict[str, PushedState], customer_ids: set[str], wait_seconds: float, reads: StoreReads
-                     ) -> tuple[list[DesiredContact], dict[str, PushedState], list[str]]:
+                     last: dict[str, PushedState], customer_ids: set[str], wait_seconds: float, reads: StoreReads,
+                     as_of: date | None = None) -> tuple[list[DesiredContact], dict[str, PushedState], list[str]]:
     """A resync's contacts with their address's consent (another card's *no*, read from the store, wins:
     :func:`~sync.planning.consent.refused_by_others`), then without the addresses left to the full sync
     (:func:`~sync.planning.partial.leave_shared_to_full_sync`), and its notes."""
     desired = refused_by_others(desired, customer_ids, dest.new_contacts, lambda keys: store_holders(
-        cfg, keys, None, wait_seconds, refused=True, reads=reads))
+        cfg, keys, None, wait_seconds, refused=True, reads=reads, as_of=as_of))
     return leave_shared_to_full_sync(desired, last, customer_ids, lambda keys, among: store_holders(
         cfg, keys, among, wait_seconds, reads=reads), dest.new_contacts)
 
