@@ -55,8 +55,9 @@ def consent_word_sql(col: str) -> str:
              **dict.fromkeys(CONSENT_NO, "no")}
     arms = " ".join(f"WHEN {lit(v)} THEN {lit(words[v])}" for v in dict.fromkeys((*_CONSENT_FIRST, *words)))
     text = f"coalesce(lower(trim({col})), '')"
-    # the punctuation only where the words did not match: an rtrim of every cell doubled the column's CPU
-    return f"CASE {text} {arms} ELSE CASE rtrim({text}, {lit(CONSENT_END)}) {arms} END END"
+    # the punctuation only where the words did not match: an rtrim of every cell doubled the column's CPU; a cell of
+    # punctuation alone ('.', '…') is a statement rfmsync cannot read (NULL: no, reported), not an empty cell
+    return f"CASE {text} {arms} ELSE CASE NULLIF(rtrim({text}, {lit(CONSENT_END)}), '') {arms} END END"
 
 
 def consent_sql(col: str) -> str:

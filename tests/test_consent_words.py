@@ -46,10 +46,13 @@ def test_every_listed_word_is_read_as_its_list_says_in_any_case_and_with_spaces_
 
 
 def test_an_empty_cell_says_nothing_and_a_value_read_as_neither_is_no():
-    unread = ("oui", "✓", "да?", "согласие", "рассылка", "подписка", "maybe", "да нет", "yes, but not sms")
-    got = answers([None, "", "  ", "n/a", "NULL", ".", *unread])
-    assert {v: got[v] for v in (None, "", "  ", "n/a", "NULL", ".")} == dict.fromkeys(
-        (None, "", "  ", "n/a", "NULL", "."), ("unknown", "unknown"))
+    """A cell of punctuation alone is a value read as neither (no, reported), not an empty cell: before, its
+    trailing punctuation trimmed left '' and it said nothing, so an older "да" of the contact won silently."""
+    unread = ("oui", "✓", "да?", "согласие", "рассылка", "подписка", "maybe", "да нет", "yes, but not sms",
+              ".", "…", "...", ",", "!", " ! ")
+    got = answers([None, "", "  ", "n/a", "NULL", *unread])
+    assert {v: got[v] for v in (None, "", "  ", "n/a", "NULL")} == dict.fromkeys(
+        (None, "", "  ", "n/a", "NULL"), ("unknown", "unknown"))
     assert {v: got[v] for v in unread} == dict.fromkeys(unread, (None, "no"))
 
 
