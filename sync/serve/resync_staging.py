@@ -11,7 +11,6 @@ from typing import Callable
 
 import duckdb
 
-from connectors.email_phone import normalize_email
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging
 from connectors.webhooks import WEBHOOK_SOURCES
@@ -21,6 +20,7 @@ from ..errors import ConfigError
 from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
+from ..store.lookup import normalise_emails
 from ..store.ordering import Ages, Versions
 from ..store.pulled import staged_times
 from ..store.webhooks import FILE_WON_TABLE, prune_file_won
@@ -50,10 +50,7 @@ def normalise_staged_emails(con: duckdb.DuckDBPyConnection) -> None:
     ``clean_contact``, the file reader's ``email_map``): a contact handed to :func:`sync.serve.resync.resync` by a
     library caller too. The store's other cards of an address are read by that exact value
     (:func:`sync.serve.resync_scope.store_holders`)."""
-    fixed = [(key, raw) for (raw,) in con.execute("SELECT DISTINCT email FROM staged_contacts WHERE email IS NOT NULL")
-             .fetchall() if (key := normalize_email(raw)) is not None and key != raw]
-    if fixed:
-        con.executemany("UPDATE staged_contacts SET email = ? WHERE email = ?", fixed)
+    normalise_emails(con, "staged_contacts")
 
 
 def utcnow() -> datetime:
