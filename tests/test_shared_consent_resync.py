@@ -105,6 +105,10 @@ def test_a_contested_address_refused_under_skip_is_planned_as_its_owners_withdra
     assert [(d.customer_id, d.tags, d.consent, d.fields) for d in kept] == [("C1", frozenset(), "no",
                                                                               {"SEG": "Churn"})]
     assert "fam@shop.uz" in last and "refuses" in notes[0]
+    # the no is C2's, not the owner's (a skip's reason, were the contact gone from the ESP, names C2)
+    from sync.planning.consent import no_consent_reason
+
+    assert kept[0].refused_by == "C2" and "customer C2's" in no_consent_reason(kept[0].refused_by)
 
 
 @pytest.mark.parametrize("mode", ["transactional", "subscribed", "pending"])

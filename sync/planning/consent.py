@@ -85,10 +85,14 @@ def owners_withdrawal(d: DesiredContact, prev: PushedState, new_contacts: str | 
     ``prev``, who still gives it) when ``d``, this plan's card of it, makes the address's consent *no* under
     ``skip``: whichever card the full sync picks, the address then carries no managed tag (:func:`refused_consent`),
     so the withdrawal is not left waiting for it. The contact stays the owner's, his fields as the ledger holds
-    them (none written); only the managed tags come off. None: nothing a *no* takes off (another mode, no tags)."""
+    them (none written); only the managed tags come off. None: nothing a *no* takes off (another mode, no tags).
+    The *no* is named as another card's (``refused_by``: ``d``'s own, or the card that made ``d``'s *no*), not the
+    owner's, whose card may say yes (a skip's reason when the ESP lost the contact: :func:`no_consent_reason`)."""
     if not (refused_consent(d.consent, new_contacts or "skip") and prev.tags and prev.customer_id):
         return None
-    return replace(d, customer_id=prev.customer_id, tags=frozenset(), fields=dict(prev.fields))
+    refused_by = d.refused_by or d.customer_id
+    return replace(d, customer_id=prev.customer_id, tags=frozenset(), fields=dict(prev.fields),
+                   refused_by=None if refused_by == prev.customer_id else refused_by)
 
 
 def status_for_new(consent: str, new_contacts: str) -> str | None:
