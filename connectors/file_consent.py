@@ -68,18 +68,21 @@ def _unread(b: BadRow) -> bool:
 
 def consent_lines(pull: object) -> list[str]:
     """The warning line naming the unread consent values among a pull's issues (a list of them, or a result with
-    ``issues``); none when there are none. A result whose list was cut (fewer ``issues`` than its
-    ``issue_count``) with nothing but unread values in it may have more of them than it lists (they are kept
-    first: :func:`cut`): the line says so (``1 000+``) instead of a count it does not know."""
+    ``issues``); none when there are none. A result whose list was cut counts them all (``consent_values``:
+    :func:`consent_issues`' total); one that does not carry that count (a summary an older rfmsync saved) with
+    nothing but unread values in a cut list may have more of them than it lists (they are kept first:
+    :func:`cut`): the line says so (``1 000+``) instead of a count it does not know."""
     listed = pull if isinstance(pull, list) else getattr(pull, "issues", None) or []
     issues = [b for b in listed if _unread(b)]
     if not issues:
         return []
-    capped = len(issues) == len(listed) < getattr(pull, "issue_count", 0)
+    known = getattr(pull, "consent_values", 0)
+    total = max(len(issues), known)
+    capped = not known and len(issues) == len(listed) < getattr(pull, "issue_count", 0)
     plus = "+" if capped else ""
     named = "; ".join(f"{b.value!r} ({b.source}, row {b.row})" for b in issues[:SHOWN])
-    more = f" and {_count(len(issues) - SHOWN)}{plus} more" if len(issues) > SHOWN else ""
-    return [f"{_count(len(issues))}{plus} marketing consent value{'s' if len(issues) > 1 else ''} read neither as "
+    more = f" and {_count(total - SHOWN)}{plus} more" if total > SHOWN else ""
+    return [f"{_count(total)}{plus} marketing consent value{'s' if total > 1 else ''} read neither as "
             f"yes nor as no: "
             f"{named}{more}; each is taken as no (nobody is subscribed on it, an older yes of the customer does "
             f"not count, and under new_contacts = \"skip\" he carries no managed tag): write yes or no (да / нет) "
