@@ -1,6 +1,6 @@
 """Consent cells a file source cannot read as yes, no or empty: reported, never silent.
 
-:func:`connectors.normalize.consent_sql` takes such a statement (``не согласна`` before the word was known,
+:func:`connectors.consent_words.consent_sql` takes such a statement (``не согласна`` before the word was known,
 ``oui``, ``✓``) as ``no``: it never subscribes anyone, and an older ``yes`` of the customer does not beat it (the
 customer's latest statement wins, and a cell that says something is a statement). Each distinct value is reported
 once, at its first file and row, with how many rows hold it: an issue of the pull (kept with the file's bad-row
@@ -58,19 +58,33 @@ def cut(issues: list[BadRow], paths: list[str], limit: int) -> list[BadRow]:
     return sorted(unread + others[:limit - len(unread)], key=lambda b: (paths.index(b.source), b.row))
 
 
+def _count(n: int) -> str:
+    """``n`` with its thousands apart: 1 000."""
+    return f"{n:,}".replace(",", " ")
+
+
 def _unread(b: BadRow) -> bool:
     return b.field == FIELD and b.reason.startswith(REASON[:40])
 
 
 def consent_lines(pull: object) -> list[str]:
     """The warning line naming the unread consent values among a pull's issues (a list of them, or a result with
-    ``issues``); none when there are none."""
-    issues = [b for b in (pull if isinstance(pull, list) else getattr(pull, "issues", None) or []) if _unread(b)]
+    ``issues``); none when there are none. A result whose list was cut counts them all (``consent_values``:
+    :func:`consent_issues`' total); one that does not carry that count (a summary an older rfmsync saved) with
+    nothing but unread values in a cut list may have more of them than it lists (they are kept first:
+    :func:`cut`): the line says so (``1 000+``) instead of a count it does not know."""
+    listed = pull if isinstance(pull, list) else getattr(pull, "issues", None) or []
+    issues = [b for b in listed if _unread(b)]
     if not issues:
         return []
+    known = getattr(pull, "consent_values", 0)
+    total = max(len(issues), known)
+    capped = not known and len(issues) == len(listed) < getattr(pull, "issue_count", 0)
+    plus = "+" if capped else ""
     named = "; ".join(f"{b.value!r} ({b.source}, row {b.row})" for b in issues[:SHOWN])
-    more = f" and {len(issues) - SHOWN} more" if len(issues) > SHOWN else ""
-    return [f"{len(issues)} marketing consent value{'s' if len(issues) > 1 else ''} read neither as yes nor as no: "
+    more = f" and {_count(total - SHOWN)}{plus} more" if total > SHOWN else ""
+    return [f"{_count(total)}{plus} marketing consent value{'s' if total > 1 else ''} read neither as "
+            f"yes nor as no: "
             f"{named}{more}; each is taken as no (nobody is subscribed on it, an older yes of the customer does "
             f"not count, and under new_contacts = \"skip\" he carries no managed tag): write yes or no (да / нет) "
             f"there"]

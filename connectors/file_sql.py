@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import amounts, normalize as nz
+from .consent_words import consent_word_sql
 from .file_decimal import column_decimals
 from .file_readers import EXCEL_EPOCH, refuse_int96
 from .file_staging import LoadedFile
@@ -63,7 +64,7 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     step1 += [nz.naive_timestamp_sql("t_" + f, excel_serial=serial, date_format=cfg.date_format, excel_epoch=epoch)
               + f" AS n_{f}" for f in dates if f not in typed]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
-    step1 += [f"{nz.consent_word_sql('t_marketing_consent')} AS c_consent"] if "marketing_consent" in has else []
+    step1 += [f"{consent_word_sql('t_marketing_consent')} AS c_consent"] if "marketing_consent" in has else []
     step2 = [f"{nz.local_to_utc_sql('n_' + f, cfg.timezone)} AS z_{f}" if f in typed else
              f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone, cfg.date_format)} AS z_{f}" for f in dates]
     sql = f"SELECT {step0} FROM {src}"
@@ -107,7 +108,7 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
     attr_sql = ("NULLIF(to_json(map_from_entries(list_filter([" +
                 ", ".join(f"{{'k': {nz.lit(f[5:])}, 'v': {a[f]}}}" for f in attrs) +
                 "], lambda x: x.v IS NOT NULL))), '{}')") if attrs else "CAST(NULL AS VARCHAR)"
-    # a consent cell not read as yes, no or empty is no (nz.consent_sql), its text kept for the report (file_consent)
+    # a consent cell not read as yes, no or empty is no (consent_words.consent_sql), its text kept for the report (file_consent)
     consent, consent_raw = (("coalesce(c_consent, 'no')", "CASE WHEN c_consent IS NULL THEN t_marketing_consent END")
                             if "marketing_consent" in has else ("'unknown'", "CAST(NULL AS VARCHAR)"))
     ordered_raw = get('t', 'ordered_at')

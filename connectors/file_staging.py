@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -24,10 +24,10 @@ from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
+from .file_result import FilePullResult  # (what a staging returns; imported from here too)
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
 from .records import BadRow
-from .source import PullResult
 
 if TYPE_CHECKING:
     from .file_paths import FileState
@@ -40,19 +40,6 @@ CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "name", "marketin
 LINE_FIELDS = ("sku", "product", "category", "brand", "quantity", "price")
 FIELDS = ORDER_FIELDS + CONTACT_FIELDS + LINE_FIELDS
 MAX_BAD_ROWS = 1000
-
-
-@dataclass
-class FilePullResult(PullResult):
-    """PullResult plus what was kept but cleaned: values dropped (invalid email/phone) and duplicates."""
-
-    issues: list[BadRow] = field(default_factory=list)
-    issue_count: int = 0
-    duplicate_orders: int = 0
-    fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
-    gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)
-    copied_files: list[tuple[str, str]] = field(default_factory=list)  # (earlier, later): the same bytes (idem)
-    future: dict[str, datetime] = field(default_factory=dict)  # file → its earliest order date bad as future
 
 
 @dataclass(frozen=True)
@@ -294,8 +281,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         con.execute(f"INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}"
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
-    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
-                                          f"coalesce(_seq, {row_key()})" if heads else "")
+    issues, issue_count, unread = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
+                                                  f"coalesce(_seq, {row_key()})" if heads else "")
     if "discount" in mapped:
         issues, issue_count = _discount_issues(con, paths, issues, issue_count)
     if n_orders is None:
@@ -303,7 +290,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
-                          identity=identity, future=future)
+                          identity=identity, future=future, consent_values=unread)
 
 
 def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tuple[list[BadRow], int]:
@@ -329,7 +316,8 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tup
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
-                    has_file: bool, mapped: set[str], fid: str = "", order: str = "") -> tuple[list[BadRow], int]:
+                    has_file: bool, mapped: set[str], fid: str = "", order: str = ""
+                    ) -> tuple[list[BadRow], int, int]:
     """One contact per customer key: latest non-empty value of each field; the contacts file's
     values win over those repeated on order rows. Only mapped fields are aggregated; with none
     mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows.
@@ -338,7 +326,7 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
     (:mod:`sync.store.merge` keeps a webhook's contact unless that file was read after it). ``order``: how a
     file's rows are ordered for "latest" (default: file, then row; :func:`follow_heads`' ``_seq``: by order date)."""
     if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
-        return [], 0
+        return [], 0, 0
     src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
     if has_file:
         src += " UNION ALL BY NAME SELECT 1 AS _src, * FROM _fs_ckeyed WHERE key IS NOT NULL"
@@ -378,7 +366,7 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
               for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
     views = ["_fs_okeyed", "_fs_ckeyed"][:1 + has_file] if "marketing_consent" in mapped else []
     unread, n = consent_issues(con, views, paths, MAX_BAD_ROWS)  # each value read neither as yes nor no, once
-    return cut(issues + unread, paths, MAX_BAD_ROWS), count + n
+    return cut(issues + unread, paths, MAX_BAD_ROWS), count + n, n
 
 
 def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],

@@ -51,25 +51,6 @@ STATUS_STEMS: dict[str, str] = {"отмен": "cancelled", "cancel": "cancelled"
 APOSTROPHES = ("'", "\u2018", "\u2019", "\u02bb", "\u02bc", "`")
 
 
-def _spellings(*words: str) -> tuple[str, ...]:
-    """``words`` with each apostrophe of theirs typed every way of :data:`APOSTROPHES`."""
-    return tuple(dict.fromkeys(w.replace("'", a) for w in words for a in APOSTROPHES))
-
-
-#: a consent cell's words (compared lower-cased and trimmed); a number typed in Excel comes as 1.0 / 0.0
-CONSENT_YES = ("yes", "y", "да", "д", "1", "1.0", "1,0", "true", "t", "on", "subscribed", "согласен", "согласна",
-               "согласны", "подписан", "подписана", "ha", "ҳа", "ха", "+",
-               # an ESP's or a shop's export of its states (Mailchimp, Shopify, Klaviyo)
-               "opt_in", "opt-in", "opted in", "opted_in", "single_opt_in", "double_opt_in", "confirmed_opt_in",
-               "confirmed")
-CONSENT_NO = ("no", "n", "нет", "н", "0", "0.0", "0,0", "false", "f", "off", "unsubscribed", "не согласен",
-              "не согласна", "не согласны", "не подписан", "не подписана", "отказ", "отказался", "отказалась",
-              "отписан", "отписана", "отписался", "отписалась", *_spellings("yo'q"), "yoq", "йўқ", "йуқ", "йук", "-",
-              "not_subscribed", "never_subscribed", "cleaned", "redacted", "invalid")
-#: a state that says consent is not given yet (a double opt-in awaiting its confirmation): as Shopify's API reads it
-CONSENT_UNKNOWN = ("pending",)
-
-
 def lit(value: str) -> str:
     """A SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
@@ -289,31 +270,6 @@ def no_value_sql(col: str) -> str:
             f" regexp_full_match({col}, '[0\\s:./T-]*'), true)")
 
 
-#: the words exports write most, tried first: a CASE tries its arms in turn, on every row of the file
-_CONSENT_FIRST = ("", "да", "нет", "yes", "no", "1", "0", "true", "false", "y", "n")
-
-
-def consent_word_sql(col: str) -> str:
-    """A consent cell's text → 'yes' | 'no' (:data:`CONSENT_YES`, :data:`CONSENT_NO`) | 'unknown' (empty, or a
-    :data:`NO_VALUE` word: the cell says nothing) | NULL: a statement rfmsync cannot read, which
-    :func:`consent_sql` takes as 'no' and a file source reports (:mod:`connectors.file_consent`).
-
-    One simple ``CASE`` over the words, not ``IN (…)`` (nor ``list_contains``, which DuckDB turns into one): DuckDB
-    plans a long ``IN`` list as a hash join of the rows against the list, and a file read through that join in
-    parallel lost its order (the rows' file lines, so the bad rows' lines and the latest contact values, came out
-    shuffled on a large file). Nor inside another ``CASE`` (``WHEN col IS NULL …``): that one cost 7× the CPU."""
-    words = {**dict.fromkeys(("", *NO_VALUE, *CONSENT_UNKNOWN), "unknown"), **dict.fromkeys(CONSENT_YES, "yes"),
-             **dict.fromkeys(CONSENT_NO, "no")}
-    arms = " ".join(f"WHEN {lit(v)} THEN {lit(words[v])}" for v in dict.fromkeys((*_CONSENT_FIRST, *words)))
-    return f"CASE coalesce(lower(trim({col})), '') {arms} END"
-
-
-def consent_sql(col: str) -> str:
-    """yes/no/да/нет/1/0/true/false… → 'yes' | 'no' | 'unknown' (:func:`consent_word_sql`); a statement it cannot
-    read is 'no': never beaten by an older 'yes', never a reason to subscribe (docs/sources/files.md, Consent)."""
-    return f"coalesce({consent_word_sql(col)}, 'no')"
-
-
 _PATRONYMIC = r"(вич|вна|ович|евич|овна|евна|ична|кызы|угли|ўғли|оглы|o'g'li|qizi)$"
 
 
@@ -334,3 +290,12 @@ def name_parts_from_words_sql(w: str) -> tuple[str, str]:
 def name_parts_sql(col: str) -> tuple[str, str]:
     """Full name → (first_name, last_name) SQL (steps composed)."""
     return name_parts_from_words_sql(f"({name_words_sql(col)})")
+
+
+def __getattr__(name: str) -> object:
+    """The consent words and their SQL, moved to :mod:`connectors.consent_words`, read here as before."""
+    from . import consent_words
+
+    if name in consent_words.__all__:
+        return getattr(consent_words, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ from segmentation.scoring import score_band
 from .errors import DataError
 from .history import customer_segments
 from .pipeline import SegmentsRun
+from .planning.consent import address_consent
 
 _SCORES = (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))
 
@@ -84,7 +85,26 @@ def explain(run: SegmentsRun, who: str, ledger=None) -> dict[str, Any]:
 def _contact(run: SegmentsRun, customer_id: str) -> dict | None:
     r = run.con.execute("SELECT email, phone, first_name, last_name, marketing_consent FROM contacts "
                     "WHERE customer_id = ? LIMIT 1", [customer_id]).fetchone()
-    return dict(zip(("email", "phone", "first_name", "last_name", "marketing_consent"), r)) if r else None
+    if not r:
+        return None
+    contact = dict(zip(("email", "phone", "first_name", "last_name", "marketing_consent"), r))
+    return {**contact, **_shared(run, customer_id, contact)}
+
+
+def _shared(run: SegmentsRun, customer_id: str, contact: dict) -> dict:
+    """An address other scored customers give too (one ESP contact): who (``shared_with``), the address's consent
+    the plans use (:func:`~sync.planning.consent.address_consent`) and whose cards refuse (``refused_by``); none
+    when the address is this customer's alone."""
+    if not contact["email"]:
+        return {}
+    others = run.con.execute(f"""SELECT customer_id, coalesce(NULLIF(marketing_consent, ''), 'unknown')
+        FROM contacts WHERE email = ? AND customer_id <> ? AND customer_id IN (SELECT customer_id FROM
+        {run.result.table}) ORDER BY customer_id""", [contact["email"], customer_id]).fetchall()
+    if not others:
+        return {}
+    own = contact["marketing_consent"] or "unknown"
+    return {"shared_with": [c for c, _ in others], "address_consent": address_consent([own, *(v for _, v in others)]),
+            "refused_by": [c for c, v in others if v == "no"]}
 
 
 def _orders(run: SegmentsRun, customer_id: str) -> dict:

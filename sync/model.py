@@ -25,6 +25,9 @@ class DesiredContact:
     segment: str
     tags: frozenset[str]  # managed tags this contact should carry (0 or 1 today)
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
+    #: another customer whose card's *no* makes the address's consent *no* (this card's own is not), named by a
+    #: skip's reason (:func:`sync.planning.consent.no_consent_reason`); None: the consent is this card's own
+    refused_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,27 @@ def test_every_listed_word_is_read_as_its_list_says_in_any_case_and_with_spaces_
 
 
 def test_an_empty_cell_says_nothing_and_a_value_read_as_neither_is_no():
-    got = answers([None, "", "  ", "n/a", "NULL", "oui", "✓", "Да.", "согласие дано"])
-    assert {v: got[v] for v in (None, "", "  ", "n/a", "NULL")} == dict.fromkeys((None, "", "  ", "n/a", "NULL"),
-                                                                              ("unknown", "unknown"))
-    assert {v: got[v] for v in ("oui", "✓", "Да.", "согласие дано")} == dict.fromkeys(
-        ("oui", "✓", "Да.", "согласие дано"), (None, "no"))
+    """A cell of punctuation alone is a value read as neither (no, reported), not an empty cell: before, its
+    trailing punctuation trimmed left '' and it said nothing, so an older "да" of the contact won silently."""
+    unread = ("oui", "✓", "да?", "согласие", "рассылка", "подписка", "maybe", "да нет", "yes, but not sms",
+              ".", "…", "...", ",", "!", " ! ")
+    got = answers([None, "", "  ", "n/a", "NULL", *unread])
+    assert {v: got[v] for v in (None, "", "  ", "n/a", "NULL")} == dict.fromkeys(
+        (None, "", "  ", "n/a", "NULL"), ("unknown", "unknown"))
+    assert {v: got[v] for v in unread} == dict.fromkeys(unread, (None, "no"))
+
+
+# before, "Да." and the phrases a form writes were values read as neither: no, and reported
+@pytest.mark.parametrize("value, expected", [
+    ("Да.", "yes"), ("да!", "yes"), ("Yes.", "yes"), ("нет.", "no"), ("No!", "no"), ("1.", "yes"), ("0.", "no"),
+    ("согласие дано", "yes"), ("Согласен на рассылку", "yes"), ("согласна на рассылку.", "yes"),
+    ("Да, согласна", "yes"), ("Roziman", "yes"), ("obuna boʻlgan", "yes"), ("I agree", "yes"),
+    ("consent given", "yes"), ("Opted-in", "yes"),
+    ("согласие не дано", "no"), ("Не согласен на рассылку", "no"), ("нет согласия", "no"), ("rozi emas", "no"),
+    ("Opt-out", "no"), ("declined", "no"), ("consent withdrawn", "no"),
+])
+def test_trailing_punctuation_and_the_unambiguous_phrases_are_read(value, expected):
+    assert answers([value])[value] == (expected, expected)
 
 
 CONSENT_HEADER = HEADER + ["Согласие"]
@@ -160,3 +176,45 @@ def test_a_column_of_many_distinct_unread_values_fetches_only_the_listed_ones_an
     result, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
                                  for i in range(1, 9)])
     assert [i.value for i in result.issues] == [f"note {i}" for i in range(1, 6)] and result.issue_count == 8
+
+
+def test_the_warning_counts_every_unread_value_of_a_cut_list(tmp_path, monkeypatch):
+    """More distinct unread values than a pull lists: the line gives their exact count, also in a warm run (the
+    store's summary keeps it). Before, it counted the listed ones (1 000 at most) as if they were all, then said
+    "1 000+"; a summary saved before the count was kept still says so."""
+    import dataclasses
+
+    from connectors.file_consent import consent_lines
+
+    monkeypatch.setattr("connectors.file_staging.MAX_BAD_ROWS", 5)
+    result, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
+                                 for i in range(1, 9)])
+    assert consent_lines(result)[0].startswith("8 marketing consent values read neither as yes nor as no: "
+                                               "'note 1' (")
+    assert " and 5 more;" in consent_lines(result)[0]
+    assert consent_lines(result.issues)[0].startswith("5 marketing consent values")  # a list alone: as it is
+    assert consent_lines(_warm(result))[0].startswith("8 marketing consent values")
+    older = _warm(dataclasses.replace(result, consent_values=0))  # a summary without the count
+    assert consent_lines(older)[0].startswith("5+ marketing consent values") and " and 2+ more;" in \
+        consent_lines(older)[0]
+    whole, _ = _pull(tmp_path, [[str(i), f"c{i}", "01.01.2024", "10", "", f"u{i}@example.com", "", f"note {i}"]
+                                for i in range(1, 5)])
+    assert consent_lines(whole)[0].startswith("4 marketing consent values") and " and 1 more;" in \
+        consent_lines(whole)[0]
+
+
+def _warm(result):
+    """``result`` as a warm run reads it back from the store (sync.store.file_report)."""
+    import json
+
+    from sync.store import open_store
+    from sync.store.file_report import FILES_TABLE, SUMMARY_TABLE, read_back, save_report
+    from sync.store.files import create_ingest_tables
+
+    with open_store(None) as con:
+        create_ingest_tables(con)
+        paths = sorted({b.source for b in result.issues + result.bad_rows})
+        for i, path in enumerate(paths):
+            con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path) VALUES (?, 'contacts', ?)", [i, path])
+        save_report(con, result, {p: i for i, p in enumerate(paths)})
+        return read_back(con, json.loads(con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()[0][0]))

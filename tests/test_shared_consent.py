@@ -62,8 +62,9 @@ def test_under_skip_a_no_on_the_other_card_takes_the_managed_tags_off_as_a_withd
     assert kept.withdrawn == () and not any(c.remove_tags for c in kept.changes)
 
 
-def test_the_plan_of_a_shop_creates_the_shared_address_under_the_newer_cards_no(tmp_path, monkeypatch):
-    """The hunter's shop: C00001 (the most valuable, "да") and a new card C09999 with her e-mail and "нет"."""
+def _hunters_shop(tmp_path, monkeypatch):
+    """The hunter's shop: C00001 (the most valuable, "да") and a new card C09999 with her e-mail and "нет"; its
+    config and the address."""
     from sync.demodata import generate_shop
 
     cfg = generate_shop(tmp_path / "shop", customers=60, seed=3, as_of=AS_OF)
@@ -82,9 +83,29 @@ def test_the_plan_of_a_shop_creates_the_shared_address_under_the_newer_cards_no(
                       encoding="utf-8")
     monkeypatch.delenv("MAILCHIMP_API_KEY", raising=False)
     monkeypatch.setenv("RFMSYNC_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    return cfg, email
+
+
+def test_the_plan_of_a_shop_creates_the_shared_address_under_the_newer_cards_no(tmp_path, monkeypatch):
+    cfg, email = _hunters_shop(tmp_path, monkeypatch)
     doc = json.loads(run_cli("plan", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "--format", "json").stdout)
     (change,) = [c for c in doc["plans"][0]["changes"] if c["key"] == email]
     assert (change["customer_id"], change["create"], change["status_if_new"]) == ("C00001", True, "transactional")
+
+
+def test_explain_of_either_card_says_whose_no_the_address_carries(tmp_path, monkeypatch):
+    """Before, explain showed each card's own consent alone: C00001's "yes" for an address that is not
+    subscribed."""
+    cfg, email = _hunters_shop(tmp_path, monkeypatch)
+    args = ("--config", str(cfg), "--as-of", AS_OF.isoformat())
+    first = json.loads(run_cli("explain", "C00001", *args, "--format", "json").stdout)["contact"]
+    assert (first["marketing_consent"], first["shared_with"], first["address_consent"], first["refused_by"]) == (
+        "yes", ["C09999"], "no", ["C09999"])
+    second = json.loads(run_cli("explain", "C09999", *args, "--format", "json").stdout)["contact"]
+    assert (second["marketing_consent"], second["shared_with"], second["address_consent"], second["refused_by"]) \
+        == ("no", ["C00001"], "no", [])
+    text = run_cli("explain", "C00001", *args).stdout
+    assert "Address shared with customer(s) C09999: its consent is no (customer C09999's card refuses)" in text
 
 
 def test_a_webhook_resync_of_the_card_saying_yes_does_not_tag_again_what_the_other_cards_no_withdrew(
@@ -117,3 +138,18 @@ def test_a_webhook_resync_of_the_card_saying_yes_does_not_tag_again_what_the_oth
         resync(cfg, ledger, settings, orders_for([cid], "W"), as_of=AS_OF_SHOP)
     assert key not in managed_contacts(small_shop)
     assert not set(mailchimp_fake.tags_of(key)) & MANAGED, mailchimp_fake.tags_of(key)
+
+
+@pytest.mark.parametrize("planner", [columnar, reference])
+@pytest.mark.parametrize("consents, reason", [
+    (("yes", "no"), "another card of this address (customer C2's) refuses marketing consent (new_contacts = skip)"),
+    (("unknown", "yes", "no", "no"), "another card of this address (customer C3's) refuses marketing consent "
+                                     "(new_contacts = skip)"),
+    (("no", "yes"), "no marketing consent (new_contacts = skip)"),  # the contact's own card refuses
+    (("no",), "no marketing consent (new_contacts = skip)"),
+])
+def test_a_skip_names_the_card_that_refuses(planner, consents, reason):
+    """Before, the reason said the first card (C1, the contact's) had no marketing consent when it said yes."""
+    plan = planner(_rows(*consents), {}, DEST.model_copy(update={"new_contacts": "skip"}))
+    assert [(s.customer_id, s.reason) for s in plan.skipped] == [("C1", reason)]
+    assert plan.new_by_status()["skipped"] == 1

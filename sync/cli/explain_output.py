@@ -11,6 +11,10 @@ def print_explain(report: dict) -> None:
     out.print(f"Customer {report['customer_id']}" + (f" — {name}" if name else "")
               + "".join(f", {c[k]}" for k in ("email", "phone") if c.get(k))
               + (f" (consent: {c['marketing_consent']})" if c.get("marketing_consent") else ""))
+    if c.get("shared_with"):  # one ESP contact for several customers: its consent is what all their cards say
+        refused = c["refused_by"]
+        out.print(f"Address shared with customer(s) {', '.join(c['shared_with'])}: its consent is "
+                  f"{c['address_consent']}" + (f" (customer {', '.join(refused)}'s card refuses)" if refused else ""))
     orders = report["orders"]
     parts = [f"{v['orders']} {status} ({money(v['amount'])})" for status, v in orders["by_status"].items()]
     out.print(f"Orders up to {report['as_of']}: " + (", ".join(parts) or "none")

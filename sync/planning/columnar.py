@@ -31,11 +31,11 @@ from connectors.normalize import ident, lit
 from ..config import DestinationConfig
 from ..guards import PlanStats, plan_stats, waiting_only
 from ..model import ContactChange, OwnerChange, PushedState, Skip
-from .consent import NO_CONSENT_SKIP, consent_warning, refused_consent, status_for_new
+from .consent import consent_warning, no_consent_reason, refused_consent, status_for_new
 from .plan import Plan, all_managed, managed_tags, owner_changes
 from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
-from .rows import DESIRED, INVALID, CustomerRows
+from .rows import DESIRED, INVALID, SHARED, CustomerRows
 from .values import column_of
 
 LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
@@ -109,8 +109,9 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {diff}")
     skips = [Skip(str(raw), cid, seg, "invalid email") for raw, cid, seg in con.execute(
         f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
-    skips += [Skip(key, cid, seg, NO_CONSENT_SKIP) for key, cid, seg in con.execute(
-        "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
+    skips += [Skip(key, cid, seg, no_consent_reason(other)) for key, cid, seg, other in con.execute(  # whose no
+        f"SELECT p.key, p.customer_id, p.segment, CASE WHEN s.refused_by <> p.customer_id THEN s.refused_by END "
+        f"FROM _plan_diff p LEFT JOIN {SHARED} s ON s._key = p.key WHERE p.skip ORDER BY p.rn").fetchall()]
     consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
     dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
     candidates = [OwnerChange(key, cid, was) for key, cid, was in con.execute(

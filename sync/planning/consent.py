@@ -11,6 +11,9 @@ from ..model import DesiredContact, PushedState
 
 
 NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
+#: a skip's reason when the card refusing is another customer's of the same address (``{customer}``)
+REFUSED_BY_OTHER_SKIP = ("another card of this address (customer {customer}'s) refuses marketing consent "
+                         "(new_contacts = skip)")
 NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
 
 
@@ -37,32 +40,59 @@ ADDRESS_CONSENT_SQL = ("CASE WHEN bool_or({c} = 'no') THEN 'no' WHEN bool_or({c}
                        "ELSE 'unknown' END")
 
 
-def shared_consent(first: DesiredContact, consent: str, new_contacts: str) -> DesiredContact:
-    """``first``, the contact of an address another customer's row gives too (``consent``: his), with the
-    address's consent (:func:`address_consent`): a *no* under ``skip`` leaves it no managed tag
-    (:func:`refused_consent`)."""
+def shared_consent(first: DesiredContact, consent: str, new_contacts: str, customer: str | None = None
+                   ) -> DesiredContact:
+    """``first``, the contact of an address another customer's row gives too (``consent``: his, ``customer``),
+    with the address's consent (:func:`address_consent`): a *no* under ``skip`` leaves it no managed tag
+    (:func:`refused_consent`); the address's first *no* names its card's customer (``refused_by``) unless it is
+    the contact's own (one customer's two rows), as the columnar planner's shared table does."""
     both = address_consent((first.consent, consent))
     if both == first.consent:
         return first
-    return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags)
+    return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags,
+                   refused_by=customer if both == "no" and customer != first.customer_id else first.refused_by)
 
 
-def refused_by_others(desired: list[DesiredContact], last: Mapping[str, PushedState], customer_ids: Iterable[str],
-                      new_contacts: str | None, refusals: Callable[[set[str]], Mapping[str, set[str]]]
-                      ) -> list[DesiredContact]:
+def no_consent_reason(refused_by: str | None) -> str:
+    """Why a contact is not created under ``skip``: its card's own consent, or another card's *no* (naming its
+    customer), so that the plan and ``explain`` never say a card refuses that says yes."""
+    return REFUSED_BY_OTHER_SKIP.format(customer=refused_by) if refused_by else NO_CONSENT_SKIP
+
+
+def consent_skip(reason: str) -> bool:
+    """Whether a skip's ``reason`` is a want of consent (:func:`no_consent_reason`)."""
+    return reason == NO_CONSENT_SKIP or reason.startswith(REFUSED_BY_OTHER_SKIP[:REFUSED_BY_OTHER_SKIP.index("{")])
+
+
+def refused_by_others(desired: list[DesiredContact], customer_ids: Iterable[str], new_contacts: str | None,
+                      refusals: Callable[[set[str]], Mapping[str, set[str]]]) -> list[DesiredContact]:
     """A partial plan's (a webhook resync of ``customer_ids``) contacts with the consent of their address
     (:func:`address_consent`) where another customer's card gives it with a *no*: as the full plan, which sees
     every card, gives it. Else a resync of the card saying *yes* would tag again (or subscribe) the address the
-    full sync withdrew for the other card's *no*. ``refusals(keys)``: the customers whose card gives each key with
-    a *no* (a read of the store's contacts), asked only about the addresses the ledger holds no tag on (withdrawn,
-    or not synced yet) that the plan would tag or subscribe: a contact still tagged has no such card (the full
-    sync took its tags off), and a resync of tagged contacts never reads the store's contacts for it."""
+    full sync withdrew for the other card's *no*, or keep the tags of an address whose other card said *no* since
+    the full sync (a webhook, a file refreshed) until the next one. ``refusals(keys)``: the customers whose card
+    gives each key with a *no* (an exact read of the store's contacts by address), asked about every address the
+    plan would tag or subscribe, tagged or not."""
     ids = {str(c) for c in customer_ids}
-    ask = {d.key for d in desired if d.consent != "no" and (d.tags or d.consent == "yes")
-           and not (d.key in last and last[d.key].tags)}
+    ask = {d.key for d in desired if d.consent != "no" and (d.tags or d.consent == "yes")}
     refused = refusals(ask) if ask else {}
-    return [shared_consent(d, "no", new_contacts or "skip") if set(refused.get(d.key, ())) - ids else d
-            for d in desired]
+    return [shared_consent(d, "no", new_contacts or "skip", min(others)) if (others := set(refused.get(d.key, ()))
+                                                                             - ids) else d for d in desired]
+
+
+def owners_withdrawal(d: DesiredContact, prev: PushedState, new_contacts: str | None) -> DesiredContact | None:
+    """The plan of an address a partial plan leaves to the full sync (another customer's contact by the ledger,
+    ``prev``, who still gives it) when ``d``, this plan's card of it, makes the address's consent *no* under
+    ``skip``: whichever card the full sync picks, the address then carries no managed tag (:func:`refused_consent`),
+    so the withdrawal is not left waiting for it. The contact stays the owner's, his fields as the ledger holds
+    them (none written); only the managed tags come off. None: nothing a *no* takes off (another mode, no tags).
+    The *no* is named as another card's (``refused_by``: ``d``'s own, or the card that made ``d``'s *no*), not the
+    owner's, whose card may say yes (a skip's reason when the ESP lost the contact: :func:`no_consent_reason`)."""
+    if not (refused_consent(d.consent, new_contacts or "skip") and prev.tags and prev.customer_id):
+        return None
+    refused_by = d.refused_by or d.customer_id
+    return replace(d, customer_id=prev.customer_id, tags=frozenset(), fields=dict(prev.fields),
+                   refused_by=None if refused_by == prev.customer_id else refused_by)
 
 
 def status_for_new(consent: str, new_contacts: str) -> str | None:

@@ -14,14 +14,16 @@ import json
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from connectors.email_phone import normalize_email
 
 from ..config import DestinationConfig
 from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
-from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, shared_consent, status_for_new
+from .consent import (NEW_STATUSES, NO_CONSENT_SKIP, consent_skip, consent_warning, no_consent_reason,  # noqa: F401
+                      refused_consent, shared_consent, status_for_new)
+from .partial import Holders, leave_shared_to_full_sync  # noqa: F401 (the resync's, imported from here too)
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 
@@ -80,7 +82,8 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
             continue
         consent = str(row.get("marketing_consent") or "unknown")
         if key in desired:  # two customers share an address: the more valuable row came first, and is the
-            desired[key] = shared_consent(desired[key], consent, dest.new_contacts)  # contact; a "no" wins
+            desired[key] = shared_consent(desired[key], consent, dest.new_contacts,  # contact; a "no" wins
+                                          str(row["customer_id"]))
             continue
         fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
         tags = frozenset() if refused_consent(consent, dest.new_contacts) else \
@@ -88,56 +91,6 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
         desired[key] = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key, consent=consent,
                                       segment=row["segment"], tags=tags, fields=fields)
     return list(desired.values()), skipped
-
-
-#: the store's answer to "which customers give these addresses now" (normalised key → customer ids), asked
-#: ``holders(keys, among)``: among the customers ``among`` (read by id), or, with ``None``, among everyone
-Holders = Callable[[set[str], "set[str] | None"], Mapping[str, set[str]]]
-
-
-def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
-                              customer_ids: Iterable[str], holders: Holders
-                              ) -> tuple[list[DesiredContact], dict[str, PushedState], list[str]]:
-    """A partial plan (a webhook resync of ``customer_ids``) leaves alone an address the ledger holds for another
-    customer outside them who still gives it (two customers sharing an address, a family account): which of them
-    the contact follows is the full plan's choice (the more valuable one), and taking it over for one resync would
-    only last until the next full sync gave it back. Nor does it strip the tags of an address these customers
-    left (a changed e-mail) that another customer still gives: his contact now, for the full sync to plan.
-
-    The ledger's owner is the customer the last plan applied gave the contact (named before its ESP calls:
-    :class:`~sync.model.OwnerChange`), but the store decides: an owner it no longer gives the address to (his
-    e-mail changed, he was deleted or merged into another id) does not hold it, and the resync plans it (and
-    names its own customer in the ledger). ``holders`` is asked only when the ledger names
-    another customer (about those owners, by id) or a key still holding tags was left (about everyone).
-    Returns ``desired`` and ``last`` without the addresses left, and a note for each."""
-    ids = {str(c) for c in customer_ids}
-    desired = list(desired)
-    wanted = {d.key for d in desired}
-
-    def owner(key: str) -> str | None:
-        prev = last.get(key)
-        return prev.customer_id if prev is not None else None
-
-    contested = {d.key for d in desired if (o := owner(d.key)) and o != d.customer_id and o not in ids}
-    # an address left whose tags are off already (an earlier resync took them): nothing to decide, no store scan
-    departed = {k for k, s in last.items() if k not in wanted and s.customer_id in ids and s.tags}
-    owned = holders(contested, {str(owner(k)) for k in contested}) if contested else {}
-    still = holders(departed, None) if departed else {}
-    kept, rest, notes = [], dict(last), []
-    for d in desired:
-        if d.key in contested and owner(d.key) in owned.get(d.key, ()):
-            rest.pop(d.key, None)
-            notes.append(f"{d.key} is customer {owner(d.key)}'s contact and also customer {d.customer_id}'s "
-                         f"address: left to the full sync, which picks the more valuable one")
-            continue
-        kept.append(d)
-    for key in sorted(departed):
-        others = sorted(set(still.get(key, ())) - ids)
-        if others:
-            rest.pop(key)
-            notes.append(f"{key} is no longer customer {owner(key)}'s address but still customer {others[0]}'s: "
-                         f"left to the full sync")
-    return kept, rest, notes
 
 
 @dataclass(frozen=True)
@@ -223,7 +176,7 @@ class Plan:
         for c in self.changes:
             if c.create and c.status_if_new in out:
                 out[c.status_if_new] += 1
-        out["skipped"] = sum(s.reason == NO_CONSENT_SKIP for s in self.skipped)
+        out["skipped"] = sum(consent_skip(s.reason) for s in self.skipped)
         return out
 
     def to_json(self) -> dict:
@@ -316,7 +269,7 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         # finds it deleted since can create it again under the consent rules (Unisender), or leave it out (None)
         status = status_for_new(d.consent, dest.new_contacts)
         if not exists and status is None:
-            skips.append(Skip(d.key, d.customer_id, d.segment, NO_CONSENT_SKIP))
+            skips.append(Skip(d.key, d.customer_id, d.segment, no_consent_reason(d.refused_by)))
             continue
         add = d.tags if full_refresh else d.tags - prev_tags
         remove = prev_tags - d.tags

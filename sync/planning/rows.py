@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 ROWS, DESIRED, INVALID, EMAILS = "_plan_rows", "_plan_desired", "_plan_invalid", "_plan_emails"
 LATER = "_plan_later"  # the _rn of rows whose address an earlier row has
-SHARED = "_plan_shared"  # each address several rows have: its first row's _rn and the address's consent
+SHARED = "_plan_shared"  # each address several rows have: its first row's _rn, the address's consent, who refuses
 #: columns every staged row has (NULL when the source does not give them)
 BASE_COLUMNS = {"customer_id": "VARCHAR", "email": "VARCHAR", "marketing_consent": "VARCHAR", "segment": "VARCHAR"}
 
@@ -156,8 +156,11 @@ def _stage(con: duckdb.DuckDBPyConnection, select: str) -> CustomerRows:
     # a later row with an address already planned is not desired (the first in planning order wins): found by
     # grouping the keys (few repeat), not by numbering every key's rows; the first row of a shared address carries
     # the address's consent, what all its customers say (a "no" on any wins: consent.address_consent)
-    consent = ADDRESS_CONSENT_SQL.format(c="coalesce(NULLIF(CAST(marketing_consent AS VARCHAR), ''), 'unknown')")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SHARED} AS SELECT _key, min(_rn) AS first, {consent} AS consent
+    # (and the first card saying no, whose customer a skip's reason names when it is not the first card's)
+    own = "coalesce(NULLIF(CAST(marketing_consent AS VARCHAR), ''), 'unknown')"
+    consent, no = ADDRESS_CONSENT_SQL.format(c=own), f"{own} = 'no'"
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SHARED} AS SELECT _key, min(_rn) AS first, {consent} AS consent,
+        CAST(arg_min(customer_id, _rn) FILTER (WHERE {no}) AS VARCHAR) AS refused_by
         FROM {ROWS} WHERE _key IS NOT NULL GROUP BY _key HAVING count(*) > 1""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {LATER} AS
         SELECT r._rn FROM {ROWS} r JOIN {SHARED} d ON d._key = r._key AND r._rn > d.first""")
@@ -172,4 +175,4 @@ def _stage(con: duckdb.DuckDBPyConnection, select: str) -> CustomerRows:
     return CustomerRows(con, columns)
 
 
-__all__ = ["CustomerRows", "DESIRED", "INVALID", "ROWS", "stage_dicts", "stage_segments"]
+__all__ = ["CustomerRows", "DESIRED", "INVALID", "ROWS", "SHARED", "stage_dicts", "stage_segments"]

@@ -55,9 +55,8 @@ from ..ingest import load_last_full_run, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
-from ..planning.consent import refused_by_others
 from ..planning.kept_out import without_kept_out
-from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
+from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
 from ..planning.transitions import move_join
@@ -68,7 +67,7 @@ from ..store.ordering import Ages
 from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
-from .resync_scope import incremental_destination, store_holders  # what a resync plans
+from .resync_scope import StoreReads, incremental_destination, shared_addresses  # what a resync plans
 from .resync_staging import (CLOCK_MARGIN, coalesce_webhook_contacts, prune_file_won_ages,  # the staging side
                              pull_after_webhook_records, utcnow)
 
@@ -118,6 +117,7 @@ class _Affected:
     customer_ids: set[str]
     contact_keys: set[str]  # normalised emails of the affected customers' contacts
     store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
+    as_of: date | None = None  # the resync's as-of: who else has a segment then (resync_scope.shared_addresses)
     collapse: Any = None  # the last full run's recency scores collapsed: the resync is refused (recency_scores)
     segments: Any = None  # their (customer_id, segment), recorded in the segment history once the resync applied
 
@@ -135,7 +135,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
                                       report, received_at, now)
             report.store_rows_read = counted.rows()
-            affected.store_wait = wait_seconds
+            affected.store_wait, affected.as_of = wait_seconds, as_of
             return affected
         finally:
             con.close()
@@ -232,6 +232,7 @@ class _Planned:
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
     #: of ``lines``, the withdrawal rules' (sync.guards.PlanVerdict): when any trips, its withdrawals wait too
     withdrawal_lines: tuple[str, ...] = ()
+    store_rows_read: int = 0  # store rows read to make it (who else gives its addresses: resync_scope.StoreReads)
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
@@ -248,11 +249,9 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     target = check_target(ledger, dest)  # a config pointed at another audience waits for a full refresh
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
-    desired = refused_by_others(desired, last, affected.customer_ids, dest.new_contacts,  # another card's no
-                                lambda ks: store_holders(cfg, ks, None, affected.store_wait, refused=True))
-    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
-                                                      lambda keys, among: store_holders(cfg, keys, among,
-                                                                                       affected.store_wait))
+    reads = StoreReads()  # another card's no, an address shared with customers outside: read from the store
+    desired, last, shared = shared_addresses(cfg, dest, desired, last, affected.customer_ids, affected.store_wait,
+                                             reads, affected.as_of)
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
@@ -267,7 +266,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     verdict = judge_plan(cfg.guards, replace(plan_stats(plan, last, lost), managed=managed))  # (the plan's contacts)
     read = len(last) + counted + sum(map(len, kept.values()))
-    return _Planned(plan, client, list(verdict.lines), last, read, lost, withdrawal_lines=verdict.withdrawal_lines)
+    return _Planned(plan, client, list(verdict.lines), last, read, lost, withdrawal_lines=verdict.withdrawal_lines,
+                    store_rows_read=reads.rows)
 
 
 @contextmanager
@@ -377,6 +377,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         # and planned here (its retired tags stripped: :func:`incremental_destination`) it would create contacts
         planned = [_planned(cfg, dest, ledger, settings, affected) for dest in chosen if not retires_only(dest)]
         report.ledger_rows_read += sum(p.rows_read for p in planned)
+        report.store_rows_read += sum(p.store_rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
             withdrawals_held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped: all wait

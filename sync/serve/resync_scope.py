@@ -1,40 +1,88 @@
 """What a webhook resync plans (:mod:`sync.serve.resync`): each destination narrowed to what a few customers can be
 planned for, and which customers the store gives an address now (an address shared with, or left to, a customer
-outside the batch is the full sync's)."""
+outside the batch is the full sync's; another card's *no* makes the address's consent *no*: :func:`shared_addresses`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from connectors.email_phone import normalize_email
+from segmentation.metrics import local_cutoff
 
 from ..config import Config, DestinationConfig
-from ..pipeline import store_path
+from ..model import DesiredContact, PushedState
+from ..pipeline import store_path, today_in
+from ..planning.consent import refused_by_others
+from ..planning.partial import leave_shared_to_full_sync
 from ..planning.values import PREDICTIVE_VALUES
-from ..store import STORE_LOCK, connect_store
+from ..store import STORE_LOCK, connect_store, lookup_by_key
+from .readcount import CountingConnection
+
+
+@dataclass
+class StoreReads:
+    """The store rows a resync's reads of who gives an address scanned (:func:`store_holders`), counted into
+    :attr:`sync.serve.resync.ResyncReport.store_rows_read`."""
+
+    rows: int = 0
 
 
 def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0,
-                  refused: bool = False) -> dict[str, set[str]]:
+                  refused: bool = False, reads: StoreReads | None = None, as_of: date | None = None
+                  ) -> dict[str, set[str]]:
     """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
-    (read by id through the lookup index) or, with ``None``, among everyone: one scan of the contacts' e-mails
-    (no index holds them; ILIKE keeps every spelling of a key, and its value is normalised here), made only when
-    an affected customer left an address the ledger still gives him with tags (a changed e-mail; once the
-    tags are off, never again for it). ``refused``: only the customers whose card says *no* to marketing, for
-    an address the resync would tag or subscribe (:func:`sync.planning.consent.refused_by_others`)."""
+    (read by id through the lookup index) or, with ``None``, among everyone (read by address through the lookup
+    index on the contacts' e-mails: every write path stores an e-mail normalised, the file reader's
+    ``email_map`` and the records' ``clean_contact``, so the key matches it exactly). ``refused``: only the
+    customers whose card says *no* to marketing (:func:`sync.planning.consent.refused_by_others`) and who have a
+    segment at ``as_of`` (today when None), as the full planner counts a card (:func:`segmented`).
+    ``reads``: the rows scanned are added to it."""
     if among is not None:
-        where, params = "customer_id IN (SELECT unnest(?))", [sorted(among)]
+        where, params = "customer_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(among)]
     else:
-        where, params = "(" + " OR ".join(["email ILIKE ?"] * len(keys)) + ")", [f"%{k}%" for k in sorted(keys)]
+        where, params = "email IN (SELECT unnest(?::VARCHAR[]))", [sorted(keys)]
     with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as con:  # closed on leaving
-        no = " AND marketing_consent = 'no'" if refused else ""
-        rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL{no} AND {where}",
-                           params).fetchall()
+        lookup_by_key(con)
+        counted = CountingConnection(con)
+        rows = counted.execute(f"SELECT customer_id, email, marketing_consent FROM contacts WHERE {where}",
+                               params).fetchall()
+        if refused:  # the refusing cards the full planner reads: those with a segment
+            with_segment = segmented(counted, {str(r[0]) for r in rows if r[2] == "no"}, cfg, as_of)
+            rows = [r for r in rows if str(r[0]) in with_segment]
+        if reads is not None:
+            reads.rows += counted.rows()
     held: dict[str, set[str]] = {}
-    for customer, email in rows:
-        if (key := normalize_email(email)) in keys:
+    for customer, email, consent in rows:
+        if (key := normalize_email(email)) in keys and (consent == "no" or not refused):
             held.setdefault(key, set()).add(str(customer))
     return held
+
+
+def segmented(con: Any, customers: set[str], cfg: Config, as_of: date | None) -> set[str]:
+    """Those of ``customers`` who have a segment at ``as_of`` (today when None): a completed order before its
+    cut-off (:func:`segmentation.metrics.build_customer_metrics` scores only them), as the full planner plans only
+    segmented customers' cards (``segments JOIN contacts``: :func:`sync.planning.rows.stage_segments`). Their orders
+    are read by id alone (the lookup index; a status or date filter beside it scans every order), then filtered."""
+    if not customers:
+        return set()
+    cutoff = local_cutoff(as_of or today_in(cfg.timezone), cfg.timezone)
+    rows = con.execute("SELECT customer_id, status, ordered_at FROM orders WHERE customer_id IN "
+                       "(SELECT unnest(?::VARCHAR[]))", [sorted(customers)]).fetchall()
+    return {str(c) for c, status, at in rows if status == "completed" and at is not None and at < cutoff}
+
+
+def shared_addresses(cfg: Config, dest: DestinationConfig, desired: list[DesiredContact],
+                     last: dict[str, PushedState], customer_ids: set[str], wait_seconds: float, reads: StoreReads,
+                     as_of: date | None = None) -> tuple[list[DesiredContact], dict[str, PushedState], list[str]]:
+    """A resync's contacts with their address's consent (another card's *no*, read from the store, wins:
+    :func:`~sync.planning.consent.refused_by_others`), then without the addresses left to the full sync
+    (:func:`~sync.planning.partial.leave_shared_to_full_sync`), and its notes."""
+    desired = refused_by_others(desired, customer_ids, dest.new_contacts, lambda keys: store_holders(
+        cfg, keys, None, wait_seconds, refused=True, reads=reads, as_of=as_of))
+    return leave_shared_to_full_sync(desired, last, customer_ids, lambda keys, among: store_holders(
+        cfg, keys, among, wait_seconds, reads=reads), dest.new_contacts)
 
 
 def incremental_destination(dest: DestinationConfig) -> DestinationConfig:

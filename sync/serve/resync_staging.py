@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
+from ..store.lookup import normalise_emails
 from ..store.ordering import Ages, Versions
 from ..store.pulled import staged_times
 from ..store.webhooks import FILE_WON_TABLE, prune_file_won
@@ -28,9 +29,11 @@ log = logging.getLogger("sync.serve.resync")
 
 
 def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
-    """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
+    """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values; its e-mail is
+    stored normalised (:func:`normalise_staged_emails`)."""
     if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
         return
+    normalise_staged_emails(con)
     con.execute("""
         UPDATE staged_contacts AS s SET
             email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
@@ -39,6 +42,15 @@ def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
             created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
         FROM contacts AS c WHERE s.customer_id = c.customer_id
     """)
+
+
+def normalise_staged_emails(con: duckdb.DuckDBPyConnection) -> None:
+    """The staged contacts' e-mails in their normalised form (:func:`connectors.email_phone.normalize_email`; an
+    invalid one as it is), as every other write path stores them (the webhook parsers' and CRM pulls'
+    ``clean_contact``, the file reader's ``email_map``): a contact handed to :func:`sync.serve.resync.resync` by a
+    library caller too. The store's other cards of an address are read by that exact value
+    (:func:`sync.serve.resync_scope.store_holders`)."""
+    normalise_emails(con, "staged_contacts")
 
 
 def utcnow() -> datetime:

@@ -26,6 +26,7 @@ def save_report(con: duckdb.DuckDBPyConnection, result: FilePullResult, ids: dic
     ident = result.identity or IdentityReport()
     summary = {"orders": result.orders, "contacts": result.contacts, "bad_row_count": result.bad_row_count,
                "issue_count": result.issue_count, "duplicate_orders": result.duplicate_orders,
+               "consent_values": result.consent_values,
                "fast_path": result.fast_path,
                "identity": {**ident.to_json(), "ignored_count": ident.ignored_count}}
     con.execute(f"DELETE FROM {SUMMARY_TABLE}")
@@ -45,7 +46,8 @@ def read_back(con: duckdb.DuckDBPyConnection, summary: dict) -> FilePullResult:
     return FilePullResult(orders=summary["orders"], contacts=summary["contacts"], bad_rows=found["bad"],
                           bad_row_count=summary["bad_row_count"], full_refresh=True, identity=identity,
                           issues=found["issue"], issue_count=summary["issue_count"],
-                          duplicate_orders=summary["duplicate_orders"], fast_path=summary["fast_path"])
+                          duplicate_orders=summary["duplicate_orders"], fast_path=summary["fast_path"],
+                          consent_values=summary.get("consent_values", 0))  # (0: a summary saved before it)
 
 
 def order_files(con: duckdb.DuckDBPyConnection, order_ids: list[str]) -> dict[str, str]:
