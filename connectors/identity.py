@@ -214,6 +214,47 @@ def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
 
 # ------------------------------------------------------------------------------------------ CRM and webhook records
 
+#: the order store's index on its contacts' e-mail as spelled (``lower(trim(email))``), and the one on their phone,
+#: built with the webhook server's lookup indexes (:data:`sync.store.lookup.LOOKUP_INDEXES`)
+EMAIL_INDEX, PHONE_INDEX = "rfmsync_contacts_email", "rfmsync_contacts_phone"
+#: up to this many e-mails are read one by one through :data:`EMAIL_INDEX` (DuckDB answers an equality on an
+#: expression from its index, not an IN list or a join); more: one scan of the contacts
+EMAIL_LOOKUPS = 100
+
+
+def by_email_sql(con: duckdb.DuckDBPyConnection, emails: int, columns: str = "*") -> str | None:
+    """A query of ``columns`` of the stored contacts whose ``lower(trim(email))`` is one of ``emails`` values (its
+    parameters, one each): the rows read are those contacts' (an equality each, answered from :data:`EMAIL_INDEX`).
+    None when the store has not both :data:`EMAIL_INDEX` and :data:`PHONE_INDEX`, or beyond :data:`EMAIL_LOOKUPS`
+    values: the caller scans. Every source stores an e-mail normalised (trimmed, lower-cased, validated), so its
+    spelling is its normalised value."""
+    if emails > EMAIL_LOOKUPS or con.execute(
+            "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() AND table_name = "
+            "'contacts' AND index_name IN (?, ?)", [EMAIL_INDEX, PHONE_INDEX]).fetchall()[0][0] < 2:
+        return None
+    return " UNION ALL ".join([f"SELECT {columns} FROM contacts WHERE lower(trim(email)) = ?"] * emails)
+
+
+def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
+    """The stored contacts :func:`link_staged` may link to: those of the e-mails and phones it looks up, read
+    through the store's indexes into ``_lk_people`` (their rows alone); else (no index, many values) the whole
+    ``contacts`` table, scanned."""
+    def values(table: str) -> list[str]:
+        return [r[0] for r in con.execute(f"SELECT DISTINCT norm FROM {table} WHERE norm IS NOT NULL").fetchall()]
+
+    emails, phones = values("_lk_emails"), values("_lk_phones")
+    by_email = by_email_sql(con, len(emails))
+    if by_email is None or len(phones) > EMAIL_LOOKUPS:
+        return "contacts"
+    # (an IN list of values, not of a table's rows: DuckDB reads it through the index)
+    parts = [f"({by_email})"] if emails else []
+    parts += ["SELECT * FROM contacts WHERE phone IN (SELECT unnest(?::VARCHAR[]))"] if phones else []
+    con.execute("CREATE OR REPLACE TEMP TABLE _lk_people AS " + (" UNION ALL ".join(parts) or
+                                                                  "SELECT * FROM contacts LIMIT 0"),
+                [*emails, *([phones] if phones else [])])
+    return "_lk_people"
+
+
 def idlike(col: str) -> str:
     """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
     return f"(contains({col}, '@') OR starts_with({col}, '+'))"
@@ -262,10 +303,11 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                  OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
     phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    stored = _stored_people(con)  # the store's contacts of those values (or all of them)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
         WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
                      SELECT * FROM _lk_phones WHERE norm IS NOT NULL),
-             people AS ({real.format(t='contacts')} UNION {real.format(t='staged_contacts')})
+             people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
         SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.e = i.norm
         UNION SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.p = i.norm""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
@@ -285,7 +327,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                 customer_id = excluded.customer_id, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
+    for name in ("touch", "ids", "emails", "phones", "people", "cand", "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)

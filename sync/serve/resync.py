@@ -101,10 +101,12 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     desired = refused_by_others(desired, last, affected.customer_ids, dest.new_contacts,  # another card's no
-                                lambda ks: store_holders(cfg, ks, None, affected.store_wait, refused=True))
+                                lambda ks: store_holders(cfg, ks, None, affected.store_wait, refused=True,
+                                                         counted=affected.counted))
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
                                                       lambda keys, among: store_holders(cfg, keys, among,
-                                                                                       affected.store_wait))
+                                                                                       affected.store_wait,
+                                                                                       counted=affected.counted))
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None

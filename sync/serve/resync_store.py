@@ -10,12 +10,14 @@ the newer batch planned nothing and moved no revision (the customer already was 
 store's generation (:mod:`sync.store.generation`: every merge moves it, in its transaction) read with the rows says
 which: under the lock, a generation moved on means a later merge, whose batch pushes after its own read, and the
 rows are read again first. A batch that merges after that check pushes after this one (it needs the lock), from
-its own later read.
+its own later read. The check costs a look at the store's files when nobody wrote it since (one worker: every
+resync), an open of the store otherwise.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, Sequence
@@ -92,6 +94,13 @@ class Affected:
     segments: Any = None  # their (customer_id, segment), recorded in the segment history once the resync applied
     generation: int = 0  # the store's generation they were read at
     as_of: date | None = None
+    report: ResyncReport | None = None  # the resync's: its later store reads are counted there (:meth:`counted`)
+    files: tuple[Any, ...] | None = None  # the store's files as they were read (:func:`_files`)
+
+    def counted(self, rows: int) -> None:
+        """``rows`` more store rows read for them (who else the store gives an address: ``store_holders``)."""
+        if self.report is not None:
+            self.report.store_rows_read += rows
 
 
 def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -107,7 +116,9 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
                                       report, received_at, now)
             report.store_rows_read = counted.rows()
-            affected.store_wait = wait_seconds
+            affected.store_wait, affected.report = wait_seconds, report
+            con.execute("CHECKPOINT")  # (the close's, now: the files then stay as they are: _files)
+            affected.files = _files(store_path(cfg))
             return affected
         finally:
             con.close()
@@ -118,10 +129,14 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
     generation on since they were read; whether it did. Called under the destination's lock, before the apply."""
     if not affected.customer_ids or affected.as_of is None:
         return False
+    path = store_path(cfg)
     with STORE_LOCK:
-        con = connect_store(store_path(cfg), wait_seconds=affected.store_wait)
+        if affected.files is not None and _files(path) == affected.files:
+            return False  # nobody wrote the store since (a write changes its file or its WAL): not even opened
+        con = connect_store(path, wait_seconds=affected.store_wait)
         try:
             if generation(con) == affected.generation:
+                affected.files = _files(path)  # (a read leaves the files as they are)
                 return False
             lookup_by_key(con)
             counted = CountingConnection(con)
@@ -134,10 +149,23 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
             con.close()
     log.info("webhook resync: the store moved on since its %d customers were read (generation %d → %d): read again "
              "before the apply", len(affected.customer_ids), affected.generation, again.generation)
-    again.store_wait = affected.store_wait
+    again.store_wait, again.report = affected.store_wait, affected.report
     vars(affected).update(vars(again))
     report.read_again += 1
     return True
+
+
+def _files(path: Any) -> tuple[Any, ...]:
+    """The store file's and its WAL's (inode, size, modification time): any commit to the store changes one of
+    them, a read of it neither (once checkpointed)."""
+    def stat(name: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    return stat(str(path)), stat(f"{path}.wal")
 
 
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,

@@ -22,6 +22,8 @@ import time
 
 import duckdb
 
+from connectors.identity import EMAIL_INDEX, PHONE_INDEX
+
 log = logging.getLogger(__name__)
 
 #: index name → (table, column)
@@ -29,6 +31,8 @@ LOOKUP_INDEXES = {
     "rfmsync_orders_customer": ("orders", "customer_id"),
     "rfmsync_orders_order": ("orders", "order_id"),
     "rfmsync_contacts_customer": ("contacts", "customer_id"),
+    EMAIL_INDEX: ("contacts", "(lower(trim(email)))"),  # a contact by e-mail: identity links, shared addresses
+    PHONE_INDEX: ("contacts", "phone"),
     "rfmsync_line_items_order": ("line_items", "order_id"),
     "rfmsync_history_customer": ("segment_history", "customer_id"),
 }
