@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-
 from connectors.records import Order, OrderStatus
 from sync.config import load_config
 from sync.ledger import open_ledger
