@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from connectors.records import Order, OrderStatus
 from sync.config import load_config
 from sync.ledger import open_ledger
@@ -19,15 +21,16 @@ from sync.model import PushedState
 from sync.serve.resync import resync
 from sync.settings import load_settings
 from tests.ledger_fixtures import ledger_url  # noqa: F401
-from tests.test_replan_after_later_run import shop  # noqa: F401
-from tests.test_worker import AS_OF, DEST
+from tests.test_guards import set_guards
+from tests.test_replan_after_later_run import _sync, shop  # noqa: F401
+from tests.test_worker import AS_OF, DEST, make_shop
 
 LOCK = f"sync:{DEST}"
 
 
-def _state(path: Path) -> dict[str, PushedState]:
+def _state(path: Path, dest: str = DEST) -> dict[str, PushedState]:
     with open_ledger(load_config(path), load_settings()) as ledger:
-        return ledger.load_state(DEST)
+        return ledger.load_state(dest)
 
 
 def _order(customer: str, order_id: str, amount: str, day: int, updated: int) -> Order:
@@ -102,3 +105,47 @@ def test_the_newer_batchs_segment_is_not_regressed_by_the_older_batchs_re_plan(s
         again = resync(cfg, ledger, settings, [small], as_of=AS_OF)
     assert sum(r.counts.get("planned", 0) for r in again.reports) == 0, "the ledger held the older batch's state"
     assert _state(shop)[x.key] == final
+
+
+SECOND = """
+[[destinations]]
+name = "mailchimp-two"
+type = "mailchimp"
+audience = "aud2"
+new_contacts = "transactional"
+
+[destinations.segments]
+"Best active" = "VIP"
+"Falling asleep" = "Winback soft"
+"Churn" = "Winback"
+"Beginners" = "Welcome"
+"""
+
+
+@pytest.fixture
+def two_destinations(tmp_path, mailchimp_fake, monkeypatch, ledger_url):  # noqa: F811
+    """A shop synced to two audiences (the second planned after the first)."""
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
+    mailchimp_fake.add_list("aud2", "Second")
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    text = path.read_text(encoding="utf-8")
+    i = text.index("[serve]")
+    path.write_text(text[:i] + SECOND + "\n" + text[i:], encoding="utf-8")
+    set_guards(path, max_bad_rows_pct=100)
+    _sync(path)
+    return path
+
+
+def test_the_older_batch_pushes_its_old_state_to_no_destination(two_destinations, mailchimp_fake):
+    """Under the first destination's lock the older batch read its customers again (the refund merged meanwhile);
+    the second destination's plan had been made from the rows read before, and its ledger did not move (the
+    refund's resync planned nothing there either): it is planned again from the rows read again, not pushed."""
+    path = two_destinations
+    x = _churned(path)
+    assert _state(path, "mailchimp-two")[x.key].tags == {"Winback"}
+    order = _order(x.customer_id, "WH-1", "9900000", 29, 1)
+    refund = replace(order, status=OrderStatus.REFUNDED, updated_at=datetime(2025, 6, 30, 2, tzinfo=timezone.utc))
+    _older_waits_for_the_lock(path, [order], [refund])
+    for dest, audience in ((DEST, "aud1"), ("mailchimp-two", "aud2")):
+        assert _state(path, dest)[x.key].tags == {"Winback"}, dest
+        assert set(mailchimp_fake.tags_of(x.key, audience)) == {"Winback"}, dest

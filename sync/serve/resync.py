@@ -84,6 +84,7 @@ class _Planned:
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
     #: of ``lines``, the withdrawal rules' (sync.guards.PlanVerdict): when any trips, its withdrawals wait too
     withdrawal_lines: tuple[str, ...] = ()
+    generation: int = 0  # the store's generation of the customers' rows it was made from (Affected.generation)
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
@@ -121,7 +122,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
     verdict = judge_plan(cfg.guards, stats)
     return _Planned(plan, client, list(verdict.lines), last, len(last) + counted, lost,
-                    withdrawal_lines=verdict.withdrawal_lines)
+                    withdrawal_lines=verdict.withdrawal_lines, generation=affected.generation)
 
 
 @contextmanager
@@ -163,10 +164,12 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         final[0] = replace(again, plan=plan)
         return plan
 
+    def fresh() -> bool:  # read again now, or by an earlier destination's apply: planned from older rows
+        return not read_again(cfg, settings, affected, report) and planned.generation == affected.generation
+
     with _named(name):  # fresh: under the lock, another batch's later merge has the customers read again first
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,
-                                   data=data, alone=alone,
-                                   fresh=lambda: not read_again(cfg, settings, affected, report))
+                                   data=data, alone=alone, fresh=fresh)
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
         MANAGED_COUNTS.drop(ledger, name, managed[0])
