@@ -6,6 +6,7 @@ fake Mailchimp, two threads with a ledger each, on both ledger engines."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from connectors.records import Order, OrderStatus
 from sync.config import load_config
 from sync.ledger import open_ledger
 from sync.model import PushedState
+from sync.pipeline import store_path
 from sync.serve.resync import resync
 from sync.settings import load_settings
 from tests.ledger_fixtures import ledger_url  # noqa: F401
@@ -39,10 +41,13 @@ def _order(customer: str, order_id: str, amount: str, day: int, updated: int) ->
                  updated_at=datetime(2025, 6, 30, updated, tzinfo=timezone.utc))
 
 
-def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]) -> None:
+def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order], *,
+                              then: list[Order] | None = None) -> None:
     """``older`` resyncs in a thread: it merges and reads the store, plans, and waits for the destination's lock
     (held by another run); the lock freed, ``newer`` resyncs (merged after ``older``, applied first); then the
-    older batch takes the lock and applies."""
+    older batch takes the lock and applies. ``then``: after ``newer``, more resyncs (one order each) until the
+    store file's size is the one ``older`` read it at, and its modification time set back to that read's (the same
+    (inode, size, mtime) after two writes: a 1-second clock, another host's write behind an NFS attribute cache)."""
     cfg, settings = load_config(path), load_settings()
     waiting, go, errors = threading.Event(), threading.Event(), []
 
@@ -64,12 +69,26 @@ def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]
         try:
             assert waiting.wait(120), "the older batch never waited for the lock"
             holder.release_lock(LOCK, owner)
+            store = [store_path(cfg), Path(f"{store_path(cfg)}.wal")]
+            before = {p: p.stat() for p in store if p.exists()}
             with open_ledger(cfg, settings) as ledger:
                 resync(cfg, ledger, settings, newer, as_of=AS_OF)
+                for order in then or ():
+                    if then is None or _stat(store) == {p: (st.st_ino, st.st_size) for p, st in before.items()}:
+                        break
+                    resync(cfg, ledger, settings, [order], as_of=AS_OF)
+            if then is not None:
+                assert _stat(store) == {p: (st.st_ino, st.st_size) for p, st in before.items()}, "size not repeated"
+                for p, st in before.items():
+                    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             go.set()
             thread.join(120)
     assert not errors, errors
+
+
+def _stat(files: list[Path]) -> dict[Path, tuple[int, int]]:
+    return {p: (st.st_ino, st.st_size) for p in files if p.exists() and (st := p.stat())}
 
 
 def _churned(path: Path) -> PushedState:
@@ -149,3 +168,22 @@ def test_the_older_batch_pushes_its_old_state_to_no_destination(two_destinations
     for dest, audience in ((DEST, "aud1"), ("mailchimp-two", "aud2")):
         assert _state(path, dest)[x.key].tags == {"Winback"}, dest
         assert set(mailchimp_fake.tags_of(x.key, audience)) == {"Winback"}, dest
+
+
+def test_a_merge_that_leaves_the_store_files_as_they_were_is_seen(shop, mailchimp_fake):  # noqa: F811
+    """The refund's merge (and more writes after it) left the store file at the inode, size and modification time
+    the order's batch read it at (the size alternates between checkpoints; a 1-second clock or another host's NFS
+    attribute cache keeps the time): the order's batch still sees that its customer moved on (the store's
+    generation, read under the lock) and does not push the refunded order's segment."""
+    x = _churned(shop)
+    others = [s.customer_id for _, s in sorted(_state(shop).items()) if s.customer_id != x.customer_id]
+    order = _order(x.customer_id, "WH-1", "9900000", 29, 1)
+    refund = replace(order, status=OrderStatus.REFUNDED, updated_at=datetime(2025, 6, 30, 2, tzinfo=timezone.utc))
+    small = [_order(c, f"WH-{i}", "10", 29, 1) for i, c in enumerate(others[:16], start=2)]
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:  # the store's lookup indexes built, its file grown to its size
+        for warm in small[:3]:
+            resync(cfg, ledger, settings, [warm], as_of=AS_OF)
+    _older_waits_for_the_lock(shop, [order], [refund], then=small[3:])
+    assert _state(shop)[x.key].tags == {"Winback"}
+    assert set(mailchimp_fake.tags_of(x.key, "aud1")) == {"Winback"}

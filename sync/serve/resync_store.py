@@ -10,14 +10,13 @@ the newer batch planned nothing and moved no revision (the customer already was 
 store's generation (:mod:`sync.store.generation`: every merge moves it, in its transaction) read with the rows says
 which: under the lock, a generation moved on means a later merge, whose batch pushes after its own read, and the
 rows are read again first. A batch that merges after that check pushes after this one (it needs the lock), from
-its own later read. The check costs a look at the store's files when nobody wrote it since (one worker: every
-resync), an open of the store otherwise.
+its own later read. The check is one open of the store and a read of its generation (not a look at its files: the
+same inode, size and modification time can follow writes).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, Sequence
@@ -95,7 +94,6 @@ class Affected:
     generation: int = 0  # the store's generation they were read at
     as_of: date | None = None
     report: ResyncReport | None = None  # the resync's: its later store reads are counted there (:meth:`counted`)
-    files: tuple[Any, ...] | None = None  # the store's files as they were read (:func:`_files`)
 
     def counted(self, rows: int) -> None:
         """``rows`` more store rows read for them (who else the store gives an address: ``store_holders``)."""
@@ -117,8 +115,6 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
                                       report, received_at, now)
             report.store_rows_read = counted.rows()
             affected.store_wait, affected.report = wait_seconds, report
-            con.execute("CHECKPOINT")  # (the close's, now: the files then stay as they are: _files)
-            affected.files = _files(store_path(cfg))
             return affected
         finally:
             con.close()
@@ -126,17 +122,17 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
 
 def read_again(cfg: Config, settings: Settings, affected: Affected, report: ResyncReport) -> bool:
     """Read the affected customers' rows again (``affected`` updated in place) when another merge moved the store's
-    generation on since they were read; whether it did. Called under the destination's lock, before the apply."""
+    generation on since they were read; whether it did. Called under the destination's lock, before the apply. The
+    generation is always read (a stat of the store's files would not do: the same inode, size and modification time
+    can follow two small writes, and another host's write can hide behind a 1-second clock or an NFS attribute
+    cache)."""
     if not affected.customer_ids or affected.as_of is None:
         return False
     path = store_path(cfg)
     with STORE_LOCK:
-        if affected.files is not None and _files(path) == affected.files:
-            return False  # nobody wrote the store since (a write changes its file or its WAL): not even opened
         con = connect_store(path, wait_seconds=affected.store_wait)
         try:
             if generation(con) == affected.generation:
-                affected.files = _files(path)  # (a read leaves the files as they are)
                 return False
             lookup_by_key(con)
             counted = CountingConnection(con)
@@ -153,19 +149,6 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
     vars(affected).update(vars(again))
     report.read_again += 1
     return True
-
-
-def _files(path: Any) -> tuple[Any, ...]:
-    """The store file's and its WAL's (inode, size, modification time): any commit to the store changes one of
-    them, a read of it neither (once checkpointed)."""
-    def stat(name: str) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(name)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
-
-    return stat(str(path)), stat(f"{path}.wal")
 
 
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
