@@ -72,7 +72,9 @@ class Revisions:
             return self._counter(conn, destination)
 
     def ledger_now(self) -> datetime:
-        """The ledger's clock now, which its saves stamp ``pushed_at`` with (when a plan read the state)."""
+        """This process's clock now (its host's: the ledger's injectable ``clock``, not the database's), which this
+        host's saves stamp ``pushed_at`` with (when a plan read the state). Other hosts' saves are stamped by their
+        own clocks, within :data:`CLOCK_SKEW` of this one."""
         return self._db.clock()
 
     def _went_back(self, conn: "Connection", destination: str, made: Counter) -> bool:
