@@ -214,44 +214,31 @@ def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
 
 # ------------------------------------------------------------------------------------------ CRM and webhook records
 
-#: the order store's index on its contacts' e-mail as spelled (``lower(trim(email))``), and the one on their phone,
-#: built with the webhook server's lookup indexes (:data:`sync.store.lookup.LOOKUP_INDEXES`)
-EMAIL_INDEX, PHONE_INDEX = "rfmsync_contacts_email", "rfmsync_contacts_phone"
-#: up to this many e-mails are read one by one through :data:`EMAIL_INDEX` (DuckDB answers an equality on an
-#: expression from its index, not an IN list or a join); more: one scan of the contacts
-EMAIL_LOOKUPS = 100
-
-
-def by_email_sql(con: duckdb.DuckDBPyConnection, emails: int, columns: str = "*") -> str | None:
-    """A query of ``columns`` of the stored contacts whose ``lower(trim(email))`` is one of ``emails`` values (its
-    parameters, one each): the rows read are those contacts' (an equality each, answered from :data:`EMAIL_INDEX`).
-    None when the store has not both :data:`EMAIL_INDEX` and :data:`PHONE_INDEX`, or beyond :data:`EMAIL_LOOKUPS`
-    values: the caller scans. Every source stores an e-mail normalised (trimmed, lower-cased, validated), so its
-    spelling is its normalised value."""
-    if emails > EMAIL_LOOKUPS or con.execute(
-            "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() AND table_name = "
-            "'contacts' AND index_name IN (?, ?)", [EMAIL_INDEX, PHONE_INDEX]).fetchall()[0][0] < 2:
-        return None
-    return " UNION ALL ".join([f"SELECT {columns} FROM contacts WHERE lower(trim(email)) = ?"] * emails)
+#: the order store's lookup index on its contacts' e-mail (:data:`sync.store.lookup.LOOKUP_INDEXES`, built with the
+#: webhook server's other lookup indexes). Every write path stores an e-mail normalised (trimmed, lower-cased,
+#: validated), so an address is looked up by its normalised value
+EMAIL_INDEX = "rfmsync_contacts_email"
+#: up to this many e-mails are read through :data:`EMAIL_INDEX` (one ``IN`` list: DuckDB reads the matching rows
+#: alone, up to the connection's ``dynamic_or_filter_threshold``: :func:`sync.store.lookup.lookup_by_key`); more:
+#: one scan of the contacts, as without the index
+EMAIL_LOOKUPS = 2_000
 
 
 def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
-    """The stored contacts :func:`link_staged` may link to: those of the e-mails and phones it looks up, read
-    through the store's indexes into ``_lk_people`` (their rows alone); else (no index, many values) the whole
-    ``contacts`` table, scanned."""
+    """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up, read through
+    :data:`EMAIL_INDEX` into ``_lk_people`` (their rows alone); else (no index, many e-mails, or a phone to look
+    up: no index holds the phones, whose maintenance would slow every merge) the whole ``contacts`` table,
+    scanned."""
     def values(table: str) -> list[str]:
         return [r[0] for r in con.execute(f"SELECT DISTINCT norm FROM {table} WHERE norm IS NOT NULL").fetchall()]
 
     emails, phones = values("_lk_emails"), values("_lk_phones")
-    by_email = by_email_sql(con, len(emails))
-    if by_email is None or len(phones) > EMAIL_LOOKUPS:
+    if phones or len(emails) > EMAIL_LOOKUPS or not con.execute(
+            "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() AND table_name = "
+            "'contacts' AND index_name = ?", [EMAIL_INDEX]).fetchall()[0][0]:
         return "contacts"
-    # (an IN list of values, not of a table's rows: DuckDB reads it through the index)
-    parts = [f"({by_email})"] if emails else []
-    parts += ["SELECT * FROM contacts WHERE phone IN (SELECT unnest(?::VARCHAR[]))"] if phones else []
-    con.execute("CREATE OR REPLACE TEMP TABLE _lk_people AS " + (" UNION ALL ".join(parts) or
-                                                                  "SELECT * FROM contacts LIMIT 0"),
-                [*emails, *([phones] if phones else [])])
+    con.execute("CREATE OR REPLACE TEMP TABLE _lk_people AS SELECT * FROM contacts "  # (none: no IN list, a scan)
+                + ("WHERE email IN (SELECT unnest(?::VARCHAR[]))" if emails else "LIMIT 0"), [emails] if emails else [])
     return "_lk_people"
 
 

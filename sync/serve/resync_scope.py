@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from connectors.email_phone import normalize_email
-from connectors.identity import by_email_sql
 
 from ..config import Config, DestinationConfig
 from ..pipeline import store_path
@@ -19,28 +18,21 @@ from .readcount import CountingConnection
 def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0,
                   refused: bool = False, counted: Callable[[int], None] | None = None) -> dict[str, set[str]]:
     """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
-    (read by id through the lookup index) or, with ``None``, among everyone: read by e-mail through the store's
-    index on it (:func:`connectors.identity.by_email_sql`: those contacts' rows alone), made only when an affected
-    customer left an address the ledger still gives him with tags (a changed e-mail; once the tags are off, never
-    again for it) or for :func:`sync.planning.consent.refused_by_others`; without the index (or for more keys than
-    it is read one by one for), one scan of the contacts' e-mails (ILIKE keeps every spelling of a key). The value
-    found is normalised here. ``refused``: only the customers whose card says *no* to marketing, for an address
-    the resync would tag or subscribe. ``counted``: told the store rows read (the resync's ``rows_read``)."""
-    ordered = sorted(keys)
+    (read by id through the lookup index) or, with ``None``, among everyone (read by address through the lookup
+    index on the contacts' e-mails: every write path stores an e-mail normalised, so the key matches it exactly),
+    made only when an affected customer left an address the ledger still gives him with tags (a changed e-mail;
+    once the tags are off, never again for it) or for :func:`sync.planning.consent.refused_by_others`.
+    ``refused``: only the customers whose card says *no* to marketing, for an address the resync would tag or
+    subscribe. ``counted``: told the store rows read (the resync's ``rows_read``)."""
+    if among is not None:
+        where, params = "customer_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(among)]
+    else:
+        where, params = "email IN (SELECT unnest(?::VARCHAR[]))", [sorted(keys)]
     with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as raw:  # closed on leaving
+        lookup_by_key(raw)
         con = CountingConnection(raw)
-        lookup_by_key(con)  # (``among``: its ids joined through the index)
-        columns = "customer_id, email, marketing_consent"
-        query = by_email_sql(con, len(ordered), columns) if among is None else None
-        if among is not None:
-            query, params = f"SELECT {columns} FROM contacts WHERE customer_id IN (SELECT unnest(?))", [sorted(among)]
-        elif query is not None:
-            params = ordered
-        else:
-            query = (f"SELECT {columns} FROM contacts WHERE email IS NOT NULL AND ("
-                     + " OR ".join(["email ILIKE ?"] * len(ordered)) + ")")
-            params = [f"%{k}%" for k in ordered]
-        rows = con.execute(query, params).fetchall()
+        rows = con.execute(f"SELECT customer_id, email, marketing_consent FROM contacts WHERE {where}",
+                           params).fetchall()
         if counted is not None:
             counted(con.rows())
     held: dict[str, set[str]] = {}

@@ -11,6 +11,7 @@ from typing import Callable
 
 import duckdb
 
+from connectors.email_phone import normalize_email
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging
 from connectors.webhooks import WEBHOOK_SOURCES
@@ -28,9 +29,11 @@ log = logging.getLogger("sync.serve.resync")
 
 
 def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
-    """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
+    """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values; its e-mail is
+    stored normalised (:func:`normalise_staged_emails`)."""
     if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
         return
+    normalise_staged_emails(con)
     con.execute("""
         UPDATE staged_contacts AS s SET
             email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
@@ -39,6 +42,18 @@ def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
             created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
         FROM contacts AS c WHERE s.customer_id = c.customer_id
     """)
+
+
+def normalise_staged_emails(con: duckdb.DuckDBPyConnection) -> None:
+    """The staged contacts' e-mails in their normalised form (:func:`connectors.email_phone.normalize_email`; an
+    invalid one as it is), as every other write path stores them (the webhook parsers' and CRM pulls'
+    ``clean_contact``, the file reader's ``email_map``): a contact handed to :func:`sync.serve.resync.resync` by a
+    library caller too. The store's other cards of an address are read by that exact value
+    (:func:`sync.serve.resync_scope.store_holders`)."""
+    fixed = [(key, raw) for (raw,) in con.execute("SELECT DISTINCT email FROM staged_contacts WHERE email IS NOT NULL")
+             .fetchall() if (key := normalize_email(raw)) is not None and key != raw]
+    if fixed:
+        con.executemany("UPDATE staged_contacts SET email = ? WHERE email = ?", fixed)
 
 
 def utcnow() -> datetime:

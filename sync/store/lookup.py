@@ -1,8 +1,8 @@
 """Lookup indexes: what lets a webhook resync read the store by key instead of scanning it.
 
 A webhook batch touches a handful of customers of a store that may hold millions of orders. With an ART index on
-``orders(customer_id)``, ``orders(order_id)``, ``contacts(customer_id)``, ``line_items(order_id)`` and
-``segment_history(customer_id)`` (when the store has a segment history), DuckDB
+``orders(customer_id)``, ``orders(order_id)``, ``contacts(customer_id)``, ``contacts(email)``,
+``line_items(order_id)`` and ``segment_history(customer_id)`` (when the store has a segment history), DuckDB
 answers the resync's queries (``customer_id IN (SELECT ... FROM affected_customers)``, the merge's
 ``order_id IN (SELECT ... FROM staged_orders)``) with index scans and joins: the rows it reads are the affected
 customers' rows, not the store (:mod:`sync.serve.resync` counts them).
@@ -22,8 +22,6 @@ import time
 
 import duckdb
 
-from connectors.identity import EMAIL_INDEX, PHONE_INDEX
-
 log = logging.getLogger(__name__)
 
 #: index name → (table, column)
@@ -31,8 +29,7 @@ LOOKUP_INDEXES = {
     "rfmsync_orders_customer": ("orders", "customer_id"),
     "rfmsync_orders_order": ("orders", "order_id"),
     "rfmsync_contacts_customer": ("contacts", "customer_id"),
-    EMAIL_INDEX: ("contacts", "(lower(trim(email)))"),  # a contact by e-mail: identity links, shared addresses
-    PHONE_INDEX: ("contacts", "phone"),
+    "rfmsync_contacts_email": ("contacts", "email"),  # another card of an address (sync.serve.resync_scope)
     "rfmsync_line_items_order": ("line_items", "order_id"),
     "rfmsync_history_customer": ("segment_history", "customer_id"),
 }
