@@ -215,6 +215,34 @@ def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
 
 # ------------------------------------------------------------------------------------------ CRM and webhook records
 
+#: the order store's lookup index on its contacts' e-mail (:data:`sync.store.lookup.LOOKUP_INDEXES`, built with the
+#: webhook server's other lookup indexes). Every write path stores an e-mail normalised (trimmed, lower-cased,
+#: validated), so an address is looked up by its normalised value
+EMAIL_INDEX = "rfmsync_contacts_email"
+#: up to this many e-mails are read through :data:`EMAIL_INDEX` (one ``IN`` list: DuckDB reads the matching rows
+#: alone, up to the connection's ``dynamic_or_filter_threshold``: :func:`sync.store.lookup.lookup_by_key`); more:
+#: one scan of the contacts, as without the index
+EMAIL_LOOKUPS = 2_000
+
+
+def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
+    """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up, read through
+    :data:`EMAIL_INDEX` into ``_lk_people`` (their rows alone); else (no index, many e-mails, or a phone to look
+    up: no index holds the phones, whose maintenance would slow every merge) the whole ``contacts`` table,
+    scanned."""
+    def values(table: str) -> list[str]:
+        return [r[0] for r in con.execute(f"SELECT DISTINCT norm FROM {table} WHERE norm IS NOT NULL").fetchall()]
+
+    emails, phones = values("_lk_emails"), values("_lk_phones")
+    if phones or len(emails) > EMAIL_LOOKUPS or not con.execute(
+            "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() AND table_name = "
+            "'contacts' AND index_name = ?", [EMAIL_INDEX]).fetchall()[0][0]:
+        return "contacts"
+    con.execute("CREATE OR REPLACE TEMP TABLE _lk_people AS SELECT * FROM contacts "  # (none: no IN list, a scan)
+                + ("WHERE email IN (SELECT unnest(?::VARCHAR[]))" if emails else "LIMIT 0"), [emails] if emails else [])
+    return "_lk_people"
+
+
 def idlike(col: str) -> str:
     """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
     return f"(contains({col}, '@') OR starts_with({col}, '+'))"
@@ -263,10 +291,11 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                  OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
     phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    stored = _stored_people(con)  # the store's contacts of those values (or all of them)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
         WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
                      SELECT * FROM _lk_phones WHERE norm IS NOT NULL),
-             people AS ({real.format(t='contacts')} UNION {real.format(t='staged_contacts')})
+             people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
         SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.e = i.norm
         UNION SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.p = i.norm""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
@@ -286,7 +315,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                 customer_id = excluded.customer_id, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
+    for name in ("touch", "ids", "emails", "phones", "people", "cand", "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)

@@ -241,12 +241,15 @@ class _Summary:
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
-                 lock_ttl: float = LOCK_TTL, alone: bool = False) -> ApplyReport:
+                 lock_ttl: float = LOCK_TTL, alone: bool = False,
+                 fresh: Callable[[], bool] | None = None) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
     wrote this destination meanwhile) makes the plan stale; ``replan()`` gives the plan against the ledger as it
-    is now (or raises), so an operation is never sent twice and older state is never pushed back.
+    is now (or raises), so an operation is never sent twice and older state is never pushed back. ``fresh``
+    (with ``replan``): asked once the lock is held whether the plan's input is still the newest (a webhook resync:
+    no later batch merged into the order store since it read it); when it says no, ``replan()`` too.
     ``data``: counts of the input (orders, bad rows, customers) recorded with the run. ``lock_ttl``: the
     destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`).
     Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
@@ -262,7 +265,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
-            if not plan.made_at(now):
+            if fresh is not None and not fresh():
+                log.info("sync %s: its input moved on while waiting: planning again", plan.destination)
+                plan = replan()
+            elif not plan.made_at(now):
                 how = plan.moved_how(now)
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
                          plan.destination, plan.ledger_revision, now.revision, f", {how}" if how else "")

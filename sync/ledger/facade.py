@@ -185,6 +185,7 @@ class Ledger:
     written_since = _Via("state", PushedStates.written_since)
     state_revision = _Via("state", PushedStates.state_revision)
     state_counter = _Via("state", PushedStates.state_counter)
+    ledger_now = _Via("state", PushedStates.ledger_now)
     saved_plan_restored = _Via("state", PushedStates.saved_plan_restored)
     customer_states = _Via("state", PushedStates.customer_states)
 

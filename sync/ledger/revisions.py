@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import case, delete, select, update
@@ -40,6 +41,9 @@ log = logging.getLogger("sync.ledger.statecache")
 #: proof it is of the ledger's history); older ones are deleted every PRUNE_EVERY revisions
 TOKENS_KEPT = 100_000
 PRUNE_EVERY = 1000
+#: how far two hosts' clocks (the ``pushed_at`` their saves stamp) may disagree: a re-plan after a restore names
+#: the rows saved this much before its first plan was made too (:meth:`PushedStates.written_since`)
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class Revisions:
@@ -66,6 +70,23 @@ class Revisions:
         """``destination``'s revision counter: its revision and epoch (0 and None if never written)."""
         with self._db.read() as conn:
             return self._counter(conn, destination)
+
+    def ledger_now(self) -> datetime:
+        """This process's clock now (its host's: the ledger's injectable ``clock``, not the database's), which this
+        host's saves stamp ``pushed_at`` with (when a plan read the state). Other hosts' saves are stamped by their
+        own clocks, within :data:`CLOCK_SKEW` of this one."""
+        return self._db.clock()
+
+    def _went_back(self, conn: "Connection", destination: str, made: Counter) -> bool:
+        """Whether ``destination``'s counter is no longer of the history ``made`` was read in: under another epoch,
+        behind its revision, or holding another token for it (the ledger restored from a backup since, found or
+        not yet; or the destination forgotten)."""
+        now = self._counter(conn, destination)
+        if made.epoch is None:  # never written then: every row written since is past its revision 0
+            return False
+        if now.epoch != made.epoch or now.revision < made.revision:
+            return True
+        return made.token is not None and self._token_at(conn, destination, made.revision) not in (None, made.token)
 
     def _counter(self, conn: "Connection", destination: str) -> Counter:
         """The counter with its revision's token (None: made by an rfmsync before schema 11), in one query."""

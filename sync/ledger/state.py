@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
@@ -21,7 +22,7 @@ from .dberrors import foreign_key_violation
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
-from .revisions import Revisions
+from .revisions import CLOCK_SKEW, Revisions
 from .schema import lost_tags, pushed_state
 from .state_rows import StateRow, dump_fields, save_rows_pg, save_rows_sqlite, tags_json, unreadable_row
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
@@ -372,13 +373,19 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
         self._written.note(destination, revision, len(found))
         return [key for _, key in found]
 
-    def written_since(self, destination: str, revision: int) -> set[str]:
+    def written_since(self, destination: str, revision: int, made: Counter | None = None,
+                      at: datetime | None = None) -> set[str]:
         """The keys of ``destination`` whose pushed state a save after ``revision`` wrote (a re-plan's contacts
-        another run wrote since the first plan was made: :func:`sync.planning.replanned.leave_written`)."""
+        another run wrote since the first plan was made: :func:`sync.planning.replanned.leave_written`). ``made``,
+        ``at``: that plan's counter and when it was read (:meth:`ledger_now`); a ledger restored from an older
+        backup since (:meth:`_went_back`) numbers the saves after the restore again from the backup's revision,
+        at or below ``revision``: those saved after ``at`` (less :data:`CLOCK_SKEW`) are named too."""
         t = pushed_state
         with self._db.read() as conn:
-            return set(conn.execute(select(t.c.key).where(t.c.destination == destination,
-                                                          t.c.revision > revision)).scalars())
+            written = t.c.revision > revision
+            if made is not None and at is not None and self._went_back(conn, destination, made):
+                written = or_(written, t.c.pushed_at >= at - CLOCK_SKEW)
+            return set(conn.execute(select(t.c.key).where(t.c.destination == destination, written)).scalars())
 
     def state_count(self, destination: str) -> int:
         """How many contacts' pushed state ``destination`` holds: one count, no row decoded."""

@@ -36,7 +36,10 @@ from .withdrawals import alone_note
 from .values import PREDICTIVE_VALUES, column_of
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ..ledger import Ledger
+    from ..ledger.statecache import Counter
     from ..pipeline import SegmentsRun
     from ..settings import Settings
 
@@ -122,13 +125,14 @@ def transition_extra(run: "SegmentsRun", rows: CustomerRows) -> ExtraTags | None
 
 def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
              ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
-             reconcile: bool, extra_tags: str | None = None, since: int | None = None) -> PlannedDestination:
+             reconcile: bool, extra_tags: str | None = None, since: int | None = None,
+             since_read: tuple[Counter, datetime] | None = None) -> PlannedDestination:
     """:func:`_plan_one`; a pushed-state row whose tags or fields text is not JSON (a DuckDB error where the plan
     reads it) is a :class:`~sync.errors.LedgerError` naming the destination and the contact, as the state reads'."""
     rows = rows if isinstance(rows, CustomerRows) else stage_dicts(rows)
     try:
         return _plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-                         extra_tags=extra_tags, since=since)
+                         extra_tags=extra_tags, since=since, since_read=since_read)
     except duckdb.InvalidInputException as exc:
         try:
             bad = rows.con.execute(f"SELECT key FROM {LEDGER} WHERE NOT (json_valid(tags_json) AND json_valid(fields))"
@@ -142,20 +146,23 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
 
 def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
               ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
-              reconcile: bool, extra_tags: str | None = None, since: int | None = None) -> PlannedDestination:
+              reconcile: bool, extra_tags: str | None = None, since: int | None = None,
+              since_read: tuple[Counter, datetime] | None = None) -> PlannedDestination:
     """One destination's plan from the customer rows, its ledger state and (when ``client`` was reached) the
     ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists.
 
     The ledger's pushed state is read in bulk into the rows' DuckDB and joined there
     (:mod:`sync.planning.columnar`); only changed contacts come back as Python objects. ``since``: a re-plan of
     a plan made at that ledger revision: the contacts another run wrote after it are left out
-    (:func:`~sync.planning.replanned.leave_written`)."""
+    (:func:`~sync.planning.replanned.leave_written`); ``since_read``: that plan's counter and when it was read,
+    which name them too when the ledger was restored from a backup since (:meth:`Ledger.written_since`)."""
     if not isinstance(rows, CustomerRows):
         rows = stage_dicts(rows)
     notes = []
     # the ledger's state is of this audience; or a full refresh moves it here from ``moved_from``: planned as for a
     # new destination
     target, moved_from = planned_target(ledger, dest, full_refresh=full_refresh)
+    read_at = ledger.ledger_now()  # (a save after a restore since is later: :meth:`Ledger.written_since`)
     counter = ledger.state_counter(dest.name)  # read before the state: a later write only makes it stale
     revision = counter.revision
     if moved_from is None:
@@ -194,7 +201,8 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequenc
         forget_unwanted(ledger, dest.name, plan, kept)  # (re-entering, he is read once more)
         plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
-        plan = leave_written(plan, ledger.written_since(dest.name, since), since, dest.retire_tags)
+        made, at = since_read or (None, None)
+        plan = leave_written(plan, ledger.written_since(dest.name, since, made, at), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
     # retire-only: no create, and said when it is finished (what another destination there manages is not left)
     plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
@@ -212,7 +220,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequenc
                    moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, configured, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-        extra_tags=extra_tags, since=revision), withdrawal_lines=withdrawals)
+        extra_tags=extra_tags, since=revision, since_read=(counter, read_at)), withdrawal_lines=withdrawals)
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:

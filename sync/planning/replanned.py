@@ -7,7 +7,10 @@ wrote after this run planned, but may have read the store before or after this r
 contacts may be newer than this run's (planned from this run's, a customer's new order is undone, a consent
 withdrawn by a webhook gets the managed tags put back) or older (it read the store first). Which, the ledger does
 not say: the contacts it wrote are left out and keep what it wrote, also when that is the older state, until the
-next sync plans them from data read after both.
+next sync plans them from data read after both. A ledger restored from an older backup meanwhile numbers the saves
+after the restore again from the backup's revision, at or below the first plan's: those saved since the first plan
+read the ledger are left out too (:meth:`sync.ledger.state.PushedStates.written_since`: by the time each save stamps,
+its own host's clock, against this host's, less ``CLOCK_SKEW``).
 
 Only removals still go out for them, those no run's data would undo:
 

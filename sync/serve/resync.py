@@ -14,7 +14,9 @@ The path of one webhook batch (see :func:`resync`):
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
    runs and writes nothing but, when no withdrawal rule tripped, the consent withdrawals alone:
    :func:`sync.refusals.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
-   run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
+   run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first,
+   and so is one whose customers another batch merged into the store after this one read them (read again first:
+   :func:`sync.serve.resync_store.read_again`; the batch that read first must not push its older state last).
    Only then are the customers' segments recorded in the segment history (:func:`sync.history.record_partial`):
    a refused resync records nothing.
 
@@ -33,17 +35,11 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Callable, Iterator, Sequence
 
-import duckdb
-
 from connectors.records import Contact, Order
-from connectors.email_phone import normalize_email
-from connectors.identity import max_group_of
-from connectors.source import PullResult
-from connectors.tables import stage_records
 
 from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
@@ -51,173 +47,29 @@ from ..engine import ApplyReport, execute_plan
 from ..errors import DestinationError, LockBusyError
 from ..history import record_partial
 from ..guards import recency_scores_line
-from ..ingest import load_last_full_run, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
-from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
+from ..pipeline import today_in
 from ..planning.kept_out import without_kept_out
 from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
-from ..planning.transitions import move_join
 from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
-from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.ordering import Ages
-from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
-from .readcount import CountingConnection
 from .resync_scope import StoreReads, incremental_destination, shared_addresses  # what a resync plans
-from .resync_staging import (CLOCK_MARGIN, coalesce_webhook_contacts, prune_file_won_ages,  # the staging side
-                             pull_after_webhook_records, utcnow)
+from .resync_staging import CLOCK_MARGIN, utcnow  # the staging side
+from .resync_store import AFFECTED_TABLE, Affected, ResyncReport, read_again, store_step  # the store's side
 
 log = logging.getLogger(__name__)
 __all__ = ["AFFECTED_TABLE", "CLOCK_MARGIN", "MANAGED_COUNTS", "ResyncReport", "resync"]
-
-AFFECTED_TABLE = "affected_customers"
-CONTACTS_TABLE = "affected_contacts"  # their contacts' rows
 
 #: the plan guards' managed-contact counts of this process, kept between resyncs
 MANAGED_COUNTS = ManagedCounts()
 
 
 # ------------------------------------------------------------------------------------------- resync
-
-
-@dataclass
-class ResyncReport:
-    """What one incremental resync did."""
-
-    orders: int = 0
-    contacts: int = 0
-    customers: int = 0  # affected customers
-    full_segmentation: bool = False  # no earlier full run: one was made and saved
-    indexes_built: int = 0  # store lookup indexes (re)built first (after a bulk load), not in rows_read
-    store_rows_read: int = 0  # rows DuckDB scanned in the order store for this resync
-    ledger_rows_read: int = 0  # pushed-state rows read from the ledger
-    reports: list[ApplyReport] = field(default_factory=list)
-    seconds: float = 0.0
-    #: versions left out as stale, per kind (``order``, ``contact``): the store (or the batch) held a newer version
-    #: of the record, by the vendor's modification times or by acceptance (:func:`sync.store.merge.merge_staged`)
-    stale: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows_read(self) -> int:
-        """Store rows scanned plus ledger rows read: proportional to the affected customers."""
-        return self.store_rows_read + self.ledger_rows_read
-
-    @property
-    def failed_items(self) -> int:
-        return sum(r.counts.get("failed", 0) for r in self.reports)
-
-
-@dataclass
-class _Affected:
-    rows: list[dict[str, Any]]  # customer rows (segment, metrics, email, consent) of the affected customers
-    customer_ids: set[str]
-    contact_keys: set[str]  # normalised emails of the affected customers' contacts
-    store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
-    as_of: date | None = None  # the resync's as-of: who else has a segment then (resync_scope.shared_addresses)
-    collapse: Any = None  # the last full run's recency scores collapsed: the resync is refused (recency_scores)
-    segments: Any = None  # their (customer_id, segment), recorded in the segment history once the resync applied
-
-
-def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
-                contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
-                wait_seconds: float, received_at: datetime | Ages | None = None,
-                now: Callable[[], datetime] = utcnow) -> _Affected:
-    with STORE_LOCK:
-        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
-        try:
-            report.indexes_built = ensure_lookup_indexes(con)
-            lookup_by_key(con)
-            counted = CountingConnection(con)
-            affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
-                                      report, received_at, now)
-            report.store_rows_read = counted.rows()
-            affected.store_wait, affected.as_of = wait_seconds, as_of
-            return affected
-        finally:
-            con.close()
-
-
-def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
-                   orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
-                   report: ResyncReport, received_at: datetime | Ages | None = None,
-                   now: Callable[[], datetime] = utcnow) -> _Affected:
-    # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
-    stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
-    coalesce_webhook_contacts(con)
-    # the vendor's modification times of the versions staged (the last of each record's), where the payload says
-    versions: dict[tuple[str, str], datetime] = {}
-    for key, record in [*((("order", o.order_id), o) for o in orders), *((("contact", c.customer_id), c)
-                                                                        for c in contacts)]:
-        versions.pop(key, None)
-        if record.updated_at is not None:
-            versions[key] = record.updated_at
-    pulled, cursor_source = (None, None)
-    if pull:
-        pulled, cursor_source, received_at, versions = pull_after_webhook_records(  # type: ignore[assignment]
-            cfg, ledger, con, settings, received_at, now, versions)
-    def affected(con: duckdb.DuckDBPyConnection) -> None:
-        # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
-        # notes both ids of every link), so that the affected set names that customer
-        report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
-                    "SELECT customer_id FROM staged_orders WHERE customer_id <> '' UNION "
-                    "SELECT customer_id FROM staged_contacts"
-                    # a deleted order (tombstone) without its customer: the stored order says whose it was (joined
-                    # to no order, DuckDB still reads a first chunk of the orders)
-                    + (" UNION SELECT o.customer_id FROM orders o JOIN staged_orders s USING (order_id)"
-                       if report.orders else ""))
-        report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
-
-    merged = merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
-                          after_link=affected, received_at=received_at, versions=versions)
-    for kind, name in (("order", "stale_orders"), ("contact", "stale_contacts")):
-        report.stale[kind] = report.stale.get(kind, 0) + merged.get(name, 0)
-    if pulled is not None and pulled.cursor is not None:
-        ledger.set_cursor(cursor_source, "all", pulled.cursor)
-    prune_file_won_ages(con, ledger, now)
-    add_late_withdrawals(con, AFFECTED_TABLE)  # a stale version's withdrawal: pushed now, not at the next full sync
-    ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
-    report.customers = len(ids)
-    if not ids:
-        return _Affected([], set(), set())
-    cut_points, collapse = load_last_full_run(con) or (None, None)
-    if cut_points is None:
-        log.info("resync: no full run yet: segmenting every customer once to fix the score cut points")
-        full = compute_segments(cfg, as_of, con=con, settings=settings)
-        save_cut_points(con, full)
-        cut_points, collapse = full.result.cut_points, full.result.recency_collapse
-        report.full_segmentation = True
-    from segmentation import run_segmentation
-
-    result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
-                              customers=AFFECTED_TABLE, with_boundary=False)
-    # their contacts by id alone (with ``email IS NOT NULL`` beside it, DuckDB scans every contact once some have none)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {CONTACTS_TABLE} AS SELECT customer_id, email, phone, marketing_consent "
-                f"FROM contacts WHERE customer_id IN (SELECT customer_id FROM {AFFECTED_TABLE})")
-    rows = _affected_rows(con, result.table, SegmentsRun(con=con, result=result, pull=None, config=cfg))
-    emails = con.execute(f"SELECT email FROM {CONTACTS_TABLE} WHERE email IS NOT NULL").fetchall()
-    keys = {k for (e,) in emails if (k := normalize_email(e))}
-    segments = con.sql(f"SELECT customer_id, segment FROM {result.table}").to_arrow_table()
-    return _Affected(rows, ids, keys, collapse=collapse, segments=segments)
-
-
-def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
-    """The planner's customer rows (:func:`sync.planning.rows.stage_segments`) of the re-scored customers, as
-    mappings for the Python planner, with their contacts (:data:`CONTACTS_TABLE`, fetched by id first: joined to
-    the whole ``contacts`` table, DuckDB would scan it), and their latest segment move (``moved_*`` columns)."""
-    columns, join = move_join(run)
-    rel = con.sql(f"""
-        SELECT s.*, c.email, c.phone, c.marketing_consent{columns}
-        FROM {segments} s JOIN {CONTACTS_TABLE} c USING (customer_id){join}
-        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
-        ORDER BY s.monetary DESC, s.customer_id
-    """)
-    cols = rel.columns
-    return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
 @dataclass
@@ -232,11 +84,11 @@ class _Planned:
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
     #: of ``lines``, the withdrawal rules' (sync.guards.PlanVerdict): when any trips, its withdrawals wait too
     withdrawal_lines: tuple[str, ...] = ()
-    store_rows_read: int = 0  # store rows read to make it (who else gives its addresses: resync_scope.StoreReads)
+    generation: int = 0  # the store's generation of the customers' rows it was made from (Affected.generation)
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
-                      affected: _Affected) -> _Planned:
+                      affected: Affected) -> _Planned:
     """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
     destination's managed contacts, a count kept between resyncs: :mod:`sync.serve.managed`)."""
     from ..guards import judge_plan, plan_stats
@@ -252,6 +104,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     reads = StoreReads()  # another card's no, an address shared with customers outside: read from the store
     desired, last, shared = shared_addresses(cfg, dest, desired, last, affected.customer_ids, affected.store_wait,
                                              reads, affected.as_of)
+    affected.counted(reads.rows)
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
@@ -267,7 +120,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     verdict = judge_plan(cfg.guards, replace(plan_stats(plan, last, lost), managed=managed))  # (the plan's contacts)
     read = len(last) + counted + sum(map(len, kept.values()))
     return _Planned(plan, client, list(verdict.lines), last, read, lost, withdrawal_lines=verdict.withdrawal_lines,
-                    store_rows_read=reads.rows)
+                    generation=affected.generation)
 
 
 @contextmanager
@@ -281,12 +134,13 @@ def _named(destination: str) -> Iterator[None]:
         raise
 
 
-def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings, affected: _Affected) -> _Planned:
+def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
+             affected: Affected) -> _Planned:
     with _named(dest.name):  # (its reads: the members a "skip" destination holds)
         return _plan_incremental(cfg, dest, ledger, settings, affected)
 
 
-def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
+def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: Affected,
            report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], *,
            data: dict[str, int] | None = None, alone: bool = False, managed_tags: Sequence[str] = ()) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
@@ -308,9 +162,12 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         final[0] = replace(again, plan=plan)
         return plan
 
-    with _named(name):
+    def fresh() -> bool:  # read again now, or by an earlier destination's apply: planned from older rows
+        return not read_again(cfg, settings, affected, report) and planned.generation == affected.generation
+
+    with _named(name):  # fresh: under the lock, another batch's later merge has the customers read again first
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,
-                                   data=data, alone=alone)
+                                   data=data, alone=alone, fresh=fresh)
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
         MANAGED_COUNTS.drop(ledger, name, managed[0])
@@ -326,7 +183,7 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
     return applied
 
 
-def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
+def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: Affected,
            report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> Callable[[], ApplyReport] | None:
     """The apply of ``planned``'s withdrawals alone (None: it has none)."""
     return apply_alone(planned.plan, lambda plan, **alone: _apply(
@@ -336,11 +193,12 @@ def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
 
 def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
                      replan: Callable[[], Plan] | None = None, data: dict[str, int] | None = None,
-                     alone: bool = False) -> ApplyReport:
+                     alone: bool = False, fresh: Callable[[], bool] | None = None) -> ApplyReport:
     deadline = time.monotonic() + lock_wait
     while True:
         try:
-            return execute_plan(plan, client, ledger, kind="webhook", replan=replan, data=data, alone=alone)
+            return execute_plan(plan, client, ledger, kind="webhook", replan=replan, data=data, alone=alone,
+                                fresh=fresh)
         except LockBusyError:
             if time.monotonic() >= deadline:
                 raise
@@ -366,7 +224,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     started = time.monotonic()
     as_of = as_of or today_in(cfg.timezone)
     report = ResyncReport()
-    affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
+    affected = store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
                            received_at, now)
     if affected.customer_ids and affected.collapse is not None:  # a webhook run never overrides a guard either
         raise refuse(ledger, "webhook", destinations or [d.name for d in cfg.destinations],
@@ -377,7 +235,6 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         # and planned here (its retired tags stripped: :func:`incremental_destination`) it would create contacts
         planned = [_planned(cfg, dest, ledger, settings, affected) for dest in chosen if not retires_only(dest)]
         report.ledger_rows_read += sum(p.rows_read for p in planned)
-        report.store_rows_read += sum(p.store_rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
             withdrawals_held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped: all wait
