@@ -29,6 +29,7 @@ from .ledger import Ledger, RunHistory
 from .ledger.statecache import Counter
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
+from .planning.plan_json import check_managed
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .planning.retired import removed_destinations
 from .takeover import after_applies
@@ -179,8 +180,9 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: Dat
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
                 data: Mapping[str, int] | None = None, allow_mass_change: bool = False) -> list[ApplyReport]:
-    """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), or when a guard
-    trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
+    """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), when it touches a
+    tag, list or field the config does not manage (exit 2: a plan edited by hand, or made from another config), or
+    when a guard trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
     require_destinations(cfg)
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
@@ -192,6 +194,7 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             ledger.saved_plan_restored(plan.destination, Counter(plan.ledger_revision, plan.ledger_epoch,
                                                                  plan.ledger_token))
             raise _stale(plan, now)
+        check_managed(cfg.destination(plan.destination), plan)  # never a tag, list or field the config leaves alone
     names = [p.destination for p in plans]
     lines: list[str] = []
     counts: dict[str, int] = dict(data or {})
