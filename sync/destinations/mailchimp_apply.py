@@ -218,8 +218,8 @@ class Pipeline:
 
     def run(self) -> None:
         """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
-        first call (or report of its results) that raises stops new calls; the ones in flight are still reported,
-        then it is raised."""
+        first call (or report of its results, or the tag calls' building) that raises stops new calls; the ones in
+        flight are still reported, then it is raised."""
         connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
@@ -233,7 +233,10 @@ class Pipeline:
                     call, kind, chunk = nxt
                     in_flight[pool.submit(call)] = (kind, chunk)
                 if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
-                    self._plan_tags()
+                    try:
+                        self._plan_tags()
+                    except Exception as exc:  # no further call; the upserts out are still reported (recorded)
+                        first_error, self.batches = first_error or exc, []
                     continue
                 if not in_flight:
                     break
