@@ -110,12 +110,14 @@ class PlanResult:
     planned: list[PlannedDestination]
     warnings: list[str]
     data: dict[str, int]
+    #: the ledger's id (:func:`sync.ledger.cursors.ledger_id`; None: none made yet), saved with the plan
+    ledger_id: str | None = None
 
     def document(self) -> dict:
         """The plan as JSON (``plan --format json``, ``plan -o FILE``)."""
         from .plan_file import plan_document
 
-        return plan_document(self.planned, self.as_of, self.warnings, data=self.data)
+        return plan_document(self.planned, self.as_of, self.warnings, data=self.data, ledger_id=self.ledger_id)
 
 
 def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
@@ -141,7 +143,7 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
                                reconcile=reconcile, remote=remote)
     finally:
         run.close()
-    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows})
+    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows}, ledger.ledger_id())
 
 
 def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
@@ -150,7 +152,8 @@ def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
     or when a guard trips (exit 6)."""
     from .run import apply_saved
 
-    return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change)
+    return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change,
+                       ledger_id=saved.ledger_id)
 
 
 def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,

@@ -19,10 +19,11 @@ PLAN_FILE_VERSION = 1
 
 
 def plan_document(planned: Sequence["PlannedDestination"], as_of: date, warnings: Sequence[str] = (),
-                  data: Mapping[str, Any] | None = None) -> dict:
+                  data: Mapping[str, Any] | None = None, ledger_id: str | None = None) -> dict:
     """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
-    followed by each destination plan's. ``data``: the input counts the data guards check again at apply."""
-    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
+    followed by each destination plan's. ``data``: the input counts the data guards check again at apply.
+    ``ledger_id``: the id of the ledger it was made against (``apply`` refuses it against another one)."""
+    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(), "ledger_id": ledger_id,
            "as_of": as_of.isoformat(),
            "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
            "plans": [p.plan.to_json() for p in planned]}
@@ -35,6 +36,8 @@ def plan_document(planned: Sequence["PlannedDestination"], as_of: date, warnings
 class SavedPlan:
     plans: list[Plan]
     data: dict  # orders, bad_rows, customers of the input it was made from ({} for older files)
+    #: the id of the ledger it was made against (None: a plan file saved before plans recorded it)
+    ledger_id: str | None = None
 
 
 def load_plan_file(path: str | os.PathLike) -> SavedPlan:
@@ -47,7 +50,10 @@ def load_plan_file(path: str | os.PathLike) -> SavedPlan:
     counts = data.get("data") or {}
     if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
         raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
+    plans, ledger = data.get("plans", []), data.get("ledger_id")
+    if not isinstance(plans, list) or not (ledger is None or isinstance(ledger, str)):
+        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"plans\" or \"ledger_id\")")
     try:
-        return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
+        return SavedPlan([Plan.from_json(p) for p in plans], counts, ledger)
     except ConfigError as exc:  # (which file: apply may be given several over time)
         raise ConfigError(f"{path}: {exc}") from None

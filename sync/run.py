@@ -179,11 +179,13 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: Dat
 
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
-                data: Mapping[str, int] | None = None, allow_mass_change: bool = False) -> list[ApplyReport]:
+                data: Mapping[str, int] | None = None, allow_mass_change: bool = False,
+                ledger_id: str | None = None) -> list[ApplyReport]:
     """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), when it touches a
     tag, list or field the config does not manage (exit 2: a plan edited by hand, or made from another config), or
     when a guard trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
     require_destinations(cfg)
+    check_ledger_id(ledger, plans, ledger_id)
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
         check_saved(ledger, cfg.destination(plan.destination), plan)
@@ -227,6 +229,24 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
     after_applies(cfg, ledger, reports)
     return reports
+
+
+def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None) -> None:
+    """A saved plan is applied only to the ledger it was made against (its file's ``ledger_id``): applied to
+    another config's ledger, one shop's contacts would be pushed into the other's audience. A plan file without
+    it (an older rfmsync) is judged by its revisions as before, but refused for a destination this ledger never
+    wrote (nothing then tells which ledger, or shop, it was made for)."""
+    mine = ledger.ledger_id(create=True)
+    if saved is not None and saved != mine:
+        raise ConfigError(f"this plan was made against another ledger (ledger_id {saved}; this config's ledger is "
+                          f"{mine}): a plan saved with another config, or against another copy of the ledger, is "
+                          f"not applied here; make a new plan with this config")
+    if saved is None:
+        fresh = [p.destination for p in plans if ledger.state_counter(p.destination).epoch is None]
+        if fresh:
+            raise ConfigError(f"this plan file names no ledger (saved by an rfmsync before plans recorded "
+                              f"ledger_id) and this ledger never wrote destination {fresh[0]!r}: nothing tells "
+                              f"that the plan was made for this shop; make a new plan")
 
 
 def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings

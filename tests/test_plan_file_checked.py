@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.builders import run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_config_moved import AS_OF, point_at, shop  # noqa: F401
 
 NAME = "mailchimp-demo"
@@ -105,3 +106,56 @@ def test_an_untouched_saved_plan_still_applies(shop, mailchimp_fake, tmp_path):
     cli("apply", "--config", str(shop), str(saved))
     who = doc["plans"][0]["changes"][0]["email"]
     assert "Lapsed" in mailchimp_fake.tags_of(who, "aud1")
+
+
+def _second_shop(tmp_path: Path) -> Path:
+    """Another shop's config (its own store and ledger), pointed at the same audience under the same name."""
+    from datetime import date
+
+    from sync.demodata import generate_shop
+
+    cfg = generate_shop(tmp_path / "other", customers=40, seed=9, as_of=date.fromisoformat(AS_OF))
+    point_at(cfg, 'audience = "demo000001"', 'audience = "aud1"')
+    return cfg
+
+
+def test_a_plan_is_applied_only_to_the_ledger_it_was_made_against(shop, mailchimp_fake, tmp_path):
+    """Shop A's plan applied with shop B's config (B's ledger never written: revision 0, no epoch, no token) pushed
+    A's contacts into B's audience; the plan file names its ledger (``ledger_id``, made by ``plan -o``)."""
+    saved = tmp_path / "plan.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))  # A: no ledger yet, made now
+    doc = json.loads(saved.read_text())
+    assert isinstance(doc["ledger_id"], str) and doc["plans"][0]["changes"]
+    other = _second_shop(tmp_path)
+    out = _refused(other, saved, doc, mailchimp_fake)
+    assert "this plan was made against another ledger" in out and doc["ledger_id"] in out, out
+    ledger = doc["ledger_id"]
+    assert not mailchimp_fake.lists["aud1"].members
+
+    # an older rfmsync's plan file (no ledger_id): refused against a ledger that never wrote the destination...
+    del doc["ledger_id"]
+    out = _refused(other, saved, doc, mailchimp_fake)
+    assert "this plan file names no ledger" in out and "never wrote destination 'mailchimp-demo'" in out, out
+    assert not mailchimp_fake.lists["aud1"].members
+    # ...and with its ledger_id, against its own ledger (made by plan -o, still never written), it applies
+    saved.write_text(json.dumps({**doc, "ledger_id": ledger}))
+    cli("apply", "--config", str(shop), str(saved))
+    assert len(mailchimp_fake.lists["aud1"].members) == sum(c["create"] for c in doc["plans"][0]["changes"])
+
+
+def test_a_plan_without_ledger_id_still_applies_to_a_written_ledger(shop, mailchimp_fake, tmp_path):
+    saved, doc = _saved(shop, tmp_path)
+    del doc["ledger_id"]  # as an older rfmsync saved it
+    saved.write_text(json.dumps(doc))
+    cli("apply", "--config", str(shop), str(saved))
+    assert "Lapsed" in mailchimp_fake.tags_of(doc["plans"][0]["changes"][0]["email"], "aud1")
+
+
+def test_the_ledger_id_is_made_once_and_read_back_on_either_engine(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+
+    with Ledger.connect(ledger_url) as first, Ledger.connect(ledger_url) as second:
+        assert first.ledger_id() is None  # none made by reading
+        made = first.ledger_id(create=True)
+        assert isinstance(made, str) and len(made) == 32
+        assert second.ledger_id(create=True) == made == second.ledger_id()

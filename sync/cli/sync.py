@@ -72,12 +72,16 @@ def pull(config_path, source_name, full, reread, verify, fmt):
               f"{pulled.stored_contacts} contacts")
 
 
-def _dry_run(cfg, settings, destinations, as_of, **options):
-    """``api.plan`` against the ledger as it is (an empty one when there is none yet)."""
+def _dry_run(cfg, settings, destinations, as_of, *, saved: bool = False, **options):
+    """``api.plan`` against the ledger as it is (an empty one when there is none yet). ``saved``: the plan is saved
+    (``plan -o``) for ``apply``: the ledger is made (created if there is none yet, and given its id), so the plan
+    names the ledger it is for."""
     from .. import api
 
-    ledger = api.existing_ledger(cfg, settings)
+    ledger = _open_ledger(cfg, settings) if saved else api.existing_ledger(cfg, settings)
     try:
+        if saved:
+            ledger.ledger_id(create=True)
         return api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
     finally:
         ledger.close()
@@ -106,11 +110,12 @@ def _emit_plans(result, fmt, output):
 @reading_options
 def plan(config_path, destinations, as_of, fmt, output, full_refresh, reread, verify):
     """Dry run: show what a sync would change per destination; writes nothing to the ESPs or the ledger (a file
-    source's new and changed files are read into the local order store).
+    source's new and changed files are read into the local order store; with -o, the ledger is created if there is
+    none yet, and given the id the saved plan names).
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
     cfg, settings = _ctx(config_path)
-    _emit_plans(_dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh,
+    _emit_plans(_dry_run(cfg, settings, destinations, as_of, saved=bool(output), full_refresh=full_refresh,
                          reading=reading(reread, verify)), fmt, output)
 
 
