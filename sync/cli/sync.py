@@ -138,6 +138,7 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     saved = load_plan_file(plan_file)
+    print_warnings(saved.consent_lines())  # stderr: consent is not read again
     ledger = _open_ledger(cfg, settings)
     try:
         reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)
