@@ -8,7 +8,7 @@
 
     cfg, settings = load_config("rfmsync.toml"), load_settings()
     run = api.segments(cfg)                          # score and segment (close it when done)
-    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file
+    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file (plan -o does)
     result = api.plan(cfg, ledger, settings)         # what a sync would change, written nowhere
     reports = api.run_sync(cfg, ledger, settings)    # pull → segment → plan → guards → apply → record
 

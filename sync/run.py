@@ -245,8 +245,9 @@ def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None) ->
         fresh = [p.destination for p in plans if ledger.state_counter(p.destination).epoch is None]
         if fresh:
             raise ConfigError(f"this plan file names no ledger (saved by an rfmsync before plans recorded "
-                              f"ledger_id) and this ledger never wrote destination {fresh[0]!r}: nothing tells "
-                              f"that the plan was made for this shop; make a new plan")
+                              f"ledger_id, or not by `rfmsync plan -o`) and this ledger never wrote destination "
+                              f"{fresh[0]!r}: nothing tells that the plan was made for this shop; make a new plan "
+                              f"with `rfmsync plan -o FILE`")
 
 
 def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings
