@@ -9,7 +9,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..model import ContactChange, OwnerChange, Skip
+from ..model import ContactChange, OwnerChange, Skip, fold
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
@@ -161,7 +161,10 @@ def check_managed(dest: DestinationConfig, plan: Plan) -> None:
 
     where = f"destination {dest.name!r}"
     managed = set(all_managed(dest))
-    foreign = sorted(set(plan.managed_tags) - managed)
+    # a retired tag is planned as the ledger holds it where the ESP folds tag case (retired_as_held: ``VIP`` for
+    # retire_tags = ["vip"] on Mailchimp): any spelling of a retired name is that tag there
+    retired = {fold(t) for t in dest.retire_tags} if dest.spec.tags_fold_case else set()
+    foreign = sorted(t for t in set(plan.managed_tags) - managed if fold(t) not in retired)
     if foreign:
         raise ConfigError(f"{where}: the plan manages {_listed(foreign)}, which the config does not manage (a plan "
                           f"edited, made from another config, or from this one before it changed): make a new plan")
@@ -171,14 +174,17 @@ def check_managed(dest: DestinationConfig, plan: Plan) -> None:
                           f"so (it maps {', '.join(f'{k} = {v!r}' for k, v in dest.fields.items()) or 'none'}): "
                           f"make a new plan")
     named = set(plan.managed_tags)
-    writable = set(plan.fields) | set(dest.retire_fields)  # (a retired field: cleared, sync.planning.retired_fields)
+    # a retired field is cleared under the name the ledger holds it by, compared as the ESP compares field names
+    # (spec.field_key: "Straße" retired as "STRASSE"; sync.planning.retired_fields.clear_retired)
+    key, retired_fields = dest.spec.field_key, {dest.spec.field_key(n) for n in dest.retire_fields}
     touched = frozenset().union(*(c.add_tags | c.remove_tags for c in plan.changes))
     written = set(chain.from_iterable(c.set_fields for c in plan.changes))
-    if touched <= named and written <= writable:  # (once over all the changes: a million of them)
+    unmapped = {f for f in written - set(plan.fields) if key(f) not in retired_fields}
+    if touched <= named and not unmapped:  # (once over all the changes: a million of them)
         return
     for c in plan.changes:  # the first change touching what is not managed, for the error
         tags = sorted((c.add_tags | c.remove_tags) - named)
-        fields = sorted(set(c.set_fields) - writable)
+        fields = sorted(set(c.set_fields) & unmapped)
         if tags or fields:
             what = _listed(tags) if tags else f"the field(s) {', '.join(map(repr, fields))}"
             raise ConfigError(f"{where}: the plan's change of contact {c.key!r} touches {what}, which neither the "
