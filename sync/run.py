@@ -185,7 +185,6 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     tag, list or field the config does not manage (exit 2: a plan edited by hand, or made from another config), or
     when a guard trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
     require_destinations(cfg)
-    check_ledger_id(ledger, plans, ledger_id)
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
         check_saved(ledger, cfg.destination(plan.destination), plan)
@@ -196,6 +195,9 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             ledger.saved_plan_restored(plan.destination, Counter(plan.ledger_revision, plan.ledger_epoch,
                                                                  plan.ledger_token))
             raise _stale(plan, now)
+    # after the revisions: a ledger put back from a copy older than its id is a restore (exit 5), not another ledger
+    check_ledger_id(ledger, plans, ledger_id)
+    for plan in plans:
         check_managed(cfg.destination(plan.destination), plan)  # never a tag, list or field the config leaves alone
     names = [p.destination for p in plans]
     lines: list[str] = []
@@ -235,9 +237,13 @@ def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None) ->
     """A saved plan is applied only to the ledger it was made against (its file's ``ledger_id``): applied to
     another config's ledger, one shop's contacts would be pushed into the other's audience. A plan file without
     it (an older rfmsync) is judged by its revisions as before, but refused for a destination this ledger never
-    wrote (nothing then tells which ledger, or shop, it was made for)."""
-    mine = ledger.ledger_id(create=True)
-    if saved is not None and saved != mine:
+    wrote (nothing then tells which ledger, or shop, it was made for). A ledger without an id (put back from a copy
+    taken before it had one) is not another ledger when it wrote every destination of the plan: the revisions,
+    checked first, judged the plan (a never-written one tells nothing: another shop's, refused)."""
+    held = ledger.ledger_id()
+    mine = held or ledger.ledger_id(create=True)
+    written = all(ledger.state_counter(p.destination).epoch is not None for p in plans)
+    if saved is not None and saved != mine and (held is not None or not written):
         raise ConfigError(f"this plan was made against another ledger (ledger_id {saved}; this config's ledger is "
                           f"{mine}): a plan saved with another config, or against another copy of the ledger, is "
                           f"not applied here; make a new plan with this config")

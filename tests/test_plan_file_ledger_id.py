@@ -51,3 +51,26 @@ def test_a_write_a_postgresql_role_may_not_make_is_a_ledger_failure_not_an_inter
                              url_of("postgresql+psycopg://u:secret@db/ledger"))
     assert isinstance(failure, LedgerError) and not failure.transient
     assert "permission denied" in str(failure) and "SELECT-only" in str(failure) and "secret" not in str(failure)
+
+
+def test_a_ledger_put_back_from_a_copy_older_than_its_id_is_judged_by_revisions_not_as_another_ledger(
+        shop, mailchimp_fake, tmp_path, monkeypatch):  # noqa: F811
+    """The ledger file put back from a copy taken before its id was made (by ``plan -o``): not another ledger. At
+    the plan's revision (nothing written after the copy) the plan applies; a plan the restore undid is refused by
+    its revisions (exit 5: tests/test_sync_e2e.py)."""
+    db = tmp_path / "l.db"
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", f"sqlite:///{db}")
+    cli("sync", "--config", str(shop), "--as-of", "2025-03-31")
+    copy = {p.name: p.read_bytes() for p in tmp_path.glob("l.db*") if p.is_file()}
+    saved = tmp_path / "p.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
+    assert json.loads(saved.read_text())["ledger_id"] is not None
+    for p in tmp_path.glob("l.db*"):  # (the state cache's folder beside it kept)
+        if p.is_file():
+            p.unlink()
+    for name, data in copy.items():
+        (tmp_path / name).write_bytes(data)
+    before = mailchimp_fake.write_calls
+    out = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=(0, 2, 5))
+    assert out.exit_code == 0, out.output
+    assert mailchimp_fake.write_calls > before
