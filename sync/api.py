@@ -10,6 +10,10 @@
     run = api.segments(cfg)                          # score and segment (close it when done)
     ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file (plan -o does)
     result = api.plan(cfg, ledger, settings)         # what a sync would change, written nowhere
+    # result.document() names the ledger's id (ledger_id) only if it has one: to save a plan for apply, open the
+    # ledger with sync.ledger.open_ledger(cfg, settings) and call ledger.ledger_id(create=True) before api.plan,
+    # as plan -o does; a plan naming none (ledger_id: null) is judged by its revisions, and refused by apply for
+    # a destination the ledger never wrote
     reports = api.run_sync(cfg, ledger, settings)    # pull → segment → plan → guards → apply → record
 
 ``rfmsync sync``, the scheduler of ``rfmsync serve`` and anything else doing "a full sync" call
