@@ -226,17 +226,20 @@ class Pipeline:
         with ThreadPoolExecutor(max_workers=connections,
                                 thread_name_prefix=f"mailchimp-{self.dest.name}") as pool:
             while True:
-                while first_error is None and len(in_flight) < connections:
-                    nxt = self._next_call()
-                    if nxt is None:
-                        break
-                    call, kind, chunk = nxt
-                    in_flight[pool.submit(call)] = (kind, chunk)
-                if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
-                    try:
+                try:  # a call's building (a tag created for it, the tag calls planned) raising: no further call;
+                    while first_error is None and len(in_flight) < connections:  # the calls out still reported
+                        nxt = self._next_call()
+                        if nxt is None:
+                            break
+                        call, kind, chunk = nxt
+                        in_flight[pool.submit(call)] = (kind, chunk)
+                    if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
                         self._plan_tags()
-                    except Exception as exc:  # no further call; the upserts out are still reported (recorded)
-                        first_error, self.batches = first_error or exc, []
+                        continue
+                except Exception as exc:
+                    first_error = first_error or exc
+                    if self.batches is None:
+                        self.batches = []
                     continue
                 if not in_flight:
                     break
