@@ -8,8 +8,12 @@
 
     cfg, settings = load_config("rfmsync.toml"), load_settings()
     run = api.segments(cfg)                          # score and segment (close it when done)
-    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file
+    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file (plan -o does)
     result = api.plan(cfg, ledger, settings)         # what a sync would change, written nowhere
+    # result.document() names the ledger's id (ledger_id) only if it has one: to save a plan for apply, open the
+    # ledger with sync.ledger.open_ledger(cfg, settings) and call ledger.ledger_id(create=True) before api.plan,
+    # as plan -o does; a plan naming none (ledger_id: null) is judged by its revisions, and refused by apply for
+    # a destination the ledger never wrote
     reports = api.run_sync(cfg, ledger, settings)    # pull → segment → plan → guards → apply → record
 
 ``rfmsync sync``, the scheduler of ``rfmsync serve`` and anything else doing "a full sync" call
@@ -110,12 +114,14 @@ class PlanResult:
     planned: list[PlannedDestination]
     warnings: list[str]
     data: dict[str, int]
+    #: the ledger's id (:func:`sync.ledger.cursors.ledger_id`; None: none made yet), saved with the plan
+    ledger_id: str | None = None
 
     def document(self) -> dict:
         """The plan as JSON (``plan --format json``, ``plan -o FILE``)."""
         from .plan_file import plan_document
 
-        return plan_document(self.planned, self.as_of, self.warnings, data=self.data)
+        return plan_document(self.planned, self.as_of, self.warnings, data=self.data, ledger_id=self.ledger_id)
 
 
 def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
@@ -141,7 +147,7 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
                                reconcile=reconcile, remote=remote)
     finally:
         run.close()
-    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows})
+    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows}, ledger.ledger_id())
 
 
 def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
@@ -150,7 +156,8 @@ def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
     or when a guard trips (exit 6)."""
     from .run import apply_saved
 
-    return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change)
+    return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change,
+                       ledger_id=saved.ledger_id)
 
 
 def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,

@@ -19,10 +19,11 @@ PLAN_FILE_VERSION = 1
 
 
 def plan_document(planned: Sequence["PlannedDestination"], as_of: date, warnings: Sequence[str] = (),
-                  data: Mapping[str, Any] | None = None) -> dict:
+                  data: Mapping[str, Any] | None = None, ledger_id: str | None = None) -> dict:
     """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
-    followed by each destination plan's. ``data``: the input counts the data guards check again at apply."""
-    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
+    followed by each destination plan's. ``data``: the input counts the data guards check again at apply.
+    ``ledger_id``: the id of the ledger it was made against (``apply`` refuses it against another one)."""
+    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(), "ledger_id": ledger_id,
            "as_of": as_of.isoformat(),
            "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
            "plans": [p.plan.to_json() for p in planned]}
@@ -35,6 +36,35 @@ def plan_document(planned: Sequence["PlannedDestination"], as_of: date, warnings
 class SavedPlan:
     plans: list[Plan]
     data: dict  # orders, bad_rows, customers of the input it was made from ({} for older files)
+    #: the id of the ledger it was made against (None: a plan file saved before plans recorded it)
+    ledger_id: str | None = None
+    #: when it was made (None: not said, or not a time)
+    created_at: datetime | None = None
+
+    def consent_lines(self, now: datetime | None = None) -> list[str]:
+        """The warning that ``apply`` does not read the consent again: the contacts the plan creates
+        ``subscribed`` are subscribed on the consent the export gave when it was made, however old the plan."""
+        subscribed = {p.destination: sum(c.create and c.status_if_new == "subscribed" for c in p.changes)
+                      for p in self.plans}
+        if not any(subscribed.values()):
+            return []
+        if self.created_at is None:
+            age = "of unknown age"
+        else:
+            minutes = max(0, int(((now or datetime.now(timezone.utc)) - self.created_at).total_seconds() // 60))
+            age = f"made {minutes // 60} h {minutes % 60} min ago" if minutes >= 60 else f"made {minutes} min ago"
+        return [f"{dest}: this plan ({age}) subscribes {n} new contact{'s' if n > 1 else ''} on the consent the "
+                f"export gave when it was made: apply does not read the consent again (one withdrawn since is "
+                f"subscribed all the same); if the export changed, make a new plan"
+                for dest, n in subscribed.items() if n]
+
+
+def _made(value: Any) -> datetime | None:
+    try:
+        made = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return made if made is None or made.tzinfo is not None else made.replace(tzinfo=timezone.utc)
 
 
 def load_plan_file(path: str | os.PathLike) -> SavedPlan:
@@ -47,7 +77,10 @@ def load_plan_file(path: str | os.PathLike) -> SavedPlan:
     counts = data.get("data") or {}
     if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
         raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
+    plans, ledger = data.get("plans", []), data.get("ledger_id")
+    if not isinstance(plans, list) or not (ledger is None or isinstance(ledger, str)):
+        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"plans\" or \"ledger_id\")")
     try:
-        return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
+        return SavedPlan([Plan.from_json(p) for p in plans], counts, ledger, _made(data.get("created_at")))
     except ConfigError as exc:  # (which file: apply may be given several over time)
         raise ConfigError(f"{path}: {exc}") from None

@@ -29,6 +29,7 @@ from .ledger import Ledger, RunHistory
 from .ledger.statecache import Counter
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
+from .planning.plan_json import check_managed
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .planning.retired import removed_destinations
 from .takeover import after_applies
@@ -178,9 +179,11 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: Dat
 
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
-                data: Mapping[str, int] | None = None, allow_mass_change: bool = False) -> list[ApplyReport]:
-    """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), or when a guard
-    trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
+                data: Mapping[str, int] | None = None, allow_mass_change: bool = False,
+                ledger_id: str | None = None) -> list[ApplyReport]:
+    """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), when it touches a
+    tag, list or field the config does not manage (exit 2: a plan edited by hand, or made from another config), or
+    when a guard trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
     require_destinations(cfg)
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
@@ -192,6 +195,10 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             ledger.saved_plan_restored(plan.destination, Counter(plan.ledger_revision, plan.ledger_epoch,
                                                                  plan.ledger_token))
             raise _stale(plan, now)
+    # after the revisions: a ledger put back from a copy older than its id is a restore (exit 5), not another ledger
+    check_ledger_id(ledger, plans, ledger_id)
+    for plan in plans:
+        check_managed(cfg.destination(plan.destination), plan)  # never a tag, list or field the config leaves alone
     names = [p.destination for p in plans]
     lines: list[str] = []
     counts: dict[str, int] = dict(data or {})
@@ -224,6 +231,29 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
     after_applies(cfg, ledger, reports)
     return reports
+
+
+def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None) -> None:
+    """A saved plan is applied only to the ledger it was made against (its file's ``ledger_id``): applied to
+    another config's ledger, one shop's contacts would be pushed into the other's audience. A plan file without
+    it (an older rfmsync) is judged by its revisions as before, but refused for a destination this ledger never
+    wrote (nothing then tells which ledger, or shop, it was made for). A ledger without an id (put back from a copy
+    taken before it had one) is not another ledger when it wrote every destination of the plan: the revisions,
+    checked first, judged the plan (a never-written one tells nothing: another shop's, refused)."""
+    held = ledger.ledger_id()
+    mine = held or ledger.ledger_id(create=True)
+    written = all(ledger.state_counter(p.destination).epoch is not None for p in plans)
+    if saved is not None and saved != mine and (held is not None or not written):
+        raise ConfigError(f"this plan was made against another ledger (ledger_id {saved}; this config's ledger is "
+                          f"{mine}): a plan saved with another config, or against another copy of the ledger, is "
+                          f"not applied here; make a new plan with this config")
+    if saved is None:
+        fresh = [p.destination for p in plans if ledger.state_counter(p.destination).epoch is None]
+        if fresh:
+            raise ConfigError(f"this plan file names no ledger (saved by an rfmsync before plans recorded "
+                              f"ledger_id, or not by `rfmsync plan -o`) and this ledger never wrote destination "
+                              f"{fresh[0]!r}: nothing tells that the plan was made for this shop; make a new plan "
+                              f"with `rfmsync plan -o FILE`")
 
 
 def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings

@@ -74,6 +74,45 @@ def test_an_apply_that_fails_midway_still_records_the_upserts_that_answered(mail
     assert ledger.recent_runs(1)[0]["status"] == "failed"
 
 
+def test_an_error_building_the_tag_calls_still_records_the_upserts_already_out(mailchimp_fake, client, ledger):
+    """An internal error raised once the first upserts are out (here the tag calls' building: a tag that is not a
+    text, which a plan file can no longer carry) stops the apply, but the upserts in flight answered and are
+    recorded before the error goes up: a crash mid-apply does not forget what it pushed."""
+    changes = [change(i) for i in range(25)]
+    changes[20] = ContactChange(changes[20].key, changes[20].email, "C20", "A", True, "transactional",
+                                add_tags=frozenset({1}), set_fields={"SEGMENT": "A"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        execute_plan(plan_of(changes), client, ledger)
+    state = ledger.load_state("mc")
+    assert mailchimp_fake.lists["aud1"].members, "the first upserts went out before the error"
+    assert sorted(state) == sorted(mailchimp_fake.lists["aud1"].members)
+    assert all(s.exists and s.fields == {"SEGMENT": "A"} and not s.tags for s in state.values())
+    run = ledger.recent_runs(1)[0]
+    assert run["status"] == "failed" and run["counts"]["ok"] == len(state)
+
+
+def test_an_error_making_a_tag_call_still_records_the_upserts_in_flight(mailchimp_fake, client, ledger):
+    """A tag call's own building can raise once upserts are out (its tag created there: ``POST .../segments``
+    failing for good): the apply stops, but the upserts in flight answered and are recorded before the error goes
+    up (the whole submit loop is under the pipeline's error rule, not only the tag calls' planning)."""
+    mailchimp_fake.add_segment("rfm:A", list_id="aud1")
+    mailchimp_fake.fail(500, None, fraction=1.0, method="POST", path=r"/segments$")
+    mailchimp_fake.stall(0.6, method="POST", path=r"/lists/aud1$")  # the first upsert still out at the error
+    changes = [change(i) for i in range(25)]
+    for i in range(10, 13):  # (the second upsert's) a tag the plan does not prepare: created when its call is made
+        changes[i] = ContactChange(changes[i].key, changes[i].email, f"C{i}", "A", True, "transactional",
+                                   add_tags=frozenset({"rfm:A", "rfm:B"}), set_fields={"SEGMENT": "A"})
+    with pytest.raises(Exception) as err:
+        execute_plan(plan_of(changes), client, ledger)
+    assert "rfm:B" in str(err.value)
+    members = set(mailchimp_fake.lists["aud1"].members)
+    state = ledger.load_state("mc")
+    assert members, "upserts went out before the error"
+    assert sorted(state) == sorted(members), (len(state), len(members))
+    run = ledger.recent_runs(1)[0]
+    assert run["status"] == "failed"
+
+
 def test_a_tag_call_starts_once_its_own_contacts_are_upserted(mailchimp_fake, client, ledger):
     """With batches of 10 and contacts in tag order, the first tag call goes out before the last upsert."""
     from sync.engine import execute_plan

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from sync.cli import main
 from sync.demodata import generate_shop
+from sync.ledger import Ledger
 
 AS_OF = "2025-06-30"
 
@@ -61,8 +62,14 @@ def test_plan_writes_nothing_then_sync_creates_exactly_the_plan_and_rerun_writes
                                                                                          tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     # a member who unsubscribed earlier, with a tag the user added by hand
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json")
+    assert not (shop.parent / "rfmsync.db").exists()  # a plan not saved writes nothing, not even a ledger
     plan = planned(shop, tmp_path)
-    assert mailchimp_fake.write_calls == 0 and not (shop.parent / "rfmsync.db").exists()
+    assert mailchimp_fake.write_calls == 0
+    # a saved plan makes the ledger, with nothing in it but the id the plan names (docs/sync.md#plan)
+    with Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}") as ledger:
+        assert ledger.state_revision("mailchimp-demo") == 0 and not ledger.load_state("mailchimp-demo")
+        assert ledger.ledger_id() == json.loads((tmp_path / "plan.json").read_text())["ledger_id"] is not None
     victim = next(c["key"] for c in plan["changes"] if c["add_tags"])
     mailchimp_fake.add_member(victim, status="unsubscribed", tags=["Hand picked"])
 
@@ -275,7 +282,6 @@ def test_a_plan_saved_before_a_restore_is_refused_once_the_ledger_is_written_bac
     The first sync after the restore finds its copy ahead (a restore) and moves the counter past it, so the
     ledger never reads R again. Before, the counter stayed at r and the syncs brought it back to R: the old plan
     was applied."""
-    from sync.ledger import Ledger
 
     db = shop.parent / "rfmsync.db"
 

@@ -77,13 +77,29 @@ def pull(config_path, source_name, full, reread, verify, fmt):
               f"{pulled.stored_contacts} contacts")
 
 
-def _dry_run(cfg, settings, destinations, as_of, **options):
-    """``api.plan`` against the ledger as it is (an empty one when there is none yet)."""
-    from .. import api
+def _dry_run(cfg, settings, destinations, as_of, *, saved: bool = False, **options):
+    """``api.plan`` against the ledger as it is (an empty one when there is none yet). ``saved``: the plan is saved
+    (``plan -o``) for ``apply``: the ledger is made (created if there is none yet, and given its id), so the plan
+    names the ledger it is for; on a ledger this process may only read (a ``mode=ro`` SQLite URI, a standby or a
+    SELECT-only role) the id is not made: a warning, and the plan names no ledger (``ledger_id: null``: ``apply``
+    judges it by its revisions, docs/sync.md#plan)."""
+    from dataclasses import replace
 
-    ledger = api.existing_ledger(cfg, settings)
+    from .. import api
+    from ..errors import LedgerError
+
+    ledger = _open_ledger(cfg, settings) if saved else api.existing_ledger(cfg, settings)
+    unnamed = []
     try:
-        return api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
+        if saved:
+            try:
+                ledger.ledger_id(create=True)
+            except LedgerError as exc:
+                unnamed.append(f"the ledger's id could not be made ({exc}): the saved plan names no ledger "
+                               f"(ledger_id null), so apply judges it by its revisions alone, and refuses it for a "
+                               f"destination the ledger never wrote (docs/sync.md#plan)")
+        result = api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
+        return replace(result, warnings=[*result.warnings, *unnamed]) if unnamed else result
     finally:
         ledger.close()
 
@@ -111,11 +127,12 @@ def _emit_plans(result, fmt, output):
 @reading_options
 def plan(config_path, destinations, as_of, fmt, output, full_refresh, reread, verify):
     """Dry run: show what a sync would change per destination; writes nothing to the ESPs or the ledger (a file
-    source's new and changed files are read into the local order store).
+    source's new and changed files are read into the local order store; with -o, the ledger is created if there is
+    none yet, and given the id the saved plan names).
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
     cfg, settings = _ctx(config_path)
-    _emit_plans(_dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh,
+    _emit_plans(_dry_run(cfg, settings, destinations, as_of, saved=bool(output), full_refresh=full_refresh,
                          reading=reading(reread, verify)), fmt, output)
 
 
@@ -138,6 +155,7 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     saved = load_plan_file(plan_file)
+    print_warnings(saved.consent_lines())  # stderr: consent is not read again
     ledger = _open_ledger(cfg, settings)
     try:
         reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)

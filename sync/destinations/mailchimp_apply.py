@@ -222,22 +222,28 @@ class Pipeline:
 
     def run(self) -> None:
         """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
-        first call (or report of its results) that raises stops new calls; the ones in flight are still reported,
-        then it is raised."""
+        first call (or report of its results, or the tag calls' building) that raises stops new calls; the ones in
+        flight are still reported, then it is raised."""
         connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
         with ThreadPoolExecutor(max_workers=connections,
                                 thread_name_prefix=f"mailchimp-{self.dest.name}") as pool:
             while True:
-                while first_error is None and len(in_flight) < connections:
-                    nxt = self._next_call()
-                    if nxt is None:
-                        break
-                    call, kind, chunk = nxt
-                    in_flight[pool.submit(call)] = (kind, chunk)
-                if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
-                    self._plan_tags()
+                try:  # a call's building (a tag created for it, the tag calls planned) raising: no further call;
+                    while first_error is None and len(in_flight) < connections:  # the calls out still reported
+                        nxt = self._next_call()
+                        if nxt is None:
+                            break
+                        call, kind, chunk = nxt
+                        in_flight[pool.submit(call)] = (kind, chunk)
+                    if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
+                        self._plan_tags()
+                        continue
+                except Exception as exc:
+                    first_error = first_error or exc
+                    if self.batches is None:
+                        self.batches = []
                     continue
                 if not in_flight:
                     break

@@ -3,6 +3,7 @@ fire time). A cursor is saved only after its run succeeded."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Protocol
 
 from sqlalchemy import select
@@ -36,6 +37,30 @@ class CursorTable:
             raise TypeError(f"cursor value for {source}/{obj} must be a str, not {type(value).__name__}")
         with self._db.write() as conn:
             write_cursor(self._db, conn, source, obj, value)
+
+    def ledger_id(self, *, create: bool = False) -> str | None:
+        """:func:`ledger_id`."""
+        return ledger_id(self._db, create=create)
+
+
+#: the ledger's identity, a cursor row: a random id made the first time a plan is saved or applied against it
+#: (``plan -o``, ``apply``), carried in the plan file (``ledger_id``): a plan is applied only to the ledger it was
+#: made against, not to another config's ledger holding nothing yet (docs/sync.md#plan)
+LEDGER_ID = ("ledger", "id")
+
+
+def ledger_id(db: LedgerDB, *, create: bool = False) -> str | None:
+    """The ledger's random id (None: none made yet, and not ``create``). Made once: of two hosts making it at
+    once, the first insert wins and both read it back."""
+    source, obj = LEDGER_ID
+    with db.read() as conn:
+        found = conn.execute(select(cursors.c.value).where(cursors.c.source == source, cursors.c.obj == obj)).scalar()
+    if found is not None or not create:
+        return found
+    with db.write() as conn:
+        conn.execute(db.insert(cursors).values(source=source, obj=obj, value=uuid.uuid4().hex, updated_at=db.clock())
+                     .on_conflict_do_nothing(index_elements=[cursors.c.source, cursors.c.obj]))
+        return conn.execute(select(cursors.c.value).where(cursors.c.source == source, cursors.c.obj == obj)).scalar()
 
 
 def write_cursor(db: LedgerDB, conn: Connection, source: str, obj: str, value: str) -> None:

@@ -154,6 +154,8 @@ _PG_FAILURES: dict[str, tuple[str, bool]] = {
     "DiskFull": ("the database server's disk is full: free space, then run again", False),
     "ReadOnlySqlTransaction": ("the server only reads (a standby, or default_transaction_read_only): point "
                                "the ledger URL at the primary", True),
+    "InsufficientPrivilege": ("the role may not write here (a SELECT-only role): give the ledger URL a role "
+                              "that may write the ledger's tables", False),
 }
 
 

@@ -209,6 +209,7 @@ class Ledger:
 
     get_cursor = _Via("cursors", CursorTable.get_cursor)
     set_cursor = _Via("cursors", CursorTable.set_cursor)
+    ledger_id = _Via("cursors", CursorTable.ledger_id)
 
     acquire_lock = _Via("locks", LockTable.acquire_lock)
     lock_holder = _Via("locks", LockTable.lock_holder)

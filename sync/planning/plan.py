@@ -24,6 +24,7 @@ from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, Push
 from .consent import (NEW_STATUSES, NO_CONSENT_SKIP, consent_skip, consent_warning, no_consent_reason,  # noqa: F401
                       refused_consent, shared_consent, status_for_new)
 from .partial import Holders, leave_shared_to_full_sync  # noqa: F401 (the resync's, imported from here too)
+from .plan_json import change_json, plan_from_json
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 
@@ -186,7 +187,7 @@ class Plan:
             "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
             "summary": self.rows(), "totals": self.totals() | {"new_by_status": self.new_by_status()},
-            "new_by_status": self.new_by_status(), "changes": [_change_json(c) for c in self.changes],
+            "new_by_status": self.new_by_status(), "changes": [change_json(c) for c in self.changes],
             "skipped": [asdict(s) for s in self.skipped],
             "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
             "withdrawn": list(self.withdrawn), "guard": self.guard.to_json() if self.guard is not None else None,
@@ -195,41 +196,8 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Plan":
-        try:
-            withdrawn = data.get("withdrawn", [])  # (none in a plan saved before the rule; apply judges each key)
-            if not isinstance(withdrawn, list) or not all(isinstance(k, str) for k in withdrawn):
-                raise ValueError(f"\"withdrawn\" of destination {data.get('destination')!r} (a list of contact keys)")
-            changes = tuple(ContactChange(
-                key=c["key"], email=c["email"], customer_id=c["customer_id"], segment=c["segment"],
-                create=c["create"], status_if_new=c["status_if_new"], add_tags=frozenset(c["add_tags"]),
-                remove_tags=frozenset(c["remove_tags"]), set_fields=dict(c["set_fields"]))
-                for c in data["changes"])
-            return cls(destination=data["destination"], type=data["type"], changes=changes,
-                       skipped=tuple(Skip(**s) for s in data["skipped"]),
-                       managed_tags=tuple(data["managed_tags"]), fields=dict(data["fields"]),
-                       ledger_revision=int(data["ledger_revision"]), remote_checked=data.get("remote_checked", False),
-                       notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())),
-                       owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
-                                    for o in data.get("owners", ())),
-                       withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"),
-                       moves_from=_optional_str(data, "moves_from"), moves_unknown="moves_from" not in data,
-                       ledger_epoch=_optional_str(data, "ledger_epoch"),
-                       ledger_token=_optional_str(data, "ledger_token"))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
-            raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
-
-
-def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)  # (none in a plan saved before it)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"\"{key}\" of destination {data.get('destination')!r} (a text)")
-    return value
-
-
-def _change_json(c: ContactChange) -> dict:
-    return {"key": c.key, "email": c.email, "customer_id": c.customer_id, "segment": c.segment,
-            "create": c.create, "status_if_new": c.status_if_new, "add_tags": sorted(c.add_tags),
-            "remove_tags": sorted(c.remove_tags), "set_fields": dict(c.set_fields)}
+        """The plan read back from its JSON, every field checked (:func:`~sync.planning.plan_json.plan_from_json`)."""
+        return plan_from_json(cls, data)
 
 
 def same_value(a: FieldValue, b: FieldValue) -> bool:
