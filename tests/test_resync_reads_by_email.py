@@ -42,7 +42,8 @@ def test_who_else_the_store_gives_an_address_is_read_by_e__mail_and_counted(tmp_
         con.executemany("INSERT INTO contacts (customer_id, email, marketing_consent) VALUES (?, ?, 'no')",
                         [[x, a_email] for x in sorted(others)])
     assert store_holders(cfg, {a_email, b_email}, None) == {a_email: {a, *others}, b_email: {b}}
-    assert store_holders(cfg, {a_email, b_email}, None, refused=True) == {a_email: others}
+    # refusing cards without a segment (no completed order) count in neither planner (consent27's rule)
+    assert store_holders(cfg, {a_email, b_email}, None, refused=True) == {}
     assert store_holders(cfg, {a_email}, {a, "X1"}) == {a_email: {a, "X1"}}  # by customer
     with open_ledger(cfg, settings) as ledger:
         resync(cfg, ledger, settings, orders_for([ids[0][0]], "WARM"), as_of=AS_OF)  # counts the managed contacts
