@@ -102,7 +102,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             lines = data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
             with steps.step("planning"):
                 planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                                   reconcile=reconcile, remote=True, require_remote=True)
+                                   reconcile=reconcile, remote=True, require_remote=True, forget_kept=True)
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
             segments_now = snapshot(run)  # recorded in the segment history once the apply ran

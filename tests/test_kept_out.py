@@ -28,7 +28,7 @@ RETRY = RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0))
 
 def _night(cfg, rows, ledger, client, full_refresh=False, **kw):
     plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=full_refresh, reconcile=False,
-                    **kw).plan
+                    forget_kept=True, **kw).plan  # a sync's plan: it forgets what is no longer wanted
     return plan, execute_plan(plan, client, ledger)
 
 
@@ -224,12 +224,15 @@ def test_a_plan_on_a_ledger_it_may_only_read_keeps_the_rows_no_longer_wanted(tmp
     row = {"customer_id": "c1", "email": "k@x.com", "segment": "Other", "marketing_consent": "yes"}  # he left
     with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true") as ledger:
         plan = plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False,
-                        reconcile=False).plan
+                        reconcile=False, forget_kept=True).plan
         assert [sorted(c.add_tags) for c in plan.changes] == [["list:Loyal"]]
         assert len(ledger.kept_out_list("uni")) == 1
     assert "no longer wanted not forgotten" in caplog.text
-    with Ledger.connect(f"sqlite:///{path}") as ledger:
+    with Ledger.connect(f"sqlite:///{path}") as ledger:  # a dry run (``rfmsync plan``) writes nothing to the ledger
         plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False)
+        assert len(ledger.kept_out_list("uni")) == 1
+        plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False,
+                 forget_kept=True)
         assert ledger.kept_out_list("uni") == []
 
 

@@ -88,9 +88,11 @@ class PlannedDestination:
 
 def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Settings", *,
              destinations: Sequence[str] | None = None, full_refresh: bool = False, reconcile: bool = False,
-             remote: bool = True, require_remote: bool = False, extra_tags: ExtraTags | None = None
-             ) -> list[PlannedDestination]:
+             remote: bool = True, require_remote: bool = False, extra_tags: ExtraTags | None = None,
+             forget_kept: bool = False) -> list[PlannedDestination]:
     """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``.
+    ``forget_kept``: the plans are to be applied (a sync): the kept-out operations no longer wanted are forgotten
+    (:func:`~sync.planning.kept_out.forget_unwanted`); a dry run (``plan``) writes nothing to the ledger.
 
     ``extra_tags(dest)``: a query of extra desired ``(customer_id, tag)`` rows for a destination (tags besides
     the mapped segment's, e.g. transition tags; they must be among ``all_managed(dest)``)."""
@@ -104,7 +106,8 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
         client = make_destination(dest, settings, required=require_remote) if remote else None
         unchecked = remote_unchecked(client, require_remote)
         out.append(plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh,
-                            reconcile=reconcile, extra_tags=extra_tags(dest) if extra_tags else None))
+                            reconcile=reconcile, extra_tags=extra_tags(dest) if extra_tags else None,
+                            forget_kept=forget_kept))
     return out
 
 
@@ -126,13 +129,13 @@ def transition_extra(run: "SegmentsRun", rows: CustomerRows) -> ExtraTags | None
 def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
              ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
              reconcile: bool, extra_tags: str | None = None, since: int | None = None,
-             since_read: tuple[Counter, datetime] | None = None) -> PlannedDestination:
+             since_read: tuple[Counter, datetime] | None = None, forget_kept: bool = False) -> PlannedDestination:
     """:func:`_plan_one`; a pushed-state row whose tags or fields text is not JSON (a DuckDB error where the plan
     reads it) is a :class:`~sync.errors.LedgerError` naming the destination and the contact, as the state reads'."""
     rows = rows if isinstance(rows, CustomerRows) else stage_dicts(rows)
     try:
         return _plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-                         extra_tags=extra_tags, since=since, since_read=since_read)
+                         extra_tags=extra_tags, since=since, since_read=since_read, forget_kept=forget_kept)
     except duckdb.InvalidInputException as exc:
         try:
             bad = rows.con.execute(f"SELECT key FROM {LEDGER} WHERE NOT (json_valid(tags_json) AND json_valid(fields))"
@@ -147,7 +150,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
 def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
               ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
               reconcile: bool, extra_tags: str | None = None, since: int | None = None,
-              since_read: tuple[Counter, datetime] | None = None) -> PlannedDestination:
+              since_read: tuple[Counter, datetime] | None = None, forget_kept: bool = False) -> PlannedDestination:
     """One destination's plan from the customer rows, its ledger state and (when ``client`` was reached) the
     ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists.
 
@@ -198,7 +201,8 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequenc
                          extra_tags=extra_tags)
     if moved_from is None and not full_refresh:  # what the contacts' own choice in the ESP keeps out: not asked
         kept = ledger.kept_out_ops(dest.name)  # again (a full refresh asks it again); what he left is forgotten
-        forget_unwanted(ledger, dest.name, plan, kept)  # (re-entering, he is read once more)
+        if forget_kept:  # a plan to apply (not a dry run): re-entering, he is read once more
+            forget_unwanted(ledger, dest.name, plan, kept)
         plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
         made, at = since_read or (None, None)
@@ -220,7 +224,8 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequenc
                    moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, configured, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-        extra_tags=extra_tags, since=revision, since_read=(counter, read_at)), withdrawal_lines=withdrawals)
+        extra_tags=extra_tags, since=revision, since_read=(counter, read_at), forget_kept=forget_kept),
+        withdrawal_lines=withdrawals)
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:

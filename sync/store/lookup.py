@@ -86,7 +86,8 @@ def normalise_emails(con: duckdb.DuckDBPyConnection, table: str, plain_skipped: 
     form or invalid (kept as it is), so only the others are read into Python (one scan of a large table: about
     0.5 s for 1 M contacts on a loaded machine, half the cost of a check by
     :func:`~connectors.email_phone.email_fast_sql`)."""
-    plain = " AND NOT regexp_full_match(email, '[a-z0-9._+@-]+')" if plain_skipped else ""
+    # (a punycode domain, ``xn--``, is plain ASCII but normalised to its Unicode form: read it too)
+    plain = " AND (NOT regexp_full_match(email, '[a-z0-9._+@-]+') OR contains(email, 'xn--'))" if plain_skipped else ""
     fixed = [(raw, key) for (raw,) in con.execute(f"SELECT DISTINCT email FROM {table} WHERE email IS NOT NULL"
                                                   f"{plain}").fetchall()
              if (key := normalize_email(raw)) is not None and key != raw]
