@@ -284,7 +284,8 @@ def test_init_header_above_text_only_data_rows_spanning_further_is_the_header(tm
     sample = read_sample(export)
     assert (sample.skip, sample.headers) == (0, ["Дата", "Клиент", "Сумма"])
     out = init(export, cfg, code=3).output
-    assert "rows have a date in column 'Дата' that cannot be read (e.g. 'вчера'" in out
+    said = "1 of 1 row has" if len(rows) == 1 else f"{len(rows)} of {len(rows)} rows have"  # (singular, plural)
+    assert f"{said} a date in column 'Дата' that cannot be read (e.g. 'вчера'" in out
     assert source(cfg)["columns"] == {"ordered_at": "Дата", "amount": "Сумма", "customer_id": "Клиент"}
 
 
