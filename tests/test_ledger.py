@@ -229,6 +229,37 @@ def test_a_large_group_is_saved_whole_and_leaves_the_connections_page_cache_as_i
             {s.key: (s.customer_id, dict(s.fields)) for s in states}
 
 
+def test_saves_of_any_group_size_run_statements_of_a_few_sizes_and_store_every_row(tmp_path: Path) -> None:
+    """An apply's groups come in any size; SQLite prepares a statement per distinct text (its rows' count), which
+    for a few hundred rows costs about what writing them does: every save writes blocks of VALUES_ROWS rows and
+    the rest in blocks of a power of two, so the statements SQLite sees have a dozen sizes, not one per group, and
+    every row is stored (new rows, then the same keys under another customer: the second, full update)."""
+    from sync.ledger.state_rows import VALUES_ROWS
+
+    sizes: list[int] = []
+
+    def traced(sql: str) -> None:
+        if sql.startswith("INSERT INTO pushed_state"):
+            sizes.append(sql.count("@x.io'"))
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}") as led:
+        run = led.start_run("sync", "mailchimp")
+        start, groups = 0, [1, 2, 3, 5, 77, 437, 999, 1000, 1001, 1234, 2222]
+        with led._db.engine.connect() as conn:  # the pool's one connection in this thread
+            conn.connection.driver_connection.set_trace_callback(traced)
+        for owner in ("a", "b"):
+            start = 0
+            for n in groups:
+                led.save_states("mailchimp", run, [
+                    PushedState(key=f"k{i:05d}@x.io", customer_id=f"{owner}{i}", tags=frozenset({"t"}),
+                                fields={"n": i}, exists=True) for i in range(start, start + n)])
+                start += n
+            loaded = led.load_state("mailchimp")
+            assert len(loaded) == start and all(s.customer_id == f"{owner}{int(k[1:6])}" for k, s in loaded.items())
+    assert sizes and set(sizes) <= {VALUES_ROWS, *(1 << b for b in range(VALUES_ROWS.bit_length()))}
+    assert sum(sizes) == 3 * start  # the new rows once; the moved ones by the upsert that skips them, then the full one
+
+
 def test_in_memory_sqlite_works_for_quick_use() -> None:
     with Ledger.connect("sqlite://") as led:
         led.set_cursor("csv", "orders", "42")
