@@ -175,7 +175,8 @@ def test_first_apply_imports_lists_tags_and_fields(unisender_fake):
     a, old = unisender_fake.contacts["a@x.com"], unisender_fake.contacts["old@x.com"]
     assert a["status"] == "new" and a["tags"] == ["vip"] and a["fields"]["rfm_segment"] == "Champions"
     assert old["status"] == "active" and old["tags"] == ["staff"] and old["fields"]["note"] == "keep"
-    assert unisender_fake.calls["importContacts"] == 1 and unisender_fake.status_columns == []
+    # one import, and the e-mail-only one before it that shows a@x.com new to Unisender (kept28 #1)
+    assert unisender_fake.calls["importContacts"] == 2 and unisender_fake.status_columns == []
     assert all(r.ok for b in rec.batches for r in b)
     assert set(rec.items) == {("a@x.com", "upsert"), ("a@x.com", "tag+list:Champions"), ("a@x.com", "tag+tag:vip"),
                               ("old@x.com", "upsert"), ("old@x.com", "tag+list:Champions")}
@@ -243,7 +244,7 @@ def test_rows_an_import_says_it_did_not_take_are_not_pushed_when_its_log_does_no
     recorded as pushed; the next run sends them again and converges."""
     unisender_fake.add_list("Champions")
     dest, _ = on(unisender_fake)
-    sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
+    sent = [change(e, add={"list:Champions"}, create=False) for e in ("a@x.com", "b@x.com", "c@x.com")]
     result = {"total": 3, **counts, **({} if log is None else {"log": log})}
     unisender_fake.answer_raw(json.dumps({"result": result}).encode(), "application/json")
     rec = Recorder()
@@ -253,10 +254,10 @@ def test_rows_an_import_says_it_did_not_take_are_not_pushed_when_its_log_does_no
         assert not item.ok, (key, op)
         assert item.refused == (key in named), (key, op)
         assert ("spam trap" if key in named else "cannot be believed") in item.error, (key, op, item.error)
-    assert len(rec.items) == 6
+    assert len(rec.items) == 3
     again = Recorder()
     dest.apply(sent, again)  # the next run: the import answers as it should
-    assert len(again.items) == 6 and all(item.ok for item in again.items.values())
+    assert len(again.items) == 3 and all(item.ok for item in again.items.values())
     assert unisender_fake.members("Champions") == {"a@x.com", "b@x.com", "c@x.com"}
 
 
@@ -266,8 +267,8 @@ def test_an_import_count_that_is_not_a_number_is_not_believed(unisender_fake):
     unisender_fake.answer_raw(b'{"result": {"total": 2, "inserted": 2, "updated": 0, "invalid": "none", "log": []}}',
                               "application/json", work=True)
     rec = Recorder()
-    dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com")], rec)
-    assert len(rec.items) == 4 and all(not i.ok and not i.refused for i in rec.items.values())
+    dest.apply([change(e, add={"list:Champions"}, create=False) for e in ("a@x.com", "b@x.com")], rec)
+    assert len(rec.items) == 2 and all(not i.ok and not i.refused for i in rec.items.values())
     assert all("answer not believed (invalid 'none' is not a count)" in i.error for i in rec.items.values())
 
 
@@ -281,7 +282,7 @@ def test_an_import_that_names_every_row_it_did_not_take_is_believed_for_the_othe
                                                      "new_emails": 0, "invalid": 2, "log": log}}).encode(),
                               "application/json", work=True)
     rec = Recorder()
-    dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    dest.apply([change(e, add={"list:Champions"}, create=False) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
     assert {key: (item.ok, item.refused) for (key, _), item in rec.items.items()} == {
         "a@x.com": (False, True), "b@x.com": (True, False), "c@x.com": (False, True)}
 
@@ -295,17 +296,17 @@ def test_an_import_that_counts_unchanged_rows_in_no_kind_fails_nobody(unisender_
     unisender_fake.add_list("Champions")
     unisender_fake.unchanged_uncounted = True
     dest, _ = on(unisender_fake)
-    sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
+    sent = [change(e, add={"list:Champions"}, create=False) for e in ("a@x.com", "b@x.com", "c@x.com")]
     unisender_fake.answer_raw(b"<html>502 Bad Gateway</html>", work=True)  # done, its answer lost
     first = Recorder()
     dest.apply(sent, first)
-    assert len(first.items) == 6 and not any(item.ok for item in first.items.values())
+    assert len(first.items) == 3 and not any(item.ok for item in first.items.values())
     for _ in range(2):  # the re-send converges, and so does the one after
         caplog.clear()
         again = Recorder()
         with caplog.at_level(logging.WARNING, logger="sync.destinations.unisender_api"):
             dest.apply(sent, again)
-        assert len(again.items) == 6 and all(item.ok for item in again.items.values()), again.items
+        assert len(again.items) == 3 and all(item.ok for item in again.items.values()), again.items
         lines = [r.getMessage() for r in caplog.records if "neither inserted, updated nor deleted" in r.getMessage()]
         assert len(lines) == 1 and "3 of 3 rows" in lines[0], caplog.text
     assert unisender_fake.members("Champions") == {"a@x.com", "b@x.com", "c@x.com"}
@@ -320,7 +321,8 @@ def test_transient_errors_and_timeouts_converge(unisender_fake):
     unisender_fake.stall(1.0, method="importContacts")
     rec = Recorder()
     dest.apply([change("a@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"})], rec)
-    assert len(waits) == 4 and unisender_fake.calls["importContacts"] == 3
+    # the e-mail-only import that shows him new to Unisender (kept28 #1) meets the 503 and the stall: 3 tries, then 1
+    assert len(waits) == 4 and unisender_fake.calls["importContacts"] == 4
     assert unisender_fake.members("Champions") == {"a@x.com"}
     assert all(r.ok for b in rec.batches for r in b)
 
@@ -352,7 +354,8 @@ def test_imports_use_the_minimal_number_of_500_row_calls(unisender_fake):
     rec = Recorder()
     dest.apply([change(f"u{i}@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}) for i in range(1001)],
                rec)
-    assert unisender_fake.calls["importContacts"] == 3 and len(rec.batches) == 3
+    # and the e-mail-only import before each that shows them new to Unisender (kept28 #1)
+    assert unisender_fake.calls["importContacts"] == 6 and len([b for b in rec.batches if b]) == 3
     assert len(unisender_fake.members("Champions")) == 1001
 
 
@@ -889,3 +892,51 @@ def test_a_disabled_contact_s_reason_says_what_asks_again():
     the add stays kept out until a full refresh or his re-entry into the segment."""
     assert "--full-refresh" in BARRED["inactive"] and "re-entry" in BARRED["inactive"]
     assert "enable him there" not in BARRED["inactive"]
+
+
+# ------------------------------------------------------------------ kept28: a contact new to the ledger
+@pytest.mark.parametrize("place, where", [
+    ("unsubscribed", "list"), ("blocked", "list"), ("inactive", "list"),
+    ("unsubscribed", "address"), ("blocked", "address"), ("inactive", "address"),
+])
+def test_a_new_contact_unisender_holds_is_never_imported_onto_a_list_he_left(unisender_fake, place, where):
+    """kept28 #1: a consenting contact new to the ledger (a first sync into an account in use, a ledger reset) was
+    imported with his lists without a read: one Unisender holds off a list he left (or whose address unsubscribed,
+    was blocked or disabled) was named in ``email_list_ids`` (put back: the fake's worst reading, or, for an
+    unsubscribed place, left off but the add recorded done). His list add is kept out now, his fields still go."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    unisender_fake.add_contact("n@x.com", status=place if where == "address" else "active")
+    if where == "list":
+        unisender_fake.set_list_status("n@x.com", "Champions", place)
+    lid = unisender_fake.list_id("Champions")
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("n@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}),
+                change("fresh@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"})], rec)
+    added = rec.items[("n@x.com", "tag+list:Champions")]
+    assert not added.ok and added.kept_out and added.refused and place in added.error, added
+    assert unisender_fake.resubscribed == [] and unisender_fake.members("Champions") == {"fresh@x.com"}
+    assert rec.items[("fresh@x.com", "tag+list:Champions")].ok and rec.items[("fresh@x.com", "upsert")].ok
+    assert rec.items[("n@x.com", "upsert")].ok and unisender_fake.contacts["n@x.com"]["fields"]["rfm_segment"] == "C"
+    assert unisender_fake.contacts["n@x.com"]["status"] == (place if where == "address" else "active")
+    imports = [form for method, form in unisender_fake.requests if method == "importContacts"]
+    assert not any(lid in v.split(",") for form in imports for k, v in form.items()
+                   if k.startswith("data[") and form.get(k.split("][")[0] + "][0]") == "n@x.com" and k.endswith("][1]"))
+
+
+def test_new_contacts_unisender_does_not_hold_cost_two_calls_per_500(unisender_fake):
+    """kept28 #1's cost: 10 000 contacts new to the ledger and to Unisender were 20 imports; the check that none of
+    them is held already is one more e-mail-only import per 500 (40 calls, no getContact). A batch holding one
+    known address is read contact by contact (its 500 getContact), the others not."""
+    dest, _ = on(unisender_fake, batch_size=500)
+    dest.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    before = sum(unisender_fake.calls.values())
+    dest.apply([change(f"u{i}@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}) for i in range(10_000)],
+               Recorder())
+    assert sum(unisender_fake.calls.values()) - before == 40 and unisender_fake.calls["getContact"] == 0
+    assert len(unisender_fake.members("Champions")) == 10_000
+    unisender_fake.add_contact("held@x.com", status="unsubscribed")
+    dest.apply([change(f"v{i}@x.com", add={"list:Champions"}) for i in range(999)] +
+               [change("held@x.com", add={"list:Champions"})], Recorder())
+    assert unisender_fake.calls["getContact"] == 500 and "held@x.com" not in unisender_fake.members("Champions")

@@ -21,7 +21,8 @@ imported only after ``getContact`` found him (:func:`_must_exist`). A known cont
 whatever his consent (:func:`_joins_known`): the import names no list he left (kept out: his choice, never undone
 by rfmsync) nor one he is invited to (left as it is, the add done), and, without consent now, a list only when
 getContact shows him ``active`` or ``new`` (:func:`_hold_unconfirmed`: an import adds to lists without an
-invitation).
+invitation). A contact new to the ledger put on a list is read so too when Unisender may hold him already
+(:func:`~sync.destinations.unisender_probe.maybe_held`: an e-mail-only import per batch tells).
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
 whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
@@ -57,6 +58,7 @@ from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _joins_known, _li
                              _names_contact, _ops, _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
+from .unisender_probe import maybe_held
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +184,10 @@ class UnisenderDestination:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r) or _joins_known(r)], on_results)
+        joining = [r for r in rows if r.change.create and r.add_lists]  # new to the ledger: read if maybe held
+        held = {id(r) for r in maybe_held(self._api, self._key, self.name, joining, self.batch_size, on_results)}
+        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r) or _joins_known(r) or id(r) in held],
+                            on_results)
         groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
         for row in rows:
             if row.ops:

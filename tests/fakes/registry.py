@@ -439,6 +439,10 @@ class UnisenderFake(FakeDestination):
         return {"tag": UNMANAGED_TAG in c["tags"] and self.fake.list_id(UNMANAGED_LIST) in c["lists"],
                 "field": c["fields"].get(UNMANAGED_FIELD.lower())}
 
+    def answer_raw(self, body, content_type, *, work=False):
+        # the import of rows, not the e-mail-only one that checks which new contacts Unisender holds (kept28 #1)
+        self.fake.answer_raw(body, content_type, work=work, column="email_list_ids")
+
     def throttle(self, times):
         self.fake.fail("api_call_limit_exceeded_for_api_key", times=times, method="importContacts")
 
