@@ -67,10 +67,8 @@ MAX_IMPORT_ROWS = specs.UNISENDER_MAX_IMPORT_ROWS
 MAX_TAGS = 10
 #: getContact's answer for an address Unisender does not hold (code ``unspecified``), reference §3.1
 _NOT_FOUND = re.compile(r'Contact ".*" not found\.?', re.IGNORECASE | re.DOTALL)
-_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_SYSTEM_FIELDS = {"email", "phone", "tags", "email_status", "phone_status", "email_list_ids", "phone_list_ids",
-                  "email_subscribe_times", "email_unsubscribed_list_ids", "email_excluded_list_ids",
-                  "email_availability", "delete", "phone_availability"}
+_FIELD_NAME = specs.UNISENDER_FIELD_NAME
+_SYSTEM_FIELDS = specs.UNISENDER_SYSTEM_FIELDS
 #: field kind -> Unisender field type (the type only affects the web UI; values are stored as text)
 FIELD_TYPES: Mapping[str, str] = specs.UNISENDER_FIELD_TYPES
 
