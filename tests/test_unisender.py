@@ -940,3 +940,8 @@ def test_new_contacts_unisender_does_not_hold_cost_two_calls_per_500(unisender_f
     dest.apply([change(f"v{i}@x.com", add={"list:Champions"}) for i in range(999)] +
                [change("held@x.com", add={"list:Champions"})], Recorder())
     assert unisender_fake.calls["getContact"] == 500 and "held@x.com" not in unisender_fake.members("Champions")
+    rec = Recorder()  # an address the import refuses is read alone (not his whole batch), and refused
+    dest.apply([change(f"w{i}@x.com", add={"list:Champions"}) for i in range(499)] +
+               [change("info@bad", add={"list:Champions"})], rec)
+    assert unisender_fake.calls["getContact"] == 501 and not rec.items[("info@bad", "tag+list:Champions")].ok
+    assert rec.items[("w0@x.com", "tag+list:Champions")].ok

@@ -8,8 +8,9 @@ add done when it is not. So a contact rfmsync never pushed to is checked as a kn
 held: one e-mail-only import per batch first (it creates an unknown address as ``new``, what the import that
 follows would do for these consenting contacts, and changes nothing on a held one). When its ``new_emails`` (and
 ``inserted``) count every row, none was held and the batch is imported without reads: 2 calls per 500 contacts
-instead of 1 (10 000 new contacts: 40 calls, not 20 + 10 000 reads). Any other answer (a held address, a row
-refused, an error, counts missing or unreadable) reads the whole batch, contact by contact.
+instead of 1 (10 000 new contacts: 40 calls, not 20 + 10 000 reads); the rows its log refuses (an invalid
+address) are read, the others not. Any other answer (a held address, an error, counts missing or unreadable, rows
+not taken that its log does not name) reads the whole batch, contact by contact.
 """
 
 from __future__ import annotations
@@ -34,15 +35,17 @@ def maybe_held(api: UnisenderApi, key: str, name: str, rows: Sequence[_Row], bat
         try:
             raw = api.call("importContacts", params)
             result = api.result("importContacts", ImportResult, raw)
-            errors, _ = result.judged(len(part), raw, (key,), name)
+            errors, named = result.judged(len(part), raw, (key,), name)
             counts = [_count(k, getattr(result, k)) for k in ("new_emails", "inserted")]
         except UnisenderError as exc:
             if exc.fatal:  # about the whole account: stop, as the import would
                 raise
-            errors, counts = {0: str(exc)}, []
+            errors, named, counts = {0: str(exc)}, set(), []
         except (BadAnswer, ValueError):
-            errors, counts = {0: "not believed"}, []
+            errors, named, counts = {0: "not believed"}, set(), []
         known = [n for n in counts if n is not None]
-        if errors or not known or min(known) != len(part):
-            out += part
+        if set(errors) != named or not known or min(known) != len(part) - len(named):
+            out += part  # one held, or an answer that does not say: every row read
+        else:  # every row it took was new; those its log refuses (an invalid address) are read, as few
+            out += [part[i] for i in sorted(named)]
     return out
