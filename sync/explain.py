@@ -171,13 +171,19 @@ def _destinations(cfg, ledger, customer_id: str, contact: dict | None) -> list[d
             "contacts": [{"key": s["key"], "tags": s["tags"], "fields": s["fields"],
                           "in_destination": s["in_destination"], "last_pushed": _plain(s["pushed_at"])}
                          for s in held],
-            "pending_failures": [{"op": f["op"], "attempts": f["attempts"], "last_error": f["last_error"],
+            # an error stored before the secrets in it were masked (an older rfmsync): masked as it is shown
+            "pending_failures": [{"op": f["op"], "attempts": f["attempts"], "last_error": _masked(f["last_error"]),
                                   "last_failed_at": _plain(f["last_failed_at"])} for f in failures],
             # kept out by his own choice in the ESP (not failures, not asked again): the reason the ESP gave
-            "kept_out": [{"op": k["op"], "reason": mask(k["reason"]) if k["reason"] else k["reason"],
-                          "kept_at": _plain(k["kept_at"])} for k in kept],
+            "kept_out": [{"op": k["op"], "reason": _masked(k["reason"]), "kept_at": _plain(k["kept_at"])}
+                         for k in kept],
         })
     return out
+
+
+def _masked(text: str | None) -> str | None:
+    """A stored error or reason with every known secret masked (``failures`` prints them so)."""
+    return mask(text) if text else text
 
 
 def _plain(value: Any) -> Any:

@@ -238,3 +238,28 @@ def test_explain_shows_the_operations_kept_out_with_the_esp_s_reason(tmp_path):
     assert dest["kept_out"][0]["kept_at"] and dest["pending_failures"] == [] and dest["contacts"] == []
     text = explain(cfg, who["customer_id"]).stdout
     assert f"kept out: tag+rfm:Champions ({reason})" in " ".join(text.split())
+
+
+def test_explain_masks_a_secret_in_a_stored_error_as_failures_does(tmp_path, monkeypatch):
+    """fixk28 #1: ``explain`` printed a pending failure's stored ``last_error`` as stored: an error an older
+    rfmsync wrote before the secrets in it were masked showed the key in the text and in ``--format json``, where
+    ``failures`` masks it. Both mask it now, as the kept-out reason is masked."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+
+    code = "sk-TESTSECRET-123"
+    cfg = generate_shop(tmp_path / "shop", customers=20, seed=3, as_of=date.fromisoformat(AS_OF))
+    who = next(r for r in customers_csv(cfg) if r["email"])
+    with Ledger.connect(f"sqlite:///{cfg.parent / 'rfmsync.db'}") as ledger:
+        run_id = ledger.start_run("sync", "mailchimp-demo")
+        ledger.record_failures("mailchimp-demo", run_id, [ItemResult(who["email"], "upsert", False, f"apikey={code}")])
+        ledger.record_kept_out("mailchimp-demo", run_id, [
+            ItemResult(who["email"], "tag+rfm:Champions", False, f"refused (key {code})", refused=True, kept_out=True)])
+        ledger.finish_run(run_id, "failed", {})
+    monkeypatch.setenv("MAILCHIMP_API_KEY", code)
+    assert code not in run("failures", "--config", str(cfg)).output  # what failures prints: masked
+    (dest,) = json.loads(explain(cfg, who["customer_id"], "--format", "json").stdout)["destinations"]
+    assert [f["last_error"] for f in dest["pending_failures"]] == ["apikey=***"]
+    assert [k["reason"] for k in dest["kept_out"]] == ["refused (key ***)"]
+    text = explain(cfg, who["customer_id"]).stdout
+    assert "pending failure: upsert" in text and "apikey=***" in text and code not in text
