@@ -7,10 +7,7 @@ Lookup: ``--config PATH``, else ``$RFMSYNC_CONFIG``, else ``./rfmsync.toml``. Re
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-import types
-import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,6 +18,7 @@ from connectors.suggest import did_you_mean
 from connectors.zones import default_zone
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
 
+from .config_errors import format_validation_error
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -162,10 +160,24 @@ class DestinationConfig(BaseModel):
                 raise ValueError(f"destination {self.name!r}: [destinations.fields] {first!r} and {name!r} differ only "
                                  f"in case, and Mailchimp and SendGrid take them for one field (written twice per "
                                  f"contact, with two values); give them distinct names")
+        self._check_fields(spec)
         if self.tags and spec.tag_name is None:
             tagged = " or ".join(s.label for s in DESTINATIONS.values() if s.tag_name is not None)
             raise ValueError(f"destination {self.name!r}: [destinations.tags] is for {tagged} only")
         return self
+
+    def _check_fields(self, spec) -> None:
+        """``[destinations.fields]``: a name the ESP refuses (:attr:`~sync.destinations.base.DestinationSpec.
+        field_name_error`) or a value rfmsync does not have is the config's error, before any plan or call."""
+        from .planning.values import FIELD_VALUES
+
+        for name, value in self.fields.items():
+            wrong = spec.field_name_error(name) if spec.field_name_error is not None else None
+            if wrong:
+                raise ValueError(f"destination {self.name!r}: [destinations.fields] {name!r}: {wrong}")
+            if value not in FIELD_VALUES:
+                raise ValueError(f"destination {self.name!r}: [destinations.fields] {name} = {value!r}: unknown value"
+                                 f"{did_you_mean(value, FIELD_VALUES)}; the values are {', '.join(FIELD_VALUES)}")
 
 
 class ServeConfig(BaseModel):
@@ -305,71 +317,6 @@ class Config(BaseModel):
             return PredictConfig(**self.predict)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, self.path, prefix="predict")) from None
-
-
-def format_validation_error(exc: ValidationError, path: Path | None, prefix: str = "") -> str:
-    """One line for every error, with "did you mean" for a mistyped key or a value outside a fixed choice."""
-    where = f"{path}: " if path else ""
-    parts = []
-    model = _model_named(exc.title)
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden" and err["loc"]:
-            key = str(err["loc"][-1])
-            msg = f"unknown key {key!r}{did_you_mean(key, _keys_at(model, err['loc'][:-1]))}"
-        elif err["type"] == "value_error" and err.get("ctx", {}).get("error") is not None:
-            msg = str(err["ctx"]["error"])  # our validators' own sentence, without pydantic's "Value error, "
-        elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
-            msg += did_you_mean(err["input"], re.findall(r"'((?:[^'\\]|\\.)*)'", err["ctx"]["expected"]))
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return where + "; ".join(parts)
-
-
-def _model_named(title: str) -> type[BaseModel] | None:
-    """The model a ValidationError is about (its ``title`` is the class name): the config or a source's."""
-    from segmentation.predictive import PredictConfig
-
-    models: list[Any] = [Config, PredictConfig]
-    try:
-        from connectors.registry import SOURCES
-
-        models += [SOURCES[kind][0] for kind in SOURCES]
-    except ImportError:  # a connector that cannot import only loses its suggestions (not a bug here: see it)
-        pass
-    return next((m for m in models if m.__name__ == title), None)
-
-
-def _keys_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
-    """The keys a model accepts at ``loc`` (``("destinations", 0)`` → a destination's keys)."""
-    ann: Any = model
-    for part in loc:
-        ann = _unwrap(ann, part)
-        if ann is None:
-            return []
-    ann = _unwrap(ann, None)
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return [a for n, f in ann.model_fields.items() for a in (n, f.alias) if a]
-    return []
-
-
-def _unwrap(ann: Any, part: Any) -> Any:
-    """Step into ``ann`` by one location part: a model's field, a list item, a dict value; Optional is dropped."""
-    args = [a for a in typing.get_args(ann) if a is not type(None)]
-    if typing.get_origin(ann) in (typing.Union, types.UnionType) and len(args) == 1:
-        ann = args[0]
-        args = list(typing.get_args(ann))
-    if part is None:
-        return ann
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        field = ann.model_fields.get(str(part))
-        return field.annotation if field is not None else None
-    origin = typing.get_origin(ann)
-    if origin is list and isinstance(part, int):
-        return args[0] if args else None
-    if origin is dict:
-        return args[1] if len(args) == 2 else None
-    return None
 
 
 def find_config_path(path: str | os.PathLike | None = None) -> Path:

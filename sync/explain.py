@@ -3,7 +3,8 @@
 Everything about the customer is read in DuckDB from the run's tables (the orders, ``customer_segments``,
 ``customer_predictions``); the rules are compiled per pattern by :func:`segmentation.rules.explain_rules` and
 evaluated on the customer's one row; the ledger answers what was pushed (:meth:`sync.ledger.Ledger.customer_states`)
-and what is still failing (:meth:`~sync.ledger.Ledger.pending_failures`).
+what is still failing (:meth:`~sync.ledger.Ledger.pending_failures`) and what the contact's own choice in the ESP
+keeps out (:meth:`~sync.ledger.Ledger.kept_out_list`, with the ESP's reason).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.email_phone import normalize_email, normalize_phone
+from connectors.secrets import mask
 from segmentation.engine import configured_rules
 from segmentation.lifecycle import has_relation
 from segmentation.metrics import local_cutoff
@@ -155,22 +157,33 @@ def _prediction_columns(con) -> list[str]:
 
 
 def _destinations(cfg, ledger, customer_id: str, contact: dict | None) -> list[dict]:
-    """Per configured destination: what the ledger says it holds for the customer, and pending failures."""
+    """Per configured destination: what the ledger says it holds for the customer, pending failures and the
+    operations kept out."""
     states = ledger.customer_states(customer_id) if ledger is not None else []
     out = []
     for d in cfg.destinations:
         held = [s for s in states if s["destination"] == d.name]
         keys = {s["key"] for s in held} | ({contact["email"]} if contact and contact.get("email") else set())
         failures = [f for f in ledger.pending_failures(d.name) if f["key"] in keys] if ledger is not None else []
+        kept = ledger.kept_out_list(d.name, keys) if ledger is not None and keys else []
         out.append({
             "destination": d.name, "type": d.type,
             "contacts": [{"key": s["key"], "tags": s["tags"], "fields": s["fields"],
                           "in_destination": s["in_destination"], "last_pushed": _plain(s["pushed_at"])}
                          for s in held],
-            "pending_failures": [{"op": f["op"], "attempts": f["attempts"], "last_error": f["last_error"],
+            # an error stored before the secrets in it were masked (an older rfmsync): masked as it is shown
+            "pending_failures": [{"op": f["op"], "attempts": f["attempts"], "last_error": _masked(f["last_error"]),
                                   "last_failed_at": _plain(f["last_failed_at"])} for f in failures],
+            # kept out by his own choice in the ESP (not failures, not asked again): the reason the ESP gave
+            "kept_out": [{"op": k["op"], "reason": _masked(k["reason"]), "kept_at": _plain(k["kept_at"])}
+                         for k in kept],
         })
     return out
+
+
+def _masked(text: str | None) -> str | None:
+    """A stored error or reason with every known secret masked (``failures`` prints them so)."""
+    return mask(text) if text else text
 
 
 def _plain(value: Any) -> Any:

@@ -81,3 +81,33 @@ def test_rules_that_cannot_be_built_are_a_config_error_naming_the_file_when_segm
     assert str(exc.value).startswith(f"{path}: ")
     assert message in str(exc.value)
     assert message in run_cli("check", "--config", str(path), code=2).output
+
+
+SG = 'type = "sendgrid"\n'
+
+
+@pytest.mark.parametrize("dest, message", [
+    (MC + '[destinations.fields]\n"Recency score" = "recency_days"',
+     "destination 'mc': [destinations.fields] 'Recency score': a Mailchimp merge tag is 1-10 characters, letters, "
+     "digits or _ (e.g. RECENCY)"),
+    (MC + '[destinations.fields]\nRECENCY_DAYS = "recency_days"', "[destinations.fields] 'RECENCY_DAYS': a Mailchimp"),
+    (SG + '[destinations.fields]\n"1st_order" = "first_order"',
+     "[destinations.fields] '1st_order': a SendGrid custom field name is letters, digits and _ only, starting "
+     "with a letter or _"),
+    (UNI + '[destinations.fields]\n"rfm segment" = "segment"',
+     "[destinations.fields] 'rfm segment': a Unisender field name is Latin letters, digits, _ or -, starting "
+     "with a letter"),
+    (UNI + '[destinations.fields]\nEmail_Status = "segment"',
+     "[destinations.fields] 'Email_Status': 'email_status' is a Unisender system field"),
+    (MC + '[destinations.fields]\nSEG = "segmnt"',
+     "[destinations.fields] SEG = 'segmnt': unknown value (did you mean 'segment'?); the values are "),
+])
+def test_a_field_the_esp_refuses_or_an_unknown_value_is_a_config_error_naming_the_key(tmp_path, dest, message):
+    """kept28 #4: a field name the ESP refuses (a Mailchimp merge tag over 10 characters or with a space, a
+    SendGrid or Unisender name with characters it does not take, a Unisender system field) loaded, planned and
+    failed at apply (the destination's prepare); an unknown value failed at plan, without the file. Both are the
+    config's errors now, at load and ``rfmsync check`` (exit 2), naming the file, the key and what is wrong."""
+    path = config(tmp_path, dest)
+    error, out = config_error(path)
+    assert error.startswith(f"{path}: ") and message in error, error
+    assert "fields" in out and "Traceback" not in out

@@ -215,3 +215,51 @@ def test_explain_before_any_sync_has_no_history_and_does_not_call_the_store_in_u
     assert json.loads(result.stdout)["history"] == []
     said = result.stderr + "\n".join(r.getMessage() for r in caplog.records)
     assert "in use" not in said and "segment history left out" not in said
+
+
+def test_explain_shows_the_operations_kept_out_with_the_esp_s_reason(tmp_path):
+    """kept28 #2: an operation the contact's own choice in the ESP keeps out (recorded in the ledger's kept_out
+    table, listed by ``failures --kept-out``) was shown nowhere by ``explain``: neither held nor failing, his list
+    add simply missing. Each destination shows them now (JSON ``kept_out``: op, reason, kept_at; the text a line),
+    with the reason the ESP gave, masked as ``failures`` masks it; another contact's are not his."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+
+    cfg = generate_shop(tmp_path / "shop", customers=150, seed=3, as_of=date.fromisoformat(AS_OF))
+    who = next(r for r in customers_csv(cfg) if r["email"])
+    reason = "Unisender shows him unsubscribed on the list (he unsubscribed: his choice, nothing to do)"
+    with Ledger.connect(f"sqlite:///{cfg.parent / 'rfmsync.db'}") as ledger:
+        ledger.record_kept_out("mailchimp-demo", None, [
+            ItemResult(who["email"], "tag+rfm:Champions", False, reason, refused=True, kept_out=True),
+            ItemResult("someone.else@example.com", "upsert", False, "not his", refused=True, kept_out=True)])
+    data = json.loads(explain(cfg, who["customer_id"], "--format", "json").stdout)
+    (dest,) = data["destinations"]
+    assert [(k["op"], k["reason"]) for k in dest["kept_out"]] == [("tag+rfm:Champions", reason)]
+    assert dest["kept_out"][0]["kept_at"] and dest["pending_failures"] == [] and dest["contacts"] == []
+    text = explain(cfg, who["customer_id"]).stdout
+    assert f"kept out: tag+rfm:Champions ({reason})" in " ".join(text.split())
+
+
+def test_explain_masks_a_secret_in_a_stored_error_as_failures_does(tmp_path, monkeypatch):
+    """fixk28 #1: ``explain`` printed a pending failure's stored ``last_error`` as stored: an error an older
+    rfmsync wrote before the secrets in it were masked showed the key in the text and in ``--format json``, where
+    ``failures`` masks it. Both mask it now, as the kept-out reason is masked."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+
+    code = "sk-TESTSECRET-123"
+    cfg = generate_shop(tmp_path / "shop", customers=20, seed=3, as_of=date.fromisoformat(AS_OF))
+    who = next(r for r in customers_csv(cfg) if r["email"])
+    with Ledger.connect(f"sqlite:///{cfg.parent / 'rfmsync.db'}") as ledger:
+        run_id = ledger.start_run("sync", "mailchimp-demo")
+        ledger.record_failures("mailchimp-demo", run_id, [ItemResult(who["email"], "upsert", False, f"apikey={code}")])
+        ledger.record_kept_out("mailchimp-demo", run_id, [
+            ItemResult(who["email"], "tag+rfm:Champions", False, f"refused (key {code})", refused=True, kept_out=True)])
+        ledger.finish_run(run_id, "failed", {})
+    monkeypatch.setenv("MAILCHIMP_API_KEY", code)
+    assert code not in run("failures", "--config", str(cfg)).output  # what failures prints: masked
+    (dest,) = json.loads(explain(cfg, who["customer_id"], "--format", "json").stdout)["destinations"]
+    assert [f["last_error"] for f in dest["pending_failures"]] == ["apikey=***"]
+    assert [k["reason"] for k in dest["kept_out"]] == ["refused (key ***)"]
+    text = explain(cfg, who["customer_id"]).stdout
+    assert "pending failure: upsert" in text and "apikey=***" in text and code not in text

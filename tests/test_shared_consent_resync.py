@@ -206,3 +206,65 @@ def test_an_address_an_older_resync_stored_unnormalised_is_found_after_the_upgra
     assert not set(mailchimp_fake.tags_of(key)) & MANAGED
     with open_store(store_path(load_config(small_shop))) as con:
         assert con.execute("SELECT email FROM contacts WHERE customer_id = ?", [SECOND]).fetchall() == [(key,)]
+
+
+def test_a_contested_withdrawal_is_labelled_with_its_owner_s_segment_and_pushes_the_same():
+    """kept28 #5: the owner's withdrawal planned by a resync of the refusing card C2 (segment "Churn") carried
+    C2's segment under C1's customer id: C1's contact labelled with another customer's segment. It carries C1's
+    segment now, as the store's segment history gives it (the full sync's label); what is pushed (no managed tag,
+    the owner's fields) and the guards' reading of it (a withdrawal, not one who left the base) are unchanged.
+    Without a segment for C1 in the store, C2's stays (never ``""``: the guards would take it for one who left)."""
+    from sync.guards import withdrawal_change
+    from sync.planning.plan import plan_destination
+    from sync.config import DestinationConfig
+
+    last = {"fam@shop.uz": PushedState("fam@shop.uz", "C1", frozenset({"rfm:Winback", "hand"}), {"SEG": "Churn"})}
+    desired = [DesiredContact(key="fam@shop.uz", customer_id="C2", email="fam@shop.uz", consent="no",
+                              segment="Beginners", tags=frozenset(), fields={"SEG": "Beginners"})]
+    asked: list[set[str]] = []
+
+    def segments(ids):
+        asked.append(set(ids))
+        return {"C1": "Best active"}
+
+    kept, _, _ = leave_shared_to_full_sync(desired, last, {"C2"}, lambda keys, among: {"fam@shop.uz": {"C1"}},
+                                           new_contacts="skip", segments=segments)
+    assert [(d.customer_id, d.segment, d.tags, d.fields) for d in kept] == [
+        ("C1", "Best active", frozenset(), {"SEG": "Churn"})] and asked == [{"C1"}]
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a", new_contacts="skip",
+                             segments={"Best active": "rfm:Winback"},
+                             fields={"SEG": "segment"})
+    (change,) = plan_destination(dest, kept, last).changes
+    assert change.segment == "Best active" and change.remove_tags == {"rfm:Winback"} and not change.add_tags
+    assert withdrawal_change(change, "skip")
+    unknown, _, _ = leave_shared_to_full_sync(desired, last, {"C2"}, lambda keys, among: {"fam@shop.uz": {"C1"}},
+                                              new_contacts="skip", segments=lambda ids: {})
+    assert unknown[0].segment == "Beginners"
+
+
+def test_the_owner_s_segment_labelling_his_withdrawal_is_the_store_s(small_shop, mailchimp_fake):  # noqa: F811
+    """kept28 #5: the label's source, :func:`sync.serve.resync_scope.store_segments`: the owner's segment on the
+    history's latest line (what the last sync recorded), nothing for a customer it does not hold; and the resync of
+    the refusing card still withdraws the address (what is pushed unchanged)."""
+    import csv
+    import io
+
+    from sync.config import load_config
+    from sync.serve.resync_scope import StoreReads, store_segments
+
+    key, cid = _shared_and_synced(small_shop)
+    rows = csv.DictReader(io.StringIO(run_cli("segments", "--config", str(small_shop), "--as-of", AS_OF.isoformat(),
+                                              "--customers", "-o", "-").stdout))
+    segment = next(r["segment"] for r in rows if r["customer_id"] == cid)
+    reads = StoreReads()
+    assert store_segments(load_config(small_shop), {cid, "nobody"}, reads=reads) == {cid: segment}
+    assert reads.rows >= 1
+    # within a caller's block holding the (non-re-entrant) store lock, on its connection (fixk28): no second lock
+    from sync.serve.resync_scope import store_path
+    from sync.store import STORE_LOCK, connect_store
+
+    cfg = load_config(small_shop)
+    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=5) as con:
+        assert store_segments(cfg, {cid}, con=con) == {cid: segment}
+    _resync(small_shop, contacts=[Contact(customer_id=SECOND, email=key, marketing_consent=Consent.NO)])
+    assert key not in managed_contacts(small_shop) and not set(mailchimp_fake.tags_of(key)) & MANAGED

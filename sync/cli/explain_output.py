@@ -57,7 +57,8 @@ def print_explain(report: dict) -> None:
                              for h in d["contacts"])
         fails = "".join(f"; pending failure: {f['op']} ({f['attempts']} attempts: {f['last_error']})"
                         for f in d["pending_failures"])
-        out.print(f"{d['destination']} ({d['type']}): {line}{fails}")
+        kept = "".join(f"; kept out: {k['op']} ({k['reason']})" for k in d.get("kept_out", ()))
+        out.print(f"{d['destination']} ({d['type']}): {line}{fails}{kept}")
 
 
 def _num(v):

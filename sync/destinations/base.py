@@ -114,6 +114,9 @@ class DestinationSpec:
     #: way; docs/sync.md#retired-tags says why it is safe: only spellings the ledger says rfmsync gave come off);
     #: False: tag/list names are taken as spelled (nothing says SendGrid's or Unisender's lists fold case)
     tags_fold_case: bool = False
+    #: what is wrong with a ``[destinations.fields]`` name the vendor refuses (None: nothing), checked when the
+    #: config loads (:class:`sync.config.DestinationConfig`), before any call; None: every name is taken
+    field_name_error: Callable[[str], str | None] | None = None
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)

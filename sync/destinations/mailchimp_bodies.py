@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from itertools import chain, repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import DestinationConfigError
 from ..model import ContactChange, FieldValue
+from .specs import MAILCHIMP_MERGE_TAG
 
 #: a merge tag Mailchimp takes: 1-10 characters, upper-case letters, digits or _
-MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
+MERGE_TAG = MAILCHIMP_MERGE_TAG
 
 
 #: a request body as JSON, compact and without the check for reference cycles (rfmsync builds every body; a

@@ -19,7 +19,6 @@ the items it covers with the raw answer (cut to 200 characters); the next run re
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequence
 
 from connectors.retry import RetryPolicy
@@ -43,7 +42,7 @@ FAILED_JOB = "SendGrid import job failed (took nobody): the outcome of a contact
 MAX_UPSERT_CONTACTS = specs.SENDGRID_MAX_UPSERT_CONTACTS  # PUT /v3/marketing/contacts: "up to 30,000 contacts, or 6MB"
 MAX_UPSERT_BYTES = 6_000_000  # 6 MB of JSON (decimal MB: the conservative reading)
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FIELD_NAME = specs.SENDGRID_FIELD_NAME
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
 FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
 

@@ -21,7 +21,9 @@ imported only after ``getContact`` found him (:func:`_must_exist`). A known cont
 whatever his consent (:func:`_joins_known`): the import names no list he left (kept out: his choice, never undone
 by rfmsync) nor one he is invited to (left as it is, the add done), and, without consent now, a list only when
 getContact shows him ``active`` or ``new`` (:func:`_hold_unconfirmed`: an import adds to lists without an
-invitation).
+invitation). A contact new to the ledger put on a list is read so too when Unisender may hold him already
+(:class:`~sync.destinations.unisender_probe.HeldCheck`: an e-mail-only import tells), batch by batch: each
+batch of 500 is checked, read and imported before the next.
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
 whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
@@ -53,10 +55,11 @@ from ..planning.values import kind_of
 from .answers import BadAnswer
 from . import specs
 from .base import ClientOptions, Creating, not_recreated, without_lost_fields
-from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _joins_known, _list_ids_of, _merged, _must_exist,
-                             _names_contact, _ops, _row_error, _tags_of, _text, split_name)
+from .unisender_rows import (_Row, _barred, _grouped, _hold_unconfirmed, _joins_known, _list_ids_of, _merged,
+                             _must_exist, _names_contact, _ops, _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
+from .unisender_probe import HeldCheck
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +68,8 @@ MAX_IMPORT_ROWS = specs.UNISENDER_MAX_IMPORT_ROWS
 MAX_TAGS = 10
 #: getContact's answer for an address Unisender does not hold (code ``unspecified``), reference §3.1
 _NOT_FOUND = re.compile(r'Contact ".*" not found\.?', re.IGNORECASE | re.DOTALL)
-_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_SYSTEM_FIELDS = {"email", "phone", "tags", "email_status", "phone_status", "email_list_ids", "phone_list_ids",
-                  "email_subscribe_times", "email_unsubscribed_list_ids", "email_excluded_list_ids",
-                  "email_availability", "delete", "phone_availability"}
+_FIELD_NAME = specs.UNISENDER_FIELD_NAME
+_SYSTEM_FIELDS = specs.UNISENDER_SYSTEM_FIELDS
 #: field kind -> Unisender field type (the type only affects the web UI; values are stored as text)
 FIELD_TYPES: Mapping[str, str] = specs.UNISENDER_FIELD_TYPES
 
@@ -182,16 +183,16 @@ class UnisenderDestination:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r) or _joins_known(r)], on_results)
-        groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
-        for row in rows:
-            if row.ops:
-                groups.setdefault((row.replace_tags, tuple(sorted(row.change.set_fields))), []).append(row)
-            elif row.results:
-                on_results(row.results)
-        for (replace, names), members in groups.items():
-            for start in range(0, len(members), self.batch_size):
-                self._import(members[start:start + self.batch_size], replace, names, on_results)
+        checks = HeldCheck(self._api, self._key, self.name, self.batch_size)
+        for members in _grouped(rows, on_results).values():
+            for start in range(0, len(members), self.batch_size):  # each batch checked, read and imported before
+                batch = members[start:start + self.batch_size]  # the next: a stop leaves one checked, not imported
+                joining = [r for r in batch if r.change.create and r.add_lists]  # new to the ledger: maybe held
+                held = {id(r) for r in checks.maybe_held(joining, on_results)}
+                self._read_contacts([r for r in batch if r.replace_tags or _must_exist(r) or _joins_known(r)
+                                     or id(r) in held], on_results)
+                for (replace, names), part in _grouped(batch, on_results).items():  # a read may change a row's
+                    self._import(part, replace, names, on_results)  # group (tags unseen) or leave it nothing
 
     def _not_invitable(self, ch: ContactChange) -> str | None:
         """Why a new contact without ``subscribed`` status is not added (None: he is invited)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DestinationConfigError, DestinationError
-from ..model import ContactChange, ItemResult
+from ..model import ContactChange, ItemResult, OnResults
 from .answers import excerpt
 from .base import Action
 from .unisender_api import UnisenderError, action_for
@@ -38,6 +38,18 @@ def _ops(ch: ContactChange, removes: bool = True) -> list[str]:
     ops = ["upsert"] if ch.needs_upsert else []
     ops += [f"tag+{n}" for n in sorted(ch.add_tags)]
     return ops + ([f"tag-{n}" for n in sorted(ch.remove_tags)] if removes else [])
+
+
+def _grouped(rows: list[_Row], on_results: OnResults) -> dict[tuple[bool, tuple[str, ...]], list[_Row]]:
+    """Rows with ops by what one import shares (``overwrite_tags``, the field columns); the others' results are
+    reported."""
+    groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
+    for row in rows:
+        if row.ops:
+            groups.setdefault((row.replace_tags, tuple(sorted(row.change.set_fields))), []).append(row)
+        elif row.results:
+            on_results(row.results)
+    return groups
 
 
 def _must_exist(row: _Row) -> bool:

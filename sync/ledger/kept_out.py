@@ -98,14 +98,20 @@ class KeptOutLog:
                 gone += conn.execute(delete(t).where(t.c.destination == destination, cond)).rowcount
         return gone
 
-    def kept_out_list(self, destination: str | None = None) -> list[dict[str, Any]]:
-        """Every operation kept out (oldest first): destination, key, op, reason, kept_at, run_id."""
+    def kept_out_list(self, destination: str | None = None, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Every operation kept out (oldest first): destination, key, op, reason, kept_at, run_id; with ``keys``,
+        only those contacts' (``rfmsync explain``: one customer's, read by key)."""
         t = kept_out
         query = select(t).order_by(t.c.destination, t.c.kept_at, t.c.key, t.c.op)
         if destination is not None:
             query = query.where(t.c.destination == destination)
+        wanted = None if keys is None else sorted(set(keys))
         with self._db.read() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            if wanted is None:
+                return [dict(r) for r in conn.execute(query).mappings()]
+            rows = [dict(r) for chunk in chunks(wanted, 500) for r in conn.execute(query.where(t.c.key.in_(chunk)))
+                    .mappings()]
+        return sorted(rows, key=lambda r: (r["destination"], r["kept_at"], r["key"], r["op"]))
 
 
 __all__ = ["KeptOutLog", "KeptOutRecorder"]

@@ -80,19 +80,22 @@ def refused_by_others(desired: list[DesiredContact], customer_ids: Iterable[str]
                                                                              - ids) else d for d in desired]
 
 
-def owners_withdrawal(d: DesiredContact, prev: PushedState, new_contacts: str | None) -> DesiredContact | None:
+def owners_withdrawal(d: DesiredContact, prev: PushedState, new_contacts: str | None,
+                      segment: str | None = None) -> DesiredContact | None:
     """The plan of an address a partial plan leaves to the full sync (another customer's contact by the ledger,
     ``prev``, who still gives it) when ``d``, this plan's card of it, makes the address's consent *no* under
     ``skip``: whichever card the full sync picks, the address then carries no managed tag (:func:`refused_consent`),
     so the withdrawal is not left waiting for it. The contact stays the owner's, his fields as the ledger holds
     them (none written); only the managed tags come off. None: nothing a *no* takes off (another mode, no tags).
     The *no* is named as another card's (``refused_by``: ``d``'s own, or the card that made ``d``'s *no*), not the
-    owner's, whose card may say yes (a skip's reason when the ESP lost the contact: :func:`no_consent_reason`)."""
+    owner's, whose card may say yes (a skip's reason when the ESP lost the contact: :func:`no_consent_reason`).
+    It is labelled with the owner's ``segment`` (the store's); unknown, with ``d``'s, never ``""``: the guards read
+    that as one who left the customer base (:func:`sync.guards.withdrawal_change`), not a withdrawal."""
     if not (refused_consent(d.consent, new_contacts or "skip") and prev.tags and prev.customer_id):
         return None
     refused_by = d.refused_by or d.customer_id
     return replace(d, customer_id=prev.customer_id, tags=frozenset(), fields=dict(prev.fields),
-                   refused_by=None if refused_by == prev.customer_id else refused_by)
+                   refused_by=None if refused_by == prev.customer_id else refused_by, segment=segment or d.segment)
 
 
 def status_for_new(consent: str, new_contacts: str) -> str | None:

@@ -229,36 +229,39 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
     ``[[destinations]]`` table removed, or renamed): the tags/lists rfmsync gave its contacts stay on them, and no
     plan of the config says so (:func:`left_behind` reads a configured destination's rows). A contact's tag is not
     left behind when a configured destination of the same recorded audience holds it for him in its own ledger
-    rows (whatever its case: a destination renamed with its mapping, once synced): that one takes it off him when
-    he leaves its segment. With no audience recorded (a ledger older than that), nothing is excused."""
+    rows (as that ESP compares names: whatever its case on Mailchimp only, :attr:`~sync.destinations.base.
+    DestinationSpec.tags_fold_case`; a destination renamed with its mapping, once synced): that one takes it off
+    him when he leaves its segment. With no audience recorded (a ledger older than that), nothing is excused."""
     names = {d.name for d in cfg.destinations}
     out = []
     for name in ledger.state_destinations():
         if name in names:
             continue
         target = known_target(ledger, name)
-        beside = [d.name for d in cfg.destinations if target is not None and target_of(d) == target]
+        same = [d for d in cfg.destinations if target is not None and target_of(d) == target]
+        beside = [d.name for d in same]
+        key = same[0].spec.tag_key if same else fold  # one target, one ESP: its own rule (case folded on Mailchimp)
         counts: dict[str, int] = {}
         for (tags, *theirs), n in ledger.tag_sets_beside(name, beside).items():
-            held = {fold(t) for other in theirs for t in other}
+            held = {key(t) for other in theirs for t in other}
             for tag in tags:
-                if fold(tag) not in held:
+                if key(tag) not in held:
                     counts[tag] = counts.get(tag, 0) + n
         if counts:
-            managed = {fold(t): d.name for d in cfg.destinations if d.name in beside
-                       for t in given_tags(d)}  # one another destination only retires can be retired here too
-            heir = len(beside) == 1 and any(d.name == beside[0] and d.renamed_from == name for d in cfg.destinations)
-            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir))
+            managed = {key(t): d.name for d in same for t in given_tags(d)}  # one another only retires: retired too
+            heir = len(beside) == 1 and same[0].renamed_from == name
+            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir, key))
     return out
 
 
 def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]], beside: list[str],
-                     managed: dict[str, str], heir: bool = False) -> str:
+                     managed: dict[str, str], heir: bool = False, key: Callable[[str], str] = fold) -> str:
     """The warning of a removed destination ``name``: with one configured destination of its target (``beside``:
     a rename?), that one takes its rows over once it synced if its ``renamed_from`` names ``name`` (``heir``;
     :mod:`sync.takeover`), which the warning asks for otherwise; else the remedy, putting the
     destination back to retire its tags, offered for the tags no destination of the same target manages (the
-    config check refuses two destinations managing one tag of an audience: ``managed``, by folded tag)."""
+    config check refuses two destinations managing one tag of an audience: ``managed``, by tag as ``key``, the
+    ESP's :meth:`~sync.destinations.base.DestinationSpec.tag_key`, names it)."""
     where = f" of {describe(target)}" if target is not None else ""
     said = (f"destination {name!r} is no longer in the config, but the tags/lists rfmsync gave the contacts{where} "
             f"stay on them: {counted(found)}; campaigns aimed at them still reach people who may have left those "
@@ -268,8 +271,8 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
         return said + (f"Destination {beside[0]!r} pushes there too: {ask}once it has synced successfully, "
                        f"it takes over what the ledger holds under {toml_string(name)} (the tags it manages come "
                        f"off those who left its segments; its own warning names the others) and this warning goes")
-    retire = [tag for tag, _ in found if fold(tag) not in managed]
-    held = owned_by([t for t, _ in found if t not in retire], managed)
+    retire = [tag for tag, _ in found if key(tag) not in managed]
+    held = owned_by([t for t, _ in found if t not in retire], managed, key=key)
     forget = (f"; once they are off, 'rfmsync forget --destination {name} --yes' makes the ledger forget {name!r} "
               f"and this warning goes")
     if not retire:

@@ -18,6 +18,7 @@ from ..planning.consent import refused_by_others
 from ..planning.partial import leave_shared_to_full_sync
 from ..planning.values import PREDICTIVE_VALUES
 from ..store import STORE_LOCK, connect_store, lookup_by_key
+from ..store.history import HISTORY, LINES, has_history
 from .readcount import CountingConnection
 
 
@@ -82,7 +83,33 @@ def shared_addresses(cfg: Config, dest: DestinationConfig, desired: list[Desired
     desired = refused_by_others(desired, customer_ids, dest.new_contacts, lambda keys: store_holders(
         cfg, keys, None, wait_seconds, refused=True, reads=reads, as_of=as_of))
     return leave_shared_to_full_sync(desired, last, customer_ids, lambda keys, among: store_holders(
-        cfg, keys, among, wait_seconds, reads=reads), dest.new_contacts)
+        cfg, keys, among, wait_seconds, reads=reads), dest.new_contacts,
+        lambda owners: store_segments(cfg, owners, wait_seconds, reads))
+
+
+def store_segments(cfg: Config, customers: set[str], wait_seconds: float = 60.0, reads: StoreReads | None = None,
+                   con=None) -> dict[str, str]:
+    """The segment each of ``customers`` holds now by the store's segment history (its latest line, the row still
+    valid): the label of an owner's withdrawal a resync plans (:func:`~sync.planning.consent.owners_withdrawal`).
+    One without (no history recorded, not on that line) is left out. ``reads``: the rows scanned are added to it.
+    ``con``: a store connection the caller opened and holds :data:`STORE_LOCK` for (not re-entrant: not taken
+    again); without it, one is opened under the lock."""
+    if con is not None:
+        return _segments(con, customers, reads)
+    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as own:
+        return _segments(own, customers, reads)
+
+
+def _segments(con, customers: set[str], reads: StoreReads | None) -> dict[str, str]:
+    if not has_history(con):
+        return {}
+    counted = CountingConnection(con)
+    rows = counted.execute(f"SELECT customer_id, segment FROM {HISTORY} WHERE valid_to IS NULL AND line = "
+                           f"(SELECT max(line) FROM {LINES}) AND customer_id IN (SELECT unnest(?::VARCHAR[]))",
+                           [sorted(customers)]).fetchall()
+    if reads is not None:
+        reads.rows += counted.rows()
+    return {str(c): str(s) for c, s in rows}
 
 
 def incremental_destination(dest: DestinationConfig) -> DestinationConfig:

@@ -439,6 +439,10 @@ class UnisenderFake(FakeDestination):
         return {"tag": UNMANAGED_TAG in c["tags"] and self.fake.list_id(UNMANAGED_LIST) in c["lists"],
                 "field": c["fields"].get(UNMANAGED_FIELD.lower())}
 
+    def answer_raw(self, body, content_type, *, work=False):
+        # the import of rows, not the e-mail-only one that checks which new contacts Unisender holds (kept28 #1)
+        self.fake.answer_raw(body, content_type, work=work, column="email_list_ids")
+
     def throttle(self, times):
         self.fake.fail("api_call_limit_exceeded_for_api_key", times=times, method="importContacts")
 
@@ -463,10 +467,16 @@ class UnisenderFake(FakeDestination):
     def minimum_writes(self, changes, batch_size=None):
         """importContacts ≤ 500 rows; one call shares its columns (the changed fields) and ``overwrite_tags``
         (set only when a managed tag is removed), so rows group by those; getContact reads are not writes."""
+        from sync.destinations.unisender import split_name
+
         size = _batch(batch_size, MAX_IMPORT_ROWS)
         groups = Counter((any(t.startswith("tag:") for t in c.remove_tags), tuple(sorted(c.set_fields)))
                          for c in changes if c.needs_upsert or c.add_tags or c.remove_tags)
-        return {"import": sum(_ceil(n, size) for n in groups.values())}
+        # new consenting contacts put on a list: one e-mail-only import per batch first tells whether Unisender
+        # holds any of them already (sync.destinations.unisender_probe, kept28)
+        joining = sum(1 for c in changes if c.create and c.status_if_new == "subscribed"
+                      and any(split_name(t)[0] == "list" for t in c.add_tags))
+        return {"import": sum(_ceil(n, size) for n in groups.values()), "check": _ceil(joining, size)}
 
     def violations(self):
         return ([f"email_status column sent ({n}x)" for n in [len(self.fake.status_columns)] if n]

@@ -94,6 +94,7 @@ class FakeUnisender:
         self.unchanged_uncounted = False  # a row that changes nothing counted in neither inserted nor updated
         self._faults: list[Fault] = []
         self._raw: list[RawAnswer] = []
+        self._raw_column: dict[int, str] = {}  # id of a raw answer → the import column a call must name to get it
         self._window: deque[float] = deque()
         self._ids = itertools.count(101)
         self._lock = threading.Lock()
@@ -163,9 +164,14 @@ class FakeUnisender:
         self._faults.append(Fault(method, times, None, 0, seconds))
 
     def answer_raw(self, body: bytes, content_type: str = "text/html; charset=utf-8", *, status: int = 200,
-                   method: str | None = "importContacts", work: bool = False) -> None:
-        """The next call of ``method`` is answered with exactly this body (see :class:`tests.fakes.http.RawAnswer`)."""
-        self._raw.append(RawAnswer(body, content_type, status, None, rf"/{method}$" if method else None, work))
+                   method: str | None = "importContacts", work: bool = False, column: str | None = None) -> None:
+        """The next call of ``method`` is answered with exactly this body (see :class:`tests.fakes.http.RawAnswer`);
+        with ``column``, the next importContacts naming that column in its ``field_names`` (``email_list_ids``: an
+        import of rows, not rfmsync's e-mail-only check of which addresses it holds)."""
+        raw = RawAnswer(body, content_type, status, None, rf"/{method}$" if method else None, work)
+        self._raw.append(raw)
+        if column is not None:
+            self._raw_column[id(raw)] = column
 
     def forget(self, email: str) -> None:
         """Delete a contact behind rfmsync's back (drift)."""
@@ -211,7 +217,12 @@ class FakeUnisender:
         if form.get("api_key") != self.api_key:
             return envelope_error("Invalid API key", "invalid_api_key")
         handler = getattr(self, f"_m_{method}", None)
-        raw = take_raw(self._raw, req.method, req.path)
+        columns = {v for k, v in form.items() if k.startswith("field_names[")}
+        raw = take_raw([r for r in self._raw if self._raw_column.get(id(r)) in (None, *columns)], req.method,
+                       req.path)
+        if raw is not None:
+            self._raw.remove(raw)
+            self._raw_column.pop(id(raw), None)
         if raw is not None:
             if raw.work and handler:
                 handler(form)
