@@ -151,13 +151,16 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
 
 
 def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
-          allow_mass_change: bool = False) -> list[ApplyReport]:
+          allow_mass_change: bool = False,
+          on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
     """Apply exactly a saved plan (``rfmsync apply``): refused when the ledger moved since it was made (exit 5)
-    or when a guard trips (exit 6)."""
+    or when a guard trips (exit 6). The consent of those it subscribes is read again from the order store first:
+    the contacts whose consent no longer allows it are left out (told to ``on_warnings``, else logged); a host
+    without the store refuses such a plan (exit 2)."""
     from .run import apply_saved
 
     return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change,
-                       ledger_id=saved.ledger_id)
+                       ledger_id=saved.ledger_id, as_of=saved.as_of, on_warnings=on_warnings)
 
 
 def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,

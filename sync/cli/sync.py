@@ -146,7 +146,8 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
     guards against the ledger as it is now; a plan held by max_removal_pct or max_change_pct alone still sends its
-    consent withdrawals (the ledger then moved: make a new plan for the rest)."""
+    consent withdrawals (the ledger then moved: make a new plan for the rest). The consent of those it subscribes
+    is read again from the order store: a contact who withdrew it since is left out (a warning names him)."""
     from .. import api
     from ..plan_file import load_plan_file
     from ..run import require_destinations
@@ -155,10 +156,16 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     saved = load_plan_file(plan_file)
-    print_warnings(saved.consent_lines())  # stderr: consent is not read again
+    def on_warnings(lines):
+        print_warnings(lines)  # stderr in every format
+        if doc is not None:
+            doc["warnings"].extend(lines)
+
+    on_warnings(saved.consent_lines())  # the consent is read again from the store, not from the source
     ledger = _open_ledger(cfg, settings)
     try:
-        reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)
+        reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change,
+                            on_warnings=on_warnings)  # those left out: their consent withdrawn since
     finally:
         ledger.close()
     _report(reports, doc)
