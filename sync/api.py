@@ -8,12 +8,12 @@
 
     cfg, settings = load_config("rfmsync.toml"), load_settings()
     run = api.segments(cfg)                          # score and segment (close it when done)
-    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger (nor does plan -o)
+    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file (plan -o does)
     result = api.plan(cfg, ledger, settings)         # what a sync would change, written nowhere
-    # result.document() is what plan -o saves, the same file for the same ledger: it names the ledger's id
-    # (ledger_id), made by the first command that writes the ledger (sync.ledger.open_ledger: pull, sync, apply,
-    # serve); none yet (ledger_id: null: no ledger on this machine) is judged by its revisions, and refused by
-    # apply for a destination the ledger never wrote
+    # result.document() names the ledger's id (ledger_id) only if it has one: to save a plan for apply, open the
+    # ledger with sync.ledger.open_ledger(cfg, settings) and call ledger.ledger_id(create=True) before api.plan,
+    # as plan -o does; a plan naming none (ledger_id: null) is judged by its revisions, and refused by apply for
+    # a destination the ledger never wrote
     reports = api.run_sync(cfg, ledger, settings)    # pull → segment → plan → guards → apply → record
 
 ``rfmsync sync``, the scheduler of ``rfmsync serve`` and anything else doing "a full sync" call
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .plan_file import SavedPlan
     from .planning.planner import PlannedDestination
 
-__all__ = ["PlanResult", "PullSummary", "absent_ledger_file", "apply", "as_of_date", "existing_ledger", "explain", "history",
+__all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "explain", "history",
            "init_config", "plan", "prune_history", "pull", "record_history", "run_sync", "segments"]
 
 
@@ -65,16 +65,6 @@ def existing_ledger(cfg: Config, settings: Settings) -> Ledger:
     if path is not None and not Path(path).exists():
         return Ledger.connect("sqlite://")
     return Ledger.connect(url, state_cache=state_cache_folder(cfg, url))
-
-
-def absent_ledger_file(cfg: Config, settings: Settings) -> str | None:
-    """The configured SQLite ledger file (absolute) when it does not exist yet, else None: a plan made then names it
-    instead of an id (nothing is created to make one), and ``apply`` applies it to that file alone."""
-    from .ledger import ledger_url
-    from .ledger.url import sqlite_file
-
-    path = sqlite_file(ledger_url(cfg, settings))
-    return None if path is None or Path(path).exists() else str(Path(path).resolve())
 
 
 @dataclass(frozen=True)
@@ -126,15 +116,12 @@ class PlanResult:
     data: dict[str, int]
     #: the ledger's id (:func:`sync.ledger.cursors.ledger_id`; None: none made yet), saved with the plan
     ledger_id: str | None = None
-    #: the SQLite ledger file the plan is for when it does not exist yet (:func:`absent_ledger_file`), saved instead
-    ledger_file: str | None = None
 
     def document(self) -> dict:
         """The plan as JSON (``plan --format json``, ``plan -o FILE``)."""
         from .plan_file import plan_document
 
-        return plan_document(self.planned, self.as_of, self.warnings, data=self.data, ledger_id=self.ledger_id,
-                             ledger_file=self.ledger_file)
+        return plan_document(self.planned, self.as_of, self.warnings, data=self.data, ledger_id=self.ledger_id)
 
 
 def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
@@ -160,9 +147,7 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
                                reconcile=reconcile, remote=remote)
     finally:
         run.close()
-    named = ledger.ledger_id()
-    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows}, named,
-                      None if named is not None else absent_ledger_file(cfg, settings))
+    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows}, ledger.ledger_id())
 
 
 def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
@@ -175,8 +160,7 @@ def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
     from .run import apply_saved
 
     return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change,
-                       ledger_id=saved.ledger_id, ledger_file=saved.ledger_file, as_of=saved.as_of,
-                       on_warnings=on_warnings)
+                       ledger_id=saved.ledger_id, as_of=saved.as_of, on_warnings=on_warnings)
 
 
 def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,

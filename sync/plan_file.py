@@ -19,18 +19,14 @@ PLAN_FILE_VERSION = 1
 
 
 def plan_document(planned: Sequence["PlannedDestination"], as_of: date, warnings: Sequence[str] = (),
-                  data: Mapping[str, Any] | None = None, ledger_id: str | None = None,
-                  ledger_file: str | None = None) -> dict:
+                  data: Mapping[str, Any] | None = None, ledger_id: str | None = None) -> dict:
     """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
     followed by each destination plan's. ``data``: the input counts the data guards check again at apply.
-    ``ledger_id``: the id of the ledger it was made against (``apply`` refuses it against another one);
-    ``ledger_file``: instead, the SQLite ledger file that did not exist yet (``apply`` applies it to that file alone)."""
+    ``ledger_id``: the id of the ledger it was made against (``apply`` refuses it against another one)."""
     doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(), "ledger_id": ledger_id,
            "as_of": as_of.isoformat(),
            "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
            "plans": [p.plan.to_json() for p in planned]}
-    if ledger_file is not None:
-        doc["ledger_file"] = ledger_file
     if data is not None:
         doc["data"] = dict(data)
     return doc
@@ -44,9 +40,6 @@ class SavedPlan:
     ledger_id: str | None = None
     #: when it was made (None: not said, or not a time)
     created_at: datetime | None = None
-    #: the SQLite ledger file it was made for when that file did not exist yet (``ledger_id`` null then): applied
-    #: to that file alone (None: not said)
-    ledger_file: str | None = None
     #: the day it was computed as of (None: not said, or not a date): which cards count when apply reads the
     #: consent again (:mod:`sync.planning.consent_now`)
     as_of: date | None = None
@@ -96,11 +89,11 @@ def load_plan_file(path: str | os.PathLike) -> SavedPlan:
     counts = data.get("data") or {}
     if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
         raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
-    plans, ledger, file = data.get("plans", []), data.get("ledger_id"), data.get("ledger_file")
-    if not isinstance(plans, list) or not all(v is None or isinstance(v, str) for v in (ledger, file)):
-        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"plans\", \"ledger_id\" or \"ledger_file\")")
+    plans, ledger = data.get("plans", []), data.get("ledger_id")
+    if not isinstance(plans, list) or not (ledger is None or isinstance(ledger, str)):
+        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"plans\" or \"ledger_id\")")
     try:
         return SavedPlan([Plan.from_json(p) for p in plans], counts, ledger, _made(data.get("created_at")),
-                         file, _day(data.get("as_of")))
+                         _day(data.get("as_of")))
     except ConfigError as exc:  # (which file: apply may be given several over time)
         raise ConfigError(f"{path}: {exc}") from None

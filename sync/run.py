@@ -181,7 +181,7 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: Dat
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
                 data: Mapping[str, int] | None = None, allow_mass_change: bool = False,
-                ledger_id: str | None = None, ledger_file: str | None = None, as_of: date | None = None,
+                ledger_id: str | None = None, as_of: date | None = None,
                 on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
     """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), when it touches a
     tag, list or field the config does not manage (exit 2: a plan edited by hand, or made from another config), or
@@ -201,7 +201,7 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
                                                                  plan.ledger_token))
             raise _stale(plan, now)
     # after the revisions: a ledger put back from a copy older than its id is a restore (exit 5), not another ledger
-    check_ledger_id(ledger, plans, ledger_id, ledger_file, configured_file(cfg, settings))
+    check_ledger_id(ledger, plans, ledger_id)
     for plan in plans:
         check_managed(cfg.destination(plan.destination), plan)  # never a tag, list or field the config leaves alone
     plans, left = recheck_consent(cfg, plans, store_path(cfg), as_of)  # a consent withdrawn since: left out
@@ -245,27 +245,13 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     return reports
 
 
-def configured_file(cfg: Config, settings: Settings) -> str | None:
-    """This config's SQLite ledger file, absolute (None: PostgreSQL, in memory)."""
-    from pathlib import Path
-
-    from .ledger import ledger_url
-    from .ledger.url import sqlite_file
-
-    path = sqlite_file(ledger_url(cfg, settings))
-    return None if path is None else str(Path(path).resolve())
-
-
-def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None, saved_file: str | None = None,
-                    here: str | None = None) -> None:
+def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None) -> None:
     """A saved plan is applied only to the ledger it was made against (its file's ``ledger_id``): applied to
     another config's ledger, one shop's contacts would be pushed into the other's audience. A plan file without
-    it is judged by its revisions, but refused for a destination this ledger never wrote (nothing then tells which
-    ledger, or shop, it was made for), unless it names the SQLite file it was made for before that file existed
-    (``saved_file``; ``here``: this config's): this ledger is that file, or another ledger (refused). A ledger
-    without an id (put back from a copy taken before it had one) is not another ledger when it wrote every
-    destination of the plan: the revisions, checked first, judged the plan (a never-written one tells nothing:
-    another shop's, refused)."""
+    it (an older rfmsync) is judged by its revisions as before, but refused for a destination this ledger never
+    wrote (nothing then tells which ledger, or shop, it was made for). A ledger without an id (put back from a copy
+    taken before it had one) is not another ledger when it wrote every destination of the plan: the revisions,
+    checked first, judged the plan (a never-written one tells nothing: another shop's, refused)."""
     held = ledger.ledger_id()
     mine = held or ledger.ledger_id(create=True)
     written = all(ledger.state_counter(p.destination).epoch is not None for p in plans)
@@ -273,19 +259,13 @@ def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None, sa
         raise ConfigError(f"this plan was made against another ledger (ledger_id {saved}; this config's ledger is "
                           f"{mine}): a plan saved with another config, or against another copy of the ledger, is "
                           f"not applied here; make a new plan with this config")
-    if saved is None and saved_file is not None:
-        if saved_file != here:
-            raise ConfigError(f"this plan was made against another ledger (the file {saved_file}, which did not "
-                              f"exist yet; this config's ledger is {here or 'not a SQLite file'}): a plan saved with "
-                              f"another config is not applied here; make a new plan with this config")
-        return
     if saved is None:
         fresh = [p.destination for p in plans if ledger.state_counter(p.destination).epoch is None]
         if fresh:
             raise ConfigError(f"this plan file names no ledger (saved by an rfmsync before plans recorded "
-                              f"ledger_id, before this ledger had an id, or not by `rfmsync plan -o`) and this "
-                              f"ledger never wrote destination {fresh[0]!r}: nothing tells that the plan was made "
-                              f"for this shop; make a new plan with `rfmsync plan -o FILE` (it names this ledger now)")
+                              f"ledger_id, or not by `rfmsync plan -o`) and this ledger never wrote destination "
+                              f"{fresh[0]!r}: nothing tells that the plan was made for this shop; make a new plan "
+                              f"with `rfmsync plan -o FILE`")
 
 
 def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings

@@ -15,8 +15,6 @@ NAME = "mailchimp-demo"
 
 
 def _saved(shop: Path, tmp_path: Path) -> tuple[Path, dict]:  # noqa: F811
-    """``plan -o`` after a pull (the pull makes the ledger and its id, which the plan names)."""
-    cli("pull", "--config", str(shop))
     saved = tmp_path / "plan.json"
     cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
     return saved, json.loads(saved.read_text(encoding="utf-8"))

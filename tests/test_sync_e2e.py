@@ -66,9 +66,10 @@ def test_plan_writes_nothing_then_sync_creates_exactly_the_plan_and_rerun_writes
     assert not (shop.parent / "rfmsync.db").exists()  # a plan not saved writes nothing, not even a ledger
     plan = planned(shop, tmp_path)
     assert mailchimp_fake.write_calls == 0
-    # a saved plan creates nothing either: no ledger yet, so it names none (docs/sync.md#plan)
-    assert not (shop.parent / "rfmsync.db").exists()
-    assert json.loads((tmp_path / "plan.json").read_text())["ledger_id"] is None
+    # a saved plan makes the ledger, with nothing in it but the id the plan names (docs/sync.md#plan)
+    with Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}") as ledger:
+        assert ledger.state_revision("mailchimp-demo") == 0 and not ledger.load_state("mailchimp-demo")
+        assert ledger.ledger_id() == json.loads((tmp_path / "plan.json").read_text())["ledger_id"] is not None
     victim = next(c["key"] for c in plan["changes"] if c["add_tags"])
     mailchimp_fake.add_member(victim, status="unsubscribed", tags=["Hand picked"])
 

@@ -78,35 +78,30 @@ def pull(config_path, source_name, full, reread, verify, fmt):
 
 
 def _dry_run(cfg, settings, destinations, as_of, *, saved: bool = False, **options):
-    """``api.plan`` against the ledger as it is (an empty one when there is none yet), creating nothing: a saved plan
-    (``plan -o``, ``saved``) names the ledger's id, made by the commands that write the ledger
-    (:func:`sync.ledger.open_ledger`), as a library ``api.plan`` does; a ledger without one (none yet on this
-    machine, or one only read since an older rfmsync) gives ``ledger_id: null`` and a warning (``apply`` judges
-    such a plan by its revisions, and refuses it for a destination the ledger never wrote: docs/sync.md#plan)."""
+    """``api.plan`` against the ledger as it is (an empty one when there is none yet). ``saved``: the plan is saved
+    (``plan -o``) for ``apply``: the ledger is made (created if there is none yet, and given its id), so the plan
+    names the ledger it is for; on a ledger this process may only read (a ``mode=ro`` SQLite URI, a standby or a
+    SELECT-only role) the id is not made: a warning, and the plan names no ledger (``ledger_id: null``: ``apply``
+    judges it by its revisions, docs/sync.md#plan)."""
     from dataclasses import replace
 
     from .. import api
+    from ..errors import LedgerError
 
-    ledger = api.existing_ledger(cfg, settings)
+    ledger = _open_ledger(cfg, settings) if saved else api.existing_ledger(cfg, settings)
+    unnamed = []
     try:
+        if saved:
+            try:
+                ledger.ledger_id(create=True)
+            except LedgerError as exc:
+                unnamed.append(f"the ledger's id could not be made ({exc}): the saved plan names no ledger "
+                               f"(ledger_id null), so apply judges it by its revisions alone, and refuses it for a "
+                               f"destination the ledger never wrote (docs/sync.md#plan)")
         result = api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
+        return replace(result, warnings=[*result.warnings, *unnamed]) if unnamed else result
     finally:
         ledger.close()
-    if not saved or result.ledger_id is not None:
-        return result
-    return replace(result, warnings=[*result.warnings, unnamed_line(result)])
-
-
-def unnamed_line(result) -> str:
-    """The warning of a plan saved against a ledger without an id (``ledger_id: null``)."""
-    if result.ledger_file is not None:
-        return (f"the ledger does not exist yet (plan -o creates none): the saved plan names its file instead "
-                f"(ledger_file {result.ledger_file}), and apply, which creates it, applies the plan to that file "
-                f"alone (docs/sync.md#plan)")
-    return ("the ledger has no id yet (made by the first pull, sync or apply that writes it): the saved plan names no "
-            "ledger (ledger_id null), so apply judges it by its revisions alone, and refuses it for a destination "
-            "the ledger never wrote; once a pull, sync or apply has written the ledger, a new plan -o names it "
-            "(docs/sync.md#plan)")
 
 
 def _emit_plans(result, fmt, output):
@@ -132,8 +127,8 @@ def _emit_plans(result, fmt, output):
 @reading_options
 def plan(config_path, destinations, as_of, fmt, output, full_refresh, reread, verify):
     """Dry run: show what a sync would change per destination; writes nothing to the ESPs or the ledger (a file
-    source's new and changed files are read into the local order store; with -o, the saved plan names the ledger's
-    id, or none when the ledger does not exist yet: nothing is created).
+    source's new and changed files are read into the local order store; with -o, the ledger is created if there is
+    none yet, and given the id the saved plan names).
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
     cfg, settings = _ctx(config_path)

@@ -202,22 +202,9 @@ def sqlite_file(url: str | None) -> str | None:
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
-    """Open (creating and migrating if needed) the ledger this config and environment point at, and make its id
-    if it has none yet (:func:`sync.ledger.cursors.ledger_id`): every command that writes the ledger opens it so
-    (pull, sync, apply, serve, ...), so that a plan saved later names it without writing anything itself
-    (``plan -o`` and ``api.plan`` only read it). A ledger this process may only read keeps none."""
-    from ..errors import LedgerError
-
+    """Open (creating and migrating if needed) the ledger this config and environment point at."""
     url = ledger_url(cfg, settings)
-    ledger = Ledger.connect(url, state_cache=state_cache_folder(cfg, url))
-    try:
-        ledger.ledger_id(create=True)
-    except LedgerError as exc:  # a mode=ro URI, a standby, a SELECT-only role: the command's own writes will say
-        log.debug("ledger id not made: %s", exc)
-    except BaseException:
-        ledger.close()
-        raise
-    return ledger
+    return Ledger.connect(url, state_cache=state_cache_folder(cfg, url))
 
 
 def state_cache_folder(cfg: Config, url: str) -> Path | None:
