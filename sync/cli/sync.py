@@ -79,27 +79,15 @@ def pull(config_path, source_name, full, reread, verify, fmt):
 
 def _dry_run(cfg, settings, destinations, as_of, *, saved: bool = False, **options):
     """``api.plan`` against the ledger as it is (an empty one when there is none yet). ``saved``: the plan is saved
-    (``plan -o``) for ``apply``: the ledger is made (created if there is none yet, and given its id), so the plan
-    names the ledger it is for; on a ledger this process may only read (a ``mode=ro`` SQLite URI, a standby or a
-    SELECT-only role) the id is not made: a warning, and the plan names no ledger (``ledger_id: null``: ``apply``
-    judges it by its revisions, docs/sync.md#plan)."""
-    from dataclasses import replace
-
+    (``plan -o``) for ``apply``: :func:`sync.api.plan_to_save` (the ledger is created if there is none yet, and
+    given the id the plan names), as the library saves one."""
     from .. import api
-    from ..errors import LedgerError
 
-    ledger = _open_ledger(cfg, settings) if saved else api.existing_ledger(cfg, settings)
-    unnamed = []
+    if saved:
+        return api.plan_to_save(cfg, settings, destinations=destinations, as_of=as_of, **options)
+    ledger = api.existing_ledger(cfg, settings)
     try:
-        if saved:
-            try:
-                ledger.ledger_id(create=True)
-            except LedgerError as exc:
-                unnamed.append(f"the ledger's id could not be made ({exc}): the saved plan names no ledger "
-                               f"(ledger_id null), so apply judges it by its revisions alone, and refuses it for a "
-                               f"destination the ledger never wrote (docs/sync.md#plan)")
-        result = api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
-        return replace(result, warnings=[*result.warnings, *unnamed]) if unnamed else result
+        return api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
     finally:
         ledger.close()
 
