@@ -93,3 +93,19 @@ def test_an_unknown_own_card_is_not_a_yes_and_an_address_no_card_gives_is_not_co
     store = _store(tmp_path / "u.duckdb", [("A", KEY, "yes"), ("B", KEY, "unknown"), ("C", KEY, "yes")],
                    [("A", BEFORE, "completed"), ("B", BEFORE, "completed"), ("C", BEFORE, "completed")])
     assert _left(_config(), store, _subscribe()) == {}
+
+
+def test_a_known_unisender_contact_joining_a_list_under_subscribed_is_read_again(tmp_path):
+    """Unisender's import subscribes a known contact to the lists it names when his change is ``subscribed`` (no
+    confirmation asked): a list add alone (no field, no create) waits on his consent too; a tag alone, or a
+    Mailchimp tag, does not subscribe (his status is never changed) and is applied as planned."""
+    store = _store(tmp_path / "s.duckdb", [("A", KEY, "no")], [("A", BEFORE, "completed")])
+    joins = ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"list:W"}))
+    assert _left(_config("unisender", "subscribed"), store, joins) == {
+        KEY: "consent no now (withdrawn since the plan was made: his own card says no)"}
+    assert _left(_config("unisender", "subscribed"), store,
+                 ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"tag:W"}))) == {}
+    assert _left(_config("mailchimp", "subscribed"), store,
+                 ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"W"}))) == {}
+    yes = _store(tmp_path / "t.duckdb", [("A", KEY, "yes")], [("A", BEFORE, "completed")])
+    assert _left(_config("unisender", "subscribed"), yes, joins) == {}

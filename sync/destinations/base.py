@@ -114,6 +114,10 @@ class DestinationSpec:
     #: way; docs/sync.md#retired-tags says why it is safe: only spellings the ledger says rfmsync gave come off);
     #: False: tag/list names are taken as spelled (nothing says SendGrid's or Unisender's lists fold case)
     tags_fold_case: bool = False
+    #: a managed name whose add puts a known contact on it as a subscriber when his change's ``status_if_new`` is
+    #: ``subscribed`` (Unisender's lists: an import subscribes him to the lists it names, without confirmation);
+    #: ``apply`` reads such a contact's consent again (:mod:`sync.planning.consent_now`). None: no such name
+    subscribes_on_add: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)

@@ -3,8 +3,8 @@ tags under ``skip``, whose consent the order store no longer gives (withdrawn si
 record, an export pulled again).
 
 A plan records the consent of the moment it was made; ``apply`` may run hours later. Before any ESP call, the
-store's cards of every address the plan would subscribe (``status_if_new = subscribed`` on a change that upserts)
-or put a managed tag or list on under ``new_contacts = skip`` are read in one query (the keys joined as one table,
+store's cards of every address the plan would subscribe (``status_if_new = subscribed`` on a change that upserts,
+or that puts a known contact on a Unisender list: its import subscribes him to it) or put a managed tag or list on under ``new_contacts = skip`` are read in one query (the keys joined as one table,
 not one query per contact). The address's consent is the planners' (:func:`~sync.planning.consent.address_consent`:
 the contact's own card, and another card's *no* when that customer has a segment at the plan's as-of, as the full
 planner counts a card). A change it no longer allows is left out of the apply (counted as skipped, its reason naming
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from segmentation.metrics import local_cutoff
 
@@ -43,16 +43,19 @@ class LeftOut:
                 f"recorded for them, the next plan decides again")
 
 
-def subscribes(change: ContactChange) -> bool:
+def subscribes(change: ContactChange, on_add: Callable[[str], bool] | None = None) -> bool:
     """Whether applying ``change`` may subscribe its contact: an upsert that creates him ``subscribed`` if the ESP
-    lacks him (a contact the ledger knows too: the ESP may have lost him since)."""
-    return change.status_if_new == "subscribed" and change.needs_upsert
+    lacks him (a contact the ledger knows too: the ESP may have lost him since), or, where adding a managed name
+    subscribes (``on_add``: the destination's :attr:`~sync.destinations.base.DestinationSpec.subscribes_on_add`,
+    Unisender's lists), a change under ``subscribed`` that adds one (a known contact joining a list)."""
+    return change.status_if_new == "subscribed" and (
+        change.needs_upsert or (on_add is not None and any(on_add(name) for name in change.add_tags)))
 
 
-def checked(change: ContactChange, new_contacts: str | None) -> bool:
+def checked(change: ContactChange, new_contacts: str | None, on_add: Callable[[str], bool] | None = None) -> bool:
     """Whether ``change`` waits on its contact's consent: it subscribes him, or adds a managed tag or list to him
     under ``skip`` (where a *no* carries none: :func:`~sync.planning.consent.refused_consent`)."""
-    return subscribes(change) or (bool(change.add_tags) and new_contacts == "skip")
+    return subscribes(change, on_add) or (bool(change.add_tags) and new_contacts == "skip")
 
 
 def recheck_consent(cfg: Config, plans: Sequence[Plan], store: Path, as_of: date | None
@@ -60,21 +63,23 @@ def recheck_consent(cfg: Config, plans: Sequence[Plan], store: Path, as_of: date
     """``plans`` without the changes the store's consent no longer allows (each moved to its plan's skipped, its
     contact's owner change dropped), and what was left out. The store is read only when a plan has a change to
     check; a store this host lacks is a clear error, never a subscribe without the check."""
-    modes = [cfg.destination(p.destination).new_contacts for p in plans]
-    asked = [[c for c in p.changes if checked(c, mode)] for p, mode in zip(plans, modes)]
+    dests = [cfg.destination(p.destination) for p in plans]
+    modes = [d.new_contacts for d in dests]
+    adds = [d.spec.subscribes_on_add for d in dests]
+    asked = [[c for c in p.changes if checked(c, mode, on_add)] for p, mode, on_add in zip(plans, modes, adds)]
     if not any(asked):
         return list(plans), []
     consent = _consent_now(store, [c.key for a in asked for c in a], [c.customer_id for a in asked for c in a],
                            as_of, cfg.timezone)
     doubted = {key for key, _ in consent}  # (the others: a plain yes of their own card, no other card's no)
     out, left = [], []
-    for plan, mode, changes in zip(plans, modes, asked):
+    for plan, mode, on_add, changes in zip(plans, modes, adds, asked):
         reasons = {}
         for c in changes:
             if c.key not in doubted:
                 continue
             now, card = consent.get((c.key, c.customer_id), ("yes", None))
-            if (subscribes(c) and now != "yes") or (c.add_tags and mode == "skip" and now == "no"):
+            if (subscribes(c, on_add) and now != "yes") or (c.add_tags and mode == "skip" and now == "no"):
                 reasons[c.key] = _reason(now, card, c.customer_id)
         if not reasons:
             out.append(plan)
