@@ -97,3 +97,28 @@ def test_a_plan_subscribing_nobody_applies_without_the_store(shop, mailchimp_fak
     (shop.parent / "rfmsync.duckdb").rename(tmp_path / "elsewhere.duckdb")
     cli("apply", "--config", str(shop), str(saved))
     assert mailchimp_fake.lists["aud1"].members
+
+
+def test_a_known_unisender_contact_whose_consent_was_withdrawn_is_not_put_on_a_new_list(unisender_fake, tmp_path,
+                                                                                         monkeypatch):
+    """Under ``new_contacts = "subscribed"`` Unisender's import subscribes a known contact to the lists it names
+    without confirmation: a saved plan that only moves him to another list (a list renamed in the config: no field,
+    no create) waits on his consent as a subscribe does."""
+    from tests.test_retire_fields import make_shop
+
+    uni = make_shop("unisender", unisender_fake, tmp_path, monkeypatch)
+    point_at(uni, 'new_contacts = "skip"', 'new_contacts = "subscribed"')
+    cli("sync", "--config", str(uni), "--as-of", AS_OF, code=(0, 4))  # (no consent: not added, a failure)
+    assert unisender_fake.members("VIP")
+    point_at(uni, '"Best active" = "VIP"', '"Best active" = "VIP gold"')
+    saved, doc = _saved(uni, tmp_path)
+    joins = [c for c in doc["plans"][0]["changes"]
+             if "list:VIP gold" in c["add_tags"] and not c["create"] and not c["set_fields"]]
+    assert len(joins) > 1 and all(c["status_if_new"] == "subscribed" for c in joins)
+    gone = joins[0]
+    _withdraw(uni, gone["customer_id"])
+
+    out = cli("apply", "--config", str(uni), str(saved), "--allow-mass-change", code=(0, 4)).output
+    assert gone["key"] not in unisender_fake.members("VIP gold"), "put on a list against a withdrawn consent"
+    assert "1 contact of this plan left out" in out and gone["key"] in out and "his own card says no" in out, out
+    assert joins[1]["key"] in unisender_fake.members("VIP gold")  # the others applied
