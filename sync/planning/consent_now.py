@@ -4,11 +4,12 @@ record, an export pulled again).
 
 A plan records the consent of the moment it was made; ``apply`` may run hours later. Before any ESP call, the
 store's cards of every address the plan would subscribe (``status_if_new = subscribed`` on a change that upserts,
-or that puts a known contact on a Unisender list: its import subscribes him to it) or put a managed tag or list on under ``new_contacts = skip`` are read in one query (the keys joined as one table,
-not one query per contact). The address's consent is the planners' (:func:`~sync.planning.consent.address_consent`:
-the contact's own card, and another card's *no* when that customer has a segment at the plan's as-of, as the full
-planner counts a card). A change it no longer allows is left out of the apply (counted as skipped, its reason naming
-the card that refuses, as ``explain`` does) and nothing is recorded for it: the next plan decides again.
+or that puts a known contact on a Unisender list: its import subscribes him to it) or put a managed tag or list on
+under ``new_contacts = skip`` are read in one query (the keys joined as one table, not one query per contact).
+The address's consent is the planners' (:func:`~sync.planning.consent.address_consent`: the contact's own card,
+and another card's *no* when that customer has a segment at the plan's as-of, as the full planner counts a card).
+A change it no longer allows is left out of the apply (counted as skipped, its reason naming the card that
+refuses, as ``explain`` does) and nothing is recorded for it: the next plan decides again.
 """
 
 from __future__ import annotations
