@@ -10,10 +10,8 @@
     run = api.segments(cfg)                          # score and segment (close it when done)
     ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file (plan -o does)
     result = api.plan(cfg, ledger, settings)         # what a sync would change, written nowhere
-    # result.document() names the ledger's id (ledger_id) only if it has one: to save a plan for apply, open the
-    # ledger with sync.ledger.open_ledger(cfg, settings) and call ledger.ledger_id(create=True) before api.plan,
-    # as plan -o does; a plan naming none (ledger_id: null) is judged by its revisions, and refused by apply for
-    # a destination the ledger never wrote
+    saved = api.plan_to_save(cfg, settings)          # a plan to save for apply: what plan -o saves, the same
+    # ledger_id (the ledger is created if there is none yet, and given its id); write saved.document() as JSON
     reports = api.run_sync(cfg, ledger, settings)    # pull → segment → plan → guards → apply → record
 
 ``rfmsync sync``, the scheduler of ``rfmsync serve`` and anything else doing "a full sync" call
@@ -45,7 +43,7 @@ if TYPE_CHECKING:
     from .planning.planner import PlannedDestination
 
 __all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "explain", "history",
-           "init_config", "plan", "prune_history", "pull", "record_history", "run_sync", "segments"]
+           "init_config", "plan", "plan_to_save", "prune_history", "pull", "record_history", "run_sync", "segments"]
 
 
 def as_of_date(cfg: Config, as_of: date | datetime | None = None) -> date:
@@ -150,14 +148,43 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
     return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows}, ledger.ledger_id())
 
 
+def plan_to_save(cfg: Config, settings: Settings, **options) -> PlanResult:
+    """:func:`plan` for a plan to save for ``apply`` (``rfmsync plan -o``; ``options``: :func:`plan`'s): its
+    document names the ledger it is made against (``ledger_id``). The ledger is opened as ``apply`` opens it
+    (created if there is none yet) and given its id if it has none; on a ledger this process may only read (a
+    ``mode=ro`` SQLite URI, a standby or a SELECT-only role) the id is not made: a warning, and the plan names no
+    ledger (``ledger_id: null``: ``apply`` judges it by its revisions, docs/sync.md#plan)."""
+    from dataclasses import replace
+
+    from .errors import LedgerError
+    from .ledger import open_ledger
+
+    ledger = open_ledger(cfg, settings)
+    try:
+        try:
+            ledger.ledger_id(create=True)
+            unnamed = []
+        except LedgerError as exc:
+            unnamed = [f"the ledger's id could not be made ({exc}): the saved plan names no ledger (ledger_id "
+                       f"null), so apply judges it by its revisions alone, and refuses it for a destination the "
+                       f"ledger never wrote (docs/sync.md#plan)"]
+        result = plan(cfg, ledger, settings, **options)
+    finally:
+        ledger.close()
+    return replace(result, warnings=[*result.warnings, *unnamed]) if unnamed else result
+
+
 def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
-          allow_mass_change: bool = False) -> list[ApplyReport]:
+          allow_mass_change: bool = False,
+          on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
     """Apply exactly a saved plan (``rfmsync apply``): refused when the ledger moved since it was made (exit 5)
-    or when a guard trips (exit 6)."""
+    or when a guard trips (exit 6). The consent of those it subscribes is read again from the order store first:
+    the contacts whose consent no longer allows it are left out (told to ``on_warnings``, else logged); a host
+    without the store refuses such a plan (exit 2)."""
     from .run import apply_saved
 
     return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change,
-                       ledger_id=saved.ledger_id)
+                       ledger_id=saved.ledger_id, as_of=saved.as_of, on_warnings=on_warnings)
 
 
 def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,

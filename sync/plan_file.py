@@ -40,10 +40,14 @@ class SavedPlan:
     ledger_id: str | None = None
     #: when it was made (None: not said, or not a time)
     created_at: datetime | None = None
+    #: the day it was computed as of (None: not said, or not a date): which cards count when apply reads the
+    #: consent again (:mod:`sync.planning.consent_now`)
+    as_of: date | None = None
 
     def consent_lines(self, now: datetime | None = None) -> list[str]:
-        """The warning that ``apply`` does not read the consent again: the contacts the plan creates
-        ``subscribed`` are subscribed on the consent the export gave when it was made, however old the plan."""
+        """What ``apply`` cannot see of the consent of those the plan creates ``subscribed``: it reads their consent
+        again from the order store (:mod:`sync.planning.consent_now`), not from the source, so a consent withdrawn
+        in the source and not yet pulled into the store is not seen, however old the plan."""
         subscribed = {p.destination: sum(c.create and c.status_if_new == "subscribed" for c in p.changes)
                       for p in self.plans}
         if not any(subscribed.values()):
@@ -53,9 +57,10 @@ class SavedPlan:
         else:
             minutes = max(0, int(((now or datetime.now(timezone.utc)) - self.created_at).total_seconds() // 60))
             age = f"made {minutes // 60} h {minutes % 60} min ago" if minutes >= 60 else f"made {minutes} min ago"
-        return [f"{dest}: this plan ({age}) subscribes {n} new contact{'s' if n > 1 else ''} on the consent the "
-                f"export gave when it was made: apply does not read the consent again (one withdrawn since is "
-                f"subscribed all the same); if the export changed, make a new plan"
+        return [f"{dest}: this plan ({age}) subscribes {n} new contact{'s' if n > 1 else ''}: apply reads their "
+                f"consent again from the order store as it is now (a withdrawal since leaves the contact out), not "
+                f"from the source: a change of the export or the CRM not yet pulled into the store (`rfmsync pull`, "
+                f"the webhooks of `rfmsync serve`) is not seen"
                 for dest, n in subscribed.items() if n]
 
 
@@ -65,6 +70,13 @@ def _made(value: Any) -> datetime | None:
     except ValueError:
         return None
     return made if made is None or made.tzinfo is not None else made.replace(tzinfo=timezone.utc)
+
+
+def _day(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def load_plan_file(path: str | os.PathLike) -> SavedPlan:
@@ -81,6 +93,7 @@ def load_plan_file(path: str | os.PathLike) -> SavedPlan:
     if not isinstance(plans, list) or not (ledger is None or isinstance(ledger, str)):
         raise ConfigError(f"{path}: not an rfmsync plan file (bad \"plans\" or \"ledger_id\")")
     try:
-        return SavedPlan([Plan.from_json(p) for p in plans], counts, ledger, _made(data.get("created_at")))
+        return SavedPlan([Plan.from_json(p) for p in plans], counts, ledger, _made(data.get("created_at")),
+                         _day(data.get("as_of")))
     except ConfigError as exc:  # (which file: apply may be given several over time)
         raise ConfigError(f"{path}: {exc}") from None

@@ -27,7 +27,8 @@ from .guards import (DataStats, believed_withdrawals, customer_drop_line, data_l
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory
 from .ledger.statecache import Counter
-from .pipeline import Reading, today_in
+from .pipeline import Reading, store_path, today_in
+from .planning.consent_now import recheck_consent
 from .planning.plan import Plan
 from .planning.plan_json import check_managed
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
@@ -180,10 +181,14 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: Dat
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
                 data: Mapping[str, int] | None = None, allow_mass_change: bool = False,
-                ledger_id: str | None = None) -> list[ApplyReport]:
+                ledger_id: str | None = None, as_of: date | None = None,
+                on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
     """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), when it touches a
     tag, list or field the config does not manage (exit 2: a plan edited by hand, or made from another config), or
-    when a guard trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
+    when a guard trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now.
+    The consent of those it subscribes (or tags under ``skip``) is read again from the order store first: a change
+    it no longer allows is left out (:mod:`sync.planning.consent_now`; ``as_of``: the plan's, which cards count),
+    told to ``on_warnings`` (else logged)."""
     require_destinations(cfg)
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
@@ -199,6 +204,13 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     check_ledger_id(ledger, plans, ledger_id)
     for plan in plans:
         check_managed(cfg.destination(plan.destination), plan)  # never a tag, list or field the config leaves alone
+    plans, left = recheck_consent(cfg, plans, store_path(cfg), as_of)  # a consent withdrawn since: left out
+    if left:
+        if on_warnings is not None:
+            on_warnings([lo.line() for lo in left])
+        else:
+            for lo in left:
+                log.warning("%s", lo.line())
     names = [p.destination for p in plans]
     lines: list[str] = []
     counts: dict[str, int] = dict(data or {})

@@ -161,9 +161,9 @@ def test_the_ledger_id_is_made_once_and_read_back_on_either_engine(ledger_url): 
         assert second.ledger_id(create=True) == made == second.ledger_id()
 
 
-def test_apply_warns_that_the_consent_of_those_it_subscribes_is_not_read_again(shop, mailchimp_fake, tmp_path):
-    """A consent withdrawn in the export after ``plan -o`` is not seen by ``apply`` (it applies exactly the plan):
-    it says so, with the plan's age, when the plan subscribes anyone."""
+def test_apply_says_where_it_reads_again_the_consent_of_those_it_subscribes(shop, mailchimp_fake, tmp_path):
+    """``apply`` reads the consent of those it subscribes again from the order store (tests/test_apply_consent_now.py),
+    not from the source: it says so, with the plan's age, when the plan subscribes anyone."""
     point_at(shop, 'new_contacts = "transactional"', 'new_contacts = "subscribed"')
     saved = tmp_path / "plan.json"
     cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
@@ -171,10 +171,10 @@ def test_apply_warns_that_the_consent_of_those_it_subscribes_is_not_read_again(s
     n = sum(c["create"] and c["status_if_new"] == "subscribed" for c in doc["plans"][0]["changes"])
     assert n
     out = cli("apply", "--config", str(shop), str(saved)).output
-    assert f"{NAME}: this plan (made 0 min ago) subscribes {n} new contacts on the consent the export gave" in out
-    assert "apply does not read the consent again" in out
+    assert f"{NAME}: this plan (made 0 min ago) subscribes {n} new contacts: apply reads their consent again" in out
+    assert "not yet pulled into the store (`rfmsync pull`" in out
 
 
 def test_no_consent_warning_for_a_plan_that_subscribes_nobody(shop, mailchimp_fake, tmp_path):
     saved, doc = _saved(shop, tmp_path)  # new_contacts = "transactional": nobody subscribed
-    assert "does not read the consent again" not in cli("apply", "--config", str(shop), str(saved)).output
+    assert "reads their consent again" not in cli("apply", "--config", str(shop), str(saved)).output

@@ -74,3 +74,27 @@ def test_a_ledger_put_back_from_a_copy_older_than_its_id_is_judged_by_revisions_
     out = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=(0, 2, 5))
     assert out.exit_code == 0, out.output
     assert mailchimp_fake.write_calls > before
+
+
+def test_the_library_and_the_cli_save_the_same_ledger_id_on_a_fresh_ledger(shop, mailchimp_fake, tmp_path,  # noqa: F811
+                                                                            monkeypatch, ledger_url):  # noqa: F811
+    """A plan saved by the library (``api.plan_to_save``) names the ledger as ``plan -o`` does: on a fresh ledger
+    (no SQLite file yet; an empty PostgreSQL schema) the id is made, the same one whichever saves first, and
+    ``apply`` takes either plan (a library ``api.plan`` used to save ``ledger_id: null`` there, refused by apply)."""
+    from datetime import date
+
+    from sync import api
+    from sync.config import load_config
+    from sync.settings import load_settings
+
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
+    cfg, settings = load_config(shop), load_settings()
+    library = api.plan_to_save(cfg, settings, as_of=date.fromisoformat(AS_OF)).document()
+    assert isinstance(library["ledger_id"], str) and library["plans"][0]["changes"]
+    saved = tmp_path / "cli.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
+    assert json.loads(saved.read_text())["ledger_id"] == library["ledger_id"]
+    mine = tmp_path / "library.json"
+    mine.write_text(json.dumps(library))
+    cli("apply", "--config", str(shop), str(mine))
+    assert mailchimp_fake.write_calls > 0

@@ -79,27 +79,15 @@ def pull(config_path, source_name, full, reread, verify, fmt):
 
 def _dry_run(cfg, settings, destinations, as_of, *, saved: bool = False, **options):
     """``api.plan`` against the ledger as it is (an empty one when there is none yet). ``saved``: the plan is saved
-    (``plan -o``) for ``apply``: the ledger is made (created if there is none yet, and given its id), so the plan
-    names the ledger it is for; on a ledger this process may only read (a ``mode=ro`` SQLite URI, a standby or a
-    SELECT-only role) the id is not made: a warning, and the plan names no ledger (``ledger_id: null``: ``apply``
-    judges it by its revisions, docs/sync.md#plan)."""
-    from dataclasses import replace
-
+    (``plan -o``) for ``apply``: :func:`sync.api.plan_to_save` (the ledger is created if there is none yet, and
+    given the id the plan names), as the library saves one."""
     from .. import api
-    from ..errors import LedgerError
 
-    ledger = _open_ledger(cfg, settings) if saved else api.existing_ledger(cfg, settings)
-    unnamed = []
+    if saved:
+        return api.plan_to_save(cfg, settings, destinations=destinations, as_of=as_of, **options)
+    ledger = api.existing_ledger(cfg, settings)
     try:
-        if saved:
-            try:
-                ledger.ledger_id(create=True)
-            except LedgerError as exc:
-                unnamed.append(f"the ledger's id could not be made ({exc}): the saved plan names no ledger "
-                               f"(ledger_id null), so apply judges it by its revisions alone, and refuses it for a "
-                               f"destination the ledger never wrote (docs/sync.md#plan)")
-        result = api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
-        return replace(result, warnings=[*result.warnings, *unnamed]) if unnamed else result
+        return api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
     finally:
         ledger.close()
 
@@ -146,7 +134,8 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
     guards against the ledger as it is now; a plan held by max_removal_pct or max_change_pct alone still sends its
-    consent withdrawals (the ledger then moved: make a new plan for the rest)."""
+    consent withdrawals (the ledger then moved: make a new plan for the rest). The consent of those it subscribes
+    is read again from the order store: a contact who withdrew it since is left out (a warning names him)."""
     from .. import api
     from ..plan_file import load_plan_file
     from ..run import require_destinations
@@ -155,10 +144,16 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     saved = load_plan_file(plan_file)
-    print_warnings(saved.consent_lines())  # stderr: consent is not read again
+    def on_warnings(lines):
+        print_warnings(lines)  # stderr in every format
+        if doc is not None:
+            doc["warnings"].extend(lines)
+
+    on_warnings(saved.consent_lines())  # the consent is read again from the store, not from the source
     ledger = _open_ledger(cfg, settings)
     try:
-        reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)
+        reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change,
+                            on_warnings=on_warnings)  # those left out: their consent withdrawn since
     finally:
         ledger.close()
     _report(reports, doc)

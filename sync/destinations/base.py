@@ -117,6 +117,10 @@ class DestinationSpec:
     #: what is wrong with a ``[destinations.fields]`` name the vendor refuses (None: nothing), checked when the
     #: config loads (:class:`sync.config.DestinationConfig`), before any call; None: every name is taken
     field_name_error: Callable[[str], str | None] | None = None
+    #: a managed name whose add puts a known contact on it as a subscriber when his change's ``status_if_new`` is
+    #: ``subscribed`` (Unisender's lists: an import subscribes him to the lists it names, without confirmation);
+    #: ``apply`` reads such a contact's consent again (:mod:`sync.planning.consent_now`). None: no such name
+    subscribes_on_add: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)

@@ -84,6 +84,7 @@ UNISENDER = DestinationSpec(
     segment_name=lambda dest, name: "list:" + name, tag_name=lambda name: "tag:" + name,
     default_new_contacts="skip", fields_fold_case=False,  # createField: "case-sensitive unique" names
     field_name_error=_unisender_field,
+    subscribes_on_add=lambda name: not name.startswith("tag:"),  # a list (no prefix: a list, as unisender_rows)
     refused_new_contacts={"transactional": 'Unisender has no transactional status; use new_contacts = "skip" or '
                                            '"pending"'})
 

@@ -44,8 +44,9 @@ class CursorTable:
 
 
 #: the ledger's identity, a cursor row: a random id made the first time a plan is saved or applied against it
-#: (``plan -o``, ``apply``), carried in the plan file (``ledger_id``): a plan is applied only to the ledger it was
-#: made against, not to another config's ledger holding nothing yet (docs/sync.md#plan)
+#: (``plan -o`` and the library's ``api.plan_to_save``, which create the ledger for it if there is none yet;
+#: ``apply``, :func:`sync.run.check_ledger_id`), carried in the plan file (``ledger_id``): a plan is applied only to
+#: the ledger it was made against, not to another config's ledger holding nothing yet (docs/sync.md#plan)
 LEDGER_ID = ("ledger", "id")
 
 

@@ -1,0 +1,124 @@
+"""``apply`` of a saved plan reads the consent again (docs/sync.md#consent): a contact whose consent was
+withdrawn after ``plan -o`` (the export pulled again with its consent column now *no*) is not subscribed, nor tagged
+under ``skip``; he is left out, counted as skipped with the card that refuses, nothing recorded for him, and the
+next plan decides again. Through the CLI against the fake Mailchimp, the store fed by the real file pull."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.builders import run_cli as cli
+from tests.test_config_moved import AS_OF, point_at, shop  # noqa: F401
+
+NAME = "mailchimp-demo"
+
+
+def _saved(shop: Path, tmp_path: Path) -> tuple[Path, dict]:  # noqa: F811
+    saved = tmp_path / "plan.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
+    return saved, json.loads(saved.read_text(encoding="utf-8"))
+
+
+def _withdraw(shop: Path, customer: str) -> None:  # noqa: F811
+    """The export's card of ``customer`` says *no* now, and the store learns it by the file pull."""
+    clients = shop.parent / "clients.csv"
+    lines = clients.read_text(encoding="utf-8").split("\n")
+    row = next(i for i, line in enumerate(lines) if line.startswith(f"{customer};"))
+    assert ";да;" in lines[row], lines[row]
+    lines[row] = lines[row].replace(";да;", ";нет;")
+    clients.write_text("\n".join(lines), encoding="utf-8")
+    cli("pull", "--config", str(shop))
+
+
+def test_a_consent_withdrawn_after_the_plan_was_saved_is_not_subscribed_by_apply(shop, mailchimp_fake,  # noqa: F811
+                                                                                 tmp_path):
+    saved, doc = _saved(shop, tmp_path)
+    subscribed = [c for c in doc["plans"][0]["changes"] if c["create"] and c["status_if_new"] == "subscribed"]
+    assert len(subscribed) > 1
+    gone = subscribed[0]
+    _withdraw(shop, gone["customer_id"])
+
+    out = cli("apply", "--config", str(shop), str(saved), "--format", "json").output
+    result = json.loads(out[out.index("{\n"):])
+    assert gone["key"] not in mailchimp_fake.lists["aud1"].members, "subscribed against a withdrawn consent"
+    assert mailchimp_fake.member(subscribed[1]["key"], "aud1")["status"] == "subscribed"  # the others applied
+    line = next(w for w in result["warnings"] if "left out" in w)
+    assert line.startswith(f"{NAME}: 1 contact of this plan left out") and gone["key"] in line
+    assert "consent no now" in line and "his own card says no" in line
+    dest = result["destinations"][0]
+    assert dest["counts"]["skipped"] == sum(1 for _ in doc["plans"][0]["skipped"]) + 1
+    assert dest["counts"]["planned"] == len(doc["plans"][0]["changes"]) - 1
+
+    # nothing recorded for him: the next plan decides again, on the consent now (created transactional)
+    again, doc2 = _saved(shop, tmp_path)
+    change = next(c for c in doc2["plans"][0]["changes"] if c["key"] == gone["key"])
+    assert change["create"] and change["status_if_new"] == "transactional"
+    cli("apply", "--config", str(shop), str(again))
+    assert mailchimp_fake.member(gone["key"], "aud1")["status"] == "transactional"
+
+
+def test_under_skip_a_withdrawn_consent_gets_no_managed_tag_from_a_saved_plan(shop, mailchimp_fake,  # noqa: F811
+                                                                            tmp_path):
+    point_at(shop, 'new_contacts = "transactional"', 'new_contacts = "skip"')
+    cli("sync", "--config", str(shop), "--as-of", "2025-03-31")  # members with their tags of March
+    saved, doc = _saved(shop, tmp_path)
+    moved = next(c for c in doc["plans"][0]["changes"] if not c["create"] and c["add_tags"])
+    _withdraw(shop, moved["customer_id"])
+    before = mailchimp_fake.tags_of(moved["key"], "aud1")
+
+    out = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change").output
+    assert f"{NAME}: 1 contact of this plan left out" in out and moved["key"] in out, out
+    assert mailchimp_fake.tags_of(moved["key"], "aud1") == before, "tagged against a withdrawn consent under skip"
+    # the next plan takes his managed tags off (a withdrawal), as a sync would
+    _, doc2 = _saved(shop, tmp_path)
+    change = next(c for c in doc2["plans"][0]["changes"] if c["key"] == moved["key"])
+    assert not change["add_tags"] and change["remove_tags"]
+
+
+def test_apply_on_a_host_without_the_store_refuses_a_plan_that_subscribes(shop, mailchimp_fake,  # noqa: F811
+                                                                        tmp_path):
+    saved, _ = _saved(shop, tmp_path)
+    store = shop.parent / "rfmsync.duckdb"
+    assert store.exists()
+    store.rename(tmp_path / "elsewhere.duckdb")
+    writes = mailchimp_fake.write_calls
+    out = cli("apply", "--config", str(shop), str(saved), code=2).output
+    assert mailchimp_fake.write_calls == writes, "nothing may be sent without the consent read again"
+    assert "order store" in out and "this host has none" in out and str(store) in out.replace("\n", ""), out
+    assert "rfmsync pull" in out
+
+
+def test_a_plan_subscribing_nobody_applies_without_the_store(shop, mailchimp_fake, tmp_path):  # noqa: F811
+    """A plan with nothing the consent decides (no subscribe, no tag under skip) needs no store."""
+    point_at(shop, 'new_contacts = "transactional"', 'new_contacts = "pending"')
+    saved, doc = _saved(shop, tmp_path)
+    assert doc["plans"][0]["changes"]
+    (shop.parent / "rfmsync.duckdb").rename(tmp_path / "elsewhere.duckdb")
+    cli("apply", "--config", str(shop), str(saved))
+    assert mailchimp_fake.lists["aud1"].members
+
+
+def test_a_known_unisender_contact_whose_consent_was_withdrawn_is_not_put_on_a_new_list(unisender_fake, tmp_path,
+                                                                                         monkeypatch):
+    """Under ``new_contacts = "subscribed"`` Unisender's import subscribes a known contact to the lists it names
+    without confirmation: a saved plan that only moves him to another list (a list renamed in the config: no field,
+    no create) waits on his consent as a subscribe does."""
+    from tests.test_retire_fields import make_shop
+
+    uni = make_shop("unisender", unisender_fake, tmp_path, monkeypatch)
+    point_at(uni, 'new_contacts = "skip"', 'new_contacts = "subscribed"')
+    cli("sync", "--config", str(uni), "--as-of", AS_OF, code=(0, 4))  # (no consent: not added, a failure)
+    assert unisender_fake.members("VIP")
+    point_at(uni, '"Best active" = "VIP"', '"Best active" = "VIP gold"')
+    saved, doc = _saved(uni, tmp_path)
+    joins = [c for c in doc["plans"][0]["changes"]
+             if "list:VIP gold" in c["add_tags"] and not c["create"] and not c["set_fields"]]
+    assert len(joins) > 1 and all(c["status_if_new"] == "subscribed" for c in joins)
+    gone = joins[0]
+    _withdraw(uni, gone["customer_id"])
+
+    out = cli("apply", "--config", str(uni), str(saved), "--allow-mass-change", code=(0, 4)).output
+    assert gone["key"] not in unisender_fake.members("VIP gold"), "put on a list against a withdrawn consent"
+    assert "1 contact of this plan left out" in out and gone["key"] in out and "his own card says no" in out, out
+    assert joins[1]["key"] in unisender_fake.members("VIP gold")  # the others applied
