@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -42,7 +43,8 @@ def _order(customer: str, order_id: str, amount: str, day: int, updated: int) ->
 
 
 def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order], *,
-                              then: list[Order] | None = None) -> None:
+                              then: list[Order] | None = None, meanwhile: Callable[[], None] | None = None,
+                              failing: bool = False) -> list[BaseException]:
     """``older`` resyncs in a thread: it merges and reads the store, plans, and waits for the destination's lock
     (held by another run); the lock freed, ``newer`` resyncs (merged after ``older``, applied first); then the
     older batch takes the lock and applies. ``then``: after ``newer``, more resyncs (one order each) until the
@@ -69,6 +71,8 @@ def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]
         try:
             assert waiting.wait(120), "the older batch never waited for the lock"
             holder.release_lock(LOCK, owner)
+            if meanwhile is not None:
+                meanwhile()
             store = [store_path(cfg), Path(f"{store_path(cfg)}.wal")]
             before = {p: p.stat() for p in store if p.exists()}
             with open_ledger(cfg, settings) as ledger:
@@ -84,7 +88,8 @@ def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]
         finally:
             go.set()
             thread.join(120)
-    assert not errors, errors
+    assert failing or not errors, errors
+    return errors
 
 
 def _stat(files: list[Path]) -> dict[Path, tuple[int, int]]:
@@ -185,5 +190,34 @@ def test_a_merge_that_leaves_the_store_files_as_they_were_is_seen(shop, mailchim
         for warm in small[:3]:
             resync(cfg, ledger, settings, [warm], as_of=AS_OF)
     _older_waits_for_the_lock(shop, [order], [refund], then=small[3:])
+    assert _state(shop)[x.key].tags == {"Winback"}
+    assert set(mailchimp_fake.tags_of(x.key, "aud1")) == {"Winback"}
+
+
+def _collapsed(path: Path) -> None:
+    """A full run saved cut points whose recency scores collapsed (the guard ``recency_scores``)."""
+    import duckdb
+
+    con = duckdb.connect(str(store_path(load_config(path))))
+    try:
+        con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers, created_at, "
+                    "recency_collapse) SELECT as_of, preset, levels, cut_points, customers, "
+                    "created_at + INTERVAL 1 HOUR, ? FROM segmentation_runs ORDER BY created_at DESC LIMIT 1",
+                    ['{"customers": 59, "total": 60, "days": 0, "score": 1, "levels": 5}'])
+    finally:
+        con.close()
+
+
+def test_a_batch_read_again_under_collapsed_recency_scores_is_refused(shop, mailchimp_fake):  # noqa: F811
+    """Another batch merged while the order's batch waited for the lock, and a full run saved cut points whose
+    recency scores collapsed: reading its customers again re-scores them against those, which the recency guard
+    refuses, as it refuses the resync that reads them first (before, they were pushed scored by the collapse)."""
+    from sync.errors import GuardRefusedError
+
+    x = _churned(shop)
+    order = _order(x.customer_id, "WH-1", "9900000", 29, 1)
+    errors = _older_waits_for_the_lock(shop, [order], [], meanwhile=lambda: _collapsed(shop), failing=True)
+    assert len(errors) == 1 and isinstance(errors[0], GuardRefusedError), errors
+    assert "recency" in str(errors[0])
     assert _state(shop)[x.key].tags == {"Winback"}
     assert set(mailchimp_fake.tags_of(x.key, "aud1")) == {"Winback"}
