@@ -105,7 +105,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     reads = StoreReads()  # another card's no, an address shared with customers outside: read from the store
     desired, last, shared = shared_addresses(cfg, dest, desired, last, affected.customer_ids, affected.store_wait,
                                              reads, affected.as_of)
-    affected.counted(reads.rows)
+    affected.counted(reads.rows, reads.opens)
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None

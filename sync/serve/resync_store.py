@@ -70,6 +70,9 @@ class ResyncReport:
     #: the affected customers' rows read again under a destination's lock: another batch merged after this one read
     #: them (:func:`read_again`)
     read_again: int = 0
+    #: connections to the order store it opened: its merge and read, each read again, and per destination one for
+    #: who else the store gives an address (:class:`sync.serve.resync_scope.StoreReads`), when it asked
+    store_opens: int = 0
 
     @property
     def rows_read(self) -> int:
@@ -96,10 +99,12 @@ class Affected:
     as_of: date | None = None
     report: ResyncReport | None = None  # the resync's: its later store reads are counted there (:meth:`counted`)
 
-    def counted(self, rows: int) -> None:
-        """``rows`` more store rows read for them (who else the store gives an address: ``store_holders``)."""
+    def counted(self, rows: int, opens: int = 0) -> None:
+        """``rows`` more store rows read for them (who else the store gives an address: ``store_holders``), through
+        ``opens`` more store connections."""
         if self.report is not None:
             self.report.store_rows_read += rows
+            self.report.store_opens += opens
 
 
 def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -108,6 +113,7 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
                now: Callable[[], datetime] = utcnow) -> Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        report.store_opens += 1
         try:
             report.indexes_built = ensure_lookup_indexes(con)
             lookup_by_key(con)
@@ -132,6 +138,7 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
     path = store_path(cfg)
     with STORE_LOCK:
         con = connect_store(path, wait_seconds=affected.store_wait)
+        report.store_opens += 1
         try:
             if generation(con) == affected.generation:
                 return False
