@@ -17,7 +17,7 @@ from typing import Collection
 
 import duckdb
 
-from .appends import KEEP
+from .appends import KEEP, TOUCHED
 from .connection import store_tables
 from .generation import generation
 
@@ -39,8 +39,10 @@ def note_resynced(con: duckdb.DuckDBPyConnection, customers: str | Collection[st
 
 
 def moved_since(con: duckdb.DuckDBPyConnection, since: int) -> tuple[int, set[str] | None]:
-    """(the generation now, the customers the resyncs' merges after generation ``since`` moved); None instead of
-    the customers when a write since is not a noted resync's (which customers it moved is not known)."""
+    """(the generation now, the customers the resyncs' merges after generation ``since`` moved: their affected
+    customers, and the orders' customers each merge noted, :func:`.appends.note_merged`, both ids of a customer
+    identity resolution re-keyed among them); None instead of the customers when a write since is not a noted
+    resync's (which customers it moved is not known)."""
     now = generation(con)
     if now <= since:
         return now, set()
@@ -50,6 +52,9 @@ def moved_since(con: duckdb.DuckDBPyConnection, since: int) -> tuple[int, set[st
                        [since, now]).fetchall()
     if {g for g, _ in rows} != set(range(since + 1, now + 1)):
         return now, None
+    if store_tables(con, TOUCHED):  # and both ids of a customer re-keyed (a guest's orders linked to a card)
+        rows += con.execute(f"SELECT generation, customer_id FROM {TOUCHED} WHERE generation > ? AND generation <= ?",
+                            [since, now]).fetchall()
     return now, {c for _, c in rows if c is not None}
 
 
