@@ -37,7 +37,7 @@ from .planning.target import check_saved
 from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .store.generation import generation
-from .store_moved import StoreRead
+from .store_moved import StoreMovedUnknown, StoreRead
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,11 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                 raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines,
                                                [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))],
                                                stats.counts()) from None
+            except StoreMovedUnknown as exc:  # an unnoted store write since the read: withdrawals alone, exit 5
+                held = refuse_after_withdrawals(ledger, kind, [p.plan.destination], [str(exc)],
+                                                [(p.plan.destination, _withdraw(p, ledger, kind, stats))],
+                                                stats.counts())
+                raise StoreMovedUnknown("\n".join(held.message_lines)) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
             if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts

@@ -39,7 +39,6 @@ from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.generation import generation
 from ..store.ordering import Ages
-from ..store.resynced import note_resynced
 from ..store.webhooks import add_late_withdrawals
 from .readcount import CountingConnection
 from .resync_staging import coalesce_webhook_contacts, prune_file_won_ages, pull_after_webhook_records, utcnow
@@ -190,10 +189,9 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
                        if report.orders else ""))
         report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
 
-    # noted with the merge's generation: a full sync that read the store before leaves them to this resync
+    # the merge notes whom it moved (sync.store.resynced): a full sync that read the store before leaves them out
     merged = merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
-                          after_link=affected, received_at=received_at, versions=versions,
-                          before_commit=lambda con: note_resynced(con, f"SELECT customer_id FROM {AFFECTED_TABLE}"))
+                          after_link=affected, received_at=received_at, versions=versions)
     for kind, name in (("order", "stale_orders"), ("contact", "stale_contacts")):
         report.stale[kind] = report.stale.get(kind, 0) + merged.get(name, 0)
     if pulled is not None and pulled.cursor is not None:

@@ -24,6 +24,7 @@ from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
 from .ordering import Ages, Versions, ages_of, drop_older_versions
+from .resynced import note_moved
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,10 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        # and whom it moved, for a full sync that read the store before (.resynced): its contacts' customers too
+        contacts = [] if note is None or "staged_contacts" not in present else [r[0] for r in con.execute(
+            "SELECT DISTINCT customer_id FROM staged_contacts").fetchall()]
+        moved = None if note is None or len(contacts) > NOTED_ROWS else note.customers | set(contacts)
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
             _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
                            links=links, pulled_at=pulled_at, versions=versions or {})
@@ -189,6 +194,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if note is not None:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
+        if moved is not None:
+            note_moved(con, moved)
         if before_commit is not None:
             before_commit(con)
         con.execute("COMMIT")
