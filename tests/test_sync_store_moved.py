@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from connectors.records import Order, OrderStatus
+from connectors.records import Consent, Contact, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import stage_records
 from sync import api
@@ -133,7 +133,8 @@ def test_a_write_that_noted_nobody_holds_the_destination_but_its_withdrawals(sho
 
 
 def test_the_merges_note_whom_they_moved_and_an_unnoted_write_is_not_taken_for_none(tmp_path):
-    """Each incremental merge notes whom it moved (an empty one nobody); a write that noted nothing (a full
+    """Each incremental merge notes whom it moved: its orders' customers and its contacts' (a consent withdrawn);
+    an empty one (a pull that found nothing new) does not move the generation. A write that noted nothing (a full
     refresh) answers None, not an empty set: the sync then holds the destination rather than push its older rows."""
     con = connect_store(tmp_path / "s.duckdb")
     assert moved_since(con, 0) == (0, set())
@@ -143,8 +144,11 @@ def test_the_merges_note_whom_they_moved_and_an_unnoted_write_is_not_taken_for_n
     merge_staged(con, PullResult(), origin="pull")
     stage_records(con, [], [])  # a pull that found nothing new
     merge_staged(con, PullResult(), origin="pull")
-    assert moved_since(con, 0) == (2, {"C1"})
-    assert moved_since(con, 1) == (2, set())
+    assert moved_since(con, 0) == (1, {"C1"})
+    stage_records(con, [], [Contact(customer_id="C2", email="c2@example.com", marketing_consent=Consent.NO)])
+    merge_staged(con, PullResult(), origin="pull")
+    assert moved_since(con, 0) == (2, {"C1", "C2"})
+    assert moved_since(con, 1) == (2, {"C2"})
     stage_records(con, [order], [])
     merge_staged(con, PullResult(full_refresh=True), origin="pull")
     assert moved_since(con, 1) == (3, None)

@@ -117,7 +117,11 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
     counts = {}
     versions = plausible_versions(versions or {}, received_at)  # a vendor time in the future: ignored, logged
-    if pull.full_refresh or _staged_rows(con) > BULK_ROWS:
+    staged = _staged_rows(con)
+    # an incremental merge of nothing (a pull that found nothing new) writes no order: the generation stays, so a
+    # full sync that read the store before it has nobody to leave out (sync.store_moved)
+    empty = not pull.full_refresh and not staged and not _staged_rows(con, STAGED_TOMBSTONES, STAGED_VERSIONS)
+    if pull.full_refresh or staged > BULK_ROWS:
         drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")
     try:
@@ -191,10 +195,11 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         con.execute(f"DROP TABLE IF EXISTS {STAGED_TOMBSTONES}")
         con.execute(f"DROP TABLE IF EXISTS {UNSTORED}")
         con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
-        bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
-        if note is not None:
+        if not empty:
+            bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
+        if note is not None and not empty:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
-        if moved is not None:
+        if moved is not None and not empty:
             note_moved(con, moved)
         if before_commit is not None:
             before_commit(con)
@@ -224,9 +229,12 @@ def _add(counts: dict[str, int], more: dict[str, int]) -> None:
             counts[key] = counts.get(key, 0) + n
 
 
-def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
-    present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
-                                         "'staged_%'").fetchall()]
+def _staged_rows(con: duckdb.DuckDBPyConnection, *tables: str) -> int:
+    """The rows of the ``staged_*`` tables (or of ``tables``, those present)."""
+    present = [r[0] for r in (con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
+                                          f"({', '.join('?' for _ in tables)})", list(tables)) if tables else
+                              con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
+                                          "'staged_%'")).fetchall()]
     return sum(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in present)
 
 
