@@ -214,14 +214,23 @@ def _collapsed(path: Path) -> None:
 
 
 def test_a_batch_read_again_under_collapsed_recency_scores_is_refused(shop, mailchimp_fake):  # noqa: F811
-    """Another batch merged while the order's batch waited for the lock, and a full run saved cut points whose
-    recency scores collapsed: reading its customers again re-scores them against those, which the recency guard
-    refuses, as it refuses the resync that reads them first (before, they were pushed scored by the collapse)."""
+    """Another merge (another customer's order pulled) while the order's batch waited for the lock, and a full run
+    saved cut points whose recency scores collapsed: reading its customers again re-scores them against those,
+    which the recency guard refuses, as it refuses the resync that reads them first (before, they were pushed
+    scored by the collapse). (The merge is a pull's, not an empty batch's: a merge of nothing moves no
+    generation.)"""
     from sync.errors import GuardRefusedError
+    from tests.test_sync_store_moved import _pulled
 
     x = _churned(shop)
+    y = next(s for _, s in sorted(_state(shop).items()) if s.tags == {"Winback"} and s.key != x.key)
     order = _order(x.customer_id, "WH-1", "9900000", 29, 1)
-    errors = _older_waits_for_the_lock(shop, [order], [], meanwhile=lambda: _collapsed(shop), failing=True)
+
+    def meanwhile() -> None:
+        _pulled(shop, [_order(y.customer_id, "PULL-1", "5", 29, 1)])
+        _collapsed(shop)
+
+    errors = _older_waits_for_the_lock(shop, [order], [], meanwhile=meanwhile, failing=True)
     assert len(errors) == 1 and isinstance(errors[0], GuardRefusedError), errors
     assert "recency" in str(errors[0])
     assert _state(shop)[x.key].tags == {"Winback"}
