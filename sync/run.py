@@ -37,6 +37,8 @@ from .takeover import after_applies
 from .planning.target import check_saved
 from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
+from .store.generation import generation
+from .store_moved import StoreMovedUnknown, StoreRead
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
             segments_now = snapshot(run)  # recorded in the segment history once the apply ran
+            read = StoreRead(cfg, generation(run.con))  # a resync merging after it: its customers are its own
         finally:
             run.close()
     if warnings:
@@ -127,12 +130,19 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
         try:
             try:
-                reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
-                                        replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
+                replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats),
+                                     cfg.destination(p.plan.destination).retire_tags)
+                reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(), replan=replan,
+                                        fresh=read.fresh))
             except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
                 raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines,
                                                [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))],
                                                stats.counts()) from None
+            except StoreMovedUnknown as exc:  # an unnoted store write since the read: withdrawals alone, exit 5
+                held = refuse_after_withdrawals(ledger, kind, [p.plan.destination], [str(exc)],
+                                                [(p.plan.destination, _withdraw(p, ledger, kind, stats))],
+                                                stats.counts())
+                raise StoreMovedUnknown("\n".join(held.message_lines)) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
             if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts

@@ -12,10 +12,11 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from connectors.records import Order, OrderStatus
+from connectors.records import Consent, Contact, Order, OrderStatus
 from sync.config import load_config
 from sync.ledger import open_ledger
 from sync.model import PushedState
@@ -41,8 +42,9 @@ def _order(customer: str, order_id: str, amount: str, day: int, updated: int) ->
                  updated_at=datetime(2025, 6, 30, updated, tzinfo=timezone.utc))
 
 
-def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order], *,
-                              then: list[Order] | None = None) -> None:
+def _older_waits_for_the_lock(path: Path, older: list[Order | Contact], newer: list[Order | Contact], *,
+                              then: list[Order] | None = None, meanwhile: Callable[[], None] | None = None,
+                              failing: bool = False) -> list[BaseException]:
     """``older`` resyncs in a thread: it merges and reads the store, plans, and waits for the destination's lock
     (held by another run); the lock freed, ``newer`` resyncs (merged after ``older``, applied first); then the
     older batch takes the lock and applies. ``then``: after ``newer``, more resyncs (one order each) until the
@@ -58,7 +60,7 @@ def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]
     def run_older() -> None:
         try:
             with open_ledger(cfg, settings) as ledger:
-                resync(cfg, ledger, settings, older, as_of=AS_OF, sleep=sleep)
+                resync(cfg, ledger, settings, *_records(older), as_of=AS_OF, sleep=sleep)
         except BaseException as exc:  # pragma: no cover - shown by the assertion below
             errors.append(exc)
 
@@ -69,10 +71,12 @@ def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]
         try:
             assert waiting.wait(120), "the older batch never waited for the lock"
             holder.release_lock(LOCK, owner)
+            if meanwhile is not None:
+                meanwhile()
             store = [store_path(cfg), Path(f"{store_path(cfg)}.wal")]
             before = {p: p.stat() for p in store if p.exists()}
             with open_ledger(cfg, settings) as ledger:
-                resync(cfg, ledger, settings, newer, as_of=AS_OF)
+                resync(cfg, ledger, settings, *_records(newer), as_of=AS_OF)
                 for order in then or ():
                     if then is None or _stat(store) == {p: (st.st_ino, st.st_size) for p, st in before.items()}:
                         break
@@ -84,7 +88,13 @@ def _older_waits_for_the_lock(path: Path, older: list[Order], newer: list[Order]
         finally:
             go.set()
             thread.join(120)
-    assert not errors, errors
+    assert failing or not errors, errors
+    return errors
+
+
+def _records(batch: list) -> tuple[list[Order], list[Contact]]:
+    """A batch's orders and contacts."""
+    return [r for r in batch if isinstance(r, Order)], [r for r in batch if isinstance(r, Contact)]
 
 
 def _stat(files: list[Path]) -> dict[Path, tuple[int, int]]:
@@ -187,3 +197,57 @@ def test_a_merge_that_leaves_the_store_files_as_they_were_is_seen(shop, mailchim
     _older_waits_for_the_lock(shop, [order], [refund], then=small[3:])
     assert _state(shop)[x.key].tags == {"Winback"}
     assert set(mailchimp_fake.tags_of(x.key, "aud1")) == {"Winback"}
+
+
+def _collapsed(path: Path) -> None:
+    """A full run saved cut points whose recency scores collapsed (the guard ``recency_scores``)."""
+    import duckdb
+
+    con = duckdb.connect(str(store_path(load_config(path))))
+    try:
+        con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers, created_at, "
+                    "recency_collapse) SELECT as_of, preset, levels, cut_points, customers, "
+                    "created_at + INTERVAL 1 HOUR, ? FROM segmentation_runs ORDER BY created_at DESC LIMIT 1",
+                    ['{"customers": 59, "total": 60, "days": 0, "score": 1, "levels": 5}'])
+    finally:
+        con.close()
+
+
+def test_a_batch_read_again_under_collapsed_recency_scores_is_refused(shop, mailchimp_fake):  # noqa: F811
+    """Another merge (another customer's order pulled) while the order's batch waited for the lock, and a full run
+    saved cut points whose recency scores collapsed: reading its customers again re-scores them against those,
+    which the recency guard refuses, as it refuses the resync that reads them first (before, they were pushed
+    scored by the collapse). (The merge is a pull's, not an empty batch's: a merge of nothing moves no
+    generation.)"""
+    from sync.errors import GuardRefusedError
+    from tests.test_sync_store_moved import _pulled
+
+    x = _churned(shop)
+    y = next(s for _, s in sorted(_state(shop).items()) if s.tags == {"Winback"} and s.key != x.key)
+    order = _order(x.customer_id, "WH-1", "9900000", 29, 1)
+
+    def meanwhile() -> None:
+        _pulled(shop, [_order(y.customer_id, "PULL-1", "5", 29, 1)])
+        _collapsed(shop)
+
+    errors = _older_waits_for_the_lock(shop, [order], [], meanwhile=meanwhile, failing=True)
+    assert len(errors) == 1 and isinstance(errors[0], GuardRefusedError), errors
+    assert "recency" in str(errors[0])
+    assert _state(shop)[x.key].tags == {"Winback"}
+    assert set(mailchimp_fake.tags_of(x.key, "aud1")) == {"Winback"}
+
+
+def test_a_re_keyed_customer_s_older_batch_pushes_nothing_old(shop, mailchimp_fake):  # noqa: F811
+    """The older batch (the card saved again, nothing changed: it plans nothing) waits for the lock; the newer one
+    moves the card to a new e-mail and pushes it. The older batch, applied last, leaves the new address and the
+    old one as the newer batch left them."""
+    x = _churned(shop)
+    new = f"new-{x.key}"
+    same = Contact(x.customer_id, email=x.key, marketing_consent=Consent.YES,
+                   updated_at=datetime(2025, 6, 30, 1, tzinfo=timezone.utc))
+    moved = replace(same, email=new, updated_at=datetime(2025, 6, 30, 2, tzinfo=timezone.utc))
+    _older_waits_for_the_lock(shop, [same], [moved])
+    state = _state(shop)
+    assert state[new].tags == {"Winback"} and set(mailchimp_fake.tags_of(new, "aud1")) == {"Winback"}
+    assert x.key not in state or not state[x.key].tags
+    assert not set(mailchimp_fake.tags_of(x.key, "aud1")) & {"Winback"}

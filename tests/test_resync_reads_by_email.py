@@ -70,3 +70,23 @@ def test_a_contact_webhook_reads_its_address_s_contacts_not_every_contact(tmp_pa
                                                                  marketing_consent=Consent.YES)], as_of=AS_OF)
         assert report.customers == 1 and report.reports[0].counts["ok"] >= 1
     assert report.store_rows_read < orders + contacts + 500, (report.store_rows_read, orders, contacts)
+
+
+def test_a_phone_keyed_order_joins_the_customer_with_that_phone(tmp_path, mailchimp_fake, monkeypatch):
+    """An order keyed by a phone (no customer id of its own) joins the customer with that phone, read by a filter
+    on the phone column beside the e-mails read through their index (before: the whole contacts table read into the
+    join; the speed is bench/phone_link.py's, BENCHMARKS.md: the rows DuckDB scans are as many)."""
+    path, churned = _store(tmp_path, mailchimp_fake, monkeypatch)
+    cfg, settings = load_config(path), load_settings()
+    (warm, _), (a, a_email), (b, _) = list(churned.items())[:3]
+    phone = "+998901234567"
+    with open_store(store_path(cfg)) as con:
+        con.execute("UPDATE contacts SET phone = ? WHERE customer_id = ?", [phone, b])
+    with open_ledger(cfg, settings) as ledger:
+        resync(cfg, ledger, settings, orders_for([warm], "WARM"), as_of=AS_OF)  # the indexes built
+        for name, key in (("email", a_email), ("phone", phone)):
+            report = resync(cfg, ledger, settings, orders_for([key], f"BY-{name}"), as_of=AS_OF)
+            assert report.customers == 1, (name, report)
+    with open_store(store_path(cfg)) as con:
+        owners = dict(con.execute("SELECT order_id, customer_id FROM orders WHERE order_id LIKE 'BY-%'").fetchall())
+    assert owners == {"BY-email-0": a, "BY-phone-0": b}

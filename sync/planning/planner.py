@@ -147,7 +147,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
         raise unreadable_row(dest.name, bad[0][0], exc) from None
 
 
-def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
+def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
               ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
               reconcile: bool, extra_tags: str | None = None, since: int | None = None,
               since_read: tuple[Counter, datetime] | None = None, forget_kept: bool = False) -> PlannedDestination:
@@ -159,8 +159,6 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequenc
     a plan made at that ledger revision: the contacts another run wrote after it are left out
     (:func:`~sync.planning.replanned.leave_written`); ``since_read``: that plan's counter and when it was read,
     which name them too when the ledger was restored from a backup since (:meth:`Ledger.written_since`)."""
-    if not isinstance(rows, CustomerRows):
-        rows = stage_dicts(rows)
     notes = []
     # the ledger's state is of this audience; or a full refresh moves it here from ``moved_from``: planned as for a
     # new destination

@@ -29,7 +29,7 @@ this cut).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from .plan import Plan
@@ -45,18 +45,26 @@ def leave_written(plan: Plan, written: Collection[str], since: int, retired: Col
     to another audience (``plan.moves_from``) forgets the old one's rows as a whole: nothing is left out of it."""
     left = {c.key for c in plan.changes} & set(written)
     left |= {o.key for o in plan.owners if o.key in written}
+    return leave_out(plan, left, retired, lambda withdrawn, retiring: _note(len(left), withdrawn, retiring, since))
+
+
+def leave_out(plan: Plan, left: Collection[str], retired: Collection[str],
+              note: Callable[[int, int], str]) -> Plan:
+    """``plan`` without the changes and new owners of the contacts ``left`` (keys) but their consent withdrawals
+    and their removals of the ``retired`` tags, the cut of :func:`leave_written`; ``note(withdrawn, retiring)``
+    says it (in the plan's notes and at INFO). Nothing is left out of a move to another audience."""
     if not left or plan.moves_from is not None:
         return plan
     withdrawn = withdrawals_alone(replace(plan, withdrawn=tuple(k for k in plan.withdrawn if k in left))).changes
     out = {c.key: c for c in withdrawn}
-    retiring = {c.key: c for c in removals_only(plan, left - set(out), frozenset(retired))}
+    retiring = {c.key: c for c in removals_only(plan, set(left) - set(out), frozenset(retired))}
     out.update(retiring)
     changes = tuple(out.get(c.key, c) for c in plan.changes if c.key not in left or c.key in out)
     kept = {c.key for c in changes}
-    note = _note(len(left), len(withdrawn), len(retiring), since)
-    log.info("sync %s: %s", plan.destination, note)
+    said = note(len(withdrawn), len(retiring))
+    log.info("sync %s: %s", plan.destination, said)
     return replace(plan, changes=changes, owners=tuple(o for o in plan.owners if o.key not in left),
-                   withdrawn=tuple(k for k in plan.withdrawn if k in kept), notes=(*plan.notes, note))
+                   withdrawn=tuple(k for k in plan.withdrawn if k in kept), notes=(*plan.notes, said))
 
 
 def _note(left: int, withdrawn: int, retiring: int, since: int) -> str:
@@ -66,6 +74,13 @@ def _note(left: int, withdrawn: int, retiring: int, since: int) -> str:
     note = (f"{left} contact{n} left out of the re-plan: another run wrote {them} since this run planned (ledger "
             f"revision {since}), from data read before or after this run's (which is newer is not known here); "
             f"kept as that run wrote {them} until the next sync plans {them} again")
+    return with_removals(note, left, withdrawn, retiring)
+
+
+def with_removals(note: str, left: int, withdrawn: int, retiring: int) -> str:
+    """``note`` (of ``left`` contacts left out) and the removals still sent for ``withdrawn`` and ``retiring`` of
+    them (:func:`leave_out`)."""
+    them = "them" if left != 1 else "it"
     removals = [f"{k} {what}{'s' if k != 1 else ''} ({off})" for k, what, off in (
         (withdrawn, "consent withdrawal", "managed tags/lists off"), (retiring, "retired tag removal", "retire_tags"))
         if k]
@@ -75,4 +90,4 @@ def _note(left: int, withdrawn: int, retiring: int, since: int) -> str:
     return f"{note}; only removals still go out for {whom}: {' and '.join(removals)}"
 
 
-__all__ = ["leave_written"]
+__all__ = ["leave_out", "leave_written", "with_removals"]

@@ -16,7 +16,8 @@ The path of one webhook batch (see :func:`resync`):
    :func:`sync.refusals.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
    run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first,
    and so is one whose customers another batch merged into the store after this one read them (read again first:
-   :func:`sync.serve.resync_store.read_again`; the batch that read first must not push its older state last).
+   :func:`sync.serve.resync_store.read_again`; the batch that read first must not push its older state last; re-scored
+   against a later full run's collapsed recency scores, it is refused as the first read would be).
    Only then are the customers' segments recorded in the segment history (:func:`sync.history.record_partial`):
    a refused resync records nothing.
 
@@ -104,7 +105,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     reads = StoreReads()  # another card's no, an address shared with customers outside: read from the store
     desired, last, shared = shared_addresses(cfg, dest, desired, last, affected.customer_ids, affected.store_wait,
                                              reads, affected.as_of)
-    affected.counted(reads.rows)
+    affected.counted(reads.rows, reads.opens)
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
@@ -163,7 +164,11 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         return plan
 
     def fresh() -> bool:  # read again now, or by an earlier destination's apply: planned from older rows
-        return not read_again(cfg, settings, affected, report) and planned.generation == affected.generation
+        if not read_again(cfg, settings, affected, report):
+            return planned.generation == affected.generation
+        if affected.collapse is not None:  # re-scored against a later full run's collapsed recency scores
+            raise refuse(ledger, "webhook", [name], [recency_scores_line(affected.collapse, webhook=True)])
+        return False
 
     with _named(name):  # fresh: under the lock, another batch's later merge has the customers read again first
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,

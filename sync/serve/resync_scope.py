@@ -4,9 +4,10 @@ outside the batch is the full sync's; another card's *no* makes the address's co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Iterator
 
 from connectors.email_phone import normalize_email
 from segmentation.metrics import local_cutoff
@@ -25,9 +26,58 @@ from .readcount import CountingConnection
 @dataclass
 class StoreReads:
     """The store rows a resync's reads of who gives an address scanned (:func:`store_holders`), counted into
-    :attr:`sync.serve.resync.ResyncReport.store_rows_read`."""
+    :attr:`sync.serve.resync.ResyncReport.store_rows_read`, and the store connections they opened. Inside
+    :meth:`shared`, the reads share one connection (opened by the first, under :data:`STORE_LOCK` until the end)."""
 
     rows: int = 0
+    opens: int = 0
+    _con: Any = field(default=None, repr=False)
+    _sharing: bool = field(default=False, repr=False)
+
+    @contextmanager
+    def shared(self) -> Iterator["StoreReads"]:
+        """The reads inside share one store connection, closed (and :data:`STORE_LOCK` released) on leaving."""
+        self._sharing = True
+        try:
+            yield self
+        finally:
+            self._sharing, con, self._con = False, self._con, None
+            if con is not None:
+                try:
+                    con.close()
+                finally:
+                    STORE_LOCK.release()
+
+    @contextmanager
+    def connection(self, cfg: Config, wait_seconds: float) -> Iterator[Any]:
+        """A connection to the store for one read: the shared one inside :meth:`shared`, else its own."""
+        if self._con is not None:
+            yield self._con
+        elif self._sharing:
+            STORE_LOCK.acquire()  # held until the shared connection closes (:meth:`shared`)
+            try:
+                self._con = self._open(cfg, wait_seconds)
+            except BaseException:
+                STORE_LOCK.release()
+                raise
+            yield self._con
+        else:
+            with STORE_LOCK:
+                con = self._open(cfg, wait_seconds)
+                try:
+                    yield con
+                finally:
+                    con.close()
+
+    def _open(self, cfg: Config, wait_seconds: float) -> Any:
+        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        self.opens += 1
+        try:
+            lookup_by_key(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
 
 def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0,
@@ -44,16 +94,15 @@ def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seco
         where, params = "customer_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(among)]
     else:
         where, params = "email IN (SELECT unnest(?::VARCHAR[]))", [sorted(keys)]
-    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as con:  # closed on leaving
-        lookup_by_key(con)
+    reads = reads if reads is not None else StoreReads()
+    with reads.connection(cfg, wait_seconds) as con:
         counted = CountingConnection(con)
         rows = counted.execute(f"SELECT customer_id, email, marketing_consent FROM contacts WHERE {where}",
                                params).fetchall()
         if refused:  # the refusing cards the full planner reads: those with a segment
             with_segment = segmented(counted, {str(r[0]) for r in rows if r[2] == "no"}, cfg, as_of)
             rows = [r for r in rows if str(r[0]) in with_segment]
-        if reads is not None:
-            reads.rows += counted.rows()
+        reads.rows += counted.rows()
     held: dict[str, set[str]] = {}
     for customer, email, consent in rows:
         if (key := normalize_email(email)) in keys and (consent == "no" or not refused):
@@ -80,11 +129,12 @@ def shared_addresses(cfg: Config, dest: DestinationConfig, desired: list[Desired
     """A resync's contacts with their address's consent (another card's *no*, read from the store, wins:
     :func:`~sync.planning.consent.refused_by_others`), then without the addresses left to the full sync
     (:func:`~sync.planning.partial.leave_shared_to_full_sync`), and its notes."""
-    desired = refused_by_others(desired, customer_ids, dest.new_contacts, lambda keys: store_holders(
-        cfg, keys, None, wait_seconds, refused=True, reads=reads, as_of=as_of))
-    return leave_shared_to_full_sync(desired, last, customer_ids, lambda keys, among: store_holders(
-        cfg, keys, among, wait_seconds, reads=reads), dest.new_contacts,
-        lambda owners: store_segments(cfg, owners, wait_seconds, reads))
+    with reads.shared():  # one store connection for both reads (opened by the first that reads)
+        desired = refused_by_others(desired, customer_ids, dest.new_contacts, lambda keys: store_holders(
+            cfg, keys, None, wait_seconds, refused=True, reads=reads, as_of=as_of))
+        return leave_shared_to_full_sync(desired, last, customer_ids, lambda keys, among: store_holders(
+            cfg, keys, among, wait_seconds, reads=reads), dest.new_contacts,
+            lambda owners: store_segments(cfg, owners, wait_seconds, reads))
 
 
 def store_segments(cfg: Config, customers: set[str], wait_seconds: float = 60.0, reads: StoreReads | None = None,
@@ -93,10 +143,11 @@ def store_segments(cfg: Config, customers: set[str], wait_seconds: float = 60.0,
     valid): the label of an owner's withdrawal a resync plans (:func:`~sync.planning.consent.owners_withdrawal`).
     One without (no history recorded, not on that line) is left out. ``reads``: the rows scanned are added to it.
     ``con``: a store connection the caller opened and holds :data:`STORE_LOCK` for (not re-entrant: not taken
-    again); without it, one is opened under the lock."""
+    again); without it, ``reads``' connection (the shared one inside :meth:`StoreReads.shared`) or its own."""
     if con is not None:
         return _segments(con, customers, reads)
-    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as own:
+    reads = reads if reads is not None else StoreReads()
+    with reads.connection(cfg, wait_seconds) as own:
         return _segments(own, customers, reads)
 
 

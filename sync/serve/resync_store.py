@@ -69,6 +69,9 @@ class ResyncReport:
     #: the affected customers' rows read again under a destination's lock: another batch merged after this one read
     #: them (:func:`read_again`)
     read_again: int = 0
+    #: connections to the order store it opened: its merge and read, each read again, and per destination one for
+    #: who else the store gives an address (:class:`sync.serve.resync_scope.StoreReads`), when it asked
+    store_opens: int = 0
 
     @property
     def rows_read(self) -> int:
@@ -95,10 +98,12 @@ class Affected:
     as_of: date | None = None
     report: ResyncReport | None = None  # the resync's: its later store reads are counted there (:meth:`counted`)
 
-    def counted(self, rows: int) -> None:
-        """``rows`` more store rows read for them (who else the store gives an address: ``store_holders``)."""
+    def counted(self, rows: int, opens: int = 0) -> None:
+        """``rows`` more store rows read for them (who else the store gives an address: ``store_holders``), through
+        ``opens`` more store connections."""
         if self.report is not None:
             self.report.store_rows_read += rows
+            self.report.store_opens += opens
 
 
 def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -107,6 +112,7 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
                now: Callable[[], datetime] = utcnow) -> Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        report.store_opens += 1
         try:
             report.indexes_built = ensure_lookup_indexes(con)
             lookup_by_key(con)
@@ -131,6 +137,7 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
     path = store_path(cfg)
     with STORE_LOCK:
         con = connect_store(path, wait_seconds=affected.store_wait)
+        report.store_opens += 1
         try:
             if generation(con) == affected.generation:
                 return False
@@ -182,6 +189,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
                        if report.orders else ""))
         report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
 
+    # the merge notes whom it moved (sync.store.resynced): a full sync that read the store before leaves them out
     merged = merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
                           after_link=affected, received_at=received_at, versions=versions)
     for kind, name in (("order", "stale_orders"), ("contact", "stale_contacts")):

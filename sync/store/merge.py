@@ -24,6 +24,7 @@ from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
 from .ordering import Ages, Versions, ages_of, drop_older_versions
+from .resynced import note_moved
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,11 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
     counts = {}
     versions = plausible_versions(versions or {}, received_at)  # a vendor time in the future: ignored, logged
-    if pull.full_refresh or _staged_rows(con) > BULK_ROWS:
+    staged = _staged_rows(con)
+    # an incremental merge of nothing (a pull that found nothing new) writes no order: the generation stays, so a
+    # full sync that read the store before it has nobody to leave out (sync.store_moved)
+    empty = not pull.full_refresh and not staged and not _staged_rows(con, STAGED_TOMBSTONES, STAGED_VERSIONS)
+    if pull.full_refresh or staged > BULK_ROWS:
         drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")
     try:
@@ -170,6 +175,10 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        # and whom it moved, for a full sync that read the store before (.resynced): its contacts' customers too
+        contacts = [] if note is None or "staged_contacts" not in present else [r[0] for r in con.execute(
+            "SELECT DISTINCT customer_id FROM staged_contacts").fetchall()]
+        moved = None if note is None or len(contacts) > NOTED_ROWS else note.customers | set(contacts)
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
             _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
                            links=links, pulled_at=pulled_at, versions=versions or {})
@@ -186,9 +195,12 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         con.execute(f"DROP TABLE IF EXISTS {STAGED_TOMBSTONES}")
         con.execute(f"DROP TABLE IF EXISTS {UNSTORED}")
         con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
-        bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
-        if note is not None:
+        if not empty:
+            bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
+        if note is not None and not empty:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
+        if moved is not None and not empty:
+            note_moved(con, moved)
         if before_commit is not None:
             before_commit(con)
         con.execute("COMMIT")
@@ -217,9 +229,12 @@ def _add(counts: dict[str, int], more: dict[str, int]) -> None:
             counts[key] = counts.get(key, 0) + n
 
 
-def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
-    present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
-                                         "'staged_%'").fetchall()]
+def _staged_rows(con: duckdb.DuckDBPyConnection, *tables: str) -> int:
+    """The rows of the ``staged_*`` tables (or of ``tables``, those present)."""
+    present = [r[0] for r in (con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
+                                          f"({', '.join('?' for _ in tables)})", list(tables)) if tables else
+                              con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
+                                          "'staged_%'")).fetchall()]
     return sum(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in present)
 
 

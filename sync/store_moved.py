@@ -1,0 +1,96 @@
+"""A full sync's plan under each destination's lock: the customers merged into the order store since the sync read
+it are left out.
+
+The sync reads the store once (its generation then: :mod:`sync.store.generation`) and applies its destinations
+one by one, each under its lock. A merge after that read moved some customers on: a webhook resync pushes its
+customers from its own later read, under the same lock, before or after the sync's apply (when it planned nothing,
+the ledger already holding their new state, no ledger revision moved, and the sync's older plan of them, pushed
+last, was what the ESP kept: a refunded order's segment put back); an API pull's (or another sync's) customers
+wait for the next sync. So under the lock the store's generation is read again; when it moved, the customers the
+merges noted since (:func:`sync.store.resynced.moved_since`; an empty merge moves nobody) have nothing pushed by
+this sync but the removals no run's data would undo (consent withdrawals, retired tags: the rule of a re-plan's
+contacts another run wrote, :mod:`sync.planning.replanned`). Re-planning the destination from a fresh read instead
+would segment the whole store again under the lock for a handful of customers (the full plan's seconds at 1 M
+contacts, each time a webhook lands during a long sync). A write of the store since that noted nobody (a full
+refresh, a replaced file, a merge too large to note) does not say whom it moved: the destination's consent
+withdrawals go out alone and the rest is held (:class:`StoreMovedUnknown`, exit 5: a ``refused`` run recorded,
+retried by serve's scheduler); the next sync plans it from a read after that write.
+
+The check is one open of the store and a read of its generation per destination (the notes only when it moved).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Callable, Collection
+
+from .config import Config
+from .errors import PlanStaleError
+from .ledger import Ledger
+from .pipeline import store_path
+from .planning.plan import Plan
+from .planning.replanned import leave_out, with_removals
+from .store import STORE_LOCK, connect_store
+from .store.resynced import moved_since
+
+log = logging.getLogger("sync.run")
+
+
+class StoreMovedUnknown(PlanStaleError):
+    """A write of the order store since the sync read it noted nobody: whom it moved is not known, the plan is held
+    but its consent withdrawals (:func:`sync.run.full_sync` sends them alone and records a ``refused`` run). Serve's
+    scheduler runs the sync again (``transient``): a read after that write plans it."""
+
+    transient = True
+
+
+@dataclass
+class StoreRead:
+    """The order store as a full sync read it (``generation``); ``moved``: the customers merged into it since, as
+    the last check under a destination's lock found them."""
+
+    cfg: Config
+    generation: int
+    moved: set[str] = field(default_factory=set)
+
+    def fresh(self) -> bool:
+        """Whether no write moved the store since the sync read it (called under a destination's lock)."""
+        with STORE_LOCK:
+            con = connect_store(store_path(self.cfg))
+            try:
+                now, moved = moved_since(con, self.generation)
+            finally:
+                con.close()
+        if moved is None:
+            raise StoreMovedUnknown(
+                f"the order store was written by another run since this sync read it (generation {self.generation} "
+                f"→ {now}: a full refresh, a replaced file or a merge too large to note whom it moved): its plan may "
+                f"push older data over that run's; held (the next sync plans it from a later read)")
+        self.moved = moved
+        return now == self.generation
+
+    def replan(self, plan: Plan, ledger: Ledger, replan: Callable[[], Plan] | None,
+               retired: Collection[str] = ()) -> Callable[[], Plan]:
+        """The re-plan :func:`sync.engine.execute_plan` asks for under the lock: ``replan()`` when the ledger moved
+        (else ``plan`` itself), without the customers merged since the read (:meth:`fresh`)."""
+        def again() -> Plan:
+            made = plan.made_at(ledger.state_counter(plan.destination))
+            return left_to_resyncs(plan if made or replan is None else replan(), self.moved, retired)
+
+        return again
+
+
+def left_to_resyncs(plan: Plan, moved: set[str], retired: Collection[str] = ()) -> Plan:
+    """``plan`` without the changes and new owners of the customers in ``moved`` (merged since the read) but the removals no run's data
+    would undo (consent withdrawals, ``retired`` tags), as a re-plan leaves out the contacts another run wrote
+    (:func:`~sync.planning.replanned.leave_out`); said in a note and at INFO."""
+    left = {c.key for c in plan.changes if c.customer_id in moved}
+    left |= {o.key for o in plan.owners if o.customer_id in moved or o.was in moved}
+    n = len(left)
+    head = (f"{n} contact{'s' if n != 1 else ''} of customers merged into the order store since this sync read it "
+            f"left out (a webhook resync pushes {'them' if n != 1 else 'it'} from its later read, else the next sync)")
+    return leave_out(plan, left, retired, lambda withdrawn, retiring: with_removals(head, n, withdrawn, retiring))
+
+
+__all__ = ["StoreMovedUnknown", "StoreRead", "left_to_resyncs"]
