@@ -98,7 +98,8 @@ def boundary(run: SegmentsRun) -> dict[str, Any]:
             [b["reminder_day"], b["days"]]).fetchone()[0]
     return {"curve": b.get("curve", []), "days": b.get("days"), "reminder_day": b.get("reminder_day"),
             "gap_percentiles": b.get("gap_percentiles"), "reason": b.get("reason"),
-            "in_reminder_window": in_window}
+            "in_reminder_window": in_window, "method": b.get("method"), "window_days": b.get("window_days"),
+            "return_probability": b.get("return_probability")}
 
 
 def destinations(ledger, dests: list) -> list[dict[str, Any]]:
