@@ -34,7 +34,8 @@ _REPEATS = """CREATE OR REPLACE TEMP TABLE _fs_rep AS
                 FROM (SELECT *, min(_ord) OVER (PARTITION BY oid, key) AS _first,
                              bool_or(status <> 'refunded') OVER (PARTITION BY oid, key) AS _sale,
                              count(*) OVER (PARTITION BY oid) AS _rows
-                      FROM {valid})))"""
+                      FROM (SELECT oid, key, ordered_at, amount, currency, status, discount, _ord, _file, _row
+                            FROM {valid}))))"""
 
 
 def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: list[str]) -> tuple[int, int]:
