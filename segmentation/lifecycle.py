@@ -329,6 +329,7 @@ def clv_overflow(con: duckdb.DuckDBPyConnection, model: str, params: dict[str, o
             WHERE clv IS NOT NULL AND NOT (abs(clv) < 9999999999999999.995)""", params)).fetchall()[0]
     if not n:
         return None
-    return (f"clv left empty for {n} {'customer' if n == 1 else 'customers'}: the expected spend over clv_horizon_days has more than 16 "
-            f"digits before the decimal point (the largest: customer {who!r}, {most:.4g}); amounts that large are "
-            "not a real check (ids or phone numbers in the amount column?): fix the amounts in the export")
+    return (f"clv left empty for {n} {'customer' if n == 1 else 'customers'}: the expected spend over "
+            f"clv_horizon_days has more than 16 digits before the decimal point (the largest: customer {who!r}, "
+            f"{most:.4g}); amounts that large are not a real check (ids or phone numbers in the amount column?): fix "
+            "the amounts in the export")
