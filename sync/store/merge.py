@@ -250,7 +250,10 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         if returning:
             note.add(deleted.fetchall(), -1)
         if name == "orders":  # a record of an order is the whole order: a file's returns under its id go with it
-            deleted = con.execute(f"DELETE FROM orders WHERE {_RETURNS_OF.format(ids='staged_orders')}{returning}")
+            # (named exactly, ~return … ~return99: the scan skips the row groups outside them, as for the ids)
+            deleted = con.execute("DELETE FROM orders WHERE order_id IN (SELECT order_id || '~return' || CASE WHEN "
+                                  "k > 1 THEN k::VARCHAR ELSE '' END FROM staged_orders, range(1, 100) r(k))"
+                                  + returning)
             if returning:
                 note.add(deleted.fetchall(), -1)
     kept_out = ""  # a full refresh: the file's rows of the webhook records kept over them stay out
