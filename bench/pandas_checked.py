@@ -111,10 +111,24 @@ def pandas_checked_segments(csv_path: Path, out_path: Path, as_of: date, preset:
         value = None if pd.isna(value) else value.strip(SPACES) if isinstance(value, str) else f"{value:.2f}"
         bad_rows.append((int(i) + 2, field, why, value))
     valid = reason < 0
-    # 4. repeated order ids among the valid rows: the last one wins (rows without an id never repeat)
+    # 4. repeated order ids among the valid rows (rows without an id never repeat), as connectors.file_repeats: the
+    # same id at the same time is one order (the last row wins); then another customer's rows are an order of their
+    # own, each refund later than its customer's sale under the same id is a return of its own; the rest of a
+    # customer's rows under the id are the same order again: the last one wins
     ids = order_id.where(valid)
-    repeated = ids.duplicated(keep="last").to_numpy() & ids.notna().to_numpy()
-    duplicates = int(repeated.sum())
+    again = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    rep = pd.DataFrame({"oid": ids[again], "cust": customer[again], "pos": np.flatnonzero(again),
+                        "ts": ts[again], "st": status[again]})
+    same = rep.duplicated(["oid", "ts"], keep="last").to_numpy()
+    one = rep[~same]
+    sold = one["ts"].where(one["st"] == COMPLETED).groupby([one["oid"], one["cust"]]).transform("min")
+    ret = ((one["st"] == REFUNDED) & (one["ts"] > sold)).to_numpy()
+    again_later = np.zeros(len(one), dtype=bool)
+    again_later[~ret] = one[~ret].duplicated(["oid", "cust"], keep="last").to_numpy()
+    repeated = np.zeros(len(ids), dtype=bool)
+    repeated[rep["pos"].to_numpy()[same]] = True
+    repeated[one["pos"].to_numpy()[again_later]] = True
+    duplicates = len(rep) - rep["oid"].nunique()
     # 5. metrics as of the end of ``as_of``: completed orders count, refunds subtract their absolute amount
     keep = valid & ~repeated & (ts < pd.Timestamp(as_of) + pd.Timedelta(days=1)).to_numpy() \
         & ((status == COMPLETED) | (status == REFUNDED))

@@ -3,8 +3,9 @@
 * Bad rows (no customer, unreadable date or amount, unknown status, negative amount without a refund) are
   classified in the order of :data:`_BAD` and reported with their spreadsheet row numbers (at most
   :data:`MAX_BAD_ROWS` listed, all counted); an amount too long to store is listed as out of range.
-* Orders: receipt lines grouped by order id, else one row per order id (the last duplicate wins). A receipt whose
-  lines each fit but sum past the amount column is bad rows (its lines), checked only when a sum did not fit.
+* Orders: receipt lines grouped by order id (a receipt's sale and return lines netted), else one row per order
+  (a repeated order id: :mod:`connectors.file_repeats`). A receipt whose lines each fit but sum past the amount
+  column is bad rows (its lines), checked only when a sum did not fit.
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
   through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
 """
@@ -24,6 +25,7 @@ from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
+from .file_repeats import stage_repeats
 from .file_result import FilePullResult  # (what a staging returns; imported from here too)
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
@@ -248,8 +250,14 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         valid = "_fs_valid"
 
         def receipts() -> None:
-            con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
-                           arg_max(currency, _ord), arg_max(status, _ord), sum(discount)
+            # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
+            # when the returns are more; otherwise its lines' sum and its last line's status
+            net = "sum(CASE status WHEN 'completed' THEN amount WHEN 'refunded' THEN -amount END)"
+            mixed = "bool_or(status = 'completed') AND bool_or(status = 'refunded')"
+            con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at),
+                           CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
+                           CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
+                                ELSE 'refunded' END, sum(discount)
                            {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM {valid} GROUP BY oid""")
         try:
             receipts()
@@ -265,13 +273,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
             con.execute(f"""INSERT INTO staged_line_items SELECT oid,
                            row_number() OVER (PARTITION BY oid ORDER BY _ord), sku, product, category, brand,
                            quantity, price FROM {valid}""")
-    elif _repeated_ids(con):
-        con.execute(f"""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}
-                        FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
-        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-        duplicates = _valid_order_rows(con, len(orders)) - n_orders
-        if duplicates:
-            log.warning("%s an earlier order id: the last one kept", counted(duplicates, "row repeats", "rows repeat"))
+    elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
+        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths)
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,

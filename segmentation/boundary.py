@@ -147,7 +147,8 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
         result["days"] = int(d[below[0]])
     else:
         result["reason"] = (f"P(return within {cfg.window_days} days) stays above {cfg.return_probability:.0%} "
-                            f"over the observed {int(d[-1])} days; the knee is given instead")
+                            f"(its lowest: {float(p.min()):.0%}) over the observed {int(d[-1])} days; the knee is "
+                            "given instead")
         result["days"] = result["knee_days"]
         result["method"] = "knee"
     if result["days"] is not None:

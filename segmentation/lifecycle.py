@@ -137,8 +137,7 @@ PREDICTIONS_SQL = """
                ceil(m.days_to_next_order) AS model_days,
                CASE WHEN m.p_alive IS NOT NULL THEN {aov} END AS expected_aov
         FROM customer_lifecycle l
-        LEFT JOIN {model} m ON m.x = l.purchase_days - 1 AND m.recency_days = l.last_day - l.first_day
-                               AND m.t_days = $as_of::DATE - l.first_day
+        LEFT JOIN {model} m ON {join}
     ),
     nxt AS (
         SELECT *,
@@ -160,14 +159,18 @@ PREDICTIONS_SQL = """
     SELECT customer_id, p_alive, expected_purchases, churn_probability,
            CASE WHEN churn_probability < $low THEN 'low' WHEN churn_probability <= $high THEN 'medium'
                 WHEN churn_probability IS NOT NULL THEN 'high' END AS churn_risk,
-           CAST(expected_aov AS DECIMAL(18, 2)) AS expected_aov,
-           CAST(clv_per_aov * expected_aov AS DECIMAL(18, 2)) AS clv,
+           TRY_CAST(expected_aov AS DECIMAL(18, 2)) AS expected_aov,
+           TRY_CAST(clv_per_aov * expected_aov AS DECIMAL(18, 2)) AS clv,  -- past 16 digits: empty (clv_overflow)
            CAST(next_order_date AS DATE) AS next_order_date,
            ($as_of::DATE >= next_order_date - CAST($remind AS INTEGER)) AS reorder_due,
            avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand,
            next_order_reason
     FROM nxt
 """
+
+#: a customer's row of the model relation (its BTYD summary)
+_MODEL_JOIN = ("m.x = l.purchase_days - 1 AND m.recency_days = l.last_day - l.first_day"
+               " AND m.t_days = $as_of::DATE - l.first_day")
 
 #: Gamma-Gamma E[mean spend | x, m̄] (note 025 eq. 5), written as :func:`segmentation.btyd_models.expected_aov`
 #: computes it, operation for operation, so that the doubles are the same
@@ -269,7 +272,8 @@ def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, t
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
                              remind_days_before: int, horizon_days: int | None = None, *,
                              spend: tuple[float, float, float] | None = None,
-                             churn_risk_cut_points: tuple[float, float] = (0.33, 0.66), view: bool = False) -> None:
+                             churn_risk_cut_points: tuple[float, float] = (0.33, 0.66), view: bool = False
+                             ) -> str | None:
     """Create TEMP table (``view``: TEMP VIEW) ``customer_predictions`` from ``customer_lifecycle`` and a model
     relation.
 
@@ -287,10 +291,12 @@ def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: 
     ``view``: a TEMP VIEW instead (``model`` must then be a table that outlives it): for a run that reads it once or
     twice (the per-customer file, ``rfmsync predict``'s counts), each read computes only the columns it reads; a
     table of all fifteen for a million customers cost 0.3 CPU s more than it saves them.
+
+    Returns :func:`clv_overflow`'s warning line, or None.
     """
     if not model.isidentifier():
         raise ValueError(f"model relation name must be an identifier, got {model!r}")
-    sql = PREDICTIONS_SQL.format(model=model, aov=AOV_SQL if spend is not None else "NULL")
+    sql = PREDICTIONS_SQL.format(model=model, aov=AOV_SQL if spend is not None else "NULL", join=_MODEL_JOIN)
     params = {"as_of": as_of, "remind": remind_days_before,
               "horizon": horizon_days if horizon_days is not None else 2**31 - 1,
               "low": churn_risk_cut_points[0], "high": churn_risk_cut_points[1]}
@@ -301,3 +307,29 @@ def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: 
         con.execute(with_values(sql.replace("TEMP TABLE", "TEMP VIEW", 1), params))
     else:
         con.execute(sql, params)
+    return clv_overflow(con, model, params) if spend is not None else None
+
+
+def clv_overflow(con: duckdb.DuckDBPyConnection, model: str, params: dict[str, object]) -> str | None:
+    """The warning line when some customers' ``clv`` has more than 16 digits before the point (DECIMAL(18, 2)
+    holds no more: left empty), naming how many and the largest; None when none has. A bound first (the largest
+    ``clv_per_aov`` times the largest of the population's and the customers' mean spends, of which ``expected_aov``
+    is a weighted mean): the customers are counted only when it does not rule an overflow out."""
+    (per, spend), (pop,) = con.execute(
+        f"SELECT (SELECT max(abs(clv_per_aov)) FROM {model}), (SELECT max(abs(monetary)) FROM customer_lifecycle)"
+    ).fetchall()[0], con.execute("SELECT abs($gg_g * $gg_p / ($gg_q - 1))",
+                                 {k: params[k] for k in ("gg_p", "gg_q", "gg_g")}).fetchall()[0]
+    if per is None or (per * max(spend or 0, pop or 0) < 1e15 and per == per):  # (NaN compares unequal)
+        return None
+    raw = f"m.clv_per_aov * ({AOV_SQL})"
+    n, who, most = con.execute(with_values(
+        f"""SELECT count(*), arg_max(customer_id, abs(clv)), max(abs(clv)) FROM (
+                SELECT l.customer_id, {raw} AS clv FROM customer_lifecycle l JOIN {model} m ON {_MODEL_JOIN}
+                WHERE m.p_alive IS NOT NULL)
+            WHERE clv IS NOT NULL AND NOT (abs(clv) < 9999999999999999.995)""", params)).fetchall()[0]
+    if not n:
+        return None
+    return (f"clv left empty for {n} {'customer' if n == 1 else 'customers'}: the expected spend over "
+            f"clv_horizon_days has more than 16 digits before the decimal point (the largest: customer {who!r}, "
+            f"{most:.4g}); amounts that large are not a real check (ids or phone numbers in the amount column?): fix "
+            "the amounts in the export")

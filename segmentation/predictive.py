@@ -316,9 +316,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         if view and table is not None:  # the view reads the model's numbers when it is read: a table of them
             con.execute(f"CREATE OR REPLACE TEMP TABLE {MODEL_TABLE} AS SELECT * FROM {name}")
             name = MODEL_TABLE
-        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days,
-                                 spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
-                                 churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), view=view)
+        too_big = create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days,
+                                           spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
+                                           churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), view=view)
     finally:
         if table is not None:
             con.unregister("_rfmsync_predict_model")
@@ -327,7 +327,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         horizon_days=cfg.horizon_days, clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
         holdout=figures["holdout"], holdout_groups=tuple(figures["holdout_groups"]),
-        reason=figures["reason"], gamma_gamma_corr=figures["gamma_gamma_corr"], warnings=tuple(figures["warnings"]),
+        reason=figures["reason"], gamma_gamma_corr=figures["gamma_gamma_corr"],
+        warnings=(*figures["warnings"], *([too_big] if too_big else [])),
         next_order_beyond_horizon=figures["beyond"], purchase_days=days if keep_days else None,
         spend_left_out=figures["left_out"][0], spend_own=figures["left_out"][1])
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of,

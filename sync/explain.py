@@ -31,13 +31,15 @@ _SCORES = (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))
 
 def find_customer(run: SegmentsRun, who: str) -> str:
     """The customer id ``who`` names: a customer id, an e-mail (normalised) or a phone (E.164 with the source's
-    ``phone_region``). Unknown or ambiguous is a DataError (exit 3) saying so."""
+    ``phone_region``). A customer id of the orders counts whatever they hold (only a cancellation, orders after the
+    as-of: not scored, still a customer). Unknown or ambiguous is a DataError (exit 3) saying so."""
     con = run.con
     who = who.strip()
     email = normalize_email(who) if "@" in who else None
     phone = normalize_phone(who, run.config.source.get("phone_region")) if "@" not in who else None
     ids = [r[0] for r in con.execute(f"""
         SELECT customer_id FROM {run.result.table} WHERE customer_id = $who
+        UNION SELECT customer_id FROM orders WHERE customer_id = $who
         UNION SELECT customer_id FROM contacts
         WHERE customer_id = $who OR email = $email OR phone = $phone
         ORDER BY 1 LIMIT 6""", {"who": who, "email": email, "phone": phone}).fetchall()]

@@ -19,6 +19,7 @@ import duckdb
 from pydantic import ValidationError
 
 from connectors.errors import ConfigError as SourceConfigError
+from connectors.counts import counted
 from connectors.file_consent import consent_lines
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
@@ -309,7 +310,8 @@ def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str)
 def refunds_warning(negative: NegativeRevenue, as_of: date) -> str:
     """A warning when customers' refunds exceed their sales (:func:`~segmentation.metrics.negative_revenue`)."""
     value = f"{negative.monetary:,.2f}".replace(",", " ")
-    return (f"refunds exceed sales: {negative.customers} customers' refunds up to {as_of} exceed their sales (the "
+    who = counted(negative.customers, "customer's refunds", "customers' refunds")
+    return (f"refunds exceed sales: {who} up to {as_of} exceed their sales (the "
             f"lowest: customer {negative.customer_id!r}, net revenue {value}): their monetary and avg_check are "
             "below zero, in the segments and in any destination field mapped to them, and they get the lowest M "
             "scores; refunds of sales made before the export's first day (export those sales too) or a refund's "

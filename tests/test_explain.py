@@ -263,3 +263,25 @@ def test_explain_masks_a_secret_in_a_stored_error_as_failures_does(tmp_path, mon
     assert [k["reason"] for k in dest["kept_out"]] == ["refused (key ***)"]
     text = explain(cfg, who["customer_id"]).stdout
     assert "pending failure: upsert" in text and "apikey=***" in text and code not in text
+
+
+def test_explain_a_customer_of_the_orders_alone_with_no_completed_order_up_to_the_as_of(tmp_path):
+    """Hunter 28a: a customer whose only order is cancelled, or whose orders all come after --as-of, with no
+    contacts row, was "no customer with id, e-mail or phone 'f'" (exit 3); docs/explain.md: segment null, a why."""
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount,status\n"
+                                         "1,a,2026-01-10 10:00,100,completed\n2,f,2026-01-12 10:00,70,cancelled\n"
+                                         "3,g,2026-03-10 10:00,50,completed\n", encoding="utf-8")
+    (tmp_path / "rfmsync.toml").write_text(
+        '[source]\ntype = "file"\norders = "orders.csv"\ntimezone = "UTC"\ncurrency = "USD"\n[source.columns]\n'
+        + "".join(f'{c} = "{c}"\n' for c in ("order_id", "customer_id", "ordered_at", "amount", "status")),
+        encoding="utf-8")
+    cfg = str(tmp_path / "rfmsync.toml")
+    for who, held in (("f", {"cancelled": {"orders": 1, "amount": 70.0}}), ("g", {})):
+        data = json.loads(run("explain", who, "--config", cfg, "--as-of", "2026-02-01", "--format", "json").stdout)
+        assert (data["customer_id"], data["segment"]) == (who, None)
+        assert data["why"] == "no completed order up to 2026-02-01: not scored"
+        assert data["orders"]["by_status"] == held
+    assert json.loads(run("explain", "a", "--config", cfg, "--as-of", "2026-02-01", "--format", "json").stdout
+                      )["segment"] is not None
+    assert "no customer with id, e-mail or phone 'h'" in run("explain", "h", "--config", cfg, "--as-of", "2026-02-01",
+                                                             code=3).output

@@ -203,7 +203,7 @@ def test_the_lean_path_keeps_one_copy_and_stages_every_file_when_a_rule_crosses_
     done = ingest()
     assert done.lean and done.read == [day[2]] and done.pull.bad_row_count == 2 and done.pull.orders == 2
     assert file_tables(store) == [] and outcome(cfg) == fresh(tmp_path)
-    write_export(tmp_path, "day3.csv", [("1", "c2", "", "2025-06-03", "30.00", "")])  # order 1 again: day3 wins
+    write_export(tmp_path, "day3.csv", [("1", "c1", "", "2025-06-03", "30.00", "")])  # order 1 again: day3 wins
     done = ingest()
     assert not done.lean and done.pull.duplicate_orders == 1 and done.read == [day[3]]
     assert len(file_tables(store)) == 3  # day1 and day2 were read again for their tables

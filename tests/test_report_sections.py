@@ -152,6 +152,7 @@ monetary = [500000, 1500000.5]''')
     assert grid["axis_labels"]["r"] == ["≥ 181", "61–180", "≤ 60"]  # R1, R2, R3
     assert grid["axis_labels"]["f"] == ["≤ 1", "2–3", "≥ 4"]
     assert grid["axis_labels"]["m"][2] == "monetary >= 1500000.5"  # a fractional cut point: the rule itself
+    assert grid["axis_labels"]["m"][0] == "< 500000"  # money has cents: 499 999.50 is in it (not "≤ 499999")
     for axis, col, bands in (("r", "recency_days", [(181, 10**6), (61, 180), (0, 60)]),
                              ("f", "frequency", [(0, 1), (2, 3), (4, 10**6)])):
         for x in grid["ranges"][axis]:  # every customer's value lies in the band its score's label says

@@ -272,3 +272,10 @@ def test_refunds_exceeding_a_customers_sales_warn_naming_the_customer(tmp_path):
     assert fields["c5"] == -953.5 and fields["c3"] == -859.5 and fields["c7"] == 21.5
     # before the refunds' day nothing is below zero
     assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-01-19")) == []
+    # one customer: "1 customer's refunds", not "1 customers' refunds" (hunter 28a)
+    rows = [r for r in rows if r[0] != "r2"]
+    with orders.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    [line] = warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01"))
+    assert line.startswith("warning: refunds exceed sales: 1 customer's refunds up to 2024-02-01 exceed their sales "
+                           "(the lowest: customer 'c3', net revenue -859.50)")

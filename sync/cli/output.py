@@ -172,11 +172,12 @@ def print_summary(run, title: str | None = None) -> None:
     out.print(table)
     b = res.boundary
     if b:
-        if b.get("days") is not None:
-            out.print(Text.assemble(
-                "Falling-asleep boundary: ", styled(f"{b['days']} days", "bold"),
-                f" of silence (P(return within {b['window_days']} d) < {b['return_probability']:.0%}; "
-                f"method {b['method']}); suggested reminder on day ", styled(b["reminder_day"], "bold"), "."))
+        if b.get("days") is not None:  # the knee says no day where returns become rare: its reason says why
+            why = (f"the return curve's knee: {b.get('reason')}" if b.get("method") == "knee" else
+                   f"P(return within {b['window_days']} d) < {b['return_probability']:.0%}; method {b['method']}")
+            out.print(Text.assemble("Falling-asleep boundary: ", styled(f"{b['days']} days", "bold"),
+                                    f" of silence ({why}); suggested reminder on day ",
+                                    styled(b["reminder_day"], "bold"), "."))
         else:
             out.print(f"Falling-asleep boundary: not computed ({b.get('reason')}).")
         if b.get("gap_percentiles"):

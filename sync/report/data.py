@@ -72,11 +72,15 @@ def _range_label(ranges: list[dict], score: int) -> str:
 
 def _axis_label(metric: str, score: int, cuts: list[float], levels: int) -> str:
     """The score's band under threshold scoring as a short axis label (``≤ 30``, ``31–90``, ``≥ 4``: whole days
-    and orders), or its rule when a cut point is fractional."""
+    and orders; ``< 50000``, ``50000–<250000``: money), or its rule when a cut point is fractional."""
     band = score_band(metric, score, cuts, levels)
     low, high = band["low"], band["high"]
     if any(v is not None and not float(v).is_integer() for v in (low, high)):
         return band["rule"]
+    if metric == "monetary":  # low <= x < high, in money (49 999.50 is below 50 000: no "≤ 49999")
+        low, high = (None if v is None else int(v) for v in (low, high))
+        return (("any" if high is None else f"< {high}") if low is None else f"≥ {low}" if high is None
+                else f"{low}–<{high}")
     if metric == "recency_days":  # low < x <= high
         low = None if low is None else int(low) + 1
     else:  # low <= x < high
@@ -98,7 +102,8 @@ def boundary(run: SegmentsRun) -> dict[str, Any]:
             [b["reminder_day"], b["days"]]).fetchone()[0]
     return {"curve": b.get("curve", []), "days": b.get("days"), "reminder_day": b.get("reminder_day"),
             "gap_percentiles": b.get("gap_percentiles"), "reason": b.get("reason"),
-            "in_reminder_window": in_window}
+            "in_reminder_window": in_window, "method": b.get("method"), "window_days": b.get("window_days"),
+            "return_probability": b.get("return_probability")}
 
 
 def destinations(ledger, dests: list) -> list[dict[str, Any]]:

@@ -20,7 +20,11 @@ TEXT: dict[str, dict[str, str]] = {
         "legend": "Outline colour: the segment of most of the cell's customers.",
         "cuts": "Cut points", "boundary": "Falling-asleep boundary", "silent_days": "Silent days",
         "p_return": "P(return)", "remind": "remind on day {r}", "rarely": "they rarely return after day {d}",
+        "knee": "the curve's knee: day {d}",
         "summary_line": "Remind on day {r}, they rarely return after day {d}.",
+        "knee_line": "Remind on day {r}. Day {d} is the knee of the return curve, not a day after which they rarely "
+                     "return: the chance of buying again within {w} days never drops below {p} in the history "
+                     "(its lowest: {low}).",
         "in_window": "Customers inside the reminder window today (the list to contact now)",
         "gaps": "Days between purchases (percentiles)", "no_boundary": "No boundary",
         "predictions": "Predictions", "not_fitted": "Not fitted", "churn_risk": "Churn risk by segment",
@@ -61,7 +65,11 @@ TEXT: dict[str, dict[str, str]] = {
         "legend": "Цвет рамки: сегмент большинства клиентов ячейки.",
         "cuts": "Пороги", "boundary": "Граница засыпания", "silent_days": "Дней без покупок",
         "p_return": "P(возврата)", "remind": "напомнить на {r}-й день", "rarely": "после {d}-го дня почти не возвращаются",
+        "knee": "излом кривой: {d}-й день",
         "summary_line": "Напомните на {r}-й день: после {d}-го дня клиенты почти не возвращаются.",
+        "knee_line": "Напомните на {r}-й день. {d}-й день — излом кривой возврата, а не день, после которого клиенты "
+                     "почти не возвращаются: вероятность покупки в течение {w} дн. в истории не опускается ниже {p} "
+                     "(самая низкая: {low}).",
         "in_window": "Клиентов в окне напоминания сегодня (кому написать сейчас)",
         "gaps": "Дней между покупками (перцентили)", "no_boundary": "Граница не найдена",
         "predictions": "Прогнозы", "not_fitted": "Модели не обучены", "churn_risk": "Риск оттока по сегментам",
@@ -112,7 +120,8 @@ def render_html(data: dict[str, Any], *, title: str, lang: str = "en", currency_
              "revenue_bar": charts.bar(s["revenue_pct"], colours[s["segment"]]),
              "todo": playbook_line(s["segment"], lang, playbook or {}, reminder_lead_days)}
             for s in data["segments"]]
-    marks = (t["remind"].format(r=b["reminder_day"]), t["rarely"].format(d=b["days"]))
+    marks = (t["remind"].format(r=b["reminder_day"]), t["knee" if b.get("method") == "knee" else "rarely"].format(
+        d=b["days"]))
     pred, move = data["predictions"], data.get("movement")
     svg = {
         "grid": charts.heatmap(data["grid"], colours, t["grid"]),

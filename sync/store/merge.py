@@ -264,6 +264,13 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         deleted = con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged}){returning}")
         if returning:
             note.add(deleted.fetchall(), -1)
+        if name == "orders":  # a record of an order is the whole order: a file's returns under its id go with it
+            # (named exactly, ~return … ~return99: the scan skips the row groups outside them, as for the ids)
+            deleted = con.execute("DELETE FROM orders WHERE order_id IN (SELECT order_id || '~return' || CASE WHEN "
+                                  "k > 1 THEN k::VARCHAR ELSE '' END FROM staged_orders, range(1, 100) r(k))"
+                                  + returning)
+            if returning:
+                note.add(deleted.fetchall(), -1)
     kept_out = ""  # a full refresh: the file's rows of the webhook records kept over them stay out
     if full_refresh and noted:
         kept_out = f" WHERE {key} NOT IN (SELECT id FROM {'_kept_orders' if name == 'line_items' else f'_kept_{name}'})"
@@ -325,6 +332,11 @@ def _note_versions(con: duckdb.DuckDBPyConnection, name: str, staged: str, *, or
                     f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
 
 
+#: the condition on ``order_id`` of a flat export's returns (``ID~return``, ``ID~return2`` …) of the orders ``ids``
+_RETURNS_OF = ("contains(order_id, '~return') AND regexp_replace(order_id, '~return[0-9]*$', '') IN "
+               "(SELECT order_id FROM {ids})")
+
+
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
     """``_kept_orders`` / ``_kept_contacts``: the webhook ids a full refresh keeps (small): those the staged (file)
     rows do not contain, and, with ``files``, those whose staged rows all come from files read before the webhook
@@ -344,6 +356,10 @@ def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files:
                       "AND coalesce(f.read_at, ?::TIMESTAMPTZ, now()) > w.received_at)")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _kept_{name} AS SELECT id FROM {WEBHOOK_TABLE} w "
                     f"WHERE kind = '{KIND[name]}' {unless}", [files.read_started] if "?" in unless else [])
+        if name == "orders" and staged in present:  # a kept webhook order is the whole order: the file's
+            # returns under its id (ID~return…, connectors.file_repeats) stay out with the file's row of it
+            con.execute(f"INSERT INTO _kept_orders SELECT order_id FROM staged_orders WHERE "
+                        f"{_RETURNS_OF.format(ids='(SELECT id AS order_id FROM _kept_orders)')}")
 
 
 def _file_rows(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> str:

@@ -1,0 +1,118 @@
+"""A flat export's repeated order ids (one row per order): which repeat is the same order and which is another.
+
+An order id written again is one of four things, told apart by the rows themselves, in this order:
+
+* **the same order again** at the same time (``ordered_at``), whatever its customer or status (a status update, a
+  refund reversed, a customer merge in the CRM, export periods that overlap): the last row wins;
+* **another customer's order** (receipt numbers that restart in the next monthly file, two tills numbering alike):
+  every customer's rows under that id are an order of their own; the first customer's (in file, then row order)
+  keeps the id, the next ones are stored as ``ID~2``, ``ID~3`` …;
+* **a sale's return** (a row of status ``refunded`` under the id of the same customer's ``completed`` sale, later
+  than the sale: a return booked under its sale's receipt number): kept beside the sale as an order of its own,
+  ``ID~return`` (a second return at another time ``ID~return2`` …), so the sale still counts and the customer's net
+  revenue is the sale minus the returns;
+* **the same customer's order again** at another time (a sale's row again, a return's again, a cancellation): the
+  last row wins.
+
+Each kind is counted and logged with the first few order ids and their files and rows (:func:`stage_repeats`). An id
+made (``ID~2``, ``ID~return``) that the export also holds as an order id of its own is an error naming both.
+Only the repeated ids go through the windows: the other rows are staged as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import duckdb
+
+from .counts import agrees, counted
+from .errors import BadFileError
+
+log = logging.getLogger(__name__)
+
+#: the order ids (with their files and rows) a warning names; the rest are counted
+NAMED = 3
+
+_IDS = "CREATE OR REPLACE TEMP TABLE _fs_rid AS SELECT oid FROM {valid} GROUP BY oid HAVING count(*) > 1"
+
+_REPEATS = """CREATE OR REPLACE TEMP TABLE _fs_rep AS
+    WITH r AS (SELECT oid, key, ordered_at, amount, currency, status, discount, _ord, _file, _row,
+                      row_number() OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _same
+               FROM {valid} SEMI JOIN _fs_rid USING (oid)),
+    o AS (SELECT *, min(_ord) OVER (PARTITION BY oid, key) AS _first,
+                 min(ordered_at) FILTER (WHERE status = 'completed') OVER (PARTITION BY oid, key) AS _sold
+          FROM r WHERE _same = 1),
+    k AS (SELECT * EXCLUDE (_sold), dense_rank() OVER (PARTITION BY oid ORDER BY _first, key) AS _nth,
+                 coalesce(status = 'refunded' AND ordered_at > _sold, false) AS _ret FROM o),
+    n AS (SELECT *, oid || CASE WHEN _nth > 1 THEN '~' || _nth ELSE '' END || CASE WHEN NOT _ret THEN '' ELSE
+                 '~return' || CASE WHEN row_number() OVER (PARTITION BY oid, key, _ret ORDER BY ordered_at) > 1
+                 THEN (row_number() OVER (PARTITION BY oid, key, _ret ORDER BY ordered_at))::VARCHAR ELSE '' END END AS _id
+          FROM k)
+    SELECT *, row_number() OVER (PARTITION BY _id ORDER BY _ord DESC) AS _last FROM n
+    UNION ALL BY NAME SELECT * FROM r WHERE _same > 1"""
+
+
+def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: list[str]) -> tuple[int, int]:
+    """Stage the valid rows of ``valid`` (``oid``, ``key``, ``status``, ``_ord``, ``_file``, ``_row`` …) into
+    ``staged_orders``, one order per id as the module says; ``fid``: the extra select column of the file id (or
+    ``""``). Returns (orders staged, rows repeating an earlier row's order id), and logs each kind of repeat."""
+    con.execute(_IDS.format(valid=valid))
+    con.execute(_REPEATS.format(valid=valid))
+    _check_made_ids(con, valid, paths)
+    columns = f"key, ordered_at, amount, currency, status, discount{fid}"
+    con.execute(f"INSERT INTO staged_orders SELECT oid, {columns} FROM {valid} ANTI JOIN _fs_rid USING (oid)")
+    con.execute(f"INSERT INTO staged_orders SELECT _id, {columns} FROM _fs_rep WHERE _last = 1")
+    staged = con.execute("SELECT count(*) FROM staged_orders").fetchone()[0]
+    repeats = con.execute("SELECT count(*) - count(DISTINCT oid) FROM _fs_rep").fetchone()[0]
+    if repeats:
+        _report(con, paths)
+    return staged, repeats
+
+
+def _check_made_ids(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> None:
+    """An id made for a repeat (``5~2``) that the export holds as an order id of its own: an error naming both."""
+    made = con.execute(f"""SELECT m._id, m._file, m._row, v._file, v._row FROM _fs_rep AS m
+                           JOIN {valid} AS v ON v.oid = m._id WHERE m._id <> m.oid ORDER BY m._ord, v._ord
+                           LIMIT 1""").fetchall()
+    if made:
+        made_id, file, row, vfile, vrow = made[0]
+        raise BadFileError(f"{paths[file]} row {row}: its order id repeats an earlier one and would be stored as "
+                           f"{made_id!r}, an order id of its own in {paths[vfile]} row {vrow}: rename one of them")
+
+
+def _where(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str) -> tuple[int, str]:
+    """How many order ids ``rows`` (a condition on ``_fs_rep``) picks, and the first :data:`NAMED` of them with
+    each one's rows: ``'5' (orders-01.csv rows 2, 4)``."""
+    found = con.execute(f"""SELECT oid, list(_file ORDER BY _ord), list(_row ORDER BY _ord), count(*) OVER ()
+                            FROM _fs_rep WHERE oid IN (SELECT oid FROM _fs_rep WHERE {rows})
+                            GROUP BY oid ORDER BY min(_ord) LIMIT {NAMED}""").fetchall()
+    named = []
+    for oid, files, lines, _ in found:
+        places = []
+        for f in dict.fromkeys(files):
+            at = [str(r) for g, r in zip(files, lines) if g == f]
+            places.append(f"{paths[f]} {'row' if len(at) == 1 else 'rows'} {', '.join(at)}")
+        named.append(f"{oid!r} ({'; '.join(places)})")
+    total = found[0][3] if found else 0
+    return total, ", ".join(named) + (", …" if total > len(named) else "")
+
+
+def _report(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """One warning per kind of repeat found (the module's), naming the first order ids, files and rows."""
+    n, named = _where(con, paths, "_nth > 1")
+    if n:
+        log.warning("%s %s written for more than one customer: each customer's rows are an order of their own, the "
+                    "next customers' stored as ID~2, ID~3 … (receipt numbers restarting in another file?): %s",
+                    counted(n, "order id"), agrees(n, "is", "are"), named)
+    n, named = _where(con, paths, "_ret")
+    if n:
+        log.warning("%s a sale and its return (a later refunded row of the same customer): the return kept beside "
+                    "the sale as ID~return (the sale counts, the customer's net revenue is the sale minus the return): %s",
+                    counted(n, "order id holds", "order ids hold"), named)
+    n, named = _where(con, paths, "_same > 1 OR _last > 1")
+    if n:
+        log.warning("%s again (at the same time, or for the same customer: a status update, a customer merge, or "
+                    "export periods that overlap): the last row of each kept: %s",
+                    counted(n, "order is written", "orders are written"), named)
+
+
+__all__ = ["stage_repeats", "NAMED"]

@@ -1,0 +1,44 @@
+"""A flat export's sale and its return (``ID~return``, connectors.file_repeats) meet a webhook's version of the
+same order id: the webhook's record is the whole order, the file's return goes with the file's row of it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from connectors.records import Order
+from connectors.source import PullResult
+from connectors.tables import stage_records
+from sync.config import load_config
+from sync.pipeline import configured_source
+from sync.store import connect_store, merge_staged
+from sync.store.files import ingest_files
+from tests.test_ingest_once import shop, write_export
+
+
+def _net(con) -> tuple[list, Decimal]:
+    rows = con.execute("SELECT order_id, amount, status FROM orders ORDER BY 1").fetchall()
+    return rows, sum(a if s == "completed" else -a if s == "refunded" else 0 for _, a, s in rows)
+
+
+def test_a_webhook_refund_of_a_files_sale_and_return_subtracts_the_refund_once(tmp_path):
+    """Review of seg28: the file's sale 1 and its return 1~return, then a webhook saying order 1 is refunded: the
+    store held 1 refunded and 1~return (net -20, the refund subtracted twice), and the next read of the files put
+    the return back beside the webhook's order."""
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "completed"),
+                                        ("1", "c1", "", "2025-06-03", "10.00", "refunded")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        ingest_files(con, source)
+        assert [r[0] for r in _net(con)[0]] == ["1", "1~return"]
+        at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+        stage_records(con, [Order(order_id="1", customer_id="c1", ordered_at=at, amount=Decimal("10.00"),
+                                  status="refunded")])
+        merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
+        assert _net(con) == ([("1", Decimal("10.00"), "refunded")], Decimal("-10.00"))
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-04", "5.00", "completed")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:  # a file read again: the webhook's order 1 stays whole
+        ingest_files(con, source)
+        assert _net(con) == ([("1", Decimal("10.00"), "refunded"), ("2", Decimal("5.00"), "completed")],
+                             Decimal("-5.00"))
