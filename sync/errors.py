@@ -19,6 +19,7 @@ The other packages keep their own roots (they never import ``sync``); the CLI ma
 (:func:`sync.cli.main.exit_code`, the one place errors become exit codes)::
 
     connectors.errors.ConnectorError     exit 3  a source failed; BadFileError (an unusable export), ...
+    ├── connectors.errors.RetryLaterError exit 75 the vendor refused until a known time (Bitrix24's method block)
     └── connectors.errors.ConfigError    exit 2  bad [source] settings or credentials (AuthError too);
                                                  imported in ``sync`` as ``SourceConfigError``, never
                                                  confused with this package's :class:`ConfigError`
@@ -126,3 +127,5 @@ class RunStopped(RfmsyncError):
 
 
 INTERNAL_EXIT = 70
+#: try again later (EX_TEMPFAIL): a connector's RetryLaterError (the classes above carry their own 75)
+RETRY_LATER_EXIT = 75
