@@ -279,9 +279,10 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
 
 
 def pull_lines(pull: object) -> list[str]:
-    """A pull's warnings: a file source's files gone or copied (:func:`~sync.store.files.file_lines`), and the
-    consent values it read neither as yes nor as no (:func:`~connectors.file_consent.consent_lines`)."""
-    return file_lines(pull) + consent_lines(pull)
+    """A pull's warnings: a file source's files gone or copied (:func:`~sync.store.files.file_lines`), the
+    consent values it read neither as yes nor as no (:func:`~connectors.file_consent.consent_lines`), and what
+    the source said (``PullResult.warnings``: a Shopify token that lists 60 days of orders only)."""
+    return file_lines(pull) + consent_lines(pull) + list(getattr(pull, "warnings", None) or [])
 
 
 def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> str | None:
