@@ -245,3 +245,31 @@ def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""UPDATE staged_orders AS s SET ordered_at = coalesce({own}, {here}, $oldest)
                      WHERE s.ordered_at = $u AND s.amount = 0 AND s.status IN ('cancelled', 'deleted')""",
                 {"u": UNDATED, "oldest": oldest})
+
+
+def unchanged_staged(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(orders, contacts) staged exactly as the order store already holds them (every column, an order's line items
+    too): an incremental pull's lookback window reads the last records of the pull before again, and they are
+    neither new nor changed (its count leaves them out). (0, 0) when the store's tables are not on ``con``."""
+    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    orders = contacts = 0
+    if {"staged_orders", "orders", "staged_line_items", "line_items"} <= present:
+        items = "list((line_no, sku, name, category, brand, quantity, price) ORDER BY line_no)"
+        (orders,) = con.execute(f"""
+            WITH ids AS (SELECT order_id FROM staged_orders),
+                 staged AS (SELECT order_id, {items} AS items FROM staged_line_items
+                            WHERE order_id IN (SELECT order_id FROM ids) GROUP BY order_id),
+                 stored AS (SELECT order_id, {items} AS items FROM line_items
+                            WHERE order_id IN (SELECT order_id FROM ids) GROUP BY order_id)
+            SELECT count(*) FROM staged_orders s JOIN orders o USING (order_id)
+            LEFT JOIN staged si ON si.order_id = s.order_id LEFT JOIN stored oi ON oi.order_id = s.order_id
+            WHERE (s.customer_id, s.ordered_at, s.amount, s.status) = (o.customer_id, o.ordered_at, o.amount, o.status)
+              AND s.currency IS NOT DISTINCT FROM o.currency AND s.discount IS NOT DISTINCT FROM o.discount
+              AND si.items IS NOT DISTINCT FROM oi.items""").fetchone()
+    if {"staged_contacts", "contacts"} <= present:
+        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM o.{c}" for c in (
+            "email", "phone", "first_name", "last_name", "marketing_consent", "created_at"))
+        (contacts,) = con.execute(f"""
+            SELECT count(*) FROM staged_contacts s JOIN contacts o USING (customer_id)
+            WHERE {same} AND s.attributes::VARCHAR IS NOT DISTINCT FROM o.attributes::VARCHAR""").fetchone()
+    return orders, contacts

@@ -62,7 +62,9 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
     ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
                                             "bad_rows": result.bad_row_count,
                                             **({"unstored_orders": result.unstored_orders}
-                                               if result.unstored_orders else {})})
+                                               if result.unstored_orders else {}),
+                                            **({"unchanged_orders": result.unchanged_orders}
+                                               if result.unchanged_orders else {})})
     return result
 
 

@@ -22,6 +22,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.file_consent import consent_lines
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
+from connectors.tables import unchanged_staged
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 from segmentation.as_of import before_orders_line, future_line
 from segmentation.purchase_days import PurchaseDays
@@ -116,6 +117,10 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
     # tombstones of orders never stored are read, not stored: the counts (CLI, run history, guards) leave them out
     result.unstored_orders = unstored_tombstones(con)
     result.orders -= result.unstored_orders
+    if cursor is not None:  # an incremental pull counts what is new or changed, not its lookback's re-reads
+        result.unchanged_orders, result.unchanged_contacts = unchanged_staged(con)
+        result.orders -= result.unchanged_orders
+        result.contacts -= result.unchanged_contacts
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)

@@ -1,0 +1,52 @@
+"""An incremental pull's count is what is new or changed: the lookback window (amoCRM's, Bitrix24's, Shopify's)
+reads the last records of the pull before again, and "pulled 3 orders" after a night without a sale was wrong (the
+data guards added them to the store's count twice). A full pull (``--full``) still counts all it read."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import responses
+
+from sync.pipeline import pull_into
+from sync.store import open_store
+
+from . import test_amocrm, test_bitrix24, test_shopify
+from .test_cli_pull import rsps, run  # noqa: F401 (fixture)
+from .test_pull_unstored_counts import seeded, shop  # noqa: F401 (fixture)
+
+
+def test_an_amocrm_pull_after_a_night_without_changes_pulled_nothing(rsps, shop):  # noqa: F811
+    fake = seeded(rsps)  # one contact, two leads, edited a day ago
+    first = run("pull", "--config", str(shop))
+    assert "pulled 2 orders and 1 contacts" in first.output, first.output
+    quiet = run("pull", "--config", str(shop), "--format", "json")  # the window reads all three again
+    counts = json.loads(quiet.output)["counts"]
+    assert (counts["orders"], counts["contacts"], counts["stored_orders"]) == (0, 0, 2)
+    assert (counts["unchanged_orders"], counts["unchanged_contacts"]) == (2, 1)
+    fake.put_order(2, 10, "150", at=datetime.now(timezone.utc))  # changed
+    fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))  # new
+    busy = run("pull", "--config", str(shop))
+    assert "pulled 2 orders and 0 contacts from amocrm (0 bad records; 2 records read again unchanged); the " \
+           "store now holds 3 orders" in busy.output, busy.output
+    full = run("pull", "--config", str(shop), "--full")  # everything asked for: everything counted
+    assert "pulled 3 orders and 1 contacts from amocrm (0 bad records); the store" in full.output, full.output
+
+
+@pytest.mark.parametrize("crm", [test_amocrm, test_bitrix24, test_shopify], ids=lambda m: m.__name__[10:])
+def test_every_crm_counts_what_is_new_or_changed(crm):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = next(v for k, v in vars(crm).items() if k.startswith("Fake"))(mock)
+        t0 = crm.T0
+        fake.put_contact(1, "a@example.com", at=t0 - timedelta(days=3))
+        fake.put_order(1, 1, "10.00", at=t0 - timedelta(days=3))
+        fake.put_order(2, 1, "10.00", at=t0)  # the last edit: the next pull's window reads it again
+        first = pull_into(con, crm.make_source(clock=lambda: t0 + timedelta(days=1)))
+        assert (first.orders, first.unchanged_orders) == (2, 0)
+        again = pull_into(con, crm.make_source(clock=lambda: t0 + timedelta(days=2)), first.cursor)
+        assert (again.orders, again.contacts, again.unchanged_orders) == (0, 0, 1)
+        fake.put_order(2, 1, "12.00", at=t0 + timedelta(days=2))  # changed: counted
+        third = pull_into(con, crm.make_source(clock=lambda: t0 + timedelta(days=3)), again.cursor)
+        assert (third.orders, third.unchanged_orders) == (1, 0)
