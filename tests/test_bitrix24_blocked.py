@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 
 import duckdb
 import pytest
 
 from connectors.errors import RetryLaterError
 from sync.cli.main import exit_code
+from sync.ledger import Ledger
 from sync.pipeline import pull_into
 from sync.store import open_store
 
-from .test_bitrix24 import T0, FakeBitrix24, make_source, rsps  # noqa: F401 (the fixture)
+from .test_bitrix24 import CODE, HOOK, T0, FakeBitrix24, make_source, rsps  # noqa: F401 (the fixture)
+from .test_cli_pull import run
 
 
 def block(reset_at: float | None) -> tuple[int, dict, str]:
@@ -71,3 +74,31 @@ def test_a_blocked_method_answered_with_http_200_and_inside_a_batch_stops_the_sa
     with pytest.raises(RetryLaterError, match=r"blocked crm\.deal\.productrows\.get .*about") as caught:
         make_source().pull(duckdb.connect())
     assert len(fake.batches) == 1 and caught.value.retry_after == 600
+
+
+def test_rfmsync_pull_on_a_blocked_method_exits_75_keeping_the_saved_cursor(rsps, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RFMSYNC_STORE_URL", raising=False)
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", HOOK)
+    config = tmp_path / "rfmsync.toml"
+    config.write_text('[source]\ntype = "bitrix24"\nline_items = false\n', encoding="utf-8")
+    rsps.assert_all_requests_are_fired = False  # (no batch: line items off)
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10.00", at=T0)
+    assert run("pull", "--config", str(config)).exit_code == 0
+    saved = cursor(config)
+    fake.put_order(2, 1, "20.00", at=datetime.now(timezone.utc))
+    fake.failures.extend([block(time.time() + 300)] * 20)
+    blocked = run("pull", "--config", str(config), "--format", "json")
+    assert blocked.exit_code == 75, blocked.output
+    assert "blocked crm.contact.list" in blocked.output and CODE not in blocked.output
+    assert cursor(config) == saved  # the saved cursor stays: the next pull reads again from it
+    fake.failures.clear()
+    again = run("pull", "--config", str(config))
+    assert again.exit_code == 0 and "pulled 1 orders" in again.output, again.output
+
+
+def cursor(config) -> str | None:
+    with Ledger.connect(f"sqlite:///{config.parent / 'rfmsync.db'}") as ledger:
+        return ledger.get_cursor("bitrix24", "all")
