@@ -28,9 +28,10 @@
   cancelled tombstone (see :func:`connectors.bitrix24_webhooks.parse_webhook`).
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at the run start). Limits:
   leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED`` is retried, and so is such an error answered
-  with HTTP 200. A method blocked for its operating time (HTTP 429 ``OPERATION_TIME_LIMIT``: more than 480 s of
-  execution within 10 minutes blocks it 10 minutes) is not waited for: the pull stops keeping nothing (the saved
-  cursor stays) with a :class:`RetryLaterError` naming the method and its ``operating_reset_at`` (:func:`blocked`).
+  with HTTP 200. A method's operating time (more than 480 s of execution within 10 minutes blocks it 10 minutes) is
+  paced: near the limit the pull waits for the window (:mod:`connectors.bitrix24_pace`). A block met all the same
+  (HTTP 429 ``OPERATION_TIME_LIMIT``) is not waited for: the pull stops keeping nothing (the saved cursor stays)
+  with a :class:`RetryLaterError` naming the method and its ``operating_reset_at`` (:func:`blocked`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import requests
 from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bitrix24_pace import OperatingPace, batch_timing
 from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .email_phone import lower_like_sql
@@ -266,6 +268,7 @@ class Bitrix24Source:
         self.config, self.portal = config, parts.hostname or "?"
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
+        self.pace = OperatingPace(retry.sleep)  # a method's operating time near its limit: wait for the window
         # the base ends at the code: a method pasted after it (.../<code>/profile.json) is not part of it
         base = urlunsplit((parts.scheme, parts.netloc, parts.path[:code.end()] + "/", "", ""))
         self.http = HttpClient(base, vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
@@ -279,9 +282,9 @@ class Bitrix24Source:
         what = f"Bitrix24 {method}"
 
         def once() -> Any:
-            data = self.http.request("POST", f"{method}.json", json_body=dict(body), idempotent=False)
+            data, resp = self.http.fetch("POST", f"{method}.json", json_body=dict(body), idempotent=False)
             if isinstance(data, dict) and "result" in data:
-                return data["result"]
+                return data, resp.headers
             code = clean(data.get("error")) if isinstance(data, dict) else None
             if code is None:
                 raise FatalError(f"{what}: answered {json_shape(data)}, not one with a 'result'")
@@ -290,7 +293,9 @@ class Bitrix24Source:
             _raise_for_codes({code}, what, method, method)
             about = self.http.safe(str(clean(data.get("error_description")) or ""))[:200]
             raise FatalError(f"{what}: answered the error {self.http.safe(code)[:60]}" + (about and f" ({about})"))
-        return self.http.retrying(once, what=what)  # (retried as a whole: a rate limit's 200 too)
+        data, headers = self.http.retrying(once, what=what)  # (retried as a whole: a rate limit's 200 too)
+        self.pace.after(method, data.get("time"), headers)  # (waits for the window before a block)
+        return data["result"]
 
     def check(self) -> str:
         user = self._call("profile", {}) or {}
@@ -372,9 +377,9 @@ class Bitrix24Source:
         """
         what = f"Bitrix24 batch of {len(cmd)} crm.deal.productrows.get"
 
-        def once() -> tuple[dict[str, Any], dict[str, Any]]:
-            data = self.http.request("POST", "batch.json", json_body={"halt": 0, "cmd": dict(cmd)},
-                                     idempotent=False)  # retried as a whole below
+        def once() -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+            data, resp = self.http.fetch("POST", "batch.json", json_body={"halt": 0, "cmd": dict(cmd)},
+                                         idempotent=False)  # retried as a whole below
             result = data.get("result") if isinstance(data, dict) else None
             if not isinstance(result, dict):
                 raise FatalError(f"{what}: answer has no 'result' object")
@@ -382,9 +387,12 @@ class Bitrix24Source:
             errors = result.get("result_error") if isinstance(result.get("result_error"), dict) else {}
             codes = {str(e.get("error")) for e in errors.values() if isinstance(e, dict)}
             _raise_for_codes(codes, f"{what}: inside the batch", "product rows", "crm.deal.productrows.get")
-            return ok, errors
+            return ok, errors, data, resp.headers
 
-        return self.http.retrying(once, what=what)
+        ok, errors, data, headers = self.http.retrying(once, what=what)
+        self.pace.after("batch", data.get("time"), headers)
+        self.pace.after("crm.deal.productrows.get", batch_timing(data), headers)
+        return ok, errors
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="app_token",

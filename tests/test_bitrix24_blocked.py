@@ -1,7 +1,8 @@
 """Bitrix24's method block (sources.md §3.3: a method whose execution time passes 480 s within 10 minutes is
 blocked for 10 minutes, HTTP 429 with ``operating_reset_at``) outlasts the retry budget (120 s): the pull stops at
 once keeping nothing (the saved cursor stays), names the method and when it resets, exits 75 (try later), and the
-pull after the reset reads everything, each record once."""
+pull after the reset reads everything, each record once. Before it comes to that, every answer's ``time.operating``
+paces the pull: near the limit it waits for the window (connectors.bitrix24_pace), so a long backfill completes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sync.ledger import Ledger
 from sync.pipeline import pull_into
 from sync.store import open_store
 
-from .test_bitrix24 import CODE, HOOK, T0, FakeBitrix24, make_source, rsps  # noqa: F401 (the fixture)
+from .test_bitrix24 import CODE, HOOK, T0, FakeBitrix24, make_source, product_row, rsps  # noqa: F401 (the fixture)
 from .test_cli_pull import run
 
 
@@ -102,3 +103,74 @@ def test_rfmsync_pull_on_a_blocked_method_exits_75_keeping_the_saved_cursor(rsps
 def cursor(config) -> str | None:
     with Ledger.connect(f"sqlite:///{config.parent / 'rfmsync.db'}") as ledger:
         return ledger.get_cursor("bitrix24", "all")
+
+
+class BudgetedPortal(FakeBitrix24):
+    """A portal that bills each ``crm.deal.list`` page ``cost`` seconds of operating time (told in every answer's
+    ``time``, with ``operating_reset_at`` and a ``Date`` on its own clock) and blocks the method once a 10-minute
+    window's total passes 480 s, until the window ends. Its clock moves by the source's (injected) sleep only."""
+
+    def __init__(self, rsps, cost: float) -> None:
+        super().__init__(rsps)
+        self.now, self.cost, self.window, self.operating, self.blocks = time.time(), cost, time.time(), 0.0, 0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def _guard(self, handler):
+        inner = super()._guard(handler)
+
+        def callback(request):
+            if not request.url.endswith("crm.deal.list.json"):
+                return inner(request)
+            if self.now >= self.window + 600:  # a new window
+                self.window, self.operating = self.now, 0.0
+            reset = self.window + 600
+            if self.operating > 480:
+                self.blocks += 1
+                return block(reset)
+            status, headers, body = inner(request)
+            self.operating += self.cost
+            data = json.loads(body)
+            data["time"] = {**data["time"], "duration": self.cost, "operating": self.operating,
+                            "operating_reset_at": int(reset)}
+            date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(self.now))
+            return status, {**headers, "Date": date}, json.dumps(data)
+        return callback
+
+
+def test_a_backfill_longer_than_one_operating_window_waits_for_the_windows_and_completes(rsps, caplog):
+    # (the review's livelock: 3 pages of crm.deal.list a window, a 10-page backfill; unpaced, every run was blocked
+    # at the same page, kept nothing and exited 75, for ever)
+    fake = BudgetedPortal(rsps, cost=150)
+    rsps.assert_all_requests_are_fired = False  # (no batch: line items off)
+    fake.put_contact(1, "a@example.com", at=T0)
+    for d in range(1, 501):  # ten pages of deals
+        fake.put_order(d, 1, "10.00", at=T0)
+    started = fake.now
+    with open_store(None) as con, caplog.at_level("WARNING", logger="connectors.bitrix24_pace"):
+        result = pull_into(con, make_source(sleep=fake.sleep, line_items=False))
+        assert result.orders == 500 and len(stored(con)) == 500  # one run, the whole backfill
+    assert fake.blocks == 0  # the block was never reached ...
+    waits = [r.getMessage() for r in caplog.records if "crm.deal.list" in r.getMessage()]
+    assert len(waits) >= 3 and all("waiting" in w and "480 s" in w for w in waits)  # ... each wait said so ...
+    assert all(float(w.split("waiting ")[1].split(" s")[0]) <= 600 for w in waits)  # ... bounded by one window
+    assert 3 * 600 <= fake.now - started <= (len(waits) + 1) * 600  # (on the portal's clock)
+
+
+def test_a_batch_whose_sub_calls_near_the_operating_limit_waits_for_the_window(rsps):
+    class Portal(FakeBitrix24):
+        def _batch(self, body):
+            answer = super()._batch(body)
+            for timing in answer["result_time"].values():
+                timing.update(operating=470.5, operating_reset_at=int(time.time() + 300))
+            return answer
+
+    fake = Portal(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10.00", at=T0)
+    fake.product_rows[1] = [product_row(1, 7, "Tea", price=10.0)]
+    slept: list[float] = []
+    make_source(sleep=slept.append).pull(duckdb.connect())
+    assert fake.batches and len([s for s in slept if s > 200]) == len(fake.batches)  # a wait after each batch
+    assert all(s <= 600 for s in slept)
