@@ -10,7 +10,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import responses
 
+from sync.config import load_config
+from sync.guards import data_lines
+from sync.ingest import pull_to_store, run_stats, segments_from_store
+from sync.ledger import open_ledger
 from sync.pipeline import pull_into
+from sync.settings import load_settings
 from sync.store import open_store
 
 from . import test_amocrm, test_bitrix24, test_shopify
@@ -50,3 +55,29 @@ def test_every_crm_counts_what_is_new_or_changed(crm):
         fake.put_order(2, 1, "12.00", at=t0 + timedelta(days=2))  # changed: counted
         third = pull_into(con, crm.make_source(clock=lambda: t0 + timedelta(days=3)), again.cursor)
         assert (third.orders, third.unchanged_orders) == (1, 0)
+
+
+def test_a_quiet_pull_reading_a_bad_lead_again_is_not_refused_by_max_bad_rows_pct(rsps, shop):  # noqa: F811
+    """The lookback reads the same 40 good leads and 1 bad one again: the bad row is counted again, so the good
+    rows read again (unchanged, not counted as pulled) stay the guard's base: 1 of 41, not "1 of 1 rows (100 %)",
+    which refused every later pull (the cursor never moved)."""
+    fake = test_amocrm.FakeAmo(rsps)
+    now = datetime.now(timezone.utc) - timedelta(days=1)
+    fake.put_contact(10, "ann@example.com", at=now)
+    for i in range(1, 41):
+        fake.put_order(i, 10, "100", at=now)
+    fake.put_order(99, 10, "100", at=now, bad=True)
+    cfg, settings = load_config(shop), load_settings()
+    store = str(shop.parent / "rfmsync.duckdb")
+    for _ in range(2):  # the first pull (1 bad of 41: 2.4 %), then a quiet one reading the same window again
+        with open_ledger(cfg, settings) as ledger, open_store(store) as con:
+            result = pull_to_store(cfg, ledger, con, settings, guarded=True)
+    assert (result.orders, result.unchanged_orders, result.bad_row_count) == (0, 40, 1)
+    with open_ledger(cfg, settings) as ledger:  # a run's data guards (rfmsync run) see the same rows
+        assert ledger.get_cursor("amocrm", "all") is not None
+        run = segments_from_store(cfg, ledger, settings, guarded=True)
+        try:
+            stats = run_stats(run)
+        finally:
+            run.close()
+    assert (stats.rows, stats.bad_rows) == (40, 1) and data_lines(cfg.guards, stats) == []
