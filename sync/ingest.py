@@ -61,10 +61,10 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
         ledger.set_cursor(name, "all", result.cursor)
     ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
                                             "bad_rows": result.bad_row_count,
-                                            **({"unstored_orders": result.unstored_orders}
-                                               if result.unstored_orders else {}),
-                                            **({"unchanged_orders": result.unchanged_orders}
-                                               if result.unchanged_orders else {})})
+                                            **{k: n for k, n in (("unstored_orders", result.unstored_orders),
+                                                                 ("unchanged_orders", result.unchanged_orders),
+                                                                 ("unchanged_contacts", result.unchanged_contacts))
+                                               if n}})
     return result
 
 

@@ -72,7 +72,8 @@ def test_a_pull_counts_the_orders_it_stores_not_the_tombstones_of_orders_never_s
     assert (counts["unchanged_orders"], counts["unchanged_contacts"]) == (2, 1)
     with Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}") as ledger:
         assert ledger.recent_runs(1)[0]["counts"] == {"orders": 1, "contacts": 0, "bad_rows": 0,
-                                                     "unstored_orders": 5, "unchanged_orders": 2}
+                                                     "unstored_orders": 5, "unchanged_orders": 2,
+                                                     "unchanged_contacts": 1}
     fake.put_order(4, 10, "10", at=datetime.now(timezone.utc))
     _lost(fake, 201)
     third = run("pull", "--config", str(shop))
