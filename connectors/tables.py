@@ -254,18 +254,18 @@ def unchanged_staged(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     orders = contacts = 0
     if {"staged_orders", "orders", "staged_line_items", "line_items"} <= present:
-        items = "list((line_no, sku, name, category, brand, quantity, price) ORDER BY line_no)"
+        # an order's items differ when a row of one side is not in the other (NULLs alike; the stager keeps one
+        # version of an order, its lines numbered once): two set differences, not a list of each order's items
+        # per side (that took 53 s and 2.9 GB for 1 M orders read again)
+        items = "order_id, line_no, sku, name, category, brand, quantity, price"
         (orders,) = con.execute(f"""
-            WITH ids AS (SELECT order_id FROM staged_orders),
-                 staged AS (SELECT order_id, {items} AS items FROM staged_line_items
-                            WHERE order_id IN (SELECT order_id FROM ids) GROUP BY order_id),
-                 stored AS (SELECT order_id, {items} AS items FROM line_items
-                            WHERE order_id IN (SELECT order_id FROM ids) GROUP BY order_id)
+            WITH stored AS (SELECT {items} FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)),
+                 changed AS (SELECT order_id FROM (SELECT {items} FROM staged_line_items EXCEPT FROM stored)
+                             UNION ALL SELECT order_id FROM (FROM stored EXCEPT SELECT {items} FROM staged_line_items))
             SELECT count(*) FROM staged_orders s JOIN orders o USING (order_id)
-            LEFT JOIN staged si ON si.order_id = s.order_id LEFT JOIN stored oi ON oi.order_id = s.order_id
             WHERE (s.customer_id, s.ordered_at, s.amount, s.status) = (o.customer_id, o.ordered_at, o.amount, o.status)
               AND s.currency IS NOT DISTINCT FROM o.currency AND s.discount IS NOT DISTINCT FROM o.discount
-              AND si.items IS NOT DISTINCT FROM oi.items""").fetchone()
+              AND s.order_id NOT IN (SELECT order_id FROM changed)""").fetchone()
     if {"staged_contacts", "contacts"} <= present:
         same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM o.{c}" for c in (
             "email", "phone", "first_name", "last_name", "marketing_consent", "created_at"))

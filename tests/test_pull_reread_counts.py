@@ -81,3 +81,25 @@ def test_a_quiet_pull_reading_a_bad_lead_again_is_not_refused_by_max_bad_rows_pc
         finally:
             run.close()
     assert (stats.rows, stats.bad_rows) == (40, 1) and data_lines(cfg.guards, stats) == []
+
+
+@pytest.mark.parametrize("change", ["name", "added", "removed"])
+def test_an_order_whose_line_items_alone_changed_is_counted_as_changed(change):
+    crm = test_shopify
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = crm.FakeShopify(mock)
+        t0 = crm.T0
+        fake.put_contact(1, "a@example.com", at=t0)
+        fake.put_order(1, 1, "10.00", at=t0)
+        fake.put_order(2, 1, "10.00", at=t0)
+        items = fake.orders[2]["line_items"]
+        items.append({**items[0], "id": 21, "sku": "CAP-1", "title": "Cap", "price": "0.00"})
+        first = pull_into(con, crm.make_source(clock=lambda: t0 + timedelta(days=1)))
+        if change == "name":  # the same total, status, date: only an item's title differs
+            items[1]["title"] = "Blue cap"
+        elif change == "added":
+            items.append({**items[0], "id": 22, "sku": "PEN-1", "title": "Pen", "price": "0.00"})
+        else:
+            del items[1]
+        again = pull_into(con, crm.make_source(clock=lambda: t0 + timedelta(days=2)), first.cursor)
+        assert (again.orders, again.unchanged_orders) == (1, 1)  # order 2 changed, order 1 read again as it was
