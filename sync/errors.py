@@ -36,6 +36,9 @@ from __future__ import annotations
 
 from connectors.errors import retry_ask
 
+#: try again later (EX_TEMPFAIL): the transient errors below, and a connector's RetryLaterError
+RETRY_LATER_EXIT = 75
+
 
 class RfmsyncError(Exception):
     exit_code = 1
@@ -104,18 +107,18 @@ class LedgerError(RfmsyncError):
         super().__init__(message)
         self.transient = transient
         if transient:
-            self.exit_code = 75  # EX_TEMPFAIL
+            self.exit_code = RETRY_LATER_EXIT
 
 
 class LockBusyError(RfmsyncError):
-    exit_code = 75
+    exit_code = RETRY_LATER_EXIT
 
 
 class LockLostError(RfmsyncError):
     """A lock this run held was taken by another holder (it could not be refreshed before it expired): the run
     stops starting work, as if killed; what it recorded stays, and the next run plans the rest."""
 
-    exit_code = 75
+    exit_code = RETRY_LATER_EXIT
 
 
 class RunStopped(RfmsyncError):
@@ -123,9 +126,7 @@ class RunStopped(RfmsyncError):
     between two batches; what it applied is recorded (the run's status is ``stopped``), nothing is sent twice by
     the next run, which plans the rest."""
 
-    exit_code = 75
+    exit_code = RETRY_LATER_EXIT
 
 
 INTERNAL_EXIT = 70
-#: try again later (EX_TEMPFAIL): a connector's RetryLaterError (the classes above carry their own 75)
-RETRY_LATER_EXIT = 75

@@ -21,6 +21,7 @@ from sync.store import open_store
 
 from .test_bitrix24 import CODE, HOOK, T0, FakeBitrix24, make_source, product_row, rsps  # noqa: F401 (the fixture)
 from .test_cli_pull import run
+from .test_retry_after_bounds import clock, ledger_url, scheduled  # noqa: F401 (fixtures)
 
 
 def block(reset_at: float | None) -> tuple[int, dict, str]:
@@ -174,3 +175,21 @@ def test_a_batch_whose_sub_calls_near_the_operating_limit_waits_for_the_window(r
     make_source(sleep=slept.append).pull(duckdb.connect())
     assert fake.batches and len([s for s in slept if s > 200]) == len(fake.batches)  # a wait after each batch
     assert all(s <= 600 for s in slept)
+
+
+def test_serves_scheduler_retries_a_blocked_pull_at_the_blocks_reset(rsps, ledger_url, clock):  # noqa: F811
+    fake = FakeBitrix24(rsps)
+    rsps.assert_all_requests_are_fired = False
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.failures.extend([block(time.time() + 540)] * 20)
+    with pytest.raises(RetryLaterError) as caught, open_store(None) as con:
+        pull_into(con, make_source(line_items=False))
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched, ran = scheduled(ledger, clock, caught.value)  # (every hour; retry_wait 1 minute)
+        clock.advance(hours=1)
+        sched.tick()
+        assert ran == [1] and sched.retry is not None
+        assert 530 <= (sched.retry.at - clock()).total_seconds() <= 541  # at the reset, not after retry_wait
+        clock.advance(seconds=545)
+        sched.tick()
+        assert ran == [1, 1] and sched.retry is None  # retried then, and it succeeded
