@@ -27,8 +27,11 @@
 * Deletions: deals the portal deleted are not listed any more; the ``ONCRMDEALDELETE`` event is parsed into a
   cancelled tombstone (see :func:`connectors.bitrix24_webhooks.parse_webhook`).
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at the run start). Limits:
-  leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED`` and 429 (method operating-time limit) are retried,
-  and so is such an error answered with HTTP 200.
+  leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED`` is retried, and so is such an error answered
+  with HTTP 200. A method's operating time (more than 480 s of execution within 10 minutes blocks it 10 minutes) is
+  paced: near the limit the pull waits for the window (:mod:`connectors.bitrix24_pace`). A block met all the same
+  (HTTP 429 ``OPERATION_TIME_LIMIT``) is not waited for: the pull stops keeping nothing (the saved cursor stays)
+  with a :class:`RetryLaterError` naming the method and its ``operating_reset_at`` (:func:`blocked`).
 """
 
 from __future__ import annotations
@@ -46,17 +49,18 @@ import requests
 from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bitrix24_pace import OperatingPace, batch_timing
 from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .email_phone import lower_like_sql
-from .errors import AuthError, ConfigError, FatalError, TransientError
+from .errors import AuthError, ConfigError, FatalError, RetryLaterError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
                    to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
 from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
-from .retry import RetryPolicy
+from .retry import RetryPolicy, retry_after_from
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
 from .zones import TimeZone, day_at_noon
@@ -69,7 +73,9 @@ NAME = "bitrix24"
 BATCH_MAX = 50  # sub-calls per batch (ERROR_BATCH_LENGTH_EXCEEDED beyond)
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invalid_token", "insufficient_scope",
                 "ACCESS_DENIED", "WRONG_AUTH_TYPE"}
-_RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"}
+_RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "INTERNAL_SERVER_ERROR"}
+BLOCKED = "OPERATION_TIME_LIMIT"  # a method blocked for 10 minutes (HTTP 429): :func:`blocked`
+BLOCK_SECONDS = 600.0  # how long a block lasts when the answer does not say (no ``operating_reset_at``)
 
 
 class Bitrix24Config(BlankIsUnset):
@@ -182,14 +188,43 @@ _METHODS = {
 }
 
 
+def blocked(method: str, data: Any = None, headers: Mapping[str, str] | None = None) -> RetryLaterError:
+    """The error of a method Bitrix24 blocked for its operating time: it names the method and when the block ends
+    (``time.operating_reset_at``, Unix seconds, measured by the answer's ``Date`` when believable; else
+    :data:`BLOCK_SECONDS` from now), to run again then: a run never sleeps through it."""
+    timing = data.get("time") if isinstance(data, Mapping) else None
+    reset = (timing.get("operating_reset_at") if isinstance(timing, Mapping) else None) or (
+        data.get("operating_reset_at") if isinstance(data, Mapping) else None)
+    key = "X-Operating-Reset-At"  # (read as an epoch header, by the one parser of vendors' retry asks)
+    wait = retry_after_from({**(headers or {}), key: str(reset)}, key) if reset is not None else None
+    told = wait is not None
+    wait = wait if told else BLOCK_SECONDS
+    until = (datetime.now(timezone.utc) + timedelta(seconds=wait)).replace(microsecond=0)
+    return RetryLaterError(
+        f"Bitrix24 blocked {method} for this portal until {until.isoformat()}"
+        + ("" if told else " (about; the answer gave no operating_reset_at)")
+        + ": its operating-time limit (more than 480 s of execution within 10 minutes blocks a method for 10 "
+        "minutes); run the pull again after that time (rfmsync serve's scheduler does)", status=429,
+        retry_after=wait)
+
+
+def _method(resp: requests.Response) -> str:
+    """The method a call went to (``crm.deal.list``): the URL's last segment (the webhook's code is another)."""
+    return urlsplit(resp.url or "").path.rsplit("/", 1)[-1].removesuffix(".json") or "a method"
+
+
 def _inspect(resp: requests.Response) -> Action | None:
-    """Bitrix24 names the problem in ``{"error": …}``; map it whatever the HTTP status."""
+    """Bitrix24 names the problem in ``{"error": …}``; map it whatever the HTTP status (a method block,
+    ``OPERATION_TIME_LIMIT``, raises :func:`blocked`; a 429 without it is retried as any other)."""
     if resp.status_code < 400:
         return None
     try:
-        code = str(resp.json().get("error", ""))
+        data = resp.json()
+        code = str(data.get("error", ""))
     except (ValueError, AttributeError):
-        return None
+        data, code = None, ""
+    if code == BLOCKED:
+        raise blocked(_method(resp), data, resp.headers)
     if code in _RETRY_ERRORS:
         return Action.RETRY
     if code in _AUTH_ERRORS:
@@ -202,8 +237,11 @@ AUTH_ADVICE = ("an inbound webhook stops working once past its expiry date (when
                "user deactivated, and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL")
 
 
-def _raise_for_codes(codes: set[str], what: str, refused: str) -> None:
-    """Error codes answered with HTTP 200 (a batch's sub-calls, a method's): a rate limit retries, auth stops."""
+def _raise_for_codes(codes: set[str], what: str, refused: str, method: str) -> None:
+    """Error codes answered with HTTP 200 (a batch's sub-calls, a method's): a rate limit retries, a blocked
+    ``method`` stops the run (:func:`blocked`), auth stops."""
+    if BLOCKED in codes:
+        raise blocked(method)
     if codes & _RETRY_ERRORS:
         raise TransientError(f"{what}: {sorted(codes & _RETRY_ERRORS)[0]}")
     if codes & _AUTH_ERRORS:
@@ -230,6 +268,7 @@ class Bitrix24Source:
         self.config, self.portal = config, parts.hostname or "?"
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
+        self.pace = OperatingPace(retry.sleep)  # a method's operating time near its limit: wait for the window
         # the base ends at the code: a method pasted after it (.../<code>/profile.json) is not part of it
         base = urlunsplit((parts.scheme, parts.netloc, parts.path[:code.end()] + "/", "", ""))
         self.http = HttpClient(base, vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
@@ -243,16 +282,20 @@ class Bitrix24Source:
         what = f"Bitrix24 {method}"
 
         def once() -> Any:
-            data = self.http.request("POST", f"{method}.json", json_body=dict(body), idempotent=False)
+            data, resp = self.http.fetch("POST", f"{method}.json", json_body=dict(body), idempotent=False)
             if isinstance(data, dict) and "result" in data:
-                return data["result"]
+                return data, resp.headers
             code = clean(data.get("error")) if isinstance(data, dict) else None
             if code is None:
                 raise FatalError(f"{what}: answered {json_shape(data)}, not one with a 'result'")
-            _raise_for_codes({code}, what, method)
+            if code == BLOCKED:
+                raise blocked(method, data)
+            _raise_for_codes({code}, what, method, method)
             about = self.http.safe(str(clean(data.get("error_description")) or ""))[:200]
             raise FatalError(f"{what}: answered the error {self.http.safe(code)[:60]}" + (about and f" ({about})"))
-        return self.http.retrying(once, what=what)  # (retried as a whole: a rate limit's 200 too)
+        data, headers = self.http.retrying(once, what=what)  # (retried as a whole: a rate limit's 200 too)
+        self.pace.after(method, data.get("time"), headers)  # (waits for the window before a block)
+        return data["result"]
 
     def check(self) -> str:
         user = self._call("profile", {}) or {}
@@ -334,19 +377,22 @@ class Bitrix24Source:
         """
         what = f"Bitrix24 batch of {len(cmd)} crm.deal.productrows.get"
 
-        def once() -> tuple[dict[str, Any], dict[str, Any]]:
-            data = self.http.request("POST", "batch.json", json_body={"halt": 0, "cmd": dict(cmd)},
-                                     idempotent=False)  # retried as a whole below
+        def once() -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+            data, resp = self.http.fetch("POST", "batch.json", json_body={"halt": 0, "cmd": dict(cmd)},
+                                         idempotent=False)  # retried as a whole below
             result = data.get("result") if isinstance(data, dict) else None
             if not isinstance(result, dict):
                 raise FatalError(f"{what}: answer has no 'result' object")
             ok = result.get("result") if isinstance(result.get("result"), dict) else {}  # PHP: [] when empty
             errors = result.get("result_error") if isinstance(result.get("result_error"), dict) else {}
             codes = {str(e.get("error")) for e in errors.values() if isinstance(e, dict)}
-            _raise_for_codes(codes, f"{what}: inside the batch", "product rows")
-            return ok, errors
+            _raise_for_codes(codes, f"{what}: inside the batch", "product rows", "crm.deal.productrows.get")
+            return ok, errors, data, resp.headers
 
-        return self.http.retrying(once, what=what)
+        ok, errors, data, headers = self.http.retrying(once, what=what)
+        self.pace.after("batch", data.get("time"), headers)
+        self.pace.after("crm.deal.productrows.get", batch_timing(data), headers)
+        return ok, errors
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="app_token",

@@ -7,6 +7,8 @@
     │   └── AuthError                   credentials rejected by the vendor (401/403)
     ├── BadFileError                    an input file is empty, truncated or not what its name says: fix the export
     ├── TransientError                  retry later (connection error, timeout, 429, 5xx); .retry_after
+    │   └── RetryLaterError             refused until a known time (Bitrix24's method block): not retried within
+    │                                   the run; the same command succeeds after .retry_after (the CLI exits 75)
     ├── RecordError                     one record is bad: skip it and report it; .bad_row
     └── FatalError                      stop: the remote answered something we cannot act on
 
@@ -67,6 +69,13 @@ class TransientError(ConnectorError):
                  retry_after: float | None = None) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_ask(retry_after)
+
+
+class RetryLaterError(TransientError):
+    """The vendor refuses this work until a time it named (Bitrix24 blocks a method for 10 minutes once its
+    execution time passes 480 s within 10 minutes): waiting inside the run would outlast the retry budget, so the
+    retry layer does not retry it; the pull stops keeping nothing (the saved cursor stays) and the same command
+    succeeds after ``retry_after`` seconds (the CLI exits 75; ``serve``'s scheduler retries it then)."""
 
 
 class RecordError(ConnectorError):

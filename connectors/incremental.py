@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from .contacts import clean_contact
 from .counts import counted
-from .errors import AuthError, ConfigError, FatalError
+from .errors import AuthError, ConfigError, FatalError, RetryLaterError
 from .http import FieldError
 from .records import BadRow, Contact, Order
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
@@ -296,7 +296,8 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
     """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`
     (``run_start`` judges Dates by the stager's times; the source that made it closes it when the pull ends).
 
-    Credentials refused part-way (a token expired or revoked during a backfill) keep nothing of the pull: the
+    Credentials refused part-way (a token expired or revoked during a backfill), and a method the vendor blocks until
+    a known time (:class:`~connectors.errors.RetryLaterError`), keep nothing of the pull: the
     store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
     cursor moves only with them, so the next pull reads again from the last saved cursor, the whole backfill when
     none is saved (docs/sources/common.md#credentials-refused-part-way); the error says so."""
@@ -305,7 +306,7 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
     run_start.stager = stager
     try:
         new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
-    except AuthError as exc:
+    except (AuthError, RetryLaterError) as exc:
         # (no cursor here: a first pull, or a --full one while a cursor stays saved; this pull cannot tell which)
         again = "the next pull reads again from the last saved cursor" if saved else (
             "the next pull reads again from the saved cursor, everything (the whole backfill) when none is saved")

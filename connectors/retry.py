@@ -1,7 +1,7 @@
 """The one retry layer, built on tenacity, shared by every CRM connector and ESP client.
 
 Retries :class:`~connectors.errors.TransientError` (connection errors, timeouts, 429, 5xx
-as mapped by each client) with exponential backoff and full jitter, or the server's ``retry_after`` when it
+as mapped by each client; never a :class:`~connectors.errors.RetryLaterError`: only a later run can do it) with exponential backoff and full jitter, or the server's ``retry_after`` when it
 asks for longer (capped; a "retry now" never shortens the back-off). Stops on attempts *and* on a deadline, re-raises
 the last error. ``sleep`` is injectable so tests assert waits without sleeping.
 
@@ -24,7 +24,7 @@ from typing import Callable, Mapping, TypeVar
 
 import tenacity
 
-from .errors import TransientError, retry_ask
+from .errors import RetryLaterError, TransientError, retry_ask
 from .runstart import MAX_VENDOR_LAG, server_date
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class RetryPolicy:
                                        state.attempt_number + 1, self.attempts))
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
+            retry=tenacity.retry_if_exception_type(TransientError)  # (not what only a later run can do)
+            & tenacity.retry_if_not_exception_type(RetryLaterError),
             stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.deadline),
             wait=self._wait,
             sleep=self.sleep,

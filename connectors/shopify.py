@@ -20,7 +20,8 @@
 * Limits: REST leaky bucket 40 calls refilled 2/s (Standard). ``X-Shopify-Shop-Api-Call-Limit:
   used/size`` is read on every answer and the client pauses when fewer than
   ``call_limit_headroom`` calls remain; 429 honours ``Retry-After``.
-* Only the last 60 days of orders are readable without the ``read_all_orders`` scope.
+* Only the last 60 days of orders are readable without the ``read_all_orders`` scope: once per pull the token's
+  scopes are read, and a pull wanting older orders without it carries a warning (:mod:`connectors.shopify_scopes`).
 * Deleted orders never come back from ``orders.json``; the ``orders/delete`` webhook is turned into a
   final tombstone (:func:`parse_webhook`): stored cancelled, no later version of the order is applied. Refunds
   need no row of their own: the order's ``current_total_price`` is already net of them.
@@ -44,11 +45,13 @@ from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
                    json_shape, parse_dt, set_advice, to_decimal, with_sleep)
-from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
+from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso, load_cursor, map_page,
+                          parse_time_cursor, pull_by_time, utc_now)
 from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
+from .shopify_scopes import SCOPES_PATH, granted_scopes, window_warning
 from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
 from .shopify_verify import verify_webhook, webhook_stale_reason  # noqa: F401 (re-exported)
 from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
@@ -153,6 +156,7 @@ class ShopifySource:
             raise ConfigError("shopify: no Admin API access token; set SHOPIFY_TOKEN")
         base = (secrets.api_url or f"https://{host}").rstrip("/") + f"/admin/api/{config.api_version}"
         self.config, self.host = config, host or urlsplit(secrets.api_url or "").netloc
+        self.scopes_url = (secrets.api_url or f"https://{host}").rstrip("/") + SCOPES_PATH
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
         token = secrets.token.get_secret_value()
@@ -192,9 +196,23 @@ class ShopifySource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
+        lookback = timedelta(minutes=self.config.lookback_minutes)
+        saved = load_cursor(cursor, NAME).get("orders")
+        since = parse_time_cursor(NAME, "orders", saved) - lookback if saved else None  # None: a backfill
+        scopes: list[tuple[set[str] | None, str]] = []  # (60 days of orders only without read_all_orders)
+
+        def read(obj: str, since: datetime | None, stager: Stager) -> datetime | None:
+            if obj == "orders" and not scopes:  # once, inside the pull (a 401 is its credentials error)
+                scopes.append(granted_scopes(self.http, self.scopes_url))
+            return self._read(obj, since, stager)
+
         with RunStart.of(self.http, self.clock, NAME) as run_start:
-            return pull_by_time(con, NAME, cursor, progress, run_start=run_start,
-                                lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
+            result = pull_by_time(con, NAME, cursor, progress, run_start=run_start, lookback=lookback, read=read)
+        warning = window_warning(*scopes[0], since, self.clock())
+        if warning:  # (INFO: the CLI prints the pull's warnings; a WARNING record would print it twice)
+            log.info("%s", warning)
+            result.warnings.append(warning)
+        return result
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]

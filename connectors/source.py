@@ -26,6 +26,14 @@ class PullResult:
     #: order records read but not stored: tombstones of orders the store never held (a deal lost or deleted before
     #: rfmsync stored it), counted by :func:`sync.pipeline.pull_into` and left out of ``orders``
     unstored_orders: int = 0
+    #: records an incremental pull read again exactly as the store holds them (its lookback window overlaps the
+    #: pull before), counted by :func:`sync.pipeline.pull_into` and left out of ``orders`` / ``contacts``: those
+    #: count what is new or changed
+    unchanged_orders: int = 0
+    unchanged_contacts: int = 0
+    #: what the user must be told about this pull (e.g. a Shopify token that lists only 60 days of orders): printed
+    #: with the run's warnings (:func:`sync.pipeline.pull_lines`)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

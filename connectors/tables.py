@@ -245,3 +245,31 @@ def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""UPDATE staged_orders AS s SET ordered_at = coalesce({own}, {here}, $oldest)
                      WHERE s.ordered_at = $u AND s.amount = 0 AND s.status IN ('cancelled', 'deleted')""",
                 {"u": UNDATED, "oldest": oldest})
+
+
+def unchanged_staged(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(orders, contacts) staged exactly as the order store already holds them (every column, an order's line items
+    too): an incremental pull's lookback window reads the last records of the pull before again, and they are
+    neither new nor changed (its count leaves them out). (0, 0) when the store's tables are not on ``con``."""
+    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    orders = contacts = 0
+    if {"staged_orders", "orders", "staged_line_items", "line_items"} <= present:
+        # an order's items differ when a row of one side is not in the other (NULLs alike; the stager keeps one
+        # version of an order, its lines numbered once): two set differences, not a list of each order's items
+        # per side (that took 53 s and 2.9 GB for 1 M orders read again)
+        items = "order_id, line_no, sku, name, category, brand, quantity, price"
+        (orders,) = con.execute(f"""
+            WITH stored AS (SELECT {items} FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)),
+                 changed AS (SELECT order_id FROM (SELECT {items} FROM staged_line_items EXCEPT FROM stored)
+                             UNION ALL SELECT order_id FROM (FROM stored EXCEPT SELECT {items} FROM staged_line_items))
+            SELECT count(*) FROM staged_orders s JOIN orders o USING (order_id)
+            WHERE (s.customer_id, s.ordered_at, s.amount, s.status) = (o.customer_id, o.ordered_at, o.amount, o.status)
+              AND s.currency IS NOT DISTINCT FROM o.currency AND s.discount IS NOT DISTINCT FROM o.discount
+              AND s.order_id NOT IN (SELECT order_id FROM changed)""").fetchone()
+    if {"staged_contacts", "contacts"} <= present:
+        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM o.{c}" for c in (
+            "email", "phone", "first_name", "last_name", "marketing_consent", "created_at"))
+        (contacts,) = con.execute(f"""
+            SELECT count(*) FROM staged_contacts s JOIN contacts o USING (customer_id)
+            WHERE {same} AND s.attributes::VARCHAR IS NOT DISTINCT FROM o.attributes::VARCHAR""").fetchone()
+    return orders, contacts

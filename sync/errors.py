@@ -19,6 +19,7 @@ The other packages keep their own roots (they never import ``sync``); the CLI ma
 (:func:`sync.cli.main.exit_code`, the one place errors become exit codes)::
 
     connectors.errors.ConnectorError     exit 3  a source failed; BadFileError (an unusable export), ...
+    ├── connectors.errors.RetryLaterError exit 75 the vendor refused until a known time (Bitrix24's method block)
     └── connectors.errors.ConfigError    exit 2  bad [source] settings or credentials (AuthError too);
                                                  imported in ``sync`` as ``SourceConfigError``, never
                                                  confused with this package's :class:`ConfigError`
@@ -34,6 +35,9 @@ Anything else is an internal error: exit 70 (EX_SOFTWARE), traceback only with `
 from __future__ import annotations
 
 from connectors.errors import retry_ask
+
+#: try again later (EX_TEMPFAIL): the transient errors below, and a connector's RetryLaterError
+RETRY_LATER_EXIT = 75
 
 
 class RfmsyncError(Exception):
@@ -103,18 +107,18 @@ class LedgerError(RfmsyncError):
         super().__init__(message)
         self.transient = transient
         if transient:
-            self.exit_code = 75  # EX_TEMPFAIL
+            self.exit_code = RETRY_LATER_EXIT
 
 
 class LockBusyError(RfmsyncError):
-    exit_code = 75
+    exit_code = RETRY_LATER_EXIT
 
 
 class LockLostError(RfmsyncError):
     """A lock this run held was taken by another holder (it could not be refreshed before it expired): the run
     stops starting work, as if killed; what it recorded stays, and the next run plans the rest."""
 
-    exit_code = 75
+    exit_code = RETRY_LATER_EXIT
 
 
 class RunStopped(RfmsyncError):
@@ -122,7 +126,7 @@ class RunStopped(RfmsyncError):
     between two batches; what it applied is recorded (the run's status is ``stopped``), nothing is sent twice by
     the next run, which plans the rest."""
 
-    exit_code = 75
+    exit_code = RETRY_LATER_EXIT
 
 
 INTERNAL_EXIT = 70

@@ -61,8 +61,10 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
         ledger.set_cursor(name, "all", result.cursor)
     ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
                                             "bad_rows": result.bad_row_count,
-                                            **({"unstored_orders": result.unstored_orders}
-                                               if result.unstored_orders else {})})
+                                            **{k: n for k, n in (("unstored_orders", result.unstored_orders),
+                                                                 ("unchanged_orders", result.unchanged_orders),
+                                                                 ("unchanged_contacts", result.unchanged_contacts))
+                                               if n}})
     return result
 
 
@@ -72,13 +74,19 @@ def staged_stats(con: duckdb.DuckDBPyConnection, result: PullResult) -> DataStat
     orders = result.orders
     if not result.full_refresh:
         orders += con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-    return DataStats(orders=orders, rows=result.orders, bad_rows=result.bad_row_count)
+    return DataStats(orders=orders, rows=rows_read(result), bad_rows=result.bad_row_count)
+
+
+def rows_read(result: PullResult) -> int:
+    """The valid order rows a pull read, the base of ``max_bad_rows_pct``: those an incremental pull's lookback
+    read again unchanged too (its bad rows read again are counted: leaving the good ones out refused quiet pulls)."""
+    return result.orders + result.unchanged_orders
 
 
 def run_stats(run: SegmentsRun) -> DataStats:
     """The data-guard numbers of a segmented run (orders it segmented, rows read, customers)."""
     orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-    rows = run.pull.orders if run.pull is not None else orders
+    rows = rows_read(run.pull) if run.pull is not None else orders
     return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers,
                      recency=run.result.recency_collapse)
 

@@ -23,6 +23,7 @@ from connectors.counts import counted
 from connectors.file_consent import consent_lines
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
+from connectors.tables import unchanged_staged
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 from segmentation.as_of import before_orders_line, future_line
 from segmentation.purchase_days import PurchaseDays
@@ -117,6 +118,10 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
     # tombstones of orders never stored are read, not stored: the counts (CLI, run history, guards) leave them out
     result.unstored_orders = unstored_tombstones(con)
     result.orders -= result.unstored_orders
+    if cursor is not None:  # an incremental pull counts what is new or changed, not its lookback's re-reads
+        result.unchanged_orders, result.unchanged_contacts = unchanged_staged(con)
+        result.orders -= result.unchanged_orders
+        result.contacts -= result.unchanged_contacts
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)
@@ -280,9 +285,10 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
 
 
 def pull_lines(pull: object) -> list[str]:
-    """A pull's warnings: a file source's files gone or copied (:func:`~sync.store.files.file_lines`), and the
-    consent values it read neither as yes nor as no (:func:`~connectors.file_consent.consent_lines`)."""
-    return file_lines(pull) + consent_lines(pull)
+    """A pull's warnings: a file source's files gone or copied (:func:`~sync.store.files.file_lines`), the
+    consent values it read neither as yes nor as no (:func:`~connectors.file_consent.consent_lines`), and what
+    the source said (``PullResult.warnings``: a Shopify token that lists 60 days of orders only)."""
+    return file_lines(pull) + consent_lines(pull) + list(getattr(pull, "warnings", None) or [])
 
 
 def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> str | None:

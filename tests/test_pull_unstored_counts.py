@@ -66,26 +66,29 @@ def test_a_pull_counts_the_orders_it_stores_not_the_tombstones_of_orders_never_s
     second = run("pull", "--config", str(shop), "--format", "json")
     assert second.exit_code == 0, second.output
     counts = json.loads(second.output)["counts"]
-    # (the two stored leads are read again: the pull's window overlaps the last one's)
-    assert (counts["orders"], counts["unstored_orders"], counts["stored_orders"]) == (3, 5, 3)
+    # (the two stored leads and the contact are read again, the pull's window overlapping the last one's: they are
+    # not counted, tests/test_pull_reread_counts.py)
+    assert (counts["orders"], counts["unstored_orders"], counts["stored_orders"]) == (1, 5, 3)
+    assert (counts["unchanged_orders"], counts["unchanged_contacts"]) == (2, 1)
     with Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}") as ledger:
-        assert ledger.recent_runs(1)[0]["counts"] == {"orders": 3, "contacts": 1, "bad_rows": 0,
-                                                     "unstored_orders": 5}
+        assert ledger.recent_runs(1)[0]["counts"] == {"orders": 1, "contacts": 0, "bad_rows": 0,
+                                                     "unstored_orders": 5, "unchanged_orders": 2,
+                                                     "unchanged_contacts": 1}
     fake.put_order(4, 10, "10", at=datetime.now(timezone.utc))
     _lost(fake, 201)
     third = run("pull", "--config", str(shop))
-    assert "pulled 2 orders and 1 contacts from amocrm (0 bad records; 6 deleted or lost orders never stored, " \
-           "not stored); the store now holds 4 orders" in third.output, third.output  # (the window overlaps)
+    assert "pulled 1 orders and 0 contacts from amocrm (0 bad records; 6 deleted or lost orders never stored, " \
+           "not stored; 2 records read again unchanged); the store now holds 4 orders" in third.output, third.output
 
 
 def test_the_data_guards_count_the_orders_stored(rsps, shop, monkeypatch):  # noqa: F811
-    """``min_orders = 6``: the store holds 2, the pull stores 3 (and reads 5 tombstones of orders never stored):
-    5 orders, refused (it passed as 10)."""
+    """``min_orders = 6``: the store holds 2, the pull stores 1 (reads the 2 again unchanged, and 5 tombstones of
+    orders never stored): 3 orders, refused (it passed as 10, then as 5 counting the re-read ones twice)."""
     fake = seeded(rsps)
     assert run("pull", "--config", str(shop)).exit_code == 0
     _lost_and_new(fake)
     shop.write_text(shop.read_text(encoding="utf-8") + "\n[guards]\nmin_orders = 6\n", encoding="utf-8")
     cfg, settings = load_config(shop), load_settings()
     with open_ledger(cfg, settings) as ledger, open_store(str(shop.parent / "rfmsync.duckdb")) as con:
-        with pytest.raises(GuardRefusedError, match="min_orders: 5 valid orders"):
+        with pytest.raises(GuardRefusedError, match="min_orders: 3 valid orders"):
             pull_to_store(cfg, ledger, con, settings, guarded=True)

@@ -19,6 +19,7 @@ from connectors.webhooks import ReplayGuard, hmac_sha256_base64
 
 SHOP = "demo-shop"
 BASE = f"https://{SHOP}.myshopify.com/admin/api/2025-10"
+SCOPES = f"https://{SHOP}.myshopify.com/admin/oauth/access_scopes.json"
 TOKEN = "shpat_secret_token_abc"
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 
@@ -41,12 +42,28 @@ class FakeShopify:
         self.loop_page_info = False
         self.between_pages = None  # called once, after the first page of orders is served
         self.iana_timezone = "Asia/Tashkent"  # shop.json's: the shop's own zone (its admin's "Time zone")
+        #: the token's scopes (access_scopes.json, read once per pull); an int: that HTTP status; a dict: that answer
+        self.scopes: list[str] | int | dict = ["read_customers", "read_orders", "read_all_orders"]
         for res in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/{res}\.json(\?.*)?$"), self._guard(self._list(res)))
+        if pull:  # (no failures of its own: those set by a test are the order and customer reads')
+            rsps.add_callback("GET", SCOPES, self._access_scopes)
         if check:
             rsps.add_callback("GET", f"{BASE}/shop.json", self._guard(lambda q: ({"shop": {
                 "name": "Demo Shop", "myshopify_domain": f"{SHOP}.myshopify.com", "timezone": "(GMT+05:00) Tashkent",
                 "iana_timezone": self.iana_timezone, "currency": "UZS"}}, {})))
+
+    def _access_scopes(self, request):
+        """``GET /admin/oauth/access_scopes.json`` as Shopify documents it: ``{"access_scopes": [{"handle": …}]}``."""
+        if request.headers.get("X-Shopify-Access-Token") != TOKEN or self.bad_key:
+            return 401, {}, json.dumps({"errors": "[API] Invalid API key or access token"})
+        if isinstance(self.scopes, dict):  # another shape than the documented one
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.scopes)
+        if isinstance(self.scopes, int):
+            return self.scopes, {}, json.dumps({"errors": "[API] This action requires merchant approval for "
+                                                          "read_access_scopes scope."})
+        return 200, {"Content-Type": "application/json"}, json.dumps(
+            {"access_scopes": [{"handle": h} for h in self.scopes]})
 
     def put_contact(self, cid: int, email: str, *, at: datetime, **fields) -> None:
         self.customers[cid] = {"id": cid, "email": email, "first_name": "Ann", "last_name": f"C{cid}",

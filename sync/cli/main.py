@@ -14,11 +14,11 @@ import traceback
 import click
 
 from connectors.errors import ConfigError as SourceConfigError
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, RetryLaterError
 from connectors.secrets import install_masked_excepthooks, mask, mask_log_handlers, remember_secrets
 from segmentation import DataRangeError, SegmentationError
 
-from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
+from ..errors import INTERNAL_EXIT, RETRY_LATER_EXIT, ConfigError, DataError, RfmsyncError
 from .json_output import emit_error
 from .output import err, print_error
 
@@ -56,6 +56,8 @@ def exit_code(exc: BaseException) -> int:
         return exc.exit_code
     if isinstance(exc, DataRangeError):
         return DataError.exit_code
+    if isinstance(exc, RetryLaterError):  # a source refused until a known time: try later (EX_TEMPFAIL)
+        return RETRY_LATER_EXIT
     if isinstance(exc, (SourceConfigError, SegmentationError)):
         return ConfigError.exit_code
     if isinstance(exc, ConnectorError):

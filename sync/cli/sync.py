@@ -67,11 +67,15 @@ def pull(config_path, source_name, full, reread, verify, fmt):
         doc.update(source={"type": kind}, counts={"orders": result.orders, "contacts": result.contacts,
                                         "bad_records": result.bad_row_count, "stored_orders": pulled.stored_orders,
                                         "stored_contacts": pulled.stored_contacts,
-                                        "unstored_orders": result.unstored_orders})
+                                        "unstored_orders": result.unstored_orders,
+                                        "unchanged_orders": result.unchanged_orders,
+                                        "unchanged_contacts": result.unchanged_contacts})
         emit(doc)
         return
     unstored = (f"; {counted(result.unstored_orders, 'deleted or lost order')} never stored, not stored"
                 if result.unstored_orders else "")
+    again = result.unchanged_orders + result.unchanged_contacts  # (the lookback window's re-reads)
+    unstored += f"; {counted(again, 'record')} read again unchanged" if again else ""
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
               f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")
