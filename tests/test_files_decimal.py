@@ -499,3 +499,27 @@ def test_a_money_column_of_ambiguous_values_beside_money_columns_that_disagree_s
         f"which the file uses")
     _, con = pull(tmp_path, columns=SALES, decimal=",")  # the key the message names reads the file
     assert _items(con)[0] == (Decimal("45.99"), Decimal("2"))
+
+
+@pytest.mark.parametrize("bad", ["1.234.5", "1.2.3,50", "1234.567,5"])
+def test_malformed_values_do_not_vote_and_stay_bad_rows(tmp_path, bad):
+    """Three values no documented form fits (``1.234.5``: a thousands group of one digit; ``1.2.3,50``;
+    ``1234.567,5``: four digits before a thousands group) are bad rows, and they said nothing of the column's
+    mark: before, they voted ',' (a repeated mark or both marks) and read the column's ``1,500`` thousands as 1.5."""
+    _csv(tmp_path, ["1,500"] * 20 + [bad] * 3)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert got["1"][2] == Decimal("1500.00") and got["20"][2] == Decimal("1500.00")
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(r, "amount", bad) for r in (22, 23, 24)]
+    assert nz.decimal_vote(bad) is None and vote_key(bad, money=True) is None
+
+
+@pytest.mark.parametrize("value, vote", [("1.234.567", (",", True)), ("12,34,567", (".", True)),
+                                         ("1,234,567.89", (".", True)), ("1.234,5", (",", True)),
+                                         ("1.234.5", None), ("1,2,3", None), ("1.234.5,00", None),
+                                         ("1,23.45", None), ("12345,678.9", None)])
+def test_only_values_a_documented_form_fits_vote(value, vote):
+    assert nz.decimal_vote(value) == vote
+    sql = nz.decimal_vote_sql("x")
+    want = None if vote is None else vote[0]
+    assert duckdb.connect().execute(f"SELECT {sql} FROM (SELECT ?::VARCHAR AS x)", [value]).fetchone()[0] == want
