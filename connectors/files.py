@@ -191,8 +191,9 @@ class FileSource:
                 before = file_state(path)
                 try:
                     loaded = self._load(con, path, mapping, table, tmp)
-                except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
+                except ConnectorError as e:  # a half-written XLSX or Parquet file, a truncated row's column...
                     if unchanged(path, before):
+                        copy_under_way(path, before, self.cfg.quiet_seconds, e)  # a copy stalled in a quoted field
                         raise
                     continue
                 if unchanged(path, before):
