@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import file_encoding
-from .file_encoding import CLOCK_SLACK, clock_ahead, ctime_later, utc
 from .errors import TransientError
+from .file_encoding import CLOCK_SLACK, clock_ahead, ctime_later, utc
 from .file_paths import FileState
 
 #: the default of ``[source] quiet_seconds``: how long a CSV/TSV file whose last line has no line break must have
