@@ -193,7 +193,8 @@ class FileSource:
                     loaded = self._load(con, path, mapping, table, tmp)
                 except ConnectorError as e:  # a half-written XLSX or Parquet file, a truncated row's column...
                     if unchanged(path, before):
-                        copy_under_way(path, before, self.cfg.quiet_seconds, e)  # a copy stalled in a quoted field
+                        if isinstance(e, BadFileError):  # DuckDB's: a copy stalled in a quoted field, say
+                            copy_under_way(path, before, self.cfg.quiet_seconds, e)
                         raise
                     continue
                 if unchanged(path, before):
