@@ -139,7 +139,7 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
     ``1.234``, None without a mark or for a value no documented form fits (``1.234.5``, a mark at an end ``12,5.``
     or ``,12,5``: a bad row, :mod:`connectors.amounts`, which says nothing of the column's mark; its currency words
     are dropped first, as there: ``12,50 р.``). :func:`decimal_vote_sql` is its SQL twin."""
-    v = re.sub(r"[^0-9,.]", "", re.sub(_currency_re(), "", (value or "").lower()))  # 12,50 р. → 12,50
+    v = re.sub(r"[^0-9,.]", "", re.sub(_ends_re(), "", (value or "").lower()))  # 12,50 р. → 12,50
     marks = [c for c in v if c in ",."]
     if not marks:
         return None
@@ -158,9 +158,11 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
 _ONE_MARK_RE = r"[0-9]*[.,]([0-9]{1,2}|[0-9]{4,})|[0-9]+[.,][0-9]{3}"
 
 
-def _currency_re() -> str:
+def _ends_re() -> str:
+    """Currency words and other characters at a value's ends (``р.`` of ``12,50 р.`` is not a mark; the one of
+    ``0р.5`` is, as the whole-column vote's shortcut counts it: :func:`connectors.file_decimal._clean_re`)."""
     from .amounts import _CURRENCY_RE
-    return _CURRENCY_RE
+    return f"^({_CURRENCY_RE}|[^0-9,.])+|({_CURRENCY_RE}|[^0-9,.])+$"
 
 
 def _well_grouped() -> str:
@@ -173,7 +175,7 @@ def _well_grouped() -> str:
 def decimal_vote_sql(col: str) -> str:
     """:func:`decimal_vote` in SQL over a column reference: ``','`` / ``'.'`` for a value read one way only, ``'w,'``
     / ``'w.'`` for an ambiguous one (its mark), NULL without a mark (it costs a few regular expressions a value: run it on few rows)."""
-    n = f"regexp_replace(regexp_replace(lower({col}), {lit(_currency_re())}, '', 'g'), '[^0-9,.]', '', 'g')"
+    n = f"regexp_replace(regexp_replace(lower({col}), {lit(_ends_re())}, '', 'g'), '[^0-9,.]', '', 'g')"
     marks = f"regexp_replace({n}, '[0-9]', '', 'g')"
     return (f"CASE WHEN {marks} = '' THEN NULL"
             f" WHEN length({marks}) > 1 AND NOT regexp_full_match({n}, {lit(_well_grouped())}) THEN NULL"
