@@ -1,47 +1,88 @@
-"""A copy under way caught by the file reader: a text file that ends mid-line and is still being written
-(:func:`quiet_after_read`). A part of :mod:`connectors.files`' read of a file (the cut character, the NUL tail and
+"""A copy under way caught by the file reader: a fresh text file whose last line has no line break yet
+(:func:`copy_under_way`). A part of :mod:`connectors.files`' read of a file (the cut character, the NUL tail and
 the UTF-16 cut code unit of a copy under way: :mod:`connectors.file_encoding`)."""
 
 from __future__ import annotations
 
 import os
-import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable
+from typing import Iterable, Iterator
 
 from . import file_encoding
-from .file_paths import FileState, unchanged
+from .errors import TransientError
+from .file_encoding import CLOCK_SLACK, clock_ahead, ctime_later, utc
+from .file_paths import FileState
 
-#: how long a file must have been left alone to be taken as no copy under way: a copy writes every few milliseconds
-#: (a 64 KiB block over a 1 MB/s share: 64 ms)
-QUIET_SECONDS = 0.5
-#: only a file changed in the last this many seconds (by this machine's clock, :data:`~connectors.file_encoding.clock`)
-#: is watched: the watch catches a writer at work now, and one that wrote nothing for this long is none (a copy
-#: stalled longer cannot be told from a finished file either way: the order store reads it again once it changes).
-#: A folder copied or unzipped in minutes ago is not watched at all
-WATCH_SECONDS = 10
-#: how :func:`quiet_after_read` waits (tests act in the pause instead of racing a thread against the read)
-pause: Callable[[float], None] = time.sleep
+#: the default of ``[source] quiet_seconds``: how long a CSV/TSV file whose last line has no line break must have
+#: been left unchanged before it is read as complete. A copy stalls for seconds (a share's retries, a busy disk): a
+#: half-second watch took a copy paused longer for a finished file, its last value cut (``yo'q``, no, read as
+#: ``y``, yes)
+QUIET_SECONDS = 60
 
 
-def quiet_after_read(path: Path, before: FileState) -> bool:
-    """Whether ``path``, read whole as :func:`~connectors.file_paths.file_state` found it ``before`` the read, may be
-    taken as complete. A copy caught under way ends mid-line (its blocks do not end at line breaks): its last value
-    cut (a clients file's ``yo'q``, no, read as ``y``, yes). Many finished exports end without a line break too, so
-    that alone proves nothing; a CSV/TSV file that does not end in one and changed (its mtime, or on POSIX its later
-    ctime) in the last :data:`WATCH_SECONDS` must be left alone :data:`QUIET_SECONDS` from that change: when it
-    changed less than that before now, the reader waits :data:`QUIET_SECONDS` once, and one that changed meanwhile
-    is being written (read again). The wait counts for every file changed before it: a folder of such files copied
-    in just before a run costs one wait, not one per file."""
-    if path.suffix.lower() in (".xlsx", ".xlsm", ".parquet", ".pq") or before.stat[2] == 0:
-        return True
-    changed = max(before.stat[3], before.ctime_ns if os.name == "posix" else 0) / 1e9  # (changed_at, as found)
-    if file_encoding.clock() - changed >= WATCH_SECONDS:
-        return True
+#: the files a command was given by name (``rfmsync init orders.csv``): read as they are (:func:`read_as_given`)
+_given: ContextVar[frozenset[Path]] = ContextVar("given", default=frozenset())
+
+
+@contextmanager
+def read_as_given(paths: Iterable[Path]) -> Iterator[None]:
+    """Within it, :func:`copy_under_way` reads ``paths`` at once: files the user has just named on the command line
+    (``rfmsync init``: an export saved a moment ago, often without a final line break) are not a copy they cannot
+    see under way."""
+    token = _given.set(_given.get() | {Path(p).resolve() for p in paths})
+    try:
+        yield
+    finally:
+        _given.reset(token)
+
+
+def copy_under_way(path: Path, before: FileState, quiet: int = QUIET_SECONDS, failed: Exception | None = None) -> None:
+    """A :class:`TransientError` (exit 3; ``serve`` tries again) when ``path``, as :func:`~connectors.file_paths.
+    file_state` found it ``before`` its read, is a CSV/TSV file whose last line has no line break and that changed
+    (its mtime, or on POSIX its later ctime, by this machine's clock :data:`~connectors.file_encoding.clock`) less
+    than ``quiet`` seconds ago: a copy or an export still under way, whose last value may be cut short. The message
+    names the file, when it will be read and the way out for a finished file; ``failed``, the error its read ended
+    in (a copy stalled inside a quoted field), is named after it. One left alone that long is read as it is (many
+    finished exports end without a line break); one that ends in a line break is read at once (a copy stalled right
+    after one holds whole rows only, and the order store reads the file again once it changes). ``quiet = 0``, or
+    a file :func:`read_as_given`: never waited for. A time ahead of this machine's clock by more than
+    :data:`~connectors.file_encoding.CLOCK_SLACK` (a device stamping its local time as UTC) is not counted: an mtime
+    ahead, the wait counts from the ctime, set by this machine or the share when the file was written; no time left
+    (Windows has no ctime), the file's age is unknown and it is read (a wait would last as long as the clock is
+    wrong)."""
+    size = before.stat[2]
+    if quiet <= 0 or size == 0 or path.suffix.lower() in (".xlsx", ".xlsm", ".parquet", ".pq"):
+        return
+    if _given.get() and path.resolve() in _given.get():
+        return
+    now = file_encoding.clock()
+    mtime = before.stat[3] / 1e9
+    ctime = before.ctime_ns / 1e9 if os.name == "posix" else None
+    times = [t for t in (mtime, ctime) if t is not None and t <= now + CLOCK_SLACK]
+    if not times:
+        return
+    changed = max(times)
+    if now - changed >= quiet - 1e-3:  # (a stat's float times and its ns / 1e9 may differ in the last bit)
+        return
     with open(path, "rb") as f:
-        f.seek(max(0, before.stat[2] - 2))
+        f.seek(max(0, size - 2))
         if set(f.read(2)) & {0x0A, 0x0D}:  # (UTF-16: 0A 00 or 00 0A)
-            return True
-    if file_encoding.clock() - changed < QUIET_SECONDS:
-        pause(QUIET_SECONDS)
-    return unchanged(path, before)
+            return
+    raise TransientError(_message(path, now, mtime, changed, quiet, failed))
+
+
+def _message(path: Path, now: float, mtime: float, changed: float, quiet: int, failed: Exception | None) -> str:
+    ago = f"{now - changed:.0f} s ago" if changed <= now else f"{changed - now:.0f} s ahead of this machine's clock"
+    why = ""
+    if mtime > now + CLOCK_SLACK:
+        why = "; " + clock_ahead(mtime, f"the {quiet} s count from its change time (ctime), {utc(changed)}")
+    elif changed > mtime + CLOCK_SLACK:
+        why = "; " + ctime_later(changed, mtime, f"the {quiet} s")
+    read = f"; reading it as it is failed: {failed}" if failed else ""
+    return (f"{path}: its last line has no line break and the file changed {ago}: a copy or export still under way? "
+            f"(its last value may be cut short){read}; nothing was stored: it is read once it ends in a line break or "
+            f"has not changed for {quiet} s, from {utc(changed + quiet)} ([source] quiet_seconds){why}. A finished "
+            f"file saved without a final line break (a spreadsheet's CSV download): add one at its end, or set "
+            f"[source] quiet_seconds = 0, and run the same command again")

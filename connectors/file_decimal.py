@@ -233,11 +233,12 @@ def _outweighed(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> bool:
 
 def _clean_re(mark: nz.Decimal_, money: bool) -> str:
     """A value :func:`vote_key` reads as decisive for ``mark`` and not shaped without classifying it: one ``mark``,
-    a digit before it (in money the other mark and other characters may be there too: ``1.234,50 сум``; in a
-    quantity, where the other mark makes it shaped, other characters only) and one, two or four and more digits
-    after it (and other characters, no mark)."""
-    after, marks = "[^0-9,.]*", mark if money else ",."
-    return f"[^0-9{marks}]*[0-9][^{marks}]*[{mark}]{after}(([0-9]{after}){{1,2}}|([0-9]{after}){{4,}})"
+    a digit before it (in money the other mark grouping thousands may be there too: ``1.234,50 сум``, not ``0.,5``
+    nor ``1.2.3,50``, which no documented form fits; in a quantity, where the other mark makes it shaped, other
+    characters only) and one, two or four and more digits after it (and other characters, no mark)."""
+    after, other = "[^0-9,.]*", "." if mark == "," else ","
+    grouped = f"|{after}[0-9]{{1,3}}([{other}][0-9]{{3}})+{after}" if money else ""
+    return f"({after}([0-9]{after})+{grouped})[{mark}]{after}(([0-9]{after}){{1,2}}|([0-9]{after}){{4,}})"
 
 
 def _raw_vote_sql(v: str, mark: nz.Decimal_, money: bool) -> str:

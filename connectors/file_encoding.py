@@ -198,8 +198,23 @@ def settled(path: Path) -> bool:
     return clock() - changed_at(path) >= SETTLED_SECONDS
 
 
-def _utc(ts: float) -> str:
+def utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def clock_ahead(mtime: float, so: str) -> str:
+    """The words for a file whose modification time ``mtime`` is ahead of this machine's clock (by more than
+    :data:`CLOCK_SLACK`), ``so`` what that does to its read; the caller adds its other way out."""
+    return (f"its modification time, {utc(mtime)}, is ahead of this machine's clock (the clock of the device or "
+            f"share that wrote it is wrong?), so {so}: set that clock right and save the file again")
+
+
+def ctime_later(changed: float, mtime: float, wait: str) -> str:
+    """The words for a file whose change time ``changed`` (its ctime) is later than its ``mtime`` (by more than
+    :data:`CLOCK_SLACK`): the ``wait`` counts from it."""
+    return (f"{wait} counts from its change time (ctime), {utc(changed)}, later than its modification time, "
+            f"{utc(mtime)} (a copy tool that kept the source's time, or a rename, chmod or touch since: anything "
+            f"that moves the ctime starts {wait} again)")
 
 
 def cut_short(path: Path) -> TransientError:
@@ -210,13 +225,10 @@ def cut_short(path: Path) -> TransientError:
     mtime, changed = st.st_mtime, _changed(st)
     ahead = ""
     if mtime > clock() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
-        ahead = (f"; its modification time, {_utc(mtime)}, is ahead of this machine's clock (the clock of the device "
-                 f"or share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
-                 f"clock right and save the file again, or set [source] encoding to the file's encoding")
+        ahead = ("; " + clock_ahead(mtime, f"it is taken as complete only {_SETTLED} after that")
+                 + ", or set [source] encoding to the file's encoding")
     elif changed > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
-        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed)}, later than its "
-                 f"modification time, {_utc(mtime)} (a copy tool that kept the source's time, or a rename, chmod or "
-                 f"touch since: anything that moves the ctime starts the hour again)")
+        ahead = "; " + ctime_later(changed, mtime, "the hour")
     return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
                           f"nothing was stored: run again once it is complete (a file unchanged for {_SETTLED} is "
                           f"taken as complete){ahead}")

@@ -106,8 +106,11 @@ def _first_lines(path: Path, n: int) -> list[str]:
 def newline_of(path: Path) -> str:
     """``open``'s ``newline`` that splits a CSV's lines as the reader counts them: at ``\\n`` when its first MB
     has one (a lone CR inside a quoted field is no line break), else at ``\\r`` (CR-only line breaks)."""
-    with open(path, "rb") as f:
-        return "\n" if b"\n" in f.read(1 << 20) else ""
+    with open(path, "rb") as f:  # in 64 KiB blocks up to the first \n: each of a read's calls costs a block, not a MB
+        for _ in range(16):
+            if b"\n" in f.read(1 << 16):
+                return "\n"
+    return ""
 
 
 def _cells(line: str, delim: str) -> list[str]:

@@ -243,15 +243,22 @@ NO_COMMENT = "comment='', "
 
 
 def csv_src(path: Path, delim: str, types: dict[str, str] | None = None, formats: dict[str, str] | None = None,
-            parallel: bool = True) -> str:
+            parallel: bool = True, sample: bool = False) -> str:
     """``read_csv(...)`` over a UTF-8 file: every column VARCHAR except ``types`` (header → SQL type).
-    ``parallel=False`` is for a file DuckDB's parallel scanner refuses (:func:`needs_serial_read`)."""
-    extra = "" if parallel else ", parallel=false"
+    ``parallel=False`` is for a file DuckDB's parallel scanner refuses (:func:`needs_serial_read`); ``sample=True``
+    for a query of the file's first rows (``LIMIT``): read serially in :data:`SAMPLE_BUFFER` blocks, it reads a block
+    or two, where a parallel scan read the whole file (and a serial one 32 MB) before the limit stopped it."""
+    extra = "" if parallel and not sample else ", parallel=false"
+    extra += f", buffer_size={SAMPLE_BUFFER}" if sample else ""
     if types:
         extra += ", types={" + ", ".join(f"{nz.lit(h)}: {nz.lit(t)}" for h, t in types.items()) + "}"
         extra += "".join(f", {k}={nz.lit(v)}" for k, v in (formats or {}).items())
     return (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true, all_varchar=true,"
             f" quote='\"', escape='\"', {NO_COMMENT}null_padding=true{extra})")
+
+
+#: the block a sample query of a CSV's first rows reads it in (:func:`csv_src`): DuckDB's longest line, by default
+SAMPLE_BUFFER = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -296,7 +303,7 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
         if sniffed.get(h) not in ("DATE", "TIMESTAMP"):
             return None
         try:
-            sample = con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, parallel=parallel)}"
+            sample = con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, sample=True)}"
                                  f" WHERE {nz.ident(h)} IS NOT NULL LIMIT 1").fetchall()
         except duckdb.Error:  # the file cannot be read as the sniffer saw it: the text path says why
             return None
@@ -312,7 +319,7 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
         if not str(sniffed.get(h, "")).startswith(_NUMERIC):
             return None
         try:
-            sample = [v for (v,) in con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, parallel=parallel)}"
+            sample = [v for (v,) in con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, sample=True)}"
                                                 f" WHERE {nz.ident(h)} IS NOT NULL LIMIT {SAMPLE}").fetchall()]
         except duckdb.Error:
             return None

@@ -25,7 +25,7 @@ from .contacts import PhoneRegion
 from .counts import counted
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
-from .file_copying import quiet_after_read
+from .file_copying import QUIET_SECONDS, copy_under_way
 from .file_encoding import csv_error, utf8_copy
 from .file_header_map import Mapping, match_headers, repeated_headers
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
@@ -72,6 +72,8 @@ class FileSourceConfig(BlankIsUnset):
     skip_lines: int | None = Field(None, ge=0)  # CSV lines above the header (a title); None: title lines detected
     max_days_ahead: int = Field(1, ge=0, le=MAX_DAYS_AHEAD)  # an order dated more days after the file is read: bad
     max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
+    # a CSV/TSV file whose last line has no line break is read once unchanged this long (a copy under way): 0 at once
+    quiet_seconds: int = Field(QUIET_SECONDS, ge=0, le=3600)
 
     @field_validator("columns", "contact_columns")
     @classmethod
@@ -180,8 +182,8 @@ class FileSource:
         """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
         (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
         while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
-        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it (a fresh
-        text file ending mid-line is watched a moment after it: :func:`~connectors.file_copying.quiet_after_read`).
+        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it (so does
+        a fresh text file ending mid-line, once read: :func:`~connectors.file_copying.copy_under_way`).
         The file as found before and after the read it returns is its ``state``."""
         mapping = self._orders_map if role == "orders" else self._contacts_map
         try:
@@ -189,11 +191,14 @@ class FileSource:
                 before = file_state(path)
                 try:
                     loaded = self._load(con, path, mapping, table, tmp)
-                except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
+                except ConnectorError as e:  # a half-written XLSX or Parquet file, a truncated row's column...
                     if unchanged(path, before):
+                        if isinstance(e, BadFileError):  # DuckDB's: a copy stalled in a quoted field, say
+                            copy_under_way(path, before, self.cfg.quiet_seconds, e)
                         raise
                     continue
-                if unchanged(path, before) and quiet_after_read(path, before):
+                if unchanged(path, before):
+                    copy_under_way(path, before, self.cfg.quiet_seconds)  # after the read: its errors come first
                     return replace(loaded, state=before)
         except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
             raise vanished(path) from None

@@ -136,11 +136,15 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
     """What one number text says of its column's decimal mark: ``(mark, True)`` when it can be read one way only
     (both marks: the last one; repeated groups ``1,250,000``: the other one; a mark followed by other than three
     digits ``12,5``, after a lone ``0`` ``0,500`` or after more than three digits ``1037.000``: that one), ``(mark, False)`` for the ambiguous ``1,234`` /
-    ``1.234``, None without a mark. :func:`decimal_vote_sql` is its SQL twin."""
-    v = re.sub(r"[^0-9,.]", "", value or "").strip(",.")
+    ``1.234``, None without a mark or for a value no documented form fits (``1.234.5``, a mark at an end ``12,5.``
+    or ``,12,5``: a bad row, :mod:`connectors.amounts`, which says nothing of the column's mark; its currency words
+    are dropped first, as there: ``12,50 р.``). :func:`decimal_vote_sql` is its SQL twin."""
+    v = re.sub(r"[^0-9,.]", "", re.sub(_ends_re(), "", (value or "").lower()))  # 12,50 р. → 12,50
     marks = [c for c in v if c in ",."]
     if not marks:
         return None
+    if not re.fullmatch(_well_grouped() if len(marks) > 1 else _ONE_MARK_RE, v):
+        return None  # 1.234.5, 1,2,3, 12,5., ,500: no documented form, a bad row (amounts.py), no say in the mark
     if len(set(marks)) == 2:
         return marks[-1], True  # type: ignore[return-value]
     if len(marks) > 1:  # 1,250,000: the mark groups thousands
@@ -149,12 +153,33 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
     return marks[0], len(v) - at - 1 != 3 or not v[:at].strip("0") or at > 3  # type: ignore[return-value]
 
 
+#: a number of one mark (its digits and mark) that a documented form fits (:mod:`connectors.amounts`): ``12,5``,
+#: ``,5``, ``0,500``, ``1037,000``, ``1,234``; not a mark at an end (``12,``) nor ``,500``
+_ONE_MARK_RE = r"[0-9]*[.,]([0-9]{1,2}|[0-9]{4,})|[0-9]+[.,][0-9]{3}"
+
+
+def _ends_re() -> str:
+    """Currency words and other characters at a value's ends (``р.`` of ``12,50 р.`` is not a mark; the one of
+    ``0р.5`` is, as the whole-column vote's shortcut counts it: :func:`connectors.file_decimal._clean_re`)."""
+    from .amounts import _CURRENCY_RE
+    return f"^({_CURRENCY_RE}|[^0-9,.])+|({_CURRENCY_RE}|[^0-9,.])+$"
+
+
+def _well_grouped() -> str:
+    """A number of several marks (its digits and marks) that a documented form fits (:mod:`connectors.amounts`:
+    ``1,250,000``, ``12,34,567``, ``1,234,567.89``, ``1.234,5``)."""
+    from .amounts import _GROUPED_COMMA_RE, _GROUPED_POINT_RE, _GROUPED_RE, _INDIAN
+    return f"{_GROUPED_RE}|{_INDIAN}|{_GROUPED_POINT_RE}|{_GROUPED_COMMA_RE}"
+
+
 def decimal_vote_sql(col: str) -> str:
     """:func:`decimal_vote` in SQL over a column reference: ``','`` / ``'.'`` for a value read one way only, ``'w,'``
     / ``'w.'`` for an ambiguous one (its mark), NULL without a mark (it costs a few regular expressions a value: run it on few rows)."""
-    n = f"trim(regexp_replace({col}, '[^0-9,.]', '', 'g'), ',.')"
+    n = f"regexp_replace(regexp_replace(lower({col}), {lit(_ends_re())}, '', 'g'), '[^0-9,.]', '', 'g')"
     marks = f"regexp_replace({n}, '[0-9]', '', 'g')"
     return (f"CASE WHEN {marks} = '' THEN NULL"
+            f" WHEN length({marks}) > 1 AND NOT regexp_full_match({n}, {lit(_well_grouped())}) THEN NULL"
+            f" WHEN length({marks}) = 1 AND NOT regexp_full_match({n}, {lit(_ONE_MARK_RE)}) THEN NULL"
             f" WHEN contains({marks}, ',') AND contains({marks}, '.') THEN right({marks}, 1)"
             f" WHEN length({marks}) > 1 THEN CASE WHEN starts_with({marks}, ',') THEN '.' ELSE ',' END"
             f" WHEN length({n}) <= 7 AND regexp_full_match({n}, '[0-9]*[1-9][0-9]*[.,][0-9]{{3}}') THEN 'w' || {marks}"

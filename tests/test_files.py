@@ -391,6 +391,35 @@ def test_a_mac_1904_workbooks_serial_dates_are_read_in_its_own_date_system(tmp_p
     assert orders(con)["4"][1] == dt.datetime(2025, 6, 2, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("system", ["1900", "1904"])
+def test_an_unset_or_epoch_day_date_cell_is_a_bad_row_in_either_date_system(tmp_path, system):
+    """A workbook's unset date (an empty cell, a date cell holding 0: a time alone, 00:00, as openpyxl reads it; 0 in a
+    General cell) and the Unix epoch's day in its own serials (25569 in the 1900 system, 24107 in the 1904 one) are
+    bad rows; the next day (25570 / 24108) is an order. 25569 in a 1904 workbook is 1974-01-02, an order."""
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    epoch_day = 25569 if system == "1900" else 24107
+    wb = openpyxl.Workbook()
+    if system == "1904":
+        wb.epoch = CALENDAR_MAC_1904
+    ws = wb.active
+    ws.append(HEADER)
+    for i, when in enumerate([0, None, "zero", epoch_day, epoch_day + 0.5, epoch_day + 1, 25569], start=1):
+        ws.append([i, f"c{i}", 0 if when == "zero" else when, 10, None, None, None])
+    ws["C4"].number_format = "yyyy-mm-dd"  # the date cell holding 0
+    for i in range(8, 30):
+        ws.append([i, f"c{i}", dt.datetime(2025, 6, 1, 12), 10, None, None, None])
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx")
+    got = orders(con)
+    early = "a date on or before 1970-01-01: a POS default or a misread year"
+    assert [(b.row, b.value, b.reason) for b in result.bad_rows] == [
+        (2, "0", early), (3, None, "unparseable or empty date"), (4, "00:00:00", "unparseable or empty date"),
+        (5, str(epoch_day), early), (6, f"{epoch_day}.5", early)] + ([(8, "25569", early)] if system == "1900" else [])
+    assert got["6"][1] == dt.datetime(1970, 1, 2, tzinfo=UTC)
+    assert system == "1900" or got["7"][1] == dt.datetime(1974, 1, 2, tzinfo=UTC)
+
+
 def test_parquet_with_typed_columns(tmp_path):
     pq.write_table(pa.table({
         "order_id": ["1", "2"], "customer_id": ["c1", "c2"],

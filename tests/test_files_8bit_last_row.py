@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from connectors.errors import BadFileError, TransientError
+from connectors.file_copying import QUIET_SECONDS
 from connectors.file_encoding import SETTLED_SECONDS, utf8_copy
 from tests.builders import run_cli
 from tests.profiles import examples
@@ -44,8 +45,9 @@ def test_a_cp1251_file_ascii_but_for_its_last_row_is_read_as_cp1251(tmp_path, bo
 
 @pytest.mark.parametrize("last", ["A-ДД", "Кузя", "Иванов\n"])
 def test_a_last_row_no_bytes_appended_could_make_utf8_is_read_fresh(tmp_path, last):
-    """Not a UTF-8 file cut short whatever follows: nothing to wait for."""
-    export(tmp_path, (BIG + row(40_000, last)).encode("cp1251"))
+    """Not a UTF-8 file cut short whatever follows: no hour to wait for (a minute, ``quiet_seconds``, without a
+    final line break: test_files_copy_pause)."""
+    export(tmp_path, (BIG + row(40_000, last)).encode("cp1251"), age=QUIET_SECONDS)
     assert customers(tmp_path)[-1] == last.rstrip("\n")
 
 

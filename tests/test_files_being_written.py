@@ -166,7 +166,7 @@ def test_a_utf8_file_cut_inside_its_last_character_is_retried_later(tmp_path):
             in result.output
     day.write_bytes(full[:-3] + b"\xff\n")  # a bad byte, not a character cut short: the encoding error (exit 2)
     assert "not valid" in run_cli("check", "--config", str(cfg), code=2).output
-    day.write_bytes(full)
+    day.write_bytes(full + b"\n")  # finished (a fresh file without a final line break waits: test_files_copy_pause)
     run_cli("check", "--config", str(cfg))
 
 

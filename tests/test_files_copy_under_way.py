@@ -14,9 +14,8 @@ import duckdb
 import openpyxl
 import pytest
 
-from connectors import file_copying, file_encoding
 from connectors.errors import BadFileError, TransientError
-from connectors.file_encoding import SETTLED_SECONDS, changed_at
+from connectors.file_encoding import SETTLED_SECONDS
 from connectors.file_paths import office_file
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
@@ -145,48 +144,3 @@ def test_a_workbook_or_parquet_file_under_a_text_name_is_named_for_what_it_looks
     (tmp_path / "rfmsync.toml").write_text(CONFIG.replace("*.csv", "*"), encoding="utf-8")
     out = run_cli("pull", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
     assert f"{tmp_path / 'exports' / name}: not a text (CSV) file: its first bytes are those of {looks}" in out
-
-
-CLIENTS = "id,mail,name,consent\nc1,a@example.com,Aziz,ha\nc2,b@example.com,Bobur,yo'q\n"
-
-
-def _shop(tmp_path: Path, clients: str) -> tuple[FileSource, Path]:
-    (tmp_path / "exports").mkdir()
-    (tmp_path / "exports" / "day1.csv").write_text(HEAD + "1,c1,2025-06-01,10.00\n2,c2,2025-06-02,20.00\n")
-    (tmp_path / "clients.csv").write_text(clients, encoding="utf-8")
-    cfg = FileSourceConfig(type="file", orders="exports/*.csv", contacts="clients.csv", columns=COLS,
-                           contact_columns={"customer_id": "id", "email": "mail", "marketing_consent": "consent"})
-    return FileSource(cfg, tmp_path), tmp_path / "clients.csv"
-
-
-def _consents(source: FileSource) -> list[tuple[str, str]]:
-    con = duckdb.connect()
-    source.pull(con)
-    return con.execute("SELECT customer_id, marketing_consent FROM staged_contacts ORDER BY 1").fetchall()
-
-
-def test_a_fresh_file_ending_mid_line_that_grows_right_after_its_read_is_read_again_whole(tmp_path, monkeypatch):
-    """A clients file copied in, caught with its last cell cut (``yo'q``, no, written as far as ``y``: a yes word)
-    and no line break after it; the copy writes the rest a moment after the read (in the reader's pause, which
-    the test takes the place of: ``file_copying.pause``): the read is not taken as the file, the whole file is
-    read again, and the consent is no."""
-    whole = CLIENTS.rstrip("\n")
-    source, clients = _shop(tmp_path, whole[:whole.index("yo'q") + 1])
-    waits = []
-
-    def copy_goes_on(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 1:
-            with open(clients, "a", encoding="utf-8") as f:
-                f.write("o'q\n")
-
-    monkeypatch.setattr(file_copying, "pause", copy_goes_on)
-    monkeypatch.setattr(file_encoding, "clock", lambda: changed_at(clients) + 0.001)  # copied in just now
-    assert _consents(source) == [("c1", "yes"), ("c2", "no")]
-    assert waits == [file_copying.QUIET_SECONDS]  # the whole file ends in a line break: no second wait
-
-
-def test_a_finished_file_without_a_final_line_break_is_read_as_it_is(tmp_path):
-    """Fresh or not, a file that does not change after its read is complete: no error, its last value as written."""
-    source, _ = _shop(tmp_path, CLIENTS.rstrip("\n"))
-    assert _consents(source) == [("c1", "yes"), ("c2", "no")]

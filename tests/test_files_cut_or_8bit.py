@@ -18,6 +18,7 @@ import pytest
 
 from connectors import file_encoding
 from connectors.errors import TransientError
+from connectors.file_copying import QUIET_SECONDS
 from connectors.file_encoding import SETTLED_SECONDS
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
@@ -104,7 +105,7 @@ def test_an_ascii_file_ending_inside_a_character_with_utf8_set_is_the_encoding_e
     assert f"{day}: not valid utf-8 text at byte {len(data) - 1}" in out and '"cp1251"' in out
 
 
-@pytest.mark.parametrize("age", [0, SETTLED_SECONDS + 5])
+@pytest.mark.parametrize("age", [QUIET_SECONDS, SETTLED_SECONDS + 5])  # (fresher: a copy under way, no line break)
 def test_a_file_ascii_past_its_first_mb_and_cp1251_after_is_read_as_cp1251_fresh_or_not(tmp_path, age, caplog):
     """Its first bad byte long before the end (ASCII rows past the encoding sniff's first MB, cp1251 rows after,
     the last ending in «Д»): ASCII before that byte's row, no UTF-8 text after it, bad bytes not only at the very

@@ -138,3 +138,18 @@ def test_a_verify_that_must_read_a_file_again_reads_it_once_more_not_twice(tmp_p
     ingest_files(con, then, verify=True)
     more = _bytes_read() - at - reread
     assert 0.5 * day.stat().st_size < more < 1.5 * day.stat().st_size
+
+
+@pytest.mark.parametrize("first, then", [(60, 0), (60, 600)])
+def test_changing_quiet_seconds_reads_no_file_again(tmp_path, first, then):
+    """``quiet_seconds`` says when a file is read, not what its rows are: it was part of the stored rows' config
+    fingerprint, so changing it, or the upgrade that added it (a store's fingerprint was of the ``[source]`` without
+    it), read every file of every store again."""
+    (tmp_path / "exports").mkdir()
+    for day in (1, 2):
+        (tmp_path / "exports" / f"day{day}.csv").write_bytes(_rows(day, 50))
+    con = connect_store(tmp_path / "store.duckdb")
+    for quiet, read in ((first, 2), (then, 0)):
+        source = FileSource(FileSourceConfig(type="file", orders="exports/*.csv", columns=COLS, quiet_seconds=quiet),
+                            tmp_path)
+        assert len(ingest_files(con, source).read) == read

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from connectors.file_copying import read_as_given
+
 from .main import load
 from .output import info, out
 
@@ -33,9 +35,10 @@ def init(ctx, export_file, output, force):
              "customer ids, so namesakes count as one customer in the segments; map a code, e-mail or phone column "
              "under [source.columns] if the export has one")
     load(str(output))  # the written config validates
-    ctx.invoke(check, config_path=str(output), limit=10, strict=False, offline=True)
-    out.print()
-    ctx.invoke(segments, config_path=str(output))
+    with read_as_given([export_file]):  # saved a moment ago without a final line break: not a copy under way
+        ctx.invoke(check, config_path=str(output), limit=10, strict=False, offline=True)
+        out.print()
+        ctx.invoke(segments, config_path=str(output))
 
 
 COMMANDS = [init]

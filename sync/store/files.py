@@ -119,9 +119,16 @@ def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ALTER TABLE orders ADD COLUMN file_id BIGINT")  # the file an order came from (else NULL)
 
 
+#: ``[source]`` keys the stored rows do not depend on (:func:`config_hash`)
+_NOT_IN_ROWS = {"quiet_seconds"}
+
+
 def config_hash(source: FileSource) -> str:
-    """What the stored rows depend on besides the file: the ``[source]`` table and the stored format."""
-    text = json.dumps([FORMAT, source.cfg.model_dump(mode="json"), source._text_only], sort_keys=True)
+    """What the stored rows depend on besides the file: the ``[source]`` table and the stored format. Left out, the
+    keys that change when a file is read, not its rows: ``quiet_seconds`` (so a store of a release before it keeps
+    its files)."""
+    text = json.dumps([FORMAT, source.cfg.model_dump(mode="json", exclude=_NOT_IN_ROWS), source._text_only],
+                      sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
