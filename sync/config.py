@@ -119,7 +119,7 @@ class DestinationConfig(BaseModel):
     retire_tags: list[str] = Field(default_factory=list)
     retire_fields: list[str] = Field(default_factory=list)  # fields no longer mapped: the values rfmsync wrote cleared
     renamed_from: str | None = None  # the name this destination had: it takes over what the ledger holds under it
-    batch_size: int | None = None  # override the API maximum (never above it)
+    batch_size: int | None = Field(default=None, ge=1)  # override the API maximum (never above it)
     http: HttpOverrides | None = None  # [destinations.http]: this destination's [http] overrides
     _base_http: HttpConfig = PrivateAttr(default_factory=lambda: HttpConfig())
 

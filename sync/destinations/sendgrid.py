@@ -81,7 +81,7 @@ class SendGridDestination(SendGridReads):
         self.list_prefix = list_prefix
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self.batch_size = min(batch_size or MAX_UPSERT_CONTACTS, MAX_UPSERT_CONTACTS)
+        self.batch_size = max(1, min(batch_size or MAX_UPSERT_CONTACTS, MAX_UPSERT_CONTACTS))
         self.max_upsert_bytes = min(max_upsert_bytes, MAX_UPSERT_BYTES)
         self.field_types = dict(field_types or {})
         self._api = SendGridApi(name, key, self.api_url, self.retry, timeout, sleep or self.retry.sleep,

@@ -100,7 +100,7 @@ class UnisenderDestination:
         self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self.batch_size = min(batch_size or MAX_IMPORT_ROWS, MAX_IMPORT_ROWS)
+        self.batch_size = max(1, min(batch_size or MAX_IMPORT_ROWS, MAX_IMPORT_ROWS))
         self.bucket = TokenBucket(calls_per_minute, clock, sleep or self.retry.sleep)
         self._api = UnisenderApi(name, self._key, self.api_url, self.retry, timeout, self.bucket,
                                  session or requests.Session())
