@@ -19,6 +19,7 @@ from ..planning.values import kind_of
 from . import specs
 from .answers import BadAnswer
 from .base import Creating, uncleared_field, without_lost_fields
+from .field_types import MAILCHIMP_TAKES, check_field_type
 from .mailchimp_answers import Created, ListInfo, MergeField
 from .mailchimp_api import BatchRejected
 from .mailchimp_bodies import check_merge_tags, field_tags
@@ -86,7 +87,9 @@ class AudienceSetup:
                                                       *((self._create_segment, tag) for tag in missing)]
         for tag, value in fields.items():
             have = existing.get(tag.upper())
-            if have is not None and have.get("type") != merge_field_type(value):
+            if have is not None and have.get("type") != merge_field_type(value):  # refused where it cannot take them
+                check_field_type("Mailchimp", self.name, tag.upper(), have.get("type"), value, merge_field_type(value),
+                                 MAILCHIMP_TAKES)
                 log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
                             self.name, tag.upper(), have.get("type"), merge_field_type(value), value)
         names = [arg if fn == self._create_segment else arg[0] for fn, arg in todo]

@@ -30,6 +30,7 @@ from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
+from .field_types import SENDGRID_TAKES, check_field_type
 from .sendgrid_bodies import check_clearable, contact_body, field_key as _key, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
 from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
@@ -150,6 +151,7 @@ class SendGridDestination(SendGridReads):
             if _key(fname) in known:
                 have = self._field_kinds.get(_key(fname))
                 if have != ftype:  # made by hand or by an older rfmsync: kept, values sent as it takes them
+                    check_field_type("SendGrid", self.name, fname, have, value_name, ftype, SENDGRID_TAKES)
                     log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
                                 self.name, fname, have, ftype, value_name)
                 continue
