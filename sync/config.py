@@ -272,9 +272,9 @@ class Config(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"destination names must be unique: {', '.join(sorted(dup))}")
-        from .destinations.overlap import check_shared_audiences
+        from .config_checks import check_config
 
-        check_shared_audiences(self.destinations)  # two destinations managing one tag would undo each other
+        check_config(self)  # two destinations managing one tag or field, a prefix ignored, a playbook typo, …
         for d in self.destinations:
             d._base_http = self.http
         return self

@@ -1,0 +1,78 @@
+"""Checks of the whole config that ``sync`` would otherwise meet only later (at plan time, at the ESP, in the
+report): run when the config loads (:meth:`sync.config.Config._unique_names` calls :func:`check_config`), so
+``rfmsync check`` refuses what ``sync`` refuses, before anything is read or written.
+
+* two destinations of one audience managing one tag/list or writing one field (:mod:`sync.destinations.overlap`);
+* a ``[destinations.fields]`` value that is no rfmsync value (``rfm_x = "segmnet"``: sync stopped at plan time);
+* ``tag_prefix`` / ``list_prefix`` on a destination type that does not use it (``tag_prefix`` on SendGrid was
+  ignored: its segment went to the shop's own list of that name);
+* a ``[report.playbook]`` key that is no segment the rules give (the report silently used the default line).
+
+The checks that need more than the file (the ESP's field names and types, the ledger URL once the environment is
+read, the ``[predict]`` section's model) are ``rfmsync check``'s own (:mod:`sync.cli.check`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from connectors.suggest import did_you_mean
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config, DestinationConfig
+
+#: the naming keys a destination type may use: only where its segment names take them
+PREFIXES = ("tag_prefix", "list_prefix")
+
+
+def check_config(cfg: "Config") -> None:
+    """ValueError (pydantic names the file) for the first of the checks above that fails."""
+    from .destinations.overlap import check_shared_audiences
+    from .planning.plan import check_fields
+
+    check_shared_audiences(cfg.destinations)  # two destinations managing one tag would undo each other
+    for dest in cfg.destinations:
+        check_prefixes(dest)
+        try:
+            check_fields(dest)
+        except ConfigError as exc:  # at load, as a ValueError: pydantic's error names the file
+            raise ValueError(str(exc)) from None
+    check_playbook(cfg)
+
+
+def check_prefixes(dest: "DestinationConfig") -> None:
+    """ValueError for a ``tag_prefix`` / ``list_prefix`` the destination's type does not put on its names (its
+    segment naming gives the same name without it)."""
+    from .destinations.registry import DESTINATIONS
+
+    for key in PREFIXES:
+        if getattr(dest, key) and not _uses(dest.spec, dest, key):
+            used = " or ".join(s.label for s in DESTINATIONS.values() if _uses(s, dest, key))
+            raise ValueError(f"destination {dest.name!r}: {key} is for {used or 'no destination type'} only: "
+                             f"{dest.spec.label} ignores it (its segments would go to tags/lists named without it, "
+                             f"which may be the account's own); take it out, or write the names in "
+                             f"[destinations.segments]")
+
+
+def _uses(spec, dest: "DestinationConfig", key: str) -> bool:
+    """Whether ``spec``'s segment naming puts ``key`` (a prefix) on the names."""
+    return spec.segment_name(dest.model_copy(update={key: "p"}), "x") != \
+        spec.segment_name(dest.model_copy(update={key: ""}), "x")
+
+
+def check_playbook(cfg: "Config") -> None:
+    """ValueError for a ``[report.playbook]`` key that is no segment the rules give, with "did you mean"."""
+    if not cfg.report.playbook:
+        return
+    from .planning.transitions import segment_names
+
+    names = segment_names(cfg)
+    for segment in cfg.report.playbook:
+        if segment not in names:
+            raise ValueError(f"[report.playbook] {segment!r}: unknown segment{did_you_mean(segment, names)}; the "
+                             f"segments are {', '.join(names)}")
+
+
+__all__ = ["check_config", "check_playbook", "check_prefixes"]
