@@ -14,6 +14,7 @@ read, the ``[predict]`` section's model) are ``rfmsync check``'s own (:mod:`sync
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from connectors.suggest import did_you_mean
@@ -22,6 +23,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import Config, DestinationConfig
+    from .settings import Settings
 
 #: the naming keys a destination type may use: only where its segment names take them
 PREFIXES = ("tag_prefix", "list_prefix")
@@ -40,6 +42,30 @@ def check_config(cfg: "Config") -> None:
         except ConfigError as exc:  # at load, as a ValueError: pydantic's error names the file
             raise ValueError(str(exc)) from None
     check_playbook(cfg)
+
+
+def check_before_sync(cfg: "Config", settings: "Settings") -> None:
+    """ConfigError for what ``sync`` refuses once the environment is read (``rfmsync check`` calls it): a ledger
+    URL that is no database URL (``[ledger] url = "${DATABASE_URL}"``: the config file expands no variable), a
+    ``[predict]`` key the model does not have (``horizon_dyas``)."""
+    from .ledger import ledger_url
+    from .ledger.db import parse_url
+
+    url = ledger_url(cfg, settings)
+    try:
+        parse_url(url)
+    except ConfigError as exc:
+        hint = (f"; the config file expands no environment variable ({_variable(url)}): set RFMSYNC_LEDGER_URL "
+                f"instead, which wins over [ledger] url") if _variable(url) else ""
+        raise ConfigError(f"{exc}{hint}") from None
+    if cfg.predict:
+        cfg.predict_config()
+
+
+def _variable(text: str) -> str:
+    """The first ``${NAME}`` or ``$NAME`` in ``text`` (a URL's password may hold a ``$``: only a whole name)."""
+    found = re.search(r"\$\{[A-Za-z_]\w*\}|^\$[A-Za-z_]\w*$", text)
+    return found.group(0) if found else ""
 
 
 def check_prefixes(dest: "DestinationConfig") -> None:
@@ -75,4 +101,4 @@ def check_playbook(cfg: "Config") -> None:
                              f"segments are {', '.join(names)}")
 
 
-__all__ = ["check_config", "check_playbook", "check_prefixes"]
+__all__ = ["check_before_sync", "check_config", "check_playbook", "check_prefixes"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import config_error
+from tests.builders import config_error, run_cli
+from tests.fakes.sendgrid import sendgrid_fake  # noqa: F401  (fixture)
 
 HEAD = '[segmentation]\npreset = "tracks"\n'
 
@@ -43,3 +44,54 @@ def test_a_playbook_key_that_is_no_segment_is_a_config_error_with_did_you_mean(t
     assert ("[report.playbook] 'Best activ': unknown segment (did you mean 'Best active'?); the segments are Best "
             "active, Falling asleep, Churn, Beginners, Other") in error
     assert "did you mean 'Best active'" in out
+
+
+# ------------------------------------------------------------------ what `check` reads besides the file (#3, #6)
+def shop(esp: str, fake, tmp_path: Path, monkeypatch, fields: str) -> Path:
+    from tests.test_retire_fields import make_shop
+
+    cfg = make_shop(esp, fake, tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'ledger.db'}")
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text[:text.index("[destinations.fields]")] + f"[destinations.fields]\n{fields}\n", encoding="utf-8")
+    return cfg
+
+
+@pytest.mark.parametrize("fields, seed, message", [
+    ('"rfm-seg" = "segment"', None, "field 'rfm-seg': use letters, digits and _ only"),
+    ('first_name = "rfm"', None, "field 'first_name' is a SendGrid reserved field"),
+    ('rfm_seg = "segment"', ("rfm_seg", "Date"), "field 'rfm_seg' exists in SendGrid as a Date field, and rfmsync "
+                                                 "would write 'segment' there"),
+])
+def test_check_refuses_the_sendgrid_fields_sync_would_refuse(sendgrid_fake, tmp_path, monkeypatch, fields, seed,
+                                                             message):
+    if seed:
+        sendgrid_fake.add_field(*seed)
+    cfg = shop("sendgrid", sendgrid_fake, tmp_path, monkeypatch, fields)
+    out = run_cli("check", "--config", str(cfg), code=2).output
+    assert message in out and "destination check failed: mailchimp-demo" in out
+    assert sendgrid_fake.write_calls == 0
+    assert message in run_cli("sync", "--config", str(cfg), "--as-of", "2025-06-30", code=2).output
+
+
+def test_check_refuses_a_mailchimp_merge_field_of_a_type_that_cannot_take_the_values(mailchimp_fake, tmp_path,
+                                                                                     monkeypatch):
+    mailchimp_fake.add_merge_field("RFM_SEG", "number", list_id="aud1")
+    cfg = shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, 'RFM_SEG = "segment"')
+    out = run_cli("check", "--config", str(cfg), code=2).output
+    assert "field 'RFM_SEG' exists in Mailchimp as a number field, and rfmsync would write 'segment' there" in out
+    run_cli("check", "--config", str(cfg), "--offline")  # offline: the file alone, ok
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[predict]\nhorizon_dyas = 60\n', "predict.horizon_dyas: unknown key 'horizon_dyas' (did you mean "
+                                       "'horizon_days'?)"),
+    ('[ledger]\nurl = "${DATABASE_URL}"\n', "ledger URL is not a database URL (expected sqlite:///path/rfmsync.db "
+                                           "or postgresql+psycopg://user:password@host:5432/db); the config file "
+                                           "expands no environment variable (${DATABASE_URL}): set "
+                                           "RFMSYNC_LEDGER_URL instead"),
+])
+def test_check_offline_refuses_what_sync_refuses_once_the_environment_is_read(tmp_path, monkeypatch, extra,
+                                                                              message):
+    monkeypatch.delenv("RFMSYNC_LEDGER_URL", raising=False)
+    path = write(tmp_path, extra)
+    assert message in run_cli("check", "--offline", "--config", str(path), code=2).output

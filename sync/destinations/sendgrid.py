@@ -130,16 +130,15 @@ class SendGridDestination(SendGridReads):
 
     def check(self) -> str:
         """Read-only: the key is accepted and has Marketing access (``GET /v3/marketing/field_definitions``)."""
-        fields = self._load_fields()
-        return f"API key accepted, Marketing Campaigns reachable ({len(fields)} custom fields)"
+        return f"API key accepted, Marketing Campaigns reachable ({len(self._load_fields())} custom fields)"
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
-                creating: Creating | None = None) -> list[str]:
-        """Create the missing custom fields and managed lists (``creating`` told their names first:
-        :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
-        names (of ``fields`` and ``managed_tags``) created."""
-        known, new_fields = self._load_fields(), {}
-        self._mapped = {_key(f) for f in fields}
+    def check_fields(self, fields: Mapping[str, str]) -> None:
+        """Read-only (``rfmsync check``): DestinationConfigError for what ``prepare`` would refuse of ``fields``."""
+        self._new_fields(fields, self._load_fields())
+
+    def _new_fields(self, fields: Mapping[str, str], known: Mapping[str, str]) -> dict[str, str]:
+        """The fields of ``fields`` to create (name → type); DestinationConfigError for one refused."""
+        new_fields: dict[str, str] = {}
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
@@ -156,6 +155,16 @@ class SendGridDestination(SendGridReads):
                                 self.name, fname, have, ftype, value_name)
                 continue
             new_fields[fname] = ftype
+        return new_fields
+
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
+                creating: Creating | None = None) -> list[str]:
+        """Create the missing custom fields and managed lists (``creating`` told their names first:
+        :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
+        names (of ``fields`` and ``managed_tags``) created."""
+        known = self._load_fields()
+        self._mapped = {_key(f) for f in fields}
+        new_fields = self._new_fields(fields, known)
         lists = self._load_lists()
         new_tags = [tag for tag in dict.fromkeys(managed_tags) if self.list_name(tag) not in lists]
         if (new_fields or new_tags) and creating is not None:

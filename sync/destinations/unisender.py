@@ -116,6 +116,9 @@ class UnisenderDestination:
         lists = self._load_lists()
         return f"API key accepted ({len(lists)} lists)"
 
+    def check_fields(self, fields: Mapping[str, str]) -> None:
+        """Read-only (``rfmsync check``): nothing to refuse (Unisender stores every value as text)."""
+
     # ---------------------------------------------------------------- lists and fields
     def _load_lists(self) -> dict[str, str]:
         self._lists = {x.title: str(x.id) for x in self._api.result("getLists", ListItem, self.call("getLists"))}
