@@ -111,6 +111,7 @@ def test_prepare_refuses_a_merge_field_whose_type_cannot_take_the_values(mailchi
 
 
 @pytest.mark.parametrize("have, value", [("text", "monetary"), ("text", "last_order"), ("number", "recency_days"),
+                                         ("number", "rfm"),  # the RFM code is digits: a number field takes it
                                          ("date", "last_order")])
 def test_prepare_keeps_a_merge_field_whose_type_takes_the_values(mailchimp_fake, dest, have, value):
     mailchimp_fake.add_merge_field("F", have)

@@ -18,6 +18,8 @@ from typing import AbstractSet, Mapping
 from ..errors import DestinationConfigError
 from ..planning.values import BOOL, DATE, KINDS, NUMBER, kind_of
 
+#: text values that are always digits (the RFM code, "545"): a number field takes them
+DIGITS = frozenset({"rfm"})
 #: Mailchimp merge field type → the value kinds it takes (a date merge field: rfmsync's dates are ISO text, which
 #: it reads; any other type, e.g. phone, address, url, refuses them)
 MAILCHIMP_TAKES: Mapping[str, AbstractSet[str]] = {"text": frozenset(KINDS), "number": frozenset({NUMBER}),
@@ -32,7 +34,7 @@ def check_field_type(vendor: str, destination: str, field: str, have: str | None
     """DestinationConfigError when ``field`` exists in the ESP with a type (``have``) that does not take the values
     of ``value_name`` (``takes``); ``creates``: the type rfmsync gives the field it creates."""
     kind = kind_of(value_name)
-    if have is None or kind in takes.get(have, ()):
+    if have is None or kind in takes.get(have, ()) or (value_name in DIGITS and NUMBER in takes.get(have, ())):
         return
     raise DestinationConfigError(
         f"{vendor} destination {destination!r}: field {field!r} exists in {vendor} as a {have} field, and rfmsync "
@@ -41,4 +43,4 @@ def check_field_type(vendor: str, destination: str, field: str, have: str | None
         f"name (rfmsync creates it), or change the field's type in {vendor}")
 
 
-__all__ = ["MAILCHIMP_TAKES", "SENDGRID_TAKES", "check_field_type"]
+__all__ = ["DIGITS", "MAILCHIMP_TAKES", "SENDGRID_TAKES", "check_field_type"]
