@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .counts import agrees, counted
@@ -86,6 +86,20 @@ class RetailCrmConfig(BlankIsUnset):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(10.0, gt=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        """An account URL (http(s) and a host), else a config error naming it: ``url = "${RETAILCRM_URL}"`` won
+        over RETAILCRM_URL and was retried as a connection error (the file expands no environment variable)."""
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value.strip()
+        hint = " (the config file expands no environment variable: leave url out to use RETAILCRM_URL)" \
+            if "$" in value else ""
+        raise ValueError(f"{value!r} is not an account URL like https://shop.retailcrm.ru{hint}")
 
 
 class RetailCrmSecrets(BlankIsUnset, BaseSettings):
