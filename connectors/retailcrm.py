@@ -63,6 +63,7 @@ from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pag
                                page_rows)
 from .retry import RetryPolicy
 from .source import Account, PullResult
+from .suggest import did_you_mean
 from .zones import TimeZone, default_zone
 from .retailcrm_webhooks import parse_webhook, verify_webhook
 from .webhooks import WebhookParser, register_webhook_parser
@@ -158,6 +159,10 @@ class RetailCrmSource:
         if self.config.site is None and len(named) > 1:
             return Account(name, (f"site is not set: the orders and customers of all {len(named)} sites are "
                                   f"read as one shop; set [source] site to one of them to read only its own",))
+        if self.config.site is not None and named and self.config.site not in named:  # a pull would read nothing
+            return Account(name, (f"[source] site {self.config.site!r} is not among the sites the key reaches"
+                                  f"{did_you_mean(self.config.site, named)}: {', '.join(named)}; a pull would read "
+                                  f"no order of it",))
         return name
 
     def _site(self) -> list[tuple[str, str]]:

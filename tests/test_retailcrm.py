@@ -334,6 +334,16 @@ def test_check_returns_the_host_and_sites(rsps):
     assert make_source().check() == "demo.retailcrm.ru (sites: shop-main)"
 
 
+def test_check_warns_when_the_site_is_none_of_the_accounts(rsps):
+    """hunt28b #8: ``site = "shop-mian"`` (the account's one site is shop-main): check said nothing, and a pull
+    staged no order without an error."""
+    FakeRetailCrm(rsps, pull=False, check=True)
+    found = make_source(site="shop-mian").check()
+    assert str(found) == "demo.retailcrm.ru (sites: shop-main)"
+    assert found.warnings == ("[source] site 'shop-mian' is not among the sites the key reaches (did you mean "
+                              "'shop-main'?): shop-main; a pull would read no order of it",)
+
+
 @pytest.mark.parametrize("sites", [[1, None, "shop-main"], "shop-main", {"a": 1}])
 def test_check_of_an_odd_sites_list_says_what_came_back(rsps, sites):
     """sitesAvailable of numbers (shown as such), or not a list at all (one error naming it), not a TypeError."""
