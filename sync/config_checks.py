@@ -41,7 +41,6 @@ def check_config(cfg: "Config") -> None:
             check_fields(dest)
         except ConfigError as exc:  # at load, as a ValueError: pydantic's error names the file
             raise ValueError(str(exc)) from None
-    check_playbook(cfg)
 
 
 def check_before_sync(cfg: "Config", settings: "Settings") -> None:
@@ -60,6 +59,8 @@ def check_before_sync(cfg: "Config", settings: "Settings") -> None:
         raise ConfigError(f"{exc}{hint}") from None
     if cfg.predict:
         cfg.predict_config()
+    if unknown := playbook_unknown(cfg):  # the report's lines only: refused by `check`, warned by `report`
+        raise ConfigError(unknown)
 
 
 def _variable(text: str) -> str:
@@ -88,17 +89,20 @@ def _uses(spec, dest: "DestinationConfig", key: str) -> bool:
         spec.segment_name(dest.model_copy(update={key: ""}), "x")
 
 
-def check_playbook(cfg: "Config") -> None:
-    """ValueError for a ``[report.playbook]`` key that is no segment the rules give, with "did you mean"."""
+def playbook_unknown(cfg: "Config") -> str | None:
+    """What is wrong with a ``[report.playbook]`` key that is no segment the rules give ("did you mean"), or None.
+    Only the report reads the playbook: ``check`` refuses such a key, ``report`` warns, and nothing else stops on
+    it (a playbook reused from another preset's shop names segments these rules do not give: harmless)."""
     if not cfg.report.playbook:
-        return
+        return None
     from .planning.transitions import segment_names
 
     names = segment_names(cfg)
     for segment in cfg.report.playbook:
         if segment not in names:
-            raise ValueError(f"[report.playbook] {segment!r}: unknown segment{did_you_mean(segment, names)}; the "
-                             f"segments are {', '.join(names)}")
+            return (f"[report.playbook] {segment!r}: unknown segment{did_you_mean(segment, names)}; the segments "
+                    f"are {', '.join(names)}")
+    return None
 
 
-__all__ = ["check_before_sync", "check_config", "check_playbook", "check_prefixes"]
+__all__ = ["check_before_sync", "check_config", "check_prefixes", "playbook_unknown"]

@@ -110,6 +110,17 @@ def test_prepare_refuses_a_merge_field_whose_type_cannot_take_the_values(mailchi
     assert mailchimp_fake.count("POST", "/lists/aud1/segments") == 0
 
 
+@pytest.mark.parametrize("have", ["dropdown", "radio"])
+def test_prepare_leaves_a_dropdown_merge_field_to_its_warning(mailchimp_fake, dest, caplog, have):
+    """The review of conf28: a shop's own dropdown (or radio) merge field whose choices are the segment names takes
+    rfmsync's values, and main synced it with a warning; refusing every type the check does not know stopped that
+    nightly sync. Such a field is warned about, not refused."""
+    caplog.set_level(logging.WARNING)
+    mailchimp_fake.add_merge_field("SEGMENT", have)
+    dest.prepare(["rfm:Champions"], {"SEGMENT": "segment"})
+    assert f"merge field SEGMENT is {have}" in caplog.text
+
+
 @pytest.mark.parametrize("have, value", [("text", "monetary"), ("text", "last_order"), ("number", "recency_days"),
                                          ("number", "rfm"),  # the RFM code is digits: a number field takes it
                                          ("date", "last_order")])
