@@ -231,6 +231,8 @@ class HttpClient:
             raise AuthError(f"{self.vendor}: {self.auth_env} holds a line break, another control character or a "
                             "character outside latin-1 (a trailing newline from a file? a typographic quote?); a "
                             "header cannot carry it") from None
+        except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL):
+            raise ConfigError(f"{what}: not a URL like https://host (never retried); check {self.url_env}") from None
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)

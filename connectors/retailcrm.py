@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .counts import agrees, counted
@@ -63,6 +63,7 @@ from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pag
                                page_rows)
 from .retry import RetryPolicy
 from .source import Account, PullResult
+from .suggest import did_you_mean
 from .zones import TimeZone, default_zone
 from .retailcrm_webhooks import parse_webhook, verify_webhook
 from .webhooks import WebhookParser, register_webhook_parser
@@ -86,6 +87,20 @@ class RetailCrmConfig(BlankIsUnset):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(10.0, gt=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        """An account URL (http(s) and a host), else a config error naming it: ``url = "${RETAILCRM_URL}"`` won
+        over RETAILCRM_URL and was retried as a connection error (the file expands no environment variable)."""
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value.strip()
+        hint = " (the config file expands no environment variable: leave url out to use RETAILCRM_URL)" \
+            if "$" in value else ""
+        raise ValueError(f"{value!r} is not an account URL like https://shop.retailcrm.ru{hint}")
 
 
 class RetailCrmSecrets(BlankIsUnset, BaseSettings):
@@ -144,6 +159,10 @@ class RetailCrmSource:
         if self.config.site is None and len(named) > 1:
             return Account(name, (f"site is not set: the orders and customers of all {len(named)} sites are "
                                   f"read as one shop; set [source] site to one of them to read only its own",))
+        if self.config.site is not None and named and self.config.site not in named:  # a pull would read nothing
+            return Account(name, (f"[source] site {self.config.site!r} is not among the sites the key reaches"
+                                  f"{did_you_mean(self.config.site, named)}: {', '.join(named)}; a pull would read "
+                                  f"no order of it",))
         return name
 
     def _site(self) -> list[tuple[str, str]]:

@@ -117,7 +117,7 @@ class DestinationConfig(BaseModel):
     retire_tags: list[str] = Field(default_factory=list)
     retire_fields: list[str] = Field(default_factory=list)  # fields no longer mapped: the values rfmsync wrote cleared
     renamed_from: str | None = None  # the name this destination had: it takes over what the ledger holds under it
-    batch_size: int | None = None  # override the API maximum (never above it)
+    batch_size: int | None = Field(default=None, ge=1)  # override the API maximum (never above it)
     http: HttpOverrides | None = None  # [destinations.http]: this destination's [http] overrides
     _base_http: HttpConfig = PrivateAttr(default_factory=lambda: HttpConfig())
 
@@ -284,9 +284,9 @@ class Config(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"destination names must be unique: {', '.join(sorted(dup))}")
-        from .destinations.overlap import check_shared_audiences
+        from .config_checks import check_config
 
-        check_shared_audiences(self.destinations)  # two destinations managing one tag would undo each other
+        check_config(self)  # two destinations managing one tag or field, a prefix ignored, a playbook typo, …
         for d in self.destinations:
             d._base_http = self.http
         return self

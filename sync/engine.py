@@ -363,6 +363,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     errors += lost
                     checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
                     client.apply(plan.changes, on_results)
+                    missing = fold.unanswered() if fold.done < len(by_key) else None
+                    if missing:  # an operation nobody reported on is a failure, never counted as done
+                        on_results(missing)
                 finally:
                     try:
                         writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed

@@ -11,6 +11,8 @@ from .ledger.state_rows import StateRow, tags_json
 from .model import CallResults, ContactChange, ItemResult, PushedState
 
 _NO_TAGS: frozenset[str] = frozenset()
+#: the error of an operation the destination's client returned without reporting on (:meth:`StateFold.unanswered`)
+NO_OUTCOME = "no outcome: the destination's client ended without reporting on it (not done: planned again)"
 _new, _set = object.__new__, object.__setattr__
 
 
@@ -243,6 +245,23 @@ class StateFold:
         # itself): not merged with other older fields, not the old ones kept after a failure
         text = c.fields_text if c is not None and fields is c.set_fields else None
         return _pushed_state(key, slot[2] or None, slot[3], fields, slot[5], text)
+
+    def unanswered(self) -> list[ItemResult]:
+        """A failure for each planned operation that has no outcome (a client that returned without reporting on
+        a batch): never counted as done. A held contact's answered operations are read off its slot (the tags it
+        now holds; its upsert is what is left of its count after its tags)."""
+        out: list[ItemResult] = []
+        for key, c in self._changes.items():
+            slot = self._slots.get(key)
+            if key in self._failed or (slot is not None and not slot[0]) or not _operations(c):
+                continue
+            tags = slot[3] if slot is not None and slot[6] == 1 else None  # None: nothing answered
+            ops = [f"tag+{t}" for t in c.add_tags if tags is None or t not in tags] + \
+                  [f"tag-{t}" for t in c.remove_tags if tags is None or t in tags]
+            if (c.create or c.set_fields) and (slot is None or slot[0] > len(ops)):
+                ops.insert(0, "upsert")
+            out += [ItemResult(key, op, False, NO_OUTCOME) for op in ops]
+        return out
 
     def rest(self) -> list[PushedState]:
         """The states still held (a contact with operations that have no outcome yet)."""

@@ -290,3 +290,34 @@ def test_a_known_member_gone_since_is_forgotten_and_never_created_by_its_tag_cal
     assert state["m0000@example.com"] == PushedState("m0000@example.com", "M0", frozenset(), {}, False)
     assert state["m0001@example.com"] == PushedState("m0001@example.com", "M1", frozenset({"rfm:A"}),
                                                      {"SEGMENT": "A"}, True)
+
+
+class Forgetful:
+    """A destination client that returns without reporting on some operations (hunt28b #4: Unisender's
+    ``batch_size = -1`` sent no batch and reported nothing): it writes the first 20 changes only, and drops the
+    tag results of c0003. The ESP is the real client against the fake."""
+
+    def __init__(self, inner: MailchimpDestination) -> None:
+        self.inner = inner
+
+    def prepare(self, *args, **kwargs):
+        return self.inner.prepare(*args, **kwargs)
+
+    def apply(self, changes, on_results) -> None:
+        def report(results):
+            on_results([r for r in results if not (r.key == "c0003@example.com" and r.op.startswith("tag"))])
+
+        self.inner.apply(changes[:20], report)
+
+
+def test_an_operation_the_client_never_reported_on_is_a_failure_not_done(mailchimp_fake, client, ledger):
+    report = execute_plan(plan_of([change(i) for i in range(35)]), Forgetful(client), ledger)
+    assert report.status == "partial"
+    assert report.counts["ok"] == 39 and report.counts["failed"] == 31  # 15 contacts untouched, one tag unanswered
+    pending = {(f["key"], f["op"]) for f in ledger.pending_failures("mc")}
+    assert ("c0003@example.com", "tag+rfm:A") in pending and ("c0003@example.com", "upsert") not in pending
+    assert {("c0034@example.com", "upsert"), ("c0034@example.com", "tag+rfm:A")} <= pending and len(pending) == 31
+    assert all("no outcome" in f["last_error"] for f in ledger.pending_failures("mc"))
+    state = ledger.load_state("mc")  # the answered operations are recorded; the rest are planned again
+    assert len(state) == 20 and state["c0003@example.com"].tags == frozenset()
+    assert state["c0003@example.com"].fields == {"SEGMENT": "A"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sync.config import Config, DestinationConfig, load_config
 from sync.destinations.registry import DESTINATIONS, make_destination
@@ -47,6 +48,12 @@ def test_every_registered_type_validates_builds_and_names(type_, monkeypatch):
     assert client.batch_size == spec.max_batch  # the declared limit is the client's
     big = Config(destinations=[_table(type_, batch_size=10 * spec.max_batch)]).destinations[0]
     assert make_destination(big, load_settings()).batch_size == spec.max_batch  # never above it
+    # hunt28b #4: batch_size = -1 loaded and Unisender's client cut no batch (range(0, n, -1)): every sync
+    # "succeeded" having pushed nothing. Refused when the config loads; a client given one still sends one a call
+    for bad in (0, -1):
+        with pytest.raises(ValidationError, match="batch_size\n  Input should be greater than or equal to 1"):
+            Config(destinations=[_table(type_, batch_size=bad)])
+    assert make_destination(dest.model_copy(update={"batch_size": -1}), load_settings()).batch_size >= 1
     monkeypatch.delenv(spec.key_env)
     assert make_destination(dest, load_settings(), required=False) is None
     with pytest.raises(ConfigError, match=f"{spec.key_env} is not set"):

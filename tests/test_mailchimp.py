@@ -96,6 +96,40 @@ def test_key_without_data_centre_needs_api_url() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- prepare
+@pytest.mark.parametrize("tag, have, value", [("SEGMENT", "number", "segment"), ("LASTORD", "phone", "last_order"),
+                                             ("SPEND", "date", "monetary")])
+def test_prepare_refuses_a_merge_field_whose_type_cannot_take_the_values(mailchimp_fake, dest, tag, have, value):
+    """hunt28b #3: a number merge field for the segment name (or a phone one for a date) was a warning, and every
+    contact's upsert (and its tags) failed at every run. Refused now before any write, naming what is wrong."""
+    mailchimp_fake.add_merge_field(tag, have)
+    with pytest.raises(DestinationConfigError) as info:
+        dest.prepare(["rfm:Champions"], {tag: value, "RECENCY": "recency_days"})
+    assert (f"Mailchimp destination 'mc': field {tag!r} exists in Mailchimp as a {have} field, and rfmsync would "
+            f"write {value!r} there") in str(info.value)
+    assert mailchimp_fake.count("POST", "/lists/aud1/merge-fields") == 0  # nothing created: no write at all
+    assert mailchimp_fake.count("POST", "/lists/aud1/segments") == 0
+
+
+@pytest.mark.parametrize("have", ["dropdown", "radio"])
+def test_prepare_leaves_a_dropdown_merge_field_to_its_warning(mailchimp_fake, dest, caplog, have):
+    """The review of conf28: a shop's own dropdown (or radio) merge field whose choices are the segment names takes
+    rfmsync's values, and main synced it with a warning; refusing every type the check does not know stopped that
+    nightly sync. Such a field is warned about, not refused."""
+    caplog.set_level(logging.WARNING)
+    mailchimp_fake.add_merge_field("SEGMENT", have)
+    dest.prepare(["rfm:Champions"], {"SEGMENT": "segment"})
+    assert f"merge field SEGMENT is {have}" in caplog.text
+
+
+@pytest.mark.parametrize("have, value", [("text", "monetary"), ("text", "last_order"), ("number", "recency_days"),
+                                         ("number", "rfm"),  # the RFM code is digits: a number field takes it
+                                         ("date", "last_order")])
+def test_prepare_keeps_a_merge_field_whose_type_takes_the_values(mailchimp_fake, dest, have, value):
+    mailchimp_fake.add_merge_field("F", have)
+    dest.prepare([], {"F": value})
+    assert mailchimp_fake.lists["aud1"].merge_fields["F"]["type"] == have
+
+
 def test_prepare_creates_missing_fields_and_tags_and_leaves_others(mailchimp_fake, dest) -> None:
     fake = mailchimp_fake
     fake.add_merge_field("RECENCY", "number", name="Days since order (hand-made)")

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 import responses
+from pydantic import ValidationError
 
-from connectors.errors import AuthError, FatalError, RecordError
+from connectors.errors import AuthError, ConfigError, FatalError, RecordError
 from connectors.records import Consent, OrderStatus
 from connectors.retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource, parse_webhook, verify_webhook
 from connectors.retailcrm_mapping import map_customer
@@ -333,6 +334,16 @@ def test_check_returns_the_host_and_sites(rsps):
     assert make_source().check() == "demo.retailcrm.ru (sites: shop-main)"
 
 
+def test_check_warns_when_the_site_is_none_of_the_accounts(rsps):
+    """hunt28b #8: ``site = "shop-mian"`` (the account's one site is shop-main): check said nothing, and a pull
+    staged no order without an error."""
+    FakeRetailCrm(rsps, pull=False, check=True)
+    found = make_source(site="shop-mian").check()
+    assert str(found) == "demo.retailcrm.ru (sites: shop-main)"
+    assert found.warnings == ("[source] site 'shop-mian' is not among the sites the key reaches (did you mean "
+                              "'shop-main'?): shop-main; a pull would read no order of it",)
+
+
 @pytest.mark.parametrize("sites", [[1, None, "shop-main"], "shop-main", {"a": 1}])
 def test_check_of_an_odd_sites_list_says_what_came_back(rsps, sites):
     """sitesAvailable of numbers (shown as such), or not a list at all (one error naming it), not a TypeError."""
@@ -369,6 +380,22 @@ def test_auth_failure_names_the_env_variable_not_the_key(rsps):
     with pytest.raises(AuthError) as err:
         make_source().check()
     assert "RETAILCRM_API_KEY" in str(err.value) and KEY not in str(err.value)
+
+
+@pytest.mark.parametrize("url, hint", [("${RETAILCRM_URL}", "the config file expands no environment variable"),
+                                       ("shop.retailcrm.ru", "")])
+def test_a_source_url_that_is_no_url_is_a_config_error_never_retried(url, hint):
+    """hunt28b #8: ``[source] url = "${RETAILCRM_URL}"`` won over RETAILCRM_URL, and requests' MissingSchema was
+    retried 6 times as a connection error (~17 s), then blamed on RETAILCRM_URL."""
+    with pytest.raises(ValidationError, match="is not an account URL like https://shop.retailcrm.ru") as err:
+        RetailCrmConfig(url=url)
+    assert hint in str(err.value)
+    assert RetailCrmConfig(url=" https://shop.retailcrm.ru ").url == "https://shop.retailcrm.ru"
+    waits: list[float] = []
+    source = RetailCrmSource(RetailCrmConfig(), RetailCrmSecrets(url=url, api_key=KEY), sleep=waits.append)
+    with pytest.raises(ConfigError, match=r"not a URL like https://host \(never retried\); check RETAILCRM_URL"):
+        source.check()
+    assert waits == []
 
 
 # ---------------------------------------------------------------- webhooks

@@ -58,6 +58,20 @@ def test_status_action_table(status, action):
     assert action_for_status(status) is action
 
 
+@pytest.mark.parametrize("name, have, value", [("rfm_seg", "Date", "segment"), ("last_ord", "Number", "last_order"),
+                                              ("spend", "Date", "monetary"), ("hunter", "Date", "discount_hunter")])
+def test_prepare_refuses_a_custom_field_whose_type_cannot_take_the_values(sendgrid_fake, name, have, value):
+    """hunt28b #3: a Date field for the segment name (a Number one for a date) was a warning, and the values went
+    anyway (SendGrid answers error 19042, data type mismatch). Refused now before any write."""
+    sendgrid_fake.add_field(name, have)
+    dest, _, _ = make(sendgrid_fake)
+    with pytest.raises(DestinationConfigError) as info:
+        dest.prepare(["Champions"], {name: value, "recency_days": "recency_days"})
+    assert (f"SendGrid destination 'sg': field {name!r} exists in SendGrid as a {have} field, and rfmsync would "
+            f"write {value!r} there") in str(info.value)
+    assert sendgrid_fake.write_calls == 0
+
+
 def test_prepare_creates_only_missing_lists_and_fields(sendgrid_fake):
     sendgrid_fake.add_list("RFM Champions")
     sendgrid_fake.add_list("Newsletter")

@@ -70,6 +70,33 @@ def test_destinations_with_disjoint_tags_or_audiences_load(tmp_path, dests):
     assert len(load_config(config(tmp_path, *dests)).destinations) == len(dests)
 
 
+def sg(prefix: str, fields: str) -> str:
+    return f'type = "sendgrid"\nlist_prefix = "{prefix}"\n[destinations.fields]\n{fields}'
+
+
+def test_two_destinations_writing_one_field_with_different_values_are_a_config_error(tmp_path):
+    """hunt28b #2: sg-a ``rfm_seg = "segment"`` and sg-b ``RFM_SEG = "rfm"`` (one SendGrid field: it folds case)
+    loaded; each sync wrote its value over the other's and each ledger believed its own, never repaired."""
+    error, out = config_error(config(tmp_path, sg("A ", 'rfm_seg = "segment"'), sg("B ", 'RFM_SEG = "rfm"')))
+    assert ("destinations 'd1' and 'd2' both write the field 'RFM_SEG' (as 'rfm_seg' there: one field) in the "
+            "SendGrid account (SENDGRID_API_KEY), with different values ('segment' and 'rfm')") in error
+    assert "both write the field" in out
+    error, _ = config_error(config(tmp_path, mc("aud1", VIP, "a:") + '\n[destinations.fields]\nRFM = "segment"',
+                                   mc("aud1", VIP, "b:") + '\n[destinations.fields]\nRFM = "r"'))
+    assert "both write the field 'RFM' in Mailchimp audience 'aud1'" in error
+
+
+@pytest.mark.parametrize("dests", [
+    (sg("A ", 'rfm_seg = "segment"'), sg("B ", 'RFM_SEG = "segment"')),  # one value: they agree
+    (mc("aud1", VIP, "a:") + '\n[destinations.fields]\nRFM = "segment"',  # two audiences
+     mc("aud2", VIP, "b:") + '\n[destinations.fields]\nRFM = "r"'),
+    ('type = "unisender"\n[destinations.fields]\nrfm = "segment"',  # Unisender's names are case-sensitive
+     'type = "unisender"\n[destinations.fields]\nRFM = "r"'),
+])
+def test_one_field_in_two_destinations_with_one_value_or_two_places_loads(tmp_path, dests):
+    assert len(load_config(config(tmp_path, *dests)).destinations) == len(dests)
+
+
 UNION = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Best active": "vip", "Churn": "vip"})
 
 

@@ -79,3 +79,26 @@ def test_a_removed_destination_s_tag_is_excused_only_as_its_esp_compares_names(k
     else:
         (warning,) = warnings
         assert "destination 'old' is no longer in the config" in warning and f"{tag!r} (1 contact)" in warning
+
+
+def test_two_spellings_of_one_tag_within_one_destination(kind):
+    """hunt28b #1: ``"Best active" = "VIP"`` and ``"Falling asleep" = "vip"`` in one Mailchimp destination loaded,
+    and a contact moving between them was planned ``add vip, remove VIP`` (one tag there: left untagged); a
+    segment tag ``VIP`` beside a transition tag ``vip`` likewise. The same spelling twice stays a union."""
+    two = {"name": "d", "type": kind, **EXTRA[kind], "segments": {"Churn": "vip", "Best active": "VIP"}}
+    moved = {"name": "d", "type": kind, **EXTRA[kind], "segments": {"Best active": "VIP"},
+             "transitions": {"* -> Churn": "vip"}}
+    moves = {"name": "d", "type": kind, **EXTRA[kind], "transitions": {"* -> Churn": "vip", "* -> Other": "VIP"}}
+    if FOLDS[kind]:
+        with pytest.raises(ValidationError, match=r"'vip' and 'VIP' differ only in case .*\(Mailchimp holds them "
+                                                  r"as one tag\)"):
+            Config(destinations=[two])
+        with pytest.raises(ValidationError, match=r"vip is also a segment tag of this destination \(Mailchimp"):
+            Config(destinations=[moved])
+        with pytest.raises(ValidationError, match="differ only in case"):
+            Config(destinations=[moves])
+    else:
+        for dest in (two, moved, moves):
+            assert Config(destinations=[dest]).destinations[0].name == "d"
+    union = {"name": "d", "type": kind, **EXTRA[kind], "segments": {"Churn": "vip", "Best active": "vip"}}
+    assert Config(destinations=[union]).destinations[0].segments == union["segments"]

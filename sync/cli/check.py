@@ -25,6 +25,7 @@ def check(config_path, limit, strict, offline, fmt):
     from connectors.file_paths import left_out_lines
     from connectors.tables import create_tables
 
+    from ..config_checks import check_before_sync
     from ..guards import check_source_lines
     from ..ledger import ledger_url
     from ..pipeline import configured_source
@@ -34,6 +35,7 @@ def check(config_path, limit, strict, offline, fmt):
     say = out.print if doc is None else (lambda *a, **k: None)  # JSON: the document only, printed last
     cfg = load(config_path)
     ledger_url(cfg, load_settings())  # where sync would stop (exit 2): an older version's ledger elsewhere
+    check_before_sync(cfg, load_settings())  # the ledger URL parsed, [predict] validated: as sync would
     source = configured_source(cfg)
     say(f"config {cfg.path}: ok")
     account = source.check()  # an API source names its account; a file export is checked by reading it
@@ -127,7 +129,9 @@ def _check_destinations(cfg, offline: bool, say=out.print, doc=None) -> None:
             if client is None:
                 result(dest, "not checked", f"not checked, {dest.spec.key_env} is not set")
                 continue
-            result(dest, "ok", str(client.check()))
+            seen = str(client.check())
+            client.check_fields(dest.fields)  # what prepare would refuse before any write (names, types)
+            result(dest, "ok", seen)
         except DestinationConfigError as exc:
             rejected.append(dest.name)
             result(dest, "rejected", str(exc))
@@ -135,7 +139,7 @@ def _check_destinations(cfg, offline: bool, say=out.print, doc=None) -> None:
             unreachable.append(dest.name)
             result(dest, "not reachable", f"not reachable: {exc}")
     if rejected:
-        raise ConfigError(f"destination check failed: {', '.join(rejected)} (credentials or audience)")
+        raise ConfigError(f"destination check failed: {', '.join(rejected)} (credentials, audience or fields)")
     if unreachable:
         raise DestinationError(f"destination check failed: {', '.join(unreachable)} not reachable")
 

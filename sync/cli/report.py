@@ -23,11 +23,14 @@ def report(config_path, as_of, output, lang, open_browser, reread, verify):
     """Write one self-contained HTML page (segments, RFM grid, falling-asleep boundary, predictions,
     destinations, movement between segments) that needs no network to view, and print its path."""
     from .. import api
+    from ..config_checks import playbook_unknown
     from ..report import default_report_path, report_html, report_run
     from ..settings import load_settings
 
     cfg = load(config_path)
     settings = load_settings()
+    if unknown := playbook_unknown(cfg):
+        print_warnings([f"{unknown}: the report uses its default line there"])
     with status("Scoring customers and fitting models…"):
         run = report_run(cfg, as_of, settings, reading=reading(reread, verify))
     print_warnings(run.warnings)

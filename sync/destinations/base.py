@@ -61,6 +61,11 @@ class Destination(Protocol):
         create (the caller forgets what the ledger holds of them: :func:`sync.engine.lost_in_destination`; it
         may raise, and then nothing is created). Returns the names it created."""
 
+    def check_fields(self, fields: Mapping[str, str]) -> None:
+        """Read-only, for ``rfmsync check``: DestinationConfigError for what :meth:`prepare` would refuse of
+        ``fields`` before any write (a field name the ESP refuses, an existing field whose type cannot take the
+        values: :mod:`sync.destinations.field_types`)."""
+
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         """Push changes in batches at the API maxima; call ``on_results`` after each batch. A phase that only
         reads (contacts looked up before they are written) calls ``on_results([])`` between its reads: the

@@ -19,6 +19,7 @@ from ..planning.values import kind_of
 from . import specs
 from .answers import BadAnswer
 from .base import Creating, uncleared_field, without_lost_fields
+from .field_types import MAILCHIMP_TAKES, check_field_type
 from .mailchimp_answers import Created, ListInfo, MergeField
 from .mailchimp_api import BatchRejected
 from .mailchimp_bodies import check_merge_tags, field_tags
@@ -84,11 +85,7 @@ class AudienceSetup:
         todo: list[tuple[Callable[..., Any], Any]] = [*((self._create_field, item) for item in fields.items()
                                                         if item[0].upper() not in existing),
                                                       *((self._create_segment, tag) for tag in missing)]
-        for tag, value in fields.items():
-            have = existing.get(tag.upper())
-            if have is not None and have.get("type") != merge_field_type(value):
-                log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
-                            self.name, tag.upper(), have.get("type"), merge_field_type(value), value)
+        self._typed(fields, existing)
         names = [arg if fn == self._create_segment else arg[0] for fn, arg in todo]
         if todo and creating is not None:
             creating(names)
@@ -143,6 +140,21 @@ class AudienceSetup:
                 raise DestinationError(f"Mailchimp could not create merge field {tag} in audience "
                                        f"{self.audience!r}: {exc}", status=exc.status, body=exc.body) from None
         log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
+
+    def check_fields(self, fields: Mapping[str, str]) -> None:
+        """Read-only (``rfmsync check``): DestinationConfigError for what ``prepare`` would refuse of ``fields``."""
+        check_merge_tags(self.name, fields)
+        self._typed(fields, self._merge_fields())
+
+    def _typed(self, fields: Mapping[str, str], existing: Mapping[str, dict[str, Any]]) -> None:
+        """An existing merge field's type that cannot take the values is refused; another one is a warning."""
+        for tag, value in fields.items():
+            have = existing.get(tag.upper())
+            if have is not None and have.get("type") != merge_field_type(value):
+                check_field_type("Mailchimp", self.name, tag.upper(), have.get("type"), value, merge_field_type(value),
+                                 MAILCHIMP_TAKES)
+                log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
+                            self.name, tag.upper(), have.get("type"), merge_field_type(value), value)
 
     def _merge_fields(self) -> dict[str, dict[str, Any]]:
         return {str(f["tag"]).upper(): f for f in self._paged(

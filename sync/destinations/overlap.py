@@ -1,4 +1,5 @@
-"""Two destinations that would manage one tag or list of one audience: refused when the config loads.
+"""Two destinations that would manage one tag or list of one audience, or write one field of it with different
+values: refused when the config loads.
 
 Each destination keeps its own pushed state in the ledger and takes a managed tag off every contact it pushed it to
 that its own desired state does not give it. Two destinations writing the same tag of the same audience (a
@@ -42,6 +43,7 @@ def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
     for dest in destinations:
         check_retired(dest)
         check_retired_fields(dest, destinations)
+        check_shared_fields(dest, destinations)
         kind, audience = audience_of(dest)
         retired = set(dest.retire_tags)
         for name in all_managed(dest):
@@ -103,9 +105,35 @@ def check_retired_fields(dest: "DestinationConfig", destinations: Iterable["Dest
                          f"warning names them")
 
 
+def check_shared_fields(dest: "DestinationConfig", destinations: Iterable["DestinationConfig"]) -> None:
+    """ValueError for a ``[destinations.fields]`` field that another destination of the same audience maps to
+    another value (``rfm_seg = "segment"`` here, ``RFM_SEG = "rfm"`` there: one field on Mailchimp and SendGrid,
+    which fold its case; as spelled on Unisender): each sync would write its own value over the other's while both
+    ledgers believe theirs is there, so neither is ever repaired. The same value in both is no fight."""
+    key = dest.spec.field_key
+    for other in destinations:  # the ones before it: each pair once, named in the config's order
+        if other is dest:
+            break
+        if audience_of(other) != audience_of(dest):
+            continue
+        theirs = {key(name): (name, value) for name, value in other.fields.items()}
+        for name, value in dest.fields.items():
+            same = theirs.get(key(name))
+            if same is not None and same[1] != value:
+                spelled = repr(name) if same[0] == name else f"{name!r} (as {same[0]!r} there: one field)"
+                raise ValueError(f"destinations {other.name!r} and {dest.name!r} both write the field {spelled} in "
+                                 f"{_where(dest, audience_of(dest)[1])}, with different values ({same[1]!r} and "
+                                 f"{value!r}): each sync would overwrite the other's while both ledgers believe "
+                                 f"theirs; give each destination its own field name, or map one value")
+
+
+def _where(dest: "DestinationConfig", audience: str) -> str:
+    return (f"{dest.spec.label} audience {audience!r}" if audience
+            else f"the {dest.spec.label} account ({dest.spec.key_env})")
+
+
 def _fight(dest: "DestinationConfig", first: tuple[str, ...], name: str, audience: str) -> str:
-    where = (f"{dest.spec.label} audience {audience!r}" if audience
-             else f"the {dest.spec.label} account ({dest.spec.key_env})")
+    where = _where(dest, audience)
     names = repr(name) if first[1] == name else f"{first[1]!r} and {name!r} (one name whatever the case)"
     return (f"destinations {first[0]!r} and {dest.name!r} both manage the tag/list {names} in {where}: each sync "
             f"would undo the other's (one adds it, the other takes it off); give each destination its own names "

@@ -29,6 +29,7 @@ from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
+from .field_types import SENDGRID_TAKES, check_field_type
 from .sendgrid_bodies import check_clearable, contact_body, field_key as _key, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
 from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
@@ -80,7 +81,7 @@ class SendGridDestination(SendGridReads):
         self.list_prefix = list_prefix
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self.batch_size = min(batch_size or MAX_UPSERT_CONTACTS, MAX_UPSERT_CONTACTS)
+        self.batch_size = max(1, min(batch_size or MAX_UPSERT_CONTACTS, MAX_UPSERT_CONTACTS))
         self.max_upsert_bytes = min(max_upsert_bytes, MAX_UPSERT_BYTES)
         self.field_types = dict(field_types or {})
         self._api = SendGridApi(name, key, self.api_url, self.retry, timeout, sleep or self.retry.sleep,
@@ -128,16 +129,15 @@ class SendGridDestination(SendGridReads):
 
     def check(self) -> str:
         """Read-only: the key is accepted and has Marketing access (``GET /v3/marketing/field_definitions``)."""
-        fields = self._load_fields()
-        return f"API key accepted, Marketing Campaigns reachable ({len(fields)} custom fields)"
+        return f"API key accepted, Marketing Campaigns reachable ({len(self._load_fields())} custom fields)"
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
-                creating: Creating | None = None) -> list[str]:
-        """Create the missing custom fields and managed lists (``creating`` told their names first:
-        :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
-        names (of ``fields`` and ``managed_tags``) created."""
-        known, new_fields = self._load_fields(), {}
-        self._mapped = {_key(f) for f in fields}
+    def check_fields(self, fields: Mapping[str, str]) -> None:
+        """Read-only (``rfmsync check``): DestinationConfigError for what ``prepare`` would refuse of ``fields``."""
+        self._new_fields(fields, self._load_fields())
+
+    def _new_fields(self, fields: Mapping[str, str], known: Mapping[str, str]) -> dict[str, str]:
+        """The fields of ``fields`` to create (name → type); DestinationConfigError for one refused."""
+        new_fields: dict[str, str] = {}
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
@@ -149,10 +149,21 @@ class SendGridDestination(SendGridReads):
             if _key(fname) in known:
                 have = self._field_kinds.get(_key(fname))
                 if have != ftype:  # made by hand or by an older rfmsync: kept, values sent as it takes them
+                    check_field_type("SendGrid", self.name, fname, have, value_name, ftype, SENDGRID_TAKES)
                     log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
                                 self.name, fname, have, ftype, value_name)
                 continue
             new_fields[fname] = ftype
+        return new_fields
+
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
+                creating: Creating | None = None) -> list[str]:
+        """Create the missing custom fields and managed lists (``creating`` told their names first:
+        :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
+        names (of ``fields`` and ``managed_tags``) created."""
+        known = self._load_fields()
+        self._mapped = {_key(f) for f in fields}
+        new_fields = self._new_fields(fields, known)
         lists = self._load_lists()
         new_tags = [tag for tag in dict.fromkeys(managed_tags) if self.list_name(tag) not in lists]
         if (new_fields or new_tags) and creating is not None:

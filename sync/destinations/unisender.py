@@ -101,7 +101,7 @@ class UnisenderDestination:
         self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self.batch_size = min(batch_size or MAX_IMPORT_ROWS, MAX_IMPORT_ROWS)
+        self.batch_size = max(1, min(batch_size or MAX_IMPORT_ROWS, MAX_IMPORT_ROWS))
         self.bucket = TokenBucket(calls_per_minute, clock, sleep or self.retry.sleep)
         self._api = UnisenderApi(name, self._key, self.api_url, self.retry, timeout, self.bucket,
                                  session or requests.Session())
@@ -116,6 +116,9 @@ class UnisenderDestination:
         """Read-only: the key is accepted (``getLists``)."""
         lists = self._load_lists()
         return f"API key accepted ({len(lists)} lists)"
+
+    def check_fields(self, fields: Mapping[str, str]) -> None:
+        """Read-only (``rfmsync check``): nothing to refuse (Unisender stores every value as text)."""
 
     # ---------------------------------------------------------------- lists and fields
     def _load_lists(self) -> dict[str, str]:

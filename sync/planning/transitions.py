@@ -78,10 +78,14 @@ def check_transitions(dest: "DestinationConfig", segment_names: Iterable[str], s
                 raise _unknown(f"{where} {pattern!r}: unknown segment {side!r}", side, names)
         if not tag.strip():
             raise ValueError(f"{where} {pattern!r}: the tag name is empty")
-    clash = set(transition_managed(dest)) & set(segment_tags)
+    key = dest.spec.tag_key  # Mailchimp holds VIP and vip as one tag: compared as the ESP compares them
+    moves = transition_managed(dest)
+    one_spelling(dest, moves, where)
+    given = {key(t) for t in segment_tags}
+    clash = [t for t in moves if key(t) in given]
     if clash:
-        raise ValueError(f"{where}: {', '.join(sorted(clash))} is also a segment tag of this destination; give "
-                         f"the move its own tag")
+        raise ValueError(f"{where}: {', '.join(clash)} is also a segment tag of this destination"
+                         f"{_fold_note(dest)}; give the move its own tag")
 
 
 def check_segment_keys(dest: "DestinationConfig", segment_names: Iterable[str]) -> None:
@@ -97,6 +101,25 @@ def check_segment_keys(dest: "DestinationConfig", segment_names: Iterable[str]) 
             if not tag.strip() or tag != tag.strip():
                 raise ValueError(f"{where}: the tag name {tag!r} is empty or has spaces around it (the ESPs "
                                  f"refuse or trim such names, and the contacts would never match the ledger)")
+    one_spelling(dest, [t for tags in dest.spec.managed_tags(dest).values() for t in tags],
+                 f"destination {dest.name!r}: [destinations.segments]")
+
+
+def one_spelling(dest: "DestinationConfig", tags: Iterable[str], where: str) -> None:
+    """ValueError for two spellings of one tag among the tags a destination gives (``VIP`` and ``vip`` on
+    Mailchimp, which holds them as one tag): a contact moving from one to the other would be planned ``add vip,
+    remove VIP`` in one change and left untagged while the ledger says ``vip`` (docs/sync.md#retired-tags). The
+    same spelling twice is a union, not a fight."""
+    seen: dict[str, str] = {}
+    for tag in tags:
+        first = seen.setdefault(dest.spec.tag_key(tag), tag)
+        if first != tag:
+            raise ValueError(f"{where}: {first!r} and {tag!r} differ only in case or spaces around them"
+                             f"{_fold_note(dest)}; give them one spelling (one tag for both) or distinct names")
+
+
+def _fold_note(dest: "DestinationConfig") -> str:
+    return f" ({dest.spec.label} holds them as one tag)" if dest.spec.tags_fold_case else ""
 
 
 def _unknown(message: str, segment: str, names: list[str]) -> ValueError:
