@@ -81,6 +81,7 @@ def test_a_removed_destination_s_tag_is_excused_only_as_its_esp_compares_names(k
         assert "destination 'old' is no longer in the config" in warning and f"{tag!r} (1 contact)" in warning
 
 
+@pytest.mark.parametrize("kind", list(EXTRA))
 def test_two_spellings_of_one_tag_within_one_destination(kind):
     """hunt28b #1: ``"Best active" = "VIP"`` and ``"Falling asleep" = "vip"`` in one Mailchimp destination loaded,
     and a contact moving between them was planned ``add vip, remove VIP`` (one tag there: left untagged); a
