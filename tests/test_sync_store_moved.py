@@ -155,6 +155,32 @@ def test_the_merges_note_whom_they_moved_and_an_unnoted_write_is_not_taken_for_n
     assert moved_since(con, 3) == (3, set())
 
 
+def test_a_pull_that_read_again_only_what_the_store_holds_moves_nobody(tmp_path):
+    """The re-read of session 43: an incremental pull's lookback window reads the last records again, unchanged
+    (counted by ``unchanged_staged``, still staged), and its merge moved the generation and noted those customers:
+    a full sync it overlapped left them out until the next sync, and every resync read the store again. Such a merge
+    moves nothing now; one changed record among the re-reads still moves its customer."""
+    from connectors.tables import unchanged_staged
+    from sync.store.generation import generation
+
+    con = connect_store(tmp_path / "s.duckdb")
+    order = Order(order_id="O1", customer_id="C1", amount=Decimal("5"),
+                  ordered_at=datetime(2025, 6, 29, 8, tzinfo=timezone.utc))
+    contact = Contact(customer_id="C1", email="c1@example.com", marketing_consent=Consent.YES)
+
+    def pull(orders, contacts):  # as sync.pipeline.pull_into counts an incremental pull, then merges it
+        stage_records(con, orders, contacts)
+        same = unchanged_staged(con)
+        merge_staged(con, PullResult(unchanged_orders=same[0], unchanged_contacts=same[1]), origin="pull")
+
+    pull([order], [contact])
+    seen = generation(con)
+    pull([order], [contact])  # the lookback's re-read, nothing changed
+    assert generation(con) == seen and moved_since(con, seen) == (seen, set())
+    pull([order], [Contact(customer_id="C1", email="c1@example.com", marketing_consent=Consent.NO)])
+    assert moved_since(con, seen) == (seen + 1, {"C1"})
+
+
 def test_a_note_the_cap_dropped_answers_none(monkeypatch):
     """More noted customers than the cap: the older generations' notes go, and a read before them gets None (not
     the customers of the notes left, which would lose the dropped ones quietly)."""

@@ -118,9 +118,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     counts = {}
     versions = plausible_versions(versions or {}, received_at)  # a vendor time in the future: ignored, logged
     staged = _staged_rows(con)
-    # an incremental merge of nothing (a pull that found nothing new) writes no order: the generation stays, so a
-    # full sync that read the store before it has nobody to leave out (sync.store_moved)
-    empty = not pull.full_refresh and not staged and not _staged_rows(con, STAGED_TOMBSTONES, STAGED_VERSIONS)
+    # nothing new (none staged, or only a lookback's re-reads held alike): the generation stays (sync.store_moved)
+    empty = not pull.full_refresh and not _staged_rows(con, STAGED_TOMBSTONES) and (
+        not staged and not _staged_rows(con, STAGED_VERSIONS) or _all_unchanged(con, pull))
     if pull.full_refresh or staged > BULK_ROWS:
         drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")
@@ -227,6 +227,12 @@ def _add(counts: dict[str, int], more: dict[str, int]) -> None:
     for key, n in more.items():
         if n:
             counts[key] = counts.get(key, 0) + n
+
+
+def _all_unchanged(con: duckdb.DuckDBPyConnection, pull: PullResult) -> bool:
+    """Every staged order and contact is one the store holds alike (connectors.tables.unchanged_staged's counts)."""
+    counts = (pull.unchanged_orders, pull.unchanged_contacts)
+    return any(counts) and (_staged_rows(con, "staged_orders"), _staged_rows(con, "staged_contacts")) == counts
 
 
 def _staged_rows(con: duckdb.DuckDBPyConnection, *tables: str) -> int:
