@@ -165,10 +165,11 @@ def month_first(path: Path, every: int = 1) -> None:
 
 
 def truncate(path: Path, share: float = 0.4) -> None:
-    """Cut the export mid-row, as an interrupted download does."""
+    """Cut the export after a whole row, as an interrupted download that ended on a row's line break does (cut
+    mid-row and fresh, it is a copy under way: exit 3 until [source] quiet_seconds pass, test_files_copy_pause)."""
     orders = path.parent / "orders.csv"
     data = orders.read_bytes()
-    orders.write_bytes(data[:int(len(data) * share)])
+    orders.write_bytes(data[:data.rindex(b"\n", 0, int(len(data) * share)) + 1])
 
 
 def runs_of(path: Path) -> list[dict]:
