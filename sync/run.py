@@ -20,7 +20,8 @@ from . import progress as steps
 from .config import Config
 from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
-from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
+from .errors import (ConfigError, GuardRefusedError, LedgerError, LockBusyError, LockLostError, PlanStaleError,
+                     RunStopped)
 from .history import record_after_sync, snapshot
 from .guards import (DataStats, believed_withdrawals, customer_drop_line, data_lines, judge_plan, plan_stats,
                      scoring_lines)
@@ -104,8 +105,15 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             stats = run_stats(run)
             lines = data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
             with steps.step("planning"):
-                planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                                   reconcile=reconcile, remote=True, require_remote=True, forget_kept=True)
+                try:
+                    planned = plan_all(cfg, run, ledger, settings, destinations=destinations,
+                                       full_refresh=full_refresh, reconcile=reconcile, remote=True,
+                                       require_remote=True, forget_kept=True)
+                except NOT_A_FAILED_RUN:
+                    raise
+                except Exception as exc:  # an ESP down or lying, a key refused: `rfmsync runs` shows it failed
+                    _record_unplanned(ledger, kind, names, exc)
+                    raise
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
             segments_now = snapshot(run)  # recorded in the segment history once the apply ran
@@ -159,6 +167,24 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         failed[0].other_failures = failed[1:]  # type: ignore[attr-defined]
         raise failed[0]
     return reports
+
+
+#: errors of the planning step that are not a failed run: a stop asked for, a guard's refusal (it records its own),
+#: the ledger itself failing (nothing can be recorded in it), another run holding a lock
+NOT_A_FAILED_RUN = (RunStopped, GuardRefusedError, LedgerError, LockBusyError, LockLostError)
+
+
+def _record_unplanned(ledger: Ledger, kind: str, names: Sequence[str], exc: Exception) -> None:
+    """A sync that failed before its plans were made (the ESP's check or read failed: down, an HTML page, a key
+    refused, a config the ESP's fields refuse) records one ``failed`` run per destination of the run, nothing
+    written to any, so that ``rfmsync runs`` does not keep showing the last good sync as the latest (a cron job
+    watched through it would miss an outage of days). The error's text is the one the command prints."""
+    error = f"failed before any ESP write (planning): {str(exc) or type(exc).__name__}"
+    try:
+        for name in names:
+            ledger.finish_run(ledger.start_run(kind, name), "failed", {}, error=error)
+    except Exception as again:  # the run's own error is the one to raise; this one is logged
+        log.error("could not record the failed %s run: %s", kind, again)
 
 
 def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyReport:

@@ -70,3 +70,44 @@ def test_a_later_destination_failing_the_retry_later_way_makes_a_scheduled_run_r
     assert info.value.status == 401 and not info.value.transient  # mc's error decides the exit code
     assert [e.status for e in info.value.other_failures] == [503]
     assert transient(info.value)
+
+
+def _last_sync_runs(shop) -> list[tuple[str, str, str]]:
+    ledger = Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}")
+    try:
+        return [(r["destination"], r["status"], r["error"] or "") for r in ledger.recent_runs(10)
+                if r["kind"] == "sync"]
+    finally:
+        ledger.close()
+
+
+def test_a_sync_whose_esp_check_fails_before_planning_is_a_failed_run_in_the_ledger(tiny, mailchimp_fake):
+    """The audience check answered with a proxy's HTML page (hunt29a): the sync exits 4 before any write, and the
+    ledger's latest sync run is that failure, not the last good sync (a cron job watched through `rfmsync runs`
+    would miss an outage of days); a sync after it succeeds and is the latest again."""
+    run_cli("sync", "--config", str(tiny), "--as-of", D0.isoformat())
+    assert _last_sync_runs(tiny)[0][:2] == ("mc", "succeeded")
+    writes = mailchimp_fake.write_calls
+    mailchimp_fake.answer_raw(b"<html><body>maintenance</body></html>", method="GET", path=r"^/lists/aud1$")
+    failed = run_cli("sync", "--config", str(tiny), "--as-of", D0.isoformat(), code=4)
+    assert "Mailchimp" in failed.output
+    dest, status, error = _last_sync_runs(tiny)[0]
+    assert (dest, status) == ("mc", "failed")
+    assert error.startswith("failed before any ESP write (planning): ") and "Mailchimp" in error
+    assert mailchimp_fake.write_calls == writes  # nothing written
+    run_cli("sync", "--config", str(tiny), "--as-of", D0.isoformat())
+    assert _last_sync_runs(tiny)[0][:2] == ("mc", "succeeded")
+
+
+def test_a_refused_key_is_a_failed_run_of_every_destination_of_the_sync_and_names_no_secret(tiny, mailchimp_fake,
+                                                                                          monkeypatch):
+    tiny.write_text(tiny.read_text(encoding="utf-8") + SECOND, encoding="utf-8")
+    mailchimp_fake.add_list("aud2")
+    mailchimp_fake.fail(401, None, fraction=1.0, method="GET", path="/lists/aud1")
+    run_cli("sync", "--config", str(tiny), "--as-of", D0.isoformat(), code=CONFIG_EXIT)
+    runs = {d: (s, e) for d, s, e in _last_sync_runs(tiny)}
+    assert runs["mc"][0] == runs["mc2"][0] == "failed"
+    assert runs["mc"][1] == runs["mc2"][1]  # nothing was planned nor written to mc2 either: one error, named
+    import os
+    key = os.environ.get("MAILCHIMP_API_KEY", "")
+    assert key and key not in runs["mc"][1]
