@@ -109,3 +109,28 @@ def test_a_known_unisender_contact_joining_a_list_under_subscribed_is_read_again
                  ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"W"}))) == {}
     yes = _store(tmp_path / "t.duckdb", [("A", KEY, "yes")], [("A", BEFORE, "completed")])
     assert _left(_config("unisender", "subscribed"), yes, joins) == {}
+
+
+@pytest.mark.parametrize("mode", ["subscribed", "skip"])
+def test_a_left_out_known_contact_keeps_his_removals_and_fields_not_what_subscribes(tmp_path, mode):
+    """sync29 #1: only the subscribing part of a change the consent now refuses is left out: a known Unisender
+    contact moving from list:A to list:W keeps his removal from list:A and his field update (never created:
+    ``status_if_new`` None); a tag add that subscribes nobody goes on, except under ``skip`` (a *no* carries no
+    managed tag). His change under its own owner; the contact still counted as skipped with the reason."""
+    store = _store(tmp_path / "s.duckdb", [("A", KEY, "no")], [("A", BEFORE, "completed")])
+    cfg = _config("unisender", mode)
+    dest = cfg.destinations[0]
+    move = ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"list:W", "tag:vip"}),
+                         frozenset({"list:A"}), {"rfm_code": "111"})
+    plan = Plan(dest.name, dest.type, (move,), (), ("list:A", "list:W", "tag:vip"), {}, 0)
+    plans, left = recheck_consent(cfg, plans=[plan], store=store, as_of=AS_OF)
+    [rest] = plans[0].changes
+    assert rest.remove_tags == {"list:A"} and rest.set_fields == {"rfm_code": "111"}
+    assert rest.add_tags == (frozenset() if mode == "skip" else {"tag:vip"})
+    assert rest.status_if_new is None and not rest.create
+    assert [s.key for s in plans[0].skipped] == [KEY] and left[0].partly == 1
+    assert "1 still has his removals (withdrawals) and field updates sent" in left[0].line()
+    # a new contact has nothing that goes on: his whole change is left out, as before
+    new = ContactChange(KEY, KEY, "A", "Churn", True, "subscribed", frozenset({"list:W"}), frozenset(), {"x": 1})
+    plans, left = recheck_consent(cfg, [Plan(dest.name, dest.type, (new,), (), ("list:W",), {}, 0)], store, AS_OF)
+    assert plans[0].changes == () and left[0].partly == 0
