@@ -151,3 +151,11 @@ def test_a_withdrawn_unisender_contact_still_leaves_his_old_list(unisender_fake,
     assert "1 contact of this plan left out" in out and gone["key"] in out, out
     assert "1 still has his removals (withdrawals) and field updates sent" in out.replace("\n", " "), out
     assert moves[1]["key"] in unisender_fake.members(moves[1]["add_tags"][0][5:])  # the others applied
+    # sync29 #3: the known contacts an import puts on a list are counted among those the plan subscribes
+    changes = [c for c in doc["plans"][0]["changes"] if c["status_if_new"] == "subscribed"]
+    new_ones = sum(c["create"] for c in changes)
+    known = sum(not c["create"] and any(not t.startswith("tag:") for t in c["add_tags"]) for c in changes)
+    assert known >= len(moves) and new_ones
+    assert (f"this plan (made 0 min ago) subscribes {new_ones} new contact{'s' if new_ones > 1 else ''} and "
+            f"{known} known contacts (put on a list: its import subscribes them): apply reads their consent again"
+            in out.replace("\n", " ")), out
