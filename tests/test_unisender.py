@@ -1067,3 +1067,18 @@ def test_a_contact_rfmsync_took_off_a_list_is_put_back_when_he_re_enters_its_seg
     dest.apply([change("k@x.com", add={"list:Loyal"}, remove={"list:Sleeping"}, create=False)], rec)
     assert rec.items[("k@x.com", "tag+list:Loyal")].ok and unisender_fake.members("Loyal") == {"k@x.com"}
     assert unisender_fake.resubscribed == []  # no barred place was named
+
+
+def test_a_create_that_cannot_be_invited_still_sends_its_removals(unisender_fake):
+    """sync29 #1: a change left out for want of consent (a ``pending`` contact whose segment has no list to
+    invite him to) loses its adds alone: the removal of a list he is on still goes out (after a read: a removal
+    never creates anyone), as a known contact's would."""
+    unisender_fake.add_list("Loyal")
+    unisender_fake.add_contact("k@x.com", status="active", lists=["Loyal"])
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("k@x.com", add={"tag:vip"}, remove={"list:Loyal"}, fields={"rfm": "1"}, status="pending")],
+               rec)
+    assert not rec.items[("k@x.com", "tag+tag:vip")].ok and not rec.items[("k@x.com", "upsert")].ok
+    assert rec.items[("k@x.com", "tag-list:Loyal")].ok and unisender_fake.members("Loyal") == set()
+    assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.contacts["k@x.com"]["tags"] == []
