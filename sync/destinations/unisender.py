@@ -17,9 +17,9 @@ contacts losing a managed tag: their current tags are read first (``getContact``
 An import creates every address it does not know, as ``new``: so only a new contact whose status would be
 ``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others'
 adds are refused, their removals sent), and a row that only removes, or a known contact who would not be created
-``subscribed`` now, is imported only after ``getContact`` found him (:func:`_must_exist`). A known contact put on a list is read first
-whatever his consent (:func:`_joins_known`): the import names no list he left (kept out: his choice, never undone
-by rfmsync) nor one he is invited to (left as it is, the add done), and, without consent now, a list only when
+``subscribed`` now, is imported only after ``getContact`` found him (:func:`_must_exist`). A known contact put on a
+list is read first whatever his consent (:func:`_joins_known`): the import names no list he left (kept out: his
+choice, never undone by rfmsync) nor one he is invited to (left as it is, the add done), and, without consent now, a list only when
 getContact shows him ``active`` or ``new`` (:func:`_hold_unconfirmed`: an import adds to lists without an
 invitation). A contact new to the ledger put on a list is read so too when Unisender may hold him already
 (:class:`~sync.destinations.unisender_probe.HeldCheck`: an e-mail-only import tells), batch by batch: each
