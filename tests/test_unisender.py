@@ -1052,9 +1052,10 @@ def test_an_unclear_check_reads_its_batch(unisender_fake, body):
 
 def test_a_contact_rfmsync_took_off_a_list_is_put_back_when_he_re_enters_its_segment(unisender_fake):
     """sync29 #2 (not a defect): a place ``excluded`` is the sender's removal (``exclude`` /
-    ``email_excluded_list_ids``: "removes from lists without marking unsubscribed; can be re-added later", /work/shared/reference/esp-apis.md
-    §3.3-3.4), which is how rfmsync itself takes a contact off the list of the segment he leaves. Barring it would keep
-    every returning customer off his segment's list for good; his own choice (``unsubscribed``) is barred."""
+    ``email_excluded_list_ids``: "removes from lists without marking unsubscribed; can be re-added later", the
+    vendor reference esp-apis.md §3.3-3.4), which is how rfmsync itself takes a contact off the list of the segment
+    he leaves. Barring it would keep every returning customer off his segment's list for good; his own choice
+    (``unsubscribed``) is barred."""
     unisender_fake.add_list("Loyal")
     unisender_fake.add_list("Sleeping")
     unisender_fake.add_contact("k@x.com", status="active", lists=["Loyal"])
