@@ -75,13 +75,17 @@ class SavedPlan:
 def _subscribed(plan: Plan, on_add: Callable[[str], bool] | None) -> tuple[int, int]:
     """(new contacts created ``subscribed``, known contacts put ``subscribed`` on a name whose add subscribes)."""
     new = known = 0
+    joins: dict[frozenset[str], bool] = {}  # by the set of names added (a few distinct sets: one test each)
     for c in plan.changes:
         if c.status_if_new != "subscribed":
             continue
         if c.create:
             new += 1
-        elif on_add is not None and any(on_add(name) for name in c.add_tags):
-            known += 1
+        elif on_add is not None and c.add_tags:
+            join = joins.get(c.add_tags)
+            if join is None:
+                join = joins[c.add_tags] = any(on_add(name) for name in c.add_tags)
+            known += join
     return new, known
 
 
