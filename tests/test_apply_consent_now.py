@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.builders import run_cli as cli
 from tests.test_config_moved import AS_OF, point_at, shop  # noqa: F401
 
@@ -159,3 +161,27 @@ def test_a_withdrawn_unisender_contact_still_leaves_his_old_list(unisender_fake,
     assert (f"this plan (made 0 min ago) subscribes {new_ones} new contact{'s' if new_ones > 1 else ''} and "
             f"{known} known contacts (put on a list: its import subscribes them): apply reads their consent again"
             in out.replace("\n", " ")), out
+
+
+@pytest.mark.parametrize("mode", ["subscribed", "skip"])
+def test_a_withdrawn_known_unisender_contact_the_esp_lost_is_not_created_again_by_apply(unisender_fake, tmp_path,
+                                                                                          monkeypatch, mode):
+    """What still goes of a left-out known contact's change (his removals, field updates) never creates him: when
+    Unisender lost him since the plan was made (deleted there), apply of the saved plan does not import him back,
+    whatever ``new_contacts`` says (under ``subscribed`` an import of his row would, without his consent)."""
+    from tests.test_retire_fields import make_shop
+
+    uni = make_shop("unisender", unisender_fake, tmp_path, monkeypatch)
+    point_at(uni, 'new_contacts = "skip"', f'new_contacts = "{mode}"')
+    cli("sync", "--config", str(uni), "--as-of", "2025-03-31", code=(0, 4))
+    saved, doc = _saved(uni, tmp_path)
+    moves = [c for c in doc["plans"][0]["changes"] if not c["create"] and c["add_tags"] and c["remove_tags"]
+             and c["set_fields"] and c["key"] in unisender_fake.contacts]
+    assert moves, "the demo shop moves known contacts, their fields updated, between segment lists"
+    gone = moves[0]
+    _withdraw(uni, gone["customer_id"])
+    unisender_fake.forget(gone["key"])
+
+    out = cli("apply", "--config", str(uni), str(saved), "--allow-mass-change", code=(0, 4)).output
+    assert "1 contact of this plan left out" in out and gone["key"] in out, out
+    assert gone["key"] not in unisender_fake.contacts, "a contact Unisender lost was created again against a no"
