@@ -129,8 +129,36 @@ def test_a_left_out_known_contact_keeps_his_removals_and_fields_not_what_subscri
     assert rest.add_tags == (frozenset() if mode == "skip" else {"tag:vip"})
     assert rest.status_if_new is None and not rest.create
     assert [s.key for s in plans[0].skipped] == [KEY] and left[0].partly == 1
-    assert "1 still has his removals (withdrawals) and field updates sent" in left[0].line()
+    went = "his tag/list removals and field updates" if mode == "skip" else \
+        "his tag/list removals, field updates and tag/list adds"
+    assert left[0].line().endswith(f"of him, 1 still has what subscribes nobody sent: {went}"), left[0].line()
+    assert "nothing is recorded for them" not in left[0].line()
     # a new contact has nothing that goes on: his whole change is left out, as before
     new = ContactChange(KEY, KEY, "A", "Churn", True, "subscribed", frozenset({"list:W"}), frozenset(), {"x": 1})
     plans, left = recheck_consent(cfg, [Plan(dest.name, dest.type, (new,), (), ("list:W",), {}, 0)], store, AS_OF)
     assert plans[0].changes == () and left[0].partly == 0
+
+
+def test_the_left_out_line_names_exactly_what_still_goes(tmp_path):
+    """The warning says what of a left-out known contact's change is still sent, kind by kind: a Mailchimp
+    contact whose update would have re-subscribed him keeps his field update and tag add (no removal to name)."""
+    other = "other@x.io"
+    store = _store(tmp_path / "s.duckdb", [("A", KEY, "no"), ("B", other, "no")], [])
+    cfg = _config()
+    dest = cfg.destinations[0]
+    tagged = ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"W"}), frozenset(), {"f": "1"})
+    untagged = ContactChange(other, other, "B", "Churn", False, "subscribed", frozenset(), frozenset({"W"}),
+                             {"f": "2"})
+
+    def line(*changes: ContactChange) -> str:
+        plan = Plan(dest.name, dest.type, changes, (), ("W",), {}, 0)
+        _, left = recheck_consent(cfg, [plan], store, AS_OF)
+        return left[0].line()
+
+    one = line(tagged)
+    assert one.endswith("; what it no longer allows is neither sent nor recorded, the next plan decides again; of "
+                        "him, 1 still has what subscribes nobody sent: his field updates and tag/list adds"), one
+    assert "removals" not in one
+    two = line(tagged, untagged)
+    assert two.endswith("of them, 2 still have what subscribes nobody sent: tag/list removals (1), field updates "
+                        "(2), tag/list adds (1)"), two

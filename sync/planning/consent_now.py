@@ -16,10 +16,10 @@ again. The rest of a known contact's change still goes out, never creating him (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from segmentation.metrics import local_cutoff
 
@@ -36,20 +36,33 @@ class LeftOut:
 
     destination: str
     reasons: dict[str, str]
-    #: of them, those whose removals (field updates, adds that subscribe nobody) still go out
+    #: of them, those whose change still goes out in part (what subscribes nobody: :func:`_rest`)
     partly: int = 0
+    #: of those, how many still have each kind sent: ``removals`` (tags/lists taken off), ``fields`` (field
+    #: updates), ``adds`` (tags/lists put on that subscribe nobody)
+    still: Mapping[str, int] = field(default_factory=dict)
 
     def line(self, shown: int = 3) -> str:
         n = len(self.reasons)
         first = "; ".join(f"{key}: {why}" for key, why in list(self.reasons.items())[:shown])
         more = f"; and {n - shown} more" if n > shown else ""
-        rest = "" if not self.partly else (
-            f"; of {'them' if n > 1 else 'him'}, {self.partly} still {'has' if self.partly == 1 else 'have'} "
-            f"{'his' if self.partly == 1 else 'their'} removals (withdrawals) and field updates sent, without "
-            f"what subscribes")
-        return (f"{self.destination}: {n} contact{'s' if n > 1 else ''} of this plan left out: their consent, read "
-                f"again from the order store, no longer allows what the plan does ({first}{more}); nothing is "
-                f"recorded for them, the next plan decides again{rest}")
+        head = (f"{self.destination}: {n} contact{'s' if n > 1 else ''} of this plan left out: their consent, read "
+                f"again from the order store, no longer allows what the plan does ({first}{more}); ")
+        if not self.partly:
+            return f"{head}nothing is recorded for them, the next plan decides again"
+        kinds = [(label, self.still.get(kind, 0)) for kind, label in _KINDS if self.still.get(kind, 0)]
+        if self.partly == 1:
+            names = [label for label, _ in kinds]
+            what = "his " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
+        else:
+            what = ", ".join(f"{label} ({count})" for label, count in kinds)
+        return (f"{head}what it no longer allows is neither sent nor recorded, the next plan decides again; of "
+                f"{'them' if n > 1 else 'him'}, {self.partly} still {'has' if self.partly == 1 else 'have'} what "
+                f"subscribes nobody sent: {what}")
+
+
+#: :attr:`LeftOut.still`'s kinds, as the line names them
+_KINDS = (("removals", "tag/list removals"), ("fields", "field updates"), ("adds", "tag/list adds"))
 
 
 def subscribes(change: ContactChange, on_add: Callable[[str], bool] | None = None) -> bool:
@@ -99,7 +112,10 @@ def recheck_consent(cfg: Config, plans: Sequence[Plan], store: Path, as_of: date
                                                if c.key not in reasons or rest[c.key] is not None),
                            skipped=(*plan.skipped, *skipped),
                            owners=tuple(o for o in plan.owners if o.key not in reasons or rest[o.key] is not None)))
-        left.append(LeftOut(plan.destination, reasons, sum(r is not None for r in rest.values())))
+        going = [r for r in rest.values() if r is not None]
+        still = {"removals": sum(bool(r.remove_tags) for r in going), "fields": sum(bool(r.set_fields) for r in going),
+                 "adds": sum(bool(r.add_tags) for r in going)}
+        left.append(LeftOut(plan.destination, reasons, len(going), still))
     return out, left
 
 
