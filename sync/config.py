@@ -160,17 +160,19 @@ class DestinationConfig(BaseModel):
                 raise ValueError(f"destination {self.name!r}: [destinations.fields] {first!r} and {name!r} differ only "
                                  f"in case, and Mailchimp and SendGrid take them for one field (written twice per "
                                  f"contact, with two values); give them distinct names")
-        self._check_fields(spec)
+        self.check_field_names()
         if self.tags and spec.tag_name is None:
             tagged = " or ".join(s.label for s in DESTINATIONS.values() if s.tag_name is not None)
             raise ValueError(f"destination {self.name!r}: [destinations.tags] is for {tagged} only")
         return self
 
-    def _check_fields(self, spec) -> None:
+    def check_field_names(self) -> None:
         """``[destinations.fields]``: a name the ESP refuses (:attr:`~sync.destinations.base.DestinationSpec.
-        field_name_error`) or a value rfmsync does not have is the config's error, before any plan or call."""
+        field_name_error`) or a value rfmsync does not have is the config's error (ValueError), before any plan or
+        call: the one check of them (the planners' :func:`sync.planning.plan.check_fields` asks it too)."""
         from .planning.values import FIELD_VALUES
 
+        spec = self.spec
         for name, value in self.fields.items():
             wrong = spec.field_name_error(name) if spec.field_name_error is not None else None
             if wrong:

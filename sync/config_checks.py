@@ -30,17 +30,14 @@ PREFIXES = ("tag_prefix", "list_prefix")
 
 
 def check_config(cfg: "Config") -> None:
-    """ValueError (pydantic names the file) for the first of the checks above that fails."""
+    """ValueError (pydantic names the file) for the first of the checks above that fails. A field value is checked
+    with its name by each destination as it loads, before these (:meth:`sync.config.DestinationConfig.
+    check_field_names`, the one place)."""
     from .destinations.overlap import check_shared_audiences
-    from .planning.plan import check_fields
 
     check_shared_audiences(cfg.destinations)  # two destinations managing one tag would undo each other
     for dest in cfg.destinations:
         check_prefixes(dest)
-        try:
-            check_fields(dest)
-        except ConfigError as exc:  # at load, as a ValueError: pydantic's error names the file
-            raise ValueError(str(exc)) from None
 
 
 def check_before_sync(cfg: "Config", settings: "Settings") -> None:

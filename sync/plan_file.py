@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .errors import ConfigError
 from .planning.plan import Plan
@@ -47,9 +47,17 @@ class SavedPlan:
     def consent_lines(self, now: datetime | None = None) -> list[str]:
         """What ``apply`` cannot see of the consent of those the plan creates ``subscribed``: it reads their consent
         again from the order store (:mod:`sync.planning.consent_now`), not from the source, so a consent withdrawn
-        in the source and not yet pulled into the store is not seen, however old the plan."""
-        subscribed = {p.destination: sum(c.create and c.status_if_new == "subscribed" for c in p.changes)
-                      for p in self.plans}
+        in the source and not yet pulled into the store is not seen, however old the plan. Counted: the new contacts
+        it creates ``subscribed``, and the known ones it puts on a name whose add subscribes them
+        (:attr:`~sync.destinations.base.DestinationSpec.subscribes_on_add`: a Unisender list's import)."""
+        from .destinations.registry import destination_spec
+
+        counts = {p.destination: _subscribed(p, destination_spec(p.type).subscribes_on_add) for p in self.plans}
+        subscribed = {dest: " and ".join(part for part in (
+            f"{new} new contact{'s' if new > 1 else ''}" if new else "",
+            f"{known} known contact{'s' if known > 1 else ''} (put on a list: its import subscribes "
+            f"{'them' if known > 1 else 'him'})" if known else "") if part)
+            for dest, (new, known) in counts.items()}
         if not any(subscribed.values()):
             return []
         if self.created_at is None:
@@ -57,11 +65,28 @@ class SavedPlan:
         else:
             minutes = max(0, int(((now or datetime.now(timezone.utc)) - self.created_at).total_seconds() // 60))
             age = f"made {minutes // 60} h {minutes % 60} min ago" if minutes >= 60 else f"made {minutes} min ago"
-        return [f"{dest}: this plan ({age}) subscribes {n} new contact{'s' if n > 1 else ''}: apply reads their "
+        return [f"{dest}: this plan ({age}) subscribes {n}: apply reads their "
                 f"consent again from the order store as it is now (a withdrawal since leaves the contact out), not "
                 f"from the source: a change of the export or the CRM not yet pulled into the store (`rfmsync pull`, "
                 f"the webhooks of `rfmsync serve`) is not seen"
                 for dest, n in subscribed.items() if n]
+
+
+def _subscribed(plan: Plan, on_add: Callable[[str], bool] | None) -> tuple[int, int]:
+    """(new contacts created ``subscribed``, known contacts put ``subscribed`` on a name whose add subscribes)."""
+    new = known = 0
+    joins: dict[frozenset[str], bool] = {}  # by the set of names added (a few distinct sets: one test each)
+    for c in plan.changes:
+        if c.status_if_new != "subscribed":
+            continue
+        if c.create:
+            new += 1
+        elif on_add is not None and c.add_tags:
+            join = joins.get(c.add_tags)
+            if join is None:
+                join = joins[c.add_tags] = any(on_add(name) for name in c.add_tags)
+            known += join
+    return new, known
 
 
 def _made(value: Any) -> datetime | None:

@@ -110,3 +110,22 @@ def test_check_offline_refuses_what_sync_refuses_once_the_environment_is_read(tm
     monkeypatch.delenv("RFMSYNC_LEDGER_URL", raising=False)
     path = write(tmp_path, extra)
     assert message in run_cli("check", "--offline", "--config", str(path), code=2).output
+
+
+def test_the_planners_field_check_is_the_load_check_in_its_words(tmp_path):
+    """sync29 #5: one check of ``[destinations.fields]`` (the load's, before config_checks: the call there never
+    ran); the planners' :func:`sync.planning.plan.check_fields` asks it too, so a destination copied with other
+    fields (``model_copy`` validates nothing) is refused in the words ``check`` uses."""
+    from sync.config import load_config
+    from sync.errors import ConfigError
+    from sync.planning.plan import check_fields
+    from sync.planning.values import FIELD_VALUES
+
+    path = write(tmp_path, '[[destinations]]\nname = "d"\ntype = "sendgrid"\n[destinations.fields]\n'
+                           'rfm_seg = "segment"\n[destinations.segments]\n"Best active" = "VIP"\n')
+    dest = load_config(path).destinations[0]
+    check_fields(dest)  # a loaded destination passes
+    with pytest.raises(ConfigError) as exc:
+        check_fields(dest.model_copy(update={"fields": {"rfm_x": "segmnet"}}))
+    assert str(exc.value) == ("destination 'd': [destinations.fields] rfm_x = 'segmnet': unknown value (did you mean "
+                              "'segment'?); the values are " + ", ".join(FIELD_VALUES))

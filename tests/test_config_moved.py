@@ -379,3 +379,25 @@ def test_a_destination_is_forgotten_only_while_none_of_its_rows_holds_a_tag(ledg
         assert ledger.forget_destination("second", (TARGET_CURSOR, "second")) == 2
         assert ledger.load_state("second") == {} and ledger.state_destinations() == []
         assert known_target(ledger, "second") is None
+
+
+def test_reconcile_says_how_many_members_of_an_adopted_tag_rfmsync_did_not_add(shop, mailchimp_fake):
+    """sync29 #4: a tag that existed before rfmsync managed it keeps its own members until ``--reconcile``, which
+    takes it off every member outside its segment (docs/sync.md#reconcile): the plan says so, naming the
+    destination and the tag, with how many (no address); the members rfmsync tagged itself are not counted."""
+    hand = [f"hand{i}@elsewhere.example" for i in range(3)]
+    for email in hand:
+        mailchimp_fake.add_member(email, tags=["VIP"], list_id="aud1")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)  # adopts VIP; its own members stay on it
+    assert all("VIP" in mailchimp_fake.tags_of(e, "aud1") for e in hand)
+    plain = json.loads(cli("sync", "--config", str(shop), "--as-of", AS_OF, "--dry-run", "--format", "json").stdout)
+    assert not any("rfmsync did not add" in w for w in plain["warnings"])
+    doc = json.loads(cli("sync", "--config", str(shop), "--as-of", AS_OF, "--dry-run", "--reconcile",
+                         "--format", "json").stdout)
+    [line] = [w for w in doc["warnings"] if "rfmsync did not add" in w]
+    name = doc["plans"][0]["destination"]
+    assert line.startswith(f"{name}: --reconcile takes the managed tag/list 'VIP' off 3 of its members rfmsync did "
+                           "not add"), line
+    assert not any(e in line for e in hand)
+    removed = [c for c in doc["plans"][0]["changes"] if "VIP" in c["remove_tags"]]
+    assert {c["key"] for c in removed} == set(hand)  # what the plan does: the count is theirs

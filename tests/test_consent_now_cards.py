@@ -109,3 +109,56 @@ def test_a_known_unisender_contact_joining_a_list_under_subscribed_is_read_again
                  ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"W"}))) == {}
     yes = _store(tmp_path / "t.duckdb", [("A", KEY, "yes")], [("A", BEFORE, "completed")])
     assert _left(_config("unisender", "subscribed"), yes, joins) == {}
+
+
+@pytest.mark.parametrize("mode", ["subscribed", "skip"])
+def test_a_left_out_known_contact_keeps_his_removals_and_fields_not_what_subscribes(tmp_path, mode):
+    """sync29 #1: only the subscribing part of a change the consent now refuses is left out: a known Unisender
+    contact moving from list:A to list:W keeps his removal from list:A and his field update (never created:
+    ``status_if_new`` None); a tag add that subscribes nobody goes on, except under ``skip`` (a *no* carries no
+    managed tag). His change under its own owner; the contact still counted as skipped with the reason."""
+    store = _store(tmp_path / "s.duckdb", [("A", KEY, "no")], [("A", BEFORE, "completed")])
+    cfg = _config("unisender", mode)
+    dest = cfg.destinations[0]
+    move = ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"list:W", "tag:vip"}),
+                         frozenset({"list:A"}), {"rfm_code": "111"})
+    plan = Plan(dest.name, dest.type, (move,), (), ("list:A", "list:W", "tag:vip"), {}, 0)
+    plans, left = recheck_consent(cfg, plans=[plan], store=store, as_of=AS_OF)
+    [rest] = plans[0].changes
+    assert rest.remove_tags == {"list:A"} and rest.set_fields == {"rfm_code": "111"}
+    assert rest.add_tags == (frozenset() if mode == "skip" else {"tag:vip"})
+    assert rest.status_if_new is None and not rest.create
+    assert [s.key for s in plans[0].skipped] == [KEY] and left[0].partly == 1
+    went = "his tag/list removals and field updates" if mode == "skip" else \
+        "his tag/list removals, field updates and tag/list adds"
+    assert left[0].line().endswith(f"of him, 1 still has what subscribes nobody sent: {went}"), left[0].line()
+    assert "nothing is recorded for them" not in left[0].line()
+    # a new contact has nothing that goes on: his whole change is left out, as before
+    new = ContactChange(KEY, KEY, "A", "Churn", True, "subscribed", frozenset({"list:W"}), frozenset(), {"x": 1})
+    plans, left = recheck_consent(cfg, [Plan(dest.name, dest.type, (new,), (), ("list:W",), {}, 0)], store, AS_OF)
+    assert plans[0].changes == () and left[0].partly == 0
+
+
+def test_the_left_out_line_names_exactly_what_still_goes(tmp_path):
+    """The warning says what of a left-out known contact's change is still sent, kind by kind: a Mailchimp
+    contact whose update would have re-subscribed him keeps his field update and tag add (no removal to name)."""
+    other = "other@x.io"
+    store = _store(tmp_path / "s.duckdb", [("A", KEY, "no"), ("B", other, "no")], [])
+    cfg = _config()
+    dest = cfg.destinations[0]
+    tagged = ContactChange(KEY, KEY, "A", "Churn", False, "subscribed", frozenset({"W"}), frozenset(), {"f": "1"})
+    untagged = ContactChange(other, other, "B", "Churn", False, "subscribed", frozenset(), frozenset({"W"}),
+                             {"f": "2"})
+
+    def line(*changes: ContactChange) -> str:
+        plan = Plan(dest.name, dest.type, changes, (), ("W",), {}, 0)
+        _, left = recheck_consent(cfg, [plan], store, AS_OF)
+        return left[0].line()
+
+    one = line(tagged)
+    assert one.endswith("; what it no longer allows is neither sent nor recorded, the next plan decides again; of "
+                        "him, 1 still has what subscribes nobody sent: his field updates and tag/list adds"), one
+    assert "removals" not in one
+    two = line(tagged, untagged)
+    assert two.endswith("of them, 2 still have what subscribes nobody sent: tag/list removals (1), field updates "
+                        "(2), tag/list adds (1)"), two

@@ -259,12 +259,11 @@ def test_the_owner_s_segment_labelling_his_withdrawal_is_the_store_s(small_shop,
     reads = StoreReads()
     assert store_segments(load_config(small_shop), {cid, "nobody"}, reads=reads) == {cid: segment}
     assert reads.rows >= 1
-    # within a caller's block holding the (non-re-entrant) store lock, on its connection (fixk28): no second lock
-    from sync.serve.resync_scope import store_path
-    from sync.store import STORE_LOCK, connect_store
-
-    cfg = load_config(small_shop)
-    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=5) as con:
-        assert store_segments(cfg, {cid}, con=con) == {cid: segment}
+    # inside the resync's shared reads (holding the non-re-entrant store lock): on their one connection, no second
+    # lock taken (fixk28), as shared_addresses reads it
+    cfg, shared = load_config(small_shop), StoreReads()
+    with shared.shared():
+        assert store_segments(cfg, {cid}, reads=shared) == {cid: segment}
+        assert store_segments(cfg, {cid, "nobody"}, reads=shared) == {cid: segment} and shared.opens == 1
     _resync(small_shop, contacts=[Contact(customer_id=SECOND, email=key, marketing_consent=Consent.NO)])
     assert key not in managed_contacts(small_shop) and not set(mailchimp_fake.tags_of(key)) & MANAGED

@@ -1048,3 +1048,38 @@ def test_an_unclear_check_reads_its_batch(unisender_fake, body):
     assert unisender_fake.calls["getContact"] == 2
     assert "n@x.com" not in unisender_fake.members("Champions") and rec.items[("n@x.com", "tag+list:Champions")].kept_out
     assert rec.items[("f@x.com", "tag+list:Champions")].ok
+
+
+def test_a_contact_rfmsync_took_off_a_list_is_put_back_when_he_re_enters_its_segment(unisender_fake):
+    """sync29 #2 (not a defect): a place ``excluded`` is the sender's removal (``exclude`` /
+    ``email_excluded_list_ids``: "removes from lists without marking unsubscribed; can be re-added later", the
+    vendor reference esp-apis.md §3.3-3.4), which is how rfmsync itself takes a contact off the list of the segment
+    he leaves. Barring it would keep every returning customer off his segment's list for good; his own choice
+    (``unsubscribed``) is barred."""
+    unisender_fake.add_list("Loyal")
+    unisender_fake.add_list("Sleeping")
+    unisender_fake.add_contact("k@x.com", status="active", lists=["Loyal"])
+    dest, _ = on(unisender_fake)
+    dest.apply([change("k@x.com", add={"list:Sleeping"}, remove={"list:Loyal"}, create=False)], Recorder())
+    assert unisender_fake.contacts["k@x.com"]["excluded"] == {unisender_fake.list_id("Loyal")}
+    assert unisender_fake.members("Loyal") == set()
+    rec = Recorder()  # back in the Loyal segment: the read shows his place excluded; the add goes out
+    unisender_fake.set_list_status("k@x.com", "Loyal", "excluded")
+    dest.apply([change("k@x.com", add={"list:Loyal"}, remove={"list:Sleeping"}, create=False)], rec)
+    assert rec.items[("k@x.com", "tag+list:Loyal")].ok and unisender_fake.members("Loyal") == {"k@x.com"}
+    assert unisender_fake.resubscribed == []  # no barred place was named
+
+
+def test_a_create_that_cannot_be_invited_still_sends_its_removals(unisender_fake):
+    """sync29 #1: a change left out for want of consent (a ``pending`` contact whose segment has no list to
+    invite him to) loses its adds alone: the removal of a list he is on still goes out (after a read: a removal
+    never creates anyone), as a known contact's would."""
+    unisender_fake.add_list("Loyal")
+    unisender_fake.add_contact("k@x.com", status="active", lists=["Loyal"])
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("k@x.com", add={"tag:vip"}, remove={"list:Loyal"}, fields={"rfm": "1"}, status="pending")],
+               rec)
+    assert not rec.items[("k@x.com", "tag+tag:vip")].ok and not rec.items[("k@x.com", "upsert")].ok
+    assert rec.items[("k@x.com", "tag-list:Loyal")].ok and unisender_fake.members("Loyal") == set()
+    assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.contacts["k@x.com"]["tags"] == []

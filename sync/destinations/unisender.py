@@ -14,16 +14,16 @@ never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_t
 contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
 ``overwrite_tags=1`` so unmanaged tags survive.
 
-An import creates every address it does not know, as ``new``: so only a new contact whose status would be
-``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
-are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
-imported only after ``getContact`` found him (:func:`_must_exist`). A known contact put on a list is read first
-whatever his consent (:func:`_joins_known`): the import names no list he left (kept out: his choice, never undone
-by rfmsync) nor one he is invited to (left as it is, the add done), and, without consent now, a list only when
-getContact shows him ``active`` or ``new`` (:func:`_hold_unconfirmed`: an import adds to lists without an
-invitation). A contact new to the ledger put on a list is read so too when Unisender may hold him already
-(:class:`~sync.destinations.unisender_probe.HeldCheck`: an e-mail-only import tells), batch by batch: each
-batch of 500 is checked, read and imported before the next.
+An import creates every address it does not know, as ``new``: so only a new contact whose status would be ``subscribed``
+is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others' adds are refused,
+their removals sent), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
+imported only after ``getContact`` found him (:func:`_must_exist`). A known contact put on a list is read first whatever
+his consent (:func:`_joins_known`): the import names no list he left (kept out: his choice, never undone by rfmsync) nor
+one he is invited to (left as it is, the add done), and, without consent now, a list only when getContact shows him
+``active`` or ``new`` (:func:`_hold_unconfirmed`: an import adds to lists without an invitation). A contact new to the
+ledger put on a list is read so too when Unisender may hold him already
+(:class:`~sync.destinations.unisender_probe.HeldCheck`: an e-mail-only import tells), batch by batch: each batch of 500
+is checked, read and imported before the next.
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
 whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
@@ -175,8 +175,9 @@ class UnisenderDestination:
         for ch in changes:
             if ch.create and ch.status_if_new != "subscribed":  # only consenting new contacts are ever imported
                 msg = self._not_invitable(ch)
-                if msg:
-                    refused += [ItemResult(ch.key, op, False, msg, refused=True) for op in _ops(ch)]
+                if msg:  # not added; his removals still go out (read first: a removal never creates him)
+                    refused += [ItemResult(ch.key, op, False, msg, refused=True) for op in _ops(ch, removes=False)]
+                    rows += [self._row(_removals(ch), adds=False)] if ch.remove_tags else []
                     continue
                 held = self._subscribe(ch, on_results)
                 if ch.remove_tags:  # one row: a second one would re-send the tags read before the first's adds
@@ -378,6 +379,11 @@ class UnisenderDestination:
 def _build(dest: Any, key: Any, options: ClientOptions) -> UnisenderDestination:
     return UnisenderDestination(dest.name, key, api_url=options.api_url, batch_size=dest.batch_size,
                                 retry=options.retry, timeout=options.timeout)
+
+
+def _removals(ch: ContactChange) -> ContactChange:
+    """``ch`` without its field values (a change whose upsert and adds are refused: only its removals are sent)."""
+    return replace(ch, set_fields={}, fields_text=None)
 
 
 def _named_as_held(ch: ContactChange) -> ContactChange:

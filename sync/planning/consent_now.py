@@ -8,16 +8,18 @@ or that puts a known contact on a Unisender list: its import subscribes him to i
 under ``new_contacts = skip`` are read in one query (the keys joined as one table, not one query per contact).
 The address's consent is the planners' (:func:`~sync.planning.consent.address_consent`: the contact's own card,
 and another card's *no* when that customer has a segment at the plan's as-of, as the full planner counts a card).
-A change it no longer allows is left out of the apply (counted as skipped, its reason naming the card that
-refuses, as ``explain`` does) and nothing is recorded for it: the next plan decides again.
+The subscribing part of a change it no longer allows is left out of the apply (the contact counted as skipped, its
+reason naming the card that refuses, as ``explain`` does) and nothing of that part is recorded: the next plan decides
+again. The rest of a known contact's change still goes out, never creating him (:func:`_rest`): his removals
+(another list he leaves, a withdrawal), field updates and adds that subscribe nobody.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from segmentation.metrics import local_cutoff
 
@@ -34,14 +36,33 @@ class LeftOut:
 
     destination: str
     reasons: dict[str, str]
+    #: of them, those whose change still goes out in part (what subscribes nobody: :func:`_rest`)
+    partly: int = 0
+    #: of those, how many still have each kind sent: ``removals`` (tags/lists taken off), ``fields`` (field
+    #: updates), ``adds`` (tags/lists put on that subscribe nobody)
+    still: Mapping[str, int] = field(default_factory=dict)
 
     def line(self, shown: int = 3) -> str:
         n = len(self.reasons)
         first = "; ".join(f"{key}: {why}" for key, why in list(self.reasons.items())[:shown])
         more = f"; and {n - shown} more" if n > shown else ""
-        return (f"{self.destination}: {n} contact{'s' if n > 1 else ''} of this plan left out: their consent, read "
-                f"again from the order store, no longer allows what the plan does ({first}{more}); nothing is "
-                f"recorded for them, the next plan decides again")
+        head = (f"{self.destination}: {n} contact{'s' if n > 1 else ''} of this plan left out: their consent, read "
+                f"again from the order store, no longer allows what the plan does ({first}{more}); ")
+        if not self.partly:
+            return f"{head}nothing is recorded for them, the next plan decides again"
+        kinds = [(label, self.still.get(kind, 0)) for kind, label in _KINDS if self.still.get(kind, 0)]
+        if self.partly == 1:
+            names = [label for label, _ in kinds]
+            what = "his " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
+        else:
+            what = ", ".join(f"{label} ({count})" for label, count in kinds)
+        return (f"{head}what it no longer allows is neither sent nor recorded, the next plan decides again; of "
+                f"{'them' if n > 1 else 'him'}, {self.partly} still {'has' if self.partly == 1 else 'have'} what "
+                f"subscribes nobody sent: {what}")
+
+
+#: :attr:`LeftOut.still`'s kinds, as the line names them
+_KINDS = (("removals", "tag/list removals"), ("fields", "field updates"), ("adds", "tag/list adds"))
 
 
 def subscribes(change: ContactChange, on_add: Callable[[str], bool] | None = None) -> bool:
@@ -86,11 +107,28 @@ def recheck_consent(cfg: Config, plans: Sequence[Plan], store: Path, as_of: date
             out.append(plan)
             continue
         skipped = tuple(Skip(c.key, c.customer_id, c.segment, reasons[c.key]) for c in changes if c.key in reasons)
-        out.append(replace(plan, changes=tuple(c for c in plan.changes if c.key not in reasons),
+        rest = {c.key: _rest(c, on_add, mode) for c in changes if c.key in reasons}
+        out.append(replace(plan, changes=tuple(c if c.key not in reasons else rest[c.key] for c in plan.changes
+                                               if c.key not in reasons or rest[c.key] is not None),
                            skipped=(*plan.skipped, *skipped),
-                           owners=tuple(o for o in plan.owners if o.key not in reasons)))
-        left.append(LeftOut(plan.destination, reasons))
+                           owners=tuple(o for o in plan.owners if o.key not in reasons or rest[o.key] is not None)))
+        going = [r for r in rest.values() if r is not None]
+        still = {"removals": sum(bool(r.remove_tags) for r in going), "fields": sum(bool(r.set_fields) for r in going),
+                 "adds": sum(bool(r.add_tags) for r in going)}
+        left.append(LeftOut(plan.destination, reasons, len(going), still))
     return out, left
+
+
+def _rest(change: ContactChange, on_add: Callable[[str], bool] | None, mode: str | None) -> ContactChange | None:
+    """What of ``change`` goes on when the consent now refuses its subscribing part: a known contact's removals
+    (his other lists', a withdrawal's), his field updates and the adds that subscribe nobody (none under ``skip``,
+    where a refusal carries no managed tag), never creating him (``status_if_new`` None: an ESP that lost him
+    since does not get him back). None: nothing goes on (a new contact, or a change that only subscribed)."""
+    if change.create:
+        return None
+    adds = frozenset() if mode == "skip" else frozenset(t for t in change.add_tags if on_add is None or not on_add(t))
+    rest = replace(change, add_tags=adds, status_if_new=None)
+    return rest if rest.set_fields or rest.add_tags or rest.remove_tags else None
 
 
 def _reason(now: str, card: str | None, own: str) -> str:

@@ -26,7 +26,7 @@ from .consent import (NEW_STATUSES, NO_CONSENT_SKIP, consent_skip, consent_warni
 from .partial import Holders, leave_shared_to_full_sync  # noqa: F401 (the resync's, imported from here too)
 from .plan_json import change_json, plan_from_json
 from .transitions import tags_for_row, transition_managed
-from .values import FIELD_VALUES, column_of
+from .values import column_of
 
 if TYPE_CHECKING:
     from ..guards import PlanStats
@@ -46,11 +46,13 @@ def all_managed(dest: DestinationConfig) -> list[str]:
 
 
 def check_fields(dest: DestinationConfig) -> None:
-    bad = {k: v for k, v in dest.fields.items() if v not in FIELD_VALUES}
-    if bad:
-        raise ConfigError(f"destination {dest.name!r}: unknown field value(s) "
-                          + ", ".join(f"{k} = {v!r}" for k, v in bad.items())
-                          + f"; known values: {', '.join(FIELD_VALUES)}")
+    """ConfigError for a ``[destinations.fields]`` name or value the config's load refuses
+    (:meth:`~sync.config.DestinationConfig.check_field_names`, in its words): a destination made by hand or copied
+    with other fields (``model_copy`` validates nothing) is held to the same rule."""
+    try:
+        dest.check_field_names()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def normalise_value(value: Any) -> FieldValue:

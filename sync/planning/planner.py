@@ -23,6 +23,7 @@ from ..ledger.bulk import state_schema
 from ..ledger.state_rows import unreadable_row
 from ..model import PushedState
 from .columnar import LEDGER, columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
+from .adopted import adopted_warnings
 from .kept_out import forget_unwanted, without_kept_out
 from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
@@ -172,7 +173,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     else:
         stage_pushed(rows.con, state_schema().empty_table())
         notes.append(moved_note(dest, moved_from))
-    existing = None
+    existing, reconciled_read = None, None
     if client is not None and unchecked is None:
         if reconcile:
             if not client.reconciles:
@@ -180,6 +181,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
                                        f"{dest.spec.label} (it cannot list the members of a tag or list)")
             read = reconciled_tags(dest)  # not the retired: only the ledger says whom rfmsync gave them to
             reconcile_pushed(rows.con, client.read_managed(read), read)
+            reconciled_read = read
         if (dest.new_contacts == "skip" or full_refresh) and client.reads_existing_members:
             existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
@@ -214,7 +216,8 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     stats = columnar_plan_stats(rows.con, plan, lost) if plan.changes else None
     verdict = judge_plan(cfg.guards, stats) if stats is not None else PlanVerdict()
     lines, withdrawals = verdict.lines, verdict.withdrawal_lines
-    warnings = ((unchecked,) if unchecked is not None else ()) + behind + lines
+    adopted = tuple(adopted_warnings(rows.con, plan.changes, reconciled_read)) if reconciled_read else ()
+    warnings = ((unchecked,) if unchecked is not None else ()) + behind + adopted + lines
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),

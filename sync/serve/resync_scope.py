@@ -137,29 +137,26 @@ def shared_addresses(cfg: Config, dest: DestinationConfig, desired: list[Desired
             lambda owners: store_segments(cfg, owners, wait_seconds, reads))
 
 
-def store_segments(cfg: Config, customers: set[str], wait_seconds: float = 60.0, reads: StoreReads | None = None,
-                   con=None) -> dict[str, str]:
+def store_segments(cfg: Config, customers: set[str], wait_seconds: float = 60.0, reads: StoreReads | None = None
+                   ) -> dict[str, str]:
     """The segment each of ``customers`` holds now by the store's segment history (its latest line, the row still
     valid): the label of an owner's withdrawal a resync plans (:func:`~sync.planning.consent.owners_withdrawal`).
-    One without (no history recorded, not on that line) is left out. ``reads``: the rows scanned are added to it.
-    ``con``: a store connection the caller opened and holds :data:`STORE_LOCK` for (not re-entrant: not taken
-    again); without it, ``reads``' connection (the shared one inside :meth:`StoreReads.shared`) or its own."""
-    if con is not None:
-        return _segments(con, customers, reads)
+    One without (no history recorded, not on that line) is left out. ``reads``: the rows scanned are added to it,
+    and its connection is read (the shared one inside :meth:`StoreReads.shared`: :data:`STORE_LOCK`, not
+    re-entrant, taken once for all its reads), else one of its own."""
     reads = reads if reads is not None else StoreReads()
     with reads.connection(cfg, wait_seconds) as own:
         return _segments(own, customers, reads)
 
 
-def _segments(con, customers: set[str], reads: StoreReads | None) -> dict[str, str]:
+def _segments(con, customers: set[str], reads: StoreReads) -> dict[str, str]:
     if not has_history(con):
         return {}
     counted = CountingConnection(con)
     rows = counted.execute(f"SELECT customer_id, segment FROM {HISTORY} WHERE valid_to IS NULL AND line = "
                            f"(SELECT max(line) FROM {LINES}) AND customer_id IN (SELECT unnest(?::VARCHAR[]))",
                            [sorted(customers)]).fetchall()
-    if reads is not None:
-        reads.rows += counted.rows()
+    reads.rows += counted.rows()
     return {str(c): str(s) for c, s in rows}
 
 
