@@ -3,7 +3,7 @@ same order id: the webhook's record is the whole order, the file's return goes w
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from connectors.records import Order
@@ -42,3 +42,42 @@ def test_a_webhook_refund_of_a_files_sale_and_return_subtracts_the_refund_once(t
         ingest_files(con, source)
         assert _net(con) == ([("1", Decimal("10.00"), "refunded"), ("2", Decimal("5.00"), "completed")],
                              Decimal("-5.00"))
+
+
+def test_every_return_of_a_sale_goes_with_a_webhook_version_of_it_whatever_their_count(tmp_path):
+    """store29: the merge deleted a file's returns by the ids ~return … ~return99: a sale's 100th return (~return100)
+    stayed beside the webhook's version of the order, subtracted from the customer after the refund that replaced it.
+    An order merged with no return stored (an API store's: every pull) deletes nothing more."""
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-01-01 00:00", "500.00", "completed"),
+                                        ("2", "c2", "", "2025-01-01 00:00", "9.00", "completed"),
+                                        ("2", "c2", "", "2025-01-02 00:00", "9.00", "refunded")] + [
+        ("1", "c1", "", f"{start + timedelta(hours=k):%Y-%m-%d %H:%M}", "1.00", "refunded") for k in range(1, 101)])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        ingest_files(con, source)
+        ids = {r[0] for r in _net(con)[0]}
+        assert {"1~return", "1~return2", "1~return99", "1~return100", "2~return"} <= ids and len(ids) == 103
+        stage_records(con, [Order(order_id="1", customer_id="c1", ordered_at=start, amount=Decimal("400.00"),
+                                  status="completed")])
+        merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
+        assert _net(con) == ([("1", Decimal("400.00"), "completed"), ("2", Decimal("9.00"), "completed"),
+                              ("2~return", Decimal("9.00"), "refunded")], Decimal("400.00"))
+
+
+def test_a_store_written_before_the_returns_were_noted_has_them_deleted_too(tmp_path):
+    """A store an older rfmsync wrote holds the file's returns without their note: the first merge notes them."""
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "completed"),
+                                        ("1", "c1", "", "2025-06-03", "4.00", "refunded"),
+                                        ("1", "c1", "", "2025-06-04", "3.00", "refunded")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        ingest_files(con, source)
+        con.execute("DROP TABLE file_returns")
+        at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+        stage_records(con, [Order(order_id="1", customer_id="c1", ordered_at=at, amount=Decimal("10.00"),
+                                  status="cancelled")])
+        merge_staged(con, PullResult(orders=1, contacts=0), origin="pull")
+        assert _net(con) == ([("1", Decimal("10.00"), "cancelled")], Decimal("0"))
