@@ -3,7 +3,10 @@
 An order id written again is one of four things, told apart by the rows themselves, in this order:
 
 * **the same order again** at the same time (``ordered_at``), whatever its customer or status (a status update, a
-  refund reversed, a customer merge in the CRM, export periods that overlap): the last row wins;
+  refund reversed, a customer merge in the CRM, export periods that overlap): the last row wins; but when that last
+  row is a return (below), each refunded row of its customer at that time is a return of its own (two items returned
+  at once, booked as two rows: one file writes a row once), and the same return again is a row of another file
+  with the same amount at the same place among that file's rows of that amount (export periods that overlap);
 * **another customer's order** (receipt numbers that restart in the next monthly file, two tills numbering alike):
   every customer's rows under that id are an order of their own; the first customer's (in file, then row order)
   keeps the id, the next ones are stored as ``ID~2``, ``ID~3`` …;
@@ -35,17 +38,29 @@ NAMED = 3
 _IDS = "CREATE OR REPLACE TEMP TABLE _fs_rid AS SELECT oid FROM {valid} GROUP BY oid HAVING count(*) > 1"
 
 _REPEATS = """CREATE OR REPLACE TEMP TABLE _fs_rep AS
-    WITH r AS (SELECT oid, key, ordered_at, amount, currency, status, discount, _ord, _file, _row,
-                      row_number() OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _same
+    WITH v AS (SELECT oid, key, ordered_at, amount, currency, status, discount, _ord, _file, _row,
+                      row_number() OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _same0,
+                      first_value(status) OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _lst,
+                      first_value(key) OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _lkey
                FROM {valid} SEMI JOIN _fs_rid USING (oid)),
+    s AS (SELECT *, coalesce(status = 'refunded' AND _lst = 'refunded' AND key = _lkey AND ordered_at >
+                             min(ordered_at) FILTER (WHERE status = 'completed' AND _same0 = 1)
+                             OVER (PARTITION BY oid, key), false) AS _rc FROM v),
+    t AS (SELECT *, row_number() OVER (PARTITION BY oid, ordered_at, _rc, amount, _file ORDER BY _ord) AS _k FROM s),
+    r AS (SELECT * EXCLUDE (_same0, _lst, _lkey, _rc, _k),
+                 CASE WHEN NOT bool_or(_rc) OVER (PARTITION BY oid, ordered_at) THEN _same0
+                      WHEN NOT _rc THEN 2
+                      ELSE row_number() OVER (PARTITION BY oid, ordered_at, _rc, amount, _k ORDER BY _ord DESC)
+                 END AS _same FROM t),
     o AS (SELECT *, min(_ord) OVER (PARTITION BY oid, key) AS _first,
                  min(ordered_at) FILTER (WHERE status = 'completed') OVER (PARTITION BY oid, key) AS _sold
           FROM r WHERE _same = 1),
     k AS (SELECT * EXCLUDE (_sold), dense_rank() OVER (PARTITION BY oid ORDER BY _first, key) AS _nth,
                  coalesce(status = 'refunded' AND ordered_at > _sold, false) AS _ret FROM o),
     n AS (SELECT *, oid || CASE WHEN _nth > 1 THEN '~' || _nth ELSE '' END || CASE WHEN NOT _ret THEN '' ELSE
-                 '~return' || CASE WHEN row_number() OVER (PARTITION BY oid, key, _ret ORDER BY ordered_at) > 1
-                 THEN (row_number() OVER (PARTITION BY oid, key, _ret ORDER BY ordered_at))::VARCHAR ELSE '' END END AS _id
+                 '~return' || CASE WHEN row_number() OVER (PARTITION BY oid, key, _ret ORDER BY ordered_at, _ord) > 1
+                 THEN (row_number() OVER (PARTITION BY oid, key, _ret ORDER BY ordered_at, _ord))::VARCHAR ELSE ''
+                 END END AS _id
           FROM k)
     SELECT *, row_number() OVER (PARTITION BY _id ORDER BY _ord DESC) AS _last FROM n
     UNION ALL BY NAME SELECT * FROM r WHERE _same > 1"""

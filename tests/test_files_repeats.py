@@ -142,3 +142,43 @@ def test_an_id_made_for_a_repeat_that_the_export_holds_is_an_error(tmp_path):
     assert str(raised.value) == (f"{tmp_path / 'orders-02.csv'} row 2: its order id repeats an earlier one and would "
                                  f"be stored as '5~2', an order id of its own in {tmp_path / 'orders-01.csv'} row 3: "
                                  "rename one of them")
+
+
+def test_two_returns_of_a_sale_at_the_same_time_both_count_a_file_read_twice_counts_them_once(tmp_path, caplog):
+    """store29: two returned items of one sale booked as two rows at the same time were "the same order again" (same
+    id and time): the last row won and the other return was lost (net 80, not 50). Rows of one file are rows of
+    their own (an export writes a row once), so each refunded row is a return; the same rows in another file (export
+    periods that overlap) are the same returns again, told apart by amount and their place among that file's equal
+    rows."""
+    sale = [("5", "a", "2026-01-10 10:00", "100", "completed"),
+            ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
+            ("5", "a", "2026-01-12 10:00", "-20", "refunded"),
+            ("6", "b", "2026-01-10 10:00", "50", "completed"),
+            ("6", "b", "2026-01-12 10:00", "-10", "refunded"),  # two equal returns at once: two items of one kind
+            ("6", "b", "2026-01-12 10:00", "-10", "refunded")]
+    _write(tmp_path / "orders-01.csv", sale)
+    want = {"5": ("a", "100.00", "completed"), "5~return": ("a", "30.00", "refunded"),
+            "5~return2": ("a", "20.00", "refunded"), "6": ("b", "50.00", "completed"),
+            "6~return": ("b", "10.00", "refunded"), "6~return2": ("b", "10.00", "refunded")}
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path)
+    assert got == want and result.duplicate_orders == 4
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and lines[0].startswith("2 order ids hold a sale and its return")
+    _write(tmp_path / "orders-02.csv", sale[1:3] + sale[4:])  # the next export's period overlaps: the same returns
+    result, got = _pull(tmp_path)
+    assert got == want and result.duplicate_orders == 8
+
+
+def test_a_status_update_at_the_same_time_still_replaces_a_return(tmp_path):
+    """The same id at the same time is still one order when its rows are not all returns: a refund reversed (its
+    last row completed) is the sale's row again, and a return's row moved to another customer is that customer's."""
+    _write(tmp_path / "orders.csv", [("5", "a", "2026-01-10 10:00", "100", "completed"),
+                                     ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
+                                     ("5", "a", "2026-01-12 10:00", "30", "completed"),  # the refund reversed
+                                     ("6", "b", "2026-01-10 10:00", "50", "completed"),
+                                     ("6", "b", "2026-01-12 10:00", "-10", "refunded"),
+                                     ("6", "c", "2026-01-12 10:00", "-10", "refunded")])  # its customer merged
+    result, got = _pull(tmp_path)
+    assert got == {"5": ("a", "30.00", "completed"), "6": ("b", "50.00", "completed"),
+                   "6~2": ("c", "10.00", "refunded")}

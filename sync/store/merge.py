@@ -187,7 +187,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         if pull.full_refresh:  # the export keys a linked guest by its e-mail/phone again: it stays linked
             apply_links(con, max_identity_group)
             if "staged_orders" in present:
-                note_returns(con, pull)  # the file's returns it stored (ID~return …): an incremental merge's to delete
+                note_returns(con, pull)  # the returns it stored (ID~return …): an incremental merge deletes them
         if timed:
             note_pulled(con)
         if pulled:  # a timed webhook version now orders them alone
