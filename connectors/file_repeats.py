@@ -12,7 +12,7 @@ An order id written again is one of four things, told apart by the rows themselv
   keeps the id, the next ones are stored as ``ID~2``, ``ID~3`` …;
 * **a sale's return** (a row of status ``refunded`` under the id of the same customer's ``completed`` sale, later
   than the sale: a return booked under its sale's receipt number): kept beside the sale as an order of its own,
-  ``ID~return`` (a second return at another time ``ID~return2`` …), so the sale still counts and the customer's net
+  ``ID~return`` (a second return ``ID~return2`` …), so the sale still counts and the customer's net
   revenue is the sale minus the returns;
 * **the same customer's order again** at another time (a sale's row again, a return's again, a cancellation): the
   last row wins.
@@ -83,6 +83,46 @@ def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: l
     return staged, repeats
 
 
+#: receipt lines grouped by receipt number and customer (``staged_orders._first``: each one's first line): the
+#: numbers more than one customer's lines carry, the next customers' ids made (``ID~2`` …)
+_SPLIT = """CREATE OR REPLACE TEMP TABLE _fs_rsplit AS SELECT * FROM (
+    SELECT order_id AS oid, customer_id AS key, dense_rank() OVER (PARTITION BY order_id ORDER BY _first, customer_id)
+           AS _nth FROM staged_orders
+    WHERE order_id IN (SELECT order_id FROM staged_orders GROUP BY order_id HAVING count(*) > 1))
+    WHERE _nth > 1"""
+
+
+def split_receipts(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> bool:
+    """Receipt lines staged one order per receipt number and customer (``staged_orders`` with ``_first``, dropped
+    here): a number that more than one customer's lines carry (a second till's numbering, the next file's) is each
+    customer's receipt, as a flat export's order id is: the first customer's (in file, then row order) keeps the
+    number, the next ones are ``ID~2``, ``ID~3`` …; warned of, naming the first numbers with their files and rows.
+    Returns whether any was split (``_fs_rsplit``: ``oid``, ``key``, ``_id``; the line items take ``_id``)."""
+    con.execute(_SPLIT)
+    split = bool(con.execute("SELECT 1 FROM _fs_rsplit LIMIT 1").fetchall())
+    if split:
+        con.execute("ALTER TABLE _fs_rsplit ADD COLUMN _id VARCHAR")
+        con.execute("UPDATE _fs_rsplit SET _id = oid || '~' || _nth")
+        made = con.execute("SELECT r._id, r.oid, r.key FROM _fs_rsplit r JOIN staged_orders s ON s.order_id = r._id "
+                           "ORDER BY r._id LIMIT 1").fetchall()
+        if made:
+            made_id, oid, key = made[0]
+            (file, row), (vfile, vrow) = (con.execute(f"SELECT _file, _row FROM {valid} WHERE {where} ORDER BY _ord "
+                                                      "LIMIT 1", args).fetchall()[0] for where, args in (
+                ("oid = ? AND key = ?", [oid, key]), ("oid = ?", [made_id])))
+            raise BadFileError(f"{paths[file]} row {row}: its receipt number is another customer's too and would be "
+                               f"stored as {made_id!r}, an order id of its own in {paths[vfile]} row {vrow}: rename "
+                               "one of them")
+        con.execute("UPDATE staged_orders AS s SET order_id = r._id FROM _fs_rsplit AS r "
+                    "WHERE s.order_id = r.oid AND s.customer_id = r.key")
+        n, named = _where(con, paths, "oid IN (SELECT oid FROM _fs_rsplit)", valid)
+        log.warning("%s written for more than one customer's receipt lines: each customer's lines are a receipt of "
+                    "their own, the next customers' stored as ID~2, ID~3 … (receipt numbers restarting in another "
+                    "file, or another till's?): %s", counted(n, "receipt number is", "receipt numbers are"), named)
+    con.execute("ALTER TABLE staged_orders DROP COLUMN _first")
+    return split
+
+
 def _check_made_ids(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> None:
     """An id made for a repeat (``5~2``) that the export holds as an order id of its own: an error naming both."""
     made = con.execute(f"""SELECT m._id, m._file, m._row, v._file, v._row FROM _fs_rep AS m
@@ -94,11 +134,11 @@ def _check_made_ids(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]
                            f"{made_id!r}, an order id of its own in {paths[vfile]} row {vrow}: rename one of them")
 
 
-def _where(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str) -> tuple[int, str]:
-    """How many order ids ``rows`` (a condition on ``_fs_rep``) picks, and the first :data:`NAMED` of them with
+def _where(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, table: str = "_fs_rep") -> tuple[int, str]:
+    """How many order ids ``rows`` (a condition on ``table``'s rows) picks, and the first :data:`NAMED` of them with
     each one's rows: ``'5' (orders-01.csv rows 2, 4)``."""
     found = con.execute(f"""SELECT oid, list(_file ORDER BY _ord), list(_row ORDER BY _ord), count(*) OVER ()
-                            FROM _fs_rep WHERE oid IN (SELECT oid FROM _fs_rep WHERE {rows})
+                            FROM {table} WHERE oid IN (SELECT oid FROM {table} WHERE {rows})
                             GROUP BY oid ORDER BY min(_ord) LIMIT {NAMED}""").fetchall()
     named = []
     for oid, files, lines, _ in found:
@@ -130,4 +170,4 @@ def _report(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
                     counted(n, "order is written", "orders are written"), named)
 
 
-__all__ = ["stage_repeats", "NAMED"]
+__all__ = ["stage_repeats", "split_receipts", "NAMED"]

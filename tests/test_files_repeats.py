@@ -182,3 +182,47 @@ def test_a_status_update_at_the_same_time_still_replaces_a_return(tmp_path):
     result, got = _pull(tmp_path)
     assert got == {"5": ("a", "30.00", "completed"), "6": ("b", "50.00", "completed"),
                    "6~2": ("c", "10.00", "refunded")}
+
+
+def test_a_receipt_number_of_two_customers_is_two_receipts_as_in_a_flat_export(tmp_path, caplog):
+    """store29: receipt lines were grouped by the number alone: a number restarting in the next file (or another
+    till's) merged two customers' lines into one receipt, the first customer's purchase lost to the last line's
+    customer (b had one receipt of 130, a none)."""
+    _write(tmp_path / "orders-01.csv", [("1", "a", "2026-01-10 10:00", "100", "completed", "A"),  # row 2
+                                        ("1", "a", "2026-01-10 10:00", "40", "completed", "B"),
+                                        ("2", "c", "2026-01-11 10:00", "5", "completed", "A"),
+                                        ("2", "e", "2026-01-11 11:00", "7", "completed", "C")], sku=True)  # 2nd till
+    _write(tmp_path / "orders-02.csv", [("1", "b", "2026-02-01 10:00", "-10", "refunded", "B"),
+                                        ("1", "b", "2026-02-01 10:00", "130", "completed", "C")], sku=True)
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path, sku="sku")
+    assert got == {"1": ("a", "140.00", "completed"), "1~2": ("b", "120.00", "completed"),
+                   "2": ("c", "5.00", "completed"), "2~2": ("e", "7.00", "completed")}
+    assert result.orders == 4 and result.bad_row_count == 0
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line == ("2 receipt numbers are written for more than one customer's receipt lines: each customer's lines "
+                    "are a receipt of their own, the next customers' stored as ID~2, ID~3 … (receipt numbers "
+                    f"restarting in another file, or another till's?): '1' ({one} rows 2, 3; {two} rows 2, 3), '2' "
+                    f"({one} rows 4, 5)")
+
+
+def test_a_receipt_line_keeps_its_receipt_and_line_number(tmp_path):
+    con = duckdb.connect()
+    _write(tmp_path / "orders-01.csv", [("1", "a", "2026-01-10 10:00", "100", "completed", "A"),
+                                        ("1", "b", "2026-01-11 10:00", "7", "completed", "C"),
+                                        ("1", "a", "2026-01-10 10:00", "40", "completed", "B")], sku=True)
+    cfg = FileSourceConfig(type="file", orders="orders*.csv", columns={**COLS, "sku": "sku"}, timezone="UTC")
+    FileSource(cfg, tmp_path).pull(con)
+    assert con.execute("SELECT order_id, line_no, sku FROM staged_line_items ORDER BY ALL").fetchall() == [
+        ("1", 1, "A"), ("1", 2, "B"), ("1~2", 1, "C")]
+    assert con.execute("SELECT * FROM staged_orders").description[-1][0] != "_first"
+
+
+def test_a_receipt_number_made_for_another_customer_that_the_export_holds_is_an_error(tmp_path):
+    _write(tmp_path / "orders.csv", [("1", "a", "2026-01-10 10:00", "100", "completed", "A"),
+                                     ("1~2", "c", "2026-01-10 10:00", "9", "completed", "A"),
+                                     ("1", "b", "2026-01-11 10:00", "7", "completed", "C")], sku=True)
+    with pytest.raises(BadFileError, match=r"orders.csv row 4: its receipt number is another customer's too and "
+                                           r"would be stored as '1~2', an order id of its own in .*orders.csv row 3"):
+        _pull(tmp_path, sku="sku")
