@@ -273,7 +273,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
         if items:
             con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
-                           ORDER BY _ord), sku, product, category, brand, quantity, price FROM {valid}"""
+                           ORDER BY _ord), sku, product, category, brand, CASE WHEN status = 'refunded' THEN
+                           -abs(coalesce(quantity, 1)) ELSE quantity END, price FROM {valid}"""  # returned: < 0
                         + (" LEFT JOIN _fs_rsplit USING (oid, key)" if oid != "oid" else ""))
     elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
         n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths)

@@ -226,3 +226,19 @@ def test_a_receipt_number_made_for_another_customer_that_the_export_holds_is_an_
     with pytest.raises(BadFileError, match=r"orders.csv row 4: its receipt number is another customer's too and "
                                            r"would be stored as '1~2', an order id of its own in .*orders.csv row 3"):
         _pull(tmp_path, sku="sku")
+
+
+def test_a_returned_receipt_line_is_stored_with_a_negative_quantity(tmp_path):
+    """store29: a receipt's returned line was stored as a line bought (its quantity positive, or none), so the
+    favourite category counted it as a purchase. Its quantity is negative now (−1 when the file gives none)."""
+    con = duckdb.connect()
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+        "5,a,2026-01-10 10:00,100,completed,A,1\n5,a,2026-01-10 10:00,40,completed,B,2\n"
+        "5,a,2026-01-12 10:00,-40,refunded,B,2\n6,a,2026-01-13 10:00,-10,refunded,C,\n", encoding="utf-8")
+    cfg = FileSourceConfig(type="file", orders="orders*.csv", timezone="UTC",
+                           columns={**COLS, "sku": "sku", "quantity": "quantity"})
+    FileSource(cfg, tmp_path).pull(con)
+    assert con.execute("SELECT order_id, line_no, sku, quantity FROM staged_line_items ORDER BY ALL").fetchall() == [
+        ("5", 1, "A", Decimal("1.000")), ("5", 2, "B", Decimal("2.000")), ("5", 3, "B", Decimal("-2.000")),
+        ("6", 1, "C", Decimal("-1.000"))]
