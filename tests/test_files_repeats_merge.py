@@ -81,3 +81,33 @@ def test_a_store_written_before_the_returns_were_noted_has_them_deleted_too(tmp_
                                   status="cancelled")])
         merge_staged(con, PullResult(orders=1, contacts=0), origin="pull")
         assert _net(con) == ([("1", Decimal("10.00"), "cancelled")], Decimal("0"))
+
+
+def test_returns_an_older_rfmsync_stored_after_the_notes_were_made_are_deleted_too(tmp_path):
+    """Review of store29: the notes were scanned for only when the table was first made, so a return an older
+    rfmsync stored later (a downgrade, then an upgrade) stayed beside the webhook's version of its sale (net -10, not
+    0). Every write of the orders moves the store's generation on, an older rfmsync's too: a merge that finds it
+    moved past the notes' stamp notes them again."""
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "completed"),
+                                        ("2", "c2", "", "2025-06-01", "7.00", "completed"),
+                                        ("2", "c2", "", "2025-06-02", "7.00", "refunded")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        ingest_files(con, source)
+        # an older rfmsync's read of a later file: order 1's return stored, the generation moved, no note of it
+        con.execute("INSERT INTO orders SELECT * REPLACE (order_id || '~return' AS order_id, 'refunded' AS status) "
+                    "FROM orders WHERE order_id = '1'")
+        con.execute("UPDATE store_generation SET n = n + 1")
+        at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+        stage_records(con, [Order(order_id="1", customer_id="c1", ordered_at=at, amount=Decimal("10.00"),
+                                  status="cancelled")])
+        merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
+        assert _net(con) == ([("1", Decimal("10.00"), "cancelled"), ("2", Decimal("7.00"), "completed"),
+                              ("2~return", Decimal("7.00"), "refunded")], Decimal("0"))
+        # the next merge, at the generation it stamped, reads no orders for the notes: they are true
+        stage_records(con, [Order(order_id="2", customer_id="c2", ordered_at=at, amount=Decimal("7.00"),
+                                  status="completed")])
+        merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
+        assert _net(con) == ([("1", Decimal("10.00"), "cancelled"), ("2", Decimal("7.00"), "completed")],
+                             Decimal("7.00"))

@@ -25,7 +25,7 @@ from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_s
                      pulled_for, settle_staged, timed_pull)
 from .ordering import Ages, Versions, ages_of, drop_older_versions
 from .resynced import note_moved
-from .returns import create_returns_table, delete_returns, note_returns, returns_of
+from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
         if not empty:
             bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
+            stamp_returns(con)  # the returns' notes are true at it (an older rfmsync's write next is told by it)
         if note is not None and not empty:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
         if moved is not None and not empty:

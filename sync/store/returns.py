@@ -5,7 +5,9 @@ A webhook's or a CRM pull's version of an order id is the whole order: an increm
 returns of the orders it merges with the file's row of them (:func:`delete_returns`), however many there are. Only
 a file source's full refresh stores such returns, so it notes them again each time (:func:`note_returns`: the
 orders it left in the store); a store that holds none (any API source's) pays one read of an empty table per merge.
-A store written before the table is noted once, by a scan of its orders, when a merge first creates it.
+The notes are stamped with the store's generation (:mod:`.generation`, which every write of ``orders`` moves on,
+an older rfmsync's too) after each merge: a merge that finds another generation (a store written before the table,
+or by an older rfmsync since: a downgrade, then an upgrade) notes them again, by a scan of the orders, first.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from connectors.file_result import FilePullResult
 from connectors.source import PullResult
 
 from .connection import store_tables
+from .generation import generation
 
 RETURNS_TABLE = "file_returns"
+#: the store's generation the notes were last known true at (one row; none: never)
+STAMP_TABLE = "file_returns_generation"
 #: an order id :mod:`connectors.file_repeats` made for a return (``contains`` first: it skips the regex on the rest)
 _MADE = "contains(order_id, '~return') AND regexp_matches(order_id, '~return[0-9]*$')"
 #: the sale's id of such a return
@@ -31,11 +36,23 @@ def returns_of(ids: str) -> str:
 
 
 def create_returns_table(con: duckdb.DuckDBPyConnection) -> None:
-    """``file_returns``, created (and its returns noted) in a store written before it."""
-    if store_tables(con, RETURNS_TABLE):
+    """``file_returns``, created if need be, its returns noted again (a scan of the orders) unless its stamp is the
+    store's generation: a store written before it, or by an older rfmsync since, holds returns it has not noted."""
+    made = {RETURNS_TABLE, STAMP_TABLE} - store_tables(con, RETURNS_TABLE, STAMP_TABLE)
+    if RETURNS_TABLE in made:
+        con.execute(f"CREATE TABLE {RETURNS_TABLE} (order_id VARCHAR NOT NULL, sale_id VARCHAR NOT NULL)")
+    if STAMP_TABLE in made:
+        con.execute(f"CREATE TABLE {STAMP_TABLE} (generation BIGINT NOT NULL)")
+    if not made and con.execute(f"SELECT 1 FROM {STAMP_TABLE} WHERE generation = ?", [generation(con)]).fetchall():
         return
-    con.execute(f"CREATE TABLE {RETURNS_TABLE} (order_id VARCHAR NOT NULL, sale_id VARCHAR NOT NULL)")
     note_returns(con)
+    stamp_returns(con)
+
+
+def stamp_returns(con: duckdb.DuckDBPyConnection) -> None:
+    """Stamp the notes true at the store's generation now (after a merge's writes moved it on, in its transaction)."""
+    con.execute(f"DELETE FROM {STAMP_TABLE}")
+    con.execute(f"INSERT INTO {STAMP_TABLE} VALUES (?)", [generation(con)])
 
 
 def note_returns(con: duckdb.DuckDBPyConnection, pull: PullResult | None = None) -> None:
@@ -60,4 +77,5 @@ def delete_returns(con: duckdb.DuckDBPyConnection, returning: str = "") -> list[
     return deleted.fetchall() if returning else []
 
 
-__all__ = ["RETURNS_TABLE", "create_returns_table", "delete_returns", "note_returns", "returns_of"]
+__all__ = ["RETURNS_TABLE", "STAMP_TABLE", "create_returns_table", "delete_returns", "note_returns", "returns_of",
+           "stamp_returns"]
