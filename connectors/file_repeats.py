@@ -4,9 +4,9 @@ An order id written again is one of four things, told apart by the rows themselv
 
 * **the same order again** at the same time (``ordered_at``), whatever its customer or status (a status update, a
   refund reversed, a customer merge in the CRM, export periods that overlap): the last row wins; but when that last
-  row is a return (below), each refunded row of its customer at that time is a return of its own (two items returned
-  at once, booked as two rows: one file writes a row once), and the same return again is a row of another file
-  with the same amount at the same place among that file's rows of that amount (export periods that overlap);
+  row is a return (below), the last file's refunded rows of its customer at that time are the returns (two items
+  returned at once, booked as two rows: each counts), and an earlier file's rows there are superseded by them (the
+  same returns in export periods that overlap, or a return's amount corrected in a re-export);
 * **another customer's order** (receipt numbers that restart in the next monthly file, two tills numbering alike):
   every customer's rows under that id are an order of their own; the first customer's (in file, then row order)
   keeps the id, the next ones are stored as ``ID~2``, ``ID~3`` …;
@@ -41,17 +41,16 @@ _REPEATS = """CREATE OR REPLACE TEMP TABLE _fs_rep AS
     WITH v AS (SELECT oid, key, ordered_at, amount, currency, status, discount, _ord, _file, _row,
                       row_number() OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _same0,
                       first_value(status) OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _lst,
-                      first_value(key) OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _lkey
+                      first_value(key) OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _lkey,
+                      first_value(_file) OVER (PARTITION BY oid, ordered_at ORDER BY _ord DESC) AS _lfile
                FROM {valid} SEMI JOIN _fs_rid USING (oid)),
     s AS (SELECT *, coalesce(status = 'refunded' AND _lst = 'refunded' AND key = _lkey AND ordered_at >
                              min(ordered_at) FILTER (WHERE status = 'completed' AND _same0 = 1)
                              OVER (PARTITION BY oid, key), false) AS _rc FROM v),
-    t AS (SELECT *, row_number() OVER (PARTITION BY oid, ordered_at, _rc, amount, _file ORDER BY _ord) AS _k FROM s),
-    r AS (SELECT * EXCLUDE (_same0, _lst, _lkey, _rc, _k),
+    r AS (SELECT * EXCLUDE (_same0, _lst, _lkey, _lfile, _rc),
                  CASE WHEN NOT bool_or(_rc) OVER (PARTITION BY oid, ordered_at) THEN _same0
-                      WHEN NOT _rc THEN 2
-                      ELSE row_number() OVER (PARTITION BY oid, ordered_at, _rc, amount, _k ORDER BY _ord DESC)
-                 END AS _same FROM t),
+                      WHEN _rc AND _file = _lfile THEN 1 ELSE 2  -- the last file's returns; earlier ones superseded
+                 END AS _same FROM s),
     o AS (SELECT *, min(_ord) OVER (PARTITION BY oid, key) AS _first,
                  min(ordered_at) FILTER (WHERE status = 'completed') OVER (PARTITION BY oid, key) AS _sold
           FROM r WHERE _same = 1),

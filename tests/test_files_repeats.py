@@ -147,9 +147,8 @@ def test_an_id_made_for_a_repeat_that_the_export_holds_is_an_error(tmp_path):
 def test_two_returns_of_a_sale_at_the_same_time_both_count_a_file_read_twice_counts_them_once(tmp_path, caplog):
     """store29: two returned items of one sale booked as two rows at the same time were "the same order again" (same
     id and time): the last row won and the other return was lost (net 80, not 50). Rows of one file are rows of
-    their own (an export writes a row once), so each refunded row is a return; the same rows in another file (export
-    periods that overlap) are the same returns again, told apart by amount and their place among that file's equal
-    rows."""
+    their own (an export writes a row once), so each refunded row is a return; the same rows in a later file (export
+    periods that overlap) are the same returns again: the last file's rows at that time are the returns."""
     sale = [("5", "a", "2026-01-10 10:00", "100", "completed"),
             ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
             ("5", "a", "2026-01-12 10:00", "-20", "refunded"),
@@ -168,6 +167,23 @@ def test_two_returns_of_a_sale_at_the_same_time_both_count_a_file_read_twice_cou
     _write(tmp_path / "orders-02.csv", sale[1:3] + sale[4:])  # the next export's period overlaps: the same returns
     result, got = _pull(tmp_path)
     assert got == want and result.duplicate_orders == 8
+
+
+def test_a_return_corrected_in_a_re_export_is_the_last_files_return_alone(tmp_path):
+    """Review of store29: a re-export of the period in which a return's amount was corrected (30, then 25, the same
+    id and time) counted both returns (net 45; before store29 the last row won: 75). At one id and time the last
+    file's refunded rows are the returns, an earlier file's rows there are superseded; two returns booked in that
+    file both count, and a return at another time in an earlier file only (a daily file's) still counts."""
+    sale = ("5", "a", "2026-01-10 10:00", "100", "completed")
+    _write(tmp_path / "orders-01.csv", [sale, ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
+                                        ("5", "a", "2026-01-11 09:00", "-5", "refunded")])
+    _write(tmp_path / "orders-02.csv", [sale, ("5", "a", "2026-01-12 10:00", "-25", "refunded")])
+    assert _pull(tmp_path)[1] == {"5": ("a", "100.00", "completed"), "5~return": ("a", "5.00", "refunded"),
+                                  "5~return2": ("a", "25.00", "refunded")}
+    _write(tmp_path / "orders-03.csv", [("5", "a", "2026-01-12 10:00", "-15", "refunded"),
+                                        ("5", "a", "2026-01-12 10:00", "-10", "refunded")])  # split in two items
+    assert _pull(tmp_path)[1] == {"5": ("a", "100.00", "completed"), "5~return": ("a", "5.00", "refunded"),
+                                  "5~return2": ("a", "15.00", "refunded"), "5~return3": ("a", "10.00", "refunded")}
 
 
 def test_a_status_update_at_the_same_time_still_replaces_a_return(tmp_path):
