@@ -74,14 +74,14 @@ OLD_LIFECYCLE = f"""
         SELECT customer_id, count(*) AS orders, count(*) FILTER (WHERE discount > 0) / count(*) AS discount_share
         FROM completed GROUP BY customer_id
     ),
-    items AS (  -- net: the lines of refunded orders and the lines of negative quantity taken off (store29)
-        SELECT customer_id, category, brand, sign * abs(coalesce(quantity, 1)) AS qty,
-               sign * abs(coalesce(quantity, 1)) * abs(coalesce(price, 0)) AS spend
-        FROM (SELECT c.customer_id, li.*, CASE WHEN li.quantity < 0 THEN -1 ELSE 1 END AS sign
-              FROM completed c JOIN line_items li USING (order_id)
+    items AS (  -- net: each line signed by its quantity; a refunded order's lines when it has a returned one
+        SELECT customer_id, category, brand, coalesce(quantity, 1) AS qty,
+               coalesce(quantity, 1) * abs(coalesce(price, 0)) AS spend
+        FROM (SELECT c.customer_id, li.* FROM completed c JOIN line_items li USING (order_id)
               UNION ALL BY NAME
-              SELECT r.customer_id, li.*, -1 AS sign FROM orders r JOIN line_items li USING (order_id)
-              WHERE r.status = 'refunded' AND {ICU_DAY} <= $as_of)
+              SELECT r.customer_id, li.* FROM orders r JOIN line_items li USING (order_id)
+              WHERE r.status = 'refunded' AND {ICU_DAY} <= $as_of
+                    AND EXISTS (SELECT 1 FROM line_items n WHERE n.order_id = r.order_id AND n.quantity < 0))
     ),
     cat AS (
         SELECT customer_id, category, row_number() OVER (PARTITION BY customer_id
