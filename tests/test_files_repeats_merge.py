@@ -111,3 +111,27 @@ def test_returns_an_older_rfmsync_stored_after_the_notes_were_made_are_deleted_t
         merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
         assert _net(con) == ([("1", Decimal("10.00"), "cancelled"), ("2", Decimal("7.00"), "completed")],
                              Decimal("7.00"))
+
+
+def test_a_file_store_read_before_the_returned_lines_were_negative_reads_its_files_again(tmp_path, monkeypatch):
+    """Review of store29: the file reader now stores a receipt's returned line with a negative quantity (and splits a
+    receipt number of two customers), but a store read by the release before kept its rows (the returned line
+    positive: a purchase for the favourites) until a file changed. The store FORMAT bump reads every file again."""
+    import sync.store.files as store_files
+    from connectors.files import FileSource, FileSourceConfig
+
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+        "5,a,2026-01-10 10:00,100,completed,A,1\n6,a,2026-01-12 10:00,-100,refunded,A,1\n", encoding="utf-8")
+    src = FileSource(FileSourceConfig(type="file", orders="orders.csv", timezone="UTC", columns={
+        **{k: k for k in ("order_id", "customer_id", "ordered_at", "amount", "status")}, "sku": "sku",
+        "quantity": "quantity"}), tmp_path)
+    current = store_files.FORMAT
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        monkeypatch.setattr(store_files, "FORMAT", 9)  # the release before store29
+        ingest_files(con, src)
+        con.execute("UPDATE line_items SET quantity = abs(quantity)")  # what it stored
+        monkeypatch.setattr(store_files, "FORMAT", current)  # upgraded
+        ingest_files(con, src)
+        assert con.execute("SELECT order_id, quantity FROM line_items ORDER BY 1").fetchall() == [
+            ("5", Decimal("1.000")), ("6", Decimal("-1.000"))]
