@@ -25,7 +25,7 @@ from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
-from .file_repeats import stage_repeats
+from .file_repeats import split_receipts, stage_repeats
 from .file_result import FilePullResult  # (what a staging returns; imported from here too)
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
@@ -254,11 +254,12 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
             # when the returns are more; otherwise its lines' sum and its last line's status
             net = "sum(CASE status WHEN 'completed' THEN amount WHEN 'refunded' THEN -amount END)"
             mixed = "bool_or(status = 'completed') AND bool_or(status = 'refunded')"
-            con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at),
+            con.execute(f"""INSERT INTO staged_orders SELECT oid, key, min(ordered_at),
                            CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
                            CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
                                 ELSE 'refunded' END, sum(discount)
-                           {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM {valid} GROUP BY oid""")
+                           {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord) FROM {valid} GROUP BY oid, key""")
+        con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
         try:
             receipts()
         except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
@@ -269,10 +270,12 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
             receipts()
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
+        oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
         if items:
-            con.execute(f"""INSERT INTO staged_line_items SELECT oid,
-                           row_number() OVER (PARTITION BY oid ORDER BY _ord), sku, product, category, brand,
-                           quantity, price FROM {valid}""")
+            con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
+                           ORDER BY _ord), sku, product, category, brand, CASE WHEN status = 'refunded' THEN
+                           -abs(coalesce(quantity, 1)) ELSE quantity END, price FROM {valid}"""  # returned: < 0
+                        + (" LEFT JOIN _fs_rsplit USING (oid, key)" if oid != "oid" else ""))
     elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
         n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths)
     elif in_place:

@@ -27,8 +27,8 @@
 * Cursor: ``{"orders": "<history id>", "contacts": "<history id>"}``; an ISO time instead of an
   id (``filter[startDate] = time − lookback``) when no history entry existed yet. The bookmark is
   the highest history id whose ``createdAt`` is not after the run start.
-* Purchases: orders whose ``status`` is in ``completed_statuses``; ``refunded_statuses`` →
-  refunded; every other status (open, cancelled) is staged as cancelled so it leaves the history.
+* Purchases: orders whose ``status`` is in ``completed_statuses``; every other status (open, cancelled,
+  ``refunded_statuses``: a refunded order nets 0) is staged as cancelled so it leaves the history.
   The mapping of orders and customers (pull, history snapshots, webhooks) is in
   :mod:`connectors.retailcrm_mapping`; the per-object loop in :mod:`connectors.incremental`.
 * Limits: 10 requests/s (vendor SDK), 503/429 retried with Retry-After.

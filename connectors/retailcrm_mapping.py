@@ -2,8 +2,9 @@
 
 Pure functions shared by the pull (:mod:`connectors.retailcrm`) and its trigger webhooks:
 
-* :func:`map_order`: orders whose ``status`` is in ``completed_statuses`` are purchases,
-  ``refunded_statuses`` → refunded, every other status (open, cancelled) → cancelled; line items
+* :func:`map_order`: orders whose ``status`` is in ``completed_statuses`` are purchases, every other status
+  (open, cancelled, ``refunded_statuses``: the order wholly refunded, it nets 0; the setting is kept for
+  compatibility and changes nothing) → cancelled; line items
   (``offer.article`` → sku, ``initialPrice`` → price) and the discount (manual + Σ item discounts × quantity);
 * :func:`map_customer`: contact fields and e-mail consent (``emailMarketingUnsubscribedAt``,
   ``customerSubscriptions``, ``subscribed``);
@@ -43,9 +44,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         raise undecided("status", "order")
     elif status in cfg.completed_statuses:
         kind = OrderStatus.COMPLETED
-    elif status in cfg.refunded_statuses:
-        kind = OrderStatus.REFUNDED
-    else:
+    else:  # open, cancelled, refunded_statuses (the sale wholly refunded: no purchase, nothing taken off)
         kind = OrderStatus.CANCELLED
     customer_id = None  # (kept by the tombstone when known)
     try:

@@ -15,8 +15,8 @@
   ``phone_region``. Shopify has no scope setting: one shop is one source.
 * Cursor: ``{"orders": ISO updated_at, "contacts": ISO updated_at}``; next pull asks for
   ``updated_at_min = cursor − lookback``; new bookmark = min(max updated_at seen, run start).
-* Purchases: ``financial_status`` in ``paid_statuses``; ``refunded`` → refunded; cancelled
-  (``cancelled_at``), test, pending, authorized and voided orders → cancelled.
+* Purchases: ``financial_status`` in ``paid_statuses``; ``refunded`` (``refunded_statuses``: the order wholly
+  refunded, it nets 0), cancelled (``cancelled_at``), test, pending, authorized and voided orders → cancelled.
 * Limits: REST leaky bucket 40 calls refilled 2/s (Standard). ``X-Shopify-Shop-Api-Call-Limit:
   used/size`` is read on every answer and the client pauses when fewer than
   ``call_limit_headroom`` calls remain; 429 honours ``Retry-After``.
@@ -70,8 +70,8 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         kind = OrderStatus.CANCELLED
     elif financial is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
         raise undecided("financial_status", "order")
-    elif financial in cfg.refunded_statuses:
-        kind = OrderStatus.REFUNDED
+    elif financial in cfg.refunded_statuses:  # the sale itself, wholly refunded: no purchase, nothing taken off
+        kind = OrderStatus.CANCELLED  # (a file's refunded row is a return beside its sale: docs/sources/files.md)
     elif financial in cfg.paid_statuses:
         kind = OrderStatus.COMPLETED
     else:

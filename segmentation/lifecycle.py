@@ -8,9 +8,13 @@ As of a local day ``as_of`` (inclusive, in the shop's time zone), over completed
 * ``discount_share``: share of completed orders with ``discount > 0``;
 * ``discount_hunter``: ``discount_share ≥ threshold`` and at least 2 completed orders
   (one discounted first order is a welcome coupon, not a habit);
-* ``favourite_category`` / ``favourite_brand``: the one with the most line-item spend
-  (quantity × unit price, NULL quantity = 1, NULL price = 0) over completed orders; ties go
-  to the larger quantity, then the alphabetically first name; NULL without items;
+* ``favourite_category`` / ``favourite_brand``: the one with the most net line-item spend (quantity × |unit price|,
+  NULL quantity = 1, NULL price = 0) over the lines of completed and refunded orders, each line's sign taken from
+  its quantity alone (a returned line, as the file reader stores a receipt's, is negative; an exchange receipt
+  netting a refund keeps its bought line), a refunded order with no negative line left out (a sale wholly
+  refunded: an older store's CRM order, a generic webhook's), among those with a positive net spend (or, all
+  prices unknown, a positive net quantity): a category bought and returned is none; ties go to the larger net
+  quantity, then the alphabetically first name; NULL without items;
 * ``monetary``: the BTYD mean spend of the repeat purchase days (:mod:`segmentation.btyd`), computed in the same
   pass so that the predictions read the summary from this table instead of grouping the days again.
 
@@ -86,28 +90,34 @@ TOTALS_CALIBRATION_SQL = """
 """
 
 
-#: each customer's favourite category and brand (rows only for customers with line items of completed orders up to
-#: $as_of): a table of its own, so that ``customer_lifecycle`` can be a view (:func:`create_lifecycle_table`)
+#: each customer's favourite category and brand by net spend (rows only for customers with line items of completed
+#: or refunded orders up to $as_of, each line's sign its quantity's: a returned line is negative; a refunded order
+#: with no returned line is a sale wholly refunded, left out), of those they kept something of: a table of its own,
+#: so that ``customer_lifecycle`` can be a view (:func:`create_lifecycle_table`)
 FAVOURITES_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_favourites AS
     WITH items AS (
         SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
-               coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
+               coalesce(li.quantity, 1) * abs(coalesce(li.price, 0)) AS spend
         FROM line_items li
-        JOIN (SELECT order_id, customer_id FROM {orders} WHERE status = 'completed' AND {day} <= $as_of) c
+        JOIN (SELECT order_id, customer_id, status FROM {orders}
+              WHERE status IN ('completed', 'refunded') AND {day} <= $as_of) c
         USING (order_id)
+        WHERE c.status = 'completed' OR li.order_id IN (SELECT order_id FROM line_items WHERE quantity < 0)
     ),
     cat AS (
         SELECT customer_id, category,
                row_number() OVER (PARTITION BY customer_id
                                   ORDER BY sum(spend) DESC, sum(qty) DESC, category) AS rank
         FROM items WHERE category IS NOT NULL GROUP BY customer_id, category
+        HAVING sum(spend) > 0 OR sum(spend) = 0 AND sum(qty) > 0
     ),
     brand AS (
         SELECT customer_id, brand,
                row_number() OVER (PARTITION BY customer_id
                                   ORDER BY sum(spend) DESC, sum(qty) DESC, brand) AS rank
         FROM items WHERE brand IS NOT NULL GROUP BY customer_id, brand
+        HAVING sum(spend) > 0 OR sum(spend) = 0 AND sum(qty) > 0
     )
     SELECT customer_id, cat.category AS favourite_category, brand.brand AS favourite_brand
     FROM (SELECT customer_id, category FROM cat WHERE rank = 1) cat

@@ -142,3 +142,119 @@ def test_an_id_made_for_a_repeat_that_the_export_holds_is_an_error(tmp_path):
     assert str(raised.value) == (f"{tmp_path / 'orders-02.csv'} row 2: its order id repeats an earlier one and would "
                                  f"be stored as '5~2', an order id of its own in {tmp_path / 'orders-01.csv'} row 3: "
                                  "rename one of them")
+
+
+def test_two_returns_of_a_sale_at_the_same_time_both_count_a_file_read_twice_counts_them_once(tmp_path, caplog):
+    """store29: two returned items of one sale booked as two rows at the same time were "the same order again" (same
+    id and time): the last row won and the other return was lost (net 80, not 50). Rows of one file are rows of
+    their own (an export writes a row once), so each refunded row is a return; the same rows in a later file (export
+    periods that overlap) are the same returns again: the last file's rows at that time are the returns."""
+    sale = [("5", "a", "2026-01-10 10:00", "100", "completed"),
+            ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
+            ("5", "a", "2026-01-12 10:00", "-20", "refunded"),
+            ("6", "b", "2026-01-10 10:00", "50", "completed"),
+            ("6", "b", "2026-01-12 10:00", "-10", "refunded"),  # two equal returns at once: two items of one kind
+            ("6", "b", "2026-01-12 10:00", "-10", "refunded")]
+    _write(tmp_path / "orders-01.csv", sale)
+    want = {"5": ("a", "100.00", "completed"), "5~return": ("a", "30.00", "refunded"),
+            "5~return2": ("a", "20.00", "refunded"), "6": ("b", "50.00", "completed"),
+            "6~return": ("b", "10.00", "refunded"), "6~return2": ("b", "10.00", "refunded")}
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path)
+    assert got == want and result.duplicate_orders == 4
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and lines[0].startswith("2 order ids hold a sale and its return")
+    _write(tmp_path / "orders-02.csv", sale[1:3] + sale[4:])  # the next export's period overlaps: the same returns
+    result, got = _pull(tmp_path)
+    assert got == want and result.duplicate_orders == 8
+
+
+def test_a_return_corrected_in_a_re_export_is_the_last_files_return_alone(tmp_path):
+    """Review of store29: a re-export of the period in which a return's amount was corrected (30, then 25, the same
+    id and time) counted both returns (net 45; before store29 the last row won: 75). At one id and time the last
+    file's refunded rows are the returns, an earlier file's rows there are superseded; two returns booked in that
+    file both count, and a return at another time in an earlier file only (a daily file's) still counts."""
+    sale = ("5", "a", "2026-01-10 10:00", "100", "completed")
+    _write(tmp_path / "orders-01.csv", [sale, ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
+                                        ("5", "a", "2026-01-11 09:00", "-5", "refunded")])
+    _write(tmp_path / "orders-02.csv", [sale, ("5", "a", "2026-01-12 10:00", "-25", "refunded")])
+    assert _pull(tmp_path)[1] == {"5": ("a", "100.00", "completed"), "5~return": ("a", "5.00", "refunded"),
+                                  "5~return2": ("a", "25.00", "refunded")}
+    _write(tmp_path / "orders-03.csv", [("5", "a", "2026-01-12 10:00", "-15", "refunded"),
+                                        ("5", "a", "2026-01-12 10:00", "-10", "refunded")])  # split in two items
+    assert _pull(tmp_path)[1] == {"5": ("a", "100.00", "completed"), "5~return": ("a", "5.00", "refunded"),
+                                  "5~return2": ("a", "15.00", "refunded"), "5~return3": ("a", "10.00", "refunded")}
+
+
+def test_a_status_update_at_the_same_time_still_replaces_a_return(tmp_path):
+    """The same id at the same time is still one order when its rows are not all returns: a refund reversed (its
+    last row completed) is the sale's row again, and a return's row moved to another customer is that customer's."""
+    _write(tmp_path / "orders.csv", [("5", "a", "2026-01-10 10:00", "100", "completed"),
+                                     ("5", "a", "2026-01-12 10:00", "-30", "refunded"),
+                                     ("5", "a", "2026-01-12 10:00", "30", "completed"),  # the refund reversed
+                                     ("6", "b", "2026-01-10 10:00", "50", "completed"),
+                                     ("6", "b", "2026-01-12 10:00", "-10", "refunded"),
+                                     ("6", "c", "2026-01-12 10:00", "-10", "refunded")])  # its customer merged
+    result, got = _pull(tmp_path)
+    assert got == {"5": ("a", "30.00", "completed"), "6": ("b", "50.00", "completed"),
+                   "6~2": ("c", "10.00", "refunded")}
+
+
+def test_a_receipt_number_of_two_customers_is_two_receipts_as_in_a_flat_export(tmp_path, caplog):
+    """store29: receipt lines were grouped by the number alone: a number restarting in the next file (or another
+    till's) merged two customers' lines into one receipt, the first customer's purchase lost to the last line's
+    customer (b had one receipt of 130, a none)."""
+    _write(tmp_path / "orders-01.csv", [("1", "a", "2026-01-10 10:00", "100", "completed", "A"),  # row 2
+                                        ("1", "a", "2026-01-10 10:00", "40", "completed", "B"),
+                                        ("2", "c", "2026-01-11 10:00", "5", "completed", "A"),
+                                        ("2", "e", "2026-01-11 11:00", "7", "completed", "C")], sku=True)  # 2nd till
+    _write(tmp_path / "orders-02.csv", [("1", "b", "2026-02-01 10:00", "-10", "refunded", "B"),
+                                        ("1", "b", "2026-02-01 10:00", "130", "completed", "C")], sku=True)
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path, sku="sku")
+    assert got == {"1": ("a", "140.00", "completed"), "1~2": ("b", "120.00", "completed"),
+                   "2": ("c", "5.00", "completed"), "2~2": ("e", "7.00", "completed")}
+    assert result.orders == 4 and result.bad_row_count == 0
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line == ("2 receipt numbers are written for more than one customer's receipt lines: each customer's lines "
+                    "are a receipt of their own, the next customers' stored as ID~2, ID~3 … (receipt numbers "
+                    f"restarting in another file, or another till's?): '1' ({one} rows 2, 3; {two} rows 2, 3), '2' "
+                    f"({one} rows 4, 5)")
+
+
+def test_a_receipt_line_keeps_its_receipt_and_line_number(tmp_path):
+    con = duckdb.connect()
+    _write(tmp_path / "orders-01.csv", [("1", "a", "2026-01-10 10:00", "100", "completed", "A"),
+                                        ("1", "b", "2026-01-11 10:00", "7", "completed", "C"),
+                                        ("1", "a", "2026-01-10 10:00", "40", "completed", "B")], sku=True)
+    cfg = FileSourceConfig(type="file", orders="orders*.csv", columns={**COLS, "sku": "sku"}, timezone="UTC")
+    FileSource(cfg, tmp_path).pull(con)
+    assert con.execute("SELECT order_id, line_no, sku FROM staged_line_items ORDER BY ALL").fetchall() == [
+        ("1", 1, "A"), ("1", 2, "B"), ("1~2", 1, "C")]
+    assert con.execute("SELECT * FROM staged_orders").description[-1][0] != "_first"
+
+
+def test_a_receipt_number_made_for_another_customer_that_the_export_holds_is_an_error(tmp_path):
+    _write(tmp_path / "orders.csv", [("1", "a", "2026-01-10 10:00", "100", "completed", "A"),
+                                     ("1~2", "c", "2026-01-10 10:00", "9", "completed", "A"),
+                                     ("1", "b", "2026-01-11 10:00", "7", "completed", "C")], sku=True)
+    with pytest.raises(BadFileError, match=r"orders.csv row 4: its receipt number is another customer's too and "
+                                           r"would be stored as '1~2', an order id of its own in .*orders.csv row 3"):
+        _pull(tmp_path, sku="sku")
+
+
+def test_a_returned_receipt_line_is_stored_with_a_negative_quantity(tmp_path):
+    """store29: a receipt's returned line was stored as a line bought (its quantity positive, or none), so the
+    favourite category counted it as a purchase. Its quantity is negative now (−1 when the file gives none)."""
+    con = duckdb.connect()
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+        "5,a,2026-01-10 10:00,100,completed,A,1\n5,a,2026-01-10 10:00,40,completed,B,2\n"
+        "5,a,2026-01-12 10:00,-40,refunded,B,2\n6,a,2026-01-13 10:00,-10,refunded,C,\n", encoding="utf-8")
+    cfg = FileSourceConfig(type="file", orders="orders*.csv", timezone="UTC",
+                           columns={**COLS, "sku": "sku", "quantity": "quantity"})
+    FileSource(cfg, tmp_path).pull(con)
+    assert con.execute("SELECT order_id, line_no, sku, quantity FROM staged_line_items ORDER BY ALL").fetchall() == [
+        ("5", 1, "A", Decimal("1.000")), ("5", 2, "B", Decimal("2.000")), ("5", 3, "B", Decimal("-2.000")),
+        ("6", 1, "C", Decimal("-1.000"))]

@@ -196,3 +196,37 @@ def test_a_view_literal_leaves_other_names_and_refuses_text():
     for refused in ("x'; DROP TABLE orders; --", True, datetime(2026, 1, 1, 12, 30)):  # bind as text/bool/timestamp
         with pytest.raises(TypeError):
             with_values("$a", {"a": refused})
+
+
+def test_favourites_by_net_spend_a_category_bought_and_returned_does_not_win():
+    """store29: the favourite counted completed orders' lines only: a category bought and then returned (a receipt's
+    returned line, stored with a negative quantity, in the sale's receipt or a return receipt of its own) still won
+    on its purchase. Review of store29: the sign came from the order's status too, so an exchange receipt netting a
+    refund (status refunded) took its bought line off (the hat below: favourite Socks), and an older store's CRM
+    order wholly refunded (stored refunded, its lines positive: the sale itself) took a kept purchase off. Each
+    line's sign is its quantity's; a refunded order with no returned line is a sale wholly refunded, left out."""
+    con = shop([("a1", "a", "2024-01-01", 35, "completed", None), ("a2", "a", "2024-01-05", 20, "refunded", None),
+                ("b1", "b", "2024-01-01", 5, "completed", None),
+                ("c1", "c", "2024-01-01", 10, "completed", None), ("c2", "c", "2024-01-02", 10, "refunded", None),
+                ("d1", "d", "2024-01-01", 10, "completed", None), ("d2", "d", "2024-01-02", 10, "refunded", None),
+                ("e1", "e", "2024-01-01", 30, "completed", None), ("e2", "e", "2024-01-02", 5, "completed", None),
+                ("e3", "e", "2024-01-05", 20, "refunded", None),
+                ("f1", "f", "2024-01-01", 35, "completed", None), ("f2", "f", "2024-01-05", 0, "refunded", None)],
+               items=[("a1", 1, "Hats", "Acme", 2, 10), ("a1", 2, "Shoes", "Zeta", 1, 15),
+                      ("a2", 1, "Hats", "Acme", -2, 10),  # the hats returned: Shoes and Zeta, not Hats and Acme
+                      ("b1", 1, "Books", "Alpha", 1, 30), ("b1", 2, "Books", "Alpha", -1, -30),  # a returned line
+                      ("b1", 3, "Toys", "Beta", 1, 5),
+                      ("c1", 1, "Hats", "Acme", 1, 10), ("c2", 1, "Hats", "Acme", -1, 10),  # all returned: none
+                      ("d1", 1, "Hats", "Acme", 2, None), ("d2", 1, "Hats", "Acme", -1, None),  # no prices: net 1
+                      ("d1", 2, "Bags", "Lux", 1, None),
+                      ("e1", 1, "Boots", "Bo", 1, 30), ("e2", 1, "Socks", "So", 1, 5),
+                      ("e3", 1, "Hats", "Ha", 1, 10), ("e3", 2, "Boots", "Bo", -1, 30),  # an exchange: net -20
+                      ("f1", 1, "Hats", "Acme", 1, 30), ("f1", 2, "Socks", "Zeta", 1, 5),
+                      ("f2", 1, "Hats", "Acme", 1, 30)])  # a second hat, wholly refunded (an older CRM store's)
+    got = fields(con)
+    assert (got["a"]["favourite_category"], got["a"]["favourite_brand"]) == ("Shoes", "Zeta")
+    assert (got["b"]["favourite_category"], got["b"]["favourite_brand"]) == ("Toys", "Beta")
+    assert (got["c"]["favourite_category"], got["c"]["favourite_brand"]) == (None, None)
+    assert (got["d"]["favourite_category"], got["d"]["favourite_brand"]) == ("Bags", "Acme")
+    assert (got["e"]["favourite_category"], got["e"]["favourite_brand"]) == ("Hats", "Ha")
+    assert (got["f"]["favourite_category"], got["f"]["favourite_brand"]) == ("Hats", "Acme")

@@ -74,20 +74,26 @@ OLD_LIFECYCLE = f"""
         SELECT customer_id, count(*) AS orders, count(*) FILTER (WHERE discount > 0) / count(*) AS discount_share
         FROM completed GROUP BY customer_id
     ),
-    items AS (
-        SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
-               coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
-        FROM completed c JOIN line_items li USING (order_id)
+    items AS (  -- net: each line signed by its quantity; a refunded order's lines when it has a returned one
+        SELECT customer_id, category, brand, coalesce(quantity, 1) AS qty,
+               coalesce(quantity, 1) * abs(coalesce(price, 0)) AS spend
+        FROM (SELECT c.customer_id, li.* FROM completed c JOIN line_items li USING (order_id)
+              UNION ALL BY NAME
+              SELECT r.customer_id, li.* FROM orders r JOIN line_items li USING (order_id)
+              WHERE r.status = 'refunded' AND {ICU_DAY} <= $as_of
+                    AND EXISTS (SELECT 1 FROM line_items n WHERE n.order_id = r.order_id AND n.quantity < 0))
     ),
     cat AS (
         SELECT customer_id, category, row_number() OVER (PARTITION BY customer_id
                                                          ORDER BY sum(spend) DESC, sum(qty) DESC, category) AS rank
         FROM items WHERE category IS NOT NULL GROUP BY customer_id, category
+        HAVING sum(spend) > 0 OR sum(spend) = 0 AND sum(qty) > 0
     ),
     brand AS (
         SELECT customer_id, brand, row_number() OVER (PARTITION BY customer_id
                                                       ORDER BY sum(spend) DESC, sum(qty) DESC, brand) AS rank
         FROM items WHERE brand IS NOT NULL GROUP BY customer_id, brand
+        HAVING sum(spend) > 0 OR sum(spend) = 0 AND sum(qty) > 0
     )
     SELECT d.customer_id, d.first_day, d.last_day, d.purchase_days, o.orders, d.gaps, d.median_gap_days,
            CASE WHEN d.purchase_days > 1

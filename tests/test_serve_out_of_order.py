@@ -148,7 +148,7 @@ def test_a_shopify_order_refunded_then_its_older_paid_delivery_stays_refunded(sk
         assert ledger.event_counts()["done"] == 2
     with open_store(store_path(cfg)) as con:
         assert con.execute("SELECT status, amount FROM orders WHERE order_id = '9001'").fetchall() == [
-            ("refunded", 0)]
+            ("cancelled", 0)]  # (wholly refunded: no purchase, docs/sources/shopify.md)
     assert mailchimp_fake.tags_of(email) == {"Winback"}
     assert metrics.snapshot()["stale"]["order"] == 1
     assert 'rfmsync_webhook_stale_versions_total{kind="order"} 1' in metrics.render()

@@ -170,7 +170,7 @@ def test_pull_maps_orders_statuses_and_customers(rsps):
     rows = con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall()
     assert [r[:5] for r in rows] == [
-        ("1", "7", Decimal("120000.50"), "UZS", "completed"), ("2", "7", Decimal("50.00"), "UZS", "refunded"),
+        ("1", "7", Decimal("120000.50"), "UZS", "completed"), ("2", "7", Decimal("50.00"), "UZS", "cancelled"),
         ("3", "7", Decimal("10.00"), "UZS", "cancelled"), ("4", "7", Decimal("10.00"), "UZS", "cancelled"),
         ("5", "7", Decimal("10.00"), "UZS", "cancelled")]
     assert rows[0][5] == T0
@@ -392,4 +392,4 @@ def test_refund_webhook_maps_to_nothing_because_the_order_row_is_already_net():
     assert (order.amount, order.status) == (Decimal("194.00"), OrderStatus.COMPLETED)
     full = updated | {"financial_status": "refunded", "current_total_price": "0.00"}
     (order,), _ = parse_webhook({"X-Shopify-Topic": "orders/updated"}, json.dumps(full).encode())
-    assert (order.amount, order.status) == (Decimal("0.00"), OrderStatus.REFUNDED)
+    assert (order.amount, order.status) == (Decimal("0.00"), OrderStatus.CANCELLED)  # wholly refunded: nets 0

@@ -74,11 +74,11 @@ def test_a_shopify_orders_paid_retried_after_the_pull_read_the_refund_is_left_ou
         paid = copy.deepcopy(fake.orders[77])  # the delivery Shopify keeps retrying
         fake.put_order(77, 7, "100.00", at=T0, financial_status="refunded", updated_at=test_shopify.z(T0 + 300 * S))
         _pull(cfg, ledger, settings)
-        assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("refunded",)
+        assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("cancelled",)
         orders, _ = _shopify("orders/paid", paid, cfg)
         report = resync(cfg, ledger, settings, orders, as_of=AS_OF)
         assert report.stale == {"order": 1, "contact": 0}
-        assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("refunded",)
+        assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("cancelled",)
         newer = {**paid, "current_total_price": "80.00", "updated_at": test_shopify.z(T0 + 600 * S)}
         report = resync(cfg, ledger, settings, _shopify("orders/updated", newer, cfg)[0], as_of=AS_OF)
         assert report.stale == {"order": 0, "contact": 0}
@@ -133,7 +133,7 @@ def test_a_backfill_page_older_than_the_webhook_version_held_is_left_out_of_the_
                   "updated_at": test_shopify.z(T0 + 300 * S)}
         resync(cfg, ledger, settings, _shopify("orders/updated", refund, cfg)[0], as_of=AS_OF)
         _pull(cfg, ledger, settings)
-        assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("refunded",)
+        assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("cancelled",)
         assert "pull merge: 1 orders left out as stale (e.g. 77)" in caplog.text
         fake.put_order(77, 7, "90.00", at=T0, updated_at=test_shopify.z(T0 + 600 * S))
         _pull(cfg, ledger, settings)

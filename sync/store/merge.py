@@ -25,6 +25,7 @@ from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_s
                      pulled_for, settle_staged, timed_pull)
 from .ordering import Ages, Versions, ages_of, drop_older_versions
 from .resynced import note_moved
+from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         create_webhook_table(con)
         create_deleted_table(con)
         create_links_table(con)
+        create_returns_table(con)
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                              "'staged_%'").fetchall()}
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
@@ -184,6 +186,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                            links=links, pulled_at=pulled_at, versions=versions or {})
         if pull.full_refresh:  # the export keys a linked guest by its e-mail/phone again: it stays linked
             apply_links(con, max_identity_group)
+            if "staged_orders" in present:
+                note_returns(con, pull)  # the returns it stored (ID~return …): an incremental merge deletes them
         if timed:
             note_pulled(con)
         if pulled:  # a timed webhook version now orders them alone
@@ -197,6 +201,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
         if not empty:
             bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
+            stamp_returns(con)  # the returns' notes are true at it (an older rfmsync's write next is told by it)
         if note is not None and not empty:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
         if moved is not None and not empty:
@@ -271,12 +276,9 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         if returning:
             note.add(deleted.fetchall(), -1)
         if name == "orders":  # a record of an order is the whole order: a file's returns under its id go with it
-            # (named exactly, ~return … ~return99: the scan skips the row groups outside them, as for the ids)
-            deleted = con.execute("DELETE FROM orders WHERE order_id IN (SELECT order_id || '~return' || CASE WHEN "
-                                  "k > 1 THEN k::VARCHAR ELSE '' END FROM staged_orders, range(1, 100) r(k))"
-                                  + returning)
+            gone = delete_returns(con, returning)  # (those noted: none in an API source's store)
             if returning:
-                note.add(deleted.fetchall(), -1)
+                note.add(gone, -1)
     kept_out = ""  # a full refresh: the file's rows of the webhook records kept over them stay out
     if full_refresh and noted:
         kept_out = f" WHERE {key} NOT IN (SELECT id FROM {'_kept_orders' if name == 'line_items' else f'_kept_{name}'})"
@@ -338,11 +340,6 @@ def _note_versions(con: duckdb.DuckDBPyConnection, name: str, staged: str, *, or
                     f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
 
 
-#: the condition on ``order_id`` of a flat export's returns (``ID~return``, ``ID~return2`` …) of the orders ``ids``
-_RETURNS_OF = ("contains(order_id, '~return') AND regexp_replace(order_id, '~return[0-9]*$', '') IN "
-               "(SELECT order_id FROM {ids})")
-
-
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
     """``_kept_orders`` / ``_kept_contacts``: the webhook ids a full refresh keeps (small): those the staged (file)
     rows do not contain, and, with ``files``, those whose staged rows all come from files read before the webhook
@@ -365,7 +362,7 @@ def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files:
         if name == "orders" and staged in present:  # a kept webhook order is the whole order: the file's
             # returns under its id (ID~return…, connectors.file_repeats) stay out with the file's row of it
             con.execute(f"INSERT INTO _kept_orders SELECT order_id FROM staged_orders WHERE "
-                        f"{_RETURNS_OF.format(ids='(SELECT id AS order_id FROM _kept_orders)')}")
+                        f"{returns_of('(SELECT id AS order_id FROM _kept_orders)')}")
 
 
 def _file_rows(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> str:
