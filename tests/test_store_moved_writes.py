@@ -110,8 +110,8 @@ def test_a_lean_file_swap_notes_the_customers_whose_orders_differ(tmp_path):
         assert now == seen + 1
         return moved
 
-    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-01", "25.00", ""),
-                                        ("20", "c1", "", "2025-06-01", "1", ""), ("7", "c4", "", "2025-06-03", "5", "")])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-01", "25.00", ""), ("20", "c1", "", "2025-06-01", "1", ""),
+                                        ("7", "c4", "", "2025-06-03", "5", "")])
     assert read() == {"c2", "c4"}
     (tmp_path / "exports" / "day3.csv").unlink()
     assert read() == {"c3", "c1"}

@@ -116,8 +116,8 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
 
 def swapped_files(con: duckdb.DuckDBPyConnection, dropped: Collection[int], staged: bool) -> str | None:
     """Whom a lean file swap moves (:func:`.file_lean.commit_lean`: the ``dropped`` files' orders deleted, the
-    ``staged`` ones, if any, inserted; called before it writes): the customers of the orders in one and not the other, the file id
-    aside (the lean path has no contacts, no receipt lines and no order id in two files). A query of :data:`MOVED`
+    ``staged`` ones, if any, inserted; called before it writes): the customers of the orders in one and not the
+    other, the file id aside (the lean path has no contacts, no receipt lines and no order id in two files). A query of :data:`MOVED`
     for :func:`note_moved`, or None beyond :data:`~.appends.NOTED_CUSTOMERS` customers."""
     cols = ", ".join(line.split()[0] for line in TABLES["orders"].strip().splitlines())
     old = f"SELECT {cols} FROM orders WHERE file_id IN (SELECT unnest(?::BIGINT[]))"
