@@ -116,3 +116,40 @@ def test_a_lean_file_swap_notes_the_customers_whose_orders_differ(tmp_path):
     (tmp_path / "exports" / "day3.csv").unlink()
     assert read() == {"c3", "c1"}
     assert read(reread=True) == set()
+
+
+@pytest.mark.parametrize("then", ["changed", "renamed", "full refresh"])
+def test_a_lean_appended_file_replaced_later_keeps_its_customers_noted(tmp_path, then):
+    """A daily file appended the lean way after a sync's read notes its file id, by which the sync finds its
+    customers. The file then changed (c3's row), was renamed, or changed and was read again by a full refresh (a
+    new file holds a row without a customer id): its orders go under that id (a new one), and the sync still
+    leaves c2 and c3 out (their rows are newer than its read). Before: the append's customers went with its file
+    id (changed: c2 lost; renamed, full refresh: both lost), and the sync pushed its older read of them."""
+    from sync.config import load_config
+    from sync.pipeline import configured_source
+    from sync.store.files import ingest_files
+    from tests.builders import run_cli
+    from tests.test_ingest_once import shop, write_export
+
+    cfg = shop(tmp_path, contact_fields=False)
+    store = tmp_path / "rfmsync.duckdb"
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    run_cli("pull", "--config", str(cfg))
+    with connect_store(store) as con:
+        seen = generation(con)  # a full sync reads here
+    day2 = [("2", "c2", "", "2025-06-02", "10.00", ""), ("3", "c3", "", "2025-06-02", "20.00", "")]
+    write_export(tmp_path, "day2.csv", day2)
+    with connect_store(store) as con:
+        assert ingest_files(con, configured_source(load_config(cfg))).lean
+        assert moved_since(con, seen)[1] == {"c2", "c3"}
+    if then == "changed":
+        write_export(tmp_path, "day2.csv", [day2[0], ("3", "c3", "", "2025-06-02", "21.00", "")])
+    elif then == "renamed":
+        (tmp_path / "exports" / "day2.csv").rename(tmp_path / "exports" / "day2b.csv")
+    else:  # changed, and a new file with a row without a customer id: every file is staged again
+        write_export(tmp_path, "day2.csv", [day2[0], ("3", "c3", "", "2025-06-02", "21.00", "")])
+        write_export(tmp_path, "day3.csv", [("4", "", "", "2025-06-03", "5.00", "")])
+    with connect_store(store) as con:
+        assert ingest_files(con, configured_source(load_config(cfg))).lean == (then != "full refresh")
+        now, moved = moved_since(con, seen)
+    assert now == seen + 2 and {"c2", "c3"} <= moved

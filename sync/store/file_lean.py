@@ -30,7 +30,7 @@ from connectors.identity import IdentityReport
 from .appends import note_appended
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .resynced import note_moved, swapped_files
+from .resynced import note_dropped_appends, note_moved, swapped_files
 from .rfm_totals import add_totals, kept_at
 from .webhooks import WEBHOOK_TABLE, create_webhook_table
 
@@ -141,6 +141,7 @@ def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
     moved = None
     if change.dropped:  # a swap (a changed or removed file): whom it moved, for a sync that read before (.resynced)
         moved = swapped_files(con, change.dropped, change.staged)
+        note_dropped_appends(con, f"file_id IN ({_ids(change.dropped)})")  # an appended file's customers stay noted
         con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})")
     if change.staged:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")

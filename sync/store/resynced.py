@@ -76,6 +76,9 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
     :data:`~.appends.NOTED_ROWS` staged orders: no note of its own) the customers of the stored orders it
     replaces (and of their returns, ``ID~return…``)."""
     con.execute(f"DROP TABLE IF EXISTS {BEFORE}")
+    if full_refresh and "staged_orders" in present:  # every stored order goes: a file read again keeps its id
+        note_dropped_appends(con, "file_id NOT IN (SELECT file_id FROM staged_orders WHERE file_id IS NOT NULL)"
+                             if "file_id" in _temp(con, "staged_orders") else "true")
     if full_refresh:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} AS {_ROWS}")
     elif "staged_orders" in present and con.execute(
@@ -130,6 +133,31 @@ def swapped_files(con: duckdb.DuckDBPyConnection, dropped: Collection[int], stag
     return f"SELECT customer_id FROM {MOVED}"
 
 
+def note_dropped_appends(con: duckdb.DuckDBPyConnection, dropped: str) -> None:
+    """Before a write deletes the orders of the files ``dropped`` (an SQL condition on ``file_id``; a lean swap's
+    changed or removed files, a full refresh's files read again): a lean append of one of them (within
+    :data:`~.appends.KEEP`) noted its file ids, whose customers :func:`moved_since` finds by the orders' file ids,
+    gone with them (a changed or renamed file gets a new id). Its note becomes its customers (inside the write's
+    transaction): their ids under its generation here, its appends note gone (a kept table asking across it asks
+    across this write too, which noted no appends). Beyond :data:`~.appends.NOTED_CUSTOMERS` customers its
+    generation is left without a note: whom it moved is then not known."""
+    if APPENDS not in store_tables(con, APPENDS):
+        return
+    since = generation(con) + 1 - KEEP  # this write's generation keeps the notes after that (:func:`note_moved`)
+    rows = con.execute(f"SELECT generation, file_id FROM {APPENDS} WHERE generation > ? AND generation IN "
+                       f"(SELECT generation FROM {APPENDS} WHERE {dropped})", [since]).fetchall()
+    files: dict[int, list[int]] = {}
+    for gen, file_id in rows:
+        files.setdefault(gen, []).append(file_id)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (generation BIGINT NOT NULL, customer_id VARCHAR)")
+    for gen, ids in sorted(files.items()):
+        customers = "SELECT DISTINCT customer_id FROM orders WHERE file_id IN (SELECT unnest(?::BIGINT[]))"
+        if con.execute(f"SELECT count(*) <= ? FROM ({customers})", [NOTED_CUSTOMERS, ids]).fetchall()[0][0]:
+            con.execute(f"INSERT INTO {TABLE} SELECT ?, customer_id FROM ({customers}) UNION ALL SELECT ?, NULL",
+                        [gen, ids, gen])
+        con.execute(f"DELETE FROM {APPENDS} WHERE generation = ?", [gen])
+
+
 def _temp(con: duckdb.DuckDBPyConnection, name: str) -> set[str]:
     """The columns of the temp table ``name`` (none: no such table)."""
     return {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND "
@@ -158,4 +186,4 @@ def moved_since(con: duckdb.DuckDBPyConnection, since: int) -> tuple[int, set[st
     return now, moved
 
 
-__all__ = ["TABLE", "before_write", "moved_by", "moved_since", "note_moved", "swapped_files"]
+__all__ = ["TABLE", "before_write", "moved_by", "moved_since", "note_dropped_appends", "note_moved", "swapped_files"]
