@@ -13,7 +13,7 @@ import pytest
 
 from connectors.records import Consent, Contact, LineItem, Order
 from connectors.source import PullResult
-from connectors.tables import create_staging, stage_records
+from connectors.tables import create_staging, stage_records, unchanged_staged
 from sync.store import connect_store, resynced
 from sync.store.appends import NOTED_ROWS
 from sync.store.generation import generation
@@ -58,7 +58,8 @@ def test_a_large_merge_moving_more_customers_than_the_bound_notes_nobody(tmp_pat
     monkeypatch.setattr(resynced, "NOTED_CUSTOMERS", 999)
     con = connect_store(tmp_path / "s.duckdb")
     _big_batch(con, NOTED_ROWS + 1)
-    merge_staged(con, PullResult(), origin="webhook")
+    orders, contacts = unchanged_staged(con)  # as a pull's lookback counts its re-reads
+    merge_staged(con, PullResult(unchanged_orders=orders, unchanged_contacts=contacts), origin="pull")
     assert moved_since(con, 0) == (1, None)
 
 
@@ -153,3 +154,19 @@ def test_a_lean_appended_file_replaced_later_keeps_its_customers_noted(tmp_path,
         assert ingest_files(con, configured_source(load_config(cfg))).lean == (then != "full refresh")
         now, moved = moved_since(con, seen)
     assert now == seen + 2 and {"c2", "c3"} <= moved
+
+
+def test_a_large_merge_with_nothing_new_leaves_no_table_behind(tmp_path):
+    """The same NOTED_ROWS + 1 orders pulled again (a lookback's re-reads): nothing new (the generation stays, no note), and nothing of
+    the large merge's gathering is left in the connection (its customers before the write: a temp table kept
+    until the next merge). Before: the empty merge still gathered them, and left them."""
+    con = connect_store(tmp_path / "s.duckdb")
+    _big_batch(con, NOTED_ROWS + 1)
+    merge_staged(con, PullResult(), origin="webhook")
+    seen = generation(con)
+    _big_batch(con, NOTED_ROWS + 1)
+    orders, contacts = unchanged_staged(con)  # as a pull's lookback counts its re-reads
+    merge_staged(con, PullResult(unchanged_orders=orders, unchanged_contacts=contacts), origin="pull")
+    assert moved_since(con, seen) == (seen, set())
+    assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_moved%'"
+                           ).fetchall()

@@ -170,7 +170,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
             set(pull.identity.moved if pull.identity is not None else ()))
-        before_write(con, present, pull.full_refresh)  # whom a full refresh or a large merge moves (.resynced)
+        before_write(con, present, pull.full_refresh, empty)  # whom a full refresh or a large merge moves
         for name in TABLES:
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,

@@ -70,12 +70,15 @@ _ROWS = f"""SELECT customer_id, sum(n) AS n, sum(h) AS h FROM (
               FROM line_items o JOIN orders r USING (order_id) GROUP BY ALL) GROUP BY ALL"""
 
 
-def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_refresh: bool) -> None:
+def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_refresh: bool,
+                 empty: bool = False) -> None:
     """Note, before a merge writes (inside its transaction), what :func:`moved_by` compares with after it: a full
-    refresh's (or a file swap's, ``present`` empty) each customer's rows; a large incremental merge's (more than
-    :data:`~.appends.NOTED_ROWS` staged orders: no note of its own) the customers of the stored orders it
-    replaces (and of their returns, ``ID~return…``)."""
+    refresh's each customer's rows; a large incremental merge's (more than :data:`~.appends.NOTED_ROWS` staged
+    orders: no note of its own) the customers of the stored orders it replaces (and of their returns,
+    ``ID~return…``). An ``empty`` merge (nothing new: no generation, no note, no :func:`moved_by`) notes nothing."""
     con.execute(f"DROP TABLE IF EXISTS {BEFORE}")
+    if empty:
+        return
     if full_refresh and "staged_orders" in present:  # every stored order goes: a file read again keeps its id
         note_dropped_appends(con, "file_id NOT IN (SELECT file_id FROM staged_orders WHERE file_id IS NOT NULL)"
                              if "file_id" in _temp(con, "staged_orders") else "true")
