@@ -122,14 +122,16 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
 
 def swapped_files(con: duckdb.DuckDBPyConnection, dropped: Collection[int], staged: bool) -> str | None:
     """Whom a lean file swap moves (:func:`.file_lean.commit_lean`: the ``dropped`` files' orders deleted, the
-    ``staged`` ones, if any, inserted; called before it writes): the customers of the orders in one and not the
-    other, the file id aside (the lean path has no contacts, no receipt lines and no order id in two files). A query of :data:`MOVED`
-    for :func:`note_moved`, or None beyond :data:`~.appends.NOTED_CUSTOMERS` customers."""
+    ``staged`` ones, if any, inserted; called before it writes): the customers whose orders in one and in the other
+    differ, the file id aside (the lean path has no contacts, no receipt lines and no order id in two files), as
+    a count and a sum of row hashes per customer (a multiset difference of the rows took 4-5 times as long). A
+    query of :data:`MOVED` for :func:`note_moved`, or None beyond :data:`~.appends.NOTED_CUSTOMERS` customers."""
     cols = ", ".join(line.split()[0] for line in TABLES["orders"].strip().splitlines())
-    old = f"SELECT {cols} FROM orders WHERE file_id IN (SELECT unnest(?::BIGINT[]))"
-    new = f"SELECT {cols} FROM staged_orders" if staged else f"SELECT {cols} FROM orders WHERE false"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {MOVED} AS SELECT DISTINCT customer_id FROM (({old} EXCEPT ALL {new}) "
-                f"UNION ALL ({new} EXCEPT ALL {old}))", [sorted(dropped), sorted(dropped)])
+    sums = "SELECT customer_id, count(*) AS n, sum(hash({cols})::HUGEINT) AS h FROM {rows} GROUP BY ALL"
+    old = sums.format(cols=cols, rows="orders WHERE file_id IN (SELECT unnest(?::BIGINT[]))")
+    new = sums.format(cols=cols, rows="staged_orders" if staged else "orders WHERE false")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {MOVED} AS SELECT customer_id FROM ({old}) a FULL JOIN ({new}) b "
+                "USING (customer_id) WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h", [sorted(dropped)])
     if con.execute(f"SELECT count(*) FROM {MOVED}").fetchall()[0][0] > NOTED_CUSTOMERS:
         con.execute(f"DROP TABLE {MOVED}")
         return None
