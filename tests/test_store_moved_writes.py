@@ -65,7 +65,9 @@ def test_a_large_merge_moving_more_customers_than_the_bound_notes_nobody(tmp_pat
 
 def test_a_full_refresh_notes_the_customers_whose_rows_differ(tmp_path):
     """A full refresh (a file export read again) notes the customers whose orders, contacts or receipt lines it
-    changed, added or removed: not those it wrote back alike. Before: it noted nobody."""
+    changed, added or removed: not those it wrote back alike. Before: it noted nobody. The first read of an empty
+    store notes nobody: no sync read anything before it (before fixr29: it noted every customer it wrote, a 1 M-row
+    note on a big shop's first read, or None beyond NOTED_CUSTOMERS)."""
     con = connect_store(tmp_path / "s.duckdb")
     item = LineItem(sku="A", price=Decimal("5"))
     contacts = [Contact(customer_id=c, email=f"{c.lower()}@example.com", marketing_consent=Consent.YES)
@@ -74,6 +76,7 @@ def test_a_full_refresh_notes_the_customers_whose_rows_differ(tmp_path):
                         _order("4", "GONE")], contacts)
     merge_staged(con, PullResult(full_refresh=True), origin="pull")
     seen = generation(con)
+    assert moved_since(con, seen - 1) == (seen, set())  # the empty store's first read: nobody read it before
     stage_records(con, [_order("1", "SAME", items=(item,)), _order("2", "AMOUNT", "6"),
                         _order("3", "ITEM", items=(LineItem(sku="B", price=Decimal("5")),)), _order("5", "NEW")],
                   [contacts[0], Contact(customer_id="CONSENT", email="consent@example.com",

@@ -73,7 +73,7 @@ _ROWS = f"""SELECT customer_id, sum(n) AS n, sum(h) AS h FROM (
 def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_refresh: bool,
                  empty: bool = False) -> None:
     """Note, before a merge writes (inside its transaction), what :func:`moved_by` compares with after it: a full
-    refresh's each customer's rows; a large incremental merge's (more than :data:`~.appends.NOTED_ROWS` staged
+    refresh's each customer's rows (none when the store is empty: it notes nobody, :func:`moved_by`); a large incremental merge's (more than :data:`~.appends.NOTED_ROWS` staged
     orders: no note of its own) the customers of the stored orders it replaces (and of their returns,
     ``ID~return…``). An ``empty`` merge (nothing new: no generation, no note, no :func:`moved_by`) notes nothing."""
     con.execute(f"DROP TABLE IF EXISTS {BEFORE}")
@@ -82,7 +82,9 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
     if full_refresh and "staged_orders" in present:  # every stored order goes: a file read again keeps its id
         note_dropped_appends(con, "file_id NOT IN (SELECT file_id FROM staged_orders WHERE file_id IS NOT NULL)"
                              if "file_id" in _temp(con, "staged_orders") else "true")
-    if full_refresh:
+    if full_refresh and not con.execute("SELECT EXISTS (FROM orders) OR EXISTS (FROM contacts)").fetchall()[0][0]:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} (first BOOLEAN)")  # the store's first read: see moved_by
+    elif full_refresh:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} AS {_ROWS}")
     elif "staged_orders" in present and con.execute(
             "SELECT count(*) > ? FROM staged_orders", [NOTED_ROWS]).fetchall()[0][0]:
@@ -95,7 +97,9 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
              identity: Collection[str] = ()) -> str | set[str] | None:
     """Whom a merge moved, for :func:`note_moved` (called after its writes, its ``staged_*`` tables still there).
     A small incremental merge: ``customers`` (its orders' customers, before and after, and both ids of every link)
-    and its contacts' customers. After a full refresh's :func:`before_write`: the customers whose rows differ now.
+    and its contacts' customers. After a full refresh's :func:`before_write`: the customers whose rows differ now;
+    nobody after the first read of an empty store (a sync reading nothing stops at the ``min_orders`` guard, and
+    noting its every customer cost a scan and, beyond :data:`~.appends.NOTED_CUSTOMERS`, noted nobody anyway).
     Else (a large merge) gathered in the store: :func:`before_write`'s, ``customers``, ``identity``'s ids and the
     staged orders' and contacts' customers. The last two as a query of :data:`MOVED`; None (nobody noted) beyond
     :data:`~.appends.NOTED_CUSTOMERS` customers."""
@@ -105,6 +109,9 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
         return customers | ({r[0] for r in con.execute("SELECT DISTINCT customer_id FROM staged_contacts").fetchall()}
                             if "staged_contacts" in present else set())
     before = _temp(con, BEFORE)
+    if "first" in before:  # a full refresh of an empty store (its first read): no sync read anything before it
+        con.execute(f"DROP TABLE {BEFORE}")
+        return set()
     if before and "n" in before:  # each customer's rows before the write (a full refresh)
         query = (f"SELECT customer_id FROM {BEFORE} b FULL JOIN ({_ROWS}) a USING (customer_id) "
                  "WHERE b.n IS DISTINCT FROM a.n OR b.h IS DISTINCT FROM a.h")
