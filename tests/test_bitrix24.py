@@ -399,7 +399,10 @@ def test_an_incremental_pull_overlaps_the_lookback_in_any_portal_zone(rsps, hour
     """The ``>=DATE_MODIFY`` filter is written in the portal's offset (its answers' ``time.date_start``; before the
     first answer, 12 hours earlier in UTC), so a deal and a contact modified within the lookback before the cursor
     are read again whether the portal honours the filter's offset or reads its wall clock in its own zone (the
-    offset lost). Before: the cursor in UTC; a portal west of UTC reading its wall clock skipped them (a gap)."""
+    offset lost). Before (main at resync29's start): the cursor in UTC; a portal west of UTC reading its wall clock
+    skipped them (a gap): the case UTC-05:00 with the offset lost fails on the records read (nothing staged); the
+    other five read both records on main too (an offset honoured, or a zone east of UTC: a longer overlap) and
+    fail only on the last line, the filter written in UTC rather than in the portal's offset."""
     fake = FakeBitrix24(rsps)
     fake.zone, fake.offset_lost = timezone(timedelta(hours=hours)), offset_lost
     fake.put_contact(1, "a@example.com", at=T0)

@@ -7,6 +7,8 @@ of every contact each, and the first was not counted."""
 from __future__ import annotations
 
 from connectors.records import Consent, Contact
+from connectors.source import PullResult
+from connectors.tables import create_staging
 from sync.config import load_config
 from sync.ledger import open_ledger
 from sync.pipeline import store_path
@@ -15,6 +17,7 @@ from sync.serve.resync_scope import store_holders
 from sync.settings import load_settings
 from sync.store import open_store
 from sync.store.lookup import PHONE_INDEX
+from sync.store.merge import merge_staged
 from tests.test_serve_resync import AS_OF, orders_for
 
 CUSTOMERS = 20_000
@@ -78,7 +81,8 @@ def test_a_phone_keyed_order_joins_the_customer_with_that_phone(tmp_path, mailch
     on the phone column beside the e-mails read through their index (before race28: the whole contacts table read
     into the join). The first batch with a phone-keyed record builds the phone index, and the phones are read
     through it: the phone-keyed resync reads about the rows the e-mail-keyed one reads (before resync29: a scan of
-    every contact's phone more; the speed is bench/phone_index.py's, BENCHMARKS.md)."""
+    every contact's phone more; the speed is bench/phone_index.py's, BENCHMARKS.md). A full refresh drops it with
+    the other lookup indexes (a bulk write maintains none), and the next phone-keyed batch builds it again."""
     path, churned = _store(tmp_path, mailchimp_fake, monkeypatch)
     cfg, settings = load_config(path), load_settings()
     (warm, _), (a, a_email), (b, _) = list(churned.items())[:3]
@@ -100,3 +104,20 @@ def test_a_phone_keyed_order_joins_the_customer_with_that_phone(tmp_path, mailch
     with open_store(store_path(cfg)) as con:
         owners = dict(con.execute("SELECT order_id, customer_id FROM orders WHERE order_id LIKE 'BY-%'").fetchall())
     assert owners == {"BY-email-0": a, "BY-phone-0": b}
+
+    def phone_index() -> int:
+        with open_store(store_path(cfg)) as con:
+            return con.execute("SELECT count(*) FROM duckdb_indexes() WHERE index_name = ?", [PHONE_INDEX]
+                               ).fetchall()[0][0]
+
+    with open_store(store_path(cfg)) as con:  # a full refresh (the store's rows read again): the indexes go first
+        create_staging(con)
+        for name in ("orders", "contacts", "line_items"):
+            con.execute(f"INSERT INTO staged_{name} BY NAME SELECT COLUMNS(lambda c: c != 'file_id') FROM {name}")
+        merge_staged(con, PullResult(full_refresh=True), origin="pull")
+    assert phone_index() == 0
+    with open_ledger(cfg, settings) as ledger:  # the next phone-keyed batch builds it again, and links through it
+        assert resync(cfg, ledger, settings, orders_for([phone], "AGAIN"), as_of=AS_OF).customers == 1
+    assert phone_index() == 1
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT customer_id FROM orders WHERE order_id LIKE 'AGAIN-%'").fetchall() == [(b,)]

@@ -114,7 +114,8 @@ def test_a_lean_file_swap_notes_the_customers_whose_orders_differ(tmp_path):
         assert now == seen + 1
         return moved
 
-    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-01", "25.00", ""), ("20", "c1", "", "2025-06-01", "1", ""),
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-01", "25.00", ""),
+                                        ("20", "c1", "", "2025-06-01", "1", ""),
                                         ("7", "c4", "", "2025-06-03", "5", "")])
     assert read() == {"c2", "c4"}
     (tmp_path / "exports" / "day3.csv").unlink()
@@ -160,9 +161,9 @@ def test_a_lean_appended_file_replaced_later_keeps_its_customers_noted(tmp_path,
 
 
 def test_a_large_merge_with_nothing_new_leaves_no_table_behind(tmp_path):
-    """The same NOTED_ROWS + 1 orders pulled again (a lookback's re-reads): nothing new (the generation stays, no note), and nothing of
-    the large merge's gathering is left in the connection (its customers before the write: a temp table kept
-    until the next merge). Before: the empty merge still gathered them, and left them."""
+    """The same NOTED_ROWS + 1 orders pulled again (a lookback's re-reads): nothing new (the generation stays, no
+    note), and nothing of the large merge's gathering is left in the connection (its customers before the write: a
+    temp table kept until the next merge). Before: the empty merge still gathered them, and left them."""
     con = connect_store(tmp_path / "s.duckdb")
     _big_batch(con, NOTED_ROWS + 1)
     merge_staged(con, PullResult(), origin="webhook")

@@ -73,9 +73,10 @@ _ROWS = f"""SELECT customer_id, sum(n) AS n, sum(h) AS h FROM (
 def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_refresh: bool,
                  empty: bool = False) -> None:
     """Note, before a merge writes (inside its transaction), what :func:`moved_by` compares with after it: a full
-    refresh's each customer's rows (none when the store is empty: it notes nobody, :func:`moved_by`); a large incremental merge's (more than :data:`~.appends.NOTED_ROWS` staged
-    orders: no note of its own) the customers of the stored orders it replaces (and of their returns,
-    ``ID~return…``). An ``empty`` merge (nothing new: no generation, no note, no :func:`moved_by`) notes nothing."""
+    refresh's each customer's rows (none when the store is empty: it notes nobody, :func:`moved_by`); a large
+    incremental merge's (more than :data:`~.appends.NOTED_ROWS` staged orders: no note of its own) the customers of
+    the stored orders it replaces (and of their returns, ``ID~return…``). An ``empty`` merge (nothing new: no
+    generation, no note, no :func:`moved_by`) notes nothing."""
     con.execute(f"DROP TABLE IF EXISTS {BEFORE}")
     if empty:
         return
