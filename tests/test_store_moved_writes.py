@@ -88,6 +88,27 @@ def test_a_full_refresh_notes_the_customers_whose_rows_differ(tmp_path):
     assert moved_since(con, seen + 1)[1] == {"AMOUNT", "ITEM", "NEW", "CONSENT"}
 
 
+def test_a_full_refresh_after_another_write_compares_with_the_rows_as_they_are(tmp_path):
+    """Each customer's rows as a full refresh left them are kept (for the next full refresh: the rows before it,
+    one grouped scan less), stamped with its generation: a merge between the two refreshes moves the generation,
+    and the next refresh compares with the rows as they are, not as the last refresh left them (else a customer
+    the merge moved and the refresh moved back would go unnoted)."""
+    con = connect_store(tmp_path / "s.duckdb")
+    for _ in range(2):  # the first read of the empty store keeps nothing, the second does
+        stage_records(con, [_order("1", "A"), _order("2", "B")], [])
+        merge_staged(con, PullResult(full_refresh=True), origin="pull")
+    seen = generation(con)
+    stage_records(con, [_order("1", "A"), _order("2", "B")], [])
+    merge_staged(con, PullResult(full_refresh=True), origin="pull")
+    assert moved_since(con, seen) == (seen + 1, set())  # the kept rows: none differ
+    stage_records(con, [_order("1", "A", "7")], [])
+    merge_staged(con, PullResult(), origin="webhook")
+    seen = generation(con)
+    stage_records(con, [_order("1", "A"), _order("2", "B", "8")], [])
+    merge_staged(con, PullResult(full_refresh=True), origin="pull")
+    assert moved_since(con, seen) == (seen + 1, {"A", "B"})
+
+
 def test_a_lean_file_swap_notes_the_customers_whose_orders_differ(tmp_path):
     """A daily export read the lean way (no contacts, one copy of the rows): a changed file, a removed one and the
     same files read again each note the customers whose orders they changed, not everyone in the files. Before:

@@ -13,7 +13,9 @@ orders or contacts (a big webhook batch, a backfill) gathers them set-based in t
 Python set of them. A full refresh (a file export read again: a new or changed file, a contacts file) and a lean
 file swap (a changed or removed file) note the customers whose rows differ (:func:`rows_before`): each
 customer's orders, contacts and receipt lines as a count and a sum of row hashes, before the write and after it,
-compared (the file id aside: a changed file's unchanged rows moved nobody). Under each destination's lock the sync
+compared (the file id aside: a changed file's unchanged rows moved nobody; the rows after a full refresh are kept,
+:data:`KEPT_ROWS`, and are the next one's rows before it while no other write came between; the first read of an
+empty store notes nobody). Under each destination's lock the sync
 asks :func:`moved_since` which customers the store's writes after its read moved, and leaves them out
 (:func:`sync.store_moved.left_to_resyncs`). A write that moved more than :data:`~.appends.NOTED_CUSTOMERS`
 customers (the bound on the notes, and on what one merge gathers) notes nobody, as does any other write: it
@@ -37,6 +39,9 @@ from .generation import generation
 TABLE = "store_moved_customers"
 BEFORE = "_moved_before"  # temp: each customer's rows (count, hash sum) before a full refresh or a file swap
 MOVED = "_moved"  # temp: whom a large merge, a full refresh or a file swap moved, noted once its generation is made
+#: each customer's rows (count, hash sum) as the last full refresh left them, and the generation it made: the next
+#: full refresh's rows before it while no write came between (one grouped scan of the store less)
+KEPT_ROWS, KEPT_AT = "store_customer_rows", "store_customer_rows_at"
 
 
 def note_moved(con: duckdb.DuckDBPyConnection, customers: str | Collection[str]) -> None:
@@ -86,7 +91,9 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
     if full_refresh and not con.execute("SELECT EXISTS (FROM orders) OR EXISTS (FROM contacts)").fetchall()[0][0]:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} (first BOOLEAN)")  # the store's first read: see moved_by
     elif full_refresh:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} AS {_ROWS}")
+        kept = store_tables(con, KEPT_ROWS, KEPT_AT) == {KEPT_ROWS, KEPT_AT} and con.execute(
+            f"SELECT count(*) = 1 AND min(generation) = ? FROM {KEPT_AT}", [generation(con)]).fetchall()[0][0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} AS {f'FROM {KEPT_ROWS}' if kept else _ROWS}")
     elif "staged_orders" in present and con.execute(
             "SELECT count(*) > ? FROM staged_orders", [NOTED_ROWS]).fetchall()[0][0]:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} AS SELECT DISTINCT customer_id FROM orders WHERE "
@@ -113,8 +120,10 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
     if "first" in before:  # a full refresh of an empty store (its first read): no sync read anything before it
         con.execute(f"DROP TABLE {BEFORE}")
         return set()
-    if before and "n" in before:  # each customer's rows before the write (a full refresh)
-        query = (f"SELECT customer_id FROM {BEFORE} b FULL JOIN ({_ROWS}) a USING (customer_id) "
+    if before and "n" in before:  # each customer's rows before the write (a full refresh), kept for the next one
+        con.execute(f"CREATE OR REPLACE TABLE {KEPT_ROWS} AS {_ROWS}")
+        con.execute(f"CREATE OR REPLACE TABLE {KEPT_AT} AS SELECT ? + 1 AS generation", [generation(con)])
+        query = (f"SELECT customer_id FROM {BEFORE} b FULL JOIN {KEPT_ROWS} a USING (customer_id) "
                  "WHERE b.n IS DISTINCT FROM a.n OR b.h IS DISTINCT FROM a.h")
     else:
         query = " UNION ALL ".join(["SELECT unnest(?::VARCHAR[]) AS customer_id", *staged,
