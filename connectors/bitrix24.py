@@ -1,7 +1,8 @@
 """Bitrix24 REST source (inbound webhook URL): won deals become orders, CRM contacts become contacts.
 
 * Pull: ``POST {webhook}/crm.deal.list.json`` and ``crm.contact.list.json`` with ``filter{">=DATE_MODIFY": cursor −
-  lookback, ">ID": last id}``, ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
+  lookback, ">ID": last id}`` (the time in the portal's offset: :mod:`connectors.bitrix24_pace`),
+  ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
   ``total`` count); pages are at most 50 rows; the list ends at an empty page (a short page is read on from its
   last ID: one request more per read, and a list cut short mid-way skips nothing); an ID that does not advance is
   fatal.
@@ -57,7 +58,7 @@ from .errors import AuthError, ConfigError, FatalError, RetryLaterError, Transie
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
                    to_decimal, with_sleep)
-from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
+from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, map_page, pull_by_time, utc_now
 from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_from
@@ -310,12 +311,10 @@ class Bitrix24Source:
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         method, select = _METHODS[obj]
-        flt: dict[str, Any] = {}
-        if since is not None:
-            flt[">=DATE_MODIFY"] = iso(since)
         guard, last_id, high = PageGuard(f"Bitrix24 {method}"), 0, HighWater(stager)
         while True:
-            guard.next(last_id)
+            guard.next(last_id)  # in the portal's offset, told by its answers (bitrix24_pace: an overlap, not a gap)
+            flt = {} if since is None else {">=DATE_MODIFY": self.pace.modified_since(since)}
             rows = self._call(method, {"filter": {**flt, ">ID": last_id}, "order": {"ID": "ASC"},
                                        "select": select, "start": -1})
             if not isinstance(rows, list):

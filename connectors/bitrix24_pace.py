@@ -4,12 +4,23 @@ its method has used within the current 10-minute window; past 480 s the portal b
 nothing and meet the block at the same page the next run, for ever; so :class:`OperatingPace` waits for the window
 (``time.operating_reset_at``) before a method's next call could take it past the limit (fast_bitrix24 paces the
 same way, ``operating_time_limit=480``): a backfill longer than one window finishes slowly, it does not stop. The
-block itself stays the last resort (another application using up the method's time)."""
+block itself stays the last resort (another application using up the method's time).
+
+The same answers tell the portal's UTC offset (``time.date_start``, e.g. ``2025-09-09T16:31:11+03:00``), in which
+:meth:`OperatingPace.modified_since` writes a ``>=DATE_MODIFY`` filter. The crm methods read a filter's datetime with
+PHP's ``strtotime`` (its offset honoured) and then shift it into the calling user's own time zone
+(``CRestUtil::unConvertDateTime($v, true)``); the column is the server's wall clock ("на уровне API все даты и
+время хранятся с учетом параметров сервера", B24-DOC ``api-reference/data-types.md``), and an offset lost on the way
+(a ``+`` read as a space in a query string: a forum report of a filter "with a time" not working) leaves the wall
+clock read in the portal's zone. Written in the portal's own offset, the filter means the same instant either way.
+Before the first answer tells it, the filter starts :data:`UNKNOWN_OFFSET_SLACK` earlier (UTC): an overlap, not a
+gap, whatever zone (UTC−12 … UTC+14) its wall clock is read in; a page read so only widens its first page, whose
+IDs the next pages (``>ID``) continue from, so nothing between the two filters is skipped."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Callable, Mapping
 
 from .retry import retry_after_from
@@ -19,6 +30,9 @@ log = logging.getLogger(__name__)
 OPERATING_LIMIT = 480.0  # seconds of one method's execution within WINDOW before the portal blocks it
 WINDOW = 600.0  # the window's length: the longest wait (an operating_reset_at further off is not believed)
 HEADROOM = 30.0  # seconds kept free below the limit at least; more when the method's calls are slow (2 × the longest)
+#: how much earlier a ``>=DATE_MODIFY`` filter starts before an answer told the portal's offset: a wall clock in UTC
+#: read in the westernmost zone (UTC−12) is 12 hours later
+UNKNOWN_OFFSET_SLACK = timedelta(hours=12)
 
 
 def _seconds(value: Any) -> float | None:
@@ -36,12 +50,21 @@ class OperatingPace:
         self.sleep = sleep
         self.longest: dict[str, float] = {}  # method -> its longest call's duration seen, seconds
         self.waited = 0.0  # seconds waited in all (the pull's log says it)
+        self.offset: tzinfo | None = None  # the portal's UTC offset, as its last answer's time.date_start wrote it
+
+    def modified_since(self, since: datetime) -> str:
+        """``since`` for a ``>=DATE_MODIFY`` filter: in the portal's offset, whole seconds (rounded down); before an
+        answer told the offset, :data:`UNKNOWN_OFFSET_SLACK` earlier in UTC (see the module doc)."""
+        if self.offset is None:
+            return (since - UNKNOWN_OFFSET_SLACK).astimezone(timezone.utc).replace(microsecond=0).isoformat()
+        return since.astimezone(self.offset).replace(microsecond=0).isoformat()
 
     def after(self, method: str, timing: Any, headers: Mapping[str, str] | None = None) -> float:
         """After an answer of ``method`` carrying ``timing`` (its ``time`` object): wait for the window when the
         next call could take the method past :data:`OPERATING_LIMIT`. Returns the seconds waited (0 mostly)."""
         if not isinstance(timing, Mapping):
             return 0.0
+        self._offset_of(timing.get("date_start"))
         operating = _seconds(timing.get("operating"))
         if operating is None:
             return 0.0
@@ -60,6 +83,15 @@ class OperatingPace:
                     until.isoformat(), self.waited)
         self.sleep(wait)
         return wait
+
+
+    def _offset_of(self, stamp: Any) -> None:
+        try:
+            offset = datetime.fromisoformat(stamp).tzinfo if isinstance(stamp, str) else None
+        except ValueError:
+            offset = None
+        if offset is not None:
+            self.offset = offset
 
 
 def batch_timing(data: Any) -> dict[str, Any] | None:

@@ -228,8 +228,8 @@ EMAIL_LOOKUPS = 2_000
 def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
     """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up, read through
     :data:`EMAIL_INDEX` into ``_lk_people`` (their rows alone), with those of the phones (a filter on the phone
-    column: no index holds the phones, whose maintenance would slow every merge); else (no index, many values) the
-    whole ``contacts`` table, scanned."""
+    column, answered by the store's phone index when a batch with a phone-keyed record built it:
+    :data:`sync.store.lookup.PHONE_INDEX`); else (no index, many values) the whole ``contacts`` table, scanned."""
     def values(table: str) -> list[str]:
         return [r[0] for r in con.execute(f"SELECT DISTINCT norm FROM {table} WHERE norm IS NOT NULL").fetchall()]
 
@@ -238,8 +238,8 @@ def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
             "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() AND table_name = "
             "'contacts' AND index_name = ?", [EMAIL_INDEX]).fetchall()[0][0]:
         return "contacts"
-    # the phones by a filter on the column alone (a scan of it, no index to maintain at every merge: 1 M contacts,
-    # one phone, link_staged 5.6 → 1.2 s, BENCHMARKS.md); none looked up: no IN list, a scan
+    # the phones by a filter on the column alone (through the phone index once built, else a scan of the column: 1 M
+    # contacts, one phone, link_staged 5.6 → 1.2 s, → 0.7 s with the index, BENCHMARKS.md); none looked up: a scan
     parts = [(f"SELECT * FROM contacts WHERE {col} IN (SELECT unnest(?::VARCHAR[]))", [vals])
              for col, vals in (("email", emails), ("phone", phones)) if vals] or [("SELECT * FROM contacts LIMIT 0", [])]
     con.execute("CREATE OR REPLACE TEMP TABLE _lk_people AS " + " UNION ALL ".join(q for q, _ in parts),

@@ -11,8 +11,9 @@ merges noted since (:func:`sync.store.resynced.moved_since`; an empty merge move
 this sync but the removals no run's data would undo (consent withdrawals, retired tags: the rule of a re-plan's
 contacts another run wrote, :mod:`sync.planning.replanned`). Re-planning the destination from a fresh read instead
 would segment the whole store again under the lock for a handful of customers (the full plan's seconds at 1 M
-contacts, each time a webhook lands during a long sync). A write of the store since that noted nobody (a full
-refresh, a replaced file, a merge too large to note) does not say whom it moved: the destination's consent
+contacts, each time a webhook lands during a long sync). Big writes note whom they moved too (a merge of more than
+50 000 rows, a file export's full refresh, a file swapped: :mod:`sync.store.resynced`). A write of the store since
+that noted nobody (one that moved more than a million customers, a note dropped as too old) does not say whom it moved: the destination's consent
 withdrawals go out alone and the rest is held (:class:`StoreMovedUnknown`, exit 5: a ``refused`` run recorded,
 retried by serve's scheduler); the next sync plans it from a read after that write.
 
@@ -65,7 +66,7 @@ class StoreRead:
         if moved is None:
             raise StoreMovedUnknown(
                 f"the order store was written by another run since this sync read it (generation {self.generation} "
-                f"→ {now}: a full refresh, a replaced file or a merge too large to note whom it moved): its plan may "
+                f"→ {now}: a write too large to note whom it moved, or whose note is gone): its plan may "
                 f"push older data over that run's; held (the next sync plans it from a later read)")
         self.moved = moved
         return now == self.generation

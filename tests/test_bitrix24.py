@@ -14,6 +14,7 @@ import responses
 
 from connectors.bitrix24 import (Bitrix24Config, Bitrix24Secrets, Bitrix24Source, parse_webhook, verify_webhook,
                                  webhook_refs)
+from connectors.bitrix24_pace import UNKNOWN_OFFSET_SLACK
 from connectors.errors import AuthError, ConfigError, FatalError
 from connectors.records import OrderStatus
 
@@ -50,6 +51,8 @@ class FakeBitrix24:
         self.batch_failures: list[str] = []  # error codes answered once for every sub-call of a batch
         self.batches: list[list[str]] = []  # the sub-calls of each batch, as sent
         self.between_pages = None  # called once, after the first page of deals is served
+        self.zone = MSK  # the portal's offset: its answers' time.date_start
+        self.offset_lost = False  # True: a >=DATE_MODIFY filter's wall clock is read in ``zone``, its offset lost
         for method, store in (("crm.deal.list", self.deals), ("crm.contact.list", self.contacts)) if pull else ():
             rsps.add_callback("POST", f"{HOOK}{method}.json", self._guard(self._list(store)))
         if pull:
@@ -86,7 +89,9 @@ class FakeBitrix24:
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
         got = [datetime.fromisoformat(s) for s in self.since_seen[-2:] if s]
-        return len(got) == 2 and all(w - lookback <= g <= w for w, g in zip(wanted, got))
+        # the pull's first read starts UNKNOWN_OFFSET_SLACK earlier: no answer has told the portal's offset yet
+        slack = [UNKNOWN_OFFSET_SLACK, timedelta(0)]
+        return len(got) == 2 and all(w - lookback - d <= g <= w for w, g, d in zip(wanted, got, slack))
 
     def _guard(self, handler):
         def callback(request):
@@ -100,7 +105,8 @@ class FakeBitrix24:
                 return 401, {}, json.dumps({"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
             result = handler(json.loads(request.body or b"{}"))
             return 200, {"Content-Type": "application/json"}, json.dumps({
-                "result": result, "time": {"start": 1.0, "finish": 1.1, "duration": 0.1, "operating": 0}})
+                "result": result, "time": {"start": 1.0, "finish": 1.1, "duration": 0.1, "operating": 0,
+                                           "date_start": T0.astimezone(self.zone).isoformat()}})
         return callback
 
     def _batch(self, body):
@@ -132,9 +138,11 @@ class FakeBitrix24:
             since = flt.get(">=DATE_MODIFY")
             if flt[">ID"] == 0:
                 self.since_seen.append(since)
+            at = None if since is None else datetime.fromisoformat(since)
+            if at is not None and self.offset_lost:
+                at = at.replace(tzinfo=self.zone)
             rows = [r for k, r in sorted(store.items())
-                    if (self.stuck or k > flt[">ID"])
-                    and (since is None or datetime.fromisoformat(r["DATE_MODIFY"]) >= datetime.fromisoformat(since))]
+                    if (self.stuck or k > flt[">ID"]) and (at is None or datetime.fromisoformat(r["DATE_MODIFY"]) >= at)]
             if store is self.deals and self.between_pages is not None:
                 hook, self.between_pages = self.between_pages, None
                 hook()
@@ -383,3 +391,30 @@ def test_event_refs_and_parse():
         parse_webhook({}, event(name="ONTASKADD"))
     with pytest.raises(ValueError, match="data\\[FIELDS\\]\\[ID\\]"):
         parse_webhook({}, b"event=ONCRMDEALADD")
+
+
+@pytest.mark.parametrize("offset_lost", [False, True])
+@pytest.mark.parametrize("hours", [-5, 3, 14])
+def test_an_incremental_pull_overlaps_the_lookback_in_any_portal_zone(rsps, hours, offset_lost):
+    """The ``>=DATE_MODIFY`` filter is written in the portal's offset (its answers' ``time.date_start``; before the
+    first answer, 12 hours earlier in UTC), so a deal and a contact modified within the lookback before the cursor
+    are read again whether the portal honours the filter's offset or reads its wall clock in its own zone (the
+    offset lost). Before (main at resync29's start): the cursor in UTC; a portal west of UTC reading its wall clock
+    skipped them (a gap): the case UTC-05:00 with the offset lost fails on the records read (nothing staged); the
+    other five read both records on main too (an offset honoured, or a zone east of UTC: a longer overlap) and
+    fail only on the last line, the filter written in UTC rather than in the portal's offset."""
+    fake = FakeBitrix24(rsps)
+    fake.zone, fake.offset_lost = timezone(timedelta(hours=hours)), offset_lost
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10.00", at=T0)
+    con = duckdb.connect()
+    first = make_source().pull(con)  # the backfill: the cursor is T0, every record's DATE_MODIFY
+    assert json.loads(first.cursor) == {"contacts": T0.isoformat(), "orders": T0.isoformat()}
+    late = T0 - timedelta(minutes=5)  # committed late: within the 10-minute lookback
+    fake.put_contact(2, "b@example.com", at=late)
+    fake.put_order(2, 2, "20.00", at=late)
+    make_source().pull(con, first.cursor)
+    assert [r[0] for r in con.execute("SELECT order_id FROM staged_orders ORDER BY 1").fetchall()] == ["1", "2"]
+    assert [r[0] for r in con.execute("SELECT customer_id FROM staged_contacts ORDER BY 1").fetchall()] == ["1", "2"]
+    orders_since = datetime.fromisoformat(fake.since_seen[-1])
+    assert orders_since == T0 - timedelta(minutes=10) and orders_since.utcoffset() == timedelta(hours=hours)

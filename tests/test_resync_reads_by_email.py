@@ -7,6 +7,8 @@ of every contact each, and the first was not counted."""
 from __future__ import annotations
 
 from connectors.records import Consent, Contact
+from connectors.source import PullResult
+from connectors.tables import create_staging
 from sync.config import load_config
 from sync.ledger import open_ledger
 from sync.pipeline import store_path
@@ -14,6 +16,8 @@ from sync.serve.resync import resync
 from sync.serve.resync_scope import store_holders
 from sync.settings import load_settings
 from sync.store import open_store
+from sync.store.lookup import PHONE_INDEX
+from sync.store.merge import merge_staged
 from tests.test_serve_resync import AS_OF, orders_for
 
 CUSTOMERS = 20_000
@@ -74,8 +78,11 @@ def test_a_contact_webhook_reads_its_address_s_contacts_not_every_contact(tmp_pa
 
 def test_a_phone_keyed_order_joins_the_customer_with_that_phone(tmp_path, mailchimp_fake, monkeypatch):
     """An order keyed by a phone (no customer id of its own) joins the customer with that phone, read by a filter
-    on the phone column beside the e-mails read through their index (before: the whole contacts table read into the
-    join; the speed is bench/phone_link.py's, BENCHMARKS.md: the rows DuckDB scans are as many)."""
+    on the phone column beside the e-mails read through their index (before race28: the whole contacts table read
+    into the join). The first batch with a phone-keyed record builds the phone index, and the phones are read
+    through it: the phone-keyed resync reads about the rows the e-mail-keyed one reads (before resync29: a scan of
+    every contact's phone more; the speed is bench/phone_index.py's, BENCHMARKS.md). A full refresh drops it with
+    the other lookup indexes (a bulk write maintains none), and the next phone-keyed batch builds it again."""
     path, churned = _store(tmp_path, mailchimp_fake, monkeypatch)
     cfg, settings = load_config(path), load_settings()
     (warm, _), (a, a_email), (b, _) = list(churned.items())[:3]
@@ -84,9 +91,33 @@ def test_a_phone_keyed_order_joins_the_customer_with_that_phone(tmp_path, mailch
         con.execute("UPDATE contacts SET phone = ? WHERE customer_id = ?", [phone, b])
     with open_ledger(cfg, settings) as ledger:
         resync(cfg, ledger, settings, orders_for([warm], "WARM"), as_of=AS_OF)  # the indexes built
+        reports, indexed = {}, []
         for name, key in (("email", a_email), ("phone", phone)):
-            report = resync(cfg, ledger, settings, orders_for([key], f"BY-{name}"), as_of=AS_OF)
+            report = reports[name] = resync(cfg, ledger, settings, orders_for([key], f"BY-{name}"), as_of=AS_OF)
             assert report.customers == 1, (name, report)
+            with open_store(store_path(cfg)) as con:
+                indexed.append(con.execute("SELECT count(*) FROM duckdb_indexes() WHERE index_name = ?",
+                                           [PHONE_INDEX]).fetchall()[0][0])
+    assert indexed == [0, 1]  # built by the first batch holding a phone-keyed record
+    read = {name: r.store_rows_read for name, r in reports.items()}
+    assert read["phone"] < read["email"] + CUSTOMERS // 2, read
     with open_store(store_path(cfg)) as con:
         owners = dict(con.execute("SELECT order_id, customer_id FROM orders WHERE order_id LIKE 'BY-%'").fetchall())
     assert owners == {"BY-email-0": a, "BY-phone-0": b}
+
+    def phone_index() -> int:
+        with open_store(store_path(cfg)) as con:
+            return con.execute("SELECT count(*) FROM duckdb_indexes() WHERE index_name = ?", [PHONE_INDEX]
+                               ).fetchall()[0][0]
+
+    with open_store(store_path(cfg)) as con:  # a full refresh (the store's rows read again): the indexes go first
+        create_staging(con)
+        for name in ("orders", "contacts", "line_items"):
+            con.execute(f"INSERT INTO staged_{name} BY NAME SELECT COLUMNS(lambda c: c != 'file_id') FROM {name}")
+        merge_staged(con, PullResult(full_refresh=True), origin="pull")
+    assert phone_index() == 0
+    with open_ledger(cfg, settings) as ledger:  # the next phone-keyed batch builds it again, and links through it
+        assert resync(cfg, ledger, settings, orders_for([phone], "AGAIN"), as_of=AS_OF).customers == 1
+    assert phone_index() == 1
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT customer_id FROM orders WHERE order_id LIKE 'AGAIN-%'").fetchall() == [(b,)]

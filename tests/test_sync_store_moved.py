@@ -106,17 +106,46 @@ def test_a_pull_merged_during_the_sync_leaves_its_customers_out_and_the_rest_goe
 
 
 @pytest.mark.parametrize("shop", ["skip"], indirect=True)
-def test_a_write_that_noted_nobody_holds_the_destination_but_its_withdrawals(shop, mailchimp_fake):
-    """The same sync; the write before its apply is a full refresh of the export (a pull reading a changed file),
-    which says nothing of whom it moved: x's withdrawal still goes out, z's change is held, the destination's run
-    is recorded as refused (exit 5), and serve's scheduler runs it again (transient). Before: the withdrawal held
-    too, no run recorded, no retry."""
+def test_a_file_read_during_the_sync_leaves_its_customers_out_and_the_rest_goes(shop, mailchimp_fake):
+    """The same sync; before it takes the destination's lock a pull reads the export again (a new order of y in the
+    orders file, a new customer's; the shop has a contacts file: a full refresh). The refresh notes whom it moved
+    (y and the new customer, not the 60 others it wrote back alike): x's withdrawal and z's change are sent, y is
+    left out, the run succeeds. Before: the refresh noted nobody, the destination was held but x's withdrawal
+    (exit 5, a refused run, retried)."""
+    x, y, z = _winback(shop, 3)
+    set_consent(shop, "нет", {x.customer_id})
+    _file_order(shop, z.customer_id, "900002", "10,00")
+
+    def later(ledger: Ledger) -> None:
+        _file_order(shop, y.customer_id, "900001", "10,00")
+        _file_order(shop, "NEWCUST-1", "990001", "10,00")
+        api.pull(load_config(shop), ledger, load_settings())
+
+    _sync(shop, later)
+    assert not mailchimp_fake.tags_of(x.key, "aud1") & MANAGED and not _state(shop, x.key).tags & MANAGED
+    assert set(mailchimp_fake.tags_of(y.key, "aud1")) == {"Winback"} == _state(shop, y.key).tags
+    moved = _state(shop, z.key).tags
+    assert moved & MANAGED and moved != {"Winback"} and set(mailchimp_fake.tags_of(z.key, "aud1")) == moved
+    with open_ledger(load_config(shop), load_settings()) as ledger:
+        assert ledger.recent_runs(1)[0]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("shop", ["skip"], indirect=True)
+def test_a_write_that_noted_nobody_holds_the_destination_but_its_withdrawals(shop, mailchimp_fake, monkeypatch):
+    """The same sync; the write before its apply is a full refresh of the export (a pull reading a changed file)
+    that moved more customers than the notes' bound (``NOTED_CUSTOMERS``, 0 here), so it says nothing of whom it
+    moved: x's withdrawal still goes out, z's change is held, the destination's run is recorded as refused (exit
+    5), and serve's scheduler runs it again (transient). Before: the withdrawal held too, no run recorded, no
+    retry."""
+    from sync.store import resynced
+
     x, z = _winback(shop, 2)
     set_consent(shop, "нет", {x.customer_id})
     _file_order(shop, z.customer_id, "900002", "10,00")
 
     def later(ledger: Ledger) -> None:
         _file_order(shop, "NEWCUST-1", "990001", "10,00")  # another customer's order in the export
+        monkeypatch.setattr(resynced, "NOTED_CUSTOMERS", 0)
         api.pull(load_config(shop), ledger, load_settings())
 
     with pytest.raises(PlanStaleError) as err:
@@ -134,8 +163,8 @@ def test_a_write_that_noted_nobody_holds_the_destination_but_its_withdrawals(sho
 
 def test_the_merges_note_whom_they_moved_and_an_unnoted_write_is_not_taken_for_none(tmp_path):
     """Each incremental merge notes whom it moved: its orders' customers and its contacts' (a consent withdrawn);
-    an empty one (a pull that found nothing new) does not move the generation. A write that noted nothing (a full
-    refresh) answers None, not an empty set: the sync then holds the destination rather than push its older rows."""
+    an empty one (a pull that found nothing new) does not move the generation. A write that noted nothing answers
+    None, not an empty set: the sync then holds the destination rather than push its older rows."""
     con = connect_store(tmp_path / "s.duckdb")
     assert moved_since(con, 0) == (0, set())
     order = Order(order_id="O1", customer_id="C1", amount=Decimal("5"),
@@ -149,8 +178,8 @@ def test_the_merges_note_whom_they_moved_and_an_unnoted_write_is_not_taken_for_n
     merge_staged(con, PullResult(), origin="pull")
     assert moved_since(con, 0) == (2, {"C1", "C2"})
     assert moved_since(con, 1) == (2, {"C2"})
-    stage_records(con, [order], [])
-    merge_staged(con, PullResult(full_refresh=True), origin="pull")
+    con.execute("UPDATE orders SET amount = 6")  # a write that noted nothing (no merge: an edit in place)
+    bump_generation(con)
     assert moved_since(con, 1) == (3, None)
     assert moved_since(con, 3) == (3, set())
 

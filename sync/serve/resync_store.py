@@ -114,7 +114,8 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         report.store_opens += 1
         try:
-            report.indexes_built = ensure_lookup_indexes(con)
+            report.indexes_built = ensure_lookup_indexes(con, phones=any(  # a phone-keyed record: linked by it
+                r.customer_id.startswith("+") for r in (*orders, *contacts)))
             lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]

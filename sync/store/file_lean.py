@@ -30,6 +30,7 @@ from connectors.identity import IdentityReport
 from .appends import note_appended
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
+from .resynced import note_dropped_appends, note_moved, swapped_files
 from .rfm_totals import add_totals, kept_at
 from .webhooks import WEBHOOK_TABLE, create_webhook_table
 
@@ -137,7 +138,10 @@ def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
     """Delete the dropped files' orders and insert the staged ones (inside the caller's transaction). Only new
     rows: the store's per-customer totals, when current, add theirs (:mod:`.rfm_totals`)."""
     kept = kept_at(con) if change.staged and not change.dropped else None
-    if change.dropped:
+    moved = None
+    if change.dropped:  # a swap (a changed or removed file): whom it moved, for a sync that read before (.resynced)
+        moved = swapped_files(con, change.dropped, change.staged)
+        note_dropped_appends(con, f"file_id IN ({_ids(change.dropped)})")  # an appended file's customers stay noted
         con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})")
     if change.staged:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")
@@ -145,6 +149,8 @@ def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
         bump_generation(con)
     if change.staged and not change.dropped:  # an append: a kept table catches up with these files' customers
         note_appended(con, generation(con), change.new_ids)
+    if moved is not None:
+        note_moved(con, moved)
     if kept is not None:
         add_totals(con, kept, change.new_ids)
 

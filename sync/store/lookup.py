@@ -2,7 +2,8 @@
 
 A webhook batch touches a handful of customers of a store that may hold millions of orders. With an ART index on
 ``orders(customer_id)``, ``orders(order_id)``, ``contacts(customer_id)``, ``contacts(email)``,
-``line_items(order_id)`` and ``segment_history(customer_id)`` (when the store has a segment history), DuckDB
+``line_items(order_id)``, ``segment_history(customer_id)`` (when the store has a segment history) and
+``contacts(phone)`` (once a batch held a phone-keyed record: :data:`PHONE_INDEX`), DuckDB
 answers the resync's queries (``customer_id IN (SELECT ... FROM affected_customers)``, the merge's
 ``order_id IN (SELECT ... FROM staged_orders)``) with index scans and joins: the rows it reads are the affected
 customers' rows, not the store (:mod:`sync.serve.resync` counts them).
@@ -34,7 +35,13 @@ LOOKUP_INDEXES = {
     "rfmsync_contacts_email": ("contacts", "email"),  # another card of an address (sync.serve.resync_scope)
     "rfmsync_line_items_order": ("line_items", "order_id"),
     "rfmsync_history_customer": ("segment_history", "customer_id"),
+    "rfmsync_contacts_phone": ("contacts", "phone"),  # a phone-keyed record's link (connectors.identity): see below
 }
+#: built only for a webhook batch holding a phone-keyed record (:func:`ensure_lookup_indexes` ``phones``), whose
+#: identity link reads the contacts of its phones (resync29: 1 M contacts, the link 0.92–1.19 → 0.65–0.82 s, a
+#: 20 k-contact upsert no slower, the build 3–8 s after each bulk load: BENCHMARKS.md); a store whose webhooks key
+#: nobody by a phone never builds it
+PHONE_INDEX = "rfmsync_contacts_phone"
 
 #: up to this many keys (affected customers, staged orders) a join is answered from the indexes
 LOOKUP_KEYS = 2_000
@@ -58,11 +65,12 @@ def _present(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in rows}
 
 
-def ensure_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
-    """Create the missing lookup indexes (of the tables the store has); returns how many were built (0 when all
-    were there)."""
+def ensure_lookup_indexes(con: duckdb.DuckDBPyConnection, phones: bool = False) -> int:
+    """Create the missing lookup indexes (of the tables the store has; :data:`PHONE_INDEX` only with ``phones``: a
+    batch holds a phone-keyed record); returns how many were built (0 when all were there)."""
     tables = _tables(con)
-    missing = [n for n, (table, _) in LOOKUP_INDEXES.items() if n not in _present(con) and table in tables]
+    missing = [n for n, (table, _) in LOOKUP_INDEXES.items() if n not in _present(con) and table in tables
+               and (phones or n != PHONE_INDEX)]
     if not missing:
         return 0
     started = time.monotonic()

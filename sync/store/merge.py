@@ -24,7 +24,7 @@ from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
 from .ordering import Ages, Versions, ages_of, drop_older_versions
-from .resynced import note_moved
+from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
@@ -172,15 +172,12 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
             set(pull.identity.moved if pull.identity is not None else ()))
+        before_write(con, present, pull.full_refresh, empty)  # whom a full refresh or a large merge moves
         for name in TABLES:
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
-        # and whom it moved, for a full sync that read the store before (.resynced): its contacts' customers too
-        contacts = [] if note is None or "staged_contacts" not in present else [r[0] for r in con.execute(
-            "SELECT DISTINCT customer_id FROM staged_contacts").fetchall()]
-        moved = None if note is None or len(contacts) > NOTED_ROWS else note.customers | set(contacts)
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
             _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
                            links=links, pulled_at=pulled_at, versions=versions or {})
@@ -192,6 +189,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             note_pulled(con)
         if pulled:  # a timed webhook version now orders them alone
             forget_superseded(con)
+        # and whom it moved, for a full sync that read the store before (.resynced): its contacts' customers too
+        moved = None if empty else moved_by(con, present, note.customers if note else None, moved)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
