@@ -32,6 +32,7 @@ import re
 import duckdb
 
 from . import normalize as nz
+from .amounts import bad_spaces, bad_spaces_sql
 from .counts import agrees, counted
 from .errors import BadFileError
 
@@ -164,7 +165,7 @@ def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> 
     keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
     clean = re.compile(_clean_re(mark, money)).fullmatch if mark else None
     for v in values:
-        if clean is not None and clean(v):
+        if clean is not None and clean(v) and not bad_spaces(v):
             keys[mark] += 1  # type: ignore[index]
         elif (key := vote_key(v, money)) is not None:
             keys[key] += 1
@@ -243,9 +244,10 @@ def _clean_re(mark: nz.Decimal_, money: bool) -> str:
 
 def _raw_vote_sql(v: str, mark: nz.Decimal_, money: bool) -> str:
     """The first step of :func:`vote_key` in SQL: ``mark`` for a value of the first guess's usual shape (one regular
-    expression: :func:`_clean_re`), else ``'k'`` and what :func:`connectors.normalize.decimal_vote_sql` says
+    expression: :func:`_clean_re`, thousands spaces in threes: :func:`connectors.amounts.bad_spaces_sql`), else ``'k'`` and what :func:`connectors.normalize.decimal_vote_sql` says
     (``'k,'``, ``'kw.'``, …), NULL without a mark."""
-    return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark, money))}) THEN '{mark}'"
+    return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark, money))}) AND NOT {bad_spaces_sql(v)}"
+            f" THEN '{mark}'"
             f" WHEN contains({v}, ',') OR contains({v}, '.') THEN 'k' || {nz.decimal_vote_sql(v)} END")
 
 

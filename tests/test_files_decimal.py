@@ -503,12 +503,15 @@ def test_a_money_column_of_ambiguous_values_beside_money_columns_that_disagree_s
 
 
 @pytest.mark.parametrize("bad", ["1.234.5", "1.2.3,50", "1234.567,5", "12,5.", "12,50,", ",12,5", "1.234.567,",
-                                 ",500", "12,", "12,50 сум."])
+                                 ",500", "12,", "12,50 сум.", "1 23,50", "12 3456,00", "1234 567,00", "12 5,50",
+                                 "1\u00a023,50", "1'23,50", "1 234 56,00 сум"])
 def test_malformed_values_do_not_vote_and_stay_bad_rows(tmp_path, bad):
     """Three values no documented form fits (``1.234.5``: a thousands group of one digit; ``1.2.3,50``;
     ``1234.567,5``: four digits before a thousands group; a mark at an end, ``12,5.``, ``,12,5``; ``,500``) are bad
     rows, and they said nothing of the column's mark: before, they voted ',' (a repeated mark or both marks; a mark
-    at an end was stripped before the form was checked) and read the column's ``1,500`` thousands as 1.5."""
+    at an end was stripped before the form was checked) and read the column's ``1,500`` thousands as 1.5. Thousands
+    spaces not in threes (``1 23,50``, ``12 3456,00``, a first group of four digits ``1234 567,00``) are bad rows too:
+    before, the spaces were dropped before the vote, so the value voted ',' (and ``1234 567,00`` was 1234567.00)."""
     _csv(tmp_path, ["1,500"] * 20 + [bad] * 3)
     result, con = pull(tmp_path, columns=COLS)
     got = orders(con)
@@ -523,7 +526,9 @@ def test_malformed_values_do_not_vote_and_stay_bad_rows(tmp_path, bad):
                                          ("1,23.45", None), ("12345,678.9", None), ("12,5.", None),
                                          ("12,50,", None), (",12,5", None), ("1.234.567,", None), (",500", None),
                                          ("12,", None), (",5", (",", True)), ("12,50 р.", (",", True)),
-                                         ("1 234,50 руб.", (",", True)), ("$1,234,567.", None)])
+                                         ("1 234,50 руб.", (",", True)), ("$1,234,567.", None),
+                                         ("1 23,50", None), ("12 3456,00", None), ("1234 567,00", None),
+                                         ("1\u202f23.5", None), ("12 500,5", (",", True)), ("1 234.567", (".", True))])
 def test_only_values_a_documented_form_fits_vote(value, vote):
     assert nz.decimal_vote(value) == vote
     sql = nz.decimal_vote_sql("x")
@@ -532,13 +537,16 @@ def test_only_values_a_documented_form_fits_vote(value, vote):
 
 
 @pytest.mark.parametrize("amounts, decisive", [(["12,50"] * 5 + ["1.2.3,50"] * 100 + ["1,500"] * 3000, "5 values"),
-                                               (["12,5"] * 3 + ["1.2.3,50"] * 200 + ["1,500"] * 3000, "3 values")])
+                                               (["12,5"] * 3 + ["1.2.3,50"] * 200 + ["1,500"] * 3000, "3 values"),
+                                               (["12,50"] * 5 + ["1 23,50"] * 100 + ["1,500"] * 3000, "5 values"),
+                                               (["12,50"] * 5 + ["12 3456,00"] * 100 + ["1,500"] * 3000, "5 values")])
 def test_malformed_values_of_the_first_guesss_mark_are_not_counted_by_the_whole_columns_shortcut(tmp_path, amounts,
                                                                                               decisive):
     """The whole-column vote counts a value of the first guess's usual shape (``12,50``) by one regular expression
     (``_clean_re``) without classifying it: a ``1.2.3,50`` (a bad row) fitted it before files28, so a hundred of them
     outvoted three thousand ``1,500`` and read them as 1.5. Now they are not counted: the few ``12,50`` alone stop
-    the read (too few to decide against 3000 ``1,500``), the count naming only them."""
+    the read (too few to decide against 3000 ``1,500``), the count naming only them. Nor is a ``1 23,50`` (thousands
+    spaces not in threes, a bad row): it fitted the shortcut's shape until files29."""
     _csv(tmp_path, amounts)
     with pytest.raises(BadFileError) as e:
         pull(tmp_path, columns=COLS)
