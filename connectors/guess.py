@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
-from .file_encoding import detect_encoding
+from .file_encoding import detect_encoding, read_encoding
 from .file_lines import TITLE_SCAN, header_line
 from .file_readers import line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
@@ -70,6 +70,8 @@ class Sample:
     encoding: str | None = None
     delimiter: str | None = None
     skip: int = 0  # title lines above a CSV's header
+    #: the encoding read from the bytes of the last row only, the first MB ASCII (a guess: cp1251 or cut UTF-8?)
+    encoding_guessed: bool = False
 
 
 @dataclass
@@ -105,7 +107,7 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
         values = rel.fetchall()
         return Sample(path, "parquet", list(rel.columns),
                       [{h: _text(v) for h, v in zip(rel.columns, r)} for r in values])
-    encoding = detect_encoding(path)
+    encoding = read_encoding(path)  # the reader's decision: a last row in another encoding, a file cut short
     with open(path, encoding="utf-8-sig" if encoding == "utf-8" else encoding, errors="replace",
               newline="") as f:
         head = "".join(line for _, line in zip(range(rows + 1), f))
@@ -118,7 +120,7 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
     reader = csv.reader(io.StringIO("".join(lines[skip:])), delimiter=delimiter)
     headers = [h.strip() for h in next(reader)]
     data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
-    return Sample(path, "csv", headers, data, encoding, delimiter, skip)
+    return Sample(path, "csv", headers, data, encoding, delimiter, skip, encoding != detect_encoding(path))
 
 
 def _named_header(lines: list[str], skip: int) -> int:
@@ -161,7 +163,7 @@ def guess(sample: Sample) -> Guess:
     """The preset or the column mapping, and the file's settings, from the header and the sample."""
     g = Guess(sample)
     if sample.kind == "csv":
-        g.settings["encoding"] = (sample.encoding, "detected")
+        g.settings["encoding"] = (sample.encoding, "guessed: check" if sample.encoding_guessed else "detected")
         g.settings["delimiter"] = ("tab" if sample.delimiter == "\t" else sample.delimiter, "detected")
     g.preset = _preset(sample.headers)
     if g.preset:
