@@ -32,7 +32,6 @@ import re
 import duckdb
 
 from . import normalize as nz
-from .amounts import bad_spaces, bad_spaces_sql
 from .counts import agrees, counted
 from .errors import BadFileError
 
@@ -165,7 +164,7 @@ def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> 
     keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
     clean = re.compile(_clean_re(mark, money)).fullmatch if mark else None
     for v in values:
-        if clean is not None and clean(v) and not bad_spaces(v):
+        if clean is not None and clean(v):
             keys[mark] += 1  # type: ignore[index]
         elif (key := vote_key(v, money)) is not None:
             keys[key] += 1
@@ -236,18 +235,26 @@ def _clean_re(mark: nz.Decimal_, money: bool) -> str:
     """A value :func:`vote_key` reads as decisive for ``mark`` and not shaped without classifying it: one ``mark``,
     a digit before it (in money the other mark grouping thousands may be there too: ``1.234,50 сум``, not ``0.,5``
     nor ``1.2.3,50``, which no documented form fits; in a quantity, where the other mark makes it shaped, other
-    characters only) and one, two or four and more digits after it (and other characters, no mark)."""
+    characters only) and one, two or four and more digits after it (and other characters, no mark). Between digits
+    a space (or ``'``) only groups thousands: ``1 234,50``, not ``1 23,50`` nor ``1234 567,00`` (bad rows:
+    :func:`connectors.amounts.bad_spaces`)."""
     after, other = "[^0-9,.]*", "." if mark == "," else ","
-    grouped = f"|{after}[0-9]{{1,3}}([{other}][0-9]{{3}})+{after}" if money else ""
-    return f"({after}([0-9]{after})+{grouped})[{mark}]{after}(([0-9]{after}){{1,2}}|([0-9]{after}){{4,}})"
+    inner = f"[^0-9,.{_SPACES}]*"  # between digits: no space
+    spaced = f"|{after}[0-9]{{1,3}}([{_SPACES}]+[0-9]{{3}})+{inner}"
+    grouped = f"|{after}[0-9]{{1,3}}([{other}][0-9]{{3}})+{inner}" if money else ""
+    return (f"({after}([0-9]{inner})+{spaced}{grouped})[{mark}]{inner}(([0-9]{inner}){{1,2}}|([0-9]{inner}){{4,}})"
+            f"{after}")
+
+
+#: the thousands spaces of :mod:`connectors.amounts` as characters, for both Python's ``re`` and RE2
+_SPACES = "\\s\u00a0\u202f\u2009'"
 
 
 def _raw_vote_sql(v: str, mark: nz.Decimal_, money: bool) -> str:
     """The first step of :func:`vote_key` in SQL: ``mark`` for a value of the first guess's usual shape (one regular
-    expression: :func:`_clean_re`, thousands spaces in threes: :func:`connectors.amounts.bad_spaces_sql`), else ``'k'`` and what :func:`connectors.normalize.decimal_vote_sql` says
+    expression: :func:`_clean_re`), else ``'k'`` and what :func:`connectors.normalize.decimal_vote_sql` says
     (``'k,'``, ``'kw.'``, …), NULL without a mark."""
-    return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark, money))}) AND NOT {bad_spaces_sql(v)}"
-            f" THEN '{mark}'"
+    return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark, money))}) THEN '{mark}'"
             f" WHEN contains({v}, ',') OR contains({v}, '.') THEN 'k' || {nz.decimal_vote_sql(v)} END")
 
 
