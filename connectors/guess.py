@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
 from .file_encoding import detect_encoding, read_encoding
 from .file_lines import TITLE_SCAN, header_line
-from .file_readers import line_delimiter
+from .file_readers import XLSX_HEADER_SCAN, default_sheet, line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
 from .presets import PRESETS
 
@@ -143,12 +144,27 @@ def _xlsx_sample(path: Path, rows: int) -> Sample:
     except Exception as e:  # a truncated or mis-named file: zip/XML errors
         raise BadFileError(f"{path}: cannot read as XLSX ({type(e).__name__})") from None
     try:
-        it = wb.active.iter_rows(values_only=True)
-        headers = [_text(h) or "" for h in next(it, ())]
-        data = [{h: _text(v) for h, v in zip(headers, r)} for _, r in zip(range(rows), it)]
+        it = default_sheet(wb).iter_rows(values_only=True)  # the sheet the reader reads
+        head = [r for _, r in zip(range(XLSX_HEADER_SCAN), it)]
+        at = _xlsx_header(head)
+        headers = [_text(h) or "" for h in (head[at] if head else ())]
+        below = itertools.chain(head[at + 1:], it)
+        data = [{h: _text(v) for h, v in zip(headers, r)} for _, r in zip(range(rows), below)
+                if any(v is not None and v != "" for v in r)]
     finally:
         wb.close()
     return Sample(path, "xlsx", headers, data)
+
+
+def _xlsx_header(head: list[tuple]) -> int:
+    """The header row among a sheet's first rows, as the reader finds it below a title (a merged «Отчёт» row): the
+    one holding the most known header names (:data:`SYNONYMS`, two at least), else the first non-empty one."""
+    def named(r: tuple) -> int:
+        return sum(isinstance(c, str) and any(_key(c) in keys for keys in _SYNONYM_KEYS.values()) for c in r)
+    best = max(range(len(head)), key=lambda i: (named(head[i]), -i), default=0)
+    if head and named(head[best]) >= 2:
+        return best
+    return next((i for i, r in enumerate(head) if any(c is not None and c != "" for c in r)), 0)
 
 
 def _text(v: object) -> str | None:
