@@ -262,7 +262,7 @@ _ISO_SHAPES = (  # (shape of a sample value, strict strptime format, DuckDB type
     (re.compile(r"\d{4}-\d\d-\d\d"), "%Y-%m-%d", "DATE"),
 )
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-            "FLOAT", "DOUBLE", "DECIMAL")
+                 "FLOAT", "DOUBLE", "DECIMAL")
 
 
 #: no comment lines: DuckDB's sniffer may take ``#`` for a comment mark when some rows begin with it (Shopify's order

@@ -16,7 +16,7 @@ import duckdb
 from . import amounts, normalize as nz
 from .consent_words import consent_word_sql
 from .file_decimal import column_decimals
-from .file_readers import NUMERIC_TYPES, EXCEL_EPOCH, refuse_int96
+from .file_readers import EXCEL_EPOCH, NUMERIC_TYPES, refuse_int96
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
