@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
-from .file_encoding import detect_encoding, read_encoding
+from .file_encoding import cut_inside_character, detect_encoding, read_encoding, settled
 from .file_lines import TITLE_SCAN, header_line
 from .file_readers import XLSX_HEADER_SCAN, default_sheet, line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
@@ -73,6 +73,9 @@ class Sample:
     skip: int = 0  # title lines above a CSV's header
     #: the encoding read from the bytes of the last row only, the first MB ASCII (a guess: cp1251 or cut UTF-8?)
     encoding_guessed: bool = False
+    #: that 8-bit reading only because the file was named on the command line: it ends inside a UTF-8 character
+    #: and changed a moment ago (a UTF-8 copy under way, cut short, reads so too): ``auto`` decides again each run
+    encoding_maybe_cut: bool = False
 
 
 @dataclass
@@ -121,7 +124,8 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
     reader = csv.reader(io.StringIO("".join(lines[skip:])), delimiter=delimiter)
     headers = [h.strip() for h in next(reader)]
     data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
-    return Sample(path, "csv", headers, data, encoding, delimiter, skip, encoding != detect_encoding(path))
+    maybe_cut = encoding != "utf-8" and not settled(path) and cut_inside_character(path)
+    return Sample(path, "csv", headers, data, encoding, delimiter, skip, encoding != detect_encoding(path), maybe_cut)
 
 
 def _named_header(lines: list[str], skip: int) -> int:
@@ -179,7 +183,10 @@ def guess(sample: Sample) -> Guess:
     """The preset or the column mapping, and the file's settings, from the header and the sample."""
     g = Guess(sample)
     if sample.kind == "csv":
-        g.settings["encoding"] = (sample.encoding, "guessed: check" if sample.encoding_guessed else "detected")
+        g.settings["encoding"] = (
+            ("auto", f"guessed: check ({sample.encoding}, or a UTF-8 copy cut short? auto decides again each run)")
+            if sample.encoding_maybe_cut else
+            (sample.encoding, "guessed: check" if sample.encoding_guessed else "detected"))
         g.settings["delimiter"] = ("tab" if sample.delimiter == "\t" else sample.delimiter, "detected")
     g.preset = _preset(sample.headers)
     if g.preset:
