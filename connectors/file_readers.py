@@ -23,6 +23,8 @@ from .errors import BadFileError, ConfigError
 from .file_lines import spread_cells
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,17 @@ def line_delimiter(header: str) -> str:
 XLSX_HEADER_SCAN = 30
 
 
-def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
+def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: Iterable[str] = ()) -> pa.Table:
     """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row); its
     schema metadata holds ``sheets`` (every sheet's name, JSON) and ``sheet`` (the one read): :func:`sheets_hint`.
 
     The header row is the first of the first :data:`XLSX_HEADER_SCAN` rows holding most of the mapped headers (1C puts
     titles above it). Without ``sheet``, the first visible sheet holding a value (:func:`default_sheet`). Dates
-    become ISO text; numbers keep full precision (:func:`number_text`); empty rows are skipped.
+    become ISO text; numbers keep full precision, those of the mapped number fields ``numbers`` (amount, price…)
+    without an exponent or an ambiguous three decimals (:func:`number_text`); empty rows are skipped.
     """
     try:
-        return _read_xlsx(path, columns, sheet)
+        return _read_xlsx(path, columns, sheet, numbers)
     except (ConfigError, BadFileError):
         raise
     except Exception as e:  # openpyxl on a truncated, corrupt or mis-named file: zip, XML or key errors
@@ -76,7 +79,7 @@ def _is_openpyxl_failure(e: Exception) -> bool:
                           OSError)) or type(e).__module__.startswith(("lxml", "openpyxl", "zipfile", "xml"))
 
 
-def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
+def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: Iterable[str]) -> pa.Table:
     import openpyxl  # only XLSX exports need it (a slow import)
     import pyarrow as pa
 
@@ -103,13 +106,15 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
             at = scores.index(max(scores))
         names = [str(c).strip() if c is not None else f"column{i}" for i, c in enumerate(head[at] if head else ())]
         data: list[list[str | None]] = [[] for _ in names]
+        amounts = {columns[f].strip().casefold() for f in numbers if f in columns}  # an id's 2024.015 stays so
+        texts = [_amount_text if n.casefold() in amounts else _cell_text for n in names]
         srow: list[int] = []
         for n, r in enumerate(itertools.chain(head[at + 1:], rows), start=at + 2):
             if not any(c is not None and c != "" for c in r):
                 continue
             srow.append(n)
             for i in range(len(names)):
-                data[i].append(_cell_text(r[i]) if i < len(r) else None)
+                data[i].append(texts[i](r[i]) if i < len(r) else None)
         epoch = excel_epoch(wb)
     finally:
         wb.close()
@@ -223,8 +228,13 @@ def _cell_text(v: object) -> str | None:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return str(int(v)) if v.is_integer() else number_text(v)
+        return str(int(v)) if v.is_integer() else repr(v)
     return str(v)
+
+
+def _amount_text(v: object) -> str | None:
+    """A cell of a mapped number column as text: a float's by :func:`number_text`, any other's :func:`_cell_text`."""
+    return number_text(v) if isinstance(v, float) and not v.is_integer() else _cell_text(v)
 
 
 def number_text(v: float) -> str:

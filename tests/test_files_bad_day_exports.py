@@ -105,6 +105,16 @@ def test_number_cells_of_three_decimals_are_numbers_not_thousands(tmp_path):
     assert [r[3] for r in rows] == [Decimal("123.46"), Decimal("150.00"), Decimal("12.35")]
 
 
+def test_number_cells_of_an_id_column_keep_their_text_only_number_columns_are_rewritten(tmp_path):
+    """Receipt and customer codes typed as numbers with three decimals (2024.015, 77.125): the number columns'
+    rewriting (`123.456` → `123.4560`) made them `2024.0150` and `77.1250`, other ids than the same codes in a
+    CSV or the clients file. Only the mapped number fields (amount, price, discount, quantity) are rewritten."""
+    workbook(tmp_path / "orders.xlsx", ("Продажи", [H, [2024.015, 77.125, "05.01.2024", 123.456]], "visible"))
+    result, rows = pull(tmp_path, "orders.xlsx")
+    assert result.bad_row_count == 0
+    assert rows == [("2024.015", "77.125", "2024-01-05", Decimal("123.46"))]
+
+
 def _parquet(path: Path, amounts: pa.Array, dates: pa.Array | None = None, **kw) -> Path:
     n = len(amounts)
     dates = dates if dates is not None else pa.array([dt.datetime(2024, 1, 5, 10)] * n, pa.timestamp("us"))
