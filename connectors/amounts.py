@@ -13,7 +13,9 @@ import re
 from .normalize import CURRENCY_TOKENS, Decimal_, lit
 
 _CURRENCY_RE = "|".join(re.escape(t) for t in sorted(CURRENCY_TOKENS, key=len, reverse=True))
-_SPACES_RE = r"[\s\x{00A0}\x{202F}\x{2009}\x{0027}]"
+#: thousands spaces: RE2's ``\s`` (ASCII only: tab, line feed, form feed, carriage return, space, no vertical tab)
+#: spelled out, as Python's ``\s`` is Unicode (U+2007, U+3000…): the SQL and Python twins read the same spaces
+_SPACES_RE = r"[\t\n\f\r \x{00A0}\x{202F}\x{2009}\x{0027}]"
 
 
 # Expressions below take *column references* and may repeat them; compose them over nested
@@ -33,7 +35,7 @@ def amount_strip_sql(t: str) -> str:
 _BAD_SPACE_RE = (rf"[0-9]{_SPACES_RE}+([0-9]{{1,2}}|[0-9]{{4,}})([^0-9]|$)"
                  rf"|(^|[^0-9])[0-9]{{4,}}{_SPACES_RE}+[0-9]")
 #: :data:`_BAD_SPACE_RE` for Python's ``re`` (``\x{00A0}`` is RE2's spelling of ``\u00A0``)
-_BAD_SPACE_PY = re.compile(re.sub(r"\\x\{([0-9A-F]{4})\}", r"\\u\1", _BAD_SPACE_RE))
+_BAD_SPACE_PY = re.compile(re.sub(r"\\x\{([0-9A-F]{4})\}", r"\\u\1", _BAD_SPACE_RE), re.ASCII)
 
 
 # A whole number grouped in thousands more than once (1,250,000 / 1.250.000): the mark groups thousands.

@@ -162,7 +162,7 @@ def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> 
     """:func:`_totals` of ``values`` counted in Python (:func:`vote_key`; with ``mark``, a value of its usual shape,
     :func:`_clean_re`, is counted without classifying it, as the whole column's vote does)."""
     keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
-    clean = re.compile(_clean_re(mark, money)).fullmatch if mark else None
+    clean = re.compile(_clean_re(mark, money), re.ASCII).fullmatch if mark else None
     for v in values:
         if clean is not None and clean(v):
             keys[mark] += 1  # type: ignore[index]
@@ -246,8 +246,9 @@ def _clean_re(mark: nz.Decimal_, money: bool) -> str:
             f"{after}")
 
 
-#: the thousands spaces of :mod:`connectors.amounts` as characters, for both Python's ``re`` and RE2
-_SPACES = "\\s\u00a0\u202f\u2009'"
+#: the thousands spaces of :mod:`connectors.amounts` as characters, for both Python's ``re`` and RE2 (``\\s`` spelled
+#: out: RE2's is ASCII, Python's Unicode)
+_SPACES = "\\t\\n\\f\\r \u00a0\u202f\u2009'"
 
 
 def _raw_vote_sql(v: str, mark: nz.Decimal_, money: bool) -> str:

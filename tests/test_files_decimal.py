@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from connectors import amounts
 from connectors import normalize as nz
 from connectors.errors import BadFileError
 from connectors.file_decimal import _whole_column, vote_key, voted_sql
@@ -78,7 +79,7 @@ def test_a_tie_between_the_marks_stops_on_an_ambiguous_value_whichever_its_mark(
     assert result.bad_row_count == 0 and orders(con)["2"][2] == Decimal("7.25")
 
 
-_TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
+_TEXT = st.text(alphabet="0123456789,. \u00a0\u2007\u2009\u202fр$-", max_size=12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,9 +87,22 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 @example(values=["1037.000", "-1037,000", "01037.000", "12 345.678", "999.000", "0000.500", "1,037.000"])
 @example(values=["1.234,5", "1.234.567", ",1.50", "1,5 кг.", "0.523", "12.5", "1 234,567", "2,50", ".5,250"])
 @example(values=["0р.0000", "12,50 р.", "12,5.", ",12,5", "р.12,5"])
+@example(values=["1\u200723,50", "1\u2009234,50", "1234\u202f567,00", "12\u00a0345.678", "1\u20071234"])
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
     """The one-scan count (most values never classified) equals classifying every value with the Python twin,
     in a money column and in a quantity (whose shaped values differ)."""
+    _twins_agree(values)
+
+
+@pytest.mark.parametrize("space", ["\u2007", "\u2009", "\u202f", "\u00a0", "\u3000", "\x0b", " "])
+def test_the_sql_and_python_twins_read_the_same_unicode_spaces(space):
+    """RE2's `\\s` (the SQL twins') is ASCII, Python's Unicode: a figure space (U+2007) was a misplaced thousands
+    space to `bad_spaces` and `vote_key` but not to their SQL twins, which counted `1\u200723,50` as a `,` vote.
+    The spaces are spelled out, so both read the same ones (U+2009, U+202F, U+00A0 as thousands spaces)."""
+    _twins_agree([f"1{space}23,50", f"1{space}234,50", f"1234{space}567,00", f"12{space}345.678", f"1{space}234"])
+
+
+def _twins_agree(values: list[str | None]) -> None:
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS v", [values])
     for field in ("amount", "quantity"):
@@ -110,6 +124,9 @@ def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_
         want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
         assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
             == want, v
+        if v is not None:
+            bad = con.execute(f"SELECT {amounts.bad_spaces_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0]
+            assert bad == amounts.bad_spaces(v), v
 
 
 def test_one_decisive_value_does_not_read_thousands_of_ambiguous_amounts_as_decimals(tmp_path):
