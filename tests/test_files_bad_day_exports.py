@@ -169,3 +169,34 @@ def test_init_finds_the_header_below_a_merged_title_and_reads_the_sheet_the_read
         out = run_cli("init", str(export), "-o", str(cfg)).output
         assert "source file: 39 orders" in out and "0 bad rows" in out
         assert tomllib.loads(cfg.read_text(encoding="utf-8"))["source"]["columns"]["amount"] == "Сумма"
+
+
+def _contacts(tmp_path: Path, lines: list[str]):
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    con = duckdb.connect()
+    cols = {"order_id": "order_id", "customer_id": "customer", "email": "email", "ordered_at": "date",
+            "amount": "amount", "marketing_consent": "consent"}
+    result = FileSource(FileSourceConfig(type="file", orders="a.csv", columns=cols), tmp_path).pull(con)
+    contacts = con.execute("SELECT customer_id, email, marketing_consent FROM staged_contacts ORDER BY 1").fetchall()
+    return result, contacts
+
+
+def test_a_second_exports_header_row_is_a_bad_row_and_makes_no_contact(tmp_path):
+    """Two exports concatenated (`cat a.csv b.csv`): the second header row was a bad row (no date), yet its
+    `customer` cell became a contact named `customer`, `consent` read as no: a bad row now gives no contact."""
+    head = "order_id;customer;email;date;amount;consent"
+    result, contacts = _contacts(tmp_path, [head, "1;c1;a@x.com;05.01.2024;1 200,50;да",
+                                            "2;c2;b@x.com;06.01.2024;300,00;да", head,
+                                            "3;c1;a@x.com;07.01.2024;100,00;да"])
+    assert result.orders == 3 and result.bad_row_count == 1 and result.bad_rows[0].row == 4
+    assert contacts == [("c1", "a@x.com", "yes"), ("c2", "b@x.com", "yes")]
+
+
+def test_a_bad_row_gives_a_customer_no_value_but_a_withdrawn_consent_still_counts(tmp_path):
+    """A bad row (its amount unreadable) of a known customer: its e-mail is not the customer's (a row the reader
+    could not read says nothing certain), but a consent withdrawn on it is still the latest word: no subscription."""
+    result, contacts = _contacts(tmp_path, ["order_id;customer;email;date;amount;consent",
+                                            "1;c1;a@x.com;05.01.2024;10,00;да", "2;c2;b@x.com;05.01.2024;10,00;да",
+                                            "3;c1;new@x.com;06.01.2024;n/a;да", "4;c2;;06.01.2024;n/a;нет"])
+    assert result.orders == 2 and result.bad_row_count == 2
+    assert contacts == [("c1", "a@x.com", "yes"), ("c2", "b@x.com", "no")]
