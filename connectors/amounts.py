@@ -13,7 +13,9 @@ import re
 from .normalize import CURRENCY_TOKENS, Decimal_, lit
 
 _CURRENCY_RE = "|".join(re.escape(t) for t in sorted(CURRENCY_TOKENS, key=len, reverse=True))
-_SPACES_RE = r"[\s\x{00A0}\x{202F}\x{2009}\x{0027}]"
+#: thousands spaces: RE2's ``\s`` (ASCII only: tab, line feed, form feed, carriage return, space, no vertical tab)
+#: spelled out, as Python's ``\s`` is Unicode (U+2007, U+3000…): the SQL and Python twins read the same spaces
+_SPACES_RE = r"[\t\n\f\r \x{00A0}\x{202F}\x{2009}\x{0027}]"
 
 
 # Expressions below take *column references* and may repeat them; compose them over nested
@@ -28,8 +30,12 @@ def amount_strip_sql(t: str) -> str:
     return rf"regexp_replace(replace({bare}, '−', '-'), '^\(([0-9.,]+)\)$|^([0-9.,]+)-$', '-\1\2')"
 
 
-# a digit, thousands spaces, then a group of other than three digits: `1 23`, `1'2345`, `12 5,50`
-_BAD_SPACE_RE = rf"[0-9]{_SPACES_RE}+([0-9]{{1,2}}|[0-9]{{4,}})([^0-9]|$)"
+# a digit, thousands spaces, then a group of other than three digits: `1 23`, `1'2345`, `12 5,50`; or a first
+# group of four digits or more before them: `1234 567,00`
+_BAD_SPACE_RE = (rf"[0-9]{_SPACES_RE}+([0-9]{{1,2}}|[0-9]{{4,}})([^0-9]|$)"
+                 rf"|(^|[^0-9])[0-9]{{4,}}{_SPACES_RE}+[0-9]")
+#: :data:`_BAD_SPACE_RE` for Python's ``re`` (``\x{00A0}`` is RE2's spelling of ``\u00A0``)
+_BAD_SPACE_PY = re.compile(re.sub(r"\\x\{([0-9A-F]{4})\}", r"\\u\1", _BAD_SPACE_RE), re.ASCII)
 
 
 # A whole number grouped in thousands more than once (1,250,000 / 1.250.000): the mark groups thousands.
@@ -85,8 +91,15 @@ def amount_sql(col: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
 
 def bad_spaces_sql(col: str) -> str:
     """TRUE for money text whose thousands spaces (or ``'``) are not each followed by exactly three digits (``1 23``,
-    ``1 2345``, ``12 5,50``): no number, whatever the marks (:func:`amount_strip_sql` drops the spaces)."""
+    ``1 2345``, ``12 5,50``) or follow four digits or more (``1234 567,00``): no number, whatever the marks
+    (:func:`amount_strip_sql` drops the spaces), and no say in the column's decimal mark
+    (:func:`connectors.normalize.decimal_vote`)."""
     return f"regexp_matches({col}, {lit(_BAD_SPACE_RE)})"
+
+
+def bad_spaces(value: str) -> bool:
+    """:func:`bad_spaces_sql` of one value, in Python."""
+    return _BAD_SPACE_PY.search(value) is not None
 
 
 def too_big_amount_sql(col: str) -> str:

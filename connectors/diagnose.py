@@ -10,13 +10,14 @@ instead of a silent table of zeros or thousands of bad rows:
   values and suggests ``date_format``,
   naming a format that reads them when one of the usual ones does, or, when they all read as dates before
   ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
-  Excel serial days in a spreadsheet), says so instead.
+  Excel serial days in a spreadsheet), says so instead; in a CSV file, when they are all Excel serial day numbers
+  (``45321``), which no ``date_format`` reads, it says what they are and how to export them.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 from zoneinfo import ZoneInfo
@@ -84,6 +85,11 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
         return (f"{f.path}: {bad} of {rows} {have} a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
                 " the Unix epoch's day is what a POS writes for a date it never set, earlier ones are misread"
                 " years; export the orders' real dates, or map ordered_at to the column that holds them")
+    if not is_excel(f.path) and (day := serial_day(sample)):
+        return (f"{f.path}: {bad} of {rows} {have} Excel serial day numbers in column {header!r} (e.g. {examples}; "
+                f"{sample[0].strip()} is {day}), which no date_format reads in a CSV file; export the "
+                f"dates as text (format the column as a date, e.g. dd.mm.yyyy, before saving the CSV), or save the "
+                f"workbook as XLSX and read that (its serial day numbers are read as dates)")
     fmt = guess_format(sample)
     if date_format:  # the one set does not read them: say so, and what would
         better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
@@ -111,6 +117,19 @@ def early_date(value: str, date_format: str | None = None, excel: bool = False) 
         return datetime.fromisoformat(re.sub(SPACE_OFFSET_RE, r"\1", text)).replace(tzinfo=None) < earliest
     except ValueError:
         return False
+
+
+def serial_day(values: Sequence[str]) -> str | None:
+    """The day the first of ``values`` is as an Excel serial day number (1900 system), when all of them are such
+    numbers of a day from 1970 to 2099 (``45321``, ``45322,5``: a time of day after the mark), else ``None``."""
+    days = [re.fullmatch(r"([0-9]{5})([.,][0-9]+)?", v.strip()) for v in values]
+    if not days or not all(d and _EXCEL_EARLIEST <= int(d[1]) <= _EXCEL_LAST for d in days):
+        return None
+    return f"{datetime(1899, 12, 30) + timedelta(days=int(days[0][1])):%Y-%m-%d}"  # type: ignore[index]
+
+
+#: the Excel serial day of 2099-12-31, the last a serial day number in a CSV is taken for
+_EXCEL_LAST = (datetime(2099, 12, 31) - datetime(1899, 12, 30)).days
 
 
 def is_excel(path: str) -> bool:

@@ -5,37 +5,18 @@ the UTF-16 cut code unit of a copy under way: :mod:`connectors.file_encoding`)."
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from . import file_encoding
 from .errors import TransientError
 from .file_encoding import CLOCK_SLACK, clock_ahead, ctime_later, utc
-from .file_paths import FileState
+from .file_paths import FileState, given, read_as_given  # noqa: F401 (read_as_given re-exported: sync.cli.init)
 
 #: the default of ``[source] quiet_seconds``: how long a CSV/TSV file whose last line has no line break must have
 #: been left unchanged before it is read as complete. A copy stalls for seconds (a share's retries, a busy disk): a
 #: half-second watch took a copy paused longer for a finished file, its last value cut (``yo'q``, no, read as
 #: ``y``, yes)
 QUIET_SECONDS = 60
-
-
-#: the files a command was given by name (``rfmsync init orders.csv``): read as they are (:func:`read_as_given`)
-_given: ContextVar[frozenset[Path]] = ContextVar("given", default=frozenset())
-
-
-@contextmanager
-def read_as_given(paths: Iterable[Path]) -> Iterator[None]:
-    """Within it, :func:`copy_under_way` reads ``paths`` at once: files the user has just named on the command line
-    (``rfmsync init``: an export saved a moment ago, often without a final line break) are not a copy they cannot
-    see under way."""
-    token = _given.set(_given.get() | {Path(p).resolve() for p in paths})
-    try:
-        yield
-    finally:
-        _given.reset(token)
 
 
 def copy_under_way(path: Path, before: FileState, quiet: int = QUIET_SECONDS, failed: Exception | None = None) -> None:
@@ -55,7 +36,7 @@ def copy_under_way(path: Path, before: FileState, quiet: int = QUIET_SECONDS, fa
     size = before.stat[2]
     if quiet <= 0 or size == 0 or path.suffix.lower() in (".xlsx", ".xlsm", ".parquet", ".pq"):
         return
-    if _given.get() and path.resolve() in _given.get():
+    if given(path):
         return
     now = file_encoding.clock()
     mtime = before.stat[3] / 1e9

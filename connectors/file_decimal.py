@@ -162,7 +162,7 @@ def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> 
     """:func:`_totals` of ``values`` counted in Python (:func:`vote_key`; with ``mark``, a value of its usual shape,
     :func:`_clean_re`, is counted without classifying it, as the whole column's vote does)."""
     keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
-    clean = re.compile(_clean_re(mark, money)).fullmatch if mark else None
+    clean = re.compile(_clean_re(mark, money), re.ASCII).fullmatch if mark else None
     for v in values:
         if clean is not None and clean(v):
             keys[mark] += 1  # type: ignore[index]
@@ -235,10 +235,20 @@ def _clean_re(mark: nz.Decimal_, money: bool) -> str:
     """A value :func:`vote_key` reads as decisive for ``mark`` and not shaped without classifying it: one ``mark``,
     a digit before it (in money the other mark grouping thousands may be there too: ``1.234,50 сум``, not ``0.,5``
     nor ``1.2.3,50``, which no documented form fits; in a quantity, where the other mark makes it shaped, other
-    characters only) and one, two or four and more digits after it (and other characters, no mark)."""
+    characters only) and one, two or four and more digits after it (and other characters, no mark). Between digits
+    a space (or ``'``) only groups thousands: ``1 234,50``, not ``1 23,50`` nor ``1234 567,00`` (bad rows:
+    :func:`connectors.amounts.bad_spaces`)."""
     after, other = "[^0-9,.]*", "." if mark == "," else ","
-    grouped = f"|{after}[0-9]{{1,3}}([{other}][0-9]{{3}})+{after}" if money else ""
-    return f"({after}([0-9]{after})+{grouped})[{mark}]{after}(([0-9]{after}){{1,2}}|([0-9]{after}){{4,}})"
+    inner = f"[^0-9,.{_SPACES}]*"  # between digits: no space
+    spaced = f"|{after}[0-9]{{1,3}}([{_SPACES}]+[0-9]{{3}})+{inner}"
+    grouped = f"|{after}[0-9]{{1,3}}([{other}][0-9]{{3}})+{inner}" if money else ""
+    return (f"({after}([0-9]{inner})+{spaced}{grouped})[{mark}]{inner}(([0-9]{inner}){{1,2}}|([0-9]{inner}){{4,}})"
+            f"{after}")
+
+
+#: the thousands spaces of :mod:`connectors.amounts` as characters, for both Python's ``re`` and RE2 (``\\s`` spelled
+#: out: RE2's is ASCII, Python's Unicode)
+_SPACES = "\\t\\n\\f\\r \u00a0\u202f\u2009'"
 
 
 def _raw_vote_sql(v: str, mark: nz.Decimal_, money: bool) -> str:

@@ -15,7 +15,7 @@ from typing import Callable
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start, stray_quote
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
-from .file_paths import file_state, unchanged
+from .file_paths import FileState, file_state, given, unchanged
 from .file_signatures import not_text
 
 log = logging.getLogger("connectors.file_readers")
@@ -62,24 +62,9 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     or in an 8-bit encoding: :func:`cut_or_8bit` decides."""
     auto = encoding.lower() == "auto"
     state = file_state(path)  # before the sniff: the decision and the copy read the file several times, of one state
-    not_text(path)
-    enc = _detect_encoding(path) if auto else encoding
-    try:
-        utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
-    except LookupError:
-        raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
-    nul_tail(path, codecs.lookup(enc).name)
-    if utf8 and not (auto and _ends_outside_utf8(path)):
+    enc = read_encoding(path, encoding, state)
+    if codecs.lookup(enc).name in _UTF8:  # (cut_or_8bit's utf-8: finished since it was found cut, read as it is)
         return path
-    if utf8:
-        try:
-            enc = cut_or_8bit(path)
-        except ConnectorError:
-            if not unchanged(path, state):
-                raise changed_while_decided(path) from None
-            raise
-        if enc == "utf-8":  # finished since it was found cut: UTF-8 whole, read as it is
-            return path
     out = tmp / (path.stem + ".utf8.csv")
     try:
         with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
@@ -93,6 +78,33 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         raise changed_while_decided(path)
     log.debug("transcoded %s from %s", path, enc)
     return out
+
+
+_UTF8 = ("utf-8", "utf-8-sig", "ascii")
+
+
+def read_encoding(path: Path, encoding: str = "auto", state: FileState | None = None) -> str:
+    """The encoding the file reader reads ``path`` in with ``encoding`` set (:func:`utf8_copy`'s decision, also
+    ``rfmsync init``'s): ``encoding`` itself, or under ``auto`` :func:`detect_encoding`'s, unless the first MB reads
+    as UTF-8 and the last row does not (:func:`cut_or_8bit`). A workbook or Parquet file under a text name
+    (:func:`not_text`), a file ending in NUL bytes (:func:`nul_tail`) or one cut short stop; one that changed since
+    ``state`` (:func:`~connectors.file_paths.file_state`, taken before) while it was decided is read again later."""
+    state = state or file_state(path)
+    not_text(path)
+    enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding
+    try:
+        utf8 = codecs.lookup(enc).name in _UTF8
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
+    nul_tail(path, codecs.lookup(enc).name)
+    if utf8 and encoding.lower() == "auto" and _ends_outside_utf8(path):
+        try:
+            return cut_or_8bit(path)
+        except ConnectorError:
+            if not unchanged(path, state):
+                raise changed_while_decided(path) from None
+            raise
+    return enc
 
 
 def changed_while_decided(path: Path) -> TransientError:
@@ -280,7 +292,7 @@ def cut_or_8bit(path: Path) -> str:
     are the file's very last and begin a character it does not finish may be a file cut short (a copy under way),
     or an 8-bit file whose last letter is a byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8, ``РёД`` is
     UTF-8 ``и`` and a started character): modified in the last :data:`SETTLED_SECONDS`, a retry-later error (still
-    being written or copied?). Any other bad bytes (cp1251 ``ДД``, ``я``: 0xFF is never UTF-8; a letter before a line
+    being written or copied?), unless the file was named on the command line (:func:`~connectors.file_paths.given`). Any other bad bytes (cp1251 ``ДД``, ``я``: 0xFF is never UTF-8; a letter before a line
     break or Excel's ``;;`` row) are no UTF-8 file cut short, fresh or not. Either way, once it cannot be a cut
     file: ASCII before the row holding the first bad byte, it is an 8-bit file (:func:`cyrillic_8bit`, cp1251 when
     its few bytes hold no Cyrillic word; the warning shows the other reading too when both read as many letters:
@@ -296,13 +308,14 @@ def cut_or_8bit(path: Path) -> str:
         f.seek(start)
         row = f.read(ROW_MAX)
     cut = _cut_at(path, at)  # the bad bytes the file's very last: a character begun, maybe a file cut short
-    if cut and not settled(path):
+    if cut and not settled(path) and not given(path):  # (a file named on the command line is no copy under way)
         raise cut_short(path)
     if _ascii_before(path, start) and not (_utf8_words(row) if cut else _utf8_words_from(path, start)):
         enc, tied = decide_8bit(row)  # a tie, a guess: both readings shown, each quoting the line (not twice)
         shown = bytes(b for b in row if b >= 0x80)
-        why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
-               f"short" if cut else "which are not UTF-8")
+        whole = f"unchanged for {_SETTLED}" if settled(path) else "named on the command line"
+        why = (f"which begin a UTF-8 character it does not finish; {whole}, so it is no file cut short" if cut
+               else "which are not UTF-8")
         where = ("its last row's byte(s)" if start >= last_row(path)[0] else
                  f"the byte(s) from byte {at} on{'' if tied else line_at(path, at, enc)}")  # rows after that one too
         read = both_readings(path, at, enc) if tied else enc
@@ -317,7 +330,8 @@ def cut_or_8bit(path: Path) -> str:
 def cut_for_good(path: Path, at: int | None, enc: str) -> BadFileError:
     """A file that ends inside a character and has not changed for :data:`SETTLED_SECONDS`: cut short for good."""
     where = f" at byte {at}{line_at(path, at, enc)}" if at is not None else ""
-    return BadFileError(f"{path}: the file ends inside a character{where}, and has not changed for {_SETTLED}: it was "
+    since = "" if given(path) and not settled(path) else f", and has not changed for {_SETTLED}"
+    return BadFileError(f"{path}: the file ends inside a character{where}{since}: it was "
                         f"cut short (an export or copy that stopped?); nothing was stored: export it again (or, if it "
                         f"is not {'UTF-8' if enc == 'utf-8' else 'UTF-16'}, set [source] encoding to its encoding)")
 

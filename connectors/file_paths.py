@@ -9,9 +9,11 @@ import hashlib
 import logging
 import os
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterable, Iterator
 
 from .errors import ConfigError, TransientError
 from .file_signatures import XLS, XLSX
@@ -234,3 +236,25 @@ def vanished(path: str | Path | None) -> TransientError:
     archive folder, replaced): the run stops, nothing stored, a retry-later error naming it."""
     return TransientError(f"{path}: the file was removed or renamed while the export folder was being read; "
                           "nothing was stored: run again")
+
+
+#: the files a command was given by name (``rfmsync init orders.csv``): read as they are (:func:`read_as_given`)
+_given: ContextVar[frozenset[Path]] = ContextVar("given", default=frozenset())
+
+
+@contextmanager
+def read_as_given(paths: Iterable[Path]) -> Iterator[None]:
+    """Within it, ``paths`` are files the user has just named on the command line (``rfmsync init``: an export saved
+    a moment ago, often without a final line break), not a copy they cannot see under way (:func:`given`): the file
+    reader does not wait for them (:func:`connectors.file_copying.copy_under_way`), and one that ends inside a
+    character is read for what it is at once (:func:`connectors.file_encoding.cut_or_8bit`)."""
+    token = _given.set(_given.get() | {Path(p).resolve() for p in paths})
+    try:
+        yield
+    finally:
+        _given.reset(token)
+
+
+def given(path: Path) -> bool:
+    """Whether ``path`` is one of the files :func:`read_as_given` names."""
+    return bool(_given.get()) and path.resolve() in _given.get()

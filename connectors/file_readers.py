@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ from .errors import BadFileError, ConfigError
 from .file_lines import spread_cells
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -45,15 +48,17 @@ def line_delimiter(header: str) -> str:
 XLSX_HEADER_SCAN = 30
 
 
-def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
+def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: Iterable[str] = ()) -> pa.Table:
     """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row); its
     schema metadata holds ``sheets`` (every sheet's name, JSON) and ``sheet`` (the one read): :func:`sheets_hint`.
 
     The header row is the first of the first :data:`XLSX_HEADER_SCAN` rows holding most of the mapped headers (1C puts
-    titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
+    titles above it). Without ``sheet``, the first visible sheet holding a value (:func:`default_sheet`). Dates
+    become ISO text; numbers keep full precision, those of the mapped number fields ``numbers`` (amount, price…)
+    without an exponent or an ambiguous three decimals (:func:`number_text`); empty rows are skipped.
     """
     try:
-        return _read_xlsx(path, columns, sheet)
+        return _read_xlsx(path, columns, sheet, numbers)
     except (ConfigError, BadFileError):
         raise
     except Exception as e:  # openpyxl on a truncated, corrupt or mis-named file: zip, XML or key errors
@@ -74,7 +79,7 @@ def _is_openpyxl_failure(e: Exception) -> bool:
                           OSError)) or type(e).__module__.startswith(("lxml", "openpyxl", "zipfile", "xml"))
 
 
-def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
+def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: Iterable[str]) -> pa.Table:
     import openpyxl  # only XLSX exports need it (a slow import)
     import pyarrow as pa
 
@@ -83,7 +88,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
     try:
         if sheet is not None and sheet not in wb.sheetnames:
             raise ConfigError(f"{path}: no sheet {sheet!r}; sheets: {', '.join(wb.sheetnames)}")
-        ws = wb[sheet] if sheet else wb.worksheets[0]
+        ws = wb[sheet] if sheet else default_sheet(wb)
         sheets = list(wb.sheetnames)
         wanted = {h.strip().casefold() for h in columns.values()}
         rows = (map(_shown_values, ws.iter_rows()) if padded  # cells: their formats (slower: only when needed)
@@ -101,13 +106,15 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
             at = scores.index(max(scores))
         names = [str(c).strip() if c is not None else f"column{i}" for i, c in enumerate(head[at] if head else ())]
         data: list[list[str | None]] = [[] for _ in names]
+        amounts = {columns[f].strip().casefold() for f in numbers if f in columns}  # an id's 2024.015 stays so
+        texts = [_amount_text if n.casefold() in amounts else _cell_text for n in names]
         srow: list[int] = []
         for n, r in enumerate(itertools.chain(head[at + 1:], rows), start=at + 2):
             if not any(c is not None and c != "" for c in r):
                 continue
             srow.append(n)
             for i in range(len(names)):
-                data[i].append(_cell_text(r[i]) if i < len(r) else None)
+                data[i].append(texts[i](r[i]) if i < len(r) else None)
         epoch = excel_epoch(wb)
     finally:
         wb.close()
@@ -115,6 +122,22 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
                       "_srow": pa.array(srow, pa.int64())})
     return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title,
                                           "headers": json.dumps(names), "epoch": epoch})
+
+
+def default_sheet(wb):
+    """The sheet read when ``[source] sheet`` is not set (the reader's and ``rfmsync init``'s): the first visible
+    one that holds a value. A hidden sheet (a lookup table, an earlier export kept out of sight) is not the data the
+    user sees, and an empty first sheet is no export: both were read before, the hidden one's rows as orders; the
+    first sheet when none qualifies (its error names the sheets)."""
+    visible = [ws for ws in wb.worksheets if ws.sheet_state == "visible"]
+    return next((ws for ws in visible if _holds_a_value(ws)), wb.worksheets[0])
+
+
+def _holds_a_value(ws) -> bool:
+    """Whether a sheet holds a non-empty cell among its first :data:`XLSX_HEADER_SCAN` rows (where a header is
+    looked for)."""
+    rows = ws.iter_rows(max_row=XLSX_HEADER_SCAN, values_only=True)
+    return any(c is not None and c != "" for r in rows for c in r)
 
 
 def excel_epoch(wb) -> str:
@@ -209,6 +232,23 @@ def _cell_text(v: object) -> str | None:
     return str(v)
 
 
+def _amount_text(v: object) -> str | None:
+    """A cell of a mapped number column as text: a float's by :func:`number_text`, any other's :func:`_cell_text`."""
+    return number_text(v) if isinstance(v, float) and not v.is_integer() else _cell_text(v)
+
+
+def number_text(v: float) -> str:
+    """A number cell's value as text the decimal-mark vote reads one way only (``.``): its shortest digits without
+    an exponent (``1e+20`` is 100000000000000000000, out of range; ``1e-05`` is 0.00001), three decimals written
+    with a fourth zero (``123.456`` → ``123.4560``). A cell holds a number, not text in a locale: ``123.456`` alone
+    was an ambiguous ``1.234`` that a money column reads as thousands (123 456, silently)."""
+    text = repr(v)
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    point = text.find(".")
+    return text + "0" if point >= 0 and len(text) - point == 4 else text
+
+
 def refuse_int96(con: duckdb.DuckDBPyConnection, path: str, cols: dict[str, str]) -> None:
     """BadFileError naming a mapped date column (``cols``: field → header) of a Parquet file stored as INT96:
     Parquet's legacy timestamp says nothing of its zone, and writers differ (Spark stores UTC instants, Impala
@@ -231,8 +271,8 @@ _ISO_SHAPES = (  # (shape of a sample value, strict strptime format, DuckDB type
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"), "%Y-%m-%d %H:%M", "TIMESTAMP"),
     (re.compile(r"\d{4}-\d\d-\d\d"), "%Y-%m-%d", "DATE"),
 )
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-            "FLOAT", "DOUBLE", "DECIMAL")
+NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+                 "FLOAT", "DOUBLE", "DECIMAL")
 
 
 #: no comment lines: DuckDB's sniffer may take ``#`` for a comment mark when some rows begin with it (Shopify's order
@@ -316,7 +356,7 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
         types[h], fields[f] = shape[2], "timestamp"
     for f, scale in numbers.items():
         h = cols[f]
-        if not str(sniffed.get(h, "")).startswith(_NUMERIC):
+        if not str(sniffed.get(h, "")).startswith(NUMERIC_TYPES):
             return None
         try:
             sample = [v for (v,) in con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, sample=True)}"

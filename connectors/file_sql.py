@@ -16,7 +16,7 @@ import duckdb
 from . import amounts, normalize as nz
 from .consent_words import consent_word_sql
 from .file_decimal import column_decimals
-from .file_readers import EXCEL_EPOCH, refuse_int96
+from .file_readers import EXCEL_EPOCH, NUMERIC_TYPES, refuse_int96
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
@@ -46,8 +46,10 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
     text_nums = [f for f in NUMBER_FIELDS if f in has and f not in typed]
-    dec = {f: cfg.decimal for f in text_nums} if cfg.decimal else column_decimals(con, lf.path, src, col, lf.cols,
-                                                                                  text_nums)
+    exact = _number_columns(con, src, lf.cols, text_nums) if kind == "parquet" else []
+    voted = [f for f in text_nums if f not in exact]
+    dec = {f: cfg.decimal for f in voted} if cfg.decimal else column_decimals(con, lf.path, src, col, lf.cols, voted)
+    dec |= {f: "." for f in exact}  # a number's text (150.000) has the point as its mark, whatever the text's
     nums, dates = [f for f in NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at", "cancelled_at")
                                                                  if f in has]
 
@@ -72,6 +74,14 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
         if step:
             sql = f"SELECT *, {', '.join(step)} FROM ({sql})"
     return sql
+
+
+def _number_columns(con: duckdb.DuckDBPyConnection, src: str, cols: dict[str, str], fields: list[str]) -> list[str]:
+    """The ``fields`` a Parquet file stores as numbers (DECIMAL, DOUBLE, INTEGER, …): their text (``150.000``, a
+    DECIMAL(18,3)) is read with ``.`` as the decimal mark, not voted on as a locale's text (where ``150.000`` alone
+    groups thousands: 150 000, silently, and ``[source] decimal = ","`` read it so too)."""
+    types = {name: str(typ) for name, typ, *_ in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    return [f for f in fields if types.get(cols[f], "").startswith(NUMERIC_TYPES)]
 
 
 def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceConfig, typed: dict[str, str],

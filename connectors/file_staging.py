@@ -288,7 +288,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
     issues, issue_count, unread = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
-                                                  f"coalesce(_seq, {row_key()})" if heads else "")
+                                                  f"coalesce(_seq, {row_key()})" if heads else "", bad_count > 0)
     if "discount" in mapped:
         issues, issue_count = _discount_issues(con, paths, issues, issue_count)
     if n_orders is None:
@@ -322,7 +322,7 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tup
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
-                    has_file: bool, mapped: set[str], fid: str = "", order: str = ""
+                    has_file: bool, mapped: set[str], fid: str = "", order: str = "", bad: bool = False
                     ) -> tuple[list[BadRow], int, int]:
     """One contact per customer key: latest non-empty value of each field; the contacts file's
     values win over those repeated on order rows. Only mapped fields are aggregated; with none
@@ -330,30 +330,36 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
     ``fid`` (``, <file ids>[_file + 1]``): ``staged_contacts.file_id`` is the file of the row whose consent wins,
     else (no consent given or mapped) of the contact's latest row, the contacts files' rows before the orders'
     (:mod:`sync.store.merge` keeps a webhook's contact unless that file was read after it). ``order``: how a
-    file's rows are ordered for "latest" (default: file, then row; :func:`follow_heads`' ``_seq``: by order date)."""
+    file's rows are ordered for "latest" (default: file, then row; :func:`follow_heads`' ``_seq``: by order date).
+    ``bad``: some order rows are bad rows (``_fs_bad``): they make no contact and give none a value (a second
+    export's header row pasted below the first is no customer ``customer``), but a consent withdrawn on one still
+    counts for a customer of other rows (read as the latest word, as on any row: never a subscription it voids)."""
     if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
         return [], 0, 0
-    src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
+    void = ("EXISTS (SELECT 1 FROM _fs_bad b WHERE b._file = o._file AND b._row = o._row)" if bad else "false")
+    src = f"SELECT 0 AS _src, *, {void} AS _void FROM _fs_okeyed o WHERE key IS NOT NULL"
     if has_file:
-        src += " UNION ALL BY NAME SELECT 1 AS _src, * FROM _fs_ckeyed WHERE key IS NOT NULL"
+        src += " UNION ALL BY NAME SELECT 1 AS _src, *, false AS _void FROM _fs_ckeyed WHERE key IS NOT NULL"
     wants = {"first_name": {"first_name", "name"}, "last_name": {"last_name", "name"}, "created_at": {"created_at"},
              "attributes": {f for f in mapped if f.startswith("attr:")}}
-    aggs = [f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" if wants[c] & mapped else f"NULL AS {c}"
-            for c in ("first_name", "last_name", "created_at", "attributes")]
-    aggs.append("arg_max(consent, _ord) FILTER (WHERE consent <> 'unknown') AS consent"
+    aggs = [f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL AND NOT _void) AS {c}" if wants[c] & mapped
+            else f"NULL AS {c}" for c in ("first_name", "last_name", "created_at", "attributes")]
+    said = "consent <> 'unknown' AND (NOT _void OR consent = 'no')"
+    aggs.append(f"arg_max(consent, _ord) FILTER (WHERE {said}) AS consent"
                 if "marketing_consent" in mapped else "NULL AS consent")
     if fid:  # the file of the row staged: a row of the contact's consent wins over its latest row
-        latest = "arg_max(_file, _ord)"
-        aggs.append(f"coalesce(arg_max(_file, _ord) FILTER (WHERE consent <> 'unknown'), {latest}) AS _file"
+        latest = "arg_max(_file, _ord) FILTER (WHERE NOT _void)"
+        aggs.append(f"coalesce(arg_max(_file, _ord) FILTER (WHERE {said}), {latest}) AS _file"
                     if "marketing_consent" in mapped else f"{latest} AS _file")
     for c in ("email", "phone"):
-        aggs.append(f"arg_max({{'v': {c}_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE {c}_raw IS NOT NULL) AS {c}"
-                    if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
+        aggs.append(f"arg_max({{'v': {c}_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE {c}_raw IS NOT NULL"
+                    f" AND NOT _void) AS {c}" if c in mapped
+                    else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_cagg AS
         SELECT key, {', '.join(aggs)}
         FROM (SELECT *, _src::BIGINT * 281474976710656 + {order or row_key()} AS _ord
               FROM ({src}))
-        GROUP BY key""")
+        GROUP BY key{' HAVING bool_or(NOT _void)' if bad else ''}""")
     email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
     phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
     if fid:

@@ -231,7 +231,7 @@ class FileSource:
             raise ConfigError(f"{path}: [source] skip_lines = {self.cfg.skip_lines} applies to CSV files only "
                               f"({why}): remove it")
         if suffix in (".xlsx", ".xlsm"):
-            arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
+            arrow = read_xlsx(path, mapping.columns, self.cfg.sheet, NUMBER_FIELDS)
             headers = [c for c in arrow.column_names if c != "_srow"]
             repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
             con.register(f"{table}_src", arrow)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,9 +18,9 @@ from pathlib import Path
 
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
-from .file_encoding import detect_encoding
+from .file_encoding import cut_inside_character, detect_encoding, read_encoding, settled
 from .file_lines import TITLE_SCAN, header_line
-from .file_readers import line_delimiter
+from .file_readers import XLSX_HEADER_SCAN, default_sheet, line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
 from .presets import PRESETS
 
@@ -70,6 +71,11 @@ class Sample:
     encoding: str | None = None
     delimiter: str | None = None
     skip: int = 0  # title lines above a CSV's header
+    #: the encoding read from the bytes of the last row only, the first MB ASCII (a guess: cp1251 or cut UTF-8?)
+    encoding_guessed: bool = False
+    #: that 8-bit reading only because the file was named on the command line: it ends inside a UTF-8 character
+    #: and changed a moment ago (a UTF-8 copy under way, cut short, reads so too): ``auto`` decides again each run
+    encoding_maybe_cut: bool = False
 
 
 @dataclass
@@ -105,7 +111,7 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
         values = rel.fetchall()
         return Sample(path, "parquet", list(rel.columns),
                       [{h: _text(v) for h, v in zip(rel.columns, r)} for r in values])
-    encoding = detect_encoding(path)
+    encoding = read_encoding(path)  # the reader's decision: a last row in another encoding, a file cut short
     with open(path, encoding="utf-8-sig" if encoding == "utf-8" else encoding, errors="replace",
               newline="") as f:
         head = "".join(line for _, line in zip(range(rows + 1), f))
@@ -118,7 +124,8 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
     reader = csv.reader(io.StringIO("".join(lines[skip:])), delimiter=delimiter)
     headers = [h.strip() for h in next(reader)]
     data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
-    return Sample(path, "csv", headers, data, encoding, delimiter, skip)
+    maybe_cut = encoding != "utf-8" and not settled(path) and cut_inside_character(path)
+    return Sample(path, "csv", headers, data, encoding, delimiter, skip, encoding != detect_encoding(path), maybe_cut)
 
 
 def _named_header(lines: list[str], skip: int) -> int:
@@ -141,12 +148,27 @@ def _xlsx_sample(path: Path, rows: int) -> Sample:
     except Exception as e:  # a truncated or mis-named file: zip/XML errors
         raise BadFileError(f"{path}: cannot read as XLSX ({type(e).__name__})") from None
     try:
-        it = wb.active.iter_rows(values_only=True)
-        headers = [_text(h) or "" for h in next(it, ())]
-        data = [{h: _text(v) for h, v in zip(headers, r)} for _, r in zip(range(rows), it)]
+        it = default_sheet(wb).iter_rows(values_only=True)  # the sheet the reader reads
+        head = [r for _, r in zip(range(XLSX_HEADER_SCAN), it)]
+        at = _xlsx_header(head)
+        headers = [_text(h) or "" for h in (head[at] if head else ())]
+        below = itertools.chain(head[at + 1:], it)
+        data = [{h: _text(v) for h, v in zip(headers, r)} for _, r in zip(range(rows), below)
+                if any(v is not None and v != "" for v in r)]
     finally:
         wb.close()
     return Sample(path, "xlsx", headers, data)
+
+
+def _xlsx_header(head: list[tuple]) -> int:
+    """The header row among a sheet's first rows, as the reader finds it below a title (a merged «Отчёт» row): the
+    one holding the most known header names (:data:`SYNONYMS`, two at least), else the first non-empty one."""
+    def named(r: tuple) -> int:
+        return sum(isinstance(c, str) and any(_key(c) in keys for keys in _SYNONYM_KEYS.values()) for c in r)
+    best = max(range(len(head)), key=lambda i: (named(head[i]), -i), default=0)
+    if head and named(head[best]) >= 2:
+        return best
+    return next((i for i, r in enumerate(head) if any(c is not None and c != "" for c in r)), 0)
 
 
 def _text(v: object) -> str | None:
@@ -161,7 +183,10 @@ def guess(sample: Sample) -> Guess:
     """The preset or the column mapping, and the file's settings, from the header and the sample."""
     g = Guess(sample)
     if sample.kind == "csv":
-        g.settings["encoding"] = (sample.encoding, "detected")
+        g.settings["encoding"] = (
+            ("auto", f"guessed: check ({sample.encoding}, or a UTF-8 copy cut short? auto decides again each run)")
+            if sample.encoding_maybe_cut else
+            (sample.encoding, "guessed: check" if sample.encoding_guessed else "detected"))
         g.settings["delimiter"] = ("tab" if sample.delimiter == "\t" else sample.delimiter, "detected")
     g.preset = _preset(sample.headers)
     if g.preset:

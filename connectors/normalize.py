@@ -138,7 +138,11 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
     digits ``12,5``, after a lone ``0`` ``0,500`` or after more than three digits ``1037.000``: that one), ``(mark, False)`` for the ambiguous ``1,234`` /
     ``1.234``, None without a mark or for a value no documented form fits (``1.234.5``, a mark at an end ``12,5.``
     or ``,12,5``: a bad row, :mod:`connectors.amounts`, which says nothing of the column's mark; its currency words
-    are dropped first, as there: ``12,50 р.``). :func:`decimal_vote_sql` is its SQL twin."""
+    are dropped first, as there: ``12,50 р.``; thousands spaces not in threes, ``1 23,50``, ``12 3456,00``: a bad row
+    too, :func:`connectors.amounts.bad_spaces`). :func:`decimal_vote_sql` is its SQL twin."""
+    from .amounts import bad_spaces
+    if value is not None and bad_spaces(value):
+        return None
     v = re.sub(r"[^0-9,.]", "", re.sub(_ends_re(), "", (value or "").lower()))  # 12,50 р. → 12,50
     marks = [c for c in v if c in ",."]
     if not marks:
@@ -175,9 +179,10 @@ def _well_grouped() -> str:
 def decimal_vote_sql(col: str) -> str:
     """:func:`decimal_vote` in SQL over a column reference: ``','`` / ``'.'`` for a value read one way only, ``'w,'``
     / ``'w.'`` for an ambiguous one (its mark), NULL without a mark (it costs a few regular expressions a value: run it on few rows)."""
+    from .amounts import bad_spaces_sql
     n = f"regexp_replace(regexp_replace(lower({col}), {lit(_ends_re())}, '', 'g'), '[^0-9,.]', '', 'g')"
     marks = f"regexp_replace({n}, '[0-9]', '', 'g')"
-    return (f"CASE WHEN {marks} = '' THEN NULL"
+    return (f"CASE WHEN {marks} = '' OR {bad_spaces_sql(col)} THEN NULL"
             f" WHEN length({marks}) > 1 AND NOT regexp_full_match({n}, {lit(_well_grouped())}) THEN NULL"
             f" WHEN length({marks}) = 1 AND NOT regexp_full_match({n}, {lit(_ONE_MARK_RE)}) THEN NULL"
             f" WHEN contains({marks}, ',') AND contains({marks}, '.') THEN right({marks}, 1)"

@@ -262,7 +262,10 @@ def forget(cfg: Config, settings: Settings, destination: str, *, yes: bool = Fal
 
 def init_config(export_file: Path, output: Path, *, force: bool = False):
     """Write a commented config guessed from an export (``rfmsync init``); returns the
-    :class:`connectors.guess.Guess`. An existing ``output`` is a ConfigError unless ``force``."""
+    :class:`connectors.guess.Guess`. An existing ``output`` is a ConfigError unless ``force``; an export the file
+    reader cannot read (cut short inside a character, in no encoding it knows) writes nothing."""
+    from connectors.errors import ConnectorError
+    from connectors.file_paths import read_as_given
     from connectors.guess import guess, read_sample
 
     from .errors import ConfigError
@@ -270,7 +273,13 @@ def init_config(export_file: Path, output: Path, *, force: bool = False):
 
     if output.exists() and not force:
         raise ConfigError(f"{output} exists: rerun with --force to overwrite it")
-    g = guess(read_sample(export_file))
+    with read_as_given([export_file]):  # the file named is read as it is (no copy under way), or nothing is written
+        try:
+            sample = read_sample(export_file)
+        except ConnectorError as e:
+            e.args = (f"{e}; {output} was not written",)
+            raise
+    g = guess(sample)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_config(g, output), encoding="utf-8")
     return g

@@ -282,6 +282,25 @@ def test_mostly_unreadable_dates_name_the_date_format_that_is_set_instead_of_ask
     assert "set [source] date_format" not in result.output
 
 
+@pytest.mark.parametrize("date_format", [None, "%d.%m.%Y"])
+def test_excel_serial_day_numbers_in_a_csv_say_what_they_are_not_which_date_format_to_set(tmp_path, date_format):
+    """A sheet saved as CSV with its dates formatted General: `45321`, `45322,5`. Before, the advice was to set
+    date_format ("%m/%d/%Y"), which can never read a serial day: now the message says what the column holds and
+    how to export it (dates as text, or the workbook as XLSX, whose serial days the reader reads)."""
+    rows = [[f"c{i}", f"4532{i}" + (",5" if i == 1 else ""), "10"] for i in range(5)]
+    cfg = write_shop(tmp_path, rows=rows)
+    if date_format:
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(text.replace("[source]\n", f'[source]\ndate_format = "{date_format}"\n', 1), encoding="utf-8")
+    result = cli("check", "--config", str(cfg))
+    assert_clean(result, {3})
+    assert (f"{tmp_path / 'orders.csv'}: 5 of 5 rows have Excel serial day numbers in column 'date' (e.g. '45320', "
+            "'45321,5'; 45320 is 2024-01-29), which no date_format reads in a CSV file; export the dates as text "
+            "(format the column as a date, e.g. dd.mm.yyyy, before saving the CSV), or save the workbook as XLSX and "
+            "read that (its serial day numbers are read as dates)") in visible(result.output).replace("\n", " ")
+    assert "%m/%d/%Y" not in result.output
+
+
 def test_a_few_bad_dates_stay_bad_rows(tmp_path):
     rows = [[f"c{i}", "2025-01-0" + str(1 + i % 9), "10"] for i in range(30)] + [["z", "13/13/2024", "5"]]
     result = cli("check", "--config", str(write_shop(tmp_path, rows=rows)))

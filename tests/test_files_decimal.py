@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from connectors import amounts
 from connectors import normalize as nz
 from connectors.errors import BadFileError
 from connectors.file_decimal import _whole_column, vote_key, voted_sql
@@ -78,7 +79,7 @@ def test_a_tie_between_the_marks_stops_on_an_ambiguous_value_whichever_its_mark(
     assert result.bad_row_count == 0 and orders(con)["2"][2] == Decimal("7.25")
 
 
-_TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
+_TEXT = st.text(alphabet="0123456789,. \u00a0\u2007\u2009\u202fр$-", max_size=12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,9 +87,22 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 @example(values=["1037.000", "-1037,000", "01037.000", "12 345.678", "999.000", "0000.500", "1,037.000"])
 @example(values=["1.234,5", "1.234.567", ",1.50", "1,5 кг.", "0.523", "12.5", "1 234,567", "2,50", ".5,250"])
 @example(values=["0р.0000", "12,50 р.", "12,5.", ",12,5", "р.12,5"])
+@example(values=["1\u200723,50", "1\u2009234,50", "1234\u202f567,00", "12\u00a0345.678", "1\u20071234"])
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
     """The one-scan count (most values never classified) equals classifying every value with the Python twin,
     in a money column and in a quantity (whose shaped values differ)."""
+    _twins_agree(values)
+
+
+@pytest.mark.parametrize("space", ["\u2007", "\u2009", "\u202f", "\u00a0", "\u3000", "\x0b", " "])
+def test_the_sql_and_python_twins_read_the_same_unicode_spaces(space):
+    """RE2's `\\s` (the SQL twins') is ASCII, Python's Unicode: a figure space (U+2007) was a misplaced thousands
+    space to `bad_spaces` and `vote_key` but not to their SQL twins, which counted `1\u200723,50` as a `,` vote.
+    The spaces are spelled out, so both read the same ones (U+2009, U+202F, U+00A0 as thousands spaces)."""
+    _twins_agree([f"1{space}23,50", f"1{space}234,50", f"1234{space}567,00", f"12{space}345.678", f"1{space}234"])
+
+
+def _twins_agree(values: list[str | None]) -> None:
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS v", [values])
     for field in ("amount", "quantity"):
@@ -110,6 +124,9 @@ def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_
         want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
         assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
             == want, v
+        if v is not None:
+            bad = con.execute(f"SELECT {amounts.bad_spaces_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0]
+            assert bad == amounts.bad_spaces(v), v
 
 
 def test_one_decisive_value_does_not_read_thousands_of_ambiguous_amounts_as_decimals(tmp_path):
@@ -503,12 +520,15 @@ def test_a_money_column_of_ambiguous_values_beside_money_columns_that_disagree_s
 
 
 @pytest.mark.parametrize("bad", ["1.234.5", "1.2.3,50", "1234.567,5", "12,5.", "12,50,", ",12,5", "1.234.567,",
-                                 ",500", "12,", "12,50 сум."])
+                                 ",500", "12,", "12,50 сум.", "1 23,50", "12 3456,00", "1234 567,00", "12 5,50",
+                                 "1\u00a023,50", "1'23,50", "1 234 56,00 сум"])
 def test_malformed_values_do_not_vote_and_stay_bad_rows(tmp_path, bad):
     """Three values no documented form fits (``1.234.5``: a thousands group of one digit; ``1.2.3,50``;
     ``1234.567,5``: four digits before a thousands group; a mark at an end, ``12,5.``, ``,12,5``; ``,500``) are bad
     rows, and they said nothing of the column's mark: before, they voted ',' (a repeated mark or both marks; a mark
-    at an end was stripped before the form was checked) and read the column's ``1,500`` thousands as 1.5."""
+    at an end was stripped before the form was checked) and read the column's ``1,500`` thousands as 1.5. Thousands
+    spaces not in threes (``1 23,50``, ``12 3456,00``, a first group of four digits ``1234 567,00``) are bad rows too:
+    before, the spaces were dropped before the vote, so the value voted ',' (and ``1234 567,00`` was 1234567.00)."""
     _csv(tmp_path, ["1,500"] * 20 + [bad] * 3)
     result, con = pull(tmp_path, columns=COLS)
     got = orders(con)
@@ -523,7 +543,9 @@ def test_malformed_values_do_not_vote_and_stay_bad_rows(tmp_path, bad):
                                          ("1,23.45", None), ("12345,678.9", None), ("12,5.", None),
                                          ("12,50,", None), (",12,5", None), ("1.234.567,", None), (",500", None),
                                          ("12,", None), (",5", (",", True)), ("12,50 р.", (",", True)),
-                                         ("1 234,50 руб.", (",", True)), ("$1,234,567.", None)])
+                                         ("1 234,50 руб.", (",", True)), ("$1,234,567.", None),
+                                         ("1 23,50", None), ("12 3456,00", None), ("1234 567,00", None),
+                                         ("1\u202f23.5", None), ("12 500,5", (",", True)), ("1 234.567", (".", True))])
 def test_only_values_a_documented_form_fits_vote(value, vote):
     assert nz.decimal_vote(value) == vote
     sql = nz.decimal_vote_sql("x")
@@ -532,13 +554,16 @@ def test_only_values_a_documented_form_fits_vote(value, vote):
 
 
 @pytest.mark.parametrize("amounts, decisive", [(["12,50"] * 5 + ["1.2.3,50"] * 100 + ["1,500"] * 3000, "5 values"),
-                                               (["12,5"] * 3 + ["1.2.3,50"] * 200 + ["1,500"] * 3000, "3 values")])
+                                               (["12,5"] * 3 + ["1.2.3,50"] * 200 + ["1,500"] * 3000, "3 values"),
+                                               (["12,50"] * 5 + ["1 23,50"] * 100 + ["1,500"] * 3000, "5 values"),
+                                               (["12,50"] * 5 + ["12 3456,00"] * 100 + ["1,500"] * 3000, "5 values")])
 def test_malformed_values_of_the_first_guesss_mark_are_not_counted_by_the_whole_columns_shortcut(tmp_path, amounts,
                                                                                               decisive):
     """The whole-column vote counts a value of the first guess's usual shape (``12,50``) by one regular expression
     (``_clean_re``) without classifying it: a ``1.2.3,50`` (a bad row) fitted it before files28, so a hundred of them
     outvoted three thousand ``1,500`` and read them as 1.5. Now they are not counted: the few ``12,50`` alone stop
-    the read (too few to decide against 3000 ``1,500``), the count naming only them."""
+    the read (too few to decide against 3000 ``1,500``), the count naming only them. Nor is a ``1 23,50`` (thousands
+    spaces not in threes, a bad row): it fitted the shortcut's shape until files29."""
     _csv(tmp_path, amounts)
     with pytest.raises(BadFileError) as e:
         pull(tmp_path, columns=COLS)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 import tomllib
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 from openpyxl import Workbook
@@ -319,3 +322,58 @@ def test_init_maps_a_names_only_column_under_another_name_header_as_the_customer
     src, out = _init_rows(tmp_path, [f"Дата;{header};Сумма", *(f"0{i}.11.2026;Иван Петров {i};{i}00" for i in range(1, 6))])
     assert src["columns"] == {"ordered_at": "Дата", "amount": "Сумма", "customer_id": header}
     assert f"the names in column '{header}' are the customer ids" in out
+
+
+_ROWS = "order_id,date,amount,customer\n" + "".join(f"{i},2025-06-{1 + i % 28:02d},{100 + i}.50,c{i % 7}\n"
+                                                   for i in range(1, 40))
+
+
+def test_init_reads_a_fresh_8bit_export_ending_in_a_byte_utf8_begins_a_character_with(tmp_path, caplog):
+    """A cp1251 export ASCII but for its last letter, «Д» (0xC4, which begins a 2-byte UTF-8 character), saved a
+    moment ago without a final line break. Before, `init` wrote `encoding = "utf-8"  # detected`, then its `check`
+    took the file for a UTF-8 copy cut short and exited 3 (an hour's wait, then a wrong encoding set): a file named
+    on the command line is no copy under way, so it is read for what it is, the encoding marked as a guess."""
+    export, cfg = tmp_path / "day.csv", tmp_path / "rfmsync.toml"
+    export.write_bytes((_ROWS + "40,2025-06-12,140.50,A-17Д").encode("cp1251"))
+    out = init(export, cfg).output
+    assert source(cfg)["encoding"] == "auto"  # cp1251 or a UTF-8 copy cut short: decided again each run
+    assert ('encoding = "auto"  # guessed: check (cp1251, or a UTF-8 copy cut short? auto decides again each run)'
+            in cfg.read_text("utf-8"))
+    assert "source file: 40 orders" in out and "0 bad rows" in out
+    assert f"{export}: ASCII text but for its last row's byte(s) (c4)" in caplog.text
+    assert "named on the command line, so it is no file cut short: read as cp1251" in caplog.text
+
+
+def test_init_on_a_utf8_copy_ascii_until_a_cut_last_letter_writes_auto_so_the_finished_copy_reads_as_utf8(
+        tmp_path, monkeypatch):
+    """A UTF-8 export ASCII until its last row, copied a moment ago and cut after the first byte of «Д»: its
+    bytes are those of a cp1251 file ending in «Р». Before, `init` wrote `encoding = "cp1251"  # guessed: check`
+    (exit 0), and once the copy finished `pull` stored the names as mojibake with "0 bad records". Now it writes
+    `encoding = "auto"`, so each run decides again: the finished copy reads as UTF-8."""
+    monkeypatch.chdir(tmp_path)
+    export, cfg = tmp_path / "day.csv", tmp_path / "rfmsync.toml"
+    full = (_ROWS + "40,2025-06-12,140.50,Дмитрий Петров\n41,2025-06-13,99.00,Анна Смирнова\n").encode()
+    export.write_bytes(full[:len((_ROWS + "40,2025-06-12,140.50,").encode()) + 1])
+    init(export, cfg)
+    assert source(cfg)["encoding"] == "auto"
+    export.write_bytes(full)  # the copy finished
+    old = time.time() - 7200
+    os.utime(export, (old, old))
+    assert "pulled 41 orders" in run("pull", "--config", str(cfg)).output
+    with duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True) as db:
+        names = db.execute("SELECT customer_id FROM orders WHERE order_id IN ('40', '41') ORDER BY 1").fetchall()
+    assert names == [("Анна Смирнова",), ("Дмитрий Петров",)]
+
+
+def test_init_on_a_utf8_export_cut_inside_a_character_writes_no_config_and_says_why(tmp_path):
+    """UTF-8 text cut after the first byte of «н»: before, `init` wrote the config, then its `check` exited 3 (a
+    copy under way: run again in an hour), leaving a config for a file nobody can read. Now nothing is written
+    and the error names the byte, its line and the file not written, without an hour's wait it would not need."""
+    export, cfg = tmp_path / "day.csv", tmp_path / "rfmsync.toml"
+    data = (_ROWS + "40,2025-06-12,140.50,Иван").encode()[:-1]
+    export.write_bytes(data)
+    out = init(export, cfg, code=3).output
+    assert not cfg.exists()
+    assert (f"{export}: the file ends inside a character at byte {len(data) - 1} (line 41: "
+            f"'40,2025-06-12,140.50,Ива\ufffd'): it was cut short") in out
+    assert f"{cfg} was not written" in out and "60 minutes" not in out

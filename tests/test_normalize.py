@@ -167,7 +167,9 @@ def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
 def test_malformed_digit_grouping_is_no_number_whatever_the_columns_mark(mark):
     """Thousands groups of other than three digits, or marks in no documented form: NULL (a bad row), where the
     other mark was dropped and the digits kept (`1.234.5` was 12345, `1,2,3` and `1 23` were 123)."""
-    bad = ["1.234.5", "1,234,5", "1,2,3", "1 23", "1 2345", "1'23", "12 5,50", "1.234.5,00", "1,23.45", "1.2,3"]
+    bad = ["1.234.5", "1,234,5", "1,2,3", "1 23", "1 2345", "1'23", "12 5,50", "1.234.5,00", "1,23.45", "1.2,3",
+           "1234 567,00", "12345 678", "(1234 567,50)"]  # a first group of four digits or more: files29
+    assert all(amounts.bad_spaces(t) for t in bad if " " in t or "'" in t)  # the Python twin agrees
     got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in bad) + "]").fetchone()[0]
     assert got == [None] * len(bad)
     good = {"1 234,50": "1234.50", "1,234.50": "1234.50", "1.234,50 €": "1234.50", "1'234.50": "1234.50",
