@@ -160,6 +160,8 @@ class Stager:
         self._bad: dict[tuple[str, str] | int, list[BadRow]] = {}
         self._unnamed = itertools.count()
         self._before: dict[tuple[str, str], list[BadRow]] = {}  # this page's records' rows of their earlier read
+        # values dropped from kept records (:meth:`contact`), each record's from its last read, by (source, id)
+        self._issues: dict[tuple[str, str], list[BadRow]] = {}
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -176,6 +178,15 @@ class Stager:
                 break
         return out
 
+    @property
+    def issues(self) -> list[BadRow]:
+        """The values dropped from kept records (the first ``max_bad_rows``), each record's from its last read."""
+        return list(itertools.islice(itertools.chain.from_iterable(self._issues.values()), self.max_bad_rows))
+
+    @property
+    def issue_count(self) -> int:
+        return sum(map(len, self._issues.values()))
+
     def reading(self, source: str, record_id: Any) -> None:
         """``record_id`` is read (again): its bad rows of an earlier read are dropped, this read's replace them. A
         record fixed between two reads of one pull (the lookback, the pass after a backfill) leaves no stale bad row;
@@ -186,6 +197,8 @@ class Stager:
         earlier = self._bad.pop(key, None)
         if earlier:
             self.bad_row_count -= len(earlier)
+        earlier = (earlier or []) + self._issues.pop(key, [])
+        if earlier:
             self._before[key] = earlier
 
     def bad(self, row: BadRow) -> None:
@@ -207,10 +220,17 @@ class Stager:
             log.warning("%s: skipped %s", self.source, row)
 
     def contact(self, contact: Contact, region: str | None) -> Contact:
-        """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value is a bad row."""
+        """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value (a mistyped e-mail or
+        phone) is an issue naming the contact and the field, not a bad row: the contact is kept without it, as a file
+        export's (docs/sources/files.md), and the data guard ``max_bad_rows_pct`` does not count it."""
         contact, issues = clean_contact(contact, region, f"{self.source}:contacts")
         for issue in issues:
-            self.bad(issue)
+            key = (issue.source, str(issue.row))
+            rows = self._issues.setdefault(key, [])
+            if issue not in rows:
+                rows.append(issue)
+                if issue not in self._before.get(key, ()):  # (logged once, as :meth:`bad`)
+                    log.warning("%s: %s", self.source, issue)
         return contact
 
     def stage(self, orders: Iterable[Order] = (), contacts: Iterable[Contact] = ()) -> None:
@@ -254,10 +274,10 @@ class Stager:
         self._flush()
         (orders,) = self.con.execute("SELECT count(*) FROM staged_orders").fetchone()
         (contacts,) = self.con.execute("SELECT count(*) FROM staged_contacts").fetchone()
-        log.info("%s: staged %s, %s, %s", self.source, counted(orders, "order"), counted(contacts, "contact"),
-                 counted(self.bad_row_count, "bad record"))
-        return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows,
-                          bad_row_count=self.bad_row_count, cursor=cursor)
+        log.info("%s: staged %s, %s, %s, %s", self.source, counted(orders, "order"), counted(contacts, "contact"),
+                 counted(self.bad_row_count, "bad record"), counted(self.issue_count, "cleaned value"))
+        return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows, bad_row_count=self.bad_row_count,
+                          issues=self.issues, issue_count=self.issue_count, cursor=cursor)
 
 
 def record_id(raw: Any) -> Any:

@@ -19,6 +19,10 @@ class PullResult:
     contacts: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     bad_row_count: int = 0  # may exceed len(bad_rows) when the list is capped
+    #: values dropped from records that were kept (an invalid e-mail or phone: the contact is kept without it),
+    #: each naming its record and field; not bad rows (``max_bad_rows_pct`` does not count them)
+    issues: list[BadRow] = field(default_factory=list)
+    issue_count: int = 0  # may exceed len(issues) when the list is capped
     cursor: str | None = None  # new bookmark to save once the pull has been stored
     full_refresh: bool = False  # True: staged rows are the whole history (replace the store)
     #: identity resolution (connectors.identity): rows linked, customers merged, shared identifiers ignored

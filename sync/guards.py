@@ -4,7 +4,8 @@ The rules are functions over numbers, so each is a table test (``plan_stats`` an
 plan's changes into those numbers). Three kinds:
 
 * **data guards** (the input looks broken): too few valid orders (``min_orders``), too many bad rows
-  (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination
+  (``max_bad_rows_pct``; fewer than ``min_bad_rows`` never trip it: one bad order in a quiet incremental window of
+  three is not a broken input), the customer count fell too far since the last successful run of a destination
   (``max_customer_drop_pct``). Nothing overrides them.
 * **plan guards** (the change looks like a mass change): too many of a destination's currently managed
   contacts (ledger contacts holding at least one managed tag/list, or waiting to be given back one the ESP lost:
@@ -122,7 +123,7 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
         lines.append(f"guard min_orders: {stats.orders} valid orders; at least {g.min_orders} needed")
     total = stats.rows + stats.bad_rows
     share = pct(stats.bad_rows, total)
-    if stats.bad_rows and share > g.max_bad_rows_pct:
+    if stats.bad_rows >= max(g.min_bad_rows, 1) and share > g.max_bad_rows_pct:
         lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {total} rows ({fmt_pct(share)} %) are bad; "
                      f"limit {fmt_pct(g.max_bad_rows_pct)} %")
     return lines

@@ -69,13 +69,16 @@ def pull(config_path, source_name, full, reread, verify, fmt):
                                         "stored_contacts": pulled.stored_contacts,
                                         "unstored_orders": result.unstored_orders,
                                         "unchanged_orders": result.unchanged_orders,
-                                        "unchanged_contacts": result.unchanged_contacts})
+                                        "unchanged_contacts": result.unchanged_contacts,
+                                        "cleaned_values": result.issue_count})
         emit(doc)
         return
     unstored = (f"; {counted(result.unstored_orders, 'deleted or lost order')} never stored, not stored"
                 if result.unstored_orders else "")
     again = result.unchanged_orders + result.unchanged_contacts  # (the lookback window's re-reads)
     unstored += f"; {counted(again, 'record')} read again unchanged" if again else ""
+    unstored += f"; {counted(result.issue_count, 'value')} cleaned, the records kept" \
+        if result.issue_count else ""
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
               f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")

@@ -1,0 +1,108 @@
+"""A CRM pull on a bad day: a contact's mistyped e-mail or phone is an issue (the contact is kept without it, named
+with its record and field), not a bad row; and ``max_bad_rows_pct`` judges a share only from ``min_bad_rows`` bad
+rows on, so a quiet incremental window of three changed orders, one of them bad, does not refuse every sync for
+ever (the cursor never moving past it), while a broken shape where most rows are bad is still refused."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sync.config import GuardsConfig, load_config
+from sync.errors import GuardRefusedError
+from sync.guards import DataStats, data_lines
+from sync.ingest import pull_to_store
+from sync.ledger import open_ledger
+from sync.settings import load_settings
+from sync.store import open_store
+
+from . import test_retailcrm
+from .test_amocrm import FakeAmo
+from .test_cli_pull import rsps, run  # noqa: F401 (fixture)
+from .test_pull_unstored_counts import shop  # noqa: F401 (fixture)
+
+
+def test_a_mistyped_email_or_phone_of_a_crm_contact_is_an_issue_not_a_bad_row():
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        t0 = test_retailcrm.T0
+        fake.put_contact(10, "ann@example.com", at=t0)
+        fake.put_contact(11, "boris@gmail", at=t0)  # a lead who never bought, as CRMs hold them
+        fake.put_contact(12, "vera@example.com", at=t0, phones=[{"number": "8 902 001 58"}])
+        fake.put_order(1, 10, "100", at=t0)
+        result = test_retailcrm.make_source(phone_region="RU").pull(con)
+        kept = dict(con.execute("SELECT customer_id, coalesce(email, '-') || ' ' || coalesce(phone, '-') "
+                                "FROM staged_contacts").fetchall())
+    assert (result.bad_row_count, result.bad_rows) == (0, [])
+    assert result.issue_count == 2
+    assert sorted((b.row, b.field, b.value) for b in result.issues) == [
+        ("11", "email", "boris@gmail"), ("12", "phone", "8 902 001 58")]
+    assert kept == {"10": "ann@example.com +77011234567", "11": "- +77011234567", "12": "vera@example.com -"}
+
+
+def _pull(shop):  # noqa: F811
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger, open_store(str(shop.parent / "rfmsync.duckdb")) as con:
+        return pull_to_store(cfg, ledger, con, settings, guarded=True)
+
+
+def _seeded(rsps) -> tuple[FakeAmo, datetime]:  # noqa: F811
+    """40 orders three days ago, the last one two days ago: an incremental pull's window reads only that one again."""
+    fake = FakeAmo(rsps)
+    now = datetime.now(timezone.utc)
+    fake.put_contact(10, "ann@example.com", at=now - timedelta(days=3))
+    for i in range(1, 40):
+        fake.put_order(i, 10, "100", at=now - timedelta(days=3))
+    fake.put_order(40, 10, "100", at=now - timedelta(days=2))
+    return fake, now
+
+
+def test_a_contact_edited_with_a_mistyped_phone_does_not_refuse_the_sync(rsps, shop):  # noqa: F811
+    """The next pull reads that contact alone (no order changed): "1 of 1 rows (100 %) are bad" refused it, and
+    every pull after it, on the same window."""
+    fake, now = _seeded(rsps)
+    _pull(shop)
+    fake.contacts[10]["custom_fields_values"][0]["values"][0]["value"] = "8 902 001 58"
+    fake.contacts[10]["updated_at"] = int((now - timedelta(hours=1)).timestamp())
+    result = _pull(shop)
+    assert (result.contacts, result.bad_row_count, result.issue_count) == (1, 0, 1)
+    assert str(result.issues[0]) == ("amocrm:contacts, row 10: phone: invalid phone; the contact is kept without "
+                                     "it ('8 902 001 58')")
+    cfg = load_config(shop)
+    with open_ledger(cfg, load_settings()) as ledger:  # the cursor moved on
+        assert json.loads(ledger.get_cursor("amocrm", "all"))["contacts"] > (now - timedelta(hours=2)).isoformat()
+    again = run("pull", "--config", str(shop), "--format", "json")
+    counts = json.loads(again.output)["counts"]  # the window reads it again: unchanged, its issue told again
+    assert again.exit_code == 0 and (counts["unchanged_contacts"], counts["cleaned_values"]) == (1, 1), again.output
+
+
+def test_one_bad_order_in_a_small_window_passes_and_a_broken_day_is_still_refused(rsps, shop):  # noqa: F811
+    fake, now = _seeded(rsps)
+    _pull(shop)
+    # day 1: three orders changed, one of them bad (33 % of a window of four with the one read again)
+    fake.put_order(41, 10, "100", at=now - timedelta(hours=2))
+    fake.put_order(42, 10, "100", at=now - timedelta(hours=2))
+    fake.put_order(43, 10, "100", at=now - timedelta(hours=2), bad=True)
+    day1 = _pull(shop)
+    assert (day1.orders, day1.unchanged_orders, day1.bad_row_count) == (2, 1, 1)
+    # day 2: a broken shape: most of the changed orders bad
+    for i in range(44, 54):
+        fake.put_order(i, 10, "100", at=now - timedelta(hours=1), bad=i > 45)
+    with pytest.raises(GuardRefusedError, match=r"max_bad_rows_pct: 9 of 13 rows \(69.2 %\) are bad"):
+        _pull(shop)
+
+
+@pytest.mark.parametrize("rows, bad, least, refused", [
+    (2, 1, 5, False),  # one bad order of three changed: under min_bad_rows
+    (0, 4, 5, False),  # (min_orders trips on no valid order at all; min_bad_rows is about small windows)
+    (0, 5, 5, True),
+    (94, 6, 5, True),
+    (2, 1, 1, True),  # min_bad_rows = 1 (or 0): any share over the limit trips, as before
+    (2, 1, 0, True),
+    (100, 0, 0, False),
+])
+def test_min_bad_rows_is_where_the_share_starts_to_count(rows, bad, least, refused):
+    lines = data_lines(GuardsConfig(min_bad_rows=least, min_orders=0), DataStats(orders=rows, rows=rows, bad_rows=bad))
+    assert bool(lines) is refused, lines
