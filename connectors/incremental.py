@@ -45,6 +45,7 @@ from .contacts import clean_contact
 from .counts import counted
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError
 from .http import FieldError
+from .non_purchase import NoCustomer
 from .records import BadRow, Contact, Order
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
 from .source import PullResult
@@ -162,6 +163,7 @@ class Stager:
         self._before: dict[tuple[str, str], list[BadRow]] = {}  # this page's records' rows of their earlier read
         # values dropped from kept records (:meth:`contact`), each record's from its last read, by (source, id)
         self._issues: dict[tuple[str, str], list[BadRow]] = {}
+        self._anonymous: set[tuple[str, str] | int] = set()  # purchases of nobody (a walk-in sale), by (source, id)
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -194,6 +196,7 @@ class Stager:
         if record_id in (None, ""):
             return
         key = (source, str(record_id))
+        self._anonymous.discard(key)
         earlier = self._bad.pop(key, None)
         if earlier:
             self.bad_row_count -= len(earlier)
@@ -218,6 +221,11 @@ class Stager:
         self.bad_row_count += 1
         if not isinstance(key, tuple) or row not in self._before.get(key, ()):
             log.warning("%s: skipped %s", self.source, row)
+
+    def anonymous(self, source: str, record_id: Any) -> None:
+        """``record_id`` is a purchase that names no customer, e-mail or phone (a walk-in sale: :class:`NoCustomer`):
+        counted in the pull's ``anonymous_orders``, once per record, neither staged nor a bad row."""
+        self._anonymous.add(next(self._unnamed) if record_id in (None, "") else (source, str(record_id)))
 
     def contact(self, contact: Contact, region: str | None) -> Contact:
         """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value (a mistyped e-mail or
@@ -277,7 +285,8 @@ class Stager:
         log.info("%s: staged %s, %s, %s, %s", self.source, counted(orders, "order"), counted(contacts, "contact"),
                  counted(self.bad_row_count, "bad record"), counted(self.issue_count, "cleaned value"))
         return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows, bad_row_count=self.bad_row_count,
-                          issues=self.issues, issue_count=self.issue_count, cursor=cursor)
+                          issues=self.issues, issue_count=self.issue_count, anonymous_orders=len(self._anonymous),
+                          cursor=cursor)
 
 
 def record_id(raw: Any) -> Any:
@@ -288,7 +297,8 @@ def record_id(raw: Any) -> Any:
 def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[Any], Order | Contact | None],
              id_of: Callable[[Any], Any] = record_id) -> tuple[list[Order], list[Contact]]:
     """``map_row`` over a page: (orders, contacts). A row that is not a JSON object, or that ``map_row`` cannot
-    map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped."""
+    map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped; a purchase
+    of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`)."""
     orders: list[Order] = []
     contacts: list[Contact] = []
     for raw in rows:
@@ -298,6 +308,9 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
         stager.reading(what, id_of(raw))
         try:
             record = map_row(raw)
+        except NoCustomer:
+            stager.anonymous(what, id_of(raw))
+            continue
         except FieldError as exc:
             stager.bad(exc.bad_row(what, id_of(raw)))
             continue

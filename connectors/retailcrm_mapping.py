@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
-from .non_purchase import undecided, unmapped
+from .non_purchase import NoCustomer, undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -52,9 +52,9 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         customer = raw.get("customer") or raw.get("contact") or {}
         if not isinstance(customer, Mapping):
             raise FieldError("customer", f"expected an object, got {type(customer).__name__}")
-        customer_id = clean(customer.get("id")) or clean(raw.get("email"))
-        if customer_id is None:
-            raise FieldError("customer.id", "order has no customer")
+        customer_id = clean(customer.get("id")) or clean(raw.get("email")) or clean(raw.get("phone"))
+        if customer_id is None:  # a walk-in sale: counted, not segmented
+            raise NoCustomer()
         items = tuple(_item(it) for it in raw.get("items") or ())
         discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
         discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))

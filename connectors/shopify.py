@@ -47,7 +47,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clea
                    json_shape, parse_dt, set_advice, to_decimal, with_sleep)
 from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso, load_cursor, map_page,
                           parse_time_cursor, pull_by_time, utc_now)
-from .non_purchase import tombstone, undecided, unmapped
+from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
@@ -81,7 +81,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         customer = get_object(raw, "customer")
         customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
         if not customer_id:
-            raise FieldError("customer.id", "order has no customer, email or phone")
+            raise NoCustomer()
         total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
         disc = "current_total_discounts" if raw.get("current_total_discounts") is not None else "total_discounts"
         return Order(
@@ -358,6 +358,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             for issue in issues:
                 log.warning("shopify webhook: %s", issue)
             return [], [_customer_version(contact, payload)]
+    except NoCustomer:  # a walk-in sale: accepted, nobody to segment (the pull counts it)
+        log.info("shopify webhook %s: order %s has no customer, email or phone: not stored", topic, payload.get("id"))
+        return [], []
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

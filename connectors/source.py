@@ -35,6 +35,9 @@ class PullResult:
     #: count what is new or changed
     unchanged_orders: int = 0
     unchanged_contacts: int = 0
+    #: purchases read that name no customer, e-mail or phone (a POS walk-in sale): counted here, not stored, not
+    #: segmented, not bad rows (:class:`connectors.non_purchase.NoCustomer`)
+    anonymous_orders: int = 0
     #: what the user must be told about this pull (e.g. a Shopify token that lists only 60 days of orders): printed
     #: with the run's warnings (:func:`sync.pipeline.pull_lines`)
     warnings: list[str] = field(default_factory=list)

@@ -63,7 +63,8 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
                                             "bad_rows": result.bad_row_count,
                                             **{k: n for k, n in (("unstored_orders", result.unstored_orders),
                                                                  ("unchanged_orders", result.unchanged_orders),
-                                                                 ("unchanged_contacts", result.unchanged_contacts))
+                                                                 ("unchanged_contacts", result.unchanged_contacts),
+                                                                 ("anonymous_orders", result.anonymous_orders))
                                                if n}})
     return result
 

@@ -106,3 +106,70 @@ def test_one_bad_order_in_a_small_window_passes_and_a_broken_day_is_still_refuse
 def test_min_bad_rows_is_where_the_share_starts_to_count(rows, bad, least, refused):
     lines = data_lines(GuardsConfig(min_bad_rows=least, min_orders=0), DataStats(orders=rows, rows=rows, bad_rows=bad))
     assert bool(lines) is refused, lines
+
+
+# ------------------------------------------------------------------------------------ walk-in sales (no customer)
+
+
+def test_shopify_pos_walk_in_sales_are_counted_not_bad_rows():
+    """Paid orders with no customer, e-mail or phone (sales at the till) were each a bad row: 2 of 20 (10 %) refused
+    every sync of a shop with a till. Guests with neither key are counted, not segmented (sources.md)."""
+    from . import test_shopify
+    with test_shopify.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = test_shopify.FakeShopify(mock)
+        for cid in range(1, 19):
+            fake.put_contact(cid, f"c{cid}@example.com", at=test_shopify.T0)
+            fake.put_order(cid, cid, "100.00", at=test_shopify.T0)
+        for oid in (101, 102):
+            fake.put_order(oid, 0, "35.00", at=test_shopify.T0, customer=None, email=None, phone=None,
+                           source_name="pos")
+        fake.put_order(103, 0, "35.00", at=test_shopify.T0, customer=None, email=None, phone="+998 90 123 45 67")
+        result = test_shopify.make_source().pull(con)
+        keys = [k for (k,) in con.execute("SELECT customer_id FROM staged_orders WHERE order_id LIKE '10_'").fetchall()]
+    assert (result.orders, result.bad_row_count, result.anonymous_orders) == (19, 0, 2)
+    assert keys == ["+998 90 123 45 67"]  # a guest with a phone is still keyed by it
+    assert data_lines(GuardsConfig(), DataStats(orders=19, rows=result.orders, bad_rows=result.bad_row_count)) == []
+
+
+def test_a_walk_in_sale_is_counted_by_rfmsync_pull_and_its_run(rsps, tmp_path, monkeypatch):  # noqa: F811
+    from . import test_cli_pull
+    shop = test_cli_pull.shop.__wrapped__(tmp_path, monkeypatch)  # (the RetailCRM config of tests/test_cli_pull.py)
+    fake = test_cli_pull.seeded(rsps)
+    fake.put_order(3, 0, "35", at=test_retailcrm.T0)
+    fake.orders[3].update(customer=None, email=None)
+    text = run("pull", "--config", str(shop), "--full")
+    assert text.exit_code == 0 and ("pulled 2 orders and 2 contacts from retailcrm (0 bad records; 1 sale with no "
+                                    "customer, e-mail or phone (walk-in), not segmented)") in text.output, text.output
+    doc = json.loads(run("pull", "--config", str(shop), "--full", "--format", "json").output)
+    assert (doc["counts"]["anonymous_orders"], doc["counts"]["bad_records"]) == (1, 0)
+    with open_ledger(load_config(shop), load_settings()) as ledger:
+        assert ledger.recent_runs(1)[0]["counts"]["anonymous_orders"] == 1
+
+
+def test_retailcrm_orders_of_nobody_are_counted_and_guests_keyed_by_email_else_phone():
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        t0 = test_retailcrm.T0
+        fake.put_contact(10, "ann@example.com", at=t0)
+        for oid in (1, 2, 3, 4):
+            fake.put_order(oid, 10, "100", at=t0)
+        for oid in (2, 3, 4):
+            del fake.orders[oid]["customer"]
+            fake.orders[oid]["email"] = None
+        fake.orders[3]["phone"] = "+77011234567"
+        fake.orders[4]["email"] = "guest@example.com"
+        result = test_retailcrm.make_source().pull(con)
+        keys = con.execute("SELECT order_id, customer_id FROM staged_orders ORDER BY 1").fetchall()
+    assert (result.orders, result.bad_row_count, result.anonymous_orders) == (3, 0, 1)
+    assert keys == [("1", "10"), ("3", "+77011234567"), ("4", "guest@example.com")]
+
+
+def test_a_walk_in_sale_webhook_is_accepted_and_stores_nothing():
+    from connectors.retailcrm import parse_webhook as retailcrm_webhook
+    from connectors.shopify import parse_webhook as shopify_webhook
+    from .test_shopify import signed
+    body = json.dumps({"id": 9, "financial_status": "paid", "total_price": "35.00", "customer": None, "email": None,
+                       "phone": None, "created_at": "2026-01-10T14:00:00Z", "source_name": "pos"}).encode()
+    assert shopify_webhook(signed(body), body) == ([], [])
+    order = {"id": 7, "status": "complete", "createdAt": "2026-01-10 12:00:00", "totalSumm": 100, "currency": "KZT"}
+    assert retailcrm_webhook({}, json.dumps({"order": order}).encode()) == ([], [])

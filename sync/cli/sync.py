@@ -70,7 +70,8 @@ def pull(config_path, source_name, full, reread, verify, fmt):
                                         "unstored_orders": result.unstored_orders,
                                         "unchanged_orders": result.unchanged_orders,
                                         "unchanged_contacts": result.unchanged_contacts,
-                                        "cleaned_values": result.issue_count})
+                                        "cleaned_values": result.issue_count,
+                                        "anonymous_orders": result.anonymous_orders})
         emit(doc)
         return
     unstored = (f"; {counted(result.unstored_orders, 'deleted or lost order')} never stored, not stored"
@@ -79,6 +80,8 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     unstored += f"; {counted(again, 'record')} read again unchanged" if again else ""
     unstored += f"; {counted(result.issue_count, 'value')} cleaned, the records kept" \
         if result.issue_count else ""
+    unstored += (f"; {counted(result.anonymous_orders, 'sale')} with no customer, e-mail or phone (walk-in), not "
+                 "segmented") if result.anonymous_orders else ""
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
               f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")
