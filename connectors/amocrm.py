@@ -53,6 +53,7 @@ from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, lates
 from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
+from .shapes import shaped
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)
@@ -86,6 +87,7 @@ def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
     return not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids
 
 
+@shaped
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     oid = get_field(raw, "id", lambda v: str(int(v)))
     if clean(raw.get("status_id")) is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
@@ -122,6 +124,7 @@ def _multi(raw: Mapping[str, Any], code: str) -> str | None:
     return None
 
 
+@shaped
 def map_contact(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     tags = _embedded(raw, "tags")
@@ -132,7 +135,7 @@ def map_contact(raw: Mapping[str, Any]) -> Contact:
     return Contact(customer_id=cid, email=lower_like_sql(_multi(raw, "EMAIL") or "") or None, phone=_multi(raw, "PHONE"),
                    first_name=first, last_name=last, marketing_consent=Consent.UNKNOWN,
                    created_at=get_field(raw, created_key, parse_dt) if raw.get(created_key) else None,
-                   attributes={"tags": ",".join(t["name"] for t in tags if t.get("name"))} if tags else {})
+                   attributes={"tags": ",".join(filter(None, (clean(t.get("name")) for t in tags)))} if tags else {})
 
 
 _OBJECTS = {"contacts": "contacts", "orders": "leads"}

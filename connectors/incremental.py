@@ -46,6 +46,7 @@ from .counts import counted
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError
 from .http import FieldError
 from .non_purchase import NoCustomer
+from .shapes import shaped
 from .records import BadRow, Contact, Order
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
 from .source import PullResult
@@ -298,7 +299,9 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
              id_of: Callable[[Any], Any] = record_id) -> tuple[list[Order], list[Contact]]:
     """``map_row`` over a page: (orders, contacts). A row that is not a JSON object, or that ``map_row`` cannot
     map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped; a purchase
-    of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`)."""
+    of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`). A mapper's slip on an unexpected JSON shape
+    is such a bad row too (:func:`connectors.shapes.shaped`), never a traceback stopping the pull."""
+    map_row = shaped(map_row)
     orders: list[Order] = []
     contacts: list[Contact] = []
     for raw in rows:

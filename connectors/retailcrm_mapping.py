@@ -24,6 +24,7 @@ from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .non_purchase import NoCustomer, undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .shapes import shaped
 
 if TYPE_CHECKING:
     from .retailcrm import RetailCrmConfig
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@shaped
 def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
     """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer, no total) → a tombstone that
     keeps the customer when known, so a purchase that leaves "complete" leaves the history (None for a deletion's
@@ -55,9 +57,9 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         customer_id = clean(customer.get("id")) or clean(raw.get("email")) or clean(raw.get("phone"))
         if customer_id is None:  # a walk-in sale: counted, not segmented
             raise NoCustomer()
-        items = tuple(_item(it) for it in raw.get("items") or ())
+        items = tuple(_item(it) for it in get_list(raw, "items"))
         discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
-        discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))
+        discount += sum((_item_discount(it) for it in get_list(raw, "items")), Decimal(0))
         return Order(
             order_id=oid, customer_id=customer_id,
             ordered_at=get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)),
@@ -74,8 +76,10 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
-def _item(raw: Mapping[str, Any]) -> LineItem:
-    offer = raw.get("offer") or {}
+def _item(raw: Any) -> LineItem:
+    if not isinstance(raw, Mapping):
+        raise FieldError("items", "each item must be an object", raw)
+    offer = get_object(raw, "offer", "items.offer")
     return LineItem(sku=clean(offer.get("article")) or clean(offer.get("externalId")),
                     name=clean(raw.get("productName")) or clean(offer.get("name")),
                     quantity=get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity"),
@@ -88,6 +92,7 @@ def _item_discount(raw: Mapping[str, Any]) -> Decimal:
     return per_unit * get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity")
 
 
+@shaped
 def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     phones = get_list(raw, "phones")
@@ -95,7 +100,8 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
     attrs = {
         "city": clean(get_object(raw, "address").get("city")),
         "source": clean(get_object(raw, "source").get("source")),
-        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in get_list(raw, "tags")) or None,
+        "tags": ",".join(filter(None, (clean(t.get("name")) if isinstance(t, Mapping) else clean(t)
+                                       for t in get_list(raw, "tags")))) or None,
         "external_id": clean(raw.get("externalId")),
     }
     return Contact(
@@ -130,8 +136,11 @@ def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | No
 def _consent(raw: Mapping[str, Any]) -> Consent:
     if raw.get("emailMarketingUnsubscribedAt"):
         return Consent.NO
-    for sub in raw.get("customerSubscriptions") or []:
-        if (sub.get("subscription") or {}).get("channel") == "email" and "subscribed" in sub:
+    for sub in get_list(raw, "customerSubscriptions"):
+        if not isinstance(sub, Mapping):
+            raise FieldError("customerSubscriptions", "each subscription must be an object", sub)
+        if get_object(sub, "subscription", "customerSubscriptions.subscription").get("channel") == "email" \
+                and "subscribed" in sub:
             return Consent.YES if sub["subscribed"] else Consent.NO
     if isinstance(raw.get("subscribed"), bool):
         return Consent.YES if raw["subscribed"] else Consent.NO

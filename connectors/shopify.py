@@ -50,6 +50,7 @@ from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso,
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
+from .shapes import shaped
 from .source import Account, PullResult
 from .shopify_scopes import SCOPES_PATH, granted_scopes, window_warning
 from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
@@ -62,6 +63,7 @@ NAME = "shopify"
 LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
 
 
+@shaped
 def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
@@ -121,9 +123,12 @@ def _customer_version(contact: Contact, payload: Mapping[str, Any], what: str = 
     return timed
 
 
+@shaped
 def map_customer(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     consent = get_object(raw, "email_marketing_consent").get("state")
+    if not isinstance(consent, (str, type(None))):
+        raise FieldError("email_marketing_consent.state", "must be a string", consent)
     if consent is None and isinstance(raw.get("accepts_marketing"), bool):  # older API versions
         consent = "subscribed" if raw["accepts_marketing"] else "not_subscribed"
     address = get_object(raw, "default_address")
