@@ -51,10 +51,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         kind = OrderStatus.CANCELLED
     customer_id = None  # (kept by the tombstone when known)
     try:
-        customer = raw.get("customer") or raw.get("contact") or {}
-        if not isinstance(customer, Mapping):
-            raise FieldError("customer", f"expected an object, got {type(customer).__name__}")
-        customer_id = clean(customer.get("id")) or clean(raw.get("email")) or clean(raw.get("phone"))
+        customer_id = customer_key(raw)
         if customer_id is None:  # a walk-in sale: counted, not segmented
             raise NoCustomer()
         items = tuple(_item(it) for it in get_list(raw, "items"))
@@ -74,6 +71,22 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         if deleted:
             return None
         return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
+
+
+def customer_key(raw: Mapping[str, Any]) -> str | None:
+    """Whose order: ``customer.id`` (a private customer, as ``/api/v5/customers`` lists them). A B2B order's
+    ``customer`` is a corporate customer (``type = customer_corporate``: ``/api/v5/customers-corporate``, ids of
+    their own, never pulled), whose id would be taken for the private customer of the same number: it is the order
+    of its contact person (``contact.id``, a private customer), else ``corporate-<id>``. A guest order (no
+    customer) is its ``email``'s, lower-cased as Shopify's (one guest typing two cases is one customer), else its
+    ``phone``'s; None: nobody's."""
+    customer, contact = get_object(raw, "customer"), get_object(raw, "contact")
+    if clean(customer.get("type")) == "customer_corporate":
+        corporate = clean(customer.get("id"))
+        key = clean(contact.get("id")) or (f"corporate-{corporate}" if corporate else None)
+    else:
+        key = clean(customer.get("id")) or clean(contact.get("id"))
+    return key or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone"))
 
 
 def _item(raw: Any) -> LineItem:
@@ -153,4 +166,4 @@ def snapshot(entry: Mapping[str, Any], entity: str) -> Mapping[str, Any]:
     return snap if isinstance(snap, Mapping) else {}
 
 
-__all__ = ["map_order", "map_customer", "deleted_customer", "in_scope", "snapshot"]
+__all__ = ["map_order", "customer_key", "map_customer", "deleted_customer", "in_scope", "snapshot"]

@@ -259,3 +259,34 @@ def test_any_other_slip_of_a_mapper_is_a_bad_row_not_a_traceback():
         assert map_page(stager, "x:orders", [{"id": 1}, {"id": 2, "deep": "s"}, {"id": 3, "deep": {"name": 5}}],
                         careless) == ([], [])
     assert [(b.row, b.field) for b in stager.bad_rows] == [("1", "(shape)"), ("2", "(shape)"), ("3", "(shape)")]
+
+
+# ------------------------------------------------------------------------------------ RetailCRM: whose order
+
+
+def test_retailcrm_b2b_orders_are_their_contact_persons_not_the_private_customer_of_the_same_number():
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        t0 = test_retailcrm.T0
+        fake.put_contact(10, "anna@example.com", at=t0)  # private customer 10: Anna
+        fake.put_contact(77, "boris@acme.example", at=t0)  # Boris, contact person of ACME (corporate customer 10)
+        for oid in (1, 2, 3):
+            fake.put_order(oid, 10, "100", at=t0)
+        fake.orders[2].update(customer={"type": "customer_corporate", "id": 10}, contact={"type": "customer", "id": 77},
+                              orderType="eshop-legal")
+        fake.orders[3].update(customer={"type": "customer_corporate", "id": 10}, email=None)  # no contact person
+        test_retailcrm.make_source().pull(con)
+        keys = con.execute("SELECT order_id, customer_id FROM staged_orders ORDER BY 1").fetchall()
+    assert keys == [("1", "10"), ("2", "77"), ("3", "corporate-10")]
+
+
+def test_retailcrm_guest_orders_are_keyed_by_the_lower_cased_email():
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        for oid, mail in ((1, "Anna@Example.com"), (2, "anna@example.com")):
+            fake.put_order(oid, 0, "100", at=test_retailcrm.T0)
+            del fake.orders[oid]["customer"]
+            fake.orders[oid]["email"] = mail
+        test_retailcrm.make_source().pull(con)
+        keys = con.execute("SELECT DISTINCT customer_id FROM staged_orders").fetchall()
+    assert keys == [("anna@example.com",)]
