@@ -46,9 +46,9 @@ from .counts import counted
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError
 from .http import FieldError
 from .non_purchase import NoCustomer
-from .shapes import shaped
 from .records import BadRow, Contact, Order
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
+from .shapes import shaped
 from .source import PullResult
 from .tables import append_versions, create_staged_versions, create_staging, stage_records
 
