@@ -35,6 +35,9 @@ class PullResult:
     #: count what is new or changed
     unchanged_orders: int = 0
     unchanged_contacts: int = 0
+    #: an incremental pull: it read what changed since the source's cursor, not the whole history (set by
+    #: :func:`sync.pipeline.pull_into`); ``[guards] min_bad_rows`` applies to such a window only
+    incremental: bool = False
     #: purchases read that name no customer, e-mail or phone (a POS walk-in sale): counted here, not stored, not
     #: segmented, not bad rows (:class:`connectors.non_purchase.NoCustomer`)
     anonymous_orders: int = 0

@@ -75,7 +75,7 @@ def staged_stats(con: duckdb.DuckDBPyConnection, result: PullResult) -> DataStat
     orders = result.orders
     if not result.full_refresh:
         orders += con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-    return DataStats(orders=orders, rows=rows_read(result), bad_rows=result.bad_row_count)
+    return DataStats(orders=orders, rows=rows_read(result), bad_rows=result.bad_row_count, window=result.incremental)
 
 
 def rows_read(result: PullResult) -> int:
@@ -89,7 +89,7 @@ def run_stats(run: SegmentsRun) -> DataStats:
     orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
     rows = rows_read(run.pull) if run.pull is not None else orders
     return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers,
-                     recency=run.result.recency_collapse)
+                     recency=run.result.recency_collapse, window=run.pull is not None and run.pull.incremental)
 
 
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,

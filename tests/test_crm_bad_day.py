@@ -94,9 +94,27 @@ def test_one_bad_order_in_a_small_window_passes_and_a_broken_day_is_still_refuse
         _pull(shop)
 
 
+def test_every_changed_order_bad_on_a_quiet_day_is_refused_until_the_cause_is_fixed(rsps, shop):  # noqa: F811
+    """4 of 4 changed orders bad (a broken mapping) passed under min_bad_rows = 5: the cursor moved past them and,
+    once the cause was fixed, they were never read again (not stored until pull --full)."""
+    fake, now = _seeded(rsps)
+    _pull(shop)
+    for i in (41, 42, 43, 44):
+        fake.put_order(i, 10, "100", at=now - timedelta(hours=5), bad=True)
+    with pytest.raises(GuardRefusedError, match=r"max_bad_rows_pct: 4 of 5 rows \(80 %\) are bad"):
+        _pull(shop)
+    for i in (41, 42, 43, 44):  # the cause fixed: the same records now map, the cursor had not moved past them
+        fake.leads[i]["price"] = 100
+    assert _pull(shop).orders == 4
+    with open_store(str(shop.parent / "rfmsync.duckdb")) as con:
+        assert con.execute("SELECT count(*) FROM orders WHERE order_id IN ('41', '42', '43', '44')").fetchall() == [(4,)]
+
+
 @pytest.mark.parametrize("rows, bad, least, refused", [
     (2, 1, 5, False),  # one bad order of three changed: under min_bad_rows
-    (0, 4, 5, False),  # (min_orders trips on no valid order at all; min_bad_rows is about small windows)
+    (3, 3, 5, False),  # as many bad as valid: not yet outnumbering them
+    (0, 4, 5, True),  # every changed order bad: a broken mapping on a quiet day, however few
+    (1, 2, 5, True),  # bad rows outnumber the valid rows read
     (0, 5, 5, True),
     (94, 6, 5, True),
     (2, 1, 1, True),  # min_bad_rows = 1 (or 0): any share over the limit trips, as before
@@ -104,8 +122,17 @@ def test_one_bad_order_in_a_small_window_passes_and_a_broken_day_is_still_refuse
     (100, 0, 0, False),
 ])
 def test_min_bad_rows_is_where_the_share_starts_to_count(rows, bad, least, refused):
-    lines = data_lines(GuardsConfig(min_bad_rows=least, min_orders=0), DataStats(orders=rows, rows=rows, bad_rows=bad))
+    stats = DataStats(orders=rows, rows=rows, bad_rows=bad, window=True)
+    lines = data_lines(GuardsConfig(min_bad_rows=least, min_orders=0), stats)
     assert bool(lines) is refused, lines
+
+
+@pytest.mark.parametrize("rows, bad", [(2, 1), (60, 4)])
+def test_min_bad_rows_leaves_a_whole_history_to_the_share(rows, bad):
+    """A file or a --full pull reads the whole history: 1 bad row of 3 is 33 % of it, refused as before."""
+    lines = data_lines(GuardsConfig(min_orders=0), DataStats(orders=rows, rows=rows, bad_rows=bad))
+    assert lines == [f"guard max_bad_rows_pct: {bad} of {rows + bad} rows ({round(100 * bad / (rows + bad), 1):g} %) "
+                     "are bad; limit 5 %"]
 
 
 # ------------------------------------------------------------------------------------ walk-in sales (no customer)
