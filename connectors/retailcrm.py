@@ -59,6 +59,7 @@ from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_
 from .non_purchase import tombstone
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
+from .retailcrm_upgrade import rekeyed
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
 from .retry import RetryPolicy
@@ -171,9 +172,10 @@ class RetailCrmSource:
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
         with RunStart.of(self.http, self.clock, NAME) as run_start:  # the vendor's clock when the host's runs ahead
-            return pull_objects(con, NAME, cursor, progress,
-                                lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
-                                run_start)
+            result = pull_objects(con, NAME, cursor, progress,
+                                  lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
+                                  run_start)
+        return rekeyed(con, cursor, result)  # orders an older rfmsync keyed otherwise: told until a --full pull
 
     def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: RunStart) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""

@@ -19,7 +19,7 @@ import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .email_phone import lower_like_sql
+from .email_phone import lower_like_sql, normalize_phone
 from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .non_purchase import NoCustomer, undecided, unmapped
@@ -51,7 +51,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         kind = OrderStatus.CANCELLED
     customer_id = None  # (kept by the tombstone when known)
     try:
-        customer_id = customer_key(raw)
+        customer_id = customer_key(raw, cfg.phone_region)
         if customer_id is None:  # a walk-in sale: counted, not segmented
             raise NoCustomer()
         items = tuple(_item(it) for it in get_list(raw, "items"))
@@ -73,20 +73,28 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
-def customer_key(raw: Mapping[str, Any]) -> str | None:
+def customer_key(raw: Mapping[str, Any], region: str | None = None) -> str | None:
     """Whose order: ``customer.id`` (a private customer, as ``/api/v5/customers`` lists them). A B2B order's
     ``customer`` is a corporate customer (``type = customer_corporate``: ``/api/v5/customers-corporate``, ids of
     their own, never pulled), whose id would be taken for the private customer of the same number: it is the order
     of its contact person (``contact.id``, a private customer), else ``corporate-<id>``. A guest order (no
     customer) is its ``email``'s, lower-cased as Shopify's (one guest typing two cases is one customer), else its
-    ``phone``'s; None: nobody's."""
+    ``phone``'s in E.164 (read with ``region``, the ``phone_region`` of the contacts' phones, so that it joins the
+    customer with that phone; one that is no possible number is a FieldError: never a key of junk); None:
+    nobody's."""
     customer, contact = get_object(raw, "customer"), get_object(raw, "contact")
     if clean(customer.get("type")) == "customer_corporate":
         corporate = clean(customer.get("id"))
         key = clean(contact.get("id")) or (f"corporate-{corporate}" if corporate else None)
     else:
         key = clean(customer.get("id")) or clean(contact.get("id"))
-    return key or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone"))
+    if key := key or lower_like_sql(clean(raw.get("email")) or ""):
+        return key
+    if (phone := clean(raw.get("phone"))) is None:
+        return None
+    if (e164 := normalize_phone(phone, region)) is None:
+        raise FieldError("phone", "invalid phone (a guest order is keyed by it)", phone)
+    return e164
 
 
 def _item(raw: Any) -> LineItem:
