@@ -64,9 +64,20 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
                                             **{k: n for k, n in (("unstored_orders", result.unstored_orders),
                                                                  ("unchanged_orders", result.unchanged_orders),
                                                                  ("unchanged_contacts", result.unchanged_contacts),
+                                                                 ("cleaned_values", result.issue_count),
                                                                  ("anonymous_orders", result.anonymous_orders))
                                                if n}})
     return result
+
+
+def kept_apart(result: PullResult) -> list[str]:
+    """What a pull read and kept apart but did not refuse, as ``rfmsync pull`` says it: values cleaned from kept
+    records (an invalid e-mail or phone), sales of nobody (walk-in)."""
+    from connectors.counts import counted
+
+    return ([f"{counted(result.issue_count, 'value')} cleaned, the records kept"] if result.issue_count else []) + (
+        [f"{counted(result.anonymous_orders, 'sale')} with no customer, e-mail or phone (walk-in), not segmented"]
+        if result.anonymous_orders else [])
 
 
 def staged_stats(con: duckdb.DuckDBPyConnection, result: PullResult) -> DataStats:
@@ -106,6 +117,9 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
         raise
     run.pull = result
     run.warnings[:0] = pull_lines(result)
+    # a CRM pull's values cleaned and walk-in sales, said as `rfmsync pull` says them (a file's issues: its lines)
+    if result is not None and not result.full_refresh and (apart := kept_apart(result)):
+        run.warnings.insert(0, f"pulled from {cfg.source.get('type')}: {'; '.join(apart)}")
     save_cut_points(con, run)
     return run
 

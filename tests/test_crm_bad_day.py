@@ -107,7 +107,8 @@ def test_every_changed_order_bad_on_a_quiet_day_is_refused_until_the_cause_is_fi
         fake.leads[i]["price"] = 100
     assert _pull(shop).orders == 4
     with open_store(str(shop.parent / "rfmsync.duckdb")) as con:
-        assert con.execute("SELECT count(*) FROM orders WHERE order_id IN ('41', '42', '43', '44')").fetchall() == [(4,)]
+        stored = con.execute("SELECT count(*) FROM orders WHERE order_id IN ('41', '42', '43', '44')").fetchall()
+    assert stored == [(4,)]
 
 
 @pytest.mark.parametrize("rows, bad, least, refused", [
@@ -171,6 +172,27 @@ def test_a_walk_in_sale_is_counted_by_rfmsync_pull_and_its_run(rsps, tmp_path, m
     assert (doc["counts"]["anonymous_orders"], doc["counts"]["bad_records"]) == (1, 0)
     with open_ledger(load_config(shop), load_settings()) as ledger:
         assert ledger.recent_runs(1)[0]["counts"]["anonymous_orders"] == 1
+
+
+def test_values_cleaned_and_walk_in_sales_are_in_the_pull_run_and_said_by_a_sync(rsps, tmp_path, monkeypatch):  # noqa: F811
+    """``rfmsync pull`` said "1 value cleaned"; its run's counts and ``rfmsync sync`` (its warnings) said nothing."""
+    from sync.ingest import segments_from_store
+    from . import test_cli_pull
+    shop = test_cli_pull.shop.__wrapped__(tmp_path, monkeypatch)
+    fake = test_cli_pull.seeded(rsps)
+    fake.customers[11]["phones"] = [{"number": "12-34"}]  # no possible number: dropped, the contact kept
+    fake.put_order(3, 0, "35", at=test_retailcrm.T0)
+    fake.orders[3].update(customer=None, email=None)
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        run_ = segments_from_store(cfg, ledger, settings, full=True)
+        try:
+            assert ("pulled from retailcrm: 1 value cleaned, the records kept; 1 sale with no customer, e-mail or "
+                    "phone (walk-in), not segmented") in run_.warnings, run_.warnings
+        finally:
+            run_.close()
+        counts = ledger.recent_runs(1)[0]["counts"]
+    assert (counts["cleaned_values"], counts["anonymous_orders"]) == (1, 1)
 
 
 def test_retailcrm_orders_of_nobody_are_counted_and_guests_keyed_by_email_else_phone():

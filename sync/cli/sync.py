@@ -58,6 +58,7 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     result = pulled.result
     from connectors.counts import counted
 
+    from ..ingest import kept_apart
     from ..pipeline import pull_lines
 
     gone = pull_lines(result)  # files removed since the last pull, consent values not read
@@ -78,10 +79,7 @@ def pull(config_path, source_name, full, reread, verify, fmt):
                 if result.unstored_orders else "")
     again = result.unchanged_orders + result.unchanged_contacts  # (the lookback window's re-reads)
     unstored += f"; {counted(again, 'record')} read again unchanged" if again else ""
-    unstored += f"; {counted(result.issue_count, 'value')} cleaned, the records kept" \
-        if result.issue_count else ""
-    unstored += (f"; {counted(result.anonymous_orders, 'sale')} with no customer, e-mail or phone (walk-in), not "
-                 "segmented") if result.anonymous_orders else ""
+    unstored += "".join(f"; {part}" for part in kept_apart(result))  # values cleaned, walk-in sales
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
               f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")
