@@ -53,7 +53,6 @@ from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, lates
 from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
-from .shapes import shaped
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)
@@ -87,7 +86,6 @@ def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
     return not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids
 
 
-@shaped
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     oid = get_field(raw, "id", lambda v: str(int(v)))
     if clean(raw.get("status_id")) is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
@@ -124,7 +122,6 @@ def _multi(raw: Mapping[str, Any], code: str) -> str | None:
     return None
 
 
-@shaped
 def map_contact(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     tags = _embedded(raw, "tags")
@@ -282,20 +279,22 @@ class AmoCrmSource:
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
-            record = mapped(raw, high.see(get_field(raw, "updated_at", parse_dt)))
-            # the version's time, as a contact's webhook says it (a later delivery older than it is left out)
-            return None if record is None else versioned(record, raw, what=f"{NAME} pull")
-
-        def mapped(raw: Any, updated: datetime) -> Order | Contact | None:
+            updated = high.see(get_field(raw, "updated_at", parse_dt))
             if obj == "contacts":
-                return stager.contact(map_contact(raw), self.config.phone_region)
+                return map_contact(raw)
             if raw.get("is_deleted"):
                 return tombstone(get_field(raw, "id", lambda v: str(int(v))), updated, _contact_id(raw))
             if not in_scope(raw, self.config):  # retire it, store nothing of it
                 return tombstone(get_field(raw, "id", lambda v: str(int(v))), updated)
             return map_lead(raw, self.config)
 
-        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+        def keep(record: Order | Contact, raw: Any) -> Order | Contact:
+            if isinstance(record, Contact):
+                record = stager.contact(record, self.config.phone_region)
+            # the version's time, as a contact's webhook says it (a later delivery older than it is left out)
+            return versioned(record, raw, what=f"{NAME} pull")
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep))
 
 
 # ---------------------------------------------------------------- webhooks

@@ -48,7 +48,7 @@ from .http import FieldError
 from .non_purchase import NoCustomer
 from .records import BadRow, Contact, Order
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
-from .shapes import shaped
+from .shapes import SHAPE_SLIPS, shape_error
 from .source import PullResult
 from .tables import append_versions, create_staged_versions, create_staging, stage_records
 
@@ -165,6 +165,7 @@ class Stager:
         # values dropped from kept records (:meth:`contact`), each record's from its last read, by (source, id)
         self._issues: dict[tuple[str, str], list[BadRow]] = {}
         self._anonymous: set[tuple[str, str] | int] = set()  # purchases of nobody (a walk-in sale), by (source, id)
+        self.shape_slips = 0  # mapper slips on a JSON shape (connectors.shapes): the first one's traceback is logged
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -296,12 +297,14 @@ def record_id(raw: Any) -> Any:
 
 
 def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[Any], Order | Contact | None],
-             id_of: Callable[[Any], Any] = record_id) -> tuple[list[Order], list[Contact]]:
+             id_of: Callable[[Any], Any] = record_id, *,
+             keep: Callable[[Any, Any], Order | Contact | None] | None = None) -> tuple[list[Order], list[Contact]]:
     """``map_row`` over a page: (orders, contacts). A row that is not a JSON object, or that ``map_row`` cannot
     map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped; a purchase
-    of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`). A mapper's slip on an unexpected JSON shape
-    is such a bad row too (:func:`connectors.shapes.shaped`), never a traceback stopping the pull."""
-    map_row = shaped(map_row)
+    of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`). A slip of ``map_row`` on an unexpected
+    JSON shape is such a bad row too (:func:`connectors.shapes.shape_error`), never a traceback stopping the pull;
+    ``keep(record, row)``, what the source does with a mapped record (a contact's normalisation, its version's
+    time), is called outside that net: a slip there is rfmsync's bug (its FieldError is still a bad row)."""
     orders: list[Order] = []
     contacts: list[Contact] = []
     for raw in rows:
@@ -310,7 +313,13 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
             continue
         stager.reading(what, id_of(raw))
         try:
-            record = map_row(raw)
+            try:
+                record = map_row(raw)
+            except SHAPE_SLIPS as exc:
+                stager.shape_slips += 1
+                raise shape_error(exc, what, stager.shape_slips == 1) from None
+            if record is not None and keep is not None:
+                record = keep(record, raw)
         except NoCustomer:
             stager.anonymous(what, id_of(raw))
             continue

@@ -350,11 +350,10 @@ class RetailCrmSource:
         def one(raw: Any) -> Order | Contact | None:
             if isinstance(raw, Mapping) and not in_scope(raw, self.config):
                 return None
-            if obj == "orders":
-                return map_order(raw, self.config)
-            return stager.contact(map_customer(raw, self.config), self.config.phone_region)
+            return map_order(raw, self.config) if obj == "orders" else map_customer(raw, self.config)
 
-        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one)
+        keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
+        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
         for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
             stager.saw(_created_at(raw, self.config.timezone))
         stager.stage(orders, contacts)

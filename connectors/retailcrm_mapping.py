@@ -24,7 +24,6 @@ from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .non_purchase import NoCustomer, undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
-from .shapes import shaped
 
 if TYPE_CHECKING:
     from .retailcrm import RetailCrmConfig
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@shaped
 def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
     """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer, no total) → a tombstone that
     keeps the customer when known, so a purchase that leaves "complete" leaves the history (None for a deletion's
@@ -113,7 +111,6 @@ def _item_discount(raw: Mapping[str, Any]) -> Decimal:
     return per_unit * get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity")
 
 
-@shaped
 def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     phones = get_list(raw, "phones")

@@ -50,7 +50,6 @@ from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso,
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
-from .shapes import shaped
 from .source import Account, PullResult
 from .shopify_scopes import SCOPES_PATH, granted_scopes, window_warning
 from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
@@ -63,7 +62,6 @@ NAME = "shopify"
 LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
 
 
-@shaped
 def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
@@ -123,7 +121,6 @@ def _customer_version(contact: Contact, payload: Mapping[str, Any], what: str = 
     return timed
 
 
-@shaped
 def map_customer(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     consent = get_object(raw, "email_marketing_consent").get("state")
@@ -250,13 +247,15 @@ class ShopifySource:
         def one(raw: Any) -> Order | Contact | None:
             if raw.get("updated_at"):
                 high.see(get_field(raw, "updated_at", parse_dt))
-            # the version's time, as its webhook's (a later delivery older than it is left out by the store)
-            if obj == "orders":
-                order = map_order(raw, self.config)
-                return versioned(order, raw, what=f"{NAME} pull") if order is not None else None
-            return stager.contact(_customer_version(map_customer(raw), raw, f"{NAME} pull"), self.config.phone_region)
+            return map_order(raw, self.config) if obj == "orders" else map_customer(raw)
 
-        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+        def keep(record: Order | Contact, raw: Any) -> Order | Contact:
+            # the version's time, as its webhook's (a later delivery older than it is left out by the store)
+            if isinstance(record, Order):
+                return versioned(record, raw, what=f"{NAME} pull")
+            return stager.contact(_customer_version(record, raw, f"{NAME} pull"), self.config.phone_region)
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep))
 
 
 def _last_id(rows: list[Any], resource: str) -> int:
