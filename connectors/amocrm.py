@@ -132,7 +132,7 @@ def map_contact(raw: Mapping[str, Any]) -> Contact:
     return Contact(customer_id=cid, email=lower_like_sql(_multi(raw, "EMAIL") or "") or None, phone=_multi(raw, "PHONE"),
                    first_name=first, last_name=last, marketing_consent=Consent.UNKNOWN,
                    created_at=get_field(raw, created_key, parse_dt) if raw.get(created_key) else None,
-                   attributes={"tags": ",".join(t["name"] for t in tags if t.get("name"))} if tags else {})
+                   attributes={"tags": ",".join(filter(None, (clean(t.get("name")) for t in tags)))} if tags else {})
 
 
 _OBJECTS = {"contacts": "contacts", "orders": "leads"}
@@ -279,20 +279,22 @@ class AmoCrmSource:
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
-            record = mapped(raw, high.see(get_field(raw, "updated_at", parse_dt)))
-            # the version's time, as a contact's webhook says it (a later delivery older than it is left out)
-            return None if record is None else versioned(record, raw, what=f"{NAME} pull")
-
-        def mapped(raw: Any, updated: datetime) -> Order | Contact | None:
+            updated = high.see(get_field(raw, "updated_at", parse_dt))
             if obj == "contacts":
-                return stager.contact(map_contact(raw), self.config.phone_region)
+                return map_contact(raw)
             if raw.get("is_deleted"):
                 return tombstone(get_field(raw, "id", lambda v: str(int(v))), updated, _contact_id(raw))
             if not in_scope(raw, self.config):  # retire it, store nothing of it
                 return tombstone(get_field(raw, "id", lambda v: str(int(v))), updated)
             return map_lead(raw, self.config)
 
-        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+        def keep(record: Order | Contact, raw: Any) -> Order | Contact:
+            if isinstance(record, Contact):
+                record = stager.contact(record, self.config.phone_region)
+            # the version's time, as a contact's webhook says it (a later delivery older than it is left out)
+            return versioned(record, raw, what=f"{NAME} pull")
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep))
 
 
 # ---------------------------------------------------------------- webhooks

@@ -331,13 +331,13 @@ class Bitrix24Source:
         def one(raw: Any) -> Order | Contact | None:
             modified = high.see(get_field(raw, "DATE_MODIFY", parse_dt)) if raw.get("DATE_MODIFY") else None
             if obj == "contacts":
-                return stager.contact(map_contact(raw), self.config.phone_region)
+                return map_contact(raw)
             if not in_scope(raw, self.config):  # retire it, store nothing of it
                 return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or UNDATED)
             return map_deal(raw, self.config)
 
-        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one,
-                                    id_of=lambda raw: raw.get("ID"))
+        keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
+        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, id_of=lambda raw: raw.get("ID"), keep=keep)
         if orders and self.config.line_items:
             orders = self._with_items(orders, stager)
         stager.stage(orders, contacts)

@@ -6,16 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .records import BadRow
 from .source import PullResult
 
 
 @dataclass
 class FilePullResult(PullResult):
-    """PullResult plus what was kept but cleaned: values dropped (invalid email/phone) and duplicates."""
+    """PullResult plus the duplicates and what the files' read kept (its ``issues``: values dropped, e.g. an invalid
+    email/phone)."""
 
-    issues: list[BadRow] = field(default_factory=list)
-    issue_count: int = 0
     duplicate_orders: int = 0
     fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
     gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)

@@ -45,8 +45,10 @@ from .contacts import clean_contact
 from .counts import counted
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError
 from .http import FieldError
+from .non_purchase import NoCustomer
 from .records import BadRow, Contact, Order
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
+from .shapes import SHAPE_SLIPS, shape_error
 from .source import PullResult
 from .tables import append_versions, create_staged_versions, create_staging, stage_records
 
@@ -160,6 +162,10 @@ class Stager:
         self._bad: dict[tuple[str, str] | int, list[BadRow]] = {}
         self._unnamed = itertools.count()
         self._before: dict[tuple[str, str], list[BadRow]] = {}  # this page's records' rows of their earlier read
+        # values dropped from kept records (:meth:`contact`), each record's from its last read, by (source, id)
+        self._issues: dict[tuple[str, str], list[BadRow]] = {}
+        self._anonymous: set[tuple[str, str] | int] = set()  # purchases of nobody (a walk-in sale), by (source, id)
+        self.shape_slips = 0  # mapper slips on a JSON shape (connectors.shapes): the first one's traceback is logged
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -176,6 +182,15 @@ class Stager:
                 break
         return out
 
+    @property
+    def issues(self) -> list[BadRow]:
+        """The values dropped from kept records (the first ``max_bad_rows``), each record's from its last read."""
+        return list(itertools.islice(itertools.chain.from_iterable(self._issues.values()), self.max_bad_rows))
+
+    @property
+    def issue_count(self) -> int:
+        return sum(map(len, self._issues.values()))
+
     def reading(self, source: str, record_id: Any) -> None:
         """``record_id`` is read (again): its bad rows of an earlier read are dropped, this read's replace them. A
         record fixed between two reads of one pull (the lookback, the pass after a backfill) leaves no stale bad row;
@@ -183,9 +198,12 @@ class Stager:
         if record_id in (None, ""):
             return
         key = (source, str(record_id))
+        self._anonymous.discard(key)
         earlier = self._bad.pop(key, None)
         if earlier:
             self.bad_row_count -= len(earlier)
+        earlier = (earlier or []) + self._issues.pop(key, [])
+        if earlier:
             self._before[key] = earlier
 
     def bad(self, row: BadRow) -> None:
@@ -206,11 +224,23 @@ class Stager:
         if not isinstance(key, tuple) or row not in self._before.get(key, ()):
             log.warning("%s: skipped %s", self.source, row)
 
+    def anonymous(self, source: str, record_id: Any) -> None:
+        """``record_id`` is a purchase that names no customer, e-mail or phone (a walk-in sale: :class:`NoCustomer`):
+        counted in the pull's ``anonymous_orders``, once per record, neither staged nor a bad row."""
+        self._anonymous.add(next(self._unnamed) if record_id in (None, "") else (source, str(record_id)))
+
     def contact(self, contact: Contact, region: str | None) -> Contact:
-        """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value is a bad row."""
+        """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value (a mistyped e-mail or
+        phone) is an issue naming the contact and the field, not a bad row: the contact is kept without it, as a file
+        export's (docs/sources/files.md), and the data guard ``max_bad_rows_pct`` does not count it."""
         contact, issues = clean_contact(contact, region, f"{self.source}:contacts")
         for issue in issues:
-            self.bad(issue)
+            key = (issue.source, str(issue.row))
+            rows = self._issues.setdefault(key, [])
+            if issue not in rows:
+                rows.append(issue)
+                if issue not in self._before.get(key, ()):  # (logged once, as :meth:`bad`)
+                    log.warning("%s: %s", self.source, issue)
         return contact
 
     def stage(self, orders: Iterable[Order] = (), contacts: Iterable[Contact] = ()) -> None:
@@ -254,10 +284,11 @@ class Stager:
         self._flush()
         (orders,) = self.con.execute("SELECT count(*) FROM staged_orders").fetchone()
         (contacts,) = self.con.execute("SELECT count(*) FROM staged_contacts").fetchone()
-        log.info("%s: staged %s, %s, %s", self.source, counted(orders, "order"), counted(contacts, "contact"),
-                 counted(self.bad_row_count, "bad record"))
-        return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows,
-                          bad_row_count=self.bad_row_count, cursor=cursor)
+        log.info("%s: staged %s, %s, %s, %s", self.source, counted(orders, "order"), counted(contacts, "contact"),
+                 counted(self.bad_row_count, "bad record"), counted(self.issue_count, "cleaned value"))
+        return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows, bad_row_count=self.bad_row_count,
+                          issues=self.issues, issue_count=self.issue_count, anonymous_orders=len(self._anonymous),
+                          cursor=cursor)
 
 
 def record_id(raw: Any) -> Any:
@@ -266,9 +297,14 @@ def record_id(raw: Any) -> Any:
 
 
 def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[Any], Order | Contact | None],
-             id_of: Callable[[Any], Any] = record_id) -> tuple[list[Order], list[Contact]]:
+             id_of: Callable[[Any], Any] = record_id, *,
+             keep: Callable[[Any, Any], Order | Contact | None] | None = None) -> tuple[list[Order], list[Contact]]:
     """``map_row`` over a page: (orders, contacts). A row that is not a JSON object, or that ``map_row`` cannot
-    map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped."""
+    map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped; a purchase
+    of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`). A slip of ``map_row`` on an unexpected
+    JSON shape is such a bad row too (:func:`connectors.shapes.shape_error`), never a traceback stopping the pull;
+    ``keep(record, row)``, what the source does with a mapped record (a contact's normalisation, its version's
+    time), is called outside that net: a slip there is rfmsync's bug (its FieldError is still a bad row)."""
     orders: list[Order] = []
     contacts: list[Contact] = []
     for raw in rows:
@@ -277,7 +313,16 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
             continue
         stager.reading(what, id_of(raw))
         try:
-            record = map_row(raw)
+            try:
+                record = map_row(raw)
+            except SHAPE_SLIPS as exc:
+                stager.shape_slips += 1
+                raise shape_error(exc, what, stager.shape_slips == 1) from None
+            if record is not None and keep is not None:
+                record = keep(record, raw)
+        except NoCustomer:
+            stager.anonymous(what, id_of(raw))
+            continue
         except FieldError as exc:
             stager.bad(exc.bad_row(what, id_of(raw)))
             continue

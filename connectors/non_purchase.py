@@ -4,6 +4,8 @@
   of its id, and only that: the store keeps nothing of a tombstone of an order it never stored;
 * :func:`undecided`: the bad row of a record without the field that tells whether it is a purchase (taken for no
   purchase, it would take a stored purchase out of the history without a word);
+* :class:`NoCustomer`: a purchase with no customer, e-mail or phone (a walk-in sale at a till): nobody to segment,
+  so neither stored nor a bad row; the pull counts it (``PullResult.anonymous_orders``), a webhook accepts it;
 * :func:`unmapped`: the tombstone of a non-purchase that cannot be mapped (its contact unlinked, its amount cleared):
   it still leaves the history (:func:`tombstone`), keeping its customer when known, dated by the
   record, else by the stored order it cancels (:data:`~connectors.records.UNDATED`), never now.
@@ -42,6 +44,16 @@ def undecided(field: str, what: str, also: str = "") -> FieldError:
     return FieldError(field, f"missing{also}: whether the {what} is a purchase cannot be told")
 
 
+class NoCustomer(FieldError):
+    """A purchase that names no customer, e-mail or phone (a POS walk-in sale, a guest who left neither): "guests
+    with neither key are counted in the shop totals but not segmented" (docs/sources/common.md). Not a bad row
+    (:func:`connectors.incremental.map_page` counts it apart): a shop with a till would trip ``max_bad_rows_pct``.
+    A FieldError still, for a caller that knows no better (a non-purchase of no customer is :func:`unmapped`)."""
+
+    def __init__(self, field: str = "customer.id", reason: str = "order has no customer, email or phone") -> None:
+        super().__init__(field, reason)
+
+
 def unmapped(order_id: str, raw: Mapping[str, Any], customer_id: str | None, dated_by: tuple[str, ...],
              parse: Callable[[Any], datetime] = parse_dt) -> Order:
     """The tombstone of a non-purchase that cannot be mapped, keeping ``customer_id`` when known, dated by the first
@@ -54,4 +66,4 @@ def unmapped(order_id: str, raw: Mapping[str, Any], customer_id: str | None, dat
     return tombstone(order_id, UNDATED, customer_id)
 
 
-__all__ = ["tombstone", "undecided", "unmapped"]
+__all__ = ["tombstone", "undecided", "NoCustomer", "unmapped"]

@@ -59,6 +59,7 @@ from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_
 from .non_purchase import tombstone
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
+from .retailcrm_upgrade import rekeyed
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
 from .retry import RetryPolicy
@@ -171,9 +172,10 @@ class RetailCrmSource:
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
         with RunStart.of(self.http, self.clock, NAME) as run_start:  # the vendor's clock when the host's runs ahead
-            return pull_objects(con, NAME, cursor, progress,
-                                lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
-                                run_start)
+            result = pull_objects(con, NAME, cursor, progress,
+                                  lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
+                                  run_start)
+        return rekeyed(con, cursor, result)  # orders an older rfmsync keyed otherwise: told until a --full pull
 
     def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: RunStart) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""
@@ -348,11 +350,10 @@ class RetailCrmSource:
         def one(raw: Any) -> Order | Contact | None:
             if isinstance(raw, Mapping) and not in_scope(raw, self.config):
                 return None
-            if obj == "orders":
-                return map_order(raw, self.config)
-            return stager.contact(map_customer(raw, self.config), self.config.phone_region)
+            return map_order(raw, self.config) if obj == "orders" else map_customer(raw, self.config)
 
-        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one)
+        keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
+        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
         for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
             stager.saw(_created_at(raw, self.config.timezone))
         stager.stage(orders, contacts)

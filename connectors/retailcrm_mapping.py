@@ -20,10 +20,10 @@ import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .email_phone import lower_like_sql
+from .email_phone import lower_like_sql, normalize_phone
 from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
-from .non_purchase import undecided, unmapped
+from .non_purchase import NoCustomer, undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -48,15 +48,12 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         kind = OrderStatus.CANCELLED
     customer_id = None  # (kept by the tombstone when known)
     try:
-        customer = raw.get("customer") or raw.get("contact") or {}
-        if not isinstance(customer, Mapping):
-            raise FieldError("customer", f"expected an object, got {type(customer).__name__}")
-        customer_id = clean(customer.get("id")) or clean(raw.get("email"))
-        if customer_id is None:
-            raise FieldError("customer.id", "order has no customer")
-        items = tuple(_item(it) for it in raw.get("items") or ())
+        customer_id = customer_key(raw, cfg.phone_region)
+        if customer_id is None:  # a walk-in sale: counted, not segmented
+            raise NoCustomer()
+        items = tuple(_item(it) for it in get_list(raw, "items"))
         discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
-        discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))
+        discount += sum((_item_discount(it) for it in get_list(raw, "items")), Decimal(0))
         return Order(
             order_id=oid, customer_id=customer_id,
             ordered_at=get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)),
@@ -73,8 +70,34 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
-def _item(raw: Mapping[str, Any]) -> LineItem:
-    offer = raw.get("offer") or {}
+def customer_key(raw: Mapping[str, Any], region: str | None = None) -> str | None:
+    """Whose order: ``customer.id`` (a private customer, as ``/api/v5/customers`` lists them). A B2B order's
+    ``customer`` is a corporate customer (``type = customer_corporate``: ``/api/v5/customers-corporate``, ids of
+    their own, never pulled), whose id would be taken for the private customer of the same number: it is the order
+    of its contact person (``contact.id``, a private customer), else ``corporate-<id>``. A guest order (no
+    customer) is its ``email``'s, lower-cased as Shopify's (one guest typing two cases is one customer), else its
+    ``phone``'s in E.164 (read with ``region``, the ``phone_region`` of the contacts' phones, so that it joins the
+    customer with that phone; one that is no possible number is a FieldError: never a key of junk); None:
+    nobody's."""
+    customer, contact = get_object(raw, "customer"), get_object(raw, "contact")
+    if clean(customer.get("type")) == "customer_corporate":
+        corporate = clean(customer.get("id"))
+        key = clean(contact.get("id")) or (f"corporate-{corporate}" if corporate else None)
+    else:
+        key = clean(customer.get("id")) or clean(contact.get("id"))
+    if key := key or lower_like_sql(clean(raw.get("email")) or ""):
+        return key
+    if (phone := clean(raw.get("phone"))) is None:
+        return None
+    if (e164 := normalize_phone(phone, region)) is None:
+        raise FieldError("phone", "invalid phone (a guest order is keyed by it)", phone)
+    return e164
+
+
+def _item(raw: Any) -> LineItem:
+    if not isinstance(raw, Mapping):
+        raise FieldError("items", "each item must be an object", raw)
+    offer = get_object(raw, "offer", "items.offer")
     return LineItem(sku=clean(offer.get("article")) or clean(offer.get("externalId")),
                     name=clean(raw.get("productName")) or clean(offer.get("name")),
                     quantity=get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity"),
@@ -94,7 +117,8 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
     attrs = {
         "city": clean(get_object(raw, "address").get("city")),
         "source": clean(get_object(raw, "source").get("source")),
-        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in get_list(raw, "tags")) or None,
+        "tags": ",".join(filter(None, (clean(t.get("name")) if isinstance(t, Mapping) else clean(t)
+                                       for t in get_list(raw, "tags")))) or None,
         "external_id": clean(raw.get("externalId")),
     }
     return Contact(
@@ -129,8 +153,11 @@ def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | No
 def _consent(raw: Mapping[str, Any]) -> Consent:
     if raw.get("emailMarketingUnsubscribedAt"):
         return Consent.NO
-    for sub in raw.get("customerSubscriptions") or []:
-        if (sub.get("subscription") or {}).get("channel") == "email" and "subscribed" in sub:
+    for sub in get_list(raw, "customerSubscriptions"):
+        if not isinstance(sub, Mapping):
+            raise FieldError("customerSubscriptions", "each subscription must be an object", sub)
+        if get_object(sub, "subscription", "customerSubscriptions.subscription").get("channel") == "email" \
+                and "subscribed" in sub:
             return Consent.YES if sub["subscribed"] else Consent.NO
     if isinstance(raw.get("subscribed"), bool):
         return Consent.YES if raw["subscribed"] else Consent.NO
@@ -143,4 +170,4 @@ def snapshot(entry: Mapping[str, Any], entity: str) -> Mapping[str, Any]:
     return snap if isinstance(snap, Mapping) else {}
 
 
-__all__ = ["map_order", "map_customer", "deleted_customer", "in_scope", "snapshot"]
+__all__ = ["map_order", "customer_key", "map_customer", "deleted_customer", "in_scope", "snapshot"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .contacts import clean_contact
 from .errors import RecordError
 from .http import FieldError
+from .non_purchase import NoCustomer
 from .records import Contact, Order
 from .retailcrm_mapping import in_scope, map_customer, map_order
 from .webhooks import json_object, tokens_equal
@@ -59,6 +60,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                 contacts.append(contact)
                 for issue in issues:
                     log.warning("retailcrm webhook: %s", issue)
+        except NoCustomer:  # a walk-in sale: accepted, nobody to segment (the pull counts it)
+            log.info("retailcrm webhook: order %s has no customer, email or phone: not stored", raw.get("id"))
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook", raw.get("id"))) from None
     if not orders and not contacts and "order" not in payload and "customer" not in payload:

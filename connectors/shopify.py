@@ -47,7 +47,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clea
                    json_shape, parse_dt, set_advice, to_decimal, with_sleep)
 from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso, load_cursor, map_page,
                           parse_time_cursor, pull_by_time, utc_now)
-from .non_purchase import tombstone, undecided, unmapped
+from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
@@ -81,7 +81,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         customer = get_object(raw, "customer")
         customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
         if not customer_id:
-            raise FieldError("customer.id", "order has no customer, email or phone")
+            raise NoCustomer()
         total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
         disc = "current_total_discounts" if raw.get("current_total_discounts") is not None else "total_discounts"
         return Order(
@@ -124,6 +124,8 @@ def _customer_version(contact: Contact, payload: Mapping[str, Any], what: str = 
 def map_customer(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     consent = get_object(raw, "email_marketing_consent").get("state")
+    if not isinstance(consent, (str, type(None))):
+        raise FieldError("email_marketing_consent.state", "must be a string", consent)
     if consent is None and isinstance(raw.get("accepts_marketing"), bool):  # older API versions
         consent = "subscribed" if raw["accepts_marketing"] else "not_subscribed"
     address = get_object(raw, "default_address")
@@ -245,13 +247,15 @@ class ShopifySource:
         def one(raw: Any) -> Order | Contact | None:
             if raw.get("updated_at"):
                 high.see(get_field(raw, "updated_at", parse_dt))
-            # the version's time, as its webhook's (a later delivery older than it is left out by the store)
-            if obj == "orders":
-                order = map_order(raw, self.config)
-                return versioned(order, raw, what=f"{NAME} pull") if order is not None else None
-            return stager.contact(_customer_version(map_customer(raw), raw, f"{NAME} pull"), self.config.phone_region)
+            return map_order(raw, self.config) if obj == "orders" else map_customer(raw)
 
-        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+        def keep(record: Order | Contact, raw: Any) -> Order | Contact:
+            # the version's time, as its webhook's (a later delivery older than it is left out by the store)
+            if isinstance(record, Order):
+                return versioned(record, raw, what=f"{NAME} pull")
+            return stager.contact(_customer_version(record, raw, f"{NAME} pull"), self.config.phone_region)
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep))
 
 
 def _last_id(rows: list[Any], resource: str) -> int:
@@ -358,6 +362,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             for issue in issues:
                 log.warning("shopify webhook: %s", issue)
             return [], [_customer_version(contact, payload)]
+    except NoCustomer:  # a walk-in sale: accepted, nobody to segment (the pull counts it)
+        log.info("shopify webhook %s: order %s has no customer, email or phone: not stored", topic, payload.get("id"))
+        return [], []
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

@@ -19,6 +19,10 @@ class PullResult:
     contacts: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     bad_row_count: int = 0  # may exceed len(bad_rows) when the list is capped
+    #: values dropped from records that were kept (an invalid e-mail or phone: the contact is kept without it),
+    #: each naming its record and field; not bad rows (``max_bad_rows_pct`` does not count them)
+    issues: list[BadRow] = field(default_factory=list)
+    issue_count: int = 0  # may exceed len(issues) when the list is capped
     cursor: str | None = None  # new bookmark to save once the pull has been stored
     full_refresh: bool = False  # True: staged rows are the whole history (replace the store)
     #: identity resolution (connectors.identity): rows linked, customers merged, shared identifiers ignored
@@ -31,6 +35,12 @@ class PullResult:
     #: count what is new or changed
     unchanged_orders: int = 0
     unchanged_contacts: int = 0
+    #: an incremental pull: it read what changed since the source's cursor, not the whole history (set by
+    #: :func:`sync.pipeline.pull_into`); ``[guards] min_bad_rows`` applies to such a window only
+    incremental: bool = False
+    #: purchases read that name no customer, e-mail or phone (a POS walk-in sale): counted here, not stored, not
+    #: segmented, not bad rows (:class:`connectors.non_purchase.NoCustomer`)
+    anonymous_orders: int = 0
     #: what the user must be told about this pull (e.g. a Shopify token that lists only 60 days of orders): printed
     #: with the run's warnings (:func:`sync.pipeline.pull_lines`)
     warnings: list[str] = field(default_factory=list)

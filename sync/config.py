@@ -196,6 +196,8 @@ class GuardsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_orders: int = Field(default=1, ge=0)  # fewer valid orders stops the run
     max_bad_rows_pct: float = Field(default=5.0, ge=0, le=100)  # a larger share of bad rows stops the run
+    #: fewer bad rows never trip max_bad_rows_pct (an incremental pull's window of a few changed records)
+    min_bad_rows: int = Field(default=5, ge=0)
     max_customer_drop_pct: float = Field(default=20.0, ge=0, le=100)  # vs the last successful run of a destination
     max_removal_pct: float = Field(default=10.0, ge=0, le=100)  # managed contacts losing their managed tags
     max_change_pct: float = Field(default=50.0, ge=0, le=100)  # managed contacts changed at all

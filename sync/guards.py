@@ -4,8 +4,10 @@ The rules are functions over numbers, so each is a table test (``plan_stats`` an
 plan's changes into those numbers). Three kinds:
 
 * **data guards** (the input looks broken): too few valid orders (``min_orders``), too many bad rows
-  (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination
-  (``max_customer_drop_pct``). Nothing overrides them.
+  (``max_bad_rows_pct``; in an incremental pull's window fewer than ``min_bad_rows`` trip it only when they
+  outnumber the valid rows read: one bad order in a quiet window of three is not a broken input, four of four
+  are), the customer count fell too far since the last successful run of a destination
+  (``max_customer_drop_pct``). Nothing overrides them. They and the scoring guard live in :mod:`sync.data_guards`.
 * **plan guards** (the change looks like a mass change): too many of a destination's currently managed
   contacts (ledger contacts holding at least one managed tag/list, or waiting to be given back one the ESP lost:
   :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
@@ -39,53 +41,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-from segmentation.scoring import RecencyCollapse
+from typing import Mapping
 
 from .config import GuardsConfig
+# the data and scoring guards live in .data_guards; imported from here by the runs, as every guard
+from .data_guards import (RECENCY_ADVICE, DataStats, check_source_lines, customer_drop_line,  # noqa: F401
+                          data_lines, fmt_pct, pct, recency_collapse_text, recency_scores_line, scoring_lines)
 from .model import ContactChange, PushedState
 from .planning.consent import refused_consent, status_for_new
 from .planning.values import DRIFTING_VALUES
-
-
-@dataclass(frozen=True)
-class DataStats:
-    """What the data guards look at: ``orders`` the run would segment, the valid and bad ``rows`` of the read
-    (``rows`` counts valid orders read; bad rows are rows that could not be used), ``customers`` segmented."""
-
-    orders: int
-    rows: int
-    bad_rows: int
-    customers: int | None = None
-    recency: RecencyCollapse | None = None  # the segments' recency scores collapsed (a quantile run)
-
-    def counts(self) -> dict[str, int]:
-        """For a run's counts (the next run compares its customer count with this one) and a saved plan's
-        ``data`` (``apply`` judges them again); a collapse of the recency scores adds its numbers."""
-        out = {"orders": self.orders, "bad_rows": self.bad_rows}
-        if self.customers is not None:
-            out["customers"] = self.customers
-        if self.recency is not None:
-            c = self.recency
-            out |= {"recency_best_customers": c.customers, "recency_best_days": c.days, "recency_best_r": c.score,
-                    "recency_levels": c.levels}
-            if c.within is not None:
-                out["recency_within_days"] = c.within
-        return out
-
-    @classmethod
-    def from_counts(cls, data: Mapping[str, Any]) -> "DataStats":
-        """The stats a saved plan's ``data`` holds (:meth:`counts` with ``rows``)."""
-        customers = data.get("customers")
-        recency = None
-        if "recency_best_customers" in data:
-            recency = RecencyCollapse(customers=data["recency_best_customers"],
-                                      total=customers or data["recency_best_customers"],
-                                      days=data.get("recency_best_days", 0), score=data.get("recency_best_r", 1),
-                                      levels=data.get("recency_levels", 5), within=data.get("recency_within_days"))
-        return cls(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
-                   bad_rows=data.get("bad_rows", 0), customers=customers, recency=recency)
 
 
 @dataclass(frozen=True)
@@ -103,72 +67,6 @@ class PlanStats:
         """What the plan guards judged (a plan's ``guard`` in ``plan --format json``)."""
         return {"managed": self.managed, "withdrawn": self.withdrawn, "removed": self.removed,
                 "changed": self.changed, "restored": self.restored}
-
-
-def pct(part: float, whole: float) -> float:
-    return 100.0 * part / whole if whole else 0.0
-
-
-def fmt_pct(value: float) -> str:
-    """``100``, ``12.5``: no trailing ``.0``."""
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
-
-
-def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
-    """The data guards that do not need a previous run: ``min_orders`` and ``max_bad_rows_pct``."""
-    lines = []
-    if stats.orders < g.min_orders:
-        lines.append(f"guard min_orders: {stats.orders} valid orders; at least {g.min_orders} needed")
-    total = stats.rows + stats.bad_rows
-    share = pct(stats.bad_rows, total)
-    if stats.bad_rows and share > g.max_bad_rows_pct:
-        lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {total} rows ({fmt_pct(share)} %) are bad; "
-                     f"limit {fmt_pct(g.max_bad_rows_pct)} %")
-    return lines
-
-
-def recency_collapse_text(c: RecencyCollapse) -> str:
-    """What a collapse of the recency scores is, in numbers (the warning's and the guard's middle part)."""
-    where = "the score of the least recent customers" if c.score == 1 else "in the lower half of the scores"
-    share = f"{c.customers} of {c.total} customers ({fmt_pct(pct(c.customers, c.total))} %)"
-    if c.within is not None:
-        return (f"{share} bought within the last {c.within} days (the newest {c.days} days ago) yet score "
-                f"R = {c.score} of {c.levels}, {where}")
-    return f"{share} share the best recency ({c.days} days) yet score R = {c.score} of {c.levels}, {where}"
-
-
-#: what to do about collapsed recency scores (the warning and the guard)
-RECENCY_ADVICE = ('set [segmentation] method = "thresholds" (for good in a shop whose customers buy every week, by '
-                  "subscription or regular reorders: quantiles put last week's buyers in Churn), check that the "
-                  "ordered_at column is the order's date (not the export's), or, in a young shop, wait for more "
-                  "history")
-
-
-def scoring_lines(stats: DataStats) -> list[str]:
-    """The scoring guard ``recency_scores``: quantile scores that tag the newest buyers as lost (Churn, win-back),
-    also on a first sync (the plan guards see nothing there). ``--allow-mass-change`` lifts it."""
-    return [recency_scores_line(stats.recency)] if stats.recency is not None else []
-
-
-def recency_scores_line(c: RecencyCollapse, *, webhook: bool = False) -> str:
-    """The ``recency_scores`` guard's line; a webhook resync's (refused when the last full run's scores collapsed,
-    its cut points would score the newest buyers as lost) cannot be overridden, a full run's can."""
-    way_out = ("webhook resyncs wait for a full sync whose scores do not collapse" if webhook
-               else "or sync anyway with --allow-mass-change")
-    return (f"guard recency_scores: {recency_collapse_text(c)}: the sync would tag the newest buyers as lost; "
-            f"{RECENCY_ADVICE}, {way_out}")
-
-
-def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, destination: str) -> str | None:
-    """``max_customer_drop_pct`` against the last successful run of ``destination`` (None: first run)."""
-    if previous is None or previous <= 0 or customers >= previous:
-        return None
-    drop = pct(previous - customers, previous)
-    if drop <= g.max_customer_drop_pct:
-        return None
-    return (f"guard max_customer_drop_pct: {customers} customers, {previous} at the last successful run of "
-            f"{destination} ({fmt_pct(drop)} % fewer); limit {fmt_pct(g.max_customer_drop_pct)} %")
 
 
 def mass_floor(g: GuardsConfig, managed: int) -> int:
@@ -390,10 +288,3 @@ def plan_stats(plan, state: Mapping[str, PushedState],
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
                      restored_tags=tuple(sorted(restored_tags)), withdrawn=withdrawn)
-
-
-def check_source_lines(g: GuardsConfig, orders: int, bad_rows: int) -> list[str]:
-    """What ``rfmsync check`` reports (exit 3) so that ``rfmsync check && rfmsync sync`` stops early: the data
-    guards a read of ``orders`` valid orders and ``bad_rows`` bad rows trips. (``max_customer_drop_pct`` needs
-    the segmented customers and the ledger: ``sync`` checks it.)"""
-    return data_lines(g, DataStats(orders=orders, rows=orders, bad_rows=bad_rows))

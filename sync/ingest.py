@@ -63,9 +63,21 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
                                             "bad_rows": result.bad_row_count,
                                             **{k: n for k, n in (("unstored_orders", result.unstored_orders),
                                                                  ("unchanged_orders", result.unchanged_orders),
-                                                                 ("unchanged_contacts", result.unchanged_contacts))
+                                                                 ("unchanged_contacts", result.unchanged_contacts),
+                                                                 ("cleaned_values", result.issue_count),
+                                                                 ("anonymous_orders", result.anonymous_orders))
                                                if n}})
     return result
+
+
+def kept_apart(result: PullResult) -> list[str]:
+    """What a pull read and kept apart but did not refuse, as ``rfmsync pull`` says it: values cleaned from kept
+    records (an invalid e-mail or phone), sales of nobody (walk-in)."""
+    from connectors.counts import counted
+
+    return ([f"{counted(result.issue_count, 'value')} cleaned, the records kept"] if result.issue_count else []) + (
+        [f"{counted(result.anonymous_orders, 'sale')} with no customer, e-mail or phone (walk-in), not segmented"]
+        if result.anonymous_orders else [])
 
 
 def staged_stats(con: duckdb.DuckDBPyConnection, result: PullResult) -> DataStats:
@@ -74,7 +86,7 @@ def staged_stats(con: duckdb.DuckDBPyConnection, result: PullResult) -> DataStat
     orders = result.orders
     if not result.full_refresh:
         orders += con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-    return DataStats(orders=orders, rows=rows_read(result), bad_rows=result.bad_row_count)
+    return DataStats(orders=orders, rows=rows_read(result), bad_rows=result.bad_row_count, window=result.incremental)
 
 
 def rows_read(result: PullResult) -> int:
@@ -88,7 +100,7 @@ def run_stats(run: SegmentsRun) -> DataStats:
     orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
     rows = rows_read(run.pull) if run.pull is not None else orders
     return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers,
-                     recency=run.result.recency_collapse)
+                     recency=run.result.recency_collapse, window=run.pull is not None and run.pull.incremental)
 
 
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
@@ -105,6 +117,9 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
         raise
     run.pull = result
     run.warnings[:0] = pull_lines(result)
+    # a CRM pull's values cleaned and walk-in sales, said as `rfmsync pull` says them (a file's issues: its lines)
+    if result is not None and not result.full_refresh and (apart := kept_apart(result)):
+        run.warnings.insert(0, f"pulled from {cfg.source.get('type')}: {'; '.join(apart)}")
     save_cut_points(con, run)
     return run
 

@@ -119,6 +119,7 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
     result.unstored_orders = unstored_tombstones(con)
     result.orders -= result.unstored_orders
     if cursor is not None:  # an incremental pull counts what is new or changed, not its lookback's re-reads
+        result.incremental = not result.full_refresh
         result.unchanged_orders, result.unchanged_contacts = unchanged_staged(con)
         result.orders -= result.unchanged_orders
         result.contacts -= result.unchanged_contacts

@@ -58,6 +58,7 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     result = pulled.result
     from connectors.counts import counted
 
+    from ..ingest import kept_apart
     from ..pipeline import pull_lines
 
     gone = pull_lines(result)  # files removed since the last pull, consent values not read
@@ -69,13 +70,16 @@ def pull(config_path, source_name, full, reread, verify, fmt):
                                         "stored_contacts": pulled.stored_contacts,
                                         "unstored_orders": result.unstored_orders,
                                         "unchanged_orders": result.unchanged_orders,
-                                        "unchanged_contacts": result.unchanged_contacts})
+                                        "unchanged_contacts": result.unchanged_contacts,
+                                        "cleaned_values": result.issue_count,
+                                        "anonymous_orders": result.anonymous_orders})
         emit(doc)
         return
     unstored = (f"; {counted(result.unstored_orders, 'deleted or lost order')} never stored, not stored"
                 if result.unstored_orders else "")
     again = result.unchanged_orders + result.unchanged_contacts  # (the lookback window's re-reads)
     unstored += f"; {counted(again, 'record')} read again unchanged" if again else ""
+    unstored += "".join(f"; {part}" for part in kept_apart(result))  # values cleaned, walk-in sales
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
               f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")
