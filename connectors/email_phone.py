@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import duckdb
@@ -90,9 +91,12 @@ def validate_email_value(value: str) -> str | None:
     """email-validator's normalised, lower-cased address, or None when invalid (also when more than
     :data:`LOCAL_PART_MAX` characters come before the @: the ESPs refuse it, so it would fail every run; and when
     a label mixes Latin and Cyrillic letters: :func:`mixed_script`). Every address that is not plain ASCII,
-    from a file (:func:`email_map`) or one value (:func:`normalize_email`), is decided here."""
+    from a file (:func:`email_map`) or one value (:func:`normalize_email`), is decided here, NFKC-folded first:
+    ``ａｎｎａ@ｘ．ｃｏｍ`` typed with a Chinese or Japanese keyboard's fullwidth letters is anna@x.com (email-validator
+    folds NFC only: it was a second customer beside anna@x.com), as are a ligature's letters (``ﬁ`` is ``fi``)."""
     from email_validator import EmailNotValidError, validate_email
 
+    value = unicodedata.normalize("NFKC", value).strip(EMAIL_BLANKS)
     try:
         found = validate_email(value, check_deliverability=False)
     except EmailNotValidError:
