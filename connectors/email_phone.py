@@ -148,13 +148,30 @@ def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> Va
 
 # ---------------------------------------------------------------------------------------------- phones
 
+#: the extension words phonenumbers does not know that Russian offices write (``доп.``, ``вн.``): read as its ``доб``
+_EXTRA_EXT_WORDS = re.compile(r"(?i)(?<![^\W\d_])(?:доп|вн)\.?\s*(?=\d)")
+
+
 def phone_e164(value: str, region: str | None) -> str | None:
-    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number. A number typed
+    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number. An extension
+    (``доб. 101``, ``доп. 101``, ``вн. 101``, ``ext. 101``, ``x101``, ``#101``, ``;ext=101``) is kept, RFC 3966 style:
+    ``+998712000000;ext=101``; two extensions of one office line are two people's phones. A number typed
     with ``00``, the international prefix of most of the world, where ``region`` dials out otherwise (Russia's and
     Kazakhstan's ``8 10``, the US ``011``; or no region) is the international number (``00998901234567`` under RU:
     +998901234567, not +700998901234567) when that is a possible number, unless ``region`` reads it as a valid
     number of its own (Japan's ``0077…``) or read it through its own international prefix, 00 and a carrier code
     (Colombia's ``005``: ``00556144572981`` is +56144572981)."""
+    import phonenumbers
+
+    num = possible_number(value, region)
+    if num is None:
+        return None
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return f"{e164};ext={num.extension}" if num.extension else e164
+
+
+def possible_number(value: str, region: str | None):
+    """The phonenumbers number of :func:`phone_e164`'s value when it is a possible one, else None."""
     import phonenumbers
 
     def parse(text: str, default: str | None):
@@ -163,18 +180,21 @@ def phone_e164(value: str, region: str | None) -> str | None:
         except phonenumbers.NumberParseException:
             return None
 
+    value = _EXTRA_EXT_WORDS.sub("доб ", value)
     num = parse(value, region)
     digits = re.sub(r"[^\d+]", "", value)
+    if num is not None and num.extension and digits.endswith(num.extension):
+        digits = digits[: -len(num.extension)]  # the number's own digits (00 read again below: without them)
     # only a number the library read as a national one: one it read through the region's own international prefix
     # (Colombia's 005, Korea's 001: 00 and a carrier digit) is already the international number
     if digits.startswith("00") and not dials_out_with_00(region) and (num is None or (
             num.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
             and not phonenumbers.is_valid_number(num))):
         plus = parse("+" + digits[2:], None)
-        num = plus if plus is not None and phonenumbers.is_possible_number(plus) else num
-    if num is None or not phonenumbers.is_possible_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+        if plus is not None and phonenumbers.is_possible_number(plus):
+            plus.extension = num.extension if num is not None else None
+            num = plus
+    return num if num is not None and phonenumbers.is_possible_number(num) else None
 
 
 @functools.cache

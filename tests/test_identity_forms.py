@@ -4,12 +4,21 @@ webhook contacts) give the same key, and identity linking (rule 3) follows it.""
 
 from __future__ import annotations
 
+
 import duckdb
 import pyarrow as pa
 import pytest
 
 from connectors import email_phone as ep
-from tests.test_identity import keys, people, pull, write
+from connectors.records import Contact
+from tests.test_identity import _merge, _order, _owners, _store, keys, people, pull, write
+
+
+def _batch_phones(values: list[str], region: str | None) -> dict[str, str | None]:
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": values}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    return dict(con.execute("SELECT raw, norm FROM pm").fetchall())
 
 
 def _batch_emails(values: list[str]) -> dict[str, str | None]:
@@ -17,6 +26,70 @@ def _batch_emails(values: list[str]) -> dict[str, str | None]:
     con.register("v", pa.table({"raw": values}))
     ep.email_map(con, "SELECT raw FROM v", "m")
     return dict(con.execute("SELECT raw, norm FROM m").fetchall())
+
+
+# ---------------------------------------------------------------------------------------------- extensions
+
+OFFICE = "+998712000000"
+#: how an extension is written after a number: Russian доб./доп./вн., English ext./x/#, RFC 3966's ;ext=, a comma
+EXTENSION_FORMS = [" доб. {}", " доб {}", "доб{}", " Доб. {}", " (доб. {})", " доп. {}", " доп.{}", " вн. {}",
+                   " ext. {}", " ext {}", " extension {}", " x{}", " X {}", "#{}", " # {}", ";ext={}", ",{}"]
+#: the office number as it is typed under UZ, and with no region (international forms only)
+NUMBER_FORMS = {"UZ": ["+998 71 200 00 00", "+998712000000", "998 71 200-00-00", "(71) 200-00-00", "71 200 00 00",
+                       "+998 (71) 200-00-00"],
+                None: ["+998 71 200 00 00", "+998712000000", "+998 (71) 200-00-00", "tel:+998-71-200-00-00"]}
+
+
+@pytest.mark.parametrize("region", sorted(NUMBER_FORMS, key=str))
+def test_every_form_of_an_extension_is_kept_and_both_normalisers_agree(region):
+    """Every number form × every extension form (and enough of them for the batch path's shapes): the extension is
+    kept RFC 3966 style after the E.164 number, by ``phone_map`` as by ``normalize_phone`` (before: each was the bare
+    +998712000000, or no phone at all for ``доп.`` and ``вн.``)."""
+    values = [n + f.format(ext) for n in NUMBER_FORMS[region] for f in EXTENSION_FORMS for ext in ("101", "7")]
+    values += [n for n in NUMBER_FORMS[region] if not n.startswith("tel:")]
+    got = _batch_phones(values, region)
+    assert got == {v: ep.normalize_phone(v, region) for v in values}
+    for n in NUMBER_FORMS[region]:
+        for f in EXTENSION_FORMS:
+            assert got[n + f.format("101")] == f"{OFFICE};ext=101", n + f.format("101")
+            assert got[n + f.format("7")] == f"{OFFICE};ext=7"
+        assert n.startswith("tel:") or got[n] == OFFICE  # the line itself: no extension, as before
+
+
+@pytest.mark.parametrize("raw, region, e164", [
+    ("8 (495) 123-45-67 доб. 12", "RU", "+74951234567;ext=12"),
+    ("00998712000000 доб. 101", "RU", "+998712000000;ext=101"),  # 00 read again as + (before: +700998712000000)
+    ("8 10 998 71 200 00 00 доп. 5", "RU", "+998712000000;ext=5"),
+    ("+1 650 253 0000 ext. 5", None, "+16502530000;ext=5"),
+    ("+998712000000;ext=101", None, "+998712000000;ext=101"),  # the key, read again: itself
+])
+def test_an_extension_after_other_prefixes(raw, region, e164):
+    assert ep.normalize_phone(raw, region) == e164
+    assert _batch_phones([raw], region) == {raw: e164}
+
+
+def test_two_colleagues_on_one_office_line_are_two_customers(tmp_path):
+    """The hunter's export: two e-mails, one office number, two extensions, no customer id. Rule 3 linked the rows
+    through the number, so Aziz's purchase went to Bobur's address."""
+    write(tmp_path / "sales.csv", [["1", "02.01.2024", "10", "aziz@corp.uz", "+998 71 200 00 00 доб. 101"],
+                                   ["2", "03.01.2024", "20", "bobur@corp.uz", "+998 71 200 00 00 доб. 102"],
+                                   ["3", "04.01.2024", "30", "", "71 200-00-00 ext. 101"]])
+    result, con = pull(tmp_path)
+    assert keys(con) == {"1": "aziz@corp.uz", "2": "bobur@corp.uz", "3": "aziz@corp.uz"}
+    assert people(con) == {"aziz@corp.uz": ("aziz@corp.uz", "+998712000000;ext=101"),
+                           "bobur@corp.uz": ("bobur@corp.uz", "+998712000000;ext=102")}
+    assert result.bad_row_count == 0 and (result.identity.linked_rows, result.identity.merged_customers) == (1, 1)
+
+
+def test_a_guest_order_keyed_by_a_phone_with_an_extension_joins_that_extensions_customer():
+    """CRM and webhook records (rule 2): a guest keyed by the office line with extension 102 joins the customer
+    whose contact has that extension, not the colleague on 101."""
+    con = _store([_order("1", "c1"), _order("2", "c2")],
+                 [Contact("c1", phone="+998712000000;ext=101"), Contact("c2", phone="+998712000000;ext=102")])
+    _merge(con, [_order("3", "+998712000000;ext=102", 2)], [Contact("+998712000000;ext=102",
+                                                                     phone="+998712000000;ext=102")],
+           origin="webhook")
+    assert _owners(con) == {"1": "c1", "2": "c2", "3": "c2"}
 
 
 # ---------------------------------------------------------------------------------------------- fullwidth e-mails
