@@ -153,7 +153,11 @@ _EXTRA_EXT_WORDS = re.compile(r"(?i)(?<![^\W\d_])(?:доп|вн)\.?\s*(?=\d)")
 
 
 def phone_e164(value: str, region: str | None) -> str | None:
-    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number. An extension
+    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number, or is possible
+    only with its country's trunk prefix kept (:func:`kept_trunk_prefix`) and not valid: under RU, ``8 (902)
+    001-58-3``, a digit short, kept its 8 (a possible +78902001583, which no Russian number is). Other possible
+    numbers phonenumbers does not know as valid are kept: new ranges (an operator's new prefix) appear before the
+    library knows them. An extension
     (``доб. 101``, ``доп. 101``, ``вн. 101``, ``ext. 101``, ``x101``, ``#101``, ``;ext=101``) is kept, RFC 3966 style:
     ``+998712000000;ext=101``; two extensions of one office line are two people's phones. A number typed
     with ``00``, the international prefix of most of the world, where ``region`` dials out otherwise (Russia's and
@@ -167,7 +171,22 @@ def phone_e164(value: str, region: str | None) -> str | None:
     if num is None:
         return None
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    if e164.startswith(kept_trunk_prefix(num.country_code)) and not phonenumbers.is_valid_number(num):
+        return None
     return f"{e164};ext={num.extension}" if num.extension else e164
+
+
+@functools.cache
+def kept_trunk_prefix(cc: int) -> tuple[str, ...]:
+    """The E.164 beginnings of country code ``cc``'s numbers whose national part starts with the country's trunk
+    (national) prefix: ``("+78",)`` for +7 (RU and KZ dial 8 before a national number), ``("+440",)``; none for +998
+    (Uzbekistan dials none). phonenumbers strips the prefix only when the rest still fits the country's numbers, so
+    one it kept is a digit missing (or a number the library knows: RU's 8 800 toll-free numbers are valid)."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(cc, phonenumbers.region_code_for_country_code(cc))
+    return (f"+{cc}{meta.national_prefix}",) if meta is not None and meta.national_prefix else ()
 
 
 def possible_number(value: str, region: str | None):
@@ -215,6 +234,14 @@ def international_prefix(region: str | None) -> str | None:
     return meta.international_prefix if meta and meta.international_prefix else None
 
 
+def _possible_e164(value: str, region: str | None) -> str | None:
+    """E.164 of :func:`possible_number` (valid or not): what a shape's template is read from."""
+    import phonenumbers
+
+    num = possible_number(value, region)
+    return None if num is None else phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
 def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
     """(prefix, n): e164 == prefix + digits[n:] when the output keeps a suffix of the input."""
     if e164 is None:
@@ -245,12 +272,14 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
     # Per shape, parse the smallest and largest value; when both follow the same template, apply it.
     shapes, mixed = _mixed_shapes(con, region)
     rules: list[tuple[str, str, int]] = []
+    kept: set[str] = set()
     for shape, n, lo, hi, _ in shapes:
         if n < _SHAPE_MIN or shape.startswith("00:") and not dials_out_with_00(region) or shape in mixed:
             continue  # few values; 00 typed and not read as a prefix; a trunk prefix not alike: value by value
-        t_lo = _template(lo.lstrip("+"), phone_e164(lo, region))
-        if t_lo is not None and t_lo == _template(hi.lstrip("+"), phone_e164(hi, region)):
+        t_lo = _template(lo.lstrip("+"), _possible_e164(lo, region))
+        if t_lo is not None and t_lo == _template(hi.lstrip("+"), _possible_e164(hi, region)):
             rules.append((shape, t_lo[0], t_lo[1]))
+            kept.update(kept_trunk_prefix(possible_number(lo, region).country_code))
     import pyarrow as pa
 
     if rules:
@@ -259,6 +288,9 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
         con.execute("""UPDATE _phone_new t SET norm = r.prefix || substr(ltrim(t.d, '+'), r.skip + 1)
                        FROM _phone_rules r WHERE t.shape = r.shape""")
         con.unregister("_phone_rules")
+        if kept:  # a trunk prefix kept: valid or not, value by value (a template reads possible numbers alike)
+            starts = " OR ".join(f"starts_with(norm, {lit(k)})" for k in sorted(kept))
+            con.execute(f"UPDATE _phone_new SET norm = NULL WHERE {starts}")
     slow = con.execute("SELECT raw FROM _phone_new WHERE norm IS NULL").fetchall()
     if slow:
         con.register("_phone_fixed", pa.table({"raw": [r for (r,) in slow],

@@ -4,8 +4,10 @@ webhook contacts) give the same key, and identity linking (rule 3) follows it.""
 
 from __future__ import annotations
 
+import random
 
 import duckdb
+import phonenumbers
 import pyarrow as pa
 import pytest
 
@@ -112,3 +114,65 @@ def test_a_fullwidth_address_in_an_export_is_the_customer_of_the_plain_one(tmp_p
     result, con = pull(tmp_path)
     assert keys(con) == {"1": "anna@x.com", "2": "anna@x.com"}
     assert people(con) == {"anna@x.com": ("anna@x.com", None)} and result.bad_row_count == 0
+
+
+# ---------------------------------------------------------------------------------------------- a digit short
+
+def test_a_number_a_digit_short_is_invalid_not_a_wrong_possible_one():
+    """Under RU, ``8 (902) 001-58-3`` (a digit short) kept its 8 as a national digit: a possible +78902001583,
+    which no Russian number is. A number possible only with its trunk prefix kept must be valid, in both paths."""
+    short, whole = "8 (902) 001-58-3", "8 (902) 001-58-38"
+    assert ep.normalize_phone(short, "RU") is None and ep.normalize_phone(whole, "RU") == "+79020015838"
+    assert ep.normalize_phone("8 800 123-45-67", "RU") == "+78001234567"  # the 8 of a toll-free 8 800: valid
+    values = [short, whole, "8 800 123-45-67"] + [f"8 (902) 001-{i:02d}-3" for i in range(10)] + [
+        f"8 (902) 001-58-{i:02d}" for i in range(10)] + [f"8 800 123-45-{i:02d}" for i in range(10)]
+    got = _batch_phones(values, "RU")
+    assert got[short] is None and got[whole] == "+79020015838" and got["8 800 123-45-67"] == "+78001234567"
+    assert got == {v: ep.normalize_phone(v, "RU") for v in values}
+
+
+def test_a_possible_number_of_a_range_phonenumbers_does_not_know_yet_is_still_kept():
+    """The documented choice (docs/sources/files.md): an operator's new prefix appears before the library knows it,
+    so a possible number is kept unless its trunk prefix was kept (+998 96 is no Uzbek range today)."""
+    values = [f"+998 96 123 45 {i:02d}" for i in range(10)] + ["96 123 45 67"]
+    got = _batch_phones(values, "UZ")
+    assert got["+998 96 123 45 07"] == "+998961234507" and got["96 123 45 67"] == "+998961234567"
+    assert got == {v: ep.normalize_phone(v, "UZ") for v in values}
+
+
+REGIONS = ["RU", "UZ", "KZ", "US", "GB", "DE", "BY", "IT", "UA", "AR", "MX", "BR", "IN", "CN", "AU", "CA", "JM", "GG"]
+
+
+@pytest.mark.parametrize("region", [None, "RU", "KZ", "UZ", "US", "GB", "DE", "BY"])
+def test_numbers_with_and_without_a_kept_trunk_prefix_agree_in_both_paths(region):
+    """Numbers of many countries (several regions behind one country code: +1, +7, +44), all but four digits
+    random, in shapes large enough for the batch path's templates; and as many whose national part begins with
+    the trunk prefix (typed after +country, or nationally a digit short): the batch path sends those value by
+    value, and agrees with ``normalize_phone`` on every one."""
+    from phonenumbers import PhoneMetadata
+
+    rng = random.Random(region or "none")
+    values: set[str] = set()
+
+    def some(lead: str, fixed: str, length: int, fmt=lambda v: v) -> None:
+        for _ in range(30):  # the shape's four digits kept, every other digit random
+            values.add(fmt(lead + fixed + "".join(rng.choice("0123456789") for _ in range(length - len(fixed)))))
+
+    for src in REGIONS:
+        trunk = PhoneMetadata.metadata_for_region(src).national_prefix or ""
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(src, kind)
+            if example is None:
+                continue
+            nsn = phonenumbers.national_significant_number(example)
+            digits = f"{example.country_code}{nsn}"
+            some("+", digits[:4], len(digits))
+            if trunk:
+                some("+", f"{example.country_code}{trunk}{nsn}"[:4], len(digits))  # a trunk prefix after +cc
+                if src == region:  # typed nationally, a digit short: phonenumbers keeps the trunk prefix
+                    some("", f"{trunk}{nsn}"[:4], len(trunk) + len(nsn) - 1)
+    values = sorted(values)
+    got = _batch_phones(values, region)
+    want = {v: ep.normalize_phone(v, region) for v in values}
+    assert got == want
+    assert sum(v is None for v in want.values()) > 100 and sum(v is not None for v in want.values()) > 200
