@@ -94,6 +94,16 @@ def test_a_guest_order_keyed_by_a_phone_with_an_extension_joins_that_extensions_
     assert _owners(con) == {"1": "c1", "2": "c2", "3": "c2"}
 
 
+@pytest.mark.parametrize("typed", ["+998 71 200 00 00 доб. 101", "+998 71 200-00-00 ext. 101", "+998712000000#101"])
+def test_a_stored_guest_keyed_by_a_phone_typed_with_an_extension_joins_the_crm_card_that_arrives(typed):
+    """A guest's webhook order keyed by the phone as typed; then Aziz's CRM card arrives with that phone. The merge's
+    cheap pre-filter compared the stored id flattened to digits (+998712000000101) with the touched key
+    (+998712000000;ext=101): the guest was never looked at and stayed a second customer."""
+    con = _store([_order("1", typed)], [Contact(typed, phone=ep.normalize_phone(typed, "UZ"))])
+    _merge(con, [_order("2", "c1", 2)], [Contact("c1", email="aziz@corp.uz", phone=ep.normalize_phone(typed, "UZ"))])
+    assert _owners(con) == {"1": "c1", "2": "c1"}
+
+
 # ---------------------------------------------------------------------------------------------- fullwidth e-mails
 
 FULLWIDTH = ["ａｎｎａ@x.com", "ＡＮＮＡ@Ｘ．ＣＯＭ", "anna＠x.com", "ａｎｎａ＠ｘ．ｃｏｍ\u3000", " Ａnna@x.com"]
