@@ -150,6 +150,10 @@ def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> Va
 
 #: the extension words phonenumbers does not know that Russian offices write (``доп.``, ``вн.``): read as its ``доб``
 _EXTRA_EXT_WORDS = re.compile(r"(?i)(?<![^\W\d_])(?:доп|вн)\.?\s*(?=\d)")
+#: the longest extension: office exchanges number their lines with 2 to 5 digits, rarely 6; seven digits and more
+#: after ``доп.`` (additional) or ``доб.`` are a second number (a city number has 7 digits, a mobile 9 or 10), and
+#: the value, two numbers in one field, is invalid (phonenumbers takes up to 20 digits after ``доб``/``ext``)
+EXTENSION_MAX = 6
 
 
 def phone_e164(value: str, region: str | None) -> str | None:
@@ -209,11 +213,15 @@ def possible_number(value: str, region: str | None):
     if digits.startswith("00") and not dials_out_with_00(region) and (num is None or (
             num.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
             and not phonenumbers.is_valid_number(num))):
-        plus = parse("+" + digits[2:], None)
+        # the text with its first two zeros read as +: an extension stays one (no region: num is None, and its
+        # digits, still in ``digits``, would be taken for the number's)
+        plus = parse(re.sub(r"^[^\d+]*0[^\d+]*0", "+", value, count=1), None)
         if plus is not None and phonenumbers.is_possible_number(plus):
-            plus.extension = num.extension if num is not None else None
+            plus.extension = plus.extension or (num.extension if num is not None else None)
             num = plus
-    return num if num is not None and phonenumbers.is_possible_number(num) else None
+    if num is None or num.extension and len(num.extension) > EXTENSION_MAX:
+        return None  # a second number after доп./доб.: two numbers in one value
+    return num if phonenumbers.is_possible_number(num) else None
 
 
 @functools.cache

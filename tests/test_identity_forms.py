@@ -62,6 +62,8 @@ def test_every_form_of_an_extension_is_kept_and_both_normalisers_agree(region):
     ("8 (495) 123-45-67 доб. 12", "RU", "+74951234567;ext=12"),
     ("00998712000000 доб. 101", "RU", "+998712000000;ext=101"),  # 00 read again as + (before: +700998712000000)
     ("8 10 998 71 200 00 00 доп. 5", "RU", "+998712000000;ext=5"),
+    ("00998712000000 доб. 101", None, "+998712000000;ext=101"),  # no region: the extension was read as the number's
+    ("00 998 71 200 00 00 ext. 101", None, "+998712000000;ext=101"),
     ("+1 650 253 0000 ext. 5", None, "+16502530000;ext=5"),
     ("+998712000000;ext=101", None, "+998712000000;ext=101"),  # the key, read again: itself
 ])
@@ -102,6 +104,33 @@ def test_a_stored_guest_keyed_by_a_phone_typed_with_an_extension_joins_the_crm_c
     con = _store([_order("1", typed)], [Contact(typed, phone=ep.normalize_phone(typed, "UZ"))])
     _merge(con, [_order("2", "c1", 2)], [Contact("c1", email="aziz@corp.uz", phone=ep.normalize_phone(typed, "UZ"))])
     assert _owners(con) == {"1": "c1", "2": "c1"}
+
+
+# ---------------------------------------------------------------------------------------------- long extensions
+
+@pytest.mark.parametrize("raw, region", [
+    ("8 902 001 58 38 доп 89031112233", "RU"),       # a second number after доп (additional), not an extension
+    ("+7 902 001 58 38 доб. 89031112233", "RU"),
+    ("+998 90 123 45 67 доп. 912345678", "UZ"),
+    ("+998 71 200 00 00 доб. 2000001", "UZ"),          # seven digits: a Tashkent city number
+    ("+998 71 200 00 00 ext. 1234567", None),
+])
+def test_an_extension_longer_than_six_digits_is_a_second_number_reported_invalid(raw, region):
+    """``8 902 001 58 38 доп 89031112233`` was the new key +79020015838;ext=89031112233: a person's second number
+    read as an extension (its own number typed alone was another key). More than six digits after the marker is
+    not an extension: the value holds two numbers and is invalid (reported), as ``… доп. 91 234 56 78`` already was;
+    in both paths."""
+    assert ep.normalize_phone(raw, region) is None
+    assert _batch_phones([raw], region) == {raw: None}
+
+
+@pytest.mark.parametrize("raw, region, e164", [
+    ("+998 71 200 00 00 доп. 123456", "UZ", "+998712000000;ext=123456"),
+    ("8 495 123-45-67 доп. 12", "RU", "+74951234567;ext=12"),
+])
+def test_an_extension_of_up_to_six_digits_is_kept(raw, region, e164):
+    assert ep.normalize_phone(raw, region) == e164
+    assert _batch_phones([raw], region) == {raw: e164}
 
 
 # ---------------------------------------------------------------------------------------------- fullwidth e-mails
