@@ -67,8 +67,9 @@ log = logging.getLogger(__name__)
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
-FORMAT = 9  # bumped when a file's stored rows change: all read again (8: unrecognised consent values are no,
-# reported; 9: a consent's trailing punctuation and the unambiguous phrases read: "Да." is yes)
+FORMAT = 10  # bumped when a file's stored rows change: all read again (8: unrecognised consent values are no,
+# reported; 9: a consent's trailing punctuation and the unambiguous phrases read: "Да." is yes; 10: identity keys,
+# a phone's extension kept and e-mails NFKC-folded, so rows read before and after do not split one customer)
 
 
 @dataclass
