@@ -5,12 +5,14 @@ folded at once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
 import pytest
 
 import sync.store.files as store_files
+from tests.builders import run_cli
 from tests.test_cli_pull import T0, run, rsps, shop  # noqa: F401 (fixtures)
 from tests.test_retailcrm import FakeRetailCrm
 from tests.test_store_links import _contacts, _ingest, _owners, _shop
@@ -95,3 +97,17 @@ def test_a_file_store_read_before_the_new_keys_reads_its_files_again_once(tmp_pa
     assert _contacts(cfg) == [("anna@x.com", "anna@x.com", None),
                               ("aziz@corp.uz", "aziz@corp.uz", "+998712000000;ext=101"),
                               ("bobur@corp.uz", "bobur@corp.uz", "+998712000000;ext=102")]
+
+
+def test_explain_of_an_office_line_typed_bare_finds_the_customers_on_its_extensions(tmp_path):
+    """Every contact of the line carries its extension (+998712000000;ext=101): ``explain "+998 71 200 00 00"``
+    said "no customer" where the customers are those of its extensions."""
+    rows = ["a1,aziz@corp.uz,+998 71 200 00 00 доб. 101,2025-05-01,100"]
+    _shop(tmp_path, rows)
+    found = run_cli("explain", "+998 71 200 00 00", "--config", str(tmp_path / "rfmsync.toml"), "--as-of",
+                    "2025-06-30", "--format", "json")
+    assert json.loads(found.stdout)["customer_id"] == "aziz@corp.uz"
+    _shop(tmp_path, [*rows, "b1,bobur@corp.uz,+998 71 200 00 00 доб. 102,2025-05-02,50"])
+    two = run_cli("explain", "+998 71 200 00 00", "--config", str(tmp_path / "rfmsync.toml"), "--as-of",
+                  "2025-06-30", code=3)
+    assert "matches 2 customers (aziz@corp.uz, bobur@corp.uz): explain one of them by id" in two.output
