@@ -44,7 +44,10 @@ def key_rules(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def mark_key_rules(con: duckdb.DuckDBPyConnection) -> None:
-    """Record that the store's keys follow :data:`KEY_RULES` (the whole source read, or the notice given)."""
+    """Record that the store's keys follow :data:`KEY_RULES` (the whole source read, or the notice given); a store
+    that records them already is not written (a file source's every run comes here)."""
+    if key_rules(con) >= KEY_RULES:
+        return
     con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (rules INTEGER NOT NULL)")
     con.execute(f"DELETE FROM {TABLE}")
     con.execute(f"INSERT INTO {TABLE} VALUES ({KEY_RULES})")
