@@ -11,7 +11,7 @@ each with a fast path:
   ``phonenumbers``, so two representatives of each shape are parsed and, when both agree, the rest of the shape is
   rewritten in SQL. Shapes that disagree, small shapes, shapes whose values phonenumbers does not all treat alike
   after the country code (a trunk prefix stripped from some, or the region's own country code typed with no lead
-  taken for one in some: :func:`_mixed_shapes`), and ``00`` typed where ``00``
+  taken for one in some: :func:`connectors.phone_shapes._mixed_shapes`), and ``00`` typed where ``00``
   is not the region's international prefix (:func:`phone_e164` decides those by validity) are parsed value by
   value.
 
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import duckdb
 
 from .normalize import TRIMMED_SPACES, lit
+from .phone_shapes import _SHAPE_MIN, _mixed_shapes
 
 # phonenumbers, email_validator and pyarrow are imported where used: a file export without emails or
 # phones never loads them (together about 0.1 s of every command's start-up).
@@ -89,9 +91,12 @@ def validate_email_value(value: str) -> str | None:
     """email-validator's normalised, lower-cased address, or None when invalid (also when more than
     :data:`LOCAL_PART_MAX` characters come before the @: the ESPs refuse it, so it would fail every run; and when
     a label mixes Latin and Cyrillic letters: :func:`mixed_script`). Every address that is not plain ASCII,
-    from a file (:func:`email_map`) or one value (:func:`normalize_email`), is decided here."""
+    from a file (:func:`email_map`) or one value (:func:`normalize_email`), is decided here, NFKC-folded first:
+    ``ａｎｎａ@ｘ．ｃｏｍ`` typed with a Chinese or Japanese keyboard's fullwidth letters is anna@x.com (email-validator
+    folds NFC only: it was a second customer beside anna@x.com), as are a ligature's letters (``ﬁ`` is ``fi``)."""
     from email_validator import EmailNotValidError, validate_email
 
+    value = unicodedata.normalize("NFKC", value).strip(EMAIL_BLANKS)
     try:
         found = validate_email(value, check_deliverability=False)
     except EmailNotValidError:
@@ -143,13 +148,53 @@ def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> Va
 
 # ---------------------------------------------------------------------------------------------- phones
 
+#: the extension words phonenumbers does not know that Russian offices write (``доп.``, ``вн.``): read as its ``доб``
+_EXTRA_EXT_WORDS = re.compile(r"(?i)(?<![^\W\d_])(?:доп|вн)\.?\s*(?=\d)")
+#: the longest extension: office exchanges number their lines with 2 to 5 digits, rarely 6; seven digits and more
+#: after ``доп.`` (additional) or ``доб.`` are a second number (a city number has 7 digits, a mobile 9 or 10), and
+#: the value, two numbers in one field, is invalid (phonenumbers takes up to 20 digits after ``доб``/``ext``)
+EXTENSION_MAX = 6
+
+
 def phone_e164(value: str, region: str | None) -> str | None:
-    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number. A number typed
+    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number, or is possible
+    only with its country's trunk prefix kept (:func:`kept_trunk_prefix`) and not valid: under RU, ``8 (902)
+    001-58-3``, a digit short, kept its 8 (a possible +78902001583, which no Russian number is). Other possible
+    numbers phonenumbers does not know as valid are kept: new ranges (an operator's new prefix) appear before the
+    library knows them. An extension
+    (``доб. 101``, ``доп. 101``, ``вн. 101``, ``ext. 101``, ``x101``, ``#101``, ``;ext=101``) is kept, RFC 3966 style:
+    ``+998712000000;ext=101``; two extensions of one office line are two people's phones. A number typed
     with ``00``, the international prefix of most of the world, where ``region`` dials out otherwise (Russia's and
     Kazakhstan's ``8 10``, the US ``011``; or no region) is the international number (``00998901234567`` under RU:
     +998901234567, not +700998901234567) when that is a possible number, unless ``region`` reads it as a valid
     number of its own (Japan's ``0077…``) or read it through its own international prefix, 00 and a carrier code
     (Colombia's ``005``: ``00556144572981`` is +56144572981)."""
+    import phonenumbers
+
+    num = possible_number(value, region)
+    if num is None:
+        return None
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    if e164.startswith(kept_trunk_prefix(num.country_code)) and not phonenumbers.is_valid_number(num):
+        return None
+    return f"{e164};ext={num.extension}" if num.extension else e164
+
+
+@functools.cache
+def kept_trunk_prefix(cc: int) -> tuple[str, ...]:
+    """The E.164 beginnings of country code ``cc``'s numbers whose national part starts with the country's trunk
+    (national) prefix: ``("+78",)`` for +7 (RU and KZ dial 8 before a national number), ``("+440",)``; none for +998
+    (Uzbekistan dials none). phonenumbers strips the prefix only when the rest still fits the country's numbers, so
+    one it kept is a digit missing (or a number the library knows: RU's 8 800 toll-free numbers are valid)."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(cc, phonenumbers.region_code_for_country_code(cc))
+    return (f"+{cc}{meta.national_prefix}",) if meta is not None and meta.national_prefix else ()
+
+
+def possible_number(value: str, region: str | None):
+    """The phonenumbers number of :func:`phone_e164`'s value when it is a possible one, else None."""
     import phonenumbers
 
     def parse(text: str, default: str | None):
@@ -158,18 +203,25 @@ def phone_e164(value: str, region: str | None) -> str | None:
         except phonenumbers.NumberParseException:
             return None
 
+    value = _EXTRA_EXT_WORDS.sub("доб ", value)
     num = parse(value, region)
     digits = re.sub(r"[^\d+]", "", value)
+    if num is not None and num.extension and digits.endswith(num.extension):
+        digits = digits[: -len(num.extension)]  # the number's own digits (00 read again below: without them)
     # only a number the library read as a national one: one it read through the region's own international prefix
     # (Colombia's 005, Korea's 001: 00 and a carrier digit) is already the international number
     if digits.startswith("00") and not dials_out_with_00(region) and (num is None or (
             num.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
             and not phonenumbers.is_valid_number(num))):
-        plus = parse("+" + digits[2:], None)
-        num = plus if plus is not None and phonenumbers.is_possible_number(plus) else num
-    if num is None or not phonenumbers.is_possible_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+        # the text with its first two zeros read as +: an extension stays one (no region: num is None, and its
+        # digits, still in ``digits``, would be taken for the number's)
+        plus = parse(re.sub(r"^[^\d+]*0[^\d+]*0", "+", value, count=1), None)
+        if plus is not None and phonenumbers.is_possible_number(plus):
+            plus.extension = plus.extension or (num.extension if num is not None else None)
+            num = plus
+    if num is None or num.extension and len(num.extension) > EXTENSION_MAX:
+        return None  # a second number after доп./доб.: two numbers in one value
+    return num if phonenumbers.is_possible_number(num) else None
 
 
 @functools.cache
@@ -190,7 +242,12 @@ def international_prefix(region: str | None) -> str | None:
     return meta.international_prefix if meta and meta.international_prefix else None
 
 
-_SHAPE_MIN = 8  # shapes with fewer distinct values are parsed value by value
+def _possible_e164(value: str, region: str | None) -> str | None:
+    """E.164 of :func:`possible_number` (valid or not): what a shape's template is read from."""
+    import phonenumbers
+
+    num = possible_number(value, region)
+    return None if num is None else phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
@@ -203,122 +260,6 @@ def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
         if body.endswith(tail) and len(body) - len(tail) <= 4:
             return "+" + body[: len(body) - len(tail)], n
     return None
-
-
-def _shapes(con: duckdb.DuckDBPyConnection, key: str = "NULL", where: str = "TRUE") -> list[tuple]:
-    """Each shape of ``_phone_new``'s well-formed values: (shape, count, smallest, largest, whether the values'
-    ``key`` (SQL: :func:`_trunk_cases`) differ)."""
-    return con.execute(f"""SELECT shape, count(*), min(d), max(d),
-                                  min(k) IS DISTINCT FROM max(k) OR count(k) NOT IN (0, count(*))
-                           FROM (SELECT shape, d, {key} AS k FROM _phone_new
-                                 WHERE regexp_full_match(d, '\\+?[0-9]{{5,17}}') AND {where})
-                           GROUP BY shape""").fetchall()
-
-
-def _trunk_rule(meta) -> tuple[str, str] | None:
-    """(the national prefix phonenumbers strips, as a regular expression; the national number pattern that decides
-    whether it does) of a region's metadata, or None when it strips none."""
-    if meta is None or not meta.national_prefix_for_parsing:
-        return None
-    general = meta.general_desc.national_number_pattern if meta.general_desc else None
-    return meta.national_prefix_for_parsing, general or ".*"
-
-
-def _country_rule(cc: int) -> tuple[str, str] | None:
-    """:func:`_trunk_rule` of country code ``cc``'s main region: what is stripped after ``+cc``."""
-    import phonenumbers
-    from phonenumbers import PhoneMetadata
-
-    return _trunk_rule(PhoneMetadata.metadata_for_region_or_calling_code(
-        cc, phonenumbers.region_code_for_country_code(cc)))
-
-
-def _country_code(shape: str) -> int | None:
-    """The country code a shape's four digits begin with after its lead (``+``, an international prefix, ``00``)."""
-    import phonenumbers
-
-    lead, _, digits = shape.split(":")
-    return next((int(digits[:k]) for k in (1, 2, 3) if int(digits[:k]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE),
-                None) if lead else None
-
-
-def _trunk_key(national: str, prefix: str, general: str) -> str:
-    """SQL: the trunk prefix ``prefix`` matches at the start of ``national`` and whether ``national`` fits
-    ``general`` with it and without it (1/0 each); NULL where it does not match."""
-    starts = lit(f"^(?:{prefix})")
-    fits = " || ".join(f"regexp_full_match({n}, {lit(general)})::INT" for n in (national, _after(national, prefix)))
-    return f"CASE WHEN regexp_matches({national}, {starts}) THEN regexp_extract({national}, {starts}) || {fits} END"
-
-
-def _after(national: str, prefix: str) -> str:
-    """SQL: ``national`` without what ``prefix`` matches at its start."""
-    return f"substr({national}, length(regexp_extract({national}, {lit(f'^(?:{prefix})')})) + 1)"
-
-
-def _own_cc_key(meta) -> str | None:
-    """SQL of a national value's (no lead) key when it begins with the region's own country code, which
-    phonenumbers takes for one only when the number does not fit the region's pattern and the rest does (after a
-    trunk prefix stripped), or the number is too long: whether each fits, and the trunk keys (:func:`_trunk_key`)
-    of the two strips it then makes (``375 888…`` under BY loses ``8`` twice). NULL when it does not begin so (RU
-    ``79…``: the same key for every value of a shape, so such shapes are not read value by value)."""
-    general = meta.general_desc.national_number_pattern if meta is not None and meta.general_desc else None
-    if not general:
-        return None
-    cc = str(meta.country_code)
-    national = f"substr(d, {len(cc) + 1})"
-    own, second = _trunk_rule(meta), _country_rule(meta.country_code)
-    first, stripped = "NULL", national
-    if own:
-        match, fits, rest = lit(f"^(?:{own[0]})"), lit(general), _after(national, own[0])
-        first = _trunk_key(national, own[0], general)
-        stripped = (f"(CASE WHEN regexp_matches({national}, {match}) AND NOT (regexp_full_match({national}, {fits})"
-                    f" AND NOT regexp_full_match({rest}, {fits})) THEN {rest} ELSE {national} END)")
-    again = _trunk_key(stripped, *second) if second else "NULL"
-    fit = " || ".join(f"regexp_full_match({n}, {lit(general)})::INT" for n in ("d", stripped))
-    return (f"CASE WHEN starts_with(d, '{cc}') THEN {fit} || coalesce({first}, '-') || coalesce({again}, '-')"
-            f" END")
-
-
-def _trunk_cases(own: tuple[str, str] | None, by_cc: dict[int, tuple[str, str]], own_cc: str | None = None) -> str:
-    """SQL of a value's trunk key: what decides phonenumbers' stripping of a national (trunk) prefix after the
-    country code (``by_cc``; typed after a lead) or at the start of a national number (``own``, the region's): the
-    prefix its pattern matches, and whether the national number fits the country's number pattern with it and
-    without it (phonenumbers keeps a prefix whose removal would leave no valid-looking number, and that pattern sees
-    every digit); NULL where no prefix matches (``+7 9…`` under RU) or no rule applies. A national value (no lead)
-    that begins with the region's own country code adds ``own_cc`` (:func:`_own_cc_key`)."""
-    after_lead = "substr(d, length(lead) + 1)"
-    national = _trunk_key("d", *own) if own else None
-    if own_cc:  # '-' and '/' stand for "no prefix matched", "not the country code": never a key's NULL
-        national = f"coalesce({national or 'NULL'}, '-') || coalesce({own_cc}, '/')"
-    cases = [f"WHEN lead = '' THEN {national}"] if national else []
-    for cc, rule in sorted(by_cc.items()):
-        national_cc = f"substr({after_lead}, {len(str(cc)) + 1})"
-        cases.append(f"WHEN lead <> '' AND starts_with({after_lead}, '{cc}') THEN {_trunk_key(national_cc, *rule)}")
-    return f"CASE {' '.join(cases)} END" if cases else "NULL"
-
-
-def _mixed_shapes(con: duckdb.DuckDBPyConnection, region: str | None) -> tuple[list[tuple], set[str]]:
-    """``_phone_new``'s shapes (:func:`_shapes`), and the large ones whose values phonenumbers does not all treat
-    alike after the country code: a trunk prefix its pattern matches in some and not others, another one, or one
-    it strips from some and keeps in others. ``+375 80 29…`` and ``+375 88…`` share the four digits ``3758``;
-    ``80?`` takes ``80`` from the first and ``8`` from the second, and of ``+375 88…`` numbers some lose the ``8``
-    and some keep it: a shape's two representatives could agree and the rest not (the value-by-value path is the
-    reference). The region's own rules (its national numbers', its country code's) are checked in the shapes' one
-    scan; another country code's large shapes, in a second scan of them alone."""
-    from phonenumbers import PhoneMetadata
-
-    meta = PhoneMetadata.metadata_for_region(region) if region else None
-    home = {meta.country_code: rule} if meta is not None and (rule := _country_rule(meta.country_code)) else {}
-    shapes = _shapes(con, _trunk_cases(_trunk_rule(meta), home, _own_cc_key(meta)))
-    mixed = {shape for shape, n, _, _, differ in shapes if n >= _SHAPE_MIN and differ}
-    others = {shape: cc for shape, n, _, _, _ in shapes
-              if n >= _SHAPE_MIN and (cc := _country_code(shape)) and cc not in home and _country_rule(cc)}
-    if others:
-        listed = ", ".join(map(lit, others))
-        again = _shapes(con, _trunk_cases(None, {cc: _country_rule(cc) for cc in set(others.values())}),
-                        f"shape IN ({listed})")
-        mixed |= {shape for shape, _, _, _, differ in again if differ}
-    return shapes, mixed
 
 
 def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, region: str | None) -> ValueMap:
@@ -339,12 +280,14 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
     # Per shape, parse the smallest and largest value; when both follow the same template, apply it.
     shapes, mixed = _mixed_shapes(con, region)
     rules: list[tuple[str, str, int]] = []
+    kept: set[str] = set()
     for shape, n, lo, hi, _ in shapes:
         if n < _SHAPE_MIN or shape.startswith("00:") and not dials_out_with_00(region) or shape in mixed:
             continue  # few values; 00 typed and not read as a prefix; a trunk prefix not alike: value by value
-        t_lo = _template(lo.lstrip("+"), phone_e164(lo, region))
-        if t_lo is not None and t_lo == _template(hi.lstrip("+"), phone_e164(hi, region)):
+        t_lo = _template(lo.lstrip("+"), _possible_e164(lo, region))
+        if t_lo is not None and t_lo == _template(hi.lstrip("+"), _possible_e164(hi, region)):
             rules.append((shape, t_lo[0], t_lo[1]))
+            kept.update(kept_trunk_prefix(possible_number(lo, region).country_code))
     import pyarrow as pa
 
     if rules:
@@ -353,6 +296,9 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
         con.execute("""UPDATE _phone_new t SET norm = r.prefix || substr(ltrim(t.d, '+'), r.skip + 1)
                        FROM _phone_rules r WHERE t.shape = r.shape""")
         con.unregister("_phone_rules")
+        if kept:  # a trunk prefix kept: valid or not, value by value (a template reads possible numbers alike)
+            starts = " OR ".join(f"starts_with(norm, {lit(k)})" for k in sorted(kept))
+            con.execute(f"UPDATE _phone_new SET norm = NULL WHERE {starts}")
     slow = con.execute("SELECT raw FROM _phone_new WHERE norm IS NULL").fetchall()
     if slow:
         con.register("_phone_fixed", pa.table({"raw": [r for (r,) in slow],

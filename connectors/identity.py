@@ -282,7 +282,9 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         UNION SELECT regexp_replace(customer_id, '[^0-9+]', '', 'g') FROM staged_orders
               WHERE starts_with(customer_id, '+')
         UNION SELECT e FROM ({real.format(t='staged_contacts')}) WHERE e IS NOT NULL
-        UNION SELECT p FROM ({real.format(t='staged_contacts')}) WHERE p IS NOT NULL""")
+        UNION SELECT p FROM ({real.format(t='staged_contacts')}) WHERE p IS NOT NULL
+        UNION SELECT regexp_replace(p, '[^0-9+]', '', 'g') FROM ({real.format(t='staged_contacts')})
+              WHERE contains(p, ';ext=')""")  # +998712000000;ext=101 → a stored id typed '… доб. 101'
     if not con.execute("SELECT count(*) FROM _lk_touch").fetchall()[0][0]:
         return report
     # identifier-keyed customers: the batch's, and the store's that carry a touched value (a cheap pre-filter)

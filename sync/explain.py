@@ -31,7 +31,8 @@ _SCORES = (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))
 
 def find_customer(run: SegmentsRun, who: str) -> str:
     """The customer id ``who`` names: a customer id, an e-mail (normalised) or a phone (E.164 with the source's
-    ``phone_region``). A customer id of the orders counts whatever they hold (only a cancellation, orders after the
+    ``phone_region``; an office line no contact has bare: the contacts on its extensions, ``+998712000000;ext=…``).
+    A customer id of the orders counts whatever they hold (only a cancellation, orders after the
     as-of: not scored, still a customer). Unknown or ambiguous is a DataError (exit 3) saying so."""
     con = run.con
     who = who.strip()
@@ -43,6 +44,9 @@ def find_customer(run: SegmentsRun, who: str) -> str:
         UNION SELECT customer_id FROM contacts
         WHERE customer_id = $who OR email = $email OR phone = $phone
         ORDER BY 1 LIMIT 6""", {"who": who, "email": email, "phone": phone}).fetchall()]
+    if not ids and phone and ";" not in phone:  # an office line typed bare: the customers on its extensions
+        ids = [r[0] for r in con.execute("SELECT DISTINCT customer_id FROM contacts WHERE starts_with(phone, ?) "
+                                         "ORDER BY 1 LIMIT 6", [phone + ";ext="]).fetchall()]
     if not ids:
         raise DataError(f"no customer with id, e-mail or phone {who!r}")
     if len(ids) > 1:

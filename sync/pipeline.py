@@ -46,6 +46,7 @@ from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import file_lines, ingest_files
+from .store.key_rules import key_rules_notice, mark_key_rules
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -108,9 +109,11 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
     try:
         with steps.step("reading files" if source.name == "file" else f"pulling {source.name}",
                         unit="records") as advance:
-            if isinstance(source, FileSource):
-                return ingest_files(con, source, reread=reading.reread, verify=reading.verify,
-                                    before_merge=before_merge, progress=_both(progress, advance)).pull
+            if isinstance(source, FileSource):  # (every file is read under the keys' rules: FORMAT)
+                pulled = ingest_files(con, source, reread=reading.reread, verify=reading.verify,
+                                      before_merge=before_merge, progress=_both(progress, advance)).pull
+                mark_key_rules(con)
+                return pulled
             started = datetime.now(timezone.utc)  # what it reads is at least this new (its cursor's bound)
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
@@ -126,6 +129,8 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)
+    if cursor is None:  # the whole source read (a first pull, --full): its keys follow this release's rules
+        mark_key_rules(con)
     return result
 
 
@@ -271,6 +276,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                              stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days, today),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
+    if own_store:  # once, on a store pulled under older identity keys (phones' extensions, fullwidth e-mails)
+        warnings += [w for w in [key_rules_notice(con, is_file_source(cfg))] if w]
     if not result.customers:  # nobody scored: an as-of before every order says so (it printed a table of zeros)
         warnings += [w for w in [before_orders_line(con, as_of, cfg.timezone)] if w]
     if result.recency_collapse is not None:
