@@ -70,7 +70,7 @@ READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the 
 FORMAT = 10  # bumped when a file's stored rows change: all read again (8: unrecognised consent values are no,
 # reported; 9: a consent's trailing punctuation and the unambiguous phrases read: "Да." is yes; 10: a returned
 # receipt line's quantity negative, a receipt number of two customers two receipts, the last file's returns at a time;
-# identity keys: a phone's extension kept and e-mails NFKC-folded, so rows read before and after do not split one customer)
+# identity keys: a phone's extension kept and e-mails NFKC-folded, so rows read before and after split no customer)
 
 
 @dataclass
