@@ -241,8 +241,9 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     add = "tags" if full_refresh else "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
     m = _list(managed)
     # the tags he may hold (sync.planning.plan.in_doubt): taken off like the pushed ones when no longer his
-    held = f"list_distinct(list_concat(prev_managed, list_filter(p_doubt, lambda t: list_contains({m}, t))))" \
-        if pushed != PUSHED else "prev_managed"
+    doubted = f"list_filter(coalesce(p.doubt, []::VARCHAR[]), lambda t: list_contains({m}, t))" \
+        if pushed != PUSHED else "[]::VARCHAR[]"
+    held = "list_distinct(list_concat(prev_managed, doubted))" if pushed != PUSHED else "prev_managed"
     cols = ", ".join(field_cols)
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
     # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on,
@@ -269,20 +270,20 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                    list_filter(coalesce({TAGS.format('p.tags_json')}, []::VARCHAR[]), lambda t: list_contains({m}, t))
                        AS prev_managed,
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
-                       AS _pv{', coalesce(p.doubt, []::VARCHAR[]) AS p_doubt' if pushed != PUSHED else ''}
+                       AS _pv, {doubted} AS doubted
             FROM {DESIRED} d {join} JOIN {pushed} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
-            SELECT *, {status} AS status,
-                   list_filter({held}, lambda t: NOT list_contains(tags, t)) AS remove_tags
-            FROM j
-        ), k1 AS (  -- not to be created (no consent): only the doubted tags he may hold come off (bare)
-            SELECT *, NOT departed AND NOT exists_ AND status IS NULL AS refused,
-                   CASE WHEN NOT departed AND NOT exists_ AND status IS NULL THEN []::VARCHAR[] ELSE {add} END
-                       AS add_tags{verdict_cols}
-            FROM k0
+            SELECT *, {status} AS status FROM j
+        ), k1 AS (
+            SELECT *, NOT departed AND NOT exists_ AND status IS NULL AS refused FROM k0
+        ), k2 AS (  -- not to be created (no consent): only the doubted tags he may hold come off (bare)
+            SELECT *, CASE WHEN refused THEN []::VARCHAR[] ELSE {add} END AS add_tags,
+                   list_filter(CASE WHEN refused THEN doubted ELSE {held} END, lambda t: NOT list_contains(tags, t))
+                       AS remove_tags{verdict_cols}
+            FROM k1
         ), k AS (
             SELECT *, {fields_same} AS fields_same, refused AND len(remove_tags) = 0 AS skip,
-                   departed OR refused AS bare FROM k1
+                   departed OR refused AS bare FROM k2
         )
         SELECT key, departed, bare, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
                skip, departed OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same AS esp,

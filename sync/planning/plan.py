@@ -240,7 +240,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         # the status it gets if it has to be created: also for a contact the ledger knows, so a destination that
         # finds it deleted since can create it again under the consent rules (Unisender), or leave it out (None)
         status = status_for_new(d.consent, dest.new_contacts)
-        remove = (prev_tags | (doubt.get(d.key, frozenset()) & managed)) - d.tags
+        doubted = doubt.get(d.key, frozenset()) & managed
+        remove = (doubted if not exists and status is None else prev_tags | doubted) - d.tags
         if not exists and status is None:
             if not remove:
                 skips.append(Skip(d.key, d.customer_id, d.segment, no_consent_reason(d.refused_by)))
