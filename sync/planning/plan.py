@@ -214,9 +214,10 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     ``existing``: emails the ESP already holds (when it was read), so ``skip`` can tell who is new.
     ``full_refresh``: push every desired field and tag again, whatever the ledger says; with ``existing`` (the
     ESP was read), a contact the ledger believes exists but the ESP does not hold is created again.
-    ``doubt``: the tags whose add's outcome is unknown, by key (:func:`sync.planning.doubt.in_doubt`): he may hold them, so one he
-    no longer gets is taken off (an idempotent removal), and one he still gets is added again as when it failed;
-    a contact that may not be created (no consent) gets only those removals, never an upsert that could create him.
+    ``doubt``: the tags whose add's outcome is unknown, by key (:func:`sync.planning.doubt.in_doubt`): he may hold
+    them, so one he no longer gets is taken off (an idempotent removal), and one he still gets is added again as
+    when it failed; a contact that may not be created (no consent) gets only those removals, never an upsert that
+    could create him.
     """
     managed = set(all_managed(dest))
     doubt = doubt or {}
@@ -259,14 +260,15 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
                                          add_tags=frozenset(add),
                                          remove_tags=frozenset(remove), set_fields=set_fields))
     # contacts that left the customer base: take our managed tags off, nothing else
-    for key in [*last, *(k for k in doubt if k not in last)]:
+    # (and the doubted tags of those the ledger holds nothing of)
+    gone = last.items() if not doubt else [*last.items(), *((k, None) for k in doubt if k not in last)]
+    for key, prev in gone:
         if key in seen:
             continue
-        prev = last.get(key)
         remove = ((prev.tags if prev else frozenset()) | doubt.get(key, frozenset())) & managed
         if remove:
-            changes.append(ContactChange(key=key, email=key, customer_id=(prev and prev.customer_id) or "", segment="",
-                                         create=False, status_if_new=None, remove_tags=frozenset(remove)))
+            changes.append(ContactChange(key=key, email=key, customer_id=(prev and prev.customer_id) or "",
+                                         segment="", create=False, status_if_new=None, remove_tags=frozenset(remove)))
     changes.sort(key=lambda c: c.key)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
