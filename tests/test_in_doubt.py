@@ -75,6 +75,8 @@ def test_a_doubted_add_comes_off_when_consent_is_withdrawn_and_nobody_is_created
     shown = [(c["key"], c["create"], c["add_tags"], c["remove_tags"], c["set_fields"]) for c in planned.values()]
     assert all(c["remove_tags"] and not c["add_tags"] and not c["create"]
                and (work or not c["set_fields"]) for c in planned.values()), shown
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--dry-run")
+    assert _failures(cfg) == failed  # a dry run (plan, sync --dry-run) forgets and settles nothing
     cli("sync", "--config", str(cfg), "--as-of", AS_OF)
 
     assert not any(_held(esp, fake, k) for k in withdrawn), {k: _held(esp, fake, k) for k in withdrawn}

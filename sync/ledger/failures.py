@@ -105,3 +105,11 @@ class FailureLog:
             query = query.where(failures.c.destination == destination)
         with self._db.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def doubted_ops(self, destination: str) -> list[tuple[str, str]]:
+        """``(key, op)`` of the destination's pending adds (``tag+…``) and upserts: the operations in doubt
+        (:mod:`sync.planning.doubt`), read without the rest of each row (a big outage leaves millions)."""
+        query = select(failures.c.key, failures.c.op).where(
+            failures.c.destination == destination, or_(failures.c.op.like("tag+%"), failures.c.op == "upsert"))
+        with self._db.read() as conn:
+            return [(k, op) for k, op in conn.execute(query)]

@@ -14,7 +14,7 @@ consent; he left) is forgotten when a sync plans (:func:`forget_moot_upserts`): 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from ..errors import LedgerError
 from .plan import Plan
@@ -22,28 +22,28 @@ from .plan import Plan
 log = logging.getLogger(__name__)
 
 
-def in_doubt(pending: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+def in_doubt(pending: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
     """The tags each contact may hold though the ledger does not say so: his pending failed adds (``tag+<name>``
-    rows of ``failures``), by key."""
+    of :meth:`~sync.ledger.Ledger.doubted_ops`' ``(key, op)``), by key."""
     out: dict[str, set[str]] = {}
-    for f in pending:
-        if f["op"].startswith("tag+"):
-            out.setdefault(f["key"], set()).add(f["op"][4:])
+    for key, op in pending:
+        if op.startswith("tag+"):
+            out.setdefault(key, set()).add(op[4:])
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def moot_upserts(plan: Plan, pending: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+def moot_upserts(plan: Plan, pending: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """``(key, "upsert")`` of the pending failed upserts ``plan`` (a plan of every contact) makes no upsert for
     any more: he is not to be created (no consent, he left) nor has a field to write. Nothing would ever answer
     them; what they may have put on him is in the adds' own failures (taken off when no longer his)."""
-    keys = {f["key"] for f in pending if f["op"] == "upsert"}
+    keys = {key for key, op in pending if op == "upsert"}
     if not keys:
         return []
     upserting = {c.key for c in plan.changes if c.key in keys and (c.create or c.set_fields)}
     return sorted((k, "upsert") for k in keys - upserting)
 
 
-def forget_moot_upserts(ledger: Any, destination: str, plan: Plan, pending: Iterable[Mapping[str, Any]]) -> None:
+def forget_moot_upserts(ledger: Any, destination: str, plan: Plan, pending: Iterable[tuple[str, str]]) -> None:
     """Delete the failures :func:`moot_upserts` names (none: no write); a ledger this process only reads keeps
     them (said: the next sync forgets them)."""
     moot = moot_upserts(plan, pending)

@@ -196,7 +196,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     if shared is not None:
         notes.append(shared)
     # the adds whose outcome is unknown (pending failures): he may hold those tags (a move: the old audience's)
-    pending = ledger.pending_failures(dest.name) if moved_from is None else []
+    pending = ledger.doubted_ops(dest.name) if moved_from is None else []
     doubt = in_doubt(pending)
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
