@@ -200,6 +200,7 @@ class Ledger:
     resolve_failures = _Via("failures", FailureLog.resolve_failures)
     record_results = _Via("failures", FailureLog.record_results)
     pending_failures = _Via("failures", FailureLog.pending_failures)
+    doubted_ops = _Via("failures", FailureLog.doubted_ops)
 
     record_kept_out = _Via("kept_out", KeptOutLog.record_kept_out)
     kept_out_ops = _Via("kept_out", KeptOutLog.kept_out_ops)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -10,6 +10,16 @@ from sqlalchemy.exc import IntegrityError
 from ..model import ItemResult, failed_results, ok_pairs
 from .db import LedgerDB, chunks, clip
 from .schema import failures
+
+
+def settled_pairs(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """The ``(key, op)`` failures the operations ``pairs`` that succeeded settle: each one itself, and a removal
+    (``tag-<name>``) the add of that tag too: an add whose outcome was unknown is in doubt
+    (:func:`sync.planning.plan.in_doubt`) until it is done again or the tag is taken off."""
+    for key, op in pairs:
+        yield key, op
+        if op.startswith("tag-"):
+            yield key, "tag+" + op[4:]
 
 
 class FailureRecorder(Protocol):
@@ -84,7 +94,7 @@ class FailureLog:
         self.record_failures(destination, run_id, failed_results(results))  # columns read as they are
         pending = self._pending(destination)
         if pending:  # usually none: then the successes are not even listed
-            self._resolve(destination, pending, ok_pairs(results))
+            self._resolve(destination, pending, settled_pairs(ok_pairs(results)))
 
     def pending_failures(self, destination: str | None = None) -> list[dict[str, Any]]:
         """Unresolved failures (oldest first): destination, key, op, attempts, last_error,
@@ -95,3 +105,11 @@ class FailureLog:
             query = query.where(failures.c.destination == destination)
         with self._db.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def doubted_ops(self, destination: str) -> list[tuple[str, str]]:
+        """``(key, op)`` of the destination's pending adds (``tag+…``) and upserts: the operations in doubt
+        (:mod:`sync.planning.doubt`), read without the rest of each row (a big outage leaves millions)."""
+        query = select(failures.c.key, failures.c.op).where(
+            failures.c.destination == destination, or_(failures.c.op.like("tag+%"), failures.c.op == "upsert"))
+        with self._db.read() as conn:
+            return [(k, op) for k, op in conn.execute(query)]

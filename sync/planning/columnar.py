@@ -93,19 +93,22 @@ def reconcile_pushed(con: duckdb.DuckDBPyConnection, actual: Mapping[str, Iterab
 
 def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int = 0,
                   existing: Mapping[str, str] | None = None, full_refresh: bool = False,
-                  remote_checked: bool = False, notes: Iterable[str] = (), extra_tags: str | None = None) -> Plan:
+                  remote_checked: bool = False, notes: Iterable[str] = (), extra_tags: str | None = None,
+                  doubt: Mapping[str, frozenset[str]] | None = None) -> Plan:
     """The change set that takes ``dest`` from the staged pushed state (:func:`stage_pushed`) to the staged
     rows. ``extra_tags``: a query of extra desired ``(customer_id, tag)`` rows (tags besides the segment's,
-    e.g. transition tags; they must be managed tags, see ``all_managed``). ``existing`` and ``full_refresh``
-    as for :func:`sync.planning.plan.plan_destination`."""
+    e.g. transition tags; they must be managed tags, see ``all_managed``). ``existing``, ``full_refresh`` and
+    ``doubt`` as for :func:`sync.planning.plan.plan_destination`."""
     con = rows.con
     managed = all_managed(dest)
     fields = list(dest.fields.items())
     exists = _stage_existing(con, existing)
+    pushed = _stage_doubt(con, doubt)
     # nobody can have left an empty pushed state (a first sync), nor be unchanged: a left join then, which holds
     # less memory, and no texts to compare
-    departed = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PUSHED})").fetchall()[0][0]
-    diff = _diff_sql(rows, dest, managed, exists, full_refresh, extra_tags, "FULL OUTER" if departed else "LEFT")
+    departed = con.execute(f"SELECT EXISTS (SELECT 1 FROM {pushed})").fetchall()[0][0]
+    diff = _diff_sql(rows, dest, managed, exists, full_refresh, extra_tags, "FULL OUTER" if departed else "LEFT",
+                     pushed)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {diff}")
     skips = [Skip(str(raw), cid, seg, "invalid email") for raw, cid, seg in con.execute(
         f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
@@ -174,8 +177,29 @@ def _stage_existing(con: duckdb.DuckDBPyConnection, existing: Mapping[str, str] 
     return True
 
 
+def _stage_doubt(con: duckdb.DuckDBPyConnection, doubt: Mapping[str, frozenset[str]] | None) -> str:
+    """The pushed state planned against: ``_plan_pushed``, or (tags in doubt) the same with each contact's
+    doubted tags (``doubt``, a column NULL where none) and a row for a doubted contact the ledger lacks."""
+    if not doubt:
+        return PUSHED
+    import pyarrow as pa
+
+    keys = list(doubt)
+    con.register("_plan_doubt_arrow", pa.table({"key": pa.array(keys, pa.string()), "doubt": pa.array(
+        [sorted(doubt[k]) for k in keys], pa.list_(pa.string()))}))
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _plan_doubt AS SELECT * FROM _plan_doubt_arrow")
+    finally:
+        con.unregister("_plan_doubt_arrow")
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW _plan_pushed_doubt AS
+        SELECT coalesce(p.key, q.key) AS key, p.customer_id, coalesce(p.tags_json, '[]') AS tags_json,
+               coalesce(p.fields, '{{}}') AS fields, coalesce(p.present, FALSE) AS present, q.doubt
+        FROM {PUSHED} p FULL OUTER JOIN _plan_doubt q ON q.key = p.key""")
+    return "_plan_pushed_doubt"
+
+
 def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str], have_existing: bool,
-              full_refresh: bool, extra_tags: str | None, join: str) -> str:
+              full_refresh: bool, extra_tags: str | None, join: str, pushed: str = PUSHED) -> str:
     tags_for = managed_tags(dest)
     seg_tags = "CASE segment " + " ".join(f"WHEN {lit(seg)} THEN {_list(sorted(set(t)))}"
                                           for seg, t in tags_for.items()) + " ELSE []::VARCHAR[] END" \
@@ -216,6 +240,10 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     status = f"CASE WHEN consent = 'yes' THEN {_opt(yes)} ELSE {_opt(other)} END"
     add = "tags" if full_refresh else "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
     m = _list(managed)
+    # the tags he may hold (sync.planning.plan.in_doubt): taken off like the pushed ones when no longer his
+    doubted = f"list_filter(coalesce(p.doubt, []::VARCHAR[]), lambda t: list_contains({m}, t))" \
+        if pushed != PUSHED else "[]::VARCHAR[]"
+    held = "list_distinct(list_concat(prev_managed, doubted))" if pushed != PUSHED else "prev_managed"
     cols = ", ".join(field_cols)
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
     # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on,
@@ -228,7 +256,8 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
         if refused and not extra_sel:
             tags_text = f"CASE WHEN {refused} THEN '[]' ELSE {tags_text} END"
         unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
-                     f"AND p.fields = {fields_text_sql(texts)}, FALSE) OR {OWNER_MOVED.format(p='p.', d='d.')}")
+                     f"AND p.fields = {fields_text_sql(texts)}, FALSE) OR {OWNER_MOVED.format(p='p.', d='d.')}"
+                     + (" OR p.doubt IS NOT NULL" if pushed != PUSHED else ""))
     return f"""
         WITH j AS (
             SELECT {'coalesce(d._key, p.key)' if join != 'LEFT' else 'd._key'} AS key, d._key IS NULL AS departed,
@@ -241,17 +270,22 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                    list_filter(coalesce({TAGS.format('p.tags_json')}, []::VARCHAR[]), lambda t: list_contains({m}, t))
                        AS prev_managed,
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
-                       AS _pv
-            FROM {DESIRED} d {join} JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
+                       AS _pv, {doubted} AS doubted
+            FROM {DESIRED} d {join} JOIN {pushed} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
-            SELECT *, {status} AS status,
-                   {add} AS add_tags,
-                   list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags{verdict_cols}
-            FROM j
+            SELECT *, {status} AS status FROM j
+        ), k1 AS (
+            SELECT *, NOT departed AND NOT exists_ AND status IS NULL AS refused FROM k0
+        ), k2 AS (  -- not to be created (no consent): only the doubted tags he may hold come off (bare)
+            SELECT *, CASE WHEN refused THEN []::VARCHAR[] ELSE {add} END AS add_tags,
+                   list_filter(CASE WHEN refused THEN doubted ELSE {held} END, lambda t: NOT list_contains(tags, t))
+                       AS remove_tags{verdict_cols}
+            FROM k1
         ), k AS (
-            SELECT *, {fields_same} AS fields_same, NOT departed AND NOT exists_ AND status IS NULL AS skip FROM k0
+            SELECT *, {fields_same} AS fields_same, refused AND len(remove_tags) = 0 AS skip,
+                   departed OR refused AS bare FROM k2
         )
-        SELECT key, departed, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
+        SELECT key, departed, bare, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
                skip, departed OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same AS esp,
                {withdrawn} AND NOT departed AND NOT skip AND len(remove_tags) > 0 AS withdrawn{out_cols}
         FROM k
@@ -299,7 +333,7 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     n = len(dtypes)
     values = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, f"_f{i}", dtype))
     # a contact that left writes no field (its values are NULL: it has no desired row)
-    verdicts = "".join(f", CASE WHEN NOT departed THEN _c{i} ELSE FALSE END AS _c{i}, _p{i}" for i in range(n))
+    verdicts = "".join(f", CASE WHEN NOT bare THEN _c{i} ELSE FALSE END AS _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
     # a contact whose every field is written: the ledger's text of its fields, which the ledger then stores as it
     # is (ContactChange.fields_text; NULL where SQL has no sure text: the ledger encodes them)
@@ -307,12 +341,12 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
         if n else "NULL::VARCHAR"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
         SELECT key, CASE WHEN departed THEN coalesce(prev_customer_id, '') ELSE customer_id END AS customer_id,
-               CASE WHEN departed THEN '' ELSE segment END AS segment, NOT departed AND NOT exists_ AS create_,
+               CASE WHEN departed THEN '' ELSE segment END AS segment, NOT bare AND NOT exists_ AS create_,
                CASE WHEN NOT departed THEN status END AS status,
-               CASE WHEN departed THEN '[]' ELSE to_json(add_tags)::VARCHAR END AS add_json,
+               CASE WHEN bare THEN '[]' ELSE to_json(add_tags)::VARCHAR END AS add_json,
                to_json(remove_tags)::VARCHAR AS remove_json,
-               NOT departed AND {fast} AS fast,
-               CASE WHEN NOT departed AND {fast} THEN {text} END AS fields_text{', ' + values if values else ''}{verdicts}
+               NOT bare AND {fast} AS fast,
+               CASE WHEN NOT bare AND {fast} THEN {text} END AS fields_text{', ' + values if values else ''}{verdicts}
         FROM _plan_diff WHERE NOT skip AND esp
         ORDER BY key""")
     con.execute("DROP TABLE _plan_diff")

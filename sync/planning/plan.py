@@ -210,14 +210,19 @@ def same_value(a: FieldValue, b: FieldValue) -> bool:
 def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
                      *, revision: int = 0, existing: Mapping[str, str] | None = None,
                      full_refresh: bool = False, skipped: Iterable[Skip] = (), remote_checked: bool = False,
-                     notes: Iterable[str] = ()) -> Plan:
+                     notes: Iterable[str] = (), doubt: Mapping[str, frozenset[str]] | None = None) -> Plan:
     """The change set that takes the destination from ``last`` to ``desired``.
 
     ``existing``: emails the ESP already holds (when it was read), so ``skip`` can tell who is new.
     ``full_refresh``: push every desired field and tag again, whatever the ledger says; with ``existing`` (the
     ESP was read), a contact the ledger believes exists but the ESP does not hold is created again.
+    ``doubt``: the tags whose add's outcome is unknown, by key (:func:`sync.planning.doubt.in_doubt`): he may hold
+    them, so one he no longer gets is taken off (an idempotent removal), and one he still gets is added again as
+    when it failed; a contact that may not be created (no consent) gets only those removals, never an upsert that
+    could create him.
     """
     managed = set(all_managed(dest))
+    doubt = doubt or {}
     changes: list[ContactChange] = []
     skips = list(skipped)
     seen: set[str] = set()
@@ -238,26 +243,34 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         # the status it gets if it has to be created: also for a contact the ledger knows, so a destination that
         # finds it deleted since can create it again under the consent rules (Unisender), or leave it out (None)
         status = status_for_new(d.consent, dest.new_contacts)
+        doubted = doubt.get(d.key, frozenset()) & managed
+        remove = (doubted if not exists and status is None else prev_tags | doubted) - d.tags
         if not exists and status is None:
-            skips.append(Skip(d.key, d.customer_id, d.segment, no_consent_reason(d.refused_by)))
-            continue
-        add = d.tags if full_refresh else d.tags - prev_tags
-        remove = prev_tags - d.tags
-        set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not same_value(prev_fields[k], v)}
+            if not remove:
+                skips.append(Skip(d.key, d.customer_id, d.segment, no_consent_reason(d.refused_by)))
+                continue
+            add, set_fields = frozenset(), {}  # only the doubted tags taken off: he is not created
+        else:
+            add = d.tags if full_refresh else d.tags - prev_tags
+            set_fields = {k: v for k, v in d.fields.items()
+                          if k not in prev_fields or not same_value(prev_fields[k], v)}
         if remove and refused_consent(d.consent, dest.new_contacts):
             withdrawn.append(d.key)
         if not exists or add or remove or set_fields:
             changes.append(ContactChange(key=d.key, email=d.email, customer_id=d.customer_id, segment=d.segment,
-                                         create=not exists, status_if_new=status, add_tags=frozenset(add),
+                                         create=not exists and status is not None, status_if_new=status,
+                                         add_tags=frozenset(add),
                                          remove_tags=frozenset(remove), set_fields=set_fields))
     # contacts that left the customer base: take our managed tags off, nothing else
-    for key, prev in last.items():
+    # (and the doubted tags of those the ledger holds nothing of)
+    gone = last.items() if not doubt else [*last.items(), *((k, None) for k in doubt if k not in last)]
+    for key, prev in gone:
         if key in seen:
             continue
-        remove = prev.tags & managed
+        remove = ((prev.tags if prev else frozenset()) | doubt.get(key, frozenset())) & managed
         if remove:
-            changes.append(ContactChange(key=key, email=key, customer_id=prev.customer_id or "", segment="",
-                                         create=False, status_if_new=None, remove_tags=frozenset(remove)))
+            changes.append(ContactChange(key=key, email=key, customer_id=(prev and prev.customer_id) or "",
+                                         segment="", create=False, status_if_new=None, remove_tags=frozenset(remove)))
     changes.sort(key=lambda c: c.key)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)

@@ -25,6 +25,7 @@ from ..model import PushedState
 from .columnar import LEDGER, columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .adopted import adopted_warnings
 from .kept_out import forget_unwanted, without_kept_out
+from .doubt import forget_moot_upserts, in_doubt
 from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
                       retiring)
@@ -196,13 +197,17 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
+    # the adds whose outcome is unknown (pending failures): he may hold those tags (a move: the old audience's)
+    pending = ledger.doubted_ops(dest.name) if moved_from is None else []
+    doubt = in_doubt(pending)
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
-                         extra_tags=extra_tags)
+                         extra_tags=extra_tags, doubt=doubt)
     if moved_from is None and not full_refresh:  # what the contacts' own choice in the ESP keeps out: not asked
         kept = ledger.kept_out_ops(dest.name)  # again (a full refresh asks it again); what he left is forgotten
         if forget_kept:  # a plan to apply (not a dry run): re-entering, he is read once more
             forget_unwanted(ledger, dest.name, plan, kept)
+            forget_moot_upserts(ledger, dest.name, plan, pending)  # (sync.planning.doubt)
         plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
         made, at = since_read or (None, None)

@@ -1,0 +1,58 @@
+"""Operations whose outcome is unknown: in doubt until answered.
+
+An add (``tag+<name>``) or an upsert the ESP may have carried out though rfmsync never learnt it (its answer lost,
+unreadable or not believed, a timeout after the send) is a pending failure in the ledger (``failures``). The
+contact may hold that tag or list: the planners (:func:`sync.planning.plan.plan_destination`, its columnar twin)
+take it off him once he no longer gets it (he left the segment or the customer base, withdrew consent), as they
+do the tags the ledger knows he holds, and add it again while he still gets it. A removal is idempotent on every
+ESP (a tag or list he lacks, a contact it does not hold: done, never a create), so a doubted add that was in fact
+refused costs one call. The removal's success settles the add's failure
+(:func:`sync.ledger.failures.settled_pairs`); an upsert no plan makes any more (he may not be created: no
+consent; he left) is forgotten when a sync plans (:func:`forget_moot_upserts`): rfmsync never unsubscribes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from ..errors import LedgerError
+from .plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+def in_doubt(pending: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    """The tags each contact may hold though the ledger does not say so: his pending failed adds (``tag+<name>``
+    of :meth:`~sync.ledger.Ledger.doubted_ops`' ``(key, op)``), by key."""
+    out: dict[str, set[str]] = {}
+    for key, op in pending:
+        if op.startswith("tag+"):
+            out.setdefault(key, set()).add(op[4:])
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def moot_upserts(plan: Plan, pending: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(key, "upsert")`` of the pending failed upserts ``plan`` (a plan of every contact) makes no upsert for
+    any more: he is not to be created (no consent, he left) nor has a field to write. Nothing would ever answer
+    them; what they may have put on him is in the adds' own failures (taken off when no longer his)."""
+    keys = {key for key, op in pending if op == "upsert"}
+    if not keys:
+        return []
+    upserting = {c.key for c in plan.changes if c.key in keys and (c.create or c.set_fields)}
+    return sorted((k, "upsert") for k in keys - upserting)
+
+
+def forget_moot_upserts(ledger: Any, destination: str, plan: Plan, pending: Iterable[tuple[str, str]]) -> None:
+    """Delete the failures :func:`moot_upserts` names (none: no write); a ledger this process only reads keeps
+    them (said: the next sync forgets them)."""
+    moot = moot_upserts(plan, pending)
+    if moot:
+        try:
+            ledger.resolve_failures(destination, moot)
+        except LedgerError as exc:
+            log.warning("ledger: %s: %d failed upsert(s) no longer planned not forgotten (%s): the next sync "
+                        "forgets them", destination, len(moot), exc)
+
+
+__all__ = ["forget_moot_upserts", "in_doubt", "moot_upserts"]
