@@ -1,0 +1,133 @@
+"""The read-back of a large apply takes the pages read while its calls ran (sync.ledger.readahead) only when they
+still hold the ledger's rows: the copy is exactly the ledger's state at the end, and only the pages written
+again since (or never read ahead) are read at the end."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from sync import engine
+from sync.engine import execute_plan
+from sync.ledger import Ledger
+from sync.ledger.readahead import ReadAhead
+
+try:
+    from tests.ledger_fixtures import Clock, clock, ledger_url, open_ledger  # noqa: F401
+    from tests.test_ledger_statecache import as_states, read_both, state
+    from tests.test_state_copy_after_apply import AcceptingDestination, plan
+except ImportError:  # tests/ itself on sys.path
+    from ledger_fixtures import Clock, clock, ledger_url, open_ledger  # type: ignore # noqa: F401
+    from test_ledger_statecache import as_states, read_both, state  # type: ignore
+    from test_state_copy_after_apply import AcceptingDestination, plan  # type: ignore
+
+PAGE = 10
+KEYS = [f"k{i:03d}@x.io" for i in range(45)]  # pages of 10 rowids: 5 pages, the last one still being filled
+
+
+@pytest.fixture
+def cached_ledger(open_ledger: Callable[..., Ledger], tmp_path: Path) -> Ledger:
+    return open_ledger(state_cache=tmp_path / "cache")
+
+
+@pytest.fixture
+def page_reads() -> Iterator[list[str]]:
+    """The SQL every SQLite ledger connection runs while the test runs, the bulk read's own statements too (sent
+    on the driver's cursor: SQLite's trace callback, set on each connection as it is taken from the pool)."""
+    sent: list[str] = []
+
+    def trace(conn) -> None:  # noqa: ANN001
+        raw = conn.connection.driver_connection
+        if hasattr(raw, "set_trace_callback"):
+            raw.set_trace_callback(sent.append)
+
+    event.listen(Engine, "engine_connect", trace)
+    yield sent
+    event.remove(Engine, "engine_connect", trace)
+
+
+def _blob_reads(sent: list[str]) -> int:
+    return sum("group_concat" in s for s in sent)
+
+
+def _ahead(ledger: Ledger, dest: str) -> ReadAhead:
+    """A read-ahead whose pages are read when the test says (:meth:`ReadAhead.read_written`), not by its thread."""
+    states = ledger.state
+    return ReadAhead(states._db, dest, lambda conn: states._counter(conn, dest), PAGE)
+
+
+def test_the_pages_read_ahead_and_unchanged_are_not_read_again_and_the_copy_is_the_ledgers(
+        cached_ledger: Ledger, page_reads: list[str]) -> None:
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"ahead-{uuid.uuid4().hex[:8]}"
+    for i in range(0, len(KEYS), 5):  # a run's groups, one save each
+        cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS[i:i + 5]])
+    ahead = _ahead(cached_ledger, dest)
+    assert ahead.read_written() == 4  # the four pages the writer has written past; not the last one
+    cached_ledger.save_states(dest, None, [state(KEYS[12], 7)])  # page 2 written again after it was read
+    cached_ledger.forget(dest, [KEYS[33]])  # and page 4 loses a row
+    cached_ledger.save_states(dest, None, [state(f"new{i}@x.io", 2) for i in range(3)])  # new rows: last page
+    page_reads.clear()
+    assert cached_ledger.keep_copy_current(dest, page=PAGE, ahead=ahead) == len(KEYS) + 2
+    assert _blob_reads(page_reads) == 3  # pages 2 and 4 again, and the last page; pages 1 and 3 from ahead
+    through_cache, full = read_both(cached_ledger, dest)
+    assert through_cache == full and len(full) == len(KEYS) + 2
+    assert full[KEYS[12]] == state(KEYS[12], 7) and KEYS[33] not in full
+    assert cached_ledger.state_parts(dest).read == 0  # the copy is current: the next plan reads nothing
+
+
+def test_pages_read_at_a_revision_the_ledger_no_longer_holds_are_not_used(cached_ledger: Ledger,
+                                                                          page_reads: list[str]) -> None:
+    """A page is taken from the read-ahead only with the token of the revision it was read at (a ledger restored
+    and written again since holds another): otherwise every page is read at the end."""
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"token-{uuid.uuid4().hex[:8]}"
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])
+    ahead = _ahead(cached_ledger, dest)
+    assert ahead.read_written() == 4
+    ahead.pages = {lo: (table, revision, "another history") for lo, (table, revision, _) in ahead.pages.items()}
+    page_reads.clear()
+    assert cached_ledger.keep_copy_current(dest, page=PAGE, ahead=ahead) == len(KEYS)
+    assert _blob_reads(page_reads) == 5
+    through_cache, full = read_both(cached_ledger, dest)
+    assert through_cache == full
+
+
+def test_a_big_apply_reads_ahead_and_leaves_the_copy_exact(cached_ledger: Ledger) -> None:
+    """Through the engine: the apply's read-back with its read-ahead (a destination the Protocol's, answering
+    every change), then the next plan reads nothing from the ledger and the copy is the ledger's state."""
+    dest = f"apply-{uuid.uuid4().hex[:8]}"
+    assert execute_plan(plan(dest, engine.COPY_AFTER), AcceptingDestination(dest), cached_ledger).status == \
+        "succeeded"
+    parts = cached_ledger.state_parts(dest)
+    assert parts.read == 0
+    through_cache, full = read_both(cached_ledger, dest)
+    assert len(full) == engine.COPY_AFTER and through_cache == full
+    assert as_states(parts.base) == full
+
+
+def test_no_read_ahead_for_a_destination_with_a_copy_or_a_ledger_without_a_cache(
+        cached_ledger: Ledger, open_ledger: Callable[..., Ledger]) -> None:
+    dest = f"copy-{uuid.uuid4().hex[:8]}"
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])
+    ahead = cached_ledger.read_ahead(dest)
+    if cached_ledger.state._db.dialect != "sqlite":
+        assert ahead is None
+        return
+    assert ahead is not None  # no copy yet: the read-back will read it all
+    ahead.stop()
+    cached_ledger.keep_copy_current(dest, ahead=ahead)
+    assert cached_ledger.read_ahead(dest) is None  # a copy: the next read-back reads only what changes
+    memory = Ledger.connect("sqlite://")  # no cache: nothing to read back
+    try:
+        memory.save_states(dest, None, [state(k, 1) for k in KEYS])
+        assert memory.read_ahead(dest) is None
+    finally:
+        memory.close()
