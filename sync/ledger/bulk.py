@@ -90,11 +90,12 @@ def page_unchanged(cursor: Any, destination: str, lo: int, page_size: int, rows:
     return count == rows and (last is None or last <= revision)
 
 
-def select_state_pg(conn: Connection, destination: str, page_size: int = PAGE, since: int | None = None
-                    ) -> "pa.Table":
+def select_state_pg(conn: Connection, destination: str, page_size: int = PAGE, since: int | None = None,
+                    ahead: "Mapping[int, tuple[pa.Table, int]] | None" = None) -> "pa.Table":
     """``destination``'s pushed state from PostgreSQL (only the rows written after revision ``since`` when
     given), a page of ``page_size`` keys per blob (one ``bytea`` built by ``string_agg``: the rows of a ``COPY``
-    would each cost a Python call), parsed while the server builds the next."""
+    would each cost a Python call), parsed while the server builds the next. ``ahead`` is SQLite's (pages of
+    rowids; there is no read-ahead on PostgreSQL): not used."""
     cid = "coalesce(to_json(customer_id)::text, 'null')"
     line = f"concat_ws(E'\\x1f', key, {cid}, tags, fields, in_destination::int)"
     blob_sql = f"convert_to(string_agg({line}, E'\\n'), 'UTF8')"
