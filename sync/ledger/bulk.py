@@ -66,7 +66,10 @@ _COLUMNS_SQLITE = f"key, {_CID_SQLITE}, tags, fields, in_destination"
 def page_starts(cursor: Any, page_size: int) -> list[int]:
     """The first rowid of each page of ``page_size`` rowids holding a row (any destination's), pages aligned on
     multiples of ``page_size`` (so a page read earlier is the same page now)."""
-    low, high = cursor.execute("SELECT min(rowid), max(rowid) FROM pushed_state").fetchone()
+    # each bound in a query of its own: SQLite finds a lone min() or max() at the B-tree's edge, but scans the
+    # whole table for both in one SELECT (~50 ms at 1 M rows)
+    low, high = cursor.execute("SELECT (SELECT min(rowid) FROM pushed_state), (SELECT max(rowid) FROM pushed_state)"
+                               ).fetchone()
     return [] if low is None else list(range(low - low % page_size, high + 1, page_size))
 
 
