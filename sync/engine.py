@@ -376,9 +376,11 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     try:
                         writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed
                     finally:
-                        writer.close()  # every outcome is in the ledger before the run is finished (or failed)
-                        if ahead is not None:
-                            ahead.stop()
+                        try:
+                            writer.close()  # every outcome is in the ledger before the run is finished (or failed)
+                        finally:  # also when the ledger's write failed: no thread left reading
+                            if ahead is not None:
+                                ahead.stop()
             except Exception as exc:
                 summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
                 ledger.finish_run(run_id, summary.status, counts, error=str(exc))

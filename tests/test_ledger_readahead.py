@@ -4,6 +4,8 @@ again since (or never read ahead) are read at the end."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -131,3 +133,20 @@ def test_no_read_ahead_for_a_destination_with_a_copy_or_a_ledger_without_a_cache
         assert memory.read_ahead(dest) is None
     finally:
         memory.close()
+
+
+def test_the_read_ahead_stops_when_the_ledger_write_fails(cached_ledger: Ledger, ledger_url: str) -> None:
+    """The apply fails on its ledger write (a disk full, an I/O error: here a trigger refusing the rows): it leaves
+    no read-ahead thread behind (serve's process would keep one per failed sync, each reading every half second)."""
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"fails-{uuid.uuid4().hex[:8]}"
+    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
+    raw.execute("CREATE TRIGGER refuse BEFORE INSERT ON pushed_state BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    raw.commit()
+    raw.close()
+    before = set(threading.enumerate())
+    with pytest.raises(Exception, match="disk full"):
+        execute_plan(plan(dest, engine.COPY_AFTER), AcceptingDestination(dest), cached_ledger)
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert "rfmsync-state-read-ahead" not in left
