@@ -21,11 +21,11 @@ from sync.ledger.readahead import ReadAhead
 
 try:
     from tests.ledger_fixtures import Clock, clock, ledger_url, open_ledger  # noqa: F401
-    from tests.test_ledger_statecache import as_states, read_both, state
+    from tests.test_ledger_statecache import _backup, as_states, read_both, state
     from tests.test_state_copy_after_apply import AcceptingDestination, plan
 except ImportError:  # tests/ itself on sys.path
     from ledger_fixtures import Clock, clock, ledger_url, open_ledger  # type: ignore # noqa: F401
-    from test_ledger_statecache import as_states, read_both, state  # type: ignore
+    from test_ledger_statecache import _backup, as_states, read_both, state  # type: ignore
     from test_state_copy_after_apply import AcceptingDestination, plan  # type: ignore
 
 PAGE = 10
@@ -54,7 +54,8 @@ def page_reads() -> Iterator[list[str]]:
 
 
 def _blob_reads(sent: list[str]) -> int:
-    return sum("group_concat" in s for s in sent)
+    """The pages read (one blob of rows each; a page's check reads its keys, not its rows)."""
+    return sum("group_concat" in s and "json_quote(customer_id)" in s for s in sent)
 
 
 def _ahead(ledger: Ledger, dest: str) -> ReadAhead:
@@ -84,22 +85,53 @@ def test_the_pages_read_ahead_and_unchanged_are_not_read_again_and_the_copy_is_t
     assert cached_ledger.state_parts(dest).read == 0  # the copy is current: the next plan reads nothing
 
 
-def test_pages_read_at_a_revision_the_ledger_no_longer_holds_are_not_used(cached_ledger: Ledger,
+def test_pages_read_at_a_revision_the_ledger_no_longer_holds_are_not_used(cached_ledger: Ledger, ledger_url: str,
                                                                           page_reads: list[str]) -> None:
-    """A page is taken from the read-ahead only with the token of the revision it was read at (a ledger restored
-    and written again since holds another): otherwise every page is read at the end."""
+    """A page is taken from the read-ahead only with the token of the revision it was read at: a ledger restored
+    from an older backup and written again since holds the same rowids, keys, count and latest revision in each
+    page, but another history (other rows at that revision, another token): every page is read at the end."""
     if cached_ledger.state._db.dialect != "sqlite":
         pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
     dest = f"token-{uuid.uuid4().hex[:8]}"
     cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])
+    restore = _backup(ledger_url)  # the ledger at its first revision
+    cached_ledger.save_states(dest, None, [state(k, 2) for k in KEYS])  # every row again, kept its rowid
     ahead = _ahead(cached_ledger, dest)
     assert ahead.read_written() == 4
-    ahead.pages = {lo: (table, revision, "another history") for lo, (table, revision, _) in ahead.pages.items()}
+    restore()  # back to the first revision (the rows are put back under the same rowids)...
+    cached_ledger.save_states(dest, None, [state(k, 3) for k in KEYS])  # ...and its second written otherwise
     page_reads.clear()
     assert cached_ledger.keep_copy_current(dest, page=PAGE, ahead=ahead) == len(KEYS)
     assert _blob_reads(page_reads) == 5
     through_cache, full = read_both(cached_ledger, dest)
-    assert through_cache == full
+    assert through_cache == full and full[KEYS[0]] == state(KEYS[0], 3)
+
+
+@pytest.mark.parametrize("renumber", ["reload", "vacuum"])
+def test_a_page_whose_rows_got_other_rowids_is_read_again(cached_ledger: Ledger, ledger_url: str,
+                                                         page_reads: list[str], renumber: str) -> None:
+    """A ledger reloaded from a dump (a logical restore of a backup taken after the read-ahead: same rows,
+    revisions and tokens) holds each page's rows under other rowids, and VACUUM may renumber them too: as many
+    rows, none written since, the token the same, but other keys in each page. Such pages are read again, no key
+    read twice or missing."""
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"rowid-{uuid.uuid4().hex[:8]}"
+    cached_ledger.save_states("other", None, [state(f"o{i:03d}@x.io", 1) for i in range(20)])  # rowids 1..20
+    cached_ledger.forget("other", [f"o{i:03d}@x.io" for i in range(5)])  # a gap of 5 rowids
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])  # rowids 21..65
+    ahead = _ahead(cached_ledger, dest)
+    assert ahead.read_written() == 6  # the pages at rowids 0 .. 50 (not the one at 60, still being filled)
+    if renumber == "reload":
+        _backup(ledger_url)()  # a backup taken now, restored at once: the rows put back from rowid 1 on
+    else:
+        raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
+        raw.execute("VACUUM")  # a maintenance job (or a backup made by VACUUM INTO, put back)
+        raw.close()
+    page_reads.clear()
+    assert cached_ledger.keep_copy_current(dest, page=PAGE, ahead=ahead) == len(KEYS)
+    through_cache, full = read_both(cached_ledger, dest)
+    assert through_cache == full and len(full) == len(KEYS)
 
 
 def test_a_big_apply_reads_ahead_and_leaves_the_copy_exact(cached_ledger: Ledger) -> None:
@@ -113,6 +145,24 @@ def test_a_big_apply_reads_ahead_and_leaves_the_copy_exact(cached_ledger: Ledger
     through_cache, full = read_both(cached_ledger, dest)
     assert len(full) == engine.COPY_AFTER and through_cache == full
     assert as_states(parts.base) == full
+
+
+def test_a_page_with_a_key_holding_a_line_break_is_read_again(cached_ledger: Ledger,
+                                                              page_reads: list[str]) -> None:
+    """A line break is the separator of the keys a page's check compares: a page with a key holding one proves
+    nothing (two lists of keys could read the same), and is read again at the end."""
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"break-{uuid.uuid4().hex[:8]}"
+    keys = ["k000\nk@x.io", *KEYS[1:]]  # in the first page
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in keys])
+    ahead = _ahead(cached_ledger, dest)
+    assert ahead.read_written() == 4
+    page_reads.clear()
+    assert cached_ledger.keep_copy_current(dest, page=PAGE, ahead=ahead) == len(keys)
+    assert _blob_reads(page_reads) == 2  # the first page (its line break) and the last
+    through_cache, full = read_both(cached_ledger, dest)
+    assert through_cache == full and set(full) == set(keys)
 
 
 def test_no_read_ahead_for_a_destination_with_a_copy_or_a_ledger_without_a_cache(

@@ -7,8 +7,9 @@ Arrow, which let go of the interpreter lock. :class:`ReadAhead` reads, on a thre
 run, each page of rowids (:mod:`sync.ledger.bulk`) that the writer has written past, in a read transaction of
 its own, noting the revision and its token it was read at. The read at the end (one snapshot, as before) takes
 a page from here only when that page still holds exactly those rows (:func:`~sync.ledger.bulk.page_unchanged`:
-as many rows, none stamped later) and the ledger still holds the token of that revision (else it was restored
-and written again since); any other page is read as before. So the copy is the same table, read at the end's
+the same keys in the same order, none stamped later; a ledger reloaded from a dump or vacuumed since may hold
+other rows there) and the ledger still holds the token of that revision (else it was restored and
+written again since); any other page is read as before. So the copy is the same table, read at the end's
 snapshot; a page written again after it was read ahead (a contact's later outcome, a forget) costs its read twice.
 
 SQLite only (the pages are rowid ranges); the read-ahead is off wherever there is no cache, and for a
@@ -21,7 +22,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from .bulk import page_starts, read_page_sqlite
+from .bulk import page_mark, page_starts, read_page_sqlite
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,8 +47,9 @@ class ReadAhead:
                  page_size: int = PAGE_AHEAD, interval: float = INTERVAL) -> None:
         self._db, self.destination, self._counter = db, destination, counter
         self.page_size, self.interval = page_size, interval
-        #: page start -> (its rows, the revision they were read at, that revision's token)
-        self.pages: dict[int, tuple[pa.Table, int, str | None]] = {}
+        #: page start -> (its rows, their :func:`~sync.ledger.bulk.page_mark`, the revision they were read at,
+        #: that revision's token)
+        self.pages: dict[int, tuple[pa.Table, tuple[int, int | None, bytes | None], int, str | None]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rfmsync-state-read-ahead", daemon=True)
 
@@ -84,21 +86,22 @@ class ReadAhead:
             for lo in starts[:-1]:  # the last page is the one rows are still added to
                 if lo in self.pages or self._stopping.is_set():
                     continue
-                self.pages[lo] = (read_page_sqlite(cursor, self.destination, lo, self.page_size), counter.revision,
+                self.pages[lo] = (read_page_sqlite(cursor, self.destination, lo, self.page_size),
+                                  page_mark(cursor, self.destination, lo, self.page_size), counter.revision,
                                   counter.token)
                 read += 1
         return read
 
-    def usable(self, token_at: "Callable[[int], str | None]") -> "dict[int, tuple[pa.Table, int]]":
+    def usable(self, token_at: "Callable[[int], str | None]") -> "dict[int, tuple[pa.Table, Any]]":
         """The pages read at a revision whose token the ledger still holds (``token_at``, in the final read's
-        snapshot): whether each still holds those rows is for the read itself to check."""
+        snapshot), each with its mark: whether each still holds those rows is for the read itself to check."""
         tokens: dict[int, Any] = {}
         out = {}
-        for lo, (table, revision, token) in self.pages.items():
+        for lo, (table, mark, revision, token) in self.pages.items():
             if revision not in tokens:
                 tokens[revision] = token_at(revision)
             if token is not None and tokens[revision] == token:
-                out[lo] = (table, revision)
+                out[lo] = (table, mark)
         return out
 
 
