@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,6 +19,7 @@ from sync import engine
 from sync.engine import execute_plan
 from sync.ledger import Ledger
 from sync.ledger.readahead import ReadAhead
+from sync.model import ItemResult
 
 try:
     from tests.ledger_fixtures import Clock, clock, ledger_url, open_ledger  # noqa: F401
@@ -45,17 +47,18 @@ def page_reads() -> Iterator[list[str]]:
 
     def trace(conn) -> None:  # noqa: ANN001
         raw = conn.connection.driver_connection
-        if hasattr(raw, "set_trace_callback"):
-            raw.set_trace_callback(sent.append)
+        if hasattr(raw, "set_trace_callback"):  # each statement behind the name of the thread that sent it
+            raw.set_trace_callback(lambda sql: sent.append(f"{threading.current_thread().name}: {sql}"))
 
     event.listen(Engine, "engine_connect", trace)
     yield sent
     event.remove(Engine, "engine_connect", trace)
 
 
-def _blob_reads(sent: list[str]) -> int:
-    """The pages read (one blob of rows each; a page's check reads its keys, not its rows)."""
-    return sum("group_concat" in s and "json_quote(customer_id)" in s for s in sent)
+def _blob_reads(sent: list[str], thread: str = "") -> int:
+    """The pages read (one blob of rows each; a page's check reads its keys, not its rows), by the
+    thread named ``thread`` when given."""
+    return sum("group_concat" in s and "json_quote(customer_id)" in s and s.startswith(thread) for s in list(sent))
 
 
 def _ahead(ledger: Ledger, dest: str) -> ReadAhead:
@@ -163,6 +166,45 @@ def test_a_page_with_a_key_holding_a_line_break_is_read_again(cached_ledger: Led
     assert _blob_reads(page_reads) == 2  # the first page (its line break) and the last
     through_cache, full = read_both(cached_ledger, dest)
     assert through_cache == full and set(full) == set(keys)
+
+
+class AnsweringInCalls(AcceptingDestination):
+    """Answers a call of 1 000 changes at a time; once it answered ``pause_after``, it waits (up to 60 s) for the
+    read-ahead thread to read ``pages`` pages (SQLite's trace of the test's connections, ``sent``) before the
+    rest: a long apply, on which the read-ahead reads the pages written past while the calls still run."""
+
+    def __init__(self, name: str, sent: list[str], pause_after: int, pages: int) -> None:
+        super().__init__(name)
+        self.sent, self.pause_after, self.pages = sent, pause_after, pages
+
+    def apply(self, changes, on_results) -> None:  # noqa: ANN001
+        changes = list(changes)
+        for i in range(0, len(changes), 1000):
+            on_results([ItemResult(c.key, "upsert", True) for c in changes[i:i + 1000]])
+            if i < self.pause_after <= i + 1000:
+                deadline = time.monotonic() + 60
+                while _blob_reads(self.sent, ReadAhead.THREAD) < self.pages and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_long_apply_reads_pages_ahead_and_its_read_back_takes_them(cached_ledger: Ledger,
+                                                                     page_reads: list[str]) -> None:
+    """Through the engine: 120 000 changes answered 1 000 a call. The read-ahead reads the two pages of 50 000
+    rowids the writer has written past while the calls run; the read-back after the last call reads only the
+    third (the one still being filled), and the copy is exactly the ledger's state."""
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"long-{uuid.uuid4().hex[:8]}"
+    n = 120_000  # rowids 1 .. 120 000: the pages at 0 and 50 000 are written past, the one at 100 000 is not
+    destination = AnsweringInCalls(dest, page_reads, pause_after=110_000, pages=2)
+    assert execute_plan(plan(dest, n), destination, cached_ledger).status == "succeeded"
+    assert _blob_reads(page_reads, ReadAhead.THREAD) == 2
+    assert _blob_reads(page_reads, threading.main_thread().name) == 1  # the page still filled when the calls ended
+    parts = cached_ledger.state_parts(dest)
+    assert parts.read == 0
+    through_cache, full = read_both(cached_ledger, dest)
+    assert len(full) == n and through_cache == full and as_states(parts.base) == full
 
 
 def test_no_read_ahead_for_a_destination_with_a_copy_or_a_ledger_without_a_cache(

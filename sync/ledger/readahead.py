@@ -43,6 +43,8 @@ PAGE_AHEAD = 50_000
 class ReadAhead:
     """Pages of ``destination``'s pushed state read on a thread while an apply runs (:meth:`start`, :meth:`stop`)."""
 
+    THREAD = "rfmsync-state-read-ahead"  # the thread's name
+
     def __init__(self, db: "LedgerDB", destination: str, counter: "Callable[[Connection], Counter]",
                  page_size: int = PAGE_AHEAD, interval: float = INTERVAL) -> None:
         self._db, self.destination, self._counter = db, destination, counter
@@ -51,7 +53,7 @@ class ReadAhead:
         #: that revision's token)
         self.pages: dict[int, tuple[pa.Table, tuple[int, int | None, bytes | None], int, str | None]] = {}
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rfmsync-state-read-ahead", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.THREAD, daemon=True)
 
     def start(self) -> "ReadAhead":
         self._thread.start()
