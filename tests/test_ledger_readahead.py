@@ -19,6 +19,7 @@ from sync import engine
 from sync.engine import execute_plan
 from sync.ledger import Ledger
 from sync.ledger.readahead import ReadAhead
+from sync.ledger.statecache import StateCache
 from sync.model import ItemResult
 
 try:
@@ -242,3 +243,30 @@ def test_the_read_ahead_stops_when_the_ledger_write_fails(cached_ledger: Ledger,
         execute_plan(plan(dest, engine.COPY_AFTER), AcceptingDestination(dest), cached_ledger)
     left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
     assert "rfmsync-state-read-ahead" not in left
+
+
+def test_no_read_ahead_while_the_plans_copy_is_still_being_written(cached_ledger: Ledger,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan has just renewed the copy, still being written (a slow disk) when the apply starts: the apply
+    does not wait for that write to start its calls, and reads nothing ahead (the read-back reads what changes
+    after that copy)."""
+    if cached_ledger.state._db.dialect != "sqlite":
+        pytest.skip("a SQLite ledger's read-ahead (no state cache on PostgreSQL)")
+    dest = f"writing-{uuid.uuid4().hex[:8]}"
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])
+    written, slow_write = threading.Event(), StateCache._write
+
+    def slow_disk(cache: StateCache, path: Path, table) -> None:  # noqa: ANN001
+        written.wait(30)
+        slow_write(cache, path, table)
+
+    monkeypatch.setattr(StateCache, "_write", slow_disk)
+    assert cached_ledger.state_parts(dest).read == len(KEYS)  # the plan's read: no copy yet, one is written
+    started = time.monotonic()
+    try:
+        ahead = cached_ledger.read_ahead(dest)
+        took = time.monotonic() - started
+    finally:
+        written.set()
+    assert ahead is None and took < 10
+    assert cached_ledger.keep_copy_current(dest) == 0  # the plan's copy, once written, is current

@@ -117,11 +117,13 @@ class ReadsAhead:
 
     def read_ahead(self, destination: str, *, page: int = PAGE_AHEAD) -> ReadAhead | None:
         """A started :class:`ReadAhead` of ``destination`` when the read-back at the end of an apply will read its
-        state in full (a SQLite ledger with a state cache and no usable copy of ``destination``); else None. The
-        caller stops it and hands it to :meth:`~sync.ledger.state.PushedStates.keep_copy_current` (which reads in
-        its pages)."""
+        state in full (a SQLite ledger with a state cache, no usable copy of ``destination`` and none being
+        written); else None. The caller stops it and hands it to
+        :meth:`~sync.ledger.state.PushedStates.keep_copy_current` (which reads in its pages)."""
         if self._cache is None or self._db.dialect != "sqlite":
             return None
+        if self._cache.writing(destination):  # the plan just renewed the copy: the read-back reads what changes
+            return None  # after it (loading it here would wait for the write, and the apply's first call with it)
         try:
             with self._db.snapshot() as conn:
                 counter = self._counter(conn, destination)
