@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +32,9 @@ from .model import CallResults, ItemResult, PushedState, failed_results, kept_ou
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
 from .planning.target import move_if_planned
+
+if TYPE_CHECKING:
+    from .ledger.readahead import ReadAhead
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +150,12 @@ LOCK_TTL = 3600.0
 COPY_AFTER = 5_000
 
 
-def _keep_copy_current(ledger: Ledger, destination: str) -> None:
+def _keep_copy_current(ledger: Ledger, destination: str, ahead: ReadAhead | None = None) -> None:
     """Read back what a big apply wrote into the destination's cached copy (the next plan then reads only
-    what changes after it). The rows are in the ledger already: a failure costs the next plan a full read."""
+    what changes after it; ``ahead``: the pages read while the calls ran). The rows are in the ledger already: a
+    failure costs the next plan a full read."""
     try:
-        read = ledger.keep_copy_current(destination)
+        read = ledger.keep_copy_current(destination, ahead=ahead)
     except (LedgerError, SQLAlchemyError, OSError) as exc:
         log.warning("sync %s: the cached copy of the pushed state was not renewed (%s); the next plan reads "
                     "the state in full", destination, type(exc).__name__)
@@ -333,6 +337,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             fold = StateFold({}, by_key)  # a contact's state is written once its last operation answered
             loaded_into = [False]  # the read state is the fold's
             progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)
+            # the pages of the state the writer has written past, read while the calls run (the read-back's)
+            ahead = ledger.read_ahead(plan.destination) if len(plan.changes) >= COPY_AFTER else None
 
             def on_results(results: Sequence[ItemResult]) -> None:
                 if not results:  # a client's long read phase asks whether to go on (between its reads)
@@ -370,7 +376,11 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     try:
                         writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed
                     finally:
-                        writer.close()  # every outcome is in the ledger before the run is finished (or failed)
+                        try:
+                            writer.close()  # every outcome is in the ledger before the run is finished (or failed)
+                        finally:  # also when the ledger's write failed: no thread left reading
+                            if ahead is not None:
+                                ahead.stop()
             except Exception as exc:
                 summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
                 ledger.finish_run(run_id, summary.status, counts, error=str(exc))
@@ -379,7 +389,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         summary.status = status
         if len(plan.changes) >= COPY_AFTER:
-            _keep_copy_current(ledger, plan.destination)
+            _keep_copy_current(ledger, plan.destination, ahead)
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
                            ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds,
                            forgotten=frozenset(forgotten))

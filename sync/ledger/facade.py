@@ -163,6 +163,7 @@ class Ledger:
     state_table = _Via("state", PushedStates.state_table)
     state_parts = _Via("state", PushedStates.state_parts)
     keep_copy_current = _Via("state", PushedStates.keep_copy_current)
+    read_ahead = _Via("state", PushedStates.read_ahead)
     load_states = _Via("state", PushedStates.load_states)
     load_state_of = _Via("state", PushedStates.load_state_of)
     tag_set_counts = _Via("state", PushedStates.tag_set_counts)

@@ -22,6 +22,7 @@ from .dberrors import foreign_key_violation
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
+from .readahead import ReadAhead, ReadsAhead
 from .revisions import CLOCK_SKEW, Revisions
 from .schema import lost_tags, pushed_state
 from .state_rows import StateRow, dump_fields, save_rows_pg, save_rows_sqlite, tags_json, unreadable_row
@@ -41,9 +42,9 @@ class StateReader(Protocol):
 
     def state_table(self, destination: str, *, page: int = PAGE, cached: bool = True) -> "pa.Table": ...
 
-    def state_parts(self, destination: str, *, page: int = PAGE) -> StateParts: ...
+    def state_parts(self, destination: str, *, page: int = PAGE, ahead: ReadAhead | None = None) -> StateParts: ...
 
-    def keep_copy_current(self, destination: str, *, page: int = PAGE) -> int: ...
+    def keep_copy_current(self, destination: str, *, page: int = PAGE, ahead: ReadAhead | None = None) -> int: ...
 
     def state_count(self, destination: str) -> int: ...
 
@@ -100,7 +101,7 @@ def _states(rows: Iterable[Any], destination: str) -> dict[str, PushedState]:
     return state
 
 
-class PushedStates(Revisions, LostTagMemory, StateMoves):
+class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
     def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:
@@ -159,10 +160,11 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                 return _select_state(conn)(conn, destination, page)
         return self.state_parts(destination, page=page).merged()
 
-    def state_parts(self, destination: str, *, page: int = PAGE) -> StateParts:
+    def state_parts(self, destination: str, *, page: int = PAGE, ahead: ReadAhead | None = None) -> StateParts:
         """:meth:`state_table` in two parts (:class:`~sync.ledger.statecache.StateParts`): with a cache (a
         SQLite ledger's ``.state-cache`` folder), its copy and only the rows written since it
-        (:mod:`sync.ledger.statecache`), so a plan after a small change reads little; else the full read."""
+        (:mod:`sync.ledger.statecache`), so a plan after a small change reads little; else the full read (with
+        the pages ``ahead`` read that are still current: :mod:`sync.ledger.readahead`)."""
         with self._db.snapshot() as conn:
             select_state = _select_state(conn)
             if self._cache is None:
@@ -173,12 +175,13 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                 changed_since=lambda since: select_state(conn, destination, page, since),
                 count=lambda: int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination)).scalar_one()),
-                full=lambda: select_state(conn, destination, page),
+                full=lambda: select_state(conn, destination, page, ahead=ahead and ahead.usable(
+                    lambda revision: self._token_at(conn, destination, revision))),
                 token_at=lambda revision: self._token_at(conn, destination, revision))
         self._restore_found(destination)  # a copy ahead of the ledger: every host's copy is another history's
         return parts
 
-    def keep_copy_current(self, destination: str, *, page: int = PAGE) -> int:
+    def keep_copy_current(self, destination: str, *, page: int = PAGE, ahead: ReadAhead | None = None) -> int:
         """Renew ``destination``'s cached copy now when the next plan would (no copy yet, or the rows written
         since it reach a tenth of it: :func:`~sync.ledger.statecache.state_parts`), so that read is paid by the
         apply that wrote the rows, not by the next plan. The copy is made by :meth:`state_parts` itself: the
@@ -201,7 +204,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                     pushed_state.c.destination == destination, pushed_state.c.revision > since)).scalar_one())
                 if not renewal_due(written, base.num_rows):
                     return 0
-        return self.state_parts(destination, page=page).read
+        return self.state_parts(destination, page=ahead.page_size if ahead else page, ahead=ahead).read
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
                       ) -> dict[str, PushedState]:

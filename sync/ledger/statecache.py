@@ -69,6 +69,12 @@ class StateCache:
         for thread in writes:
             thread.join()
 
+    def writing(self, destination: str) -> bool:
+        """Whether a copy of ``destination`` is being written (reading it would wait for the write)."""
+        with self._guard:
+            thread = self._writes.get(self.path(destination))
+        return thread is not None and thread.is_alive()
+
     def path(self, destination: str) -> Path:
         return self.folder / (hashlib.sha256(destination.encode()).hexdigest()[:32] + ".arrow")
 
