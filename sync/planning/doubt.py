@@ -13,13 +13,10 @@ consent; he left) is forgotten when a sync plans (:func:`forget_moot_upserts`): 
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Iterable
 
-from ..errors import LedgerError
+from .kept_out import forget_or_say
 from .plan import Plan
-
-log = logging.getLogger(__name__)
 
 
 def in_doubt(pending: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
@@ -44,15 +41,9 @@ def moot_upserts(plan: Plan, pending: Iterable[tuple[str, str]]) -> list[tuple[s
 
 
 def forget_moot_upserts(ledger: Any, destination: str, plan: Plan, pending: Iterable[tuple[str, str]]) -> None:
-    """Delete the failures :func:`moot_upserts` names (none: no write); a ledger this process only reads keeps
-    them (said: the next sync forgets them)."""
-    moot = moot_upserts(plan, pending)
-    if moot:
-        try:
-            ledger.resolve_failures(destination, moot)
-        except LedgerError as exc:
-            log.warning("ledger: %s: %d failed upsert(s) no longer planned not forgotten (%s): the next sync "
-                        "forgets them", destination, len(moot), exc)
+    """Delete the failures :func:`moot_upserts` names (see :func:`~sync.planning.kept_out.forget_or_say`)."""
+    forget_or_say(ledger.resolve_failures, destination, moot_upserts(plan, pending),
+                  "failed upsert(s) no longer planned")
 
 
 __all__ = ["forget_moot_upserts", "in_doubt", "moot_upserts"]

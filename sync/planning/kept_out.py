@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import LedgerError
 from .plan import Plan
@@ -66,15 +66,21 @@ def unwanted_kept_out(plan: Plan, kept: Mapping[str, frozenset[str]]) -> list[tu
 
 
 def forget_unwanted(ledger: Any, destination: str, plan: Plan, kept: Mapping[str, frozenset[str]]) -> None:
-    """Delete the ``kept_out`` rows :func:`unwanted_kept_out` names (none: no write). A ledger this process only
-    reads (a dry run on a standby, ``mode=ro``) keeps them: said, and the next sync forgets them."""
-    gone = unwanted_kept_out(plan, kept)
-    if gone:
+    """Delete the ``kept_out`` rows :func:`unwanted_kept_out` names (see :func:`forget_or_say`)."""
+    forget_or_say(ledger.forget_kept_out, destination, unwanted_kept_out(plan, kept),
+                  "kept-out operation(s) no longer wanted")
+
+
+def forget_or_say(forget: Callable[[str, list[tuple[str, str]]], Any], destination: str,
+                  rows: list[tuple[str, str]], what: str) -> None:
+    """``forget(destination, rows)`` (none: no write) when a sync plans; a ledger this process only reads (a dry run
+    on a standby, ``mode=ro``) keeps them: said, and the next sync forgets them."""
+    if rows:
         try:
-            ledger.forget_kept_out(destination, gone)
+            forget(destination, rows)
         except LedgerError as exc:
-            log.warning("ledger: %s: %d kept-out operation(s) no longer wanted not forgotten (%s): the next sync "
-                        "forgets them", destination, len(gone), exc)
+            log.warning("ledger: %s: %d %s not forgotten (%s): the next sync forgets them", destination, len(rows),
+                        what, exc)
 
 
-__all__ = ["forget_unwanted", "unwanted_kept_out", "without_kept_out"]
+__all__ = ["forget_or_say", "forget_unwanted", "unwanted_kept_out", "without_kept_out"]
