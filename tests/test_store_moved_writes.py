@@ -195,3 +195,24 @@ def test_a_large_merge_with_nothing_new_leaves_no_table_behind(tmp_path):
     assert moved_since(con, seen) == (seen, set())
     assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_moved%'"
                            ).fetchall()
+
+
+@pytest.mark.parametrize("size", ["small", "big"])
+def test_a_stale_versions_late_withdrawal_notes_its_customer(tmp_path, size):
+    """A webhook gave C1's consent; a sync read the store; an older webhook version of C1 withdrawing consent
+    arrives next: the merge leaves the stale row out but writes the withdrawal to the stored contact
+    (webhooks.withdraw_late). C1 moved, so a full sync that read before must leave him out (its older "yes" plan
+    pushed after the resync's withdrawal would undo it). Before: the merge noted only its staged contacts' customers,
+    and the stale row was gone from them (found by the re-read of the merged code)."""
+    con = connect_store(tmp_path / "s.duckdb")
+    later = AT.replace(hour=9)
+    stage_records(con, [], [Contact("C1", email="c1@example.com", marketing_consent=Consent.YES)])
+    merge_staged(con, PullResult(), origin="webhook", received_at=later)
+    seen = generation(con)
+    if size == "big":
+        _big_batch(con, NOTED_ROWS + 1)
+    stage_records(con, [], [Contact("C1", email="c1@example.com", marketing_consent=Consent.NO)])
+    merge_staged(con, PullResult(), origin="webhook", received_at=AT)
+    assert con.execute("SELECT marketing_consent FROM contacts WHERE customer_id = 'C1'").fetchall() == [("no",)]
+    now, moved = moved_since(con, seen)
+    assert now == seen + 1 and moved is not None and "C1" in moved

@@ -35,6 +35,7 @@ from connectors.tables import TABLES
 from .appends import KEEP, NOTED_CUSTOMERS, NOTED_ROWS, TABLE as APPENDS
 from .connection import store_tables
 from .generation import generation
+from .webhooks import LATE_WITHDRAWALS
 
 TABLE = "store_moved_customers"
 BEFORE = "_moved_before"  # temp: each customer's rows (count, hash sum) before a full refresh or a file swap
@@ -112,10 +113,12 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
     staged orders' and contacts' customers. The last two as a query of :data:`MOVED`; None (nobody noted) beyond
     :data:`~.appends.NOTED_CUSTOMERS` customers."""
     staged = [f"SELECT customer_id FROM {t}" for t in ("staged_orders", "staged_contacts") if t in present]
+    if _temp(con, LATE_WITHDRAWALS):  # a stale version's withdrawal, written to the stored contact, its row left out
+        staged.append(f"SELECT customer_id FROM {LATE_WITHDRAWALS}")
     if customers is not None and not ("staged_contacts" in present and con.execute(
             "SELECT count(*) > ? FROM staged_contacts", [NOTED_ROWS]).fetchall()[0][0]):
-        return customers | ({r[0] for r in con.execute("SELECT DISTINCT customer_id FROM staged_contacts").fetchall()}
-                            if "staged_contacts" in present else set())
+        return customers | {r[0] for q in staged[1 if "staged_orders" in present else 0:]
+                            for r in con.execute(f"SELECT DISTINCT customer_id FROM ({q})").fetchall()}
     before = _temp(con, BEFORE)
     if "first" in before:  # a full refresh of an empty store (its first read): no sync read anything before it
         con.execute(f"DROP TABLE {BEFORE}")
