@@ -17,6 +17,7 @@ API dates have no offset: they are read in the account's ``timezone``.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -75,7 +76,8 @@ def customer_key(raw: Mapping[str, Any], region: str | None = None) -> str | Non
     ``customer`` is a corporate customer (``type = customer_corporate``: ``/api/v5/customers-corporate``, ids of
     their own, never pulled), whose id would be taken for the private customer of the same number: it is the order
     of its contact person (``contact.id``, a private customer), else ``corporate-<id>``. A guest order (no
-    customer) is its ``email``'s, lower-cased as Shopify's (one guest typing two cases is one customer), else its
+    customer) is its ``email``'s, NFKC-folded as contacts' e-mails are and lower-cased as Shopify's (one guest typing
+    two cases, or fullwidth letters, is one customer), else its
     ``phone``'s in E.164 (read with ``region``, the ``phone_region`` of the contacts' phones, so that it joins the
     customer with that phone; one that is no possible number is a FieldError: never a key of junk); None:
     nobody's."""
@@ -85,7 +87,7 @@ def customer_key(raw: Mapping[str, Any], region: str | None = None) -> str | Non
         key = clean(contact.get("id")) or (f"corporate-{corporate}" if corporate else None)
     else:
         key = clean(customer.get("id")) or clean(contact.get("id"))
-    if key := key or lower_like_sql(clean(raw.get("email")) or ""):
+    if key := key or lower_like_sql(unicodedata.normalize("NFKC", clean(raw.get("email")) or "")):
         return key
     if (phone := clean(raw.get("phone"))) is None:
         return None

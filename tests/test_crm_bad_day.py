@@ -355,7 +355,7 @@ def test_retailcrm_b2b_orders_are_their_contact_persons_not_the_private_customer
 def test_retailcrm_guest_orders_are_keyed_by_the_lower_cased_email():
     with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
         fake = test_retailcrm.FakeRetailCrm(mock)
-        for oid, mail in ((1, "Anna@Example.com"), (2, "anna@example.com")):
+        for oid, mail in ((1, "Anna@Example.com"), (2, "anna@example.com"), (3, "ＡＮＮＡ@example.com")):
             fake.put_order(oid, 0, "100", at=test_retailcrm.T0)
             del fake.orders[oid]["customer"]
             fake.orders[oid]["email"] = mail
