@@ -112,12 +112,14 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
     Else (a large merge) gathered in the store: :func:`before_write`'s, ``customers``, ``identity``'s ids and the
     staged orders' and contacts' customers. The last two as a query of :data:`MOVED`; None (nobody noted) beyond
     :data:`~.appends.NOTED_CUSTOMERS` customers."""
-    staged = [f"SELECT customer_id FROM {t}" for t in ("staged_orders", "staged_contacts") if t in present]
-    if _temp(con, LATE_WITHDRAWALS):  # a stale version's withdrawal, written to the stored contact, its row left out
-        staged.append(f"SELECT customer_id FROM {LATE_WITHDRAWALS}")
+    # the contacts' customers: those staged, and those a stale version's withdrawal wrote (its row left out)
+    contacts = ["SELECT customer_id FROM staged_contacts"] * ("staged_contacts" in present)
+    if _temp(con, LATE_WITHDRAWALS):
+        contacts.append(f"SELECT customer_id FROM {LATE_WITHDRAWALS}")
+    staged = ["SELECT customer_id FROM staged_orders"] * ("staged_orders" in present) + contacts
     if customers is not None and not ("staged_contacts" in present and con.execute(
             "SELECT count(*) > ? FROM staged_contacts", [NOTED_ROWS]).fetchall()[0][0]):
-        return customers | {r[0] for q in staged[1 if "staged_orders" in present else 0:]
+        return customers | {r[0] for q in contacts
                             for r in con.execute(f"SELECT DISTINCT customer_id FROM ({q})").fetchall()}
     before = _temp(con, BEFORE)
     if "first" in before:  # a full refresh of an empty store (its first read): no sync read anything before it
@@ -134,10 +136,7 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
     con.execute(f"CREATE OR REPLACE TEMP TABLE {MOVED} AS SELECT DISTINCT customer_id FROM ({query})",
                 [] if before and "n" in before else [sorted({*(customers or ()), *identity})])
     con.execute(f"DROP TABLE IF EXISTS {BEFORE}")
-    if con.execute(f"SELECT count(*) FROM {MOVED}").fetchall()[0][0] > NOTED_CUSTOMERS:
-        con.execute(f"DROP TABLE {MOVED}")
-        return None
-    return f"SELECT customer_id FROM {MOVED}"
+    return _bounded(con)
 
 
 def swapped_files(con: duckdb.DuckDBPyConnection, dropped: Collection[int], staged: bool) -> str | None:
@@ -146,12 +145,18 @@ def swapped_files(con: duckdb.DuckDBPyConnection, dropped: Collection[int], stag
     differ, the file id aside (the lean path has no contacts, no receipt lines and no order id in two files), as
     a count and a sum of row hashes per customer (a multiset difference of the rows took 4-5 times as long). A
     query of :data:`MOVED` for :func:`note_moved`, or None beyond :data:`~.appends.NOTED_CUSTOMERS` customers."""
-    cols = ", ".join(line.split()[0] for line in TABLES["orders"].strip().splitlines())
-    sums = "SELECT customer_id, count(*) AS n, sum(hash({cols})::HUGEINT) AS h FROM {rows} GROUP BY ALL"
-    old = sums.format(cols=cols, rows="orders WHERE file_id IN (SELECT unnest(?::BIGINT[]))")
-    new = sums.format(cols=cols, rows="staged_orders" if staged else "orders WHERE false")
+    sums = (f"SELECT customer_id, count(*) AS n, sum(hash({_columns('orders')})::HUGEINT) AS h "
+            "FROM {rows} GROUP BY ALL")
+    old = sums.format(rows="orders o WHERE file_id IN (SELECT unnest(?::BIGINT[]))")
+    new = sums.format(rows="staged_orders o" if staged else "orders o WHERE false")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {MOVED} AS SELECT customer_id FROM ({old}) a FULL JOIN ({new}) b "
                 "USING (customer_id) WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h", [sorted(dropped)])
+    return _bounded(con)
+
+
+def _bounded(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The query of :data:`MOVED` for :func:`note_moved`; None (the table dropped: nobody noted) beyond
+    :data:`~.appends.NOTED_CUSTOMERS` customers."""
     if con.execute(f"SELECT count(*) FROM {MOVED}").fetchall()[0][0] > NOTED_CUSTOMERS:
         con.execute(f"DROP TABLE {MOVED}")
         return None
