@@ -24,12 +24,18 @@ def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: S
     which ``note`` tells) and return the error to raise."""
     refused = GuardRefusedError(list(lines), destinations, applied=applied, note=note)
     error = "; ".join(refused.message_lines)
-    for name in destinations:
-        run_id = ledger.start_run(kind, name)
-        ledger.finish_run(run_id, "refused", dict(counts or {}), error=error)
+    record_closed(ledger, kind, destinations, "refused", error, counts)
     written = "only consent withdrawals written" if applied else "nothing written"
     log.warning("refused by a guard (%s to %s): %s", written, ", ".join(destinations), error)
     return refused
+
+
+def record_closed(ledger: RunRecorder, kind: str, destinations: Sequence[str], status: str, error: str,
+                  counts: Mapping[str, Any] | None = None) -> None:
+    """One run per destination, closed at once with ``status`` (nothing written to it: a refusal, a failure before
+    any plan) and ``error``."""
+    for name in destinations:
+        ledger.finish_run(ledger.start_run(kind, name), status, dict(counts or {}), error=error)
 
 
 class HeldAgain(Exception):

@@ -36,7 +36,7 @@ from .planning.planner import PlannedDestination, plan_all, selected_destination
 from .planning.retired import removed_destinations
 from .takeover import after_applies
 from .planning.target import check_saved
-from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
+from .refusals import HeldAgain, apply_alone, judge_replan, record_closed, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .store.generation import generation
 from .store_moved import StoreMovedUnknown, StoreRead
@@ -181,8 +181,7 @@ def _record_unplanned(ledger: Ledger, kind: str, names: Sequence[str], exc: Exce
     watched through it would miss an outage of days). The error's text is the one the command prints."""
     error = f"failed before any ESP write (planning): {str(exc) or type(exc).__name__}"
     try:
-        for name in names:
-            ledger.finish_run(ledger.start_run(kind, name), "failed", {}, error=error)
+        record_closed(ledger, kind, names, "failed", error)
     except Exception as again:  # the run's own error is the one to raise; this one is logged
         log.error("could not record the failed %s run: %s", kind, again)
 
