@@ -17,6 +17,7 @@ class FilePullResult(PullResult):
     duplicate_orders: int = 0
     fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
     gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)
+    renamed_files: list[tuple[str, str]] = field(default_factory=list)  # (old, new): the same bytes renamed (idem)
     copied_files: list[tuple[str, str]] = field(default_factory=list)  # (earlier, later): the same bytes (idem)
     future: dict[str, datetime] = field(default_factory=dict)  # file → its earliest order date bad as future
     #: of ``issue_count``, the distinct consent values read neither as yes nor as no, all counted where ``issues``

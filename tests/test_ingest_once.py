@@ -393,6 +393,28 @@ def test_pull_reads_new_files_and_names_a_removed_one(tmp_path):
     assert doc["counts"]["stored_orders"] == 1
 
 
+@pytest.mark.parametrize("contact_fields", [True, False])  # the full staging and the lean path
+def test_a_renamed_file_is_named_as_renamed_not_gone(tmp_path, contact_fields):
+    """A file renamed within the pattern (the same bytes under a new name) was announced as gone, its rows removed,
+    though they were read again under the new name: the warning names the rename, the store is a fresh read's, and
+    a file really gone beside it is still named gone."""
+    cfg = shop(tmp_path, contact_fields=contact_fields)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "")])
+    write_export(tmp_path, "day3.csv", [("3", "c3", "", "2025-06-03", "30.00", "")])
+    run_cli("pull", "--config", str(cfg))
+    day1, day2, day3 = (tmp_path / "exports" / f"day{i}.csv" for i in (1, 2, 3))
+    day1.rename(tmp_path / "exports" / "day1-june.csv")
+    day3.unlink()
+    doc = json.loads(run_cli("pull", "--config", str(cfg), "--format", "json").stdout)
+    assert doc["warnings"] == [
+        f"{day3}: the file is gone; its rows were removed from the order store",
+        f"{day1} was renamed {tmp_path / 'exports' / 'day1-june.csv'} (the same bytes): its rows are read under the "
+        "new name"]
+    assert doc["counts"]["stored_orders"] == 2
+    assert outcome(cfg) == fresh(tmp_path)
+
+
 def test_a_crash_on_the_lean_path_leaves_the_store_as_it_was(tmp_path):
     cfg = shop(tmp_path, contact_fields=False)
     write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "bad", "1", "")])

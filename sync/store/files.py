@@ -13,7 +13,9 @@ On the next run a file whose fingerprint is unchanged is not read again:
   ``line_items`` are the export already, and the last staging's bad-row report is read back from
   ``ingest_bad_rows`` (per file and row);
 * a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
-* a file gone: its rows leave the store, and the run says so (:func:`gone_lines`);
+* a file gone: its rows leave the store, and the run says so (:func:`gone_lines`); a file renamed (or moved)
+  within the patterns, the same bytes now under another matched path, is named as renamed, not gone: its rows are
+  read under the new name (a fresh read's);
 * a file with rows bad as dated in the future (``ingest_files.future_at``: the earliest) is read again, as
   changed, once that date is no longer past the run's clock + the tolerance, so a warm run is a fresh one;
 * an orders file with rows without an order id and the same bytes as another (a copy under a new name): every
@@ -88,16 +90,17 @@ class Ingested:
         return not self.read and not self.gone
 
 
-def gone_lines(gone: list[str]) -> list[str]:
-    """One warning per removed file."""
-    return [f"{path}: the file is gone; its rows were removed from the order store" for path in gone]
+def gone_lines(gone: list[str], renamed: list[tuple[str, str]] = ()) -> list[str]:
+    """One warning per removed file, and one per file renamed (``(old, new)``: the same bytes under a new path)."""
+    return [f"{path}: the file is gone; its rows were removed from the order store" for path in gone] + [
+        f"{old} was renamed {new} (the same bytes): its rows are read under the new name" for old, new in renamed]
 
 
 def file_lines(pull: object) -> list[str]:
     """The warnings of a file source's pull: the files gone since the last run, and every orders file with the
     same bytes as one read before it (an order without an order id gets one made from its file and row: a copy
     counts it twice)."""
-    return gone_lines(getattr(pull, "gone_files", [])) + [
+    return gone_lines(getattr(pull, "gone_files", []), getattr(pull, "renamed_files", [])) + [
         f"{earlier} and {later} have the same bytes: both files are read, so their rows without an order id "
         "count twice"
         for earlier, later in getattr(pull, "copied_files", [])]
@@ -276,10 +279,24 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     read = [str(p) for _, p in new]
     log.info("file source: read %d of %d files (%s unchanged), %d gone%s", len(read), len(wanted), len(keep),
              len(gone), " (lean)" if change is not None else "")
-    result.gone_files = gone
+    renamed = _renamed(gone, stored, {str(key[1]): prints[key] for key in new})
+    result.gone_files = [path for path in gone if path not in dict(renamed)]
+    result.renamed_files = renamed
     result.copied_files = copied_files(prints, {**{key: row["no_oid"] for key, row in keep.items()},
                                                 **{key: n[2] for key, n in counts.items()}})
     return Ingested(result, read, gone, lean=change is not None)
+
+
+def _renamed(gone: list[str], stored: dict, read: dict) -> list[tuple[str, str]]:
+    """The gone files whose bytes (:func:`~sync.store.file_gone.alike`) this run read under a new path, as
+    ``(old, new)``: each new path pairs with one old one."""
+    pairs, taken = [], set()
+    for (_, path), row in sorted(stored.items(), key=lambda item: item[0][1]):
+        new = next((p for p, fp in read.items() if p not in taken and alike(row, fp)), None) if path in gone else None
+        if new is not None:
+            pairs.append((path, new))
+            taken.add(new)
+    return pairs
 
 
 def matched_before(exc: NothingMatches, source: FileSource, catalogue: list[dict]) -> ConnectorError:
