@@ -254,3 +254,31 @@ def test_the_latency_counts_from_when_the_call_reached_the_fake_not_from_after_i
     assert answer.startswith(b"HTTP/1.1 200")
     # answered ~0.2 s after the body (0.6 s after the call arrived); counted from the body's end it was 0.6 s
     assert waited < 0.45, waited
+
+
+def test_a_members_merge_fields_are_refused_for_the_first_bad_number_then_the_first_other_fault() -> None:
+    """The batch subscribe's merge-field checks, read once a call: a value a number field cannot take is the
+    member's error wherever it stands; else the first field the audience lacks or the first empty required one."""
+    fake = FakeMailchimp()
+    fake.add_merge_field("AMOUNT", type="number")
+    fake.add_merge_field("CODE", type="number")
+    fake.add_merge_field("CITY")
+    for tag in ("CODE", "CITY"):
+        fake.lists["aud1"].merge_fields[tag]["required"] = True
+    cases = [
+        ({"NOPE": "x", "AMOUNT": "12a"}, ("AMOUNT", "Please enter a number")),
+        ({"CITY": "", "AMOUNT": "1.5", "NOPE": 1}, ("CITY", "Please enter a value")),
+        ({"AMOUNT": None, "NOPE": 1, "CITY": None}, ("NOPE", "NOPE is not a merge field of this audience")),
+        ({"CODE": "", "AMOUNT": ["1"]}, ("AMOUNT", "Please enter a number")),
+        ({"CODE": None}, ("CODE", "Please enter a value")),
+        ({"AMOUNT": "", "CODE": 0, "CITY": "Rome"}, None),
+    ]
+    try:
+        for i, (fields, refused) in enumerate(cases):
+            answer = call(fake, "POST", "/lists/aud1", {"members": [
+                {"email_address": f"m{i}@example.com", "status": "subscribed", "merge_fields": fields}]})
+            got = [(e["field"], e["field_message"]) for e in answer["errors"]]
+            assert got == ([refused] if refused else []), fields
+            assert len(answer["new_members"]) == (0 if refused else 1)
+    finally:
+        fake.stop()

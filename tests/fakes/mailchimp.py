@@ -543,7 +543,9 @@ class FakeMailchimp:
             return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
         update_existing = bool(body.get("update_existing"))
         new, updated, errors = [], [], []
-        numbers = {tag for tag, field in lst.merge_fields.items() if field["type"] == "number"}
+        # each merge tag's checks, read once a call: (a number field, a required one)
+        checks = {tag: (field["type"] == "number", bool(field.get("required")))
+                  for tag, field in lst.merge_fields.items()}
 
         def error(email: str, message: str, code: str = "ERROR_GENERIC", field: str = "",
                   field_message: str = "") -> None:
@@ -558,11 +560,8 @@ class FakeMailchimp:
             if key in self.member_errors:
                 error(email, self.member_errors[key])
                 continue
-            bad = self._bad_merge_field(numbers, item.get("merge_fields") or {})
-            if bad:
-                error(email, "Your merge fields were invalid.", field=bad, field_message="Please enter a number")
-                continue
-            bad, why = self._invalid_merge_field(lst, item.get("merge_fields") or {})
+            fields = item.get("merge_fields") or {}
+            bad, why = self._merge_field_error(checks, fields)
             if bad:  # the member refused, as real Mailchimp does (no skip_merge_validation)
                 error(email, "Your merge fields were invalid.", field=bad, field_message=why)
                 continue
@@ -577,8 +576,7 @@ class FakeMailchimp:
                     error(email, "The resource submitted could not be validated.", field="status",
                           field_message="status is required for a new member")
                     continue
-                lst.members[key] = {"email_address": email, "status": status,
-                                    "merge_fields": dict(item.get("merge_fields") or {})}
+                lst.members[key] = {"email_address": email, "status": status, "merge_fields": dict(fields)}
                 lst.heads.pop(key, None)
                 new.append(self._member_json(lst, key))
                 continue
@@ -593,7 +591,7 @@ class FakeMailchimp:
                           "review and cannot be subscribed.")
                     continue
                 existing["status"] = status
-            existing["merge_fields"].update(item.get("merge_fields") or {})
+            existing["merge_fields"].update(fields)
             lst.heads.pop(key, None)
             updated.append(self._member_json(lst, key))
         return _json_reply(f'{{"new_members": [{", ".join(new)}], "updated_members": [{", ".join(updated)}], '
@@ -651,26 +649,24 @@ class FakeMailchimp:
         return field
 
     @staticmethod
-    def _invalid_merge_field(lst: FakeList, values: dict[str, Any]) -> tuple[str, str]:
-        """The first of ``values`` the audience has no merge field for, or an empty value of a required one."""
+    def _merge_field_error(checks: dict[str, tuple[bool, bool]], values: dict[str, Any]) -> tuple[str, str]:
+        """Why a member's merge field ``values`` are refused: the first value a number merge field cannot take
+        ("Please enter a number"), else the first the audience has no merge field for, or an empty value of a
+        required one; ``("", "")`` when none. ``checks``: each merge tag's (a number field, a required one)."""
+        other = None
         for tag, value in values.items():
-            field = lst.merge_fields.get(tag)
-            if field is None:
-                return tag, f"{tag} is not a merge field of this audience"
-            if field.get("required") and value in ("", None):
-                return tag, "Please enter a value"
-        return "", ""
-
-    @staticmethod
-    def _bad_merge_field(numbers: set[str], values: dict[str, Any]) -> str:
-        """The first of ``values`` that a number merge field (``numbers``: their tags) cannot take."""
-        for tag, value in values.items():
-            if tag in numbers and value not in ("", None):
+            check = checks.get(tag)
+            if check is None:
+                other = other or (tag, f"{tag} is not a merge field of this audience")
+            elif value in ("", None):
+                if check[1]:
+                    other = other or (tag, "Please enter a value")
+            elif check[0]:
                 try:
                     float(value)
                 except (TypeError, ValueError):
-                    return tag
-        return ""
+                    return tag, "Please enter a number"
+        return other or ("", "")
 
     def _create_segment(self, lst: FakeList, name: str, type: str = "static") -> dict[str, Any]:
         self._next_id += 1
@@ -721,17 +717,18 @@ class FakeMailchimp:
         for item in fields.items():
             tag, value = item
             kind = type(value)
-            if kind not in _SCALARS or type(tag) is not str:
+            try:  # kept texts are of str tags and scalar values only (0.0 and -0.0 never): a hit is one of those
+                text = known.get((tag, kind, value))  # the type too: 1, 1.0 and True are equal keys, not equal JSON
+            except TypeError:  # an unhashable value (a list, a dict)
                 return _encode(fields)
-            if kind is float and not value:  # 0.0 and -0.0: equal keys, not equal JSON
-                parts.append(f"{_str(tag)}: {_encode(value)}")
-                continue
-            key = (tag, kind, value)  # the type too: 1, 1.0 and True are equal keys, not equal JSON
-            text = known.get(key)
             if text is None:
-                if len(known) >= self.field_json_limit:  # mostly distinct values (money): kept, not piled up
-                    known.clear()
-                text = known[key] = f"{_str(tag)}: {_encode(value)}"
+                if kind not in _SCALARS or type(tag) is not str:
+                    return _encode(fields)
+                text = f"{_str(tag)}: {_encode(value)}"
+                if kind is not float or value:  # 0.0 and -0.0: equal keys, not equal JSON
+                    if len(known) >= self.field_json_limit:  # mostly distinct values (money): kept, not piled up
+                        known.clear()
+                    known[(tag, kind, value)] = text
             parts.append(text)
         return "{" + ", ".join(parts) + "}"
 
