@@ -25,6 +25,8 @@ import duckdb
 
 from connectors.email_phone import normalize_email
 
+from .resynced import forget_kept_rows
+
 log = logging.getLogger(__name__)
 
 #: index name → (table, column)
@@ -93,7 +95,9 @@ def normalise_emails(con: duckdb.DuckDBPyConnection, table: str, plain_skipped: 
     load). ``plain_skipped``: a value of lower-case ASCII letters, digits and ``. _ + @ -`` alone is its own normal
     form or invalid (kept as it is), so only the others are read into Python (one scan of a large table: about
     0.5 s for 1 M contacts on a loaded machine, half the cost of a check by
-    :func:`~connectors.email_phone.email_fast_sql`)."""
+    :func:`~connectors.email_phone.email_fast_sql`). The store's generation stays (no plan reads an address but
+    normalised: nothing a sync or a resync read before it differs); the rows the last full refresh kept, hashed
+    with the e-mails, go (:func:`~.resynced.forget_kept_rows`)."""
     # (a punycode domain, ``xn--``, is plain ASCII but normalised to its Unicode form: read it too)
     plain = " AND (NOT regexp_full_match(email, '[a-z0-9._+@-]+') OR contains(email, 'xn--'))" if plain_skipped else ""
     fixed = [(raw, key) for (raw,) in con.execute(f"SELECT DISTINCT email FROM {table} WHERE email IS NOT NULL"
@@ -108,6 +112,8 @@ def normalise_emails(con: duckdb.DuckDBPyConnection, table: str, plain_skipped: 
         finally:
             con.unregister("_emails_fixed")
         log.info("store: %d e-mail value(s) of %s normalised", len(fixed), table)
+        if table == "contacts":  # the store's rows changed, its generation did not: the kept rows are untrue
+            forget_kept_rows(con)
     return len(fixed)
 
 

@@ -96,8 +96,7 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} (first BOOLEAN)")  # the store's first read: see moved_by
     elif full_refresh and not reads_outstanding(con):  # no sync's read to answer: no comparison (see moved_by)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} (unread BOOLEAN)")
-        con.execute(f"DROP TABLE IF EXISTS {KEPT_ROWS}")  # true of this generation alone, which is going
-        con.execute(f"DROP TABLE IF EXISTS {KEPT_AT}")
+        forget_kept_rows(con)  # true of this generation alone, which is going
     elif full_refresh:
         kept = store_tables(con, KEPT_ROWS, KEPT_AT) == {KEPT_ROWS, KEPT_AT} and con.execute(
             f"SELECT count(*) = 1 AND min(generation) = ? FROM {KEPT_AT}", [generation(con)]).fetchall()[0][0]
@@ -107,6 +106,14 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} AS SELECT DISTINCT customer_id FROM orders WHERE "
                     "order_id IN (SELECT order_id FROM staged_orders) OR contains(order_id, '~return') AND "
                     "regexp_replace(order_id, '~return[0-9]*$', '') IN (SELECT order_id FROM staged_orders)")
+
+
+def forget_kept_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the rows the last full refresh kept (:data:`KEPT_ROWS`): a write that changes the store's rows without
+    moving its generation (the stored e-mails normalised, :func:`.lookup.normalise_emails`) makes them untrue, and
+    the next full refresh, comparing with them, would note customers nothing moved."""
+    con.execute(f"DROP TABLE IF EXISTS {KEPT_ROWS}")
+    con.execute(f"DROP TABLE IF EXISTS {KEPT_AT}")
 
 
 def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers: set[str] | None,
@@ -226,4 +233,4 @@ def moved_since(con: duckdb.DuckDBPyConnection, since: int) -> tuple[int, set[st
     return now, moved
 
 
-__all__ = ["TABLE", "before_write", "moved_by", "moved_since", "note_dropped_appends", "note_moved", "swapped_files"]
+__all__ = ["TABLE", "before_write", "forget_kept_rows", "moved_by", "moved_since", "note_dropped_appends", "note_moved", "swapped_files"]
