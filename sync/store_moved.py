@@ -97,12 +97,16 @@ class StoreRead:
         if self.read_id is None:
             return
         try:
-            with STORE_LOCK:
+            if not STORE_LOCK.acquire(timeout=RELEASE_WAIT):  # another thread of serve holds the store
+                raise TimeoutError(f"the store was busy in this process for {RELEASE_WAIT} s")
+            try:
                 con = connect_store(store_path(self.cfg), wait_seconds=RELEASE_WAIT)
                 try:
                     release_read(con, self.read_id)
                 finally:
                     con.close()
+            finally:
+                STORE_LOCK.release()
         except Exception as exc:  # the sync's outcome stands; the read lapses by itself
             log.warning("the order store read of this sync was not taken back (%s): full refreshes compare whom "
                         "they moved until it lapses", exc)

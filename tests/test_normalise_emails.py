@@ -3,6 +3,7 @@ read: the plain-ASCII shortcut must not skip a punycode domain, which normalises
 looks up ``user@sub.рф``; a stored ``user@sub.xn--p1ai`` left as it was hid that card's "no")."""
 
 import duckdb
+import pytest
 
 from connectors.email_phone import normalize_email
 from sync.store.lookup import normalise_emails
@@ -18,20 +19,22 @@ def test_plain_ascii_is_skipped_but_a_punycode_domain_is_normalised():
     assert normalize_email("user@sub.xn--p1ai") != "user@sub.xn--p1ai"
 
 
-def test_the_stores_emails_normalised_leave_no_stale_kept_rows(tmp_path):
+@pytest.mark.parametrize("killed", [False, True])
+def test_the_stores_emails_normalised_leave_no_stale_kept_rows(tmp_path, monkeypatch, killed):
     """A full refresh keeps each customer's rows (a count and a sum of row hashes, e-mails included) for the next
     one, valid while the store's generation stays; normalising the stored e-mails (an older rfmsync's webhook
     contact, its address as typed, when the lookup indexes are built) changes rows without moving it. The next full
     refresh then compared with the rows as they were before the normalisation and noted that customer as moved (a
     full sync reading in between left him out for nothing: its plan normalises addresses anyway). Now the kept rows
-    go with the normalisation, and that refresh notes nobody."""
+    go with the normalisation (before it: a process killed right after the update, with nothing left to normalise
+    on the next run, left them), and that refresh notes nobody."""
     from datetime import datetime, timezone
     from decimal import Decimal
 
     from connectors.records import Consent, Contact, Order
     from connectors.source import PullResult
     from connectors.tables import stage_records
-    from sync.store import connect_store, ensure_lookup_indexes
+    from sync.store import connect_store, ensure_lookup_indexes, lookup
     from sync.store.generation import generation
     from sync.store.merge import merge_staged
     from sync.store.reads import take_read
@@ -49,7 +52,20 @@ def test_the_stores_emails_normalised_leave_no_stale_kept_rows(tmp_path):
 
     refresh()
     refresh()  # its rows are kept now
-    ensure_lookup_indexes(con)  # the first webhook resync after it: the stored e-mails normalised
+    if killed:  # the process dies right after the normalisation's update committed (its log line the next step)
+        class Killed(BaseException):
+            pass
+
+        def die(*args, **kwargs):
+            raise Killed
+
+        monkeypatch.setattr(lookup.log, "info", die)
+        with pytest.raises(Killed):
+            ensure_lookup_indexes(con)
+        monkeypatch.undo()
+        ensure_lookup_indexes(con)  # the next run: nothing left to normalise
+    else:
+        ensure_lookup_indexes(con)  # the first webhook resync after it: the stored e-mails normalised
     assert con.execute("SELECT email FROM contacts WHERE customer_id = 'W'").fetchall() == [("w@shop.uz",)]
     seen = generation(con)  # a full sync reads here
     refresh()

@@ -25,6 +25,7 @@ from sync.store.generation import generation
 from sync.store.merge import merge_staged
 from sync.store.reads import LEASE, release_read, reads_outstanding, take_read
 from sync.store.resynced import KEPT_ROWS, moved_since
+from sync.store_moved import StoreRead
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_guards_withdrawal import MANAGED, set_consent
 from tests.test_replan_after_later_run import _state, _sync, shop  # noqa: F401
@@ -78,6 +79,23 @@ def test_a_crashed_syncs_read_lapses(tmp_path):
     assert moved_since(con, seen) == (seen + 1, None)
     take_read(con)
     assert con.execute("SELECT count(*) FROM store_reads").fetchall()[0][0] == 1
+
+
+@pytest.mark.parametrize("shop", ["skip"], indirect=True)
+def test_a_syncs_read_is_renewed_under_each_destinations_lock(shop, mailchimp_fake):
+    """A read with a minute of its lease left, checked under a destination's lock (``StoreRead.fresh``), holds
+    for another LEASE: a long apply's comparison stays on; taken back, it is gone."""
+    cfg = load_config(shop)
+    with connect_store(store_path(cfg)) as con:
+        seen = generation(con)
+        read_id = take_read(con, at=datetime.now(timezone.utc) - LEASE + timedelta(minutes=1))
+    read = StoreRead(cfg, seen, read_id=read_id)
+    assert read.fresh()
+    with connect_store(store_path(cfg)) as con:
+        assert reads_outstanding(con, at=datetime.now(timezone.utc) + timedelta(hours=1))
+    read.release()
+    with connect_store(store_path(cfg)) as con:
+        assert not reads_outstanding(con)
 
 
 @pytest.mark.parametrize("shop", ["skip"], indirect=True)

@@ -106,14 +106,14 @@ def normalise_emails(con: duckdb.DuckDBPyConnection, table: str, plain_skipped: 
     if fixed:
         import pyarrow as pa
 
+        if table == "contacts":  # the store's rows change, its generation does not: the kept rows become untrue
+            forget_kept_rows(con)  # (first: a crash after the update would leave them, and nothing left to fix)
         con.register("_emails_fixed", pa.table({"raw": [r for r, _ in fixed], "norm": [k for _, k in fixed]}))
         try:
             con.execute(f"UPDATE {table} t SET email = f.norm FROM _emails_fixed f WHERE t.email = f.raw")
         finally:
             con.unregister("_emails_fixed")
         log.info("store: %d e-mail value(s) of %s normalised", len(fixed), table)
-        if table == "contacts":  # the store's rows changed, its generation did not: the kept rows are untrue
-            forget_kept_rows(con)
     return len(fixed)
 
 

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 
-from .connection import store_tables
+from .connection import store_tables, store_transaction
 
 TABLE = "store_reads"
 #: how long a registered read holds the full refreshes' comparison on after it was taken or last renewed (a
@@ -35,8 +35,9 @@ def _now(at: datetime | None) -> datetime:
 def _hold(con: duckdb.DuckDBPyConnection, read_id: str, now: datetime) -> None:
     """Hold ``read_id`` until :data:`LEASE` after ``now``."""
     con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (read_id VARCHAR NOT NULL, expires_at TIMESTAMPTZ NOT NULL)")
-    con.execute(f"DELETE FROM {TABLE} WHERE read_id = ? OR expires_at <= ?", [read_id, now])
-    con.execute(f"INSERT INTO {TABLE} VALUES (?, ?)", [read_id, now + LEASE])
+    with store_transaction(con):  # all or nothing: a failed insert must not leave the read deleted
+        con.execute(f"DELETE FROM {TABLE} WHERE read_id = ? OR expires_at <= ?", [read_id, now])
+        con.execute(f"INSERT INTO {TABLE} VALUES (?, ?)", [read_id, now + LEASE])
 
 
 def take_read(con: duckdb.DuckDBPyConnection, at: datetime | None = None) -> str:

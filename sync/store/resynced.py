@@ -233,4 +233,5 @@ def moved_since(con: duckdb.DuckDBPyConnection, since: int) -> tuple[int, set[st
     return now, moved
 
 
-__all__ = ["TABLE", "before_write", "forget_kept_rows", "moved_by", "moved_since", "note_dropped_appends", "note_moved", "swapped_files"]
+__all__ = ["TABLE", "before_write", "forget_kept_rows", "moved_by", "moved_since", "note_dropped_appends", "note_moved",
+           "swapped_files"]
