@@ -9,6 +9,9 @@ count and a sum of row hashes, before and after). Wall seconds of the merge; the
 Since fixr29 each round runs three: main's, then the branch's twice: after main's merge (which moved the
 generation) the rows before are read from the store, and right after the branch's own refresh they are the rows
 it kept (``store_customer_rows``, one grouped scan less). The store's first read notes nobody (fixr29).
+Since resync30 a refresh compares only while a full sync's read is outstanding (:mod:`sync.store.reads`): on a
+tree that has it, each round runs with no read outstanding (what a shop's nightly export read pays when no sync
+is running), then with a read taken before the refresh (rows before read, then kept), instead of main's merge.
 
     PYTHONPATH=. python bench/refresh_moved.py --contacts 1000000 --orders 2000000 --rounds 3
 """
@@ -45,13 +48,23 @@ def stage(con: duckdb.DuckDBPyConnection, contacts: int, orders: int, changed: i
                 [round_, contacts, changed])
 
 
+try:  # resync30: the full syncs' reads outstanding
+    from sync.store.reads import TABLE as READS, take_read  # noqa: E402
+except ImportError:  # an older tree: every refresh compares
+    READS = take_read = None
+
+
 def refresh(path: Path, args: argparse.Namespace, round_: int, note: bool) -> tuple[float, int | None]:
     con = duckdb.connect(str(path))
     try:
         stage(con, args.contacts, args.orders, args.changed, round_)
         seen = generation(con)
         kept = merge.before_write, merge.moved_by
-        if not note:
+        if take_read is not None:  # note: a sync's read outstanding; else none (the refresh compares nothing)
+            con.execute(f"DROP TABLE IF EXISTS {READS}")
+            if note:
+                take_read(con)
+        elif not note:
             merge.before_write, merge.moved_by = (lambda *a: None), (lambda *a: None)
         try:
             started = time.perf_counter()
@@ -79,7 +92,8 @@ def main() -> None:
         con.close()
         refresh(path, args, 0, False)  # the store as the export's first read wrote it
         for i in range(1, args.rounds + 1):
-            for k, (note, label) in enumerate(((False, "noting nobody (main)"), (True, "noting, rows before read"),
+            first = "no read outstanding" if take_read is not None else "noting nobody (main)"
+            for k, (note, label) in enumerate(((False, first), (True, "noting, rows before read"),
                                                (True, "noting, rows before kept"))):
                 took, moved = refresh(path, args, 3 * i + k, note)  # each its own changes
                 print(f"round {i} {label:>24}: {took:6.2f} s  noted: {moved if moved is not None else 'nobody'}",

@@ -38,7 +38,6 @@ from .takeover import after_applies
 from .planning.target import check_saved
 from .refusals import HeldAgain, apply_alone, judge_replan, record_closed, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
-from .store.generation import generation
 from .store_moved import StoreMovedUnknown, StoreRead
 from .settings import Settings
 
@@ -117,56 +116,59 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
             segments_now = snapshot(run)  # recorded in the segment history once the apply ran
-            read = StoreRead(cfg, generation(run.con))  # a resync merging after it: its customers are its own
+            read = StoreRead.taken(cfg, run.con)  # a resync merging after it: its customers are its own
         finally:
             run.close()
-    if warnings:
-        if on_warnings is not None:
-            on_warnings(warnings)
-        else:
-            for w in warnings:
-                log.warning("%s", w)
-    suspect = bool(lines)  # a data guard: the source itself is suspect, its withdrawals too
-    if not allow_mass_change:
-        scoring = scoring_lines(stats)
-        suspect = suspect or bool(scoring) or any(p.withdrawal_lines for p in planned)
-        lines += scoring + _plan_guard_lines(planned)
-    if lines:  # only plan guards but the withdrawal rules: the withdrawals go out alone, the rest is held
-        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind, stats)) for p in planned]
-        raise refuse_after_withdrawals(ledger, kind, names, lines, withdraw, stats.counts())
-    reports, failed = [], []
-    for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
-        try:
+    try:
+        if warnings:
+            if on_warnings is not None:
+                on_warnings(warnings)
+            else:
+                for w in warnings:
+                    log.warning("%s", w)
+        suspect = bool(lines)  # a data guard: the source itself is suspect, its withdrawals too
+        if not allow_mass_change:
+            scoring = scoring_lines(stats)
+            suspect = suspect or bool(scoring) or any(p.withdrawal_lines for p in planned)
+            lines += scoring + _plan_guard_lines(planned)
+        if lines:  # only plan guards but the withdrawal rules: the withdrawals go out alone, the rest is held
+            withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind, stats)) for p in planned]
+            raise refuse_after_withdrawals(ledger, kind, names, lines, withdraw, stats.counts())
+        reports, failed = [], []
+        for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
             try:
-                replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats),
-                                     cfg.destination(p.plan.destination).retire_tags)
-                reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(), replan=replan,
-                                        fresh=read.fresh))
-            except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
-                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines,
-                                               [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))],
-                                               stats.counts()) from None
-            except StoreMovedUnknown as exc:  # an unnoted store write since the read: withdrawals alone, exit 5
-                held = refuse_after_withdrawals(ledger, kind, [p.plan.destination], [str(exc)],
-                                                [(p.plan.destination, _withdraw(p, ledger, kind, stats))],
-                                                stats.counts())
-                raise StoreMovedUnknown("\n".join(held.message_lines)) from None
-        except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
-            failed.append(exc)
-            if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
-                break
-            if len(planned) > 1:  # stderr: the command's own error line names only the first failure
-                log.error("destination %r failed: %s%s", p.plan.destination, exc,
-                          "; going on with the others" if i < len(planned) - 1 else "")
-    after_applies(cfg, ledger, reports)  # a renamed destination takes over its old name's rows; a retired one ends
-    # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
-    # destination's move tags are planned again next run, while their transition_days last)
-    record_after_sync(cfg, segments_now, as_of)
-    if failed:  # the first one's exit code; every destination's outcome is in `rfmsync runs`
-        # the others too: the scheduler asks whether any of them may pass if run again soon
-        failed[0].other_failures = failed[1:]  # type: ignore[attr-defined]
-        raise failed[0]
-    return reports
+                try:
+                    replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats),
+                                         cfg.destination(p.plan.destination).retire_tags)
+                    reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(), replan=replan,
+                                            fresh=read.fresh))
+                except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
+                    alone = [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))]
+                    raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines, alone,
+                                                   stats.counts()) from None
+                except StoreMovedUnknown as exc:  # an unnoted store write since the read: withdrawals alone, exit 5
+                    held = refuse_after_withdrawals(ledger, kind, [p.plan.destination], [str(exc)],
+                                                    [(p.plan.destination, _withdraw(p, ledger, kind, stats))],
+                                                    stats.counts())
+                    raise StoreMovedUnknown("\n".join(held.message_lines)) from None
+            except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
+                failed.append(exc)
+                if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
+                    break
+                if len(planned) > 1:  # stderr: the command's own error line names only the first failure
+                    log.error("destination %r failed: %s%s", p.plan.destination, exc,
+                              "; going on with the others" if i < len(planned) - 1 else "")
+        after_applies(cfg, ledger, reports)  # a renamed destination takes over its old name's rows; a retired one ends
+        # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
+        # destination's move tags are planned again next run, while their transition_days last)
+        record_after_sync(cfg, segments_now, as_of)
+        if failed:  # the first one's exit code; every destination's outcome is in `rfmsync runs`
+            # the others too: the scheduler asks whether any of them may pass if run again soon
+            failed[0].other_failures = failed[1:]  # type: ignore[attr-defined]
+            raise failed[0]
+        return reports
+    finally:
+        read.release()  # a full refresh after the sync's applies compares nothing (sync.store.reads)
 
 
 #: errors of the planning step that are not a failed run: a stop asked for, a guard's refusal (it records its own),

@@ -18,6 +18,9 @@ withdrawals go out alone and the rest is held (:class:`StoreMovedUnknown`, exit 
 retried by serve's scheduler); the next sync plans it from a read after that write.
 
 The check is one open of the store and a read of its generation per destination (the notes only when it moved).
+The sync registers its read in the store (:mod:`sync.store.reads`: a full refresh pays for noting whom it moved
+only while a read is outstanding), renews it at each check and takes it back when its applies are done
+(:meth:`StoreRead.release`); a crashed sync's read lapses after :data:`sync.store.reads.LEASE`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, Collection
 
+import duckdb
+
 from .config import Config
 from .errors import PlanStaleError
 from .ledger import Ledger
@@ -33,9 +38,13 @@ from .pipeline import store_path
 from .planning.plan import Plan
 from .planning.replanned import leave_out, with_removals
 from .store import STORE_LOCK, connect_store
+from .store.generation import generation
+from .store.reads import release_read, renew_read, take_read
 from .store.resynced import moved_since
 
 log = logging.getLogger("sync.run")
+#: how long taking a sync's read back waits for a busy store (then it lapses: :data:`sync.store.reads.LEASE`)
+RELEASE_WAIT = 5.0
 
 
 class StoreMovedUnknown(PlanStaleError):
@@ -54,12 +63,23 @@ class StoreRead:
     cfg: Config
     generation: int
     moved: set[str] = field(default_factory=set)
+    #: the read as registered in the store (:func:`sync.store.reads.take_read`)
+    read_id: str | None = None
+
+    @classmethod
+    def taken(cls, cfg: Config, con: duckdb.DuckDBPyConnection) -> "StoreRead":
+        """The sync's read of the store ``con`` it still holds (under :data:`STORE_LOCK`): its generation, and the
+        read registered, so that a full refresh after it notes whom it moved (:mod:`sync.store.reads`)."""
+        return cls(cfg, generation(con), read_id=take_read(con))
 
     def fresh(self) -> bool:
-        """Whether no write moved the store since the sync read it (called under a destination's lock)."""
+        """Whether no write moved the store since the sync read it (called under a destination's lock); the read
+        is renewed."""
         with STORE_LOCK:
             con = connect_store(store_path(self.cfg))
             try:
+                if self.read_id is not None:
+                    renew_read(con, self.read_id)
                 now, moved = moved_since(con, self.generation)
             finally:
                 con.close()
@@ -70,6 +90,27 @@ class StoreRead:
                 f"push older data over that run's; held (the next sync plans it from a later read)")
         self.moved = moved
         return now == self.generation
+
+    def release(self) -> None:
+        """The sync is done with the store as it read it: its read is taken back (a full refresh after it compares
+        nothing). A store busy beyond :data:`RELEASE_WAIT` seconds, or failing, is logged: the read lapses."""
+        if self.read_id is None:
+            return
+        try:
+            if not STORE_LOCK.acquire(timeout=RELEASE_WAIT):  # another thread of serve holds the store
+                raise TimeoutError(f"the store was busy in this process for {RELEASE_WAIT} s")
+            try:
+                con = connect_store(store_path(self.cfg), wait_seconds=RELEASE_WAIT)
+                try:
+                    release_read(con, self.read_id)
+                finally:
+                    con.close()
+            finally:
+                STORE_LOCK.release()
+        except Exception as exc:  # the sync's outcome stands; the read lapses by itself
+            log.warning("the order store read of this sync was not taken back (%s): full refreshes compare whom "
+                        "they moved until it lapses", exc)
+        self.read_id = None
 
     def replan(self, plan: Plan, ledger: Ledger, replan: Callable[[], Plan] | None,
                retired: Collection[str] = ()) -> Callable[[], Plan]:

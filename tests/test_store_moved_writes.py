@@ -18,6 +18,7 @@ from sync.store import connect_store, resynced
 from sync.store.appends import NOTED_ROWS
 from sync.store.generation import generation
 from sync.store.merge import merge_staged
+from sync.store.reads import take_read
 from sync.store.resynced import moved_since
 
 AT = datetime(2025, 6, 29, 8, tzinfo=timezone.utc)
@@ -67,8 +68,10 @@ def test_a_full_refresh_notes_the_customers_whose_rows_differ(tmp_path):
     """A full refresh (a file export read again) notes the customers whose orders, contacts or receipt lines it
     changed, added or removed: not those it wrote back alike. Before: it noted nobody. The first read of an empty
     store notes nobody: no sync read anything before it (before fixr29: it noted every customer it wrote, a 1 M-row
-    note on a big shop's first read, or None beyond NOTED_CUSTOMERS)."""
+    note on a big shop's first read, or None beyond NOTED_CUSTOMERS). A full sync's read is outstanding
+    (sync.store.reads): without one a refresh compares nothing (tests/test_store_reads.py)."""
     con = connect_store(tmp_path / "s.duckdb")
+    take_read(con)
     item = LineItem(sku="A", price=Decimal("5"))
     contacts = [Contact(customer_id=c, email=f"{c.lower()}@example.com", marketing_consent=Consent.YES)
                 for c in ("SAME", "CONSENT")]
@@ -92,8 +95,9 @@ def test_a_full_refresh_after_another_write_compares_with_the_rows_as_they_are(t
     """Each customer's rows as a full refresh left them are kept (for the next full refresh: the rows before it,
     one grouped scan less), stamped with its generation: a merge between the two refreshes moves the generation,
     and the next refresh compares with the rows as they are, not as the last refresh left them (else a customer
-    the merge moved and the refresh moved back would go unnoted)."""
+    the merge moved and the refresh moved back would go unnoted). A full sync's read is outstanding throughout."""
     con = connect_store(tmp_path / "s.duckdb")
+    take_read(con)
     for _ in range(2):  # the first read of the empty store keeps nothing, the second does
         stage_records(con, [_order("1", "A"), _order("2", "B")], [])
         merge_staged(con, PullResult(full_refresh=True), origin="pull")
@@ -163,6 +167,7 @@ def test_a_lean_appended_file_replaced_later_keeps_its_customers_noted(tmp_path,
     run_cli("pull", "--config", str(cfg))
     with connect_store(store) as con:
         seen = generation(con)  # a full sync reads here
+        take_read(con)
     day2 = [("2", "c2", "", "2025-06-02", "10.00", ""), ("3", "c3", "", "2025-06-02", "20.00", "")]
     write_export(tmp_path, "day2.csv", day2)
     with connect_store(store) as con:

@@ -25,6 +25,8 @@ import duckdb
 
 from connectors.email_phone import normalize_email
 
+from .resynced import forget_kept_rows
+
 log = logging.getLogger(__name__)
 
 #: index name → (table, column)
@@ -93,7 +95,9 @@ def normalise_emails(con: duckdb.DuckDBPyConnection, table: str, plain_skipped: 
     load). ``plain_skipped``: a value of lower-case ASCII letters, digits and ``. _ + @ -`` alone is its own normal
     form or invalid (kept as it is), so only the others are read into Python (one scan of a large table: about
     0.5 s for 1 M contacts on a loaded machine, half the cost of a check by
-    :func:`~connectors.email_phone.email_fast_sql`)."""
+    :func:`~connectors.email_phone.email_fast_sql`). The store's generation stays (no plan reads an address but
+    normalised: nothing a sync or a resync read before it differs); the rows the last full refresh kept, hashed
+    with the e-mails, go (:func:`~.resynced.forget_kept_rows`)."""
     # (a punycode domain, ``xn--``, is plain ASCII but normalised to its Unicode form: read it too)
     plain = " AND (NOT regexp_full_match(email, '[a-z0-9._+@-]+') OR contains(email, 'xn--'))" if plain_skipped else ""
     fixed = [(raw, key) for (raw,) in con.execute(f"SELECT DISTINCT email FROM {table} WHERE email IS NOT NULL"
@@ -102,6 +106,8 @@ def normalise_emails(con: duckdb.DuckDBPyConnection, table: str, plain_skipped: 
     if fixed:
         import pyarrow as pa
 
+        if table == "contacts":  # the store's rows change, its generation does not: the kept rows become untrue
+            forget_kept_rows(con)  # (first: a crash after the update would leave them, and nothing left to fix)
         con.register("_emails_fixed", pa.table({"raw": [r for r, _ in fixed], "norm": [k for _, k in fixed]}))
         try:
             con.execute(f"UPDATE {table} t SET email = f.norm FROM _emails_fixed f WHERE t.email = f.raw")

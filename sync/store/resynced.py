@@ -15,7 +15,8 @@ file swap (a changed or removed file) note the customers whose rows differ (:fun
 customer's orders, contacts and receipt lines as a count and a sum of row hashes, before the write and after it,
 compared (the file id aside: a changed file's unchanged rows moved nobody; the rows after a full refresh are kept,
 :data:`KEPT_ROWS`, and are the next one's rows before it while no other write came between; the first read of an
-empty store notes nobody). Under each destination's lock the sync
+empty store notes nobody; with no full sync's read outstanding, :mod:`.reads`, a full refresh compares nothing and
+notes nothing: nobody asks, and a sync whose read lapsed holds). Under each destination's lock the sync
 asks :func:`moved_since` which customers the store's writes after its read moved, and leaves them out
 (:func:`sync.store_moved.left_to_resyncs`). A write that moved more than :data:`~.appends.NOTED_CUSTOMERS`
 customers (the bound on the notes, and on what one merge gathers) notes nobody, as does any other write: it
@@ -35,6 +36,7 @@ from connectors.tables import TABLES
 from .appends import KEEP, NOTED_CUSTOMERS, NOTED_ROWS, TABLE as APPENDS
 from .connection import store_tables
 from .generation import generation
+from .reads import reads_outstanding
 from .webhooks import LATE_WITHDRAWALS
 
 TABLE = "store_moved_customers"
@@ -79,7 +81,8 @@ _ROWS = f"""SELECT customer_id, sum(n) AS n, sum(h) AS h FROM (
 def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_refresh: bool,
                  empty: bool = False) -> None:
     """Note, before a merge writes (inside its transaction), what :func:`moved_by` compares with after it: a full
-    refresh's each customer's rows (none when the store is empty: it notes nobody, :func:`moved_by`); a large
+    refresh's each customer's rows (none when the store is empty: it notes nobody, :func:`moved_by`; none when no
+    full sync's read is outstanding, :func:`.reads.reads_outstanding`: it notes nothing, the kept rows go); a large
     incremental merge's (more than :data:`~.appends.NOTED_ROWS` staged orders: no note of its own) the customers of
     the stored orders it replaces (and of their returns, ``ID~return…``). An ``empty`` merge (nothing new: no
     generation, no note, no :func:`moved_by`) notes nothing."""
@@ -91,6 +94,9 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
                              if "file_id" in _temp(con, "staged_orders") else "true")
     if full_refresh and not con.execute("SELECT EXISTS (FROM orders) OR EXISTS (FROM contacts)").fetchall()[0][0]:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} (first BOOLEAN)")  # the store's first read: see moved_by
+    elif full_refresh and not reads_outstanding(con):  # no sync's read to answer: no comparison (see moved_by)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {BEFORE} (unread BOOLEAN)")
+        forget_kept_rows(con)  # true of this generation alone, which is going
     elif full_refresh:
         kept = store_tables(con, KEPT_ROWS, KEPT_AT) == {KEPT_ROWS, KEPT_AT} and con.execute(
             f"SELECT count(*) = 1 AND min(generation) = ? FROM {KEPT_AT}", [generation(con)]).fetchall()[0][0]
@@ -102,13 +108,22 @@ def before_write(con: duckdb.DuckDBPyConnection, present: Collection[str], full_
                     "regexp_replace(order_id, '~return[0-9]*$', '') IN (SELECT order_id FROM staged_orders)")
 
 
+def forget_kept_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the rows the last full refresh kept (:data:`KEPT_ROWS`): a write that changes the store's rows without
+    moving its generation (the stored e-mails normalised, :func:`.lookup.normalise_emails`) makes them untrue, and
+    the next full refresh, comparing with them, would note customers nothing moved."""
+    con.execute(f"DROP TABLE IF EXISTS {KEPT_ROWS}")
+    con.execute(f"DROP TABLE IF EXISTS {KEPT_AT}")
+
+
 def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers: set[str] | None,
              identity: Collection[str] = ()) -> str | set[str] | None:
     """Whom a merge moved, for :func:`note_moved` (called after its writes, its ``staged_*`` tables still there).
     A small incremental merge: ``customers`` (its orders' customers, before and after, and both ids of every link)
     and its contacts' customers. After a full refresh's :func:`before_write`: the customers whose rows differ now;
     nobody after the first read of an empty store (a sync reading nothing stops at the ``min_orders`` guard, and
-    noting its every customer cost a scan and, beyond :data:`~.appends.NOTED_CUSTOMERS`, noted nobody anyway).
+    noting its every customer cost a scan and, beyond :data:`~.appends.NOTED_CUSTOMERS`, noted nobody anyway); None
+    (nothing noted) when no full sync's read was outstanding (its two grouped scans saved: nobody asks).
     Else (a large merge) gathered in the store: :func:`before_write`'s, ``customers``, ``identity``'s ids and the
     staged orders' and contacts' customers. The last two as a query of :data:`MOVED`; None (nobody noted) beyond
     :data:`~.appends.NOTED_CUSTOMERS` customers."""
@@ -122,9 +137,11 @@ def moved_by(con: duckdb.DuckDBPyConnection, present: Collection[str], customers
         return customers | {r[0] for q in contacts
                             for r in con.execute(f"SELECT DISTINCT customer_id FROM ({q})").fetchall()}
     before = _temp(con, BEFORE)
-    if "first" in before:  # a full refresh of an empty store (its first read): no sync read anything before it
+    if "first" in before or "unread" in before:
         con.execute(f"DROP TABLE {BEFORE}")
-        return set()
+        # a full refresh of an empty store (its first read): no sync read anything before it; with no sync's read
+        # outstanding (sync.store.reads): nobody asks, and a read that lapsed is held by its generation left unnoted
+        return set() if "first" in before else None
     if before and "n" in before:  # each customer's rows before the write (a full refresh), kept for the next one
         con.execute(f"CREATE OR REPLACE TABLE {KEPT_ROWS} AS {_ROWS}")
         con.execute(f"CREATE OR REPLACE TABLE {KEPT_AT} AS SELECT ? + 1 AS generation", [generation(con)])
@@ -216,4 +233,5 @@ def moved_since(con: duckdb.DuckDBPyConnection, since: int) -> tuple[int, set[st
     return now, moved
 
 
-__all__ = ["TABLE", "before_write", "moved_by", "moved_since", "note_dropped_appends", "note_moved", "swapped_files"]
+__all__ = ["TABLE", "before_write", "forget_kept_rows", "moved_by", "moved_since", "note_dropped_appends", "note_moved",
+           "swapped_files"]
