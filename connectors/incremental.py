@@ -166,6 +166,7 @@ class Stager:
         self._issues: dict[tuple[str, str], list[BadRow]] = {}
         self._anonymous: set[tuple[str, str] | int] = set()  # purchases of nobody (a walk-in sale), by (source, id)
         self.shape_slips = 0  # mapper slips on a JSON shape (connectors.shapes): the first one's traceback is logged
+        self.dropped: list[FieldError] = []  # values the mapper of map_page's row dropped (issues once it is kept)
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -234,14 +235,18 @@ class Stager:
         phone) is an issue naming the contact and the field, not a bad row: the contact is kept without it, as a file
         export's (docs/sources/files.md), and the data guard ``max_bad_rows_pct`` does not count it."""
         contact, issues = clean_contact(contact, region, f"{self.source}:contacts")
-        for issue in issues:
-            key = (issue.source, str(issue.row))
-            rows = self._issues.setdefault(key, [])
-            if issue not in rows:
-                rows.append(issue)
-                if issue not in self._before.get(key, ()):  # (logged once, as :meth:`bad`)
-                    log.warning("%s: %s", self.source, issue)
+        list(map(self.issue, issues))
         return contact
+
+    def issue(self, row: BadRow) -> None:
+        """``row``: a value dropped from a record kept (a contact's, a guest order's key: :mod:`connectors.guests`),
+        counted in ``cleaned_values``, logged once (as :meth:`bad`), replaced by the record's next read."""
+        key = (row.source, str(row.row))
+        rows = self._issues.setdefault(key, [])
+        if row not in rows:
+            rows.append(row)
+            if row not in self._before.get(key, ()):
+                log.warning("%s: %s", self.source, row)
 
     def stage(self, orders: Iterable[Order] = (), contacts: Iterable[Contact] = ()) -> None:
         orders_by_id = {o.order_id: o for o in orders}
@@ -312,6 +317,7 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
             stager.bad(BadRow(what, None, "the vendor sent a row that is not an object", value=str(raw)[:100]))
             continue
         stager.reading(what, id_of(raw))
+        stager.dropped.clear()
         try:
             try:
                 record = map_row(raw)
@@ -326,6 +332,8 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
         except FieldError as exc:
             stager.bad(exc.bad_row(what, id_of(raw)))
             continue
+        for exc in stager.dropped:  # (a guest order's e-mail or phone refused, the other keying it)
+            stager.issue(exc.bad_row(what, id_of(raw)))
         if isinstance(record, Order):
             orders.append(record)
         elif record is not None:

@@ -41,6 +41,7 @@ import requests
 
 from .contacts import clean_contact
 from .email_phone import lower_like_sql
+from .guests import guest_key
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
@@ -62,8 +63,10 @@ NAME = "shopify"
 LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
 
 
-def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
-    """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history)."""
+def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig, dropped: list[FieldError] | None = None) -> Order | None:
+    """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history).
+    A guest order (no ``customer``) is keyed by its ``email``, else its ``phone``, by the contacts' rules
+    (:func:`connectors.guests.guest_key`: a value refused while the other keys it goes to ``dropped``)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     financial = clean(raw.get("financial_status"))
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
@@ -79,9 +82,8 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     customer_id = None  # (kept by the tombstone when known)
     try:
         customer = get_object(raw, "customer")
-        customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
-        if not customer_id:
-            raise NoCustomer()
+        customer_id = clean(customer.get("id")) or guest_key(raw.get("email"), raw.get("phone"), cfg.phone_region,
+                                                             dropped)  # (NoCustomer: a walk-in sale, counted)
         total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
         disc = "current_total_discounts" if raw.get("current_total_discounts") is not None else "total_discounts"
         return Order(
@@ -247,7 +249,7 @@ class ShopifySource:
         def one(raw: Any) -> Order | Contact | None:
             if raw.get("updated_at"):
                 high.see(get_field(raw, "updated_at", parse_dt))
-            return map_order(raw, self.config) if obj == "orders" else map_customer(raw)
+            return map_order(raw, self.config, stager.dropped) if obj == "orders" else map_customer(raw)
 
         def keep(record: Order | Contact, raw: Any) -> Order | Contact:
             # the version's time, as its webhook's (a later delivery older than it is left out by the store)
@@ -354,7 +356,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         return [], []
     try:
         if kind == "orders":
-            order = map_order(payload, config or ShopifyConfig())
+            order = map_order(payload, config or ShopifyConfig(), dropped := [])
+            for exc in dropped:  # (a guest's e-mail or phone refused, the other keying the order)
+                log.warning("shopify webhook: %s", exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id")))
             return ([versioned(order, payload)] if order else []), []
         if kind == "customers":
             contact, issues = clean_contact(map_customer(payload), (config or ShopifyConfig()).phone_region,
