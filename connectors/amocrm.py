@@ -50,7 +50,7 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
                    to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
-from .non_purchase import tombstone, undecided, unmapped
+from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -95,8 +95,8 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     customer_id = None  # (kept by the tombstone when known)
     try:
         customer_id = _contact_id(raw)
-        if customer_id is None:
-            raise FieldError("_embedded.contacts", "lead has no linked contact")
+        if customer_id is None:  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
+            raise NoCustomer("_embedded.contacts", "lead has no linked contact")
         when = "closed_at" if raw.get("closed_at") else "updated_at"
         return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, order_dt),
                      amount=get_field(raw, "price", to_decimal), currency=cfg.currency,

@@ -59,7 +59,7 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
                    to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, map_page, pull_by_time, utc_now
-from .non_purchase import tombstone, undecided, unmapped
+from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_from
 from .secrets import BITRIX24_CODE, Secret
@@ -129,8 +129,8 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     customer = None  # (kept by the tombstone when known)
     try:
         customer = clean(raw.get("CONTACT_ID"))
-        if customer in (None, "0"):
-            raise FieldError("CONTACT_ID", "deal has no contact")
+        if customer in (None, "0"):  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
+            raise NoCustomer("CONTACT_ID", "deal has no contact")
         return Order(order_id=oid, customer_id=customer,
                      ordered_at=get_field(raw, "CLOSEDATE", lambda v: day_at_noon(v, cfg.timezone))
                      if raw.get("CLOSEDATE") else get_field(raw, "DATE_CREATE", parse_dt),

@@ -78,3 +78,32 @@ def test_a_guest_order_webhook_keeps_the_order_and_logs_the_value_dropped(caplog
     assert [o.customer_id for o in orders] == ["+77011234567"]
     assert "shopify:webhook orders/create, row 9: phone: invalid phone; the guest order is kept" in caplog.text
     assert "retailcrm:webhook, row 7: email: invalid email; the guest order is kept, keyed by its phone" in caplog.text
+
+
+# ------------------------------------------------------------------ amoCRM / Bitrix24: a won deal without a contact
+
+
+def test_won_amocrm_leads_and_bitrix24_deals_without_a_contact_are_counted_as_sales_of_nobody():
+    """Each was a bad row on every pull (a shop selling over the phone had hundreds, and ``max_bad_rows_pct``
+    refused its syncs); the reference counts guests with neither key in the totals, unsegmented: as Shopify's and
+    RetailCRM's walk-in sales. A contact linked later moves the deal's time: the next pull stores it."""
+    from . import test_amocrm, test_bitrix24
+    with test_amocrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        amo = test_amocrm.FakeAmo(mock)
+        amo.put_contact(10, "ann@example.com", at=test_amocrm.T0)
+        for oid in (1, 2, 3):
+            amo.put_order(oid, 10, "100", at=test_amocrm.T0)
+        amo.leads[2]["_embedded"]["contacts"] = []
+        amo.leads[3]["_embedded"].pop("contacts")
+        amo_result = test_amocrm.make_source().pull(con)
+    with test_bitrix24.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        b24 = test_bitrix24.FakeBitrix24(mock)
+        b24.put_contact(10, "ann@example.com", at=test_bitrix24.T0)
+        for oid in (1, 2, 3):
+            b24.put_order(oid, 10, "100", at=test_bitrix24.T0)
+        b24.deals[2]["CONTACT_ID"], b24.deals[3]["CONTACT_ID"] = None, "0"
+        b24_result = test_bitrix24.make_source().pull(con)
+        staged = con.execute("SELECT order_id FROM staged_orders").fetchall()
+    for result in (amo_result, b24_result):
+        assert (result.orders, result.bad_row_count, result.anonymous_orders) == (1, 0, 2), result.bad_rows
+    assert staged == [("1",)]
