@@ -39,32 +39,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
-from pydantic import ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bitrix24_config import Bitrix24Config, Bitrix24Secrets
+from .bitrix24_mapping import (in_scope, map_contact, map_deal, map_product_row, stage_semantic,  # noqa: F401
+                               with_product_rows)  # (re-exported: the mappers were defined here)
 from .bitrix24_pace import OperatingPace, batch_timing
-from .blank import BlankIsUnset
-from .contacts import PhoneRegion
-from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
-                   to_decimal, with_sleep)
+from .http import Action, FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, with_sleep
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, map_page, pull_by_time, utc_now
-from .non_purchase import NoCustomer, tombstone, undecided, unmapped
-from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
+from .non_purchase import tombstone
+from .records import UNDATED, BadRow, Contact, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_from
-from .secrets import BITRIX24_CODE, Secret
+from .secrets import BITRIX24_CODE
+from .shapes import vendor_id
 from .source import PullResult
-from .zones import TimeZone, day_at_noon
 from .bitrix24_webhooks import (parse_webhook, verify_webhook, webhook_pull_key, webhook_refs,  # noqa: F401 (re-exported)
                                 webhook_stale_reason)
 from .webhooks import WebhookParser, register_webhook_parser
@@ -77,108 +72,6 @@ _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invali
 _RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "INTERNAL_SERVER_ERROR"}
 BLOCKED = "OPERATION_TIME_LIMIT"  # a method blocked for 10 minutes (HTTP 429): :func:`blocked`
 BLOCK_SECONDS = 600.0  # how long a block lasts when the answer does not say (no ``operating_reset_at``)
-
-
-class Bitrix24Config(BlankIsUnset):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["bitrix24"] = "bitrix24"
-    won_semantics: list[str] = Field(default_factory=lambda: ["S"])
-    won_stage_ids: list[str] = Field(default_factory=list)  # e.g. ["WON", "C2:WON"]
-    category_ids: list[int] = Field(default_factory=list)  # deal pipelines; empty: all
-    currency: str | None = None  # used when a deal has no CURRENCY_ID
-    lookback_minutes: int = Field(10, ge=0)
-    requests_per_second: float = Field(2.0, gt=0)
-    burst: int = Field(50, ge=1)
-    line_items: bool = True  # read product rows of won deals (one batch call per page of deals)
-    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
-    timezone: TimeZone = "UTC"  # the portal's zone: purchases are counted per local day in it
-
-
-class Bitrix24Secrets(BlankIsUnset, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
-    webhook_url: Secret | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
-    app_token: Secret | None = None  # application_token of the outgoing webhook / app, for events
-
-
-def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
-    """False for a deal outside ``category_ids`` (when set)."""
-    try:
-        return not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids
-    except (TypeError, ValueError):
-        return False
-
-
-def stage_semantic(stage: str | None) -> str | None:
-    """The ``STAGE_SEMANTIC_ID`` a ``STAGE_ID`` carries by itself: a pipeline's one success stage is the system stage
-    ``WON`` (``C<n>:WON`` in pipeline n), ``S``; its system failure stage ``LOSE`` (``C<n>:LOSE``), ``F``; None for
-    any other stage (in progress, or a failure stage the portal added: only the portal's stage list tells)."""
-    final = re.fullmatch(r"(?:C\d+:)?(WON|LOSE)", stage or "")
-    return None if final is None else {"WON": "S", "LOSE": "F"}[final.group(1)]
-
-
-def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
-    oid = get_field(raw, "ID", lambda v: str(int(v)))
-    semantic, stage = clean(raw.get("STAGE_SEMANTIC_ID")), clean(raw.get("STAGE_ID"))
-    # no semantic: its stage's own (WON, LOSE); another stage is not a success, so no purchase unless the
-    # semantics asked for count in-progress or failed deals (then it cannot be told)
-    semantic = semantic or stage_semantic(stage)
-    if semantic is None and (stage is None or (set(cfg.won_semantics) - {"S"} and stage not in cfg.won_stage_ids)):
-        raise undecided("STAGE_SEMANTIC_ID", "deal", " (and STAGE_ID)" if stage is None else "")
-    won = (semantic in cfg.won_semantics or stage in cfg.won_stage_ids) and (
-        not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
-    customer = None  # (kept by the tombstone when known)
-    try:
-        customer = clean(raw.get("CONTACT_ID"))
-        if customer in (None, "0"):  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
-            raise NoCustomer("CONTACT_ID", "deal has no contact")
-        return Order(order_id=oid, customer_id=customer,
-                     ordered_at=get_field(raw, "CLOSEDATE", lambda v: day_at_noon(v, cfg.timezone))
-                     if raw.get("CLOSEDATE") else get_field(raw, "DATE_CREATE", parse_dt),
-                     amount=get_field(raw, "OPPORTUNITY", to_decimal),
-                     currency=clean(raw.get("CURRENCY_ID")) or cfg.currency,
-                     status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
-    except FieldError:
-        if won:
-            raise
-        # no purchase (any more) and not mappable (its contact removed): it still leaves the history
-        return unmapped(oid, raw, None if customer == "0" else customer, ("DATE_MODIFY",))
-
-
-def _first(raw: Mapping[str, Any], key: str) -> str | None:
-    for item in get_list(raw, key):
-        if isinstance(item, dict) and clean(item.get("VALUE")):
-            return clean(item["VALUE"])
-    return None
-
-
-def map_contact(raw: Mapping[str, Any]) -> Contact:
-    cid = get_field(raw, "ID", lambda v: str(int(v)))
-    attrs = {"city": clean(raw.get("ADDRESS_CITY")), "source": clean(raw.get("SOURCE_ID")),
-             "type": clean(raw.get("TYPE_ID"))}
-    return Contact(customer_id=cid, email=lower_like_sql(_first(raw, "EMAIL") or "") or None, phone=_first(raw, "PHONE"),
-                   first_name=clean(raw.get("NAME")), last_name=clean(raw.get("LAST_NAME")),
-                   marketing_consent=Consent.UNKNOWN,
-                   created_at=get_field(raw, "DATE_CREATE", parse_dt) if raw.get("DATE_CREATE") else None,
-                   attributes={k: v for k, v in attrs.items() if v})
-
-
-def map_product_row(raw: Mapping[str, Any]) -> LineItem:
-    """One ``crm.deal.productrows.get`` row → LineItem (unit price = ``PRICE``, after discount and tax)."""
-    if not isinstance(raw, Mapping):
-        raise FieldError("productrows", "a product row is not an object", raw)
-    product = clean(raw.get("PRODUCT_ID"))
-    return LineItem(sku=product if product not in (None, "0") else None,
-                    name=clean(raw.get("PRODUCT_NAME")) or clean(raw.get("ORIGINAL_PRODUCT_NAME")),
-                    quantity=get_field(raw, "QUANTITY", to_decimal, "productrows.QUANTITY"),
-                    price=get_field(raw, "PRICE", lambda v: None if v is None else to_decimal(v), "productrows.PRICE"))
-
-
-def with_product_rows(order: Order, rows: list[Any]) -> Order:
-    """The order with its line items and discount (Σ ``DISCOUNT_SUM`` × ``QUANTITY``, when any)."""
-    items = tuple(map_product_row(r) for r in rows)
-    discount = sum((get_field(r, "DISCOUNT_SUM", lambda v: to_decimal(v or 0), "productrows.DISCOUNT_SUM")
-                    * it.quantity for r, it in zip(rows, items)), Decimal(0))
-    return dataclasses.replace(order, items=items, discount=discount if discount else order.discount)
 
 
 _METHODS = {
@@ -248,6 +141,22 @@ def _raise_for_codes(codes: set[str], what: str, refused: str, method: str) -> N
     if codes & _AUTH_ERRORS:
         raise AuthError(f"Bitrix24 refused {refused} ({sorted(codes & _AUTH_ERRORS)[0]}); check "
                         f"BITRIX24_WEBHOOK_URL: {AUTH_ADVICE}")
+
+
+def _last_id(rows: list[Any], method: str) -> int:
+    """The highest usable ID of a page, to go on from (``>ID``). A row without one (not an object, an ID that is
+    no number: a bad row :func:`~connectors.incremental.map_page` names) stopped the whole pull, every pull after
+    it; the keyset goes on from the others' IDs. A page none of whose rows has one cannot be paged past: fatal."""
+    ids = []
+    for row in rows:
+        try:
+            ids.append(int(vendor_id(row["ID"]) or ""))
+        except (KeyError, TypeError, ValueError):
+            continue
+    if not ids:
+        raise FatalError(f"Bitrix24 {method}: a page of {len(rows)} rows none of which has a usable ID (the bad "
+                         "rows above): the list cannot be read past it")
+    return max(ids)
 
 
 class Bitrix24Source:
@@ -322,10 +231,7 @@ class Bitrix24Source:
             self._stage(obj, rows, stager, high)
             if not rows:  # only an empty page ends the list: a short page mid-list (seen on busy portals) does not,
                 return high.value  # and the pass after a backfill (by DATE_MODIFY) would not reach what it cut
-            try:
-                last_id = max(int(r["ID"]) for r in rows)
-            except (KeyError, TypeError, ValueError):
-                raise FatalError(f"Bitrix24 {method}: a page without usable IDs") from None
+            last_id = _last_id(rows, method)
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:

@@ -1,0 +1,55 @@
+"""Bitrix24 records of a JSON shape rfmsync did not expect: each a bad row naming the record and field, the pull
+going on (as amoCRM's, RetailCRM's and Shopify's: connectors/shapes.py), never the whole pull stopped nor a key of
+junk."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.errors import FatalError
+from sync.store import open_store
+
+from .test_bitrix24 import FakeBitrix24, T0, make_source, responses
+
+
+def _pull(change, **cfg):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = FakeBitrix24(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        for oid in (1, 2, 3):
+            fake.put_order(oid, 10, "100", at=T0)
+        change(fake)
+        result = make_source(**cfg).pull(con)
+        staged = con.execute("SELECT order_id, customer_id FROM staged_orders ORDER BY 1").fetchall()
+    return result, staged
+
+
+@pytest.mark.parametrize("row, field", [({"ID": "abc"}, "ID"), (["2"], None), ({"ID": [2]}, "ID")])
+def test_a_deal_whose_id_is_unreadable_is_a_bad_row_and_the_keyset_goes_on(row, field):
+    """``max(int(r["ID"]))`` over the page: one such row stopped the pull ("a page without usable IDs"), and every
+    pull after it, after naming the row a bad one."""
+    def change(fake):
+        fake.deals[2] = row if isinstance(row, list) else {**fake.deals[2], **row}
+    result, staged = _pull(change)
+    assert staged == [("1", "10"), ("3", "10")]
+    assert {b.field for b in result.bad_rows} == {field}, result.bad_rows
+
+
+def test_a_page_where_no_deal_has_a_readable_id_cannot_be_read_past():
+    def change(fake):
+        for oid in (1, 2, 3):
+            fake.deals[oid]["ID"] = "n/a"
+    with pytest.raises(FatalError, match=r"crm.deal.list: a page of 3 rows none of which has a usable ID"):
+        _pull(change)
+
+
+@pytest.mark.parametrize("field, value", [("CONTACT_ID", {"ID": 10}), ("CONTACT_ID", ["10"]),
+                                          ("CATEGORY_ID", ["0"]), ("CATEGORY_ID", "main")])
+def test_an_id_field_of_another_shape_is_a_bad_row_not_a_key_nor_another_pipeline(field, value):
+    """``CONTACT_ID: {"ID": 10}`` became the customer ``{'ID': 10}``; a ``CATEGORY_ID`` no pipeline id was taken for
+    another pipeline's, the deal retired from the history without a word."""
+    def change(fake):
+        fake.deals[2][field] = value
+    result, staged = _pull(change, category_ids=[0])
+    assert staged == [("1", "10"), ("3", "10")]
+    assert [(b.row, b.field) for b in result.bad_rows] == [("2", field)]
