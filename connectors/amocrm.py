@@ -52,6 +52,7 @@ from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_f
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
+from .shapes import vendor_id
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
@@ -78,7 +79,7 @@ def _embedded(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 def _contact_id(raw: Mapping[str, Any]) -> str | None:
     contacts = _embedded(raw, "contacts")
     main = [c for c in contacts if c.get("is_main")] or contacts
-    return clean(main[0].get("id")) if main else None
+    return get_field(main[0], "id", vendor_id, "_embedded.contacts.id") if main else None
 
 
 def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:

@@ -26,6 +26,7 @@ from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .non_purchase import undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .shapes import vendor_id
 
 if TYPE_CHECKING:
     from .retailcrm import RetailCrmConfig
@@ -82,11 +83,12 @@ def customer_key(raw: Mapping[str, Any], region: str | None = None, dropped: lis
     a value the rules refuse is dropped into ``dropped`` when the other keys it, a FieldError when nothing does:
     never a key of junk); NoCustomer when it has neither (a walk-in sale)."""
     customer, contact = get_object(raw, "customer"), get_object(raw, "contact")
+    customer_id = get_field(customer, "id", vendor_id, "customer.id")  # (an object, a list: a FieldError, no key)
+    contact_id = get_field(contact, "id", vendor_id, "contact.id")
     if clean(customer.get("type")) == "customer_corporate":
-        corporate = clean(customer.get("id"))
-        key = clean(contact.get("id")) or (f"corporate-{corporate}" if corporate else None)
+        key = contact_id or (f"corporate-{customer_id}" if customer_id else None)
     else:
-        key = clean(customer.get("id")) or clean(contact.get("id"))
+        key = customer_id or contact_id
     return key or guest_key(raw.get("email"), raw.get("phone"), region, dropped)
 
 

@@ -51,6 +51,7 @@ from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso,
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
+from .shapes import vendor_id
 from .source import Account, PullResult
 from .shopify_scopes import SCOPES_PATH, granted_scopes, window_warning
 from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
@@ -82,8 +83,8 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig, dropped: list[FieldErr
     customer_id = None  # (kept by the tombstone when known)
     try:
         customer = get_object(raw, "customer")
-        customer_id = clean(customer.get("id")) or guest_key(raw.get("email"), raw.get("phone"), cfg.phone_region,
-                                                             dropped)  # (NoCustomer: a walk-in sale, counted)
+        customer_id = get_field(customer, "id", vendor_id, "customer.id") or guest_key(  # (NoCustomer: a walk-in)
+            raw.get("email"), raw.get("phone"), cfg.phone_region, dropped)
         total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
         disc = "current_total_discounts" if raw.get("current_total_discounts") is not None else "total_discounts"
         return Order(

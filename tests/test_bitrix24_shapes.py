@@ -53,3 +53,29 @@ def test_an_id_field_of_another_shape_is_a_bad_row_not_a_key_nor_another_pipelin
     result, staged = _pull(change, category_ids=[0])
     assert staged == [("1", "10"), ("3", "10")]
     assert [(b.row, b.field) for b in result.bad_rows] == [("2", field)]
+
+
+def test_a_customer_id_of_another_shape_is_a_field_error_in_every_crm_never_a_key_of_its_text():
+    """``{"id": {"id": 10}}`` was the customer ``{'id': 10}`` in amoCRM, RetailCRM and Shopify alike."""
+    from connectors import amocrm, retailcrm_mapping, shopify
+    from connectors.amocrm import AmoCrmConfig
+    from connectors.http import FieldError
+    from connectors.retailcrm import RetailCrmConfig
+    from connectors.shopify import ShopifyConfig
+
+    odd = {"id": 10}
+    cases = [
+        (lambda: amocrm.map_lead({"id": 1, "status_id": 142, "price": 5, "closed_at": 1767000000,
+                                  "_embedded": {"contacts": [{"id": odd, "is_main": True}]}}, AmoCrmConfig()),
+         "_embedded.contacts.id"),
+        (lambda: retailcrm_mapping.map_order({"id": 1, "status": "complete", "createdAt": "2026-01-10 12:00:00",
+                                              "totalSumm": 5, "customer": {"id": odd}}, RetailCrmConfig()),
+         "customer.id"),
+        (lambda: shopify.map_order({"id": 1, "financial_status": "paid", "total_price": "5.00",
+                                    "created_at": "2026-01-10T12:00:00Z", "customer": {"id": [10]}}, ShopifyConfig()),
+         "customer.id"),
+    ]
+    for mapper, field in cases:
+        with pytest.raises(FieldError) as err:
+            mapper()
+        assert err.value.field == field
