@@ -52,8 +52,8 @@ from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_f
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
-from .shapes import vendor_id
 from .retry import RetryPolicy
+from .shapes import vendor_id
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)

@@ -195,7 +195,8 @@ class Stager:
     def reading(self, source: str, record_id: Any) -> None:
         """``record_id`` is read (again): its bad rows of an earlier read are dropped, this read's replace them. A
         record fixed between two reads of one pull (the lookback, the pass after a backfill) leaves no stale bad row;
-        one broken (or broken otherwise) by the later read is reported as that read saw it."""
+        one broken (or broken otherwise) by the later read is reported as that read saw it. Nothing is dropped yet."""
+        self.dropped.clear()
         if record_id in (None, ""):
             return
         key = (source, str(record_id))
@@ -235,12 +236,12 @@ class Stager:
         phone) is an issue naming the contact and the field, not a bad row: the contact is kept without it, as a file
         export's (docs/sources/files.md), and the data guard ``max_bad_rows_pct`` does not count it."""
         contact, issues = clean_contact(contact, region, f"{self.source}:contacts")
-        list(map(self.issue, issues))
+        for issue in issues:
+            self.issue(issue)
         return contact
 
     def issue(self, row: BadRow) -> None:
-        """``row``: a value dropped from a record kept (a contact's, a guest order's key: :mod:`connectors.guests`),
-        counted in ``cleaned_values``, logged once (as :meth:`bad`), replaced by the record's next read."""
+        """``row``, a value dropped from a kept record (:meth:`contact`, :attr:`dropped`): logged once, as :meth:`bad`."""
         key = (row.source, str(row.row))
         rows = self._issues.setdefault(key, [])
         if row not in rows:
@@ -308,8 +309,8 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
     map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped; a purchase
     of nobody (:class:`NoCustomer`) is counted (:meth:`Stager.anonymous`). A slip of ``map_row`` on an unexpected
     JSON shape is such a bad row too (:func:`connectors.shapes.shape_error`), never a traceback stopping the pull;
-    ``keep(record, row)``, what the source does with a mapped record (a contact's normalisation, its version's
-    time), is called outside that net: a slip there is rfmsync's bug (its FieldError is still a bad row)."""
+    ``keep(record, row)`` (a contact's normalisation, its version's time) is called outside that net: a slip there
+    is rfmsync's bug. What ``map_row`` put in :attr:`Stager.dropped` (a guest's e-mail refused) is an issue."""
     orders: list[Order] = []
     contacts: list[Contact] = []
     for raw in rows:
@@ -317,7 +318,6 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
             stager.bad(BadRow(what, None, "the vendor sent a row that is not an object", value=str(raw)[:100]))
             continue
         stager.reading(what, id_of(raw))
-        stager.dropped.clear()
         try:
             try:
                 record = map_row(raw)
@@ -332,7 +332,7 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
         except FieldError as exc:
             stager.bad(exc.bad_row(what, id_of(raw)))
             continue
-        for exc in stager.dropped:  # (a guest order's e-mail or phone refused, the other keying it)
+        for exc in stager.dropped:
             stager.issue(exc.bad_row(what, id_of(raw)))
         if isinstance(record, Order):
             orders.append(record)
