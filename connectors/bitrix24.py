@@ -5,7 +5,8 @@
   ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
   ``total`` count); pages are at most 50 rows; the list ends at an empty page (a short page is read on from its
   last ID: one request more per read, and a list cut short mid-way skips nothing); an ID that does not advance is
-  fatal.
+  fatal. A row whose ID is unreadable is a bad row named once; a short page of such rows only ends the list (the
+  vendor's end-of-list rule: they cannot be paged past by ID), a full one is fatal (:func:`_keyset`).
 * What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` = success) or whose
   ``STAGE_ID`` is in ``won_stage_ids`` (without a semantic, ``STAGE_ID`` tells it: :func:`stage_semantic`), optionally
   only in ``category_ids`` (pipelines); other deals are staged as
@@ -67,6 +68,7 @@ from .webhooks import WebhookParser, register_webhook_parser
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
 BATCH_MAX = 50  # sub-calls per batch (ERROR_BATCH_LENGTH_EXCEEDED beyond)
+PAGE_SIZE = 50  # rows of a list page ("always static")
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invalid_token", "insufficient_scope",
                 "ACCESS_DENIED", "WRONG_AUTH_TYPE"}
 _RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "INTERNAL_SERVER_ERROR"}
@@ -143,20 +145,34 @@ def _raise_for_codes(codes: set[str], what: str, refused: str, method: str) -> N
                         f"BITRIX24_WEBHOOK_URL: {AUTH_ADVICE}")
 
 
-def _last_id(rows: list[Any], method: str) -> int:
-    """The highest usable ID of a page, to go on from (``>ID``). A row without one (not an object, an ID that is
-    no number: a bad row :func:`~connectors.incremental.map_page` names) stopped the whole pull, every pull after
-    it; the keyset goes on from the others' IDs. A page none of whose rows has one cannot be paged past: fatal."""
-    ids = []
-    for row in rows:
-        try:
-            ids.append(int(vendor_id(row["ID"]) or ""))
-        except (KeyError, TypeError, ValueError):
-            continue
-    if not ids:
+def _keyset(rows: list[Any], method: str) -> tuple[int | None, list[Any]]:
+    """Where a page leaves the ``>ID`` keyset: (the highest readable ID, None to end the list; the rows after the last
+    row with one). A row without one (not an object, an ID that is no number: a bad row
+    :func:`~connectors.incremental.map_page` names) cannot be paged past by its ID, yet the portal filters ``>ID``
+    on the number it stores: such a row after the page's last readable ID comes again at the head of the next page
+    (the caller stages it once: :func:`_unseen`). A page none of whose rows has a readable ID is the end of the list
+    when it is short (fewer than :data:`PAGE_SIZE` rows, the vendor's own end-of-list rule; the newest deal
+    unreadable stopped every pull); a full one is fatal: the rows past it cannot be reached."""
+    at = [i for i, row in enumerate(rows) if _id(row) is not None]
+    if not at and len(rows) >= PAGE_SIZE:
         raise FatalError(f"Bitrix24 {method}: a page of {len(rows)} rows none of which has a usable ID (the bad "
                          "rows above): the list cannot be read past it")
-    return max(ids)
+    return (max(_id(rows[i]) for i in at) if at else None), rows[at[-1] + 1 if at else 0:]
+
+
+def _id(row: Any) -> int | None:
+    try:
+        return int(vendor_id(row["ID"]) or "")
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _unseen(rows: list[Any], seen: list[Any]) -> list[Any]:
+    """``rows`` without its head rows the page before ended with unreadable (``seen``, staged then)."""
+    n = 0
+    while n < min(len(seen), len(rows)) and rows[n] == seen[n]:
+        n += 1
+    return rows[n:]
 
 
 class Bitrix24Source:
@@ -220,7 +236,7 @@ class Bitrix24Source:
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         method, select = _METHODS[obj]
-        guard, last_id, high = PageGuard(f"Bitrix24 {method}"), 0, HighWater(stager)
+        guard, last_id, high, tail = PageGuard(f"Bitrix24 {method}"), 0, HighWater(stager), []
         while True:
             guard.next(last_id)  # in the portal's offset, told by its answers (bitrix24_pace: an overlap, not a gap)
             flt = {} if since is None else {">=DATE_MODIFY": self.pace.modified_since(since)}
@@ -228,10 +244,13 @@ class Bitrix24Source:
                                        "select": select, "start": -1})
             if not isinstance(rows, list):
                 raise FatalError(f"Bitrix24 {method}: 'result' is not a list")
-            self._stage(obj, rows, stager, high)
+            self._stage(obj, _unseen(rows, tail), stager, high)
             if not rows:  # only an empty page ends the list: a short page mid-list (seen on busy portals) does not,
                 return high.value  # and the pass after a backfill (by DATE_MODIFY) would not reach what it cut
-            last_id = _last_id(rows, method)
+            top, tail = _keyset(rows, method)
+            if top is None:  # (short, of unreadable IDs only: the end; the cursor never asks the same page twice)
+                return high.value
+            last_id = top
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:

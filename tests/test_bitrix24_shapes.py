@@ -4,6 +4,8 @@ junk."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from connectors.errors import FatalError
@@ -35,11 +37,35 @@ def test_a_deal_whose_id_is_unreadable_is_a_bad_row_and_the_keyset_goes_on(row, 
     assert {b.field for b in result.bad_rows} == {field}, result.bad_rows
 
 
-def test_a_page_where_no_deal_has_a_readable_id_cannot_be_read_past():
+@pytest.mark.parametrize("row", [{"ID": "abc"}, {"ID": [3]}])
+def test_the_newest_deal_with_an_unreadable_id_is_one_bad_row_and_the_list_ends(row):
+    """The keyset went past such a row only when a readable one followed it: the newest deal unreadable came alone on
+    the next ``>ID`` page (the portal filters on the ID it stores), and "no usable ID" stopped every pull."""
     def change(fake):
-        for oid in (1, 2, 3):
+        fake.deals[3] = row if isinstance(row, list) else {**fake.deals[3], **row}
+    result, staged = _pull(change)
+    assert staged == [("1", "10"), ("2", "10")]
+    assert len(result.bad_rows) == 1, result.bad_rows
+
+
+def test_an_incremental_pull_whose_only_change_is_a_deal_with_an_unreadable_id_goes_on():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = FakeBitrix24(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+        first = make_source().pull(con)
+        fake.put_order(2, 10, "100", at=T0 + timedelta(days=1))
+        fake.deals[2]["ID"] = "n/a"
+        second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+    assert [(b.row, b.field) for b in second.bad_rows] == [("n/a", "ID")]
+
+
+def test_a_full_page_where_no_deal_has_a_readable_id_cannot_be_read_past():
+    def change(fake):
+        for oid in range(1, 52):
+            fake.put_order(oid, 10, "100", at=T0)
             fake.deals[oid]["ID"] = "n/a"
-    with pytest.raises(FatalError, match=r"crm.deal.list: a page of 3 rows none of which has a usable ID"):
+    with pytest.raises(FatalError, match=r"crm.deal.list: a page of 50 rows none of which has a usable ID"):
         _pull(change)
 
 
