@@ -11,7 +11,8 @@
   ``STAGE_ID`` is in ``won_stage_ids`` (without a semantic, ``STAGE_ID`` tells it: :func:`stage_semantic`), optionally
   only in ``category_ids`` (pipelines); other deals are staged as
   cancelled when they can be mapped. Amount = ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else
-  ``DATE_CREATE``); customer = ``CONTACT_ID``. ``CLOSEDATE`` is a date field, written as an instant (the vendor's
+  ``DATE_CREATE``); customer = ``CONTACT_ID``, else ``company-<COMPANY_ID>`` (neither: a sale of nobody).
+  ``CLOSEDATE`` is a date field, written as an instant (the vendor's
   example: ``2024-09-09T02:00:00+02:00``): its calendar day is stored at noon in ``timezone`` (:func:`day_at_noon`).
 * Line items: for the won deals of each page, ``crm.deal.productrows.get`` runs inside one ``batch`` call (up to 50
   sub-calls, counted as one request against the 2/s bucket): ``PRODUCT_ID`` → sku (none for a free-form row, id 0),
@@ -79,8 +80,8 @@ BLOCK_SECONDS = 600.0  # how long a block lasts when the answer does not say (no
 _METHODS = {
     "contacts": ("crm.contact.list", ["ID", "NAME", "LAST_NAME", "EMAIL", "PHONE", "DATE_CREATE", "DATE_MODIFY",
                                       "ADDRESS_CITY", "SOURCE_ID", "TYPE_ID"]),
-    "orders": ("crm.deal.list", ["ID", "CONTACT_ID", "OPPORTUNITY", "CURRENCY_ID", "DATE_CREATE", "DATE_MODIFY",
-                                 "CLOSEDATE", "CLOSED", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID"]),
+    "orders": ("crm.deal.list", ["ID", "CONTACT_ID", "COMPANY_ID", "OPPORTUNITY", "CURRENCY_ID", "DATE_CREATE",
+                                 "DATE_MODIFY", "CLOSEDATE", "CLOSED", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID"]),
 }
 
 

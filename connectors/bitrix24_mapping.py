@@ -3,8 +3,9 @@
 
 * :func:`map_deal`: a won deal (``STAGE_SEMANTIC_ID`` in ``won_semantics``, else told by its ``STAGE_ID``:
   :func:`stage_semantic`; or ``STAGE_ID`` in ``won_stage_ids``) in scope (:func:`in_scope`) is a purchase, any other
-  deal is cancelled (a tombstone when it cannot be mapped); a won deal with no contact is a sale of nobody
-  (:class:`~connectors.non_purchase.NoCustomer`: counted, not a bad row);
+  deal is cancelled (a tombstone when it cannot be mapped); the customer is the contact, else the company
+  (``company-<id>``); a won deal with neither is a sale of nobody (:class:`~connectors.non_purchase.NoCustomer`:
+  counted, not a bad row);
 * :func:`map_contact`: the first ``EMAIL`` and ``PHONE`` of the multifields;
 * :func:`map_product_row`, :func:`with_product_rows`: ``crm.deal.productrows.get`` rows → line items and discount.
 
@@ -27,6 +28,9 @@ from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .shapes import vendor_id
 from .zones import day_at_noon
 
+#: the key prefix of a company's deals without a contact (``company-55``): ids of their own, never a contact's
+COMPANY = "company-"
+
 
 def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
     """False for a deal outside ``category_ids`` (when set); a FieldError naming ``CATEGORY_ID`` when it is no
@@ -43,6 +47,17 @@ def stage_semantic(stage: str | None) -> str | None:
     return None if final is None else {"WON": "S", "LOSE": "F"}[final.group(1)]
 
 
+def _customer(raw: Mapping[str, Any]) -> str | None:
+    """Whose deal: its contact (``CONTACT_ID``), else its company's customer ``company-<COMPANY_ID>`` (a B2B sale
+    with no contact person, as RetailCRM's ``corporate-<id>``: a customer of its own, segmented, mailed by no
+    destination); None with neither (``0`` is none)."""
+    contact = get_field(raw, "CONTACT_ID", vendor_id)
+    if contact not in (None, "0"):
+        return contact
+    company = get_field(raw, "COMPANY_ID", vendor_id)
+    return None if company in (None, "0") else f"{COMPANY}{company}"
+
+
 def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     oid = get_field(raw, "ID", lambda v: str(int(v)))
     semantic, stage = clean(raw.get("STAGE_SEMANTIC_ID")), clean(raw.get("STAGE_ID"))
@@ -54,9 +69,9 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     won = (semantic in cfg.won_semantics or stage in cfg.won_stage_ids) and in_scope(raw, cfg)
     customer = None  # (kept by the tombstone when known)
     try:
-        customer = get_field(raw, "CONTACT_ID", vendor_id)  # (an object or a list: a FieldError, never a key)
-        if customer in (None, "0"):  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
-            raise NoCustomer("CONTACT_ID", "deal has no contact")
+        customer = _customer(raw)  # (an object or a list: a FieldError, never a key)
+        if customer is None:  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
+            raise NoCustomer("CONTACT_ID", "deal has no contact nor company")
         return Order(order_id=oid, customer_id=customer,
                      ordered_at=get_field(raw, "CLOSEDATE", lambda v: day_at_noon(v, cfg.timezone))
                      if raw.get("CLOSEDATE") else get_field(raw, "DATE_CREATE", parse_dt),
@@ -67,7 +82,7 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (its contact removed): it still leaves the history
-        return unmapped(oid, raw, None if customer == "0" else customer, ("DATE_MODIFY",))
+        return unmapped(oid, raw, customer, ("DATE_MODIFY",))
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:

@@ -107,3 +107,32 @@ def test_won_amocrm_leads_and_bitrix24_deals_without_a_contact_are_counted_as_sa
     for result in (amo_result, b24_result):
         assert (result.orders, result.bad_row_count, result.anonymous_orders) == (1, 0, 2), result.bad_rows
     assert staged == [("1",)]
+
+
+def test_won_amocrm_leads_and_bitrix24_deals_of_a_company_without_a_contact_are_the_company_s_not_walk_ins():
+    """A B2B sale with no contact person was counted as a walk-in (Bitrix24 did not read ``COMPANY_ID``, amoCRM
+    ignored ``_embedded.companies``): keyed ``company-<id>`` as RetailCRM's ``corporate-<id>``, a customer of its own;
+    the contact, when linked, still comes first."""
+    from . import test_amocrm, test_bitrix24
+    with test_amocrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        amo = test_amocrm.FakeAmo(mock)
+        amo.put_contact(10, "ann@example.com", at=test_amocrm.T0)
+        for oid in (1, 2):
+            amo.put_order(oid, 10, "100", at=test_amocrm.T0)
+            amo.leads[oid]["_embedded"]["companies"] = [{"id": 77}]
+        amo.leads[2]["_embedded"]["contacts"] = []
+        amo_result = test_amocrm.make_source().pull(con)
+        amo_keys = con.execute("SELECT order_id, customer_id FROM staged_orders ORDER BY 1").fetchall()
+    with test_bitrix24.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        b24 = test_bitrix24.FakeBitrix24(mock)
+        b24.put_contact(10, "ann@example.com", at=test_bitrix24.T0)
+        for oid in (1, 2, 3):
+            b24.put_order(oid, 10, "100", at=test_bitrix24.T0)
+            b24.deals[oid]["COMPANY_ID"] = "55"
+        b24.deals[2]["CONTACT_ID"], b24.deals[3]["CONTACT_ID"] = None, "0"
+        b24_result = test_bitrix24.make_source().pull(con)
+        b24_keys = con.execute("SELECT order_id, customer_id FROM staged_orders ORDER BY 1").fetchall()
+    assert amo_keys == [("1", "10"), ("2", "company-77")]
+    assert b24_keys == [("1", "10"), ("2", "company-55"), ("3", "company-55")]
+    for result in (amo_result, b24_result):
+        assert (result.bad_row_count, result.anonymous_orders) == (0, 0), result.bad_rows
