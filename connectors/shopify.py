@@ -50,6 +50,7 @@ from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso,
                           parse_time_cursor, pull_by_time, utc_now)
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
+from .rekey import rekeyed
 from .retry import RetryPolicy
 from .shapes import vendor_id
 from .source import Account, PullResult
@@ -217,7 +218,7 @@ class ShopifySource:
         if warning:  # (INFO: the CLI prints the pull's warnings; a WARNING record would print it twice)
             log.info("%s", warning)
             result.warnings.append(warning)
-        return result
+        return rekeyed(con, NAME, cursor, result, self.config.phone_region)  # guests keyed as typed before: told
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]

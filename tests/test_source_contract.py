@@ -108,8 +108,9 @@ def test_first_pull_backfills_canonical_records_across_pages(case):
     assert all(r[1] == at and r[3] == OrderStatus.COMPLETED for r in rows)
     assert {r[0] for r in rows} <= {"1", "2", "3"}
     assert sum(calls) >= 28  # progress got every record
-    # (RetailCRM's marks its orders keyed by this rfmsync's rules: connectors/retailcrm_upgrade.py)
-    assert set(json.loads(result.cursor)) == {"orders", "contacts"} | ({"keys"} if name == "retailcrm" else set())
+    # (RetailCRM and Shopify mark their orders keyed by this rfmsync's rules: connectors/rekey.py)
+    assert set(json.loads(result.cursor)) == {"orders", "contacts"} | ({"keys"} if name in ("retailcrm", "shopify")
+                                                                       else set())
     assert len(rsps.calls) < 40  # pagination ended
 
 
