@@ -258,7 +258,11 @@ class Bitrix24Source:
             modified = high.see(get_field(raw, "DATE_MODIFY", parse_dt)) if raw.get("DATE_MODIFY") else None
             if obj == "contacts":
                 return map_contact(raw)
-            if not in_scope(raw, self.config):  # retire it, store nothing of it
+            try:
+                scoped = in_scope(raw, self.config)
+            except FieldError:  # (map_deal tells: a won deal's unreadable pipeline is a bad row, another's retired)
+                scoped = True
+            if not scoped:  # retire it, store nothing of it
                 return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or UNDATED)
             return map_deal(raw, self.config)
 

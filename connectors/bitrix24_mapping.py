@@ -35,7 +35,8 @@ COMPANY = "company-"
 def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
     """False for a deal outside ``category_ids`` (when set); a FieldError naming ``CATEGORY_ID`` when it is no
     pipeline id (a list, an object, a word): taken for another pipeline's, the deal was retired from the history
-    without a word."""
+    without a word. (It matters for a won deal only: :func:`map_deal` makes it a bad row then, and retires any other
+    deal as one whose ``CONTACT_ID`` is unreadable.)"""
     return not cfg.category_ids or get_field(raw, "CATEGORY_ID", lambda v: int(vendor_id(v) or 0)) in cfg.category_ids
 
 
@@ -66,10 +67,11 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     semantic = semantic or stage_semantic(stage)
     if semantic is None and (stage is None or (set(cfg.won_semantics) - {"S"} and stage not in cfg.won_stage_ids)):
         raise undecided("STAGE_SEMANTIC_ID", "deal", " (and STAGE_ID)" if stage is None else "")
-    won = (semantic in cfg.won_semantics or stage in cfg.won_stage_ids) and in_scope(raw, cfg)
-    customer = None  # (kept by the tombstone when known)
+    counts = semantic in cfg.won_semantics or stage in cfg.won_stage_ids
+    customer = won = None  # (the customer kept by the tombstone when known)
     try:
         customer = _customer(raw)  # (an object or a list: a FieldError, never a key)
+        won = counts and in_scope(raw, cfg)  # (a pipeline unreadable: a FieldError, a bad row only for a purchase)
         if customer is None:  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
             raise NoCustomer("CONTACT_ID", "deal has no contact nor company")
         return Order(order_id=oid, customer_id=customer,
@@ -79,9 +81,10 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
                      currency=clean(raw.get("CURRENCY_ID")) or cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:
-        if won:
+        if won or (won is None and counts):  # a purchase, or a won deal of a pipeline unreadable: a bad row
             raise
-        # no purchase (any more) and not mappable (its contact removed): it still leaves the history
+        # no purchase (any more) and not mappable (its contact removed, its pipeline unreadable): it still leaves
+        # the history
         return unmapped(oid, raw, customer, ("DATE_MODIFY",))
 
 

@@ -105,3 +105,15 @@ def test_a_customer_id_of_another_shape_is_a_field_error_in_every_crm_never_a_ke
         with pytest.raises(FieldError) as err:
             mapper()
         assert err.value.field == field
+
+
+@pytest.mark.parametrize("field, value", [("CATEGORY_ID", "main"), ("CATEGORY_ID", ["0"]), ("CONTACT_ID", {"ID": 10})])
+def test_a_lost_deal_with_an_unreadable_id_field_leaves_the_history_whichever_field(field, value):
+    """A lost deal's unreadable ``CONTACT_ID`` retired it (a tombstone) while its unreadable ``CATEGORY_ID`` was a bad
+    row: not a purchase either way, so both retire it; only a won deal's is a bad row (above)."""
+    def change(fake):
+        fake.deals[2]["STAGE_SEMANTIC_ID"], fake.deals[2]["STAGE_ID"] = "F", "LOSE"
+        fake.deals[2][field] = value
+    result, staged = _pull(change, category_ids=[0])
+    assert result.bad_rows == []
+    assert [oid for oid, _ in staged] == ["1", "2", "3"]
