@@ -373,7 +373,7 @@ class RetailCrmSource:
                 return None
             if obj == "contacts":
                 return deleted_customer(snap, entry.get("combinedTo"))
-            order = map_order(snap, self.config, deleted=True)
+            order = map_order(snap, self.config, deleted=True, dropped=stager.dropped)
             if order is None:  # a thin snapshot: still record the deletion
                 order = tombstone(get_field(snap, "id", lambda v: str(int(v))),
                                   get_field(entry, "createdAt", lambda v: parse_dt(v, self.config.timezone)),

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False,
-              dropped: list[FieldError] | None = None) -> Order | None:
+def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, dropped: list[FieldError],
+              deleted: bool = False) -> Order | None:
     """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer, no total) → a tombstone that
     keeps the customer when known, so a purchase that leaves "complete" leaves the history (None for a deletion's
     snapshot: the caller's tombstone keeps its customer and is dated by the history entry). A guest's e-mail or
@@ -72,7 +72,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
-def customer_key(raw: Mapping[str, Any], region: str | None = None, dropped: list[FieldError] | None = None) -> str:
+def customer_key(raw: Mapping[str, Any], region: str | None, dropped: list[FieldError]) -> str:
     """Whose order: ``customer.id`` (a private customer, as ``/api/v5/customers`` lists them). A B2B order's
     ``customer`` is a corporate customer (``type = customer_corporate``: ``/api/v5/customers-corporate``, ids of
     their own, never pulled), whose id would be taken for the private customer of the same number: it is the order

@@ -65,7 +65,7 @@ NAME = "shopify"
 LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
 
 
-def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig, dropped: list[FieldError] | None = None) -> Order | None:
+def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig, dropped: list[FieldError]) -> Order | None:
     """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history).
     A guest order (no ``customer``) is keyed by its ``email``, else its ``phone``, by the contacts' rules
     (:func:`connectors.guests.guest_key`: a value refused while the other keys it goes to ``dropped``)."""

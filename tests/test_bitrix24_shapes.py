@@ -95,10 +95,11 @@ def test_a_customer_id_of_another_shape_is_a_field_error_in_every_crm_never_a_ke
                                   "_embedded": {"contacts": [{"id": odd, "is_main": True}]}}, AmoCrmConfig()),
          "_embedded.contacts.id"),
         (lambda: retailcrm_mapping.map_order({"id": 1, "status": "complete", "createdAt": "2026-01-10 12:00:00",
-                                              "totalSumm": 5, "customer": {"id": odd}}, RetailCrmConfig()),
+                                              "totalSumm": 5, "customer": {"id": odd}}, RetailCrmConfig(),
+                                             dropped=[]),
          "customer.id"),
         (lambda: shopify.map_order({"id": 1, "financial_status": "paid", "total_price": "5.00",
-                                    "created_at": "2026-01-10T12:00:00Z", "customer": {"id": [10]}}, ShopifyConfig()),
+                                    "created_at": "2026-01-10T12:00:00Z", "customer": {"id": [10]}}, ShopifyConfig(), []),
          "customer.id"),
     ]
     for mapper, field in cases:

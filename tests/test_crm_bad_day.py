@@ -239,7 +239,7 @@ def _fuzz_cases():
             "customerSubscriptions": [{"subscription": {"channel": "email"}, "subscribed": True}]}
     amo = {"id": 7, "name": "A", "_embedded": {"tags": [{"name": "vip"}]}}
     sho = {"id": 11, "email": "a@x.com", "email_marketing_consent": {"state": "subscribed"}}
-    r_order, r_cust = (lambda r: rm.map_order(r, RetailCrmConfig())), (lambda r: rm.map_customer(r, RetailCrmConfig()))
+    r_order, r_cust = (lambda r: rm.map_order(r, RetailCrmConfig(), dropped=[])), (lambda r: rm.map_customer(r, RetailCrmConfig()))
     return [
         (r_order, order, ("items",), "x", "items"), (r_order, order, ("items",), 7, "items"),
         (r_order, order, ("items", 0), "x", "items"), (r_order, order, ("items", 0, "offer"), "x", "items.offer"),

@@ -136,3 +136,22 @@ def test_won_amocrm_leads_and_bitrix24_deals_of_a_company_without_a_contact_are_
     assert b24_keys == [("1", "10"), ("2", "company-55"), ("3", "company-55")]
     for result in (amo_result, b24_result):
         assert (result.bad_row_count, result.anonymous_orders) == (0, 0), result.bad_rows
+
+
+def test_a_deleted_guest_order_s_refused_value_is_an_issue_as_the_order_s_own_read():
+    """A RetailCRM deletion's snapshot was mapped with no list for the values the rules refuse: the guest's phone
+    went into a throwaway list, said nowhere, while the same order read alive named it (``dropped`` now required)."""
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        fake.put_contact(10, "ann@example.com", at=test_retailcrm.T0)
+        fake.put_order(1, 10, "100", at=test_retailcrm.T0)
+        del fake.orders[1]["customer"]
+        fake.orders[1].update(email="Anna@Example.com", phone="12-34")
+        first = test_retailcrm.make_source().pull(con)
+        fake.delete_order(1, at=test_retailcrm.T0 + test_retailcrm.timedelta(days=1, hours=1))
+        second = test_retailcrm.make_source(clock=lambda: test_retailcrm.T0 + test_retailcrm.timedelta(days=2)
+                                            ).pull(con, first.cursor)
+        staged = con.execute("SELECT order_id, customer_id, status FROM staged_orders").fetchall()
+    assert staged == [("1", "anna@example.com", "cancelled")]
+    assert [str(i) for i in second.issues] == [
+        "retailcrm:orders, row 1: phone: invalid phone; the guest order is kept, keyed by its e-mail ('12-34')"]
