@@ -17,7 +17,8 @@
   реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled,
   a tombstone when it cannot be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
   (whole units of the account currency, ``currency`` setting); date = ``closed_at`` (else
-  ``updated_at``); customer = the main linked contact.
+  ``updated_at``); customer = the main linked contact, else the linked company (``company-<id>``; neither: a sale of
+  nobody, counted in ``anonymous_orders``).
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``updated_at`` seen (capped at the
   run start); re-read from cursor − ``lookback_minutes`` (default 10: amoCRM pages are eventually
   consistent). Limit: 7 requests/s.
@@ -50,9 +51,10 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
                    to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
-from .non_purchase import tombstone, undecided, unmapped
+from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
+from .shapes import vendor_id
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)
@@ -76,9 +78,16 @@ def _embedded(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 
 
 def _contact_id(raw: Mapping[str, Any]) -> str | None:
+    """Whose lead: its main contact, else its company's customer ``company-<id>`` (``_embedded.companies``: a B2B
+    sale with no contact person, as RetailCRM's ``corporate-<id>``: a customer of its own, segmented, mailed by no
+    destination); None with neither (a sale of nobody)."""
     contacts = _embedded(raw, "contacts")
     main = [c for c in contacts if c.get("is_main")] or contacts
-    return clean(main[0].get("id")) if main else None
+    if main:
+        return get_field(main[0], "id", vendor_id, "_embedded.contacts.id")
+    companies = _embedded(raw, "companies")
+    company = get_field(companies[0], "id", vendor_id, "_embedded.companies.id") if companies else None
+    return None if company is None else f"company-{company}"
 
 
 def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
@@ -95,8 +104,8 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     customer_id = None  # (kept by the tombstone when known)
     try:
         customer_id = _contact_id(raw)
-        if customer_id is None:
-            raise FieldError("_embedded.contacts", "lead has no linked contact")
+        if customer_id is None:  # a sale of nobody, as a walk-in: counted, not segmented, no bad row (won: raised)
+            raise NoCustomer("_embedded.contacts", "lead has no linked contact nor company")
         when = "closed_at" if raw.get("closed_at") else "updated_at"
         return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, order_dt),
                      amount=get_field(raw, "price", to_decimal), currency=cfg.currency,

@@ -5,12 +5,14 @@
   ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
   ``total`` count); pages are at most 50 rows; the list ends at an empty page (a short page is read on from its
   last ID: one request more per read, and a list cut short mid-way skips nothing); an ID that does not advance is
-  fatal.
+  fatal. A row whose ID is unreadable is a bad row named once; a short page of such rows only ends the list (the
+  vendor's end-of-list rule: they cannot be paged past by ID), a full one is fatal (:func:`_keyset`).
 * What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` = success) or whose
   ``STAGE_ID`` is in ``won_stage_ids`` (without a semantic, ``STAGE_ID`` tells it: :func:`stage_semantic`), optionally
   only in ``category_ids`` (pipelines); other deals are staged as
   cancelled when they can be mapped. Amount = ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else
-  ``DATE_CREATE``); customer = ``CONTACT_ID``. ``CLOSEDATE`` is a date field, written as an instant (the vendor's
+  ``DATE_CREATE``); customer = ``CONTACT_ID``, else ``company-<COMPANY_ID>`` (neither: a sale of nobody).
+  ``CLOSEDATE`` is a date field, written as an instant (the vendor's
   example: ``2024-09-09T02:00:00+02:00``): its calendar day is stored at noon in ``timezone`` (:func:`day_at_noon`).
 * Line items: for the won deals of each page, ``crm.deal.productrows.get`` runs inside one ``batch`` call (up to 50
   sub-calls, counted as one request against the 2/s bucket): ``PRODUCT_ID`` → sku (none for a free-form row, id 0),
@@ -39,32 +41,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
-from pydantic import ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bitrix24_config import Bitrix24Config, Bitrix24Secrets
+from .bitrix24_mapping import (in_scope, map_contact, map_deal, map_product_row, stage_semantic,  # noqa: F401
+                               with_product_rows)  # (re-exported: the mappers were defined here)
 from .bitrix24_pace import OperatingPace, batch_timing
-from .blank import BlankIsUnset
-from .contacts import PhoneRegion
-from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
-                   to_decimal, with_sleep)
+from .http import Action, FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, with_sleep
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, map_page, pull_by_time, utc_now
-from .non_purchase import tombstone, undecided, unmapped
-from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
+from .non_purchase import tombstone
+from .records import UNDATED, BadRow, Contact, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_from
-from .secrets import BITRIX24_CODE, Secret
+from .secrets import BITRIX24_CODE
+from .shapes import vendor_id
 from .source import PullResult
-from .zones import TimeZone, day_at_noon
 from .bitrix24_webhooks import (parse_webhook, verify_webhook, webhook_pull_key, webhook_refs,  # noqa: F401 (re-exported)
                                 webhook_stale_reason)
 from .webhooks import WebhookParser, register_webhook_parser
@@ -72,6 +69,7 @@ from .webhooks import WebhookParser, register_webhook_parser
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
 BATCH_MAX = 50  # sub-calls per batch (ERROR_BATCH_LENGTH_EXCEEDED beyond)
+PAGE_SIZE = 50  # rows of a list page ("always static")
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invalid_token", "insufficient_scope",
                 "ACCESS_DENIED", "WRONG_AUTH_TYPE"}
 _RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "INTERNAL_SERVER_ERROR"}
@@ -79,113 +77,11 @@ BLOCKED = "OPERATION_TIME_LIMIT"  # a method blocked for 10 minutes (HTTP 429): 
 BLOCK_SECONDS = 600.0  # how long a block lasts when the answer does not say (no ``operating_reset_at``)
 
 
-class Bitrix24Config(BlankIsUnset):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["bitrix24"] = "bitrix24"
-    won_semantics: list[str] = Field(default_factory=lambda: ["S"])
-    won_stage_ids: list[str] = Field(default_factory=list)  # e.g. ["WON", "C2:WON"]
-    category_ids: list[int] = Field(default_factory=list)  # deal pipelines; empty: all
-    currency: str | None = None  # used when a deal has no CURRENCY_ID
-    lookback_minutes: int = Field(10, ge=0)
-    requests_per_second: float = Field(2.0, gt=0)
-    burst: int = Field(50, ge=1)
-    line_items: bool = True  # read product rows of won deals (one batch call per page of deals)
-    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
-    timezone: TimeZone = "UTC"  # the portal's zone: purchases are counted per local day in it
-
-
-class Bitrix24Secrets(BlankIsUnset, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
-    webhook_url: Secret | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
-    app_token: Secret | None = None  # application_token of the outgoing webhook / app, for events
-
-
-def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
-    """False for a deal outside ``category_ids`` (when set)."""
-    try:
-        return not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids
-    except (TypeError, ValueError):
-        return False
-
-
-def stage_semantic(stage: str | None) -> str | None:
-    """The ``STAGE_SEMANTIC_ID`` a ``STAGE_ID`` carries by itself: a pipeline's one success stage is the system stage
-    ``WON`` (``C<n>:WON`` in pipeline n), ``S``; its system failure stage ``LOSE`` (``C<n>:LOSE``), ``F``; None for
-    any other stage (in progress, or a failure stage the portal added: only the portal's stage list tells)."""
-    final = re.fullmatch(r"(?:C\d+:)?(WON|LOSE)", stage or "")
-    return None if final is None else {"WON": "S", "LOSE": "F"}[final.group(1)]
-
-
-def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
-    oid = get_field(raw, "ID", lambda v: str(int(v)))
-    semantic, stage = clean(raw.get("STAGE_SEMANTIC_ID")), clean(raw.get("STAGE_ID"))
-    # no semantic: its stage's own (WON, LOSE); another stage is not a success, so no purchase unless the
-    # semantics asked for count in-progress or failed deals (then it cannot be told)
-    semantic = semantic or stage_semantic(stage)
-    if semantic is None and (stage is None or (set(cfg.won_semantics) - {"S"} and stage not in cfg.won_stage_ids)):
-        raise undecided("STAGE_SEMANTIC_ID", "deal", " (and STAGE_ID)" if stage is None else "")
-    won = (semantic in cfg.won_semantics or stage in cfg.won_stage_ids) and (
-        not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
-    customer = None  # (kept by the tombstone when known)
-    try:
-        customer = clean(raw.get("CONTACT_ID"))
-        if customer in (None, "0"):
-            raise FieldError("CONTACT_ID", "deal has no contact")
-        return Order(order_id=oid, customer_id=customer,
-                     ordered_at=get_field(raw, "CLOSEDATE", lambda v: day_at_noon(v, cfg.timezone))
-                     if raw.get("CLOSEDATE") else get_field(raw, "DATE_CREATE", parse_dt),
-                     amount=get_field(raw, "OPPORTUNITY", to_decimal),
-                     currency=clean(raw.get("CURRENCY_ID")) or cfg.currency,
-                     status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
-    except FieldError:
-        if won:
-            raise
-        # no purchase (any more) and not mappable (its contact removed): it still leaves the history
-        return unmapped(oid, raw, None if customer == "0" else customer, ("DATE_MODIFY",))
-
-
-def _first(raw: Mapping[str, Any], key: str) -> str | None:
-    for item in get_list(raw, key):
-        if isinstance(item, dict) and clean(item.get("VALUE")):
-            return clean(item["VALUE"])
-    return None
-
-
-def map_contact(raw: Mapping[str, Any]) -> Contact:
-    cid = get_field(raw, "ID", lambda v: str(int(v)))
-    attrs = {"city": clean(raw.get("ADDRESS_CITY")), "source": clean(raw.get("SOURCE_ID")),
-             "type": clean(raw.get("TYPE_ID"))}
-    return Contact(customer_id=cid, email=lower_like_sql(_first(raw, "EMAIL") or "") or None, phone=_first(raw, "PHONE"),
-                   first_name=clean(raw.get("NAME")), last_name=clean(raw.get("LAST_NAME")),
-                   marketing_consent=Consent.UNKNOWN,
-                   created_at=get_field(raw, "DATE_CREATE", parse_dt) if raw.get("DATE_CREATE") else None,
-                   attributes={k: v for k, v in attrs.items() if v})
-
-
-def map_product_row(raw: Mapping[str, Any]) -> LineItem:
-    """One ``crm.deal.productrows.get`` row → LineItem (unit price = ``PRICE``, after discount and tax)."""
-    if not isinstance(raw, Mapping):
-        raise FieldError("productrows", "a product row is not an object", raw)
-    product = clean(raw.get("PRODUCT_ID"))
-    return LineItem(sku=product if product not in (None, "0") else None,
-                    name=clean(raw.get("PRODUCT_NAME")) or clean(raw.get("ORIGINAL_PRODUCT_NAME")),
-                    quantity=get_field(raw, "QUANTITY", to_decimal, "productrows.QUANTITY"),
-                    price=get_field(raw, "PRICE", lambda v: None if v is None else to_decimal(v), "productrows.PRICE"))
-
-
-def with_product_rows(order: Order, rows: list[Any]) -> Order:
-    """The order with its line items and discount (Σ ``DISCOUNT_SUM`` × ``QUANTITY``, when any)."""
-    items = tuple(map_product_row(r) for r in rows)
-    discount = sum((get_field(r, "DISCOUNT_SUM", lambda v: to_decimal(v or 0), "productrows.DISCOUNT_SUM")
-                    * it.quantity for r, it in zip(rows, items)), Decimal(0))
-    return dataclasses.replace(order, items=items, discount=discount if discount else order.discount)
-
-
 _METHODS = {
     "contacts": ("crm.contact.list", ["ID", "NAME", "LAST_NAME", "EMAIL", "PHONE", "DATE_CREATE", "DATE_MODIFY",
                                       "ADDRESS_CITY", "SOURCE_ID", "TYPE_ID"]),
-    "orders": ("crm.deal.list", ["ID", "CONTACT_ID", "OPPORTUNITY", "CURRENCY_ID", "DATE_CREATE", "DATE_MODIFY",
-                                 "CLOSEDATE", "CLOSED", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID"]),
+    "orders": ("crm.deal.list", ["ID", "CONTACT_ID", "COMPANY_ID", "OPPORTUNITY", "CURRENCY_ID", "DATE_CREATE",
+                                 "DATE_MODIFY", "CLOSEDATE", "CLOSED", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID"]),
 }
 
 
@@ -250,6 +146,36 @@ def _raise_for_codes(codes: set[str], what: str, refused: str, method: str) -> N
                         f"BITRIX24_WEBHOOK_URL: {AUTH_ADVICE}")
 
 
+def _keyset(rows: list[Any], method: str) -> tuple[int | None, list[Any]]:
+    """Where a page leaves the ``>ID`` keyset: (the highest readable ID, None to end the list; the rows after the last
+    row with one). A row without one (not an object, an ID that is no number: a bad row
+    :func:`~connectors.incremental.map_page` names) cannot be paged past by its ID, yet the portal filters ``>ID``
+    on the number it stores: such a row after the page's last readable ID comes again at the head of the next page
+    (the caller stages it once: :func:`_unseen`). A page none of whose rows has a readable ID is the end of the list
+    when it is short (fewer than :data:`PAGE_SIZE` rows, the vendor's own end-of-list rule; the newest deal
+    unreadable stopped every pull); a full one is fatal: the rows past it cannot be reached."""
+    at = [i for i, row in enumerate(rows) if _id(row) is not None]
+    if not at and len(rows) >= PAGE_SIZE:
+        raise FatalError(f"Bitrix24 {method}: a page of {len(rows)} rows none of which has a usable ID (the bad "
+                         "rows above): the list cannot be read past it")
+    return (max(_id(rows[i]) for i in at) if at else None), rows[at[-1] + 1 if at else 0:]
+
+
+def _id(row: Any) -> int | None:
+    try:
+        return int(vendor_id(row["ID"]) or "")
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _unseen(rows: list[Any], seen: list[Any]) -> list[Any]:
+    """``rows`` without its head rows the page before ended with unreadable (``seen``, staged then)."""
+    n = 0
+    while n < min(len(seen), len(rows)) and rows[n] == seen[n]:
+        n += 1
+    return rows[n:]
+
+
 class Bitrix24Source:
     name = NAME
     max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
@@ -311,7 +237,7 @@ class Bitrix24Source:
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         method, select = _METHODS[obj]
-        guard, last_id, high = PageGuard(f"Bitrix24 {method}"), 0, HighWater(stager)
+        guard, last_id, high, tail = PageGuard(f"Bitrix24 {method}"), 0, HighWater(stager), []
         while True:
             guard.next(last_id)  # in the portal's offset, told by its answers (bitrix24_pace: an overlap, not a gap)
             flt = {} if since is None else {">=DATE_MODIFY": self.pace.modified_since(since)}
@@ -319,20 +245,24 @@ class Bitrix24Source:
                                        "select": select, "start": -1})
             if not isinstance(rows, list):
                 raise FatalError(f"Bitrix24 {method}: 'result' is not a list")
-            self._stage(obj, rows, stager, high)
+            self._stage(obj, _unseen(rows, tail), stager, high)
             if not rows:  # only an empty page ends the list: a short page mid-list (seen on busy portals) does not,
                 return high.value  # and the pass after a backfill (by DATE_MODIFY) would not reach what it cut
-            try:
-                last_id = max(int(r["ID"]) for r in rows)
-            except (KeyError, TypeError, ValueError):
-                raise FatalError(f"Bitrix24 {method}: a page without usable IDs") from None
+            top, tail = _keyset(rows, method)
+            if top is None:  # (short, of unreadable IDs only: the end; the cursor never asks the same page twice)
+                return high.value
+            last_id = top
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
             modified = high.see(get_field(raw, "DATE_MODIFY", parse_dt)) if raw.get("DATE_MODIFY") else None
             if obj == "contacts":
                 return map_contact(raw)
-            if not in_scope(raw, self.config):  # retire it, store nothing of it
+            try:
+                scoped = in_scope(raw, self.config)
+            except FieldError:  # (map_deal tells: a won deal's unreadable pipeline is a bad row, another's retired)
+                scoped = True
+            if not scoped:  # retire it, store nothing of it
                 return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or UNDATED)
             return map_deal(raw, self.config)
 

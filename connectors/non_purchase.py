@@ -4,8 +4,8 @@
   of its id, and only that: the store keeps nothing of a tombstone of an order it never stored;
 * :func:`undecided`: the bad row of a record without the field that tells whether it is a purchase (taken for no
   purchase, it would take a stored purchase out of the history without a word);
-* :class:`NoCustomer`: a purchase with no customer, e-mail or phone (a walk-in sale at a till): nobody to segment,
-  so neither stored nor a bad row; the pull counts it (``PullResult.anonymous_orders``), a webhook accepts it;
+* :class:`NoCustomer`: a purchase with no customer, e-mail or phone (a walk-in sale at a till, a won deal with no
+  contact): nobody to segment, so neither stored nor a bad row; the pull counts it (``PullResult.anonymous_orders``), a webhook accepts it;
 * :func:`unmapped`: the tombstone of a non-purchase that cannot be mapped (its contact unlinked, its amount cleared):
   it still leaves the history (:func:`tombstone`), keeping its customer when known, dated by the
   record, else by the stored order it cancels (:data:`~connectors.records.UNDATED`), never now.
@@ -45,8 +45,9 @@ def undecided(field: str, what: str, also: str = "") -> FieldError:
 
 
 class NoCustomer(FieldError):
-    """A purchase that names no customer, e-mail or phone (a POS walk-in sale, a guest who left neither): "guests
-    with neither key are counted in the shop totals but not segmented" (docs/sources/common.md). Not a bad row
+    """A purchase that names no customer, e-mail or phone (a POS walk-in sale, a guest who left neither, a won amoCRM
+    lead or Bitrix24 deal with no contact): "guests with neither key are counted in the shop totals but not
+    segmented" (docs/sources/common.md). Not a bad row
     (:func:`connectors.incremental.map_page` counts it apart): a shop with a till would trip ``max_bad_rows_pct``.
     A FieldError still, for a caller that knows no better (a non-purchase of no customer is :func:`unmapped`)."""
 

@@ -59,7 +59,7 @@ from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_
 from .non_purchase import tombstone
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
-from .retailcrm_upgrade import rekeyed
+from .rekey import rekeyed
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
 from .retry import RetryPolicy
@@ -175,7 +175,8 @@ class RetailCrmSource:
             result = pull_objects(con, NAME, cursor, progress,
                                   lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
                                   run_start)
-        return rekeyed(con, cursor, result)  # orders an older rfmsync keyed otherwise: told until a --full pull
+        # orders an older rfmsync keyed otherwise: told until a --full pull
+        return rekeyed(con, NAME, cursor, result, self.config.phone_region)
 
     def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: RunStart) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""
@@ -350,7 +351,9 @@ class RetailCrmSource:
         def one(raw: Any) -> Order | Contact | None:
             if isinstance(raw, Mapping) and not in_scope(raw, self.config):
                 return None
-            return map_order(raw, self.config) if obj == "orders" else map_customer(raw, self.config)
+            if obj == "orders":  # (a guest's value the rules refuse: an issue, stager.dropped)
+                return map_order(raw, self.config, dropped=stager.dropped)
+            return map_customer(raw, self.config)
 
         keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
@@ -370,7 +373,7 @@ class RetailCrmSource:
                 return None
             if obj == "contacts":
                 return deleted_customer(snap, entry.get("combinedTo"))
-            order = map_order(snap, self.config, deleted=True)
+            order = map_order(snap, self.config, deleted=True, dropped=stager.dropped)
             if order is None:  # a thin snapshot: still record the deletion
                 order = tombstone(get_field(snap, "id", lambda v: str(int(v))),
                                   get_field(entry, "createdAt", lambda v: parse_dt(v, self.config.timezone)),

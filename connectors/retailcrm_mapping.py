@@ -17,15 +17,16 @@ API dates have no offset: they are read in the account's ``timezone``.
 from __future__ import annotations
 
 import logging
-import unicodedata
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .email_phone import lower_like_sql, normalize_phone
+from .email_phone import lower_like_sql
+from .guests import guest_key
 from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
-from .non_purchase import NoCustomer, undecided, unmapped
+from .non_purchase import undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .shapes import vendor_id
 
 if TYPE_CHECKING:
     from .retailcrm import RetailCrmConfig
@@ -33,10 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
+def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, dropped: list[FieldError],
+              deleted: bool = False) -> Order | None:
     """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer, no total) → a tombstone that
     keeps the customer when known, so a purchase that leaves "complete" leaves the history (None for a deletion's
-    snapshot: the caller's tombstone keeps its customer and is dated by the history entry)."""
+    snapshot: the caller's tombstone keeps its customer and is dated by the history entry). A guest's e-mail or
+    phone the rules refuse while the other keys the order is appended to ``dropped`` (:mod:`connectors.guests`)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     status = clean(raw.get("status"))
     if deleted:
@@ -49,9 +52,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         kind = OrderStatus.CANCELLED
     customer_id = None  # (kept by the tombstone when known)
     try:
-        customer_id = customer_key(raw, cfg.phone_region)
-        if customer_id is None:  # a walk-in sale: counted, not segmented
-            raise NoCustomer()
+        customer_id = customer_key(raw, cfg.phone_region, dropped)  # (NoCustomer: a walk-in sale, counted)
         items = tuple(_item(it) for it in get_list(raw, "items"))
         discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
         discount += sum((_item_discount(it) for it in get_list(raw, "items")), Decimal(0))
@@ -71,29 +72,24 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
-def customer_key(raw: Mapping[str, Any], region: str | None = None) -> str | None:
+def customer_key(raw: Mapping[str, Any], region: str | None, dropped: list[FieldError]) -> str:
     """Whose order: ``customer.id`` (a private customer, as ``/api/v5/customers`` lists them). A B2B order's
     ``customer`` is a corporate customer (``type = customer_corporate``: ``/api/v5/customers-corporate``, ids of
     their own, never pulled), whose id would be taken for the private customer of the same number: it is the order
     of its contact person (``contact.id``, a private customer), else ``corporate-<id>``. A guest order (no
-    customer) is its ``email``'s, NFKC-folded as contacts' e-mails are and lower-cased as Shopify's (one guest typing
-    two cases, or fullwidth letters, is one customer), else its
-    ``phone``'s in E.164 (read with ``region``, the ``phone_region`` of the contacts' phones, so that it joins the
-    customer with that phone; one that is no possible number is a FieldError: never a key of junk); None:
-    nobody's."""
+    customer) is keyed by its ``email``, else its ``phone``, by the contacts' rules
+    (:func:`connectors.guests.guest_key`, ``region`` the contacts' ``phone_region``: one guest typing two cases,
+    fullwidth letters or two ways of one number is one customer, and joins the customer with that e-mail or phone;
+    a value the rules refuse is dropped into ``dropped`` when the other keys it, a FieldError when nothing does:
+    never a key of junk); NoCustomer when it has neither (a walk-in sale)."""
     customer, contact = get_object(raw, "customer"), get_object(raw, "contact")
+    customer_id = get_field(customer, "id", vendor_id, "customer.id")  # (an object, a list: a FieldError, no key)
+    contact_id = get_field(contact, "id", vendor_id, "contact.id")
     if clean(customer.get("type")) == "customer_corporate":
-        corporate = clean(customer.get("id"))
-        key = clean(contact.get("id")) or (f"corporate-{corporate}" if corporate else None)
+        key = contact_id or (f"corporate-{customer_id}" if customer_id else None)
     else:
-        key = clean(customer.get("id")) or clean(contact.get("id"))
-    if key := key or lower_like_sql(unicodedata.normalize("NFKC", clean(raw.get("email")) or "")):
-        return key
-    if (phone := clean(raw.get("phone"))) is None:
-        return None
-    if (e164 := normalize_phone(phone, region)) is None:
-        raise FieldError("phone", "invalid phone (a guest order is keyed by it)", phone)
-    return e164
+        key = customer_id or contact_id
+    return key or guest_key(raw.get("email"), raw.get("phone"), region, dropped)
 
 
 def _item(raw: Any) -> LineItem:

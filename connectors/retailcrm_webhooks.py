@@ -52,9 +52,11 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             continue
         try:
             if key == "order":
-                order = map_order(raw, cfg)
+                order = map_order(raw, cfg, dropped=(dropped := []))
                 if order is not None:
                     orders.append(order)
+                for exc in dropped:  # (a guest's e-mail or phone refused, the other keying the order)
+                    log.warning("retailcrm webhook: %s", exc.bad_row(f"{NAME}:webhook", raw.get("id")))
             else:
                 contact, issues = clean_contact(map_customer(raw, cfg), cfg.phone_region, f"{NAME}:webhook")
                 contacts.append(contact)

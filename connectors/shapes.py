@@ -14,13 +14,27 @@ own: the server answers 400 to whatever a parser raises (:mod:`sync.serve.webhoo
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from .http import FieldError
+from .http import FieldError, clean
 
 log = logging.getLogger(__name__)
 
 #: what a mapper raises on a shape it did not expect (its own checks raise FieldError)
 SHAPE_SLIPS = (TypeError, AttributeError, KeyError, IndexError)
+
+
+def vendor_id(value: Any) -> str | None:
+    """A vendor's id as text: a string (stripped) or a whole number; None when absent or blank. Another shape (an
+    object, a list, a bool, a fraction) is a TypeError, which :func:`~connectors.http.get_field` names as the
+    field's FieldError: ``clean`` would have made ``{'ID': 5}`` a customer key of its text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) and value is not None:
+        raise TypeError(f"not an id: {type(value).__name__}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise TypeError("not an id: a fraction")
+        value = int(value)
+    return clean(value)
 
 
 def shape_error(exc: BaseException, what: str, first: bool) -> FieldError:
@@ -32,4 +46,4 @@ def shape_error(exc: BaseException, what: str, first: bool) -> FieldError:
                                  f"{str(exc)[:120]})")
 
 
-__all__ = ["SHAPE_SLIPS", "shape_error"]
+__all__ = ["SHAPE_SLIPS", "shape_error", "vendor_id"]

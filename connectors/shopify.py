@@ -41,6 +41,7 @@ import requests
 
 from .contacts import clean_contact
 from .email_phone import lower_like_sql
+from .guests import guest_key
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
@@ -49,7 +50,9 @@ from .incremental import (HighWater, PageGuard, Progress, RunStart, Stager, iso,
                           parse_time_cursor, pull_by_time, utc_now)
 from .non_purchase import NoCustomer, tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
+from .rekey import rekeyed
 from .retry import RetryPolicy
+from .shapes import vendor_id
 from .source import Account, PullResult
 from .shopify_scopes import SCOPES_PATH, granted_scopes, window_warning
 from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
@@ -62,8 +65,10 @@ NAME = "shopify"
 LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
 
 
-def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
-    """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history)."""
+def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig, dropped: list[FieldError]) -> Order | None:
+    """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history).
+    A guest order (no ``customer``) is keyed by its ``email``, else its ``phone``, by the contacts' rules
+    (:func:`connectors.guests.guest_key`: a value refused while the other keys it goes to ``dropped``)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     financial = clean(raw.get("financial_status"))
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
@@ -79,9 +84,8 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     customer_id = None  # (kept by the tombstone when known)
     try:
         customer = get_object(raw, "customer")
-        customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
-        if not customer_id:
-            raise NoCustomer()
+        customer_id = get_field(customer, "id", vendor_id, "customer.id") or guest_key(  # (NoCustomer: a walk-in)
+            raw.get("email"), raw.get("phone"), cfg.phone_region, dropped)
         total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
         disc = "current_total_discounts" if raw.get("current_total_discounts") is not None else "total_discounts"
         return Order(
@@ -214,7 +218,7 @@ class ShopifySource:
         if warning:  # (INFO: the CLI prints the pull's warnings; a WARNING record would print it twice)
             log.info("%s", warning)
             result.warnings.append(warning)
-        return result
+        return rekeyed(con, NAME, cursor, result, self.config.phone_region)  # guests keyed as typed before: told
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]
@@ -247,7 +251,7 @@ class ShopifySource:
         def one(raw: Any) -> Order | Contact | None:
             if raw.get("updated_at"):
                 high.see(get_field(raw, "updated_at", parse_dt))
-            return map_order(raw, self.config) if obj == "orders" else map_customer(raw)
+            return map_order(raw, self.config, stager.dropped) if obj == "orders" else map_customer(raw)
 
         def keep(record: Order | Contact, raw: Any) -> Order | Contact:
             # the version's time, as its webhook's (a later delivery older than it is left out by the store)
@@ -354,7 +358,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         return [], []
     try:
         if kind == "orders":
-            order = map_order(payload, config or ShopifyConfig())
+            order = map_order(payload, config or ShopifyConfig(), dropped := [])
+            for exc in dropped:  # (a guest's e-mail or phone refused, the other keying the order)
+                log.warning("shopify webhook: %s", exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id")))
             return ([versioned(order, payload)] if order else []), []
         if kind == "customers":
             contact, issues = clean_contact(map_customer(payload), (config or ShopifyConfig()).phone_region,

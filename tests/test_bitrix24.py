@@ -142,7 +142,8 @@ class FakeBitrix24:
             if at is not None and self.offset_lost:
                 at = at.replace(tzinfo=self.zone)
             rows = [r for k, r in sorted(store.items())
-                    if (self.stuck or k > flt[">ID"]) and (at is None or datetime.fromisoformat(r["DATE_MODIFY"]) >= at)]
+                    if (self.stuck or k > flt[">ID"]) and (at is None or not isinstance(r, dict)  # (a row of another shape: sent)
+                                                             or datetime.fromisoformat(r["DATE_MODIFY"]) >= at)]
             if store is self.deals and self.between_pages is not None:
                 hook, self.between_pages = self.between_pages, None
                 hook()

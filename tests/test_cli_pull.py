@@ -70,7 +70,7 @@ def test_pull_prints_counts_stores_rows_and_then_pulls_incrementally(rsps, shop)
            "2 contacts" in first.output
     assert stored(shop) == [("1", "10", Decimal("1500.50"), "completed"), ("2", "11", Decimal("99.00"), "completed")]
     saved = json.loads(cursor(shop))
-    assert set(saved) == {"contacts", "orders", "keys"}  # (its orders keyed by this rfmsync: retailcrm_upgrade)
+    assert set(saved) == {"contacts", "orders", "keys"}  # (its orders keyed by this rfmsync: connectors/rekey.py)
 
     fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))  # a new order after the first pull
     second = run("pull", "--config", str(shop), "--source", "retailcrm")

@@ -30,7 +30,7 @@ def _net(*orders) -> tuple[int, Decimal]:
     """The customer's (frequency, monetary) of a paid order of 100 and ``orders``."""
     con = duckdb.connect()
     create_tables(con)
-    paid = shopify_order(SHOPIFY | {"id": 10, "financial_status": "paid", "total_price": "100.00"}, ShopifyConfig())
+    paid = shopify_order(SHOPIFY | {"id": 10, "financial_status": "paid", "total_price": "100.00"}, ShopifyConfig(), [])
     stage_records(con, [paid, *orders])
     con.execute("INSERT INTO orders SELECT * FROM staged_orders")
     build_customer_metrics(con, date(2026, 2, 1))
@@ -41,21 +41,22 @@ def test_a_shopify_order_refunded_whole_nets_zero():
     """store29: financial_status refunded was stored refunded at its total_price (an API version or a delivery without
     current_total_price): 100 paid − 40 refunded = 60, though the refunded order was never counted as a sale."""
     for body in (SHOPIFY, SHOPIFY | {"current_total_price": "0.00"}):
-        order = shopify_order(body | {"financial_status": "refunded"}, ShopifyConfig())
+        order = shopify_order(body | {"financial_status": "refunded"}, ShopifyConfig(), [])
         assert order.status is OrderStatus.CANCELLED
         assert _net(order) == (1, Decimal("100.00"))
 
 
 def test_a_retailcrm_order_in_a_refunded_status_nets_zero():
     """store29: an order in one of refunded_statuses was stored refunded at its totalSumm: 100 − 40 = 60."""
-    order = retailcrm_order(RETAILCRM, RetailCrmConfig(refunded_statuses=["return"]))
+    order = retailcrm_order(RETAILCRM, RetailCrmConfig(refunded_statuses=["return"]), dropped=[])
     assert order.status is OrderStatus.CANCELLED
     assert _net(order) == (1, Decimal("100.00"))
-    assert retailcrm_order(RETAILCRM | {"status": "complete"}, RetailCrmConfig()).status is OrderStatus.COMPLETED
+    complete = retailcrm_order(RETAILCRM | {"status": "complete"}, RetailCrmConfig(), dropped=[])
+    assert complete.status is OrderStatus.COMPLETED
 
 
 def test_an_unmappable_refunded_order_leaves_the_history_as_a_cancelled_one_does():
     """A refunded order whose customer is gone is no bad row: it leaves the history (a tombstone), as any
     non-purchase."""
     body = {k: v for k, v in SHOPIFY.items() if k not in ("customer", "email")} | {"financial_status": "refunded"}
-    assert shopify_order(body, ShopifyConfig()).status is OrderStatus.CANCELLED
+    assert shopify_order(body, ShopifyConfig(), []).status is OrderStatus.CANCELLED

@@ -142,7 +142,7 @@ def test_every_crm_contact_gives_the_file_exports_key(vendor):
 
 def test_a_shopify_order_without_a_customer_is_keyed_by_the_same_address():
     order = shopify.map_order({"id": 7, "email": " İlham@Mail.az", "financial_status": "paid", "total_price": "10",
-                               "processed_at": "2026-01-01T00:00:00Z", "currency": "UZS"}, shopify.ShopifyConfig())
+                               "processed_at": "2026-01-01T00:00:00Z", "currency": "UZS"}, shopify.ShopifyConfig(), [])
     assert order.customer_id == "ilham@mail.az"
 
 

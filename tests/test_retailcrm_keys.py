@@ -1,6 +1,6 @@
 """RetailCRM order keys: a guest's phone read with ``phone_region`` (it joins the customer with that phone), and a
 store an older rfmsync keyed otherwise (B2B orders, guest e-mails as typed) told on every incremental pull until a
-``rfmsync pull --full`` (connectors/retailcrm_upgrade.py)."""
+``rfmsync pull --full`` (connectors/rekey.py)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_a_store_keyed_by_an_older_rfmsync_is_told_until_a_full_pull_keys_it_ane
         upgraded = pull_into(con, _day(2), old_cursor)
         assert len(upgraded.warnings) == 1 and "pull --full" in upgraded.warnings[0]
         assert "B2B order (customer_corporate)" in upgraded.warnings[0]
-        assert "1 order is keyed by a guest's e-mail in capitals" in upgraded.warnings[0]
+        assert "1 order is keyed by a guest's e-mail or phone as typed" in upgraded.warnings[0]
         again = pull_into(con, _day(3), upgraded.cursor)  # told on every incremental pull until then
         assert len(again.warnings) == 1
         full = pull_into(con, _day(4))  # rfmsync pull --full: every order keyed anew, the mark set
@@ -87,4 +87,19 @@ def test_a_fresh_store_is_never_told_to_pull_again():
         first = pull_into(con, _day(1))
         second = pull_into(con, _day(2), first.cursor)
     assert (first.warnings, second.warnings) == ([], [])
-    assert json.loads(second.cursor)["keys"] == "2"
+    assert json.loads(second.cursor)["keys"] == "3"
+
+
+def test_a_store_keyed_by_the_rules_before_guests_were_validated_is_told_too():
+    """Keys version 2 (B2B orders by their contact person) kept a guest's e-mail the rules refuse (``anna@``) as a
+    customer; version 3 reads guests by the contacts' rules, and the store marked 2 was not told."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_store(None) as con:
+        fake = FakeRetailCrm(rsps)
+        _seed(fake)
+        first = pull_into(con, _day(1))
+        con.execute("UPDATE orders SET customer_id = 'anna@' WHERE order_id = '3'")  # what version 2 stored
+        old_cursor = json.dumps({**json.loads(first.cursor), "keys": "2"})
+        upgraded = pull_into(con, _day(2), old_cursor)
+        assert len(upgraded.warnings) == 1 and "pull --full" in upgraded.warnings[0], upgraded.warnings
+        assert "1 order is keyed by a guest's e-mail or phone as typed" in upgraded.warnings[0]
+        assert "B2B" not in upgraded.warnings[0]  # (version 2 keyed those anew already)

@@ -180,7 +180,7 @@ def test_pull_maps_orders_statuses_and_customers(rsps):
     assert contact[:3] == ("ann@example.com", "+998901234567", "yes")
     assert json.loads(contact[3]) == {"city": "Tashkent", "country": "UZ", "tags": "vip, wholesale",
                                       "state": "enabled"}
-    assert json.loads(result.cursor) == {"contacts": T0.isoformat(), "orders": T0.isoformat()}
+    assert json.loads(result.cursor) == {"contacts": T0.isoformat(), "orders": T0.isoformat(), "keys": "1"}
 
 
 def test_amounts_with_more_decimals_round_as_a_file_s_and_an_amount_out_of_range_is_a_bad_row(rsps):
@@ -393,3 +393,30 @@ def test_refund_webhook_maps_to_nothing_because_the_order_row_is_already_net():
     full = updated | {"financial_status": "refunded", "current_total_price": "0.00"}
     (order,), _ = parse_webhook({"X-Shopify-Topic": "orders/updated"}, json.dumps(full).encode())
     assert (order.amount, order.status) == (Decimal("0.00"), OrderStatus.CANCELLED)  # wholly refunded: nets 0
+
+
+def test_guests_keyed_by_the_raw_phone_before_are_told_until_a_full_pull(rsps):
+    """An older rfmsync keyed a guest by the phone as typed (``+998 93 555-11-22``), this one in E.164: the guest's
+    stored and new orders were two customers, and no pull said so (RetailCRM's upgrade warning, connectors/rekey.py)."""
+    from sync.store import merge_staged, open_store
+    with open_store(None) as con:
+        fake = FakeShopify(rsps)
+        fake.put_contact(1, "ann@example.com", at=T0)
+        fake.put_order(1, 1, "10.00", at=T0)
+        fake.put_order(2, 0, "35.00", at=T0, customer=None, email=None, phone="+998 93 555-11-22")
+        first = make_source().pull(con)
+        merge_staged(con, first, origin="pull")
+        con.execute("UPDATE orders SET customer_id = '+998 93 555-11-22' WHERE order_id = '2'")  # the old key
+        old_cursor = json.dumps({k: v for k, v in json.loads(first.cursor).items() if k != "keys"})
+        fake.put_order(3, 0, "40.00", at=T0 + timedelta(days=1), customer=None, email=None, phone="+998 93 555-11-22")
+        second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, old_cursor)
+        merge_staged(con, second, origin="pull")
+        assert len(second.warnings) == 1, second.warnings
+        assert second.warnings[0].startswith("shopify: the order store was pulled by an older rfmsync")
+        assert "1 order is keyed by a guest's e-mail or phone as typed" in second.warnings[0]
+        assert "run `rfmsync pull --full` once" in second.warnings[0]
+        full = make_source(clock=lambda: T0 + timedelta(days=3)).pull(con)
+        merge_staged(con, full, origin="pull")
+        again = make_source(clock=lambda: T0 + timedelta(days=4)).pull(con, full.cursor)
+        keys = con.execute("SELECT DISTINCT customer_id FROM orders WHERE order_id IN ('2', '3')").fetchall()
+    assert (full.warnings, again.warnings, keys) == ([], [], [("+998935551122",)])

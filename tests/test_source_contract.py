@@ -108,8 +108,9 @@ def test_first_pull_backfills_canonical_records_across_pages(case):
     assert all(r[1] == at and r[3] == OrderStatus.COMPLETED for r in rows)
     assert {r[0] for r in rows} <= {"1", "2", "3"}
     assert sum(calls) >= 28  # progress got every record
-    # (RetailCRM's marks its orders keyed by this rfmsync's rules: connectors/retailcrm_upgrade.py)
-    assert set(json.loads(result.cursor)) == {"orders", "contacts"} | ({"keys"} if name == "retailcrm" else set())
+    # (RetailCRM and Shopify mark their orders keyed by this rfmsync's rules: connectors/rekey.py)
+    assert set(json.loads(result.cursor)) == {"orders", "contacts"} | ({"keys"} if name in ("retailcrm", "shopify")
+                                                                       else set())
     assert len(rsps.calls) < 40  # pagination ended
 
 
@@ -458,12 +459,12 @@ def test_a_garbled_cursor_is_a_config_error(case):
 
 # every vendor record mapper (pulls and webhooks share them): a source's name → {what: mapper}
 MAPPERS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "shopify": {"order": lambda r: shopify.map_order(r, shopify.ShopifyConfig()), "customer": shopify.map_customer},
+    "shopify": {"order": lambda r: shopify.map_order(r, shopify.ShopifyConfig(), []), "customer": shopify.map_customer},
     "amocrm": {"lead": lambda r: amocrm.map_lead(r, amocrm.AmoCrmConfig()), "contact": amocrm.map_contact},
     "bitrix24": {"deal": lambda r: bitrix24.map_deal(r, bitrix24.Bitrix24Config()), "contact": bitrix24.map_contact,
                  "product rows": lambda r: bitrix24.with_product_rows(
                      Order("1", "c", T0, Decimal(1)), r.get("rows") if isinstance(r.get("rows"), list) else [r])},
-    "retailcrm": {"order": lambda r: retailcrm_mapping.map_order(r, retailcrm.RetailCrmConfig()),
+    "retailcrm": {"order": lambda r: retailcrm_mapping.map_order(r, retailcrm.RetailCrmConfig(), dropped=[]),
                   "customer": lambda r: retailcrm_mapping.map_customer(r, retailcrm.RetailCrmConfig())},
 }
 #: the vendors' field names (documented shapes, sources.md and the modules), nested at random below
