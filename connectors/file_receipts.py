@@ -1,0 +1,74 @@
+"""Receipt lines (a file mapping ``sku``, ``product``, ``quantity`` or ``price``) staged as orders and line items.
+
+The lines of one receipt number and customer are one order: its amount the lines' sum (a receipt of sale and return
+lines, an exchange at the till, is their net), its date the earliest line's, its status and currency the last
+line's; a number more than one customer's lines carry is each customer's receipt (:func:`split_receipts`). A receipt
+whose lines each fit but sum past the amount column is bad rows (its lines), checked only when a sum did not fit.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from .file_repeats import split_receipts
+from .records import BadRow
+
+
+def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int
+                   ) -> tuple[list[BadRow], int]:
+    """Stage the valid rows of ``_fs_valid`` (receipt lines) into ``staged_orders`` and, when item columns are
+    mapped (``items``), ``staged_line_items``; ``fid``: the extra select column of the file id (or ``""``). Returns
+    the lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count."""
+    valid, over, over_count = "_fs_valid", [], 0
+
+    def receipts() -> None:
+        # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
+        # when the returns are more; otherwise its lines' sum and its last line's status
+        net = "sum(CASE status WHEN 'completed' THEN amount WHEN 'refunded' THEN -amount END)"
+        mixed = "bool_or(status = 'completed') AND bool_or(status = 'refunded')"
+        con.execute(f"""INSERT INTO staged_orders SELECT oid, key, min(ordered_at),
+                       CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
+                       CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
+                            ELSE 'refunded' END, sum(discount)
+                       {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord) FROM {valid} GROUP BY oid, key""")
+    con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
+    try:
+        receipts()
+    except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
+        over, over_count = _too_large_receipts(con, paths, limit)
+        if not over_count:
+            raise
+        valid = "_fs_fit"
+        receipts()
+    oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
+    if items:
+        con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
+                       ORDER BY _ord), sku, product, category, brand, CASE WHEN status = 'refunded' THEN
+                       -abs(coalesce(quantity, 1)) ELSE quantity END, price FROM {valid}"""  # returned: < 0
+                    + (" LEFT JOIN _fs_rsplit USING (oid, key)" if oid != "oid" else ""))
+    return over, over_count
+
+
+def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int
+                        ) -> tuple[list[BadRow], int]:
+    """The receipts whose lines (or discounts) each fit but sum past DECIMAL(18,2) (a price or quantity column of
+    ids or phones): their lines as bad rows (listed up to ``limit``, counted) naming the receipt and
+    its total; ``_fs_fit`` is ``_fs_valid`` without them. Run only after the receipts' insert failed."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
+                   FROM _fs_valid GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
+    con.execute("CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM _fs_valid "
+                "WHERE oid NOT IN (SELECT oid FROM _fs_over)")
+    lines = "FROM _fs_valid v JOIN _fs_over o USING (oid)"
+    (count,) = con.execute(f"SELECT count(*) {lines}").fetchone()
+    bad = []
+    for f, row, oid, total, disc, amount, discount in con.execute(
+            f"SELECT v._file, v._row, oid, o.total, o.disc, v.amount, v.discount {lines} ORDER BY v._file, v._row "
+            f"LIMIT {limit}").fetchall():
+        fld, value, what = (("amount", amount, f"its lines add up to {total}") if abs(total or 0) >= 10 ** 16
+                            else ("discount", discount, f"its lines' discounts add up to {disc}"))
+        bad.append(BadRow(source=paths[f], row=row, field=fld, value=None if value is None else str(value),
+                          reason=f"receipt {oid!r}: {what}, more than 16 digits before the point (is the price, "
+                                 "quantity or discount column an id or a phone number?); the receipt is skipped"))
+    return bad, count
+
+__all__ = ["stage_receipts"]
