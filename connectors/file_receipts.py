@@ -8,18 +8,44 @@ whose lines each fit but sum past the amount column is bad rows (its lines), che
 
 from __future__ import annotations
 
+import logging
+
 import duckdb
 
-from .file_repeats import split_receipts
+from .counts import counted
+from .file_repeats import named_ids, split_receipts
 from .records import BadRow
 
+log = logging.getLogger(__name__)
 
-def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int
-                   ) -> tuple[list[BadRow], int]:
+
+#: a receipt's lines at one time and status whose ``amount`` is the same on every line while their quantity × price
+#: differ: an export of one row per item that repeats the receipt's total (and its discount, when that is the same
+#: on every line too) on each row. Its first line carries them, the others count 0 (``_tot``: the line is such)
+_TOTALS = """CREATE OR REPLACE TEMP VIEW {out} AS
+    SELECT * EXCLUDE (_n, _disc) REPLACE (CASE WHEN _tot AND _n > 1 THEN 0 ELSE amount END AS amount,
+                                          CASE WHEN _tot AND _n > 1 AND _disc THEN NULL ELSE discount END AS discount)
+    FROM (SELECT *, row_number() OVER w AS _n,
+                 count(*) OVER w > 1 AND min(amount) OVER w = max(amount) OVER w
+                 AND count(price) OVER w = count(*) OVER w
+                 AND min(abs(price::DOUBLE * coalesce(quantity, 1))) OVER w
+                     < max(abs(price::DOUBLE * coalesce(quantity, 1))) OVER w AS _tot,
+                 coalesce(min(discount) OVER w = max(discount) OVER w AND count(discount) OVER w = count(*) OVER w,
+                          true) AS _disc
+          FROM {valid} WINDOW w AS (PARTITION BY oid, key, status, ordered_at))"""
+
+
+def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int,
+                   totals: bool = False) -> tuple[list[BadRow], int]:
     """Stage the valid rows of ``_fs_valid`` (receipt lines) into ``staged_orders`` and, when item columns are
-    mapped (``items``), ``staged_line_items``; ``fid``: the extra select column of the file id (or ``""``). Returns
-    the lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count."""
+    mapped (``items``), ``staged_line_items``; ``fid``: the extra select column of the file id (or ``""``);
+    ``totals``: both ``amount`` and ``price`` are mapped, so a receipt's total repeated on each of its lines can be
+    told from line amounts (:data:`_TOTALS`; counted once, warned of). Returns the lines of receipts too large to
+    store (bad rows, at most ``limit`` listed) and their count."""
     valid, over, over_count = "_fs_valid", [], 0
+    if totals:
+        con.execute(_TOTALS.format(out="_fs_lines", valid=valid))
+        valid = "_fs_lines"
 
     def receipts() -> None:
         # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
@@ -30,16 +56,24 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
                        CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
                        CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
                             ELSE 'refunded' END, sum(discount)
-                       {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord) FROM {valid} GROUP BY oid, key""")
+                       {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord){totals and ', bool_or(_tot)'}
+                       FROM {valid} GROUP BY oid, key""")
     con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
+    if totals:
+        con.execute("ALTER TABLE staged_orders ADD COLUMN _tot BOOLEAN")
     try:
         receipts()
     except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
-        over, over_count = _too_large_receipts(con, paths, limit)
+        over, over_count = _too_large_receipts(con, paths, limit, valid)
         if not over_count:
             raise
-        valid = "_fs_fit"
+        if totals:
+            con.execute(_TOTALS.format(out="_fs_lines", valid="_fs_fit"))
+        else:
+            valid = "_fs_fit"
         receipts()
+    if totals:
+        _totals_warning(con, valid, paths)
     oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
     if items:
         con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
@@ -49,13 +83,14 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     return over, over_count
 
 
-def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int
+def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int, valid: str = "_fs_valid"
                         ) -> tuple[list[BadRow], int]:
     """The receipts whose lines (or discounts) each fit but sum past DECIMAL(18,2) (a price or quantity column of
     ids or phones): their lines as bad rows (listed up to ``limit``, counted) naming the receipt and
-    its total; ``_fs_fit`` is ``_fs_valid`` without them. Run only after the receipts' insert failed."""
-    con.execute("""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
-                   FROM _fs_valid GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
+    its total (summed over ``valid``: ``_fs_valid``, or its lines with a repeated total counted once); ``_fs_fit`` is
+    ``_fs_valid`` without them. Run only after the receipts' insert failed."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
+                    FROM {valid} GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
     con.execute("CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM _fs_valid "
                 "WHERE oid NOT IN (SELECT oid FROM _fs_over)")
     lines = "FROM _fs_valid v JOIN _fs_over o USING (oid)"
@@ -70,5 +105,17 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit:
                           reason=f"receipt {oid!r}: {what}, more than 16 digits before the point (is the price, "
                                  "quantity or discount column an id or a phone number?); the receipt is skipped"))
     return bad, count
+
+
+def _totals_warning(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> None:
+    """Warn of the receipts staged with a total repeated on each line counted once (``staged_orders._tot``, dropped
+    here), naming the first :data:`~connectors.file_repeats.NAMED` with their files and rows."""
+    if con.execute("SELECT 1 FROM staged_orders WHERE _tot LIMIT 1").fetchall():
+        n, named = named_ids(con, paths, "_tot", valid)
+        log.warning("%s the same amount on every line while the lines' quantity × price differ: the amount is the "
+                    "receipt's total repeated on each line, counted once: %s",
+                    counted(n, "receipt has", "receipts have"), named)
+    con.execute("ALTER TABLE staged_orders DROP COLUMN _tot")
+
 
 __all__ = ["stage_receipts"]

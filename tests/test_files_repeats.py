@@ -258,3 +258,29 @@ def test_a_returned_receipt_line_is_stored_with_a_negative_quantity(tmp_path):
     assert con.execute("SELECT order_id, line_no, sku, quantity FROM staged_line_items ORDER BY ALL").fetchall() == [
         ("5", 1, "A", Decimal("1.000")), ("5", 2, "B", Decimal("2.000")), ("5", 3, "B", Decimal("-2.000")),
         ("6", 1, "C", Decimal("-1.000"))]
+
+
+def _lines(tmp_path: Path, rows: list[str]):
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount,status,sku,quantity,price\n"
+                                         + "\n".join(rows) + "\n", encoding="utf-8")
+    return _pull(tmp_path, sku="sku", quantity="quantity", price="price")
+
+
+def test_a_receipt_total_repeated_on_each_item_row_counts_once_and_its_return_nets(tmp_path, caplog):
+    """store30: an export of one row per item that repeats the receipt's total in `amount` on every row (and the
+    refund's total on every returned row) was summed per line: a sale of 100 with two items was 200, and the
+    return of both for 40 in all netted 200 − 80 = 120 instead of 60. The same amount on every line of a receipt
+    at one time while the lines' quantity × price differ is the total: counted once, warned of."""
+    with caplog.at_level("WARNING"):
+        result, got = _lines(tmp_path, [
+            "5,a,2026-01-10 10:00,100,completed,A,1,60", "5,a,2026-01-10 10:00,100,completed,B,2,20",
+            "5,a,2026-01-12 10:00,40,refunded,A,1,25", "5,a,2026-01-12 10:00,40,refunded,B,1,15",
+            "6,b,2026-01-10 10:00,30,completed,A,1,30", "6,b,2026-01-10 10:00,30,completed,B,3,10",  # lines: 60
+            "7,b,2026-01-11 10:00,50,completed,A,1,60", "7,b,2026-01-11 10:00,20,completed,B,1,20"])  # discounted
+    assert got == {"5": ("a", "60.00", "completed"), "6": ("b", "60.00", "completed"),
+                   "7": ("b", "70.00", "completed")}
+    assert result.bad_row_count == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ["1 receipt has the same amount on every line while the lines' quantity × price differ: the "
+                     "amount is the receipt's total repeated on each line, counted once: "
+                     f"'5' ({tmp_path / 'orders.csv'} rows 2, 3, 4, 5)"]
