@@ -56,7 +56,7 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
                        CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
                        CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
                             ELSE 'refunded' END, sum(discount)
-                       {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord){totals and ', bool_or(_tot)'}
+                       {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord){', bool_or(_tot)' if totals else ''}
                        FROM {valid} GROUP BY oid, key""")
     con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
     if totals:
