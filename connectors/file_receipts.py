@@ -35,6 +35,12 @@ _TOTALS = """CREATE OR REPLACE TEMP VIEW {out} AS
           FROM {valid} WINDOW w AS (PARTITION BY oid, key, status, ordered_at))"""
 
 
+#: a line's unit price: its own, else (no price column, or its cell blank) its amount ÷ |quantity| (a receipt's total
+#: repeated on each line has its prices: :data:`_TOTALS`), so that the favourites weigh the line by what it cost
+_PRICE = ("coalesce(price, CASE WHEN coalesce(quantity, 1) <> 0 THEN "
+          "TRY_CAST(round(amount / abs(coalesce(quantity, 1)), 2) AS DECIMAL(18,2)) END)")
+
+
 def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int,
                    totals: bool = False) -> tuple[list[BadRow], int]:
     """Stage the valid rows of ``_fs_valid`` (receipt lines) into ``staged_orders`` and, when item columns are
@@ -78,7 +84,7 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     if items:
         con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
                        ORDER BY _ord), sku, product, category, brand, CASE WHEN status = 'refunded' THEN
-                       -abs(coalesce(quantity, 1)) ELSE quantity END, price FROM {valid}"""  # returned: < 0
+                       -abs(coalesce(quantity, 1)) ELSE quantity END, {_PRICE} FROM {valid}"""  # returned: < 0
                     + (" LEFT JOIN _fs_rsplit USING (oid, key)" if oid != "oid" else ""))
     return over, over_count
 

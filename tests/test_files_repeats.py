@@ -3,6 +3,7 @@ receipt of sale and return lines: no sale lost, net revenue as docs/segments.md 
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -284,3 +285,31 @@ def test_a_receipt_total_repeated_on_each_item_row_counts_once_and_its_return_ne
     assert lines == ["1 receipt has the same amount on every line while the lines' quantity × price differ: the "
                      "amount is the receipt's total repeated on each line, counted once: "
                      f"'5' ({tmp_path / 'orders.csv'} rows 2, 3, 4, 5)"]
+
+
+def test_favourites_of_receipt_lines_with_an_amount_but_no_price_go_by_the_amount(tmp_path):
+    """store30: a receipt-lines export with `amount` (the line's total) and no `price` stored no price, so every
+    line's spend was 0 and the favourite went by quantity (socks, 3 pairs for 30, over a hat for 90). A line's unit
+    price is its amount ÷ |quantity| when no price is given: spend by amount, each line's sign its quantity's (a
+    returned shoe takes its 100 off: 100 of shoes kept beats 60 of bags)."""
+    from connectors.tables import create_tables
+    from segmentation.lifecycle import create_lifecycle_table
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,category,quantity\n"
+        "1,a,2024-01-10 10:00,90,completed,Hats,1\n1,a,2024-01-10 10:00,30,completed,Socks,3\n"
+        "2,b,2024-01-10 10:00,200,completed,Shoes,2\n2,b,2024-01-10 10:00,60,completed,Bags,3\n"
+        "3,b,2024-01-12 10:00,-100,refunded,Shoes,1\n", encoding="utf-8")
+    con = duckdb.connect()
+    cfg = FileSourceConfig(type="file", orders="orders*.csv", timezone="UTC",
+                           columns={**COLS, "category": "category", "quantity": "quantity"})
+    FileSource(cfg, tmp_path).pull(con)
+    assert con.execute("SELECT order_id, line_no, quantity, price FROM staged_line_items ORDER BY ALL").fetchall() == [
+        ("1", 1, Decimal("1.000"), Decimal("90.00")), ("1", 2, Decimal("3.000"), Decimal("10.00")),
+        ("2", 1, Decimal("2.000"), Decimal("100.00")), ("2", 2, Decimal("3.000"), Decimal("20.00")),
+        ("3", 1, Decimal("-1.000"), Decimal("100.00"))]
+    create_tables(con)
+    con.execute("INSERT INTO orders SELECT * FROM staged_orders")
+    con.execute("INSERT INTO line_items SELECT * FROM staged_line_items")
+    create_lifecycle_table(con, date(2024, 6, 30), "UTC", 0.5)
+    assert con.execute("SELECT customer_id, favourite_category FROM customer_lifecycle ORDER BY 1").fetchall() == [
+        ("a", "Hats"), ("b", "Shoes")]
