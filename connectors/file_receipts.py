@@ -19,20 +19,20 @@ from .records import BadRow
 log = logging.getLogger(__name__)
 
 
-#: a receipt's lines at one time and status whose ``amount`` is the same on every line while their quantity × price
-#: differ: an export of one row per item that repeats the receipt's total (and its discount, when that is the same
-#: on every line too) on each row. Its first line carries them, the others count 0 (``_tot``: the line is such)
-_TOTALS = """CREATE OR REPLACE TEMP VIEW {out} AS
-    SELECT * EXCLUDE (_n, _disc) REPLACE (CASE WHEN _tot AND _n > 1 THEN 0 ELSE amount END AS amount,
-                                          CASE WHEN _tot AND _n > 1 AND _disc THEN NULL ELSE discount END AS discount)
-    FROM (SELECT *, row_number() OVER w AS _n,
-                 count(*) OVER w > 1 AND min(amount) OVER w = max(amount) OVER w
-                 AND count(price) OVER w = count(*) OVER w
-                 AND min(abs(price::DOUBLE * coalesce(quantity, 1))) OVER w
-                     < max(abs(price::DOUBLE * coalesce(quantity, 1))) OVER w AS _tot,
-                 coalesce(min(discount) OVER w = max(discount) OVER w AND count(discount) OVER w = count(*) OVER w,
-                          true) AS _disc
-          FROM {valid} WINDOW w AS (PARTITION BY oid, key, status, ordered_at))"""
+#: a receipt's lines at one time and status (``{rows}``) as one row each, ``_tot``: their ``amount`` is the same on
+#: every line while their quantity × price differ (an export of one row per item that repeats the receipt's total on
+#: each row): that amount once (and the discount once, when it is the same on every line too), else their sums
+_TOTALS = """CREATE OR REPLACE TEMP VIEW _fs_groups AS
+    SELECT * EXCLUDE (_sum, _dsum, _dsame) REPLACE (CASE WHEN _tot THEN amount ELSE _sum END AS amount,
+                                                    CASE WHEN _tot AND _dsame THEN discount ELSE _dsum END AS discount)
+    FROM (SELECT oid, key, status, ordered_at, min(amount) AS amount, sum(amount) AS _sum, min(discount) AS discount,
+                 sum(discount) AS _dsum, arg_max(currency, _ord) AS currency, arg_max(_file, _ord) AS _file,
+                 max(_ord) AS _ord, min(_ord) AS _first,
+                 count(*) > 1 AND min(amount) = max(amount) AND count(price) = count(*)
+                 AND min(abs(price::DOUBLE * coalesce(quantity, 1))) < max(abs(price::DOUBLE * coalesce(quantity, 1)))
+                 AS _tot,
+                 coalesce(min(discount) = max(discount) AND count(discount) = count(*), count(discount) = 0) AS _dsame
+          FROM {rows} GROUP BY oid, key, status, ordered_at)"""
 
 
 #: a line's unit price: its own, else (no price column, or its cell blank) its amount ÷ |quantity| (a receipt's total
@@ -48,10 +48,10 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     ``totals``: both ``amount`` and ``price`` are mapped, so a receipt's total repeated on each of its lines can be
     told from line amounts (:data:`_TOTALS`; counted once, warned of). Returns the lines of receipts too large to
     store (bad rows, at most ``limit`` listed) and their count."""
-    valid, over, over_count = "_fs_valid", [], 0
+    valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_fit``: without the receipts too large)
+    sums = "_fs_groups" if totals else valid  # what the receipts sum: the lines, or their groups (_TOTALS)
     if totals:
-        con.execute(_TOTALS.format(out="_fs_lines", valid=valid))
-        valid = "_fs_lines"
+        con.execute(_TOTALS.format(rows=valid))
 
     def receipts() -> None:
         # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
@@ -61,22 +61,22 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
         con.execute(f"""INSERT INTO staged_orders SELECT oid, key, min(ordered_at),
                        CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
                        CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
-                            ELSE 'refunded' END, sum(discount)
-                       {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord){', bool_or(_tot)' if totals else ''}
-                       FROM {valid} GROUP BY oid, key""")
+                            ELSE 'refunded' END, sum(discount){fid and ', arg_max(' + fid[2:] + ', _ord)'},
+                       {'min(_first), bool_or(_tot)' if totals else 'min(_ord)'} FROM {sums} GROUP BY oid, key""")
     con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
     if totals:
         con.execute("ALTER TABLE staged_orders ADD COLUMN _tot BOOLEAN")
     try:
         receipts()
     except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
-        over, over_count = _too_large_receipts(con, paths, limit, valid)
+        over, over_count = _too_large_receipts(con, paths, limit, sums)
         if not over_count:
             raise
+        valid = "_fs_fit"
         if totals:
-            con.execute(_TOTALS.format(out="_fs_lines", valid="_fs_fit"))
+            con.execute(_TOTALS.format(rows=valid))
         else:
-            valid = "_fs_fit"
+            sums = valid
         receipts()
     if totals:
         _totals_warning(con, valid, paths)
@@ -89,14 +89,14 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     return over, over_count
 
 
-def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int, valid: str = "_fs_valid"
+def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int, sums: str = "_fs_valid"
                         ) -> tuple[list[BadRow], int]:
     """The receipts whose lines (or discounts) each fit but sum past DECIMAL(18,2) (a price or quantity column of
     ids or phones): their lines as bad rows (listed up to ``limit``, counted) naming the receipt and
-    its total (summed over ``valid``: ``_fs_valid``, or its lines with a repeated total counted once); ``_fs_fit`` is
+    its total (summed over ``sums``: ``_fs_valid``, or its lines' groups with a repeated total once); ``_fs_fit`` is
     ``_fs_valid`` without them. Run only after the receipts' insert failed."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
-                    FROM {valid} GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
+                    FROM {sums} GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
     con.execute("CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM _fs_valid "
                 "WHERE oid NOT IN (SELECT oid FROM _fs_over)")
     lines = "FROM _fs_valid v JOIN _fs_over o USING (oid)"
@@ -115,9 +115,10 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit:
 
 def _totals_warning(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> None:
     """Warn of the receipts staged with a total repeated on each line counted once (``staged_orders._tot``, dropped
-    here), naming the first :data:`~connectors.file_repeats.NAMED` with their files and rows."""
+    here), naming the first :data:`~connectors.file_repeats.NAMED` with their files and rows (``valid``: the lines)."""
     if con.execute("SELECT 1 FROM staged_orders WHERE _tot LIMIT 1").fetchall():
-        n, named = named_ids(con, paths, "_tot", valid)
+        n, named = named_ids(con, paths, "(oid, key) IN (SELECT (order_id, customer_id) FROM staged_orders WHERE _tot)",
+                             valid)
         log.warning("%s the same amount on every line while the lines' quantity × price differ: the amount is the "
                     "receipt's total repeated on each line, counted once: %s",
                     counted(n, "receipt has", "receipts have"), named)
