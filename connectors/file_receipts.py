@@ -41,14 +41,32 @@ _PRICE = ("coalesce(price, CASE WHEN coalesce(quantity, 1) <> 0 THEN "
           "TRY_CAST(round(amount / abs(coalesce(quantity, 1)), 2) AS DECIMAL(18,2)) END)")
 
 
+#: a receipt's lines at one time (number, customer, ``ordered_at``) in an earlier file that the last file holding that
+#: receipt and time writes again, every one of them (each line's fields, as many times: export periods that overlap):
+#: superseded by the last file's. Lines the later file does not hold all (a receipt cut between two files) are kept.
+_AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
+    WITH r AS (SELECT oid, key, ordered_at, max(_file) AS _last FROM _fs_valid GROUP BY oid, key, ordered_at
+               HAVING min(_file) < max(_file)),
+    s AS (SELECT oid, key, ordered_at, _file, hash(sku, product, category, brand, quantity, price, amount, status,
+                 discount, currency) AS _sig, count(*) AS _n
+          FROM _fs_valid SEMI JOIN r USING (oid, key, ordered_at) GROUP BY ALL)
+    SELECT e.oid, e.key, e.ordered_at, e._file FROM s e JOIN r USING (oid, key, ordered_at)
+    LEFT JOIN s l ON l.oid = e.oid AND l.key = e.key AND l.ordered_at = e.ordered_at AND l._file = r._last
+                     AND l._sig = e._sig
+    WHERE e._file < r._last GROUP BY ALL HAVING bool_and(coalesce(l._n, 0) >= e._n)"""
+
+
 def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int,
-                   totals: bool = False) -> tuple[list[BadRow], int]:
+                   totals: bool = False, files: int = 1) -> tuple[list[BadRow], int]:
     """Stage the valid rows of ``_fs_valid`` (receipt lines) into ``staged_orders`` and, when item columns are
     mapped (``items``), ``staged_line_items``; ``fid``: the extra select column of the file id (or ``""``);
     ``totals``: both ``amount`` and ``price`` are mapped, so a receipt's total repeated on each of its lines can be
-    told from line amounts (:data:`_TOTALS`; counted once, warned of). Returns the lines of receipts too large to
-    store (bad rows, at most ``limit`` listed) and their count."""
+    told from line amounts (:data:`_TOTALS`; counted once, warned of); ``files``: how many orders files were read
+    (with more than one, a receipt's lines written again by a later file are read once: :data:`_AGAIN`). Returns the
+    lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count."""
     valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_fit``: without the receipts too large)
+    if files > 1 and _written_again(con, paths):
+        valid = "_fs_once"
     sums = "_fs_groups" if totals else valid  # what the receipts sum: the lines, or their groups (_TOTALS)
     if totals:
         con.execute(_TOTALS.format(rows=valid))
@@ -69,7 +87,7 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     try:
         receipts()
     except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
-        over, over_count = _too_large_receipts(con, paths, limit, sums)
+        over, over_count = _too_large_receipts(con, paths, limit, sums, valid)
         if not over_count:
             raise
         valid = "_fs_fit"
@@ -89,17 +107,17 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     return over, over_count
 
 
-def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int, sums: str = "_fs_valid"
-                        ) -> tuple[list[BadRow], int]:
+def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit: int, sums: str = "_fs_valid",
+                        rows: str = "_fs_valid") -> tuple[list[BadRow], int]:
     """The receipts whose lines (or discounts) each fit but sum past DECIMAL(18,2) (a price or quantity column of
     ids or phones): their lines as bad rows (listed up to ``limit``, counted) naming the receipt and
-    its total (summed over ``sums``: ``_fs_valid``, or its lines' groups with a repeated total once); ``_fs_fit`` is
-    ``_fs_valid`` without them. Run only after the receipts' insert failed."""
+    its total (summed over ``sums``: the lines, or their groups with a repeated total once); ``_fs_fit`` is the
+    lines (``rows``) without them. Run only after the receipts' insert failed."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
                     FROM {sums} GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
-    con.execute("CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM _fs_valid "
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM {rows} "
                 "WHERE oid NOT IN (SELECT oid FROM _fs_over)")
-    lines = "FROM _fs_valid v JOIN _fs_over o USING (oid)"
+    lines = f"FROM {rows} v JOIN _fs_over o USING (oid)"
     (count,) = con.execute(f"SELECT count(*) {lines}").fetchone()
     bad = []
     for f, row, oid, total, disc, amount, discount in con.execute(
@@ -111,6 +129,23 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit:
                           reason=f"receipt {oid!r}: {what}, more than 16 digits before the point (is the price, "
                                  "quantity or discount column an id or a phone number?); the receipt is skipped"))
     return bad, count
+
+
+def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:
+    """Whether a later file writes a receipt's lines at one time again (:data:`_AGAIN`): then ``_fs_once`` is
+    ``_fs_valid`` without the earlier files' copies, and a warning names the first receipts with their files and
+    rows. One grouping of the lines by receipt, customer and time; the rest runs on the receipts in several files."""
+    con.execute(_AGAIN)
+    if not con.execute("SELECT 1 FROM _fs_again LIMIT 1").fetchall():
+        return False
+    con.execute("CREATE OR REPLACE TEMP VIEW _fs_once AS SELECT * FROM _fs_valid "
+                "ANTI JOIN _fs_again USING (oid, key, ordered_at, _file)")
+    n, named = named_ids(con, paths, "(oid, key, ordered_at) IN (SELECT (oid, key, ordered_at) FROM _fs_again)",
+                         "_fs_valid")
+    log.warning("%s written again by a later file (the same lines at the same time: export periods that "
+                "overlap): the last file's lines kept: %s", counted(n, "receipt's lines are", "receipts' lines are"),
+                named)
+    return True
 
 
 def _totals_warning(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> None:

@@ -248,7 +248,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     contact_fid = fid if contacts and file_ids is not None and len(file_ids) == len(orders) + len(contacts) else ""
     if lines:  # receipt lines grouped by receipt number and customer
         totals = any({"amount", "price"} <= set(t.cols) for t in orders)  # a total repeated on lines: told
-        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, totals)
+        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, totals, len(orders))
         if over_count:
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]

@@ -313,3 +313,28 @@ def test_favourites_of_receipt_lines_with_an_amount_but_no_price_go_by_the_amoun
     create_lifecycle_table(con, date(2024, 6, 30), "UTC", 0.5)
     assert con.execute("SELECT customer_id, favourite_category FROM customer_lifecycle ORDER BY 1").fetchall() == [
         ("a", "Hats"), ("b", "Shoes")]
+
+
+def test_a_receipts_lines_written_again_by_a_later_file_count_once_and_a_receipt_cut_between_files_is_whole(
+        tmp_path, caplog):
+    """store30: receipt lines of one customer's number in two exports whose periods overlap were one receipt of
+    both files' lines: receipt 5 (100) was 200. A later file writing every line of a receipt at its time again
+    supersedes the earlier file's copy (warned of, naming both); a receipt whose lines the two files share out
+    (6: an export cut by rows) keeps them all."""
+    head = "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+    (tmp_path / "orders-01.csv").write_text(head + "5,a,2026-01-10 10:00,60,completed,A,1\n"
+                                            "5,a,2026-01-10 10:00,40,completed,B,2\n"
+                                            "6,b,2026-01-31 10:00,10,completed,A,1\n", encoding="utf-8")
+    (tmp_path / "orders-02.csv").write_text(head + "6,b,2026-01-31 10:00,20,completed,B,1\n"
+                                            "5,a,2026-01-10 10:00,60,completed,A,1\n"
+                                            "5,a,2026-01-10 10:00,40,completed,B,2\n"
+                                            "7,a,2026-02-10 10:00,15,completed,C,1\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path, sku="sku", quantity="quantity")
+    assert got == {"5": ("a", "100.00", "completed"), "6": ("b", "30.00", "completed"),
+                   "7": ("a", "15.00", "completed")}
+    assert result.bad_row_count == 0
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
+        f"overlap): the last file's lines kept: '5' ({one} rows 2, 3; {two} rows 3, 4)"]

@@ -72,7 +72,7 @@ FORMAT = 11  # bumped when a file's stored rows change: all read again (8: unrec
 # receipt line's quantity negative, a receipt number of two customers two receipts, the last file's returns at a time;
 # identity keys: a phone's extension kept and e-mails NFKC-folded, so rows read before and after split no customer;
 # 11: a receipt's total repeated on each line counted once, a line's price from its amount when none is given, an
-# XLSX cell merged over rows filling them)
+# XLSX cell merged over rows filling them, a receipt's lines a later file writes again read once)
 
 
 @dataclass
