@@ -2,8 +2,11 @@
 
 The lines of one receipt number and customer are one order: its amount the lines' sum (a receipt of sale and return
 lines, an exchange at the till, is their net), its date the earliest line's, its status and currency the last
-line's; a number more than one customer's lines carry is each customer's receipt (:func:`split_receipts`). A receipt
-whose lines each fit but sum past the amount column is bad rows (its lines), checked only when a sum did not fit.
+line's; a number more than one customer's lines carry is each customer's receipt (:func:`split_receipts`). A
+receipt's total repeated on each of its lines is counted once (:data:`_TOTALS`), a receipt's lines a later file
+writes again are read once (:data:`_AGAIN`), and a line without a price gets its amount's (:data:`_PRICE`). A
+receipt whose lines each fit but sum past the amount column is bad rows (its lines), checked only when a sum did
+not fit.
 """
 
 from __future__ import annotations
