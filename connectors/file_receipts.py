@@ -30,7 +30,7 @@ _TOTALS = """CREATE OR REPLACE TEMP VIEW _fs_groups AS
                                                     CASE WHEN _tot AND _dsame THEN discount ELSE _dsum END AS discount)
     FROM (SELECT oid, key, status, ordered_at, min(amount) AS amount, sum(amount) AS _sum, min(discount) AS discount,
                  sum(discount) AS _dsum, arg_max(currency, _ord) AS currency, arg_max(_file, _ord) AS _file,
-                 max(_ord) AS _ord, min(_ord) AS _first,
+                 min(_file) AS _lo, max(_ord) AS _ord, min(_ord) AS _first,
                  count(*) > 1 AND min(amount) = max(amount) AND count(price) = count(*)
                  AND min(abs(price::DOUBLE * coalesce(quantity, 1))) < max(abs(price::DOUBLE * coalesce(quantity, 1)))
                  AS _tot,
@@ -47,12 +47,15 @@ _PRICE = ("coalesce(price, CASE WHEN coalesce(quantity, 1) <> 0 THEN "
 #: a receipt's lines at one time (number, customer, ``ordered_at``) in an earlier file that the last file holding that
 #: receipt and time writes again, every one of them (each line's fields, as many times: export periods that overlap):
 #: superseded by the last file's. Lines the later file does not hold all (a receipt cut between two files) are kept.
+#: Run on the receipts the receipts' own grouping found in several files (``staged_orders._multi``) only.
 _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
-    WITH r AS (SELECT oid, key, ordered_at, max(_file) AS _last FROM _fs_valid GROUP BY oid, key, ordered_at
-               HAVING min(_file) < max(_file)),
+    WITH m AS (FROM {rows} SEMI JOIN (SELECT order_id AS oid, customer_id AS key FROM staged_orders WHERE _multi)
+               USING (oid, key)),
+    r AS (SELECT oid, key, ordered_at, max(_file) AS _last FROM m GROUP BY oid, key, ordered_at
+          HAVING min(_file) < max(_file)),
     s AS (SELECT oid, key, ordered_at, _file, hash(sku, product, category, brand, quantity, price, amount, status,
                  discount, currency) AS _sig, count(*) AS _n
-          FROM _fs_valid SEMI JOIN r USING (oid, key, ordered_at) GROUP BY ALL)
+          FROM m SEMI JOIN r USING (oid, key, ordered_at) GROUP BY ALL)
     SELECT e.oid, e.key, e.ordered_at, e._file FROM s e JOIN r USING (oid, key, ordered_at)
     LEFT JOIN s l ON l.oid = e.oid AND l.key = e.key AND l.ordered_at = e.ordered_at AND l._file = r._last
                      AND l._sig = e._sig
@@ -68,25 +71,27 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     (with more than one, a receipt's lines written again by a later file are read once: :data:`_AGAIN`). Returns the
     lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count."""
     valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_fit``: without the receipts too large)
-    if files > 1 and _written_again(con, paths):
-        valid = "_fs_once"
     sums = "_fs_groups" if totals else valid  # what the receipts sum: the lines, or their groups (_TOTALS)
     if totals:
         con.execute(_TOTALS.format(rows=valid))
+    multi = files > 1  # each receipt: are its lines in several files (min(_file) < max(_file), nearly free here)
 
-    def receipts() -> None:
+    def receipts(only: str = "") -> None:
         # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
         # when the returns are more; otherwise its lines' sum and its last line's status
         net = "sum(CASE status WHEN 'completed' THEN amount WHEN 'refunded' THEN -amount END)"
         mixed = "bool_or(status = 'completed') AND bool_or(status = 'refunded')"
+        more = (", bool_or(_tot)" if totals else "") + (f", min({'_lo' if totals else '_file'}) < max(_file)"
+                                                         if multi else "")
         con.execute(f"""INSERT INTO staged_orders SELECT oid, key, min(ordered_at),
                        CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
                        CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
                             ELSE 'refunded' END, sum(discount){fid and ', arg_max(' + fid[2:] + ', _ord)'},
-                       {'min(_first), bool_or(_tot)' if totals else 'min(_ord)'} FROM {sums} GROUP BY oid, key""")
+                       min({'_first' if totals else '_ord'}){more} FROM {sums}{only} GROUP BY oid, key""")
     con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
-    if totals:
-        con.execute("ALTER TABLE staged_orders ADD COLUMN _tot BOOLEAN")
+    for column, wanted in (("_tot", totals), ("_multi", multi)):
+        if wanted:
+            con.execute(f"ALTER TABLE staged_orders ADD COLUMN {column} BOOLEAN")
     try:
         receipts()
     except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
@@ -99,6 +104,16 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
         else:
             sums = valid
         receipts()
+    if multi:
+        if _written_again(con, paths, valid):  # staged again from their lines read once
+            valid = "_fs_once"
+            if totals:
+                con.execute(_TOTALS.format(rows=valid))
+            else:
+                sums = valid
+            con.execute("DELETE FROM staged_orders WHERE (order_id, customer_id) IN (SELECT oid, key FROM _fs_again)")
+            receipts(" SEMI JOIN (SELECT DISTINCT oid, key FROM _fs_again) USING (oid, key)")
+        con.execute("ALTER TABLE staged_orders DROP COLUMN _multi")
     if totals:
         _totals_warning(con, valid, paths)
     oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
@@ -134,17 +149,19 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit:
     return bad, count
 
 
-def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str]) -> bool:
-    """Whether a later file writes a receipt's lines at one time again (:data:`_AGAIN`): then ``_fs_once`` is
-    ``_fs_valid`` without the earlier files' copies, and a warning names the first receipts with their files and
-    rows. One grouping of the lines by receipt, customer and time; the rest runs on the receipts in several files."""
-    con.execute(_AGAIN)
+def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str) -> bool:
+    """Whether a later file writes a receipt's lines at one time again (:data:`_AGAIN`, on the lines ``rows`` of the
+    receipts staged from several files): then ``_fs_once`` is ``rows`` without the earlier files' copies, and a
+    warning names the first receipts with their files and rows."""
+    if not con.execute("SELECT 1 FROM staged_orders WHERE _multi LIMIT 1").fetchall():
+        return False
+    con.execute(_AGAIN.format(rows=rows))
     if not con.execute("SELECT 1 FROM _fs_again LIMIT 1").fetchall():
         return False
-    con.execute("CREATE OR REPLACE TEMP VIEW _fs_once AS SELECT * FROM _fs_valid "
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_once AS SELECT * FROM {rows} "
                 "ANTI JOIN _fs_again USING (oid, key, ordered_at, _file)")
     n, named = named_ids(con, paths, "(oid, key, ordered_at) IN (SELECT (oid, key, ordered_at) FROM _fs_again)",
-                         "_fs_valid")
+                         rows)
     log.warning("%s written again by a later file (the same lines at the same time: export periods that "
                 "overlap): the last file's lines kept: %s", counted(n, "receipt's lines are", "receipts' lines are"),
                 named)
