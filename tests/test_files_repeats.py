@@ -333,7 +333,7 @@ def test_a_receipts_lines_written_again_by_a_later_file_count_once_and_a_receipt
         result, got = _pull(tmp_path, sku="sku", quantity="quantity")
     assert got == {"5": ("a", "100.00", "completed"), "6": ("b", "30.00", "completed"),
                    "7": ("a", "15.00", "completed")}
-    assert result.bad_row_count == 0
+    assert result.orders == 3 and result.bad_row_count == 0
     one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
