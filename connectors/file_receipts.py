@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 #: a receipt's lines at one time and status (``{rows}``) as one row each, ``_tot``: their ``amount`` is the same on
-#: every line while their quantity × price differ (an export of one row per item that repeats the receipt's total on
-#: each row): that amount once (and the discount once, when it is the same on every line too), else their sums
+#: every line while their quantity × price differ and it is more than each line's quantity × price (an export of one
+#: row per item that repeats the receipt's total on each row: a total of two lines or more is larger than any one of
+#: them; line amounts that happen to be equal, a promotion's "all at 99" or "3 for 100", weighed goods, are not):
+#: that amount once (and the discount once, when it is the same on every line too), else their sums
 _TOTALS = """CREATE OR REPLACE TEMP VIEW _fs_groups AS
     SELECT * EXCLUDE (_sum, _dsum, _dsame) REPLACE (CASE WHEN _tot THEN amount ELSE _sum END AS amount,
                                                     CASE WHEN _tot AND _dsame THEN discount ELSE _dsum END AS discount)
@@ -33,7 +35,7 @@ _TOTALS = """CREATE OR REPLACE TEMP VIEW _fs_groups AS
                  min(_file) AS _lo, max(_ord) AS _ord, min(_ord) AS _first,
                  count(*) > 1 AND min(amount) = max(amount) AND count(price) = count(*)
                  AND min(abs(price::DOUBLE * coalesce(quantity, 1))) < max(abs(price::DOUBLE * coalesce(quantity, 1)))
-                 AS _tot,
+                 AND abs(min(amount)::DOUBLE) > max(abs(price::DOUBLE * coalesce(quantity, 1))) + 0.01 AS _tot,
                  coalesce(min(discount) = max(discount) AND count(discount) = count(*), count(discount) = 0) AS _dsame
           FROM {rows} GROUP BY oid, key, status, ordered_at)"""
 

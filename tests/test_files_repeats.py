@@ -287,6 +287,28 @@ def test_a_receipt_total_repeated_on_each_item_row_counts_once_and_its_return_ne
                      f"'5' ({tmp_path / 'orders.csv'} rows 2, 3, 4, 5)"]
 
 
+@pytest.mark.parametrize(("rows", "columns"), [
+    (["1,a,2024-01-10 10:00,99,completed,A,1,120", "1,a,2024-01-10 10:00,99,completed,B,1,150"],
+     ("sku", "quantity", "price")),  # a promotion: every item 99, the price the list price
+    (["1,a,2024-01-10 10:00,100,completed,A,3,33.33", "1,a,2024-01-10 10:00,100,completed,B,1,100"],
+     ("sku", "quantity", "price")),  # "3 for 100": 99.99 and 100.00
+    (["1,a,2024-01-10 10:00,50.02,completed,A,0.456,109.70", "1,a,2024-01-10 10:00,50.02,completed,B,0.5,100.04"],
+     ("sku", "quantity", "price")),  # weighed goods at equal amounts
+    (["1,a,2024-01-10 10:00,50,completed,A,25", "1,a,2024-01-10 10:00,50,completed,B,50"],
+     ("sku", "price")),  # quantity not mapped: 2 × 25 and 1 × 50
+], ids=["all-at-99", "3-for-100", "weighed", "no-quantity"])
+def test_line_amounts_that_happen_to_be_equal_are_summed(tmp_path, caplog, rows, columns):
+    """fixst30 (review of store30): the repeated-total rule took any receipt whose lines have one amount and
+    different quantity × price for a total repeated on each line, and halved it with a warning. A total of two
+    lines or more is larger than any one line's quantity × price; equal line amounts are not: summed, no warning."""
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount,status," + ",".join(columns) + "\n"
+                                         + "\n".join(rows) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        _, got = _pull(tmp_path, **{c: c for c in columns})
+    assert Decimal(got["1"][1]) == 2 * Decimal(rows[0].split(",")[3])
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
 def test_favourites_of_receipt_lines_with_an_amount_but_no_price_go_by_the_amount(tmp_path):
     """store30: a receipt-lines export with `amount` (the line's total) and no `price` stored no price, so every
     line's spend was 0 and the favourite went by quantity (socks, 3 pairs for 30, over a hat for 90). A line's unit
