@@ -47,8 +47,9 @@ _PRICE = ("coalesce(price, CASE WHEN coalesce(quantity, 1) <> 0 THEN "
 
 
 #: a receipt's lines at one time (number, customer, ``ordered_at``) in an earlier file that the last file holding that
-#: receipt and time writes again, every one of them (each line's fields, as many times: export periods that overlap):
-#: superseded by the last file's. Lines the later file does not hold all (a receipt cut between two files) are kept.
+#: receipt and time writes again, the same lines (each line's fields, as many times, and no other line: export
+#: periods that overlap hold the whole receipt in both): superseded by the last file's. Lines the two files share
+#: out (a receipt cut between them by rows, also between two equal lines: milk scanned twice) are kept.
 #: Run on the receipts the receipts' own grouping found in several files (``staged_orders._multi``) only.
 _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
     WITH m AS (FROM {rows} SEMI JOIN (SELECT order_id AS oid, customer_id AS key FROM staged_orders WHERE _multi)
@@ -57,11 +58,13 @@ _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
           HAVING min(_file) < max(_file)),
     s AS (SELECT oid, key, ordered_at, _file, hash(sku, product, category, brand, quantity, price, amount, status,
                  discount, currency) AS _sig, count(*) AS _n
-          FROM m SEMI JOIN r USING (oid, key, ordered_at) GROUP BY ALL)
+          FROM m SEMI JOIN r USING (oid, key, ordered_at) GROUP BY ALL),
+    t AS (SELECT oid, key, ordered_at, _file, sum(_n) AS _all FROM s GROUP BY ALL)
     SELECT e.oid, e.key, e.ordered_at, e._file FROM s e JOIN r USING (oid, key, ordered_at)
+    JOIN t ON t.oid = e.oid AND t.key = e.key AND t.ordered_at = e.ordered_at AND t._file = r._last
     LEFT JOIN s l ON l.oid = e.oid AND l.key = e.key AND l.ordered_at = e.ordered_at AND l._file = r._last
                      AND l._sig = e._sig
-    WHERE e._file < r._last GROUP BY ALL HAVING bool_and(coalesce(l._n, 0) >= e._n)"""
+    WHERE e._file < r._last GROUP BY ALL HAVING bool_and(coalesce(l._n, 0) = e._n) AND sum(e._n) = any_value(t._all)"""
 
 
 def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int,

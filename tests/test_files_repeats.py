@@ -360,3 +360,27 @@ def test_a_receipts_lines_written_again_by_a_later_file_count_once_and_a_receipt
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
         f"overlap): the last file's lines kept: '5' ({one} rows 2, 3; {two} rows 3, 4)"]
+
+
+def test_a_receipt_cut_between_two_files_between_two_equal_lines_keeps_both(tmp_path, caplog):
+    """fixst30 (review of store30): a later file holding every line of an earlier file's part of a receipt was
+    taken for the same lines written again, and the earlier part dropped: an export cut by rows between two equal
+    lines (milk scanned twice: file 1 milk, file 2 milk and bread) was 6.20, not 7.40, with an "overlap" warning.
+    Only the same lines in both files (as many of each, and no other) are written again; 8 (the whole receipt in
+    both, its milk twice) still is."""
+    head = "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+    (tmp_path / "orders-01.csv").write_text(head + "6,b,2024-01-31 10:00,1.20,completed,MILK,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n", encoding="utf-8")
+    (tmp_path / "orders-02.csv").write_text(head + "6,b,2024-01-31 10:00,1.20,completed,MILK,1\n"
+                                            "6,b,2024-01-31 10:00,5,completed,BREAD,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path, sku="sku", quantity="quantity")
+    assert got == {"6": ("b", "7.40", "completed"), "8": ("c", "2.40", "completed")}
+    assert result.bad_row_count == 0
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
+        f"overlap): the last file's lines kept: '8' ({one} rows 3, 4; {two} rows 4, 5)"]
