@@ -1,10 +1,12 @@
-"""A workbook sheet's merged cells: a customer (or any) cell merged down over several line rows fills them.
+"""A workbook sheet's merged cells: a customer (or any text) cell merged down over several line rows fills them.
 
 Excel shows a cell merged over rows A2:A4 as one value beside each of those rows, and a user reads each row as
 holding it (a 1C or POS report writes a customer, a receipt number or a date once, merged over the receipt's
 lines). The workbook stores the value in the range's top-left cell only: read as it is stored, the rows below
 are rows without a customer, bad rows. The value of a merged range's top-left cell is filled down its first column,
-in the data rows below the header only; a blank cell that is not merged stays blank (no general fill-down).
+in the data rows below the header only; a blank cell that is not merged stays blank (no general fill-down). A
+number column's (amount, discount, quantity, price) merged cell is not filled: a receipt's total merged over its
+three lines is one total, and copied onto each line it was counted three times.
 
 The ranges are listed after a sheet's rows in its XML (``<mergeCells>``), which openpyxl's read-only mode does not
 keep: they are read from the sheet's part of the archive, inflated once more (no XML parse: a search for the
@@ -47,11 +49,13 @@ def merged_down(ws) -> list[tuple[int, int, int]]:
 
 
 def fill_merged(ranges: list[tuple[int, int, int]], data: list[list[str | None]], srow: list[int],
-                header: int) -> None:
+                header: int, numbers: frozenset[int] = frozenset()) -> None:
     """Fill each range's first column (``data``: columns of the rows kept, ``srow``: their sheet rows, ascending)
-    down from its top-left cell's value, in the rows below ``header`` (the header's sheet row) only."""
+    down from its top-left cell's value, in the rows below ``header`` (the header's sheet row) only; never the
+    columns ``numbers`` (those of the mapped amount, discount, quantity and price: a receipt's total merged over
+    its lines is one amount, not one per line)."""
     for col, top, bottom in ranges:
-        if top <= header or col >= len(data):
+        if top <= header or col >= len(data) or col in numbers:
             continue
         at = bisect.bisect_left(srow, top)
         if at == len(srow) or srow[at] != top:  # (its top row was blank: nothing to fill)

@@ -46,3 +46,24 @@ def test_a_customer_merged_over_a_receipts_lines_fills_them_and_a_blank_cell_sta
     result, orders = _pull(tmp_path)
     assert orders == [("1", "c1", "2024-01-05", Decimal("160.00")), ("2", "c2", "2024-01-06", Decimal("70.00"))]
     assert [(b.row, b.field) for b in result.bad_rows] == [(8, "customer_id"), (9, "ordered_at")]
+
+
+def test_a_receipt_total_merged_over_its_lines_is_not_copied_onto_each_line(tmp_path):
+    """fixst30 (review of store30): an amount cell merged over a receipt's three line rows (a receipt total written
+    once beside its lines) was filled down like a customer: 160 on each line, the receipt 480 without a word. A
+    number column's merged cell (amount, discount, quantity, price) is never filled: the receipt is its first
+    line's 160, and its lines without an amount are bad rows naming the field, as before store30; the customer
+    merged beside it still fills."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Чек", "Клиент", "Дата", "Сумма", "Товар"])
+    ws.append([1, "c1", "05.01.2024", 160, "A"])
+    ws.append([1, None, "05.01.2024", None, "B"])
+    ws.append([1, None, "05.01.2024", None, "C"])
+    ws.append([2, "c2", "06.01.2024", 70, "D"])
+    ws.merge_cells("D2:D4")
+    ws.merge_cells("B2:B4")
+    wb.save(tmp_path / "orders.xlsx")
+    result, orders = _pull(tmp_path)
+    assert orders == [("1", "c1", "2024-01-05", Decimal("160.00")), ("2", "c2", "2024-01-06", Decimal("70.00"))]
+    assert [(b.row, b.field) for b in result.bad_rows] == [(3, "amount"), (4, "amount")]
