@@ -18,7 +18,7 @@ instead of a silent table of zeros or thousands of bad rows:
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 from zoneinfo import ZoneInfo
@@ -99,6 +99,10 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
                 f"pd.to_datetime(column, unit=\"{short}\", utc=True) before "
                 f"to_parquet) or the dates as text (2024-01-05 10:00:00+00:00)")
     fmt = guess_format(sample)
+    if not (fmt or date_format) and all(v.strip().isascii() and v.strip().isdigit() for v in sample):  # a barcode
+        return (f"{f.path}: {bad} of {rows} {have} a number that is no date in column {header!r} (e.g. {examples}: "
+                f"no date format reads it, nor is it a Unix timestamp of 1990 to a year from now); check the "
+                f"column mapped to ordered_at")
     if date_format:  # the one set does not read them: say so, and what would
         better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
         return (f"{f.path}: {bad} of {rows} {have} a date in column {header!r} that [source] date_format = "
@@ -137,21 +141,29 @@ def serial_day(values: Sequence[str]) -> str | None:
 
 
 #: a Unix timestamp's digits → its unit, how many of it a second holds, and pandas' ``unit=`` name of it
-_UNIX_UNITS = {10: ("seconds", 1, "s"), 13: ("milliseconds", 1000, "ms"), 16: ("microseconds", 1_000_000, "us")}
+_UNIX_UNITS = {10: ("seconds", 1, "s"), 13: ("milliseconds", 1000, "ms"), 16: ("microseconds", 1_000_000, "us"),
+               19: ("nanoseconds", 1_000_000_000, "ns")}
+#: the earliest instant a number is taken for a Unix timestamp of an order (the latest: a year from now)
+_UNIX_EARLIEST = datetime(1990, 1, 1)
 
 
 def unix_time(values: Sequence[str]) -> tuple[str, str, str] | None:
     """(the first of ``values`` as a UTC time, its unit, pandas' name of it) when all of them are whole Unix
-    timestamps of one unit (seconds, milliseconds or microseconds: 10, 13 or 16 digits, so from 2001-09-09 on; an
-    epoch-ms column of a Parquet file, a CSV's), else ``None``."""
+    timestamps of one unit (seconds, milliseconds, microseconds or nanoseconds: 10, 13, 16 or 19 digits; an
+    epoch-ms column of a Parquet file, a CSV's) of a plausible order date, from 1990 to a year from now, else
+    ``None``: EAN-13 barcodes (13 digits, "milliseconds" of 2115) and 10-digit phones ("seconds" of 2260) are
+    no timestamps."""
     texts = [v.strip() for v in values]
     if not texts or not all(t.isascii() and t.isdigit() and len(t) == len(texts[0]) for t in texts):
         return None
     unit = _UNIX_UNITS.get(len(texts[0]))
     if unit is None:
         return None
-    at = datetime(1970, 1, 1) + timedelta(seconds=int(texts[0]) / unit[1])
-    return f"{at:%Y-%m-%d %H:%M:%S} UTC", unit[0], unit[2]
+    latest = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=366)
+    times = [datetime(1970, 1, 1) + timedelta(seconds=int(t) / unit[1]) for t in texts]
+    if not all(_UNIX_EARLIEST <= at <= latest for at in times):
+        return None
+    return f"{times[0]:%Y-%m-%d %H:%M:%S} UTC", unit[0], unit[2]
 
 
 #: the Excel serial day of 2099-12-31, the last a serial day number in a CSV is taken for

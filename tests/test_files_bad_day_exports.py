@@ -224,6 +224,33 @@ def test_an_epoch_ms_date_column_is_told_as_unix_timestamps_not_a_date_format_to
         "(2024-01-05 10:00:00+00:00)")
 
 
+@pytest.mark.parametrize(("stamps", "told"), [
+    (["4601234567890", "4607001234567"], None),  # EAN-13 barcodes: "milliseconds" of 2115
+    (["9161234567", "9031234567"], None),  # 10-digit phones: "seconds" of 2260
+    (["1704448800000000000", "1704535200000000000"], "nanoseconds since 1970-01-01 UTC; 1704448800000000000 is "
+                                                     "2024-01-05 10:00:00 UTC"),
+])
+def test_only_numbers_of_a_plausible_date_are_told_as_unix_timestamps(tmp_path, stamps, told):
+    """fixst30 (review of store30): the Unix-timestamp message took any 10 or 13 digits for one (a column of
+    barcodes was "milliseconds … 2115-10-23", one of phones "seconds … 2260"). Only timestamps of 1990 to a year
+    from now are told so, nanoseconds (19 digits) too; other numbers are numbers that are no date: check the
+    column mapped to ordered_at."""
+    path = tmp_path / "orders.csv"
+    path.write_text(",".join(H) + "\n" + "".join(f"{i},c{i},{s},10\n" for i, s in enumerate(stamps)),
+                    encoding="utf-8")
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, path.name)
+    examples = f"'{stamps[0]}', '{stamps[1]}'"
+    if told:
+        assert str(e.value).startswith(f"{path}: 2 of 2 rows have Unix timestamps in column 'Дата' (e.g. "
+                                       f"{examples}: {told}), which no date_format reads")
+        assert 'unit="ns"' in str(e.value)
+    else:
+        assert str(e.value) == (
+            f"{path}: 2 of 2 rows have a number that is no date in column 'Дата' (e.g. {examples}: no date format "
+            "reads it, nor is it a Unix timestamp of 1990 to a year from now); check the column mapped to ordered_at")
+
+
 def test_an_int96_cancelled_at_is_read_only_whether_it_holds_a_date_counts(tmp_path):
     """store30, a guard: an INT96 `cancelled_at` column is read, not refused as an INT96 order date is: a date there
     only marks its order cancelled (its time is neither stored nor compared), so its zone, which INT96 does not
