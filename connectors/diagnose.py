@@ -11,13 +11,14 @@ instead of a silent table of zeros or thousands of bad rows:
   naming a format that reads them when one of the usual ones does, or, when they all read as dates before
   ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
   Excel serial days in a spreadsheet), says so instead; in a CSV file, when they are all Excel serial day numbers
-  (``45321``), which no ``date_format`` reads, it says what they are and how to export them.
+  (``45321``), which no ``date_format`` reads, it says what they are and how to export them; so it does of Unix
+  timestamps (``1704448800000``, an epoch-ms column of a Parquet or CSV file: no ``date_format`` reads a number).
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 from zoneinfo import ZoneInfo
@@ -90,7 +91,18 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
                 f"{sample[0].strip()} is {day}), which no date_format reads in a CSV file; export the "
                 f"dates as text (format the column as a date, e.g. dd.mm.yyyy, before saving the CSV), or save the "
                 f"workbook as XLSX and read that (its serial day numbers are read as dates)")
+    if stamp := unix_time(sample):
+        instant, unit, short = stamp
+        return (f"{f.path}: {bad} of {rows} {have} Unix timestamps in column {header!r} (e.g. {examples}: {unit} "
+                f"since 1970-01-01 UTC; {sample[0].strip()} is {instant}), which no date_format reads (it reads dates "
+                f"written as text); write the column as a timestamp (in Parquet a timestamp type, e.g. pandas' "
+                f"pd.to_datetime(column, unit=\"{short}\", utc=True) before "
+                f"to_parquet) or the dates as text (2024-01-05 10:00:00+00:00)")
     fmt = guess_format(sample)
+    if not (fmt or date_format) and all(v.strip().isascii() and v.strip().isdigit() for v in sample):  # a barcode
+        return (f"{f.path}: {bad} of {rows} {have} a number that is no date in column {header!r} (e.g. {examples}: "
+                f"no date format reads it, nor is it a Unix timestamp of 1990 to a year from now); check the "
+                f"column mapped to ordered_at")
     if date_format:  # the one set does not read them: say so, and what would
         better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
         return (f"{f.path}: {bad} of {rows} {have} a date in column {header!r} that [source] date_format = "
@@ -126,6 +138,32 @@ def serial_day(values: Sequence[str]) -> str | None:
     if not days or not all(d and _EXCEL_EARLIEST <= int(d[1]) <= _EXCEL_LAST for d in days):
         return None
     return f"{datetime(1899, 12, 30) + timedelta(days=int(days[0][1])):%Y-%m-%d}"  # type: ignore[index]
+
+
+#: a Unix timestamp's digits → its unit, how many of it a second holds, and pandas' ``unit=`` name of it
+_UNIX_UNITS = {10: ("seconds", 1, "s"), 13: ("milliseconds", 1000, "ms"), 16: ("microseconds", 1_000_000, "us"),
+               19: ("nanoseconds", 1_000_000_000, "ns")}
+#: the earliest instant a number is taken for a Unix timestamp of an order (the latest: a year from now)
+_UNIX_EARLIEST = datetime(1990, 1, 1)
+
+
+def unix_time(values: Sequence[str]) -> tuple[str, str, str] | None:
+    """(the first of ``values`` as a UTC time, its unit, pandas' name of it) when all of them are whole Unix
+    timestamps of one unit (seconds, milliseconds, microseconds or nanoseconds: 10, 13, 16 or 19 digits; an
+    epoch-ms column of a Parquet file, a CSV's) of a plausible order date, from 1990 to a year from now, else
+    ``None``: EAN-13 barcodes (13 digits, "milliseconds" of 2115) and 10-digit phones ("seconds" of 2260) are
+    no timestamps."""
+    texts = [v.strip() for v in values]
+    if not texts or not all(t.isascii() and t.isdigit() and len(t) == len(texts[0]) for t in texts):
+        return None
+    unit = _UNIX_UNITS.get(len(texts[0]))
+    if unit is None:
+        return None
+    latest = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=366)
+    times = [datetime(1970, 1, 1) + timedelta(seconds=int(t) / unit[1]) for t in texts]
+    if not all(_UNIX_EARLIEST <= at <= latest for at in times):
+        return None
+    return f"{times[0]:%Y-%m-%d %H:%M:%S} UTC", unit[0], unit[2]
 
 
 #: the Excel serial day of 2099-12-31, the last a serial day number in a CSV is taken for

@@ -83,6 +83,8 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: 
     import openpyxl  # only XLSX exports need it (a slow import)
     import pyarrow as pa
 
+    from .file_merged import fill_merged, merged_down  # (imports openpyxl)
+
     padded = _has_zero_padded_format(path)
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
@@ -115,6 +117,9 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: 
             srow.append(n)
             for i in range(len(names)):
                 data[i].append(texts[i](r[i]) if i < len(r) else None)
+        if merged := merged_down(ws):  # a customer merged over a receipt's lines: each line holds it (not a total)
+            money = frozenset(i for i, n in enumerate(names) if n.casefold() in amounts)
+            fill_merged(merged, data, srow, at + 1, money)
         epoch = excel_epoch(wb)
     finally:
         wb.close()

@@ -114,7 +114,7 @@ def split_receipts(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str])
                                "one of them")
         con.execute("UPDATE staged_orders AS s SET order_id = r._id FROM _fs_rsplit AS r "
                     "WHERE s.order_id = r.oid AND s.customer_id = r.key")
-        n, named = _where(con, paths, "oid IN (SELECT oid FROM _fs_rsplit)", valid)
+        n, named = named_ids(con, paths, "oid IN (SELECT oid FROM _fs_rsplit)", valid)
         log.warning("%s written for more than one customer's receipt lines: each customer's lines are a receipt of "
                     "their own, the next customers' stored as ID~2, ID~3 … (receipt numbers restarting in another "
                     "file, or another till's?): %s", counted(n, "receipt number is", "receipt numbers are"), named)
@@ -133,7 +133,8 @@ def _check_made_ids(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]
                            f"{made_id!r}, an order id of its own in {paths[vfile]} row {vrow}: rename one of them")
 
 
-def _where(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, table: str = "_fs_rep") -> tuple[int, str]:
+def named_ids(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, table: str = "_fs_rep"
+              ) -> tuple[int, str]:
     """How many order ids ``rows`` (a condition on ``table``'s rows) picks, and the first :data:`NAMED` of them with
     each one's rows: ``'5' (orders-01.csv rows 2, 4)``."""
     found = con.execute(f"""SELECT oid, list(_file ORDER BY _ord), list(_row ORDER BY _ord), count(*) OVER ()
@@ -152,21 +153,21 @@ def _where(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, table: s
 
 def _report(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """One warning per kind of repeat found (the module's), naming the first order ids, files and rows."""
-    n, named = _where(con, paths, "_nth > 1")
+    n, named = named_ids(con, paths, "_nth > 1")
     if n:
         log.warning("%s %s written for more than one customer: each customer's rows are an order of their own, the "
                     "next customers' stored as ID~2, ID~3 … (receipt numbers restarting in another file?): %s",
                     counted(n, "order id"), agrees(n, "is", "are"), named)
-    n, named = _where(con, paths, "_ret")
+    n, named = named_ids(con, paths, "_ret")
     if n:
         log.warning("%s a sale and its return (a later refunded row of the same customer): the return kept beside "
                     "the sale as ID~return (the sale counts, the customer's net revenue is the sale minus the return): %s",
                     counted(n, "order id holds", "order ids hold"), named)
-    n, named = _where(con, paths, "_same > 1 OR _last > 1")
+    n, named = named_ids(con, paths, "_same > 1 OR _last > 1")
     if n:
         log.warning("%s again (at the same time, or for the same customer: a status update, a customer merge, or "
                     "export periods that overlap): the last row of each kept: %s",
                     counted(n, "order is written", "orders are written"), named)
 
 
-__all__ = ["stage_repeats", "split_receipts", "NAMED"]
+__all__ = ["stage_repeats", "split_receipts", "named_ids", "NAMED"]

@@ -3,9 +3,8 @@
 * Bad rows (no customer, unreadable date or amount, unknown status, negative amount without a refund) are
   classified in the order of :data:`_BAD` and reported with their spreadsheet row numbers (at most
   :data:`MAX_BAD_ROWS` listed, all counted); an amount too long to store is listed as out of range.
-* Orders: receipt lines grouped by order id (a receipt's sale and return lines netted), else one row per order
-  (a repeated order id: :mod:`connectors.file_repeats`). A receipt whose lines each fit but sum past the amount
-  column is bad rows (its lines), checked only when a sum did not fit.
+* Orders: receipt lines grouped by order id (:mod:`connectors.file_receipts`), else one row per order (a repeated
+  order id: :mod:`connectors.file_repeats`).
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
   through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
 """
@@ -25,7 +24,8 @@ from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
-from .file_repeats import split_receipts, stage_repeats
+from .file_receipts import stage_receipts
+from .file_repeats import stage_repeats
 from .file_result import FilePullResult  # (what a staging returns; imported from here too)
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
@@ -246,36 +246,12 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
         fid = f", ([{', '.join(str(int(i)) for i in file_ids)}])[_file + 1]"
     contact_fid = fid if contacts and file_ids is not None and len(file_ids) == len(orders) + len(contacts) else ""
-    if lines:
-        valid = "_fs_valid"
-
-        def receipts() -> None:
-            # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
-            # when the returns are more; otherwise its lines' sum and its last line's status
-            net = "sum(CASE status WHEN 'completed' THEN amount WHEN 'refunded' THEN -amount END)"
-            mixed = "bool_or(status = 'completed') AND bool_or(status = 'refunded')"
-            con.execute(f"""INSERT INTO staged_orders SELECT oid, key, min(ordered_at),
-                           CASE WHEN {mixed} THEN abs({net}) ELSE sum(amount) END, arg_max(currency, _ord),
-                           CASE WHEN NOT ({mixed}) THEN arg_max(status, _ord) WHEN {net} >= 0 THEN 'completed'
-                                ELSE 'refunded' END, sum(discount)
-                           {fid and ', arg_max(' + fid[2:] + ', _ord)'}, min(_ord) FROM {valid} GROUP BY oid, key""")
-        con.execute("ALTER TABLE staged_orders ADD COLUMN _first BIGINT")  # each receipt's first line (split_receipts)
-        try:
-            receipts()
-        except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
-            over, over_count = _too_large_receipts(con, paths)
-            if not over_count:
-                raise
-            valid = "_fs_fit"
-            receipts()
+    if lines:  # receipt lines grouped by receipt number and customer
+        totals = any({"amount", "price"} <= set(t.cols) for t in orders)  # a total repeated on lines: told
+        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, totals, len(orders))
+        if over_count:
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
-        oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
-        if items:
-            con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
-                           ORDER BY _ord), sku, product, category, brand, CASE WHEN status = 'refunded' THEN
-                           -abs(coalesce(quantity, 1)) ELSE quantity END, price FROM {valid}"""  # returned: < 0
-                        + (" LEFT JOIN _fs_rsplit USING (oid, key)" if oid != "oid" else ""))
     elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
         n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths)
     elif in_place:
@@ -297,28 +273,6 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
                           identity=identity, future=future, consent_values=unread)
-
-
-def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tuple[list[BadRow], int]:
-    """The receipts whose lines (or discounts) each fit but sum past DECIMAL(18,2) (a price or quantity column of
-    ids or phones): their lines as bad rows (listed up to :data:`MAX_BAD_ROWS`, counted) naming the receipt and
-    its total; ``_fs_fit`` is ``_fs_valid`` without them. Run only after the receipts' insert failed."""
-    con.execute("""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
-                   FROM _fs_valid GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
-    con.execute("CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM _fs_valid "
-                "WHERE oid NOT IN (SELECT oid FROM _fs_over)")
-    lines = "FROM _fs_valid v JOIN _fs_over o USING (oid)"
-    (count,) = con.execute(f"SELECT count(*) {lines}").fetchone()
-    bad = []
-    for f, row, oid, total, disc, amount, discount in con.execute(
-            f"SELECT v._file, v._row, oid, o.total, o.disc, v.amount, v.discount {lines} ORDER BY v._file, v._row "
-            f"LIMIT {MAX_BAD_ROWS}").fetchall():
-        fld, value, what = (("amount", amount, f"its lines add up to {total}") if abs(total or 0) >= 10 ** 16
-                            else ("discount", discount, f"its lines' discounts add up to {disc}"))
-        bad.append(BadRow(source=paths[f], row=row, field=fld, value=None if value is None else str(value),
-                          reason=f"receipt {oid!r}: {what}, more than 16 digits before the point (is the price, "
-                                 "quantity or discount column an id or a phone number?); the receipt is skipped"))
-    return bad, count
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],

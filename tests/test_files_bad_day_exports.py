@@ -200,3 +200,69 @@ def test_a_bad_row_gives_a_customer_no_value_but_a_withdrawn_consent_still_count
                                             "3;c1;new@x.com;06.01.2024;n/a;да", "4;c2;;06.01.2024;n/a;нет"])
     assert result.orders == 2 and result.bad_row_count == 2
     assert contacts == [("c1", "a@x.com", "yes"), ("c2", "b@x.com", "no")]
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_an_epoch_ms_date_column_is_told_as_unix_timestamps_not_a_date_format_to_set(tmp_path, suffix):
+    """store30: a date column of Unix milliseconds (an INT64 Parquet column, a CSV's numbers) was told "set [source]
+    date_format (a strptime format such as ...)", which reads no number. The error says what they are, the instant
+    the first one is, and how to write them."""
+    stamps = [1704448800000, 1704535200000]
+    path = tmp_path / f"orders.{suffix}"
+    if suffix == "parquet":
+        _parquet(path, pa.array([10.0, 20.0]), pa.array(stamps, pa.int64()))
+    else:
+        path.write_text(",".join(H) + "\n" + "".join(f"{i},c{i},{s},10\n" for i, s in enumerate(stamps)),
+                        encoding="utf-8")
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, path.name)
+    assert str(e.value) == (
+        f"{path}: 2 of 2 rows have Unix timestamps in column 'Дата' (e.g. '1704448800000', '1704535200000': "
+        "milliseconds since 1970-01-01 UTC; 1704448800000 is 2024-01-05 10:00:00 UTC), which no date_format reads "
+        "(it reads dates written as text); write the column as a timestamp (in Parquet a timestamp type, e.g. "
+        "pandas' pd.to_datetime(column, unit=\"ms\", utc=True) before to_parquet) or the dates as text "
+        "(2024-01-05 10:00:00+00:00)")
+
+
+@pytest.mark.parametrize(("stamps", "told"), [
+    (["4601234567890", "4607001234567"], None),  # EAN-13 barcodes: "milliseconds" of 2115
+    (["9161234567", "9031234567"], None),  # 10-digit phones: "seconds" of 2260
+    (["1704448800000000000", "1704535200000000000"], "nanoseconds since 1970-01-01 UTC; 1704448800000000000 is "
+                                                     "2024-01-05 10:00:00 UTC"),
+])
+def test_only_numbers_of_a_plausible_date_are_told_as_unix_timestamps(tmp_path, stamps, told):
+    """fixst30 (review of store30): the Unix-timestamp message took any 10 or 13 digits for one (a column of
+    barcodes was "milliseconds … 2115-10-23", one of phones "seconds … 2260"). Only timestamps of 1990 to a year
+    from now are told so, nanoseconds (19 digits) too; other numbers are numbers that are no date: check the
+    column mapped to ordered_at."""
+    path = tmp_path / "orders.csv"
+    path.write_text(",".join(H) + "\n" + "".join(f"{i},c{i},{s},10\n" for i, s in enumerate(stamps)),
+                    encoding="utf-8")
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, path.name)
+    examples = f"'{stamps[0]}', '{stamps[1]}'"
+    if told:
+        assert str(e.value).startswith(f"{path}: 2 of 2 rows have Unix timestamps in column 'Дата' (e.g. "
+                                       f"{examples}: {told}), which no date_format reads")
+        assert 'unit="ns"' in str(e.value)
+    else:
+        assert str(e.value) == (
+            f"{path}: 2 of 2 rows have a number that is no date in column 'Дата' (e.g. {examples}: no date format "
+            "reads it, nor is it a Unix timestamp of 1990 to a year from now); check the column mapped to ordered_at")
+
+
+def test_an_int96_cancelled_at_is_read_only_whether_it_holds_a_date_counts(tmp_path):
+    """store30, a guard: an INT96 `cancelled_at` column is read, not refused as an INT96 order date is: a date there
+    only marks its order cancelled (its time is neither stored nor compared), so its zone, which INT96 does not
+    say, cannot move anything."""
+    pq.write_table(pa.table({"Чек": ["1", "2"], "Клиент": ["c1", "c2"], "Дата": ["05.01.2024", "06.01.2024"],
+                             "Сумма": [10.0, 20.0], "Отмена": pa.array([dt.datetime(2024, 1, 6, 23, 30), None],
+                                                                        pa.timestamp("us"))}),
+                   tmp_path / "orders.parquet", use_deprecated_int96_timestamps=True)
+    assert duckdb.sql(f"SELECT type FROM parquet_schema('{tmp_path / 'orders.parquet'}') WHERE name = 'Отмена'"
+                      ).fetchall() == [("INT96",)]
+    con = duckdb.connect()
+    FileSource(FileSourceConfig(type="file", orders="orders.parquet", columns={**COLS, "cancelled_at": "Отмена"}),
+               tmp_path).pull(con)
+    assert con.execute("SELECT order_id, status FROM staged_orders ORDER BY 1").fetchall() == [
+        ("1", "cancelled"), ("2", "completed")]

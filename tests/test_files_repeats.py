@@ -3,6 +3,7 @@ receipt of sale and return lines: no sale lost, net revenue as docs/segments.md 
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -258,3 +259,128 @@ def test_a_returned_receipt_line_is_stored_with_a_negative_quantity(tmp_path):
     assert con.execute("SELECT order_id, line_no, sku, quantity FROM staged_line_items ORDER BY ALL").fetchall() == [
         ("5", 1, "A", Decimal("1.000")), ("5", 2, "B", Decimal("2.000")), ("5", 3, "B", Decimal("-2.000")),
         ("6", 1, "C", Decimal("-1.000"))]
+
+
+def _lines(tmp_path: Path, rows: list[str]):
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount,status,sku,quantity,price\n"
+                                         + "\n".join(rows) + "\n", encoding="utf-8")
+    return _pull(tmp_path, sku="sku", quantity="quantity", price="price")
+
+
+def test_a_receipt_total_repeated_on_each_item_row_counts_once_and_its_return_nets(tmp_path, caplog):
+    """store30: an export of one row per item that repeats the receipt's total in `amount` on every row (and the
+    refund's total on every returned row) was summed per line: a sale of 100 with two items was 200, and the
+    return of both for 40 in all netted 200 − 80 = 120 instead of 60. The same amount on every line of a receipt
+    at one time while the lines' quantity × price differ is the total: counted once, warned of."""
+    with caplog.at_level("WARNING"):
+        result, got = _lines(tmp_path, [
+            "5,a,2026-01-10 10:00,100,completed,A,1,60", "5,a,2026-01-10 10:00,100,completed,B,2,20",
+            "5,a,2026-01-12 10:00,40,refunded,A,1,25", "5,a,2026-01-12 10:00,40,refunded,B,1,15",
+            "6,b,2026-01-10 10:00,30,completed,A,1,30", "6,b,2026-01-10 10:00,30,completed,B,3,10",  # lines: 60
+            "7,b,2026-01-11 10:00,50,completed,A,1,60", "7,b,2026-01-11 10:00,20,completed,B,1,20"])  # discounted
+    assert got == {"5": ("a", "60.00", "completed"), "6": ("b", "60.00", "completed"),
+                   "7": ("b", "70.00", "completed")}
+    assert result.bad_row_count == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ["1 receipt has the same amount on every line while the lines' quantity × price differ: the "
+                     "amount is the receipt's total repeated on each line, counted once: "
+                     f"'5' ({tmp_path / 'orders.csv'} rows 2, 3, 4, 5)"]
+
+
+@pytest.mark.parametrize(("rows", "columns"), [
+    (["1,a,2024-01-10 10:00,99,completed,A,1,120", "1,a,2024-01-10 10:00,99,completed,B,1,150"],
+     ("sku", "quantity", "price")),  # a promotion: every item 99, the price the list price
+    (["1,a,2024-01-10 10:00,100,completed,A,3,33.33", "1,a,2024-01-10 10:00,100,completed,B,1,100"],
+     ("sku", "quantity", "price")),  # "3 for 100": 99.99 and 100.00
+    (["1,a,2024-01-10 10:00,50.02,completed,A,0.456,109.70", "1,a,2024-01-10 10:00,50.02,completed,B,0.5,100.04"],
+     ("sku", "quantity", "price")),  # weighed goods at equal amounts
+    (["1,a,2024-01-10 10:00,50,completed,A,25", "1,a,2024-01-10 10:00,50,completed,B,50"],
+     ("sku", "price")),  # quantity not mapped: 2 × 25 and 1 × 50
+], ids=["all-at-99", "3-for-100", "weighed", "no-quantity"])
+def test_line_amounts_that_happen_to_be_equal_are_summed(tmp_path, caplog, rows, columns):
+    """fixst30 (review of store30): the repeated-total rule took any receipt whose lines have one amount and
+    different quantity × price for a total repeated on each line, and halved it with a warning. A total of two
+    lines or more is larger than any one line's quantity × price; equal line amounts are not: summed, no warning."""
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount,status," + ",".join(columns) + "\n"
+                                         + "\n".join(rows) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        _, got = _pull(tmp_path, **{c: c for c in columns})
+    assert Decimal(got["1"][1]) == 2 * Decimal(rows[0].split(",")[3])
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_favourites_of_receipt_lines_with_an_amount_but_no_price_go_by_the_amount(tmp_path):
+    """store30: a receipt-lines export with `amount` (the line's total) and no `price` stored no price, so every
+    line's spend was 0 and the favourite went by quantity (socks, 3 pairs for 30, over a hat for 90). A line's unit
+    price is its amount ÷ |quantity| when no price is given: spend by amount, each line's sign its quantity's (a
+    returned shoe takes its 100 off: 100 of shoes kept beats 60 of bags)."""
+    from connectors.tables import create_tables
+    from segmentation.lifecycle import create_lifecycle_table
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,category,quantity\n"
+        "1,a,2024-01-10 10:00,90,completed,Hats,1\n1,a,2024-01-10 10:00,30,completed,Socks,3\n"
+        "2,b,2024-01-10 10:00,200,completed,Shoes,2\n2,b,2024-01-10 10:00,60,completed,Bags,3\n"
+        "3,b,2024-01-12 10:00,-100,refunded,Shoes,1\n", encoding="utf-8")
+    con = duckdb.connect()
+    cfg = FileSourceConfig(type="file", orders="orders*.csv", timezone="UTC",
+                           columns={**COLS, "category": "category", "quantity": "quantity"})
+    FileSource(cfg, tmp_path).pull(con)
+    assert con.execute("SELECT order_id, line_no, quantity, price FROM staged_line_items ORDER BY ALL").fetchall() == [
+        ("1", 1, Decimal("1.000"), Decimal("90.00")), ("1", 2, Decimal("3.000"), Decimal("10.00")),
+        ("2", 1, Decimal("2.000"), Decimal("100.00")), ("2", 2, Decimal("3.000"), Decimal("20.00")),
+        ("3", 1, Decimal("-1.000"), Decimal("100.00"))]
+    create_tables(con)
+    con.execute("INSERT INTO orders SELECT * FROM staged_orders")
+    con.execute("INSERT INTO line_items SELECT * FROM staged_line_items")
+    create_lifecycle_table(con, date(2024, 6, 30), "UTC", 0.5)
+    assert con.execute("SELECT customer_id, favourite_category FROM customer_lifecycle ORDER BY 1").fetchall() == [
+        ("a", "Hats"), ("b", "Shoes")]
+
+
+def test_a_receipts_lines_written_again_by_a_later_file_count_once_and_a_receipt_cut_between_files_is_whole(
+        tmp_path, caplog):
+    """store30: receipt lines of one customer's number in two exports whose periods overlap were one receipt of
+    both files' lines: receipt 5 (100) was 200. A later file writing every line of a receipt at its time again
+    supersedes the earlier file's copy (warned of, naming both); a receipt whose lines the two files share out
+    (6: an export cut by rows) keeps them all."""
+    head = "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+    (tmp_path / "orders-01.csv").write_text(head + "5,a,2026-01-10 10:00,60,completed,A,1\n"
+                                            "5,a,2026-01-10 10:00,40,completed,B,2\n"
+                                            "6,b,2026-01-31 10:00,10,completed,A,1\n", encoding="utf-8")
+    (tmp_path / "orders-02.csv").write_text(head + "6,b,2026-01-31 10:00,20,completed,B,1\n"
+                                            "5,a,2026-01-10 10:00,60,completed,A,1\n"
+                                            "5,a,2026-01-10 10:00,40,completed,B,2\n"
+                                            "7,a,2026-02-10 10:00,15,completed,C,1\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path, sku="sku", quantity="quantity")
+    assert got == {"5": ("a", "100.00", "completed"), "6": ("b", "30.00", "completed"),
+                   "7": ("a", "15.00", "completed")}
+    assert result.orders == 3 and result.bad_row_count == 0
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
+        f"overlap): the last file's lines kept: '5' ({one} rows 2, 3; {two} rows 3, 4)"]
+
+
+def test_a_receipt_cut_between_two_files_between_two_equal_lines_keeps_both(tmp_path, caplog):
+    """fixst30 (review of store30): a later file holding every line of an earlier file's part of a receipt was
+    taken for the same lines written again, and the earlier part dropped: an export cut by rows between two equal
+    lines (milk scanned twice: file 1 milk, file 2 milk and bread) was 6.20, not 7.40, with an "overlap" warning.
+    Only the same lines in both files (as many of each, and no other) are written again; 8 (the whole receipt in
+    both, its milk twice) still is."""
+    head = "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+    (tmp_path / "orders-01.csv").write_text(head + "6,b,2024-01-31 10:00,1.20,completed,MILK,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n", encoding="utf-8")
+    (tmp_path / "orders-02.csv").write_text(head + "6,b,2024-01-31 10:00,1.20,completed,MILK,1\n"
+                                            "6,b,2024-01-31 10:00,5,completed,BREAD,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n"
+                                            "8,c,2024-01-30 10:00,1.20,completed,MILK,1\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        result, got = _pull(tmp_path, sku="sku", quantity="quantity")
+    assert got == {"6": ("b", "7.40", "completed"), "8": ("c", "2.40", "completed")}
+    assert result.bad_row_count == 0
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
+        f"overlap): the last file's lines kept: '8' ({one} rows 3, 4; {two} rows 4, 5)"]

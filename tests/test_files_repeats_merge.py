@@ -135,3 +135,27 @@ def test_a_file_store_read_before_the_returned_lines_were_negative_reads_its_fil
         ingest_files(con, src)
         assert con.execute("SELECT order_id, quantity FROM line_items ORDER BY 1").fetchall() == [
             ("5", Decimal("1.000")), ("6", Decimal("-1.000"))]
+
+
+def test_a_file_store_read_before_store30_reads_its_files_again(tmp_path, monkeypatch):
+    """store30 changed a file's stored rows (a receipt's total repeated on each line counted once, a line's price
+    from its amount, an XLSX cell merged over rows filling them): a store read by the release before kept its rows
+    (here the lines without a price: no favourite by spend) until a file changed. FORMAT 11 reads them again."""
+    import sync.store.files as store_files
+    from connectors.files import FileSource, FileSourceConfig
+
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status,sku,quantity\n"
+        "5,a,2026-01-10 10:00,90,completed,A,1\n5,a,2026-01-10 10:00,30,completed,B,3\n", encoding="utf-8")
+    src = FileSource(FileSourceConfig(type="file", orders="orders.csv", timezone="UTC", columns={
+        **{k: k for k in ("order_id", "customer_id", "ordered_at", "amount", "status")}, "sku": "sku",
+        "quantity": "quantity"}), tmp_path)
+    current = store_files.FORMAT
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        monkeypatch.setattr(store_files, "FORMAT", 10)  # the release before store30
+        ingest_files(con, src)
+        con.execute("UPDATE line_items SET price = NULL")  # what it stored
+        monkeypatch.setattr(store_files, "FORMAT", current)  # upgraded
+        ingest_files(con, src)
+        assert con.execute("SELECT sku, price FROM line_items ORDER BY 1").fetchall() == [
+            ("A", Decimal("90.00")), ("B", Decimal("10.00"))]

@@ -69,10 +69,12 @@ log = logging.getLogger(__name__)
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
-FORMAT = 10  # bumped when a file's stored rows change: all read again (8: unrecognised consent values are no,
+FORMAT = 11  # bumped when a file's stored rows change: all read again (8: unrecognised consent values are no,
 # reported; 9: a consent's trailing punctuation and the unambiguous phrases read: "Да." is yes; 10: a returned
 # receipt line's quantity negative, a receipt number of two customers two receipts, the last file's returns at a time;
-# identity keys: a phone's extension kept and e-mails NFKC-folded, so rows read before and after split no customer)
+# identity keys: a phone's extension kept and e-mails NFKC-folded, so rows read before and after split no customer;
+# 11: a receipt's total repeated on each line counted once, a line's price from its amount when none is given, an
+# XLSX cell merged over rows filling them, a receipt's lines a later file writes again read once)
 
 
 @dataclass
