@@ -199,9 +199,10 @@ class UpsertsHeld:
 
 
 def test_no_mailchimp_call_starts_once_a_lost_lock_is_known(ledgers):
-    """perf30b: an answer's connection takes the next ready call before the answer is reported; a lock lost
-    while two calls were out, and known (the heartbeat saw it) before either answered, still lets no further call
-    go (a call sent ahead of the report would be one after the loss); both answers are recorded."""
+    """A lock lost while two calls were out, and known (the heartbeat saw it) before either answered: no further
+    call goes, and both answers are recorded. Pins what a pipeline that sends the next ready call before it
+    reports an answer must keep (perf30b measured one, BENCHMARKS.md: without asking the engine first it sent
+    two calls after the loss)."""
     import random
 
     from connectors.retry import RetryPolicy

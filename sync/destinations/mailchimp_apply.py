@@ -220,37 +220,23 @@ class Pipeline:
             if not self.creating:
                 self._queue_updates()
 
-    def _fill(self, pool: ThreadPoolExecutor, in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]],
-              ask: bool = False) -> None:
-        """Submit calls until every connection is busy or none is ready. ``ask``: the caller is asked first
-        (``on_results([])``: it raises when the run must stop, its lock lost) before each call, which then goes
-        before the answers just in are reported (their report, which also asks, comes after it)."""
-        while len(in_flight) < self.dest.max_connections and (self.ready or self.upserts):
-            if ask:  # before the call is built too (a tag it needs may be created for it)
-                self.on_results([])
-            nxt = self._next_call()
-            if nxt is None:
-                return
-            call, kind, chunk = nxt
-            in_flight[pool.submit(call)] = (kind, chunk)
-
     def run(self) -> None:
-        """Every call, at most ``max_connections`` at once; each call's results reported from this thread. A
-        connection freed by an answer takes the next call already ready before that answer is reported (the
-        fold, the ledger's queue), so it does not idle for the report; a call that the answer makes ready (a tag
-        call waiting for these upserts, the updates once the last create answered) goes once it is reported.
-        The caller is asked before such an early call (:meth:`_fill`), so a lost lock stops new calls as soon as
-        it is known, as the report did. The first call (or report of its results, or that question, or the tag
-        calls' building) that raises stops new calls; the ones in flight are still reported, then it is
-        raised."""
+        """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
+        first call (or report of its results, or the tag calls' building) that raises stops new calls; the ones in
+        flight are still reported, then it is raised."""
+        connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=self.dest.max_connections,
+        with ThreadPoolExecutor(max_workers=connections,
                                 thread_name_prefix=f"mailchimp-{self.dest.name}") as pool:
             while True:
                 try:  # a call's building (a tag created for it, the tag calls planned) raising: no further call;
-                    if first_error is None:  # the calls out still reported
-                        self._fill(pool, in_flight)
+                    while first_error is None and len(in_flight) < connections:  # the calls out still reported
+                        nxt = self._next_call()
+                        if nxt is None:
+                            break
+                        call, kind, chunk = nxt
+                        in_flight[pool.submit(call)] = (kind, chunk)
                     if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
                         self._plan_tags()
                         continue
@@ -262,19 +248,13 @@ class Pipeline:
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                answered = []
                 for future in done:
                     kind, chunk = in_flight.pop(future)
                     try:
-                        answered.append((kind, chunk, *future.result()))
+                        results, spill = future.result()
                     except Exception as exc:  # stop starting calls; still report the ones that finish
                         first_error = first_error or exc
-                if first_error is None and answered:
-                    try:  # the freed connections first: the calls ready before these answers, the caller asked
-                        self._fill(pool, in_flight, ask=True)
-                    except Exception as exc:  # (its lock lost): no further call; these answers still reported
-                        first_error = exc
-                for kind, chunk, results, spill in answered:
+                        continue
                     try:
                         self.report(results)  # recorded first; raises when the run must stop (its lock lost)
                     except Exception as exc:  # then as a call that raised: the calls in flight are still reported
