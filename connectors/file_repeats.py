@@ -65,10 +65,12 @@ _REPEATS = """CREATE OR REPLACE TEMP TABLE _fs_rep AS
     UNION ALL BY NAME SELECT * FROM r WHERE _same > 1"""
 
 
-def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: list[str]) -> tuple[int, int]:
+def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: list[str],
+                  told: bool = True) -> tuple[int, int]:
     """Stage the valid rows of ``valid`` (``oid``, ``key``, ``status``, ``_ord``, ``_file``, ``_row`` …) into
     ``staged_orders``, one order per id as the module says; ``fid``: the extra select column of the file id (or
-    ``""``). Returns (orders staged, rows repeating an earlier row's order id), and logs each kind of repeat."""
+    ``""``). Returns (orders staged, rows repeating an earlier row's order id), and logs each kind of repeat unless
+    ``told`` is false (the order store's lean staging, which gives way on any repeat to a staging that tells it)."""
     con.execute(_IDS.format(valid=valid))
     con.execute(_REPEATS.format(valid=valid))
     _check_made_ids(con, valid, paths)
@@ -77,7 +79,7 @@ def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: l
     con.execute(f"INSERT INTO staged_orders SELECT _id, {columns} FROM _fs_rep WHERE _last = 1")
     staged = con.execute("SELECT count(*) FROM staged_orders").fetchone()[0]
     repeats = con.execute("SELECT count(*) - count(DISTINCT oid) FROM _fs_rep").fetchone()[0]
-    if repeats:
+    if repeats and told:
         _report(con, paths)
     return staged, repeats
 

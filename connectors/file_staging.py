@@ -253,7 +253,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
     elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
-        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths)
+        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths, told=not in_place)
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,

@@ -415,6 +415,21 @@ def test_a_renamed_file_is_named_as_renamed_not_gone(tmp_path, contact_fields):
     assert outcome(cfg) == fresh(tmp_path)
 
 
+def test_a_files_repeated_order_ids_are_told_once_when_the_lean_path_gives_way(tmp_path, caplog):
+    """A new file with a sale and its return under one id: the lean path stages it alone, finds the repeat and gives
+    way to staging every file, which finds it again: the warning was logged by both (twice on the run reading the
+    file). Told once now, by the staging whose rows are stored."""
+    cfg = shop(tmp_path, contact_fields=False)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    run_cli("pull", "--config", str(cfg))  # the lean path's store
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "completed"),
+                                        ("2", "c2", "", "2025-06-03", "20.00", "refunded")])
+    with caplog.at_level("WARNING"), connect_store(tmp_path / "rfmsync.duckdb") as con:
+        ingest_files(con, configured_source(load_config(cfg)))
+    told = [r.getMessage() for r in caplog.records if "a sale and its return" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith("1 order id holds a sale and its return")
+
+
 def test_a_crash_on_the_lean_path_leaves_the_store_as_it_was(tmp_path):
     cfg = shop(tmp_path, contact_fields=False)
     write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "bad", "1", "")])
