@@ -43,6 +43,7 @@ def beside(fit: Callable[[], T], work: Callable[[], object] | None) -> T:
             done.set()
 
     threading.Thread(target=run, name="rfmsync-fit", daemon=True).start()
+    logger.debug("fitting on a worker beside the caller's work")
     work()
     done.wait()  # (a lock's wait: a Ctrl-C interrupts it)
     if "error" in out:

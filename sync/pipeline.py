@@ -264,7 +264,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                                            fits=StoreFits(con) if own_store else None, view=not joined,
                                            # a warm run's numbers: those of the last run on the same orders and config
                                            numbers=StoreNumbers(con, build.key) if build else None,
-                                           outliers=outliers, writes=build.write if build else None,
+                                           outliers=outliers, writes=build.writes if build else None,
                                            meanwhile=None if joined or boundary else lambda: segment(None))
         extra = "customer_predictions" if joined else None
     if not segmented:

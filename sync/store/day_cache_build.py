@@ -33,6 +33,11 @@ class KeptBuild:
     _write: Callable[[], None] | None = None
     _abandon: Callable[[], None] | None = None
 
+    @property
+    def writes(self) -> Callable[[], None] | None:
+        """:meth:`write` while there is something to write, else None."""
+        return self.write if self._write is not None else None
+
     def write(self) -> None:
         """Write the kept tables and the key and commit (once; nothing when nothing was deferred)."""
         write, self._write = self._write, None
