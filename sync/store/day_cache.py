@@ -35,7 +35,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date
 
 import duckdb
@@ -49,7 +49,7 @@ from .appends import MAX_CHANGED_SHARE, Changes, changed_since
 from .connection import store_tables
 from .day_cache_build import (_CHECK_AGGREGATES, CHECK_TABLE, GROUPED, GROUPED_TOTALS, TOTALS_TABLE, KeptBuild,
                               _create_kept, build_totals_and_checks, group_orders, write_grouped)
-from .facts import DAY_HASH, OrderFacts, current_facts
+from .facts import OrderFacts, current_facts
 from .fit_cache import drop_fits
 from .generation import generation
 from .merge import unordered
@@ -201,9 +201,9 @@ def _cached(con: duckdb.DuckDBPyConnection, timezone: str, days: bool, on_orders
 def _deferred_totals(con: duckdb.DuckDBPyConnection, timezone: str, facts: OrderFacts | None) -> KeptBuild:
     """:func:`build_totals_and_checks`' grouping and totals into TEMP tables, in a transaction left open; the
     kept tables' writes, the key and the commit in the returned build's ``write``."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        with unordered(con):
+    with unordered(con):  # (reset with the transaction still open: the run's own queries come next)
+        con.execute("BEGIN TRANSACTION")
+        try:
             day_sql = local_day_sql(con, "ordered_at", timezone)
             con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
             rfm = rfm_totals.stale_key(con, timezone, facts)
@@ -211,21 +211,21 @@ def _deferred_totals(con: duckdb.DuckDBPyConnection, timezone: str, facts: Order
             con.execute(f"DROP VIEW IF EXISTS temp.{GROUPED_TOTALS}")  # (an earlier run's on this connection)
             totals = purchase_days.TOTALS_OF_GROUPED_SQL.format(grouped=f"temp.{GROUPED}", day=day_sql, orders="orders")
             con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUPED_TOTALS} AS {totals}", {"as_of": ALL_DAYS})
-        key = cache_key(con, timezone, check=f"temp.{GROUPED}")  # (the checks' sums: the same integers)
-        last_day = con.execute(f"SELECT max(last_day) FROM temp.{GROUPED_TOTALS}").fetchall()[0][0]
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-    def write() -> None:
-        try:
-            with unordered(con):
-                write_grouped(con, rfm, f"SELECT * FROM temp.{GROUPED_TOTALS}")
-            _write_key(con, key, day_sql, False)
-            con.execute("COMMIT")
+            key = cache_key(con, timezone, check=f"temp.{GROUPED}")  # (the checks' sums: the same integers)
+            last_day = con.execute(f"SELECT max(last_day) FROM temp.{GROUPED_TOTALS}").fetchall()[0][0]
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+    def write() -> None:
+        with unordered(con):
+            try:
+                write_grouped(con, rfm, f"SELECT * FROM temp.{GROUPED_TOTALS}")
+                _write_key(con, key, day_sql, False)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         con.execute(f"DROP TABLE temp.{GROUPED_TOTALS}")
         con.execute(f"CREATE TEMP VIEW {GROUPED_TOTALS} AS SELECT * FROM {TOTALS_TABLE}")
         log.info("purchase days: built the order store's totals")
