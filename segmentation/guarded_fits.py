@@ -14,6 +14,7 @@ import numpy as np
 from . import fitnotes
 from .btyd import SummaryCounts
 from .btyd_models import BgNbdParams, FitError, GammaGammaParams, fit_bgnbd, fit_gamma_gamma
+from .errors import interrupted_query
 from .fit_cache import FitStore, fit_key
 from .fitnotes import Unfitted
 
@@ -26,9 +27,12 @@ T = TypeVar("T")
 
 def beside(fit: Callable[[], T], work: Callable[[], object] | None) -> T:
     """``fit()`` (pure numpy and scipy: no connection, no cache) on a daemon thread while ``work`` (the caller's
-    DuckDB statements) runs on this one; then its result, or what it raised. An exception in ``work`` (Ctrl-C
-    included) or in the wait after it is raised at once: the fit is not waited for, and its thread (a daemon) ends
-    with the process. ``work`` None: the fit on this thread."""
+    DuckDB statements) runs on this one; then its result, or what it raised. A Ctrl-C in ``work`` (or DuckDB's
+    form of it, :func:`~segmentation.errors.interrupted_query`) or in the wait after it is raised at once: the fit
+    is not waited for, and its thread (a daemon) ends with the process. Any other exception in ``work`` is raised
+    once the fit has ended: the fit holds the process's BLAS threads at one while it runs (``threadpool_limits``,
+    process-wide), and a fit left running would overlap the process's next one (its figures off in the last
+    digits, and the BLAS left at one thread). ``work`` None: the fit on this thread."""
     if work is None:
         return fit()
     out: dict[str, object] = {}
@@ -44,7 +48,12 @@ def beside(fit: Callable[[], T], work: Callable[[], object] | None) -> T:
 
     threading.Thread(target=run, name="rfmsync-fit", daemon=True).start()
     logger.debug("fitting on a worker beside the caller's work")
-    work()
+    try:
+        work()
+    except Exception as exc:
+        if not interrupted_query(exc):
+            done.wait()
+        raise
     done.wait()  # (a lock's wait: a Ctrl-C interrupts it)
     if "error" in out:
         raise out["error"]  # type: ignore[misc]

@@ -37,7 +37,9 @@ def test_the_work_runs_beside_the_fit_and_the_fits_error_is_raised_after_it():
     assert beside(lambda: 42, lambda: ran.append(1)) == 42 and ran[1:] == [1]
 
 
-def test_an_interrupted_work_does_not_wait_for_the_fit():
+@pytest.mark.parametrize("ctrl_c", [KeyboardInterrupt, lambda: RuntimeError("Query interrupted")],
+                         ids=["KeyboardInterrupt", "DuckDB's Query interrupted"])
+def test_an_interrupted_work_does_not_wait_for_the_fit(ctrl_c):
     release, started = threading.Event(), threading.Event()
 
     def fit():
@@ -47,16 +49,108 @@ def test_an_interrupted_work_does_not_wait_for_the_fit():
 
     def work():
         assert started.wait(10)
-        raise KeyboardInterrupt
+        raise ctrl_c()
 
     t0 = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises((KeyboardInterrupt, RuntimeError)):
             beside(fit, work)
         assert time.monotonic() - t0 < 10 and not release.is_set()  # (raised while the fit still ran)
         assert any(t.name == "rfmsync-fit" and t.daemon for t in threading.enumerate())
     finally:
         release.set()
+
+
+def test_a_work_that_fails_waits_for_the_fit_then_raises_its_error():
+    error, fitted = OSError("the writes failed"), []
+
+    def fit():
+        time.sleep(0.3)
+        fitted.append(1)
+        raise RuntimeError("not this one")
+
+    def work():
+        raise error
+
+    with pytest.raises(OSError) as caught:
+        beside(fit, work)
+    assert caught.value is error and fitted == [1]  # (the fit ended before the work's error was raised)
+
+
+_CTRL_C_IN_DUCKDB = """\
+import os, signal, sys, threading
+import click, duckdb
+from sync.cli.main import main
+
+@main.command("slow-statement")
+def slow_statement():
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # the statement runs for many seconds
+    try:
+        con.execute("SELECT count(*) FROM (SELECT i % 1000003 AS g, count(*) FROM range(1000000000) t(i) GROUP BY g)")
+    except BaseException as exc:
+        print(type(exc).__name__, exc, file=sys.stderr)
+        raise
+    print("the statement ended before the signal", file=sys.stderr)
+
+main(["-v", "slow-statement"], prog_name="rfmsync")
+"""
+
+
+def test_a_ctrl_c_inside_a_duckdb_statement_exits_as_a_ctrl_c():
+    """DuckDB's Python client answers a Ctrl-C during a statement with its own error (RuntimeError "Query
+    interrupted", the KeyboardInterrupt gone): the program exits as for any Ctrl-C, not as an internal error."""
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_IN_DUCKDB], cwd=str(ROOT), env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert "RuntimeError Query interrupted" in done.stderr, done.stderr[-2000:]  # (DuckDB's form, seen)
+    assert done.returncode == 1 and "Aborted!" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr[-2000:]
+
+
+_NEXT_FIT = """\
+import json, sys, time
+import numpy as np
+from threadpoolctl import threadpool_info
+from segmentation.btyd import SummaryCounts
+from segmentation.guarded_fits import fit_bgnbd_guarded
+from segmentation.predictive import PredictConfig
+
+def blas():
+    return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+rng = np.random.default_rng(5)  # 40 000 customers, thousands of distinct (x, t_x, T): a fit of a second or so
+n = 40000
+t = rng.integers(100, 1400, n)
+x = rng.poisson(rng.gamma(0.8, 3.0, n))
+rec = np.where(x > 0, (t * rng.random(n)).astype(int), 0)
+s = SummaryCounts.from_arrays(x, rec, t, np.ones(n), "weeks")
+if sys.argv[1] == "after a failure":
+    def writes():
+        time.sleep(0.05)
+        raise OSError("the writes failed")
+    try:
+        fit_bgnbd_guarded(s, PredictConfig(), meanwhile=writes)
+    except OSError:
+        pass
+bg, _ = fit_bgnbd_guarded(s, PredictConfig())
+print(json.dumps({"fit": repr(bg), "blas threads": blas()}))
+"""
+
+
+def test_after_the_writes_failed_beside_a_fit_the_processs_next_fit_is_a_fresh_processs():
+    """The failed work's fit is waited for before its error is raised: no fit of the failed run overlaps the
+    next one (their BLAS limits, process-wide, would overlap), and the BLAS is left as it was."""
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    runs = {}
+    for case in ("fresh", "after a failure"):
+        done = subprocess.run([sys.executable, "-c", _NEXT_FIT, case], cwd=str(ROOT), env=env, text=True,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[case] = json.loads(done.stdout)
+    assert runs["after a failure"]["fit"] == runs["fresh"]["fit"]
+    assert runs["after a failure"]["blas threads"] == runs["fresh"]["blas threads"]
 
 
 def _summary(inconsistent: bool) -> SummaryCounts:
