@@ -251,3 +251,49 @@ def test_a_ctrl_c_while_the_kept_tables_are_written_beside_the_fit(tmp_path):
     out_again, out_alone = again.communicate(timeout=300), alone.communicate(timeout=300)
     assert again.returncode == 0 and alone.returncode == 0, out_again[1][-2000:] + out_alone[1][-2000:]
     assert json.loads(out_again[0]) == json.loads(out_alone[0])
+
+
+def _orders_csv(path: Path, first: int, n: int, mode: str = "w") -> None:
+    with duckdb.connect() as con:
+        rows = con.execute(f"""SELECT 'o' || i, 'c' || (hash(i) % 20000),
+                                      strftime(TIMESTAMP '2023-01-01' + INTERVAL (hash(i * 7) % 900) DAY
+                                               + INTERVAL (i % 86400) SECOND, '%Y-%m-%dT%H:%M:%S'),
+                                      (10 + i % 300)::DECIMAL(18,2)::VARCHAR, 'completed'
+                               FROM range({first}, {first + n}) t(i)""").fetchall()
+    with path.open(mode, encoding="utf-8") as f:
+        if mode == "w":
+            f.write("order_id,customer_id,ordered_at,amount,status\n")
+        f.writelines(",".join(r) + "\n" for r in rows)
+
+
+def test_warm_and_updated_kept_tables_are_not_written_beside_the_fit(tmp_path, caplog):
+    """Only a cold build defers its writes beside the fit: a run on current kept tables, and one that updates
+    them for a few new orders, write (or read) them before predicting and fit on the run's thread."""
+    from datetime import date
+
+    from sync import api
+    from sync.config import load_config
+
+    csv = tmp_path / "orders.csv"
+    _orders_csv(csv, 0, 120000)
+    cfg = load_config(_shop(tmp_path, "shop", csv))
+
+    def predict(as_of: date) -> tuple[set[str], list[str]]:
+        caplog.clear()
+        with caplog.at_level("DEBUG"):
+            run = api.segments(cfg, as_of, predict=True, holdout=False, boundary=False, join_predictions=False)
+            run.close()
+        said = [r.getMessage() for r in caplog.records]
+        return {m for m in said if m.startswith(("fitting on a worker", "BG/NBD fit:"))}, said
+
+    cold, _ = predict(date(2025, 10, 1))
+    assert "fitting on a worker beside the caller's work" in cold  # (the cold build: beside its fit)
+    warm, said = predict(date(2025, 10, 8))  # another day: the fit runs again, the kept tables are current
+    assert "purchase days: the order store's are current" in said
+    assert any(m.startswith("BG/NBD fit:") for m in warm) and not any(m.startswith("fitting on a worker")
+                                                                      for m in warm)
+    _orders_csv(csv, 120000, 50, mode="a")  # a few new orders: the kept tables updated, not rebuilt
+    updated, said = predict(date(2025, 10, 8))
+    assert any(m.startswith("purchase days: replaced the rows of") for m in said), said
+    assert any(m.startswith("BG/NBD fit:") for m in updated) and not any(m.startswith("fitting on a worker")
+                                                                         for m in updated)
