@@ -149,6 +149,8 @@ def building_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, day
         yield build
         build.write()
     except BaseException:
+        # a safeguard no test observes: the CLI's process ends with its connection, and DuckDB discards the open
+        # transaction then; a caller that keeps the connection (sync.api's) gets it rolled back here
         build.abandon()
         raise
 
@@ -224,7 +226,7 @@ def _deferred_totals(con: duckdb.DuckDBPyConnection, timezone: str, facts: Order
                 _write_key(con, key, day_sql, False)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                con.execute("ROLLBACK")  # (the same safeguard as building_purchase_days')
                 raise
         con.execute(f"DROP TABLE temp.{GROUPED_TOTALS}")
         con.execute(f"CREATE TEMP VIEW {GROUPED_TOTALS} AS SELECT * FROM {TOTALS_TABLE}")
