@@ -23,3 +23,11 @@ class ThinDataError(SegmentationError):
 
 class DataRangeError(SegmentationError):
     pass
+
+
+def interrupted_query(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB's form of a Ctrl-C: its Python client checks for signals while a statement runs
+    and, when a signal's handler raised (SIGINT's KeyboardInterrupt; ``rfmsync serve``'s SIGTERM raises the same),
+    throws ``RuntimeError("Query interrupted")`` instead, the KeyboardInterrupt dropped (DuckDB 2.0's
+    ``CompletePendingQuery``). Not ``duckdb.InterruptException``: that one answers ``connection.interrupt()``."""
+    return type(exc) is RuntimeError and str(exc) == "Query interrupted"

@@ -6,13 +6,15 @@ earlier run fitted is read from the caller's :class:`~segmentation.fit_cache.Fit
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
 from . import fitnotes
 from .btyd import SummaryCounts
 from .btyd_models import BgNbdParams, FitError, GammaGammaParams, fit_bgnbd, fit_gamma_gamma
+from .errors import interrupted_query
 from .fit_cache import FitStore, fit_key
 from .fitnotes import Unfitted
 
@@ -20,6 +22,42 @@ if TYPE_CHECKING:
     from .predictive import PredictConfig
 
 logger = logging.getLogger("segmentation.predictive")  # (the fits' lines are the predictions' log)
+T = TypeVar("T")
+
+
+def beside(fit: Callable[[], T], work: Callable[[], object] | None) -> T:
+    """``fit()`` (pure numpy and scipy: no connection, no cache) on a daemon thread while ``work`` (the caller's
+    DuckDB statements) runs on this one; then its result, or what it raised. A Ctrl-C in ``work`` (or DuckDB's
+    form of it, :func:`~segmentation.errors.interrupted_query`) or in the wait after it is raised at once: the fit
+    is not waited for, and its thread (a daemon) ends with the process. Any other exception in ``work`` is raised
+    once the fit has ended: the fit holds the process's BLAS threads at one while it runs (``threadpool_limits``,
+    process-wide), and a fit left running would overlap the process's next one (its figures off in the last
+    digits, and the BLAS left at one thread). ``work`` None: the fit on this thread."""
+    if work is None:
+        return fit()
+    out: dict[str, object] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            out["result"] = fit()
+        except BaseException as exc:  # raised on the caller's thread
+            out["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="rfmsync-fit", daemon=True).start()
+    logger.debug("fitting on a worker beside the caller's work")
+    try:
+        work()
+    except Exception as exc:
+        if not interrupted_query(exc):
+            done.wait()
+        raise
+    done.wait()  # (a lock's wait: a Ctrl-C interrupts it)
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["result"]  # type: ignore[return-value]
 
 
 def thin_data(s: SummaryCounts, cfg: PredictConfig) -> Unfitted | None:
@@ -34,17 +72,23 @@ def thin_data(s: SummaryCounts, cfg: PredictConfig) -> Unfitted | None:
 
 
 def fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig, start: BgNbdParams | None = None,
-                      fits: FitStore | None = None) -> tuple[BgNbdParams | None, Unfitted | None]:
+                      fits: FitStore | None = None,
+                      meanwhile: Callable[[], object] | None = None) -> tuple[BgNbdParams | None, Unfitted | None]:
+    """``meanwhile``: the caller's work, run once whatever the fit does: beside it (:func:`beside`) when it runs,
+    else before returning; the fit cache is read before and written after it, on this thread."""
     reason = thin_data(s, cfg)
-    if reason:
-        return None, reason
-    key = fit_key("bgnbd", s.x, s.recency_days, s.t_days, s.weights, extra=(s.time_unit, start)) if fits else ""
-    known = fits.get(key) if fits else None
-    if known is not None:
+    key = fit_key("bgnbd", s.x, s.recency_days, s.t_days, s.weights, extra=(s.time_unit, start)) \
+        if fits and not reason else ""
+    known = fits.get(key) if key else None
+    if reason or known is not None:
+        if meanwhile is not None:
+            meanwhile()
+        if reason:
+            return None, reason
         logger.debug("BG/NBD fit%s read from an earlier run on the same summary", " (holdout)" if start else "")
         return BgNbdParams(*known), None
     try:  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
-        bg = fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights, start=start)
+        bg = beside(lambda: fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights, start=start), meanwhile)
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
     if fits:

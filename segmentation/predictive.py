@@ -254,7 +254,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
                       timezone: str = "UTC", *, keep_days: bool = True,
                       days: PurchaseDays | None = None, fits: FitStore | None = None,
                       view: bool = False, meanwhile: Callable[[], object] | None = None,
-                      numbers: NumberStore | None = None, outliers: OutlierAmounts | None = None) -> PredictReport:
+                      numbers: NumberStore | None = None, outliers: OutlierAmounts | None = None,
+                      writes: Callable[[], object] | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create ``customer_predictions`` (a TEMP table, or with
     ``view`` a TEMP VIEW).
 
@@ -278,6 +279,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     distinct summary are computed on a worker thread; its exceptions propagate.
     ``outliers``: the outlier orders up to ``as_of`` (:func:`segmentation.outliers.outlier_amounts` on this
     connection's ``orders``, its table still there), left out of the spend model's fit; None: found here.
+    ``writes``: the caller's DuckDB work that reads nothing of this run's (the order store's kept tables, while
+    ``days`` are TEMP tables of them), run once on this thread before ``meanwhile``: beside the BG/NBD fit on a
+    daemon thread (:func:`~segmentation.guarded_fits.beside`) when it runs.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
@@ -298,13 +302,16 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     if known is not None:
         logger.debug("model numbers read from an earlier run on the same orders, as-of and config")
         figures, table = known, None
+        if writes is not None:
+            writes()
         if meanwhile is not None:
             meanwhile()
     else:  # (scipy's special functions, not needed to read the kept numbers: imported during the summaries' queries)
         import_in_background(*MODEL_MODULES)
         if outliers is None:
             outliers = outlier_amounts(con, as_of, timezone, days.orders)
-        figures, table = _model_numbers(con, cfg, days, as_of, cal_end, fits, meanwhile, currencies, outliers)
+        figures, table = _model_numbers(con, cfg, days, as_of, cal_end, fits, meanwhile, currencies, outliers,
+                                        writes)
         if key is not None:
             numbers.put(key, figures, table)
     bg = BgNbdParams(*figures["bgnbd"]) if figures["bgnbd"] is not None else None
@@ -340,14 +347,14 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
 def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
                    cal_end: date | None, fits: FitStore | None, meanwhile: Callable[[], object] | None,
                    currencies: list[tuple[str]] | None,
-                   outliers: OutlierAmounts) -> tuple[dict[str, Any], pa.Table]:
+                   outliers: OutlierAmounts, writes: Callable[[], object] | None = None) -> tuple[dict[str, Any], pa.Table]:
     """The fits, the holdout check and the model's numbers per distinct summary of ``customer_lifecycle``: the
     report's figures (JSON-able: what :class:`PredictReport` is made of) and the numbers' table
     (:func:`_model_table`). ``currencies``: :func:`_currencies`, when the caller has them; ``outliers``: the
-    orders the spend fit leaves out."""
+    orders the spend fit leaves out; ``writes``: run beside the BG/NBD fit."""
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
-    bg, bg_why = fit_bgnbd_guarded(s, cfg, fits=fits)
+    bg, bg_why = fit_bgnbd_guarded(s, cfg, fits=fits, meanwhile=writes)
     # two workers: the holdout's comparison and the model's numbers (numpy and scipy ufuncs, which release the GIL)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rfmsync-predict") as pool:
         checked = _holdout(con, cal_end, cfg, pool, bg, fits)  # compared on the pool meanwhile

@@ -9,6 +9,7 @@ API sources are read from the store as ``rfmsync pull`` left it.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -40,7 +41,7 @@ from .stale import stale_warning  # (re-exported: the callers' import)
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.deletes import unstored_tombstones
-from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
+from .store.day_cache import building_purchase_days, valid_purchase_days
 from .store.facts import order_facts
 from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
@@ -247,21 +248,24 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             # the store keeps the purchase days between runs (sync.store.day_cache): rebuilt when the orders moved;
             # the day table only for the boundary (the holdout reads its window of the orders beside the totals)
             # (new orders: no earlier fit matches, so the optimizer's import overlaps the totals' queries too)
-            days = cached_purchase_days(con, cfg.timezone, days=boundary,
+            # (a cold build of the totals alone: their kept tables written beside the BG/NBD fit, which reads the
+            # same totals from TEMP tables first)
+            with building_purchase_days(con, cfg.timezone, days=boundary,
                                         on_orders_moved=lambda: import_in_background("scipy.optimize"),
-                                        facts=facts) if own_store else None
-            from segmentation.predictive import predict_customers  # (its import ran meanwhile)
+                                        facts=facts) if own_store else nullcontext() as build:
+                from segmentation.predictive import predict_customers  # (its import ran meanwhile)
 
-            joined = join_predictions or rules_need_predictions(seg_cfg)
-            # not joined into the segments table: read once or twice after (the file, predict's counts), a view;
-            # and without the boundary the segments read nothing of the predictions: they are made while the
-            # model's numbers are computed (numpy on a worker thread, DuckDB on this one)
-            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
-                                       fits=StoreFits(con) if own_store else None, view=not joined,
-                                       # a warm run's numbers: those of the last run on the same orders and config
-                                       numbers=StoreNumbers(con, stored_key(con)) if own_store else None,
-                                       outliers=outliers,
-                                       meanwhile=None if joined or boundary else lambda: segment(None))
+                joined = join_predictions or rules_need_predictions(seg_cfg)
+                # not joined into the segments table: read once or twice after (the file, predict's counts), a
+                # view; and without the boundary the segments read nothing of the predictions: they are made while
+                # the model's numbers are computed (numpy on a worker thread, DuckDB on this one)
+                report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary,
+                                           days=build.days if build else None,
+                                           fits=StoreFits(con) if own_store else None, view=not joined,
+                                           # a warm run's numbers: those of the last run on the same orders and config
+                                           numbers=StoreNumbers(con, build.key) if build else None,
+                                           outliers=outliers, writes=build.writes if build else None,
+                                           meanwhile=None if joined or boundary else lambda: segment(None))
         extra = "customer_predictions" if joined else None
     if not segmented:
         days = report.purchase_days if report is not None else None

@@ -17,6 +17,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.errors import ConnectorError, RetryLaterError
 from connectors.secrets import install_masked_excepthooks, mask, mask_log_handlers, remember_secrets
 from segmentation import DataRangeError, SegmentationError
+from segmentation.errors import interrupted_query
 
 from ..errors import INTERNAL_EXIT, RETRY_LATER_EXIT, ConfigError, DataError, RfmsyncError
 from .json_output import emit_error
@@ -78,6 +79,8 @@ class RfmsyncGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # the one place errors become exit codes
+            if interrupted_query(exc):  # a Ctrl-C inside a DuckDB statement: click's answer to any other Ctrl-C
+                raise KeyboardInterrupt from exc
             verbose = (ctx.obj or {}).get("verbose", 0)
             code = exit_code(exc)
             try:

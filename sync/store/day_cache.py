@@ -33,7 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date
 
@@ -46,7 +47,9 @@ from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_da
 from . import rfm_totals
 from .appends import MAX_CHANGED_SHARE, Changes, changed_since
 from .connection import store_tables
-from .facts import DAY_HASH, OrderFacts, current_facts
+from .day_cache_build import (_CHECK_AGGREGATES, CHECK_TABLE, GROUPED, GROUPED_TOTALS, TOTALS_TABLE, KeptBuild,
+                              _create_kept, build_totals_and_checks, group_orders, write_grouped)
+from .facts import OrderFacts, current_facts
 from .fit_cache import drop_fits
 from .generation import generation
 from .merge import unordered
@@ -54,13 +57,9 @@ from .merge import unordered
 log = logging.getLogger(__name__)
 
 DAYS_TABLE = "cache_purchase_days"
-TOTALS_TABLE = "cache_customer_totals"
 KEY_TABLE = "cache_purchase_days_key"
-CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
 THEIR_ORDERS = "_rfmsync_their_orders"  # an update's changed customers' orders (TEMP, dropped after)
-_CHECK_AGGREGATES = f"count(*) AS n, sum({DAY_HASH}) AS h"  # over all of a customer's orders
 _CHECK_SQL = f"SELECT customer_id, {_CHECK_AGGREGATES} FROM orders GROUP BY customer_id"
-GROUPED = "_rfmsync_grouped"  # a cold build's one grouping of the orders by customer (TEMP, dropped after)
 #: the definition the cache was built by: a change in it is a new key
 _DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.customer_totals_sql("{days}")
                                + purchase_days.CUSTOMER_TOTALS_SQL).encode(),
@@ -130,19 +129,49 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
     what a fit needs while DuckDB works). ``facts``: the run's scan of the orders (:func:`cache_key`). A full
     build of the totals alone also writes the store's RFM totals when they are not those of the orders now (one
     grouping of the orders for both: the run reads those next)."""
+    return _cached(con, timezone, days, on_orders_moved, facts, defer=False).days
+
+
+@contextmanager
+def building_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True,
+                           on_orders_moved: Callable[[], object] | None = None,
+                           facts: OrderFacts | None = None) -> Iterator[KeptBuild]:
+    """:func:`cached_purchase_days`, except that a cold build of the totals alone (the orders moved, no update
+    possible: ``segments --customers`` and ``predict`` after a new export) groups the orders and computes the
+    totals into TEMP tables and leaves the kept tables' writes (checks, totals, RFM totals, key: ~1 CPU s of
+    DuckDB on a 10 M-order store) in its open transaction for :meth:`KeptBuild.write`, which the caller may run
+    beside other work (the BG/NBD fit on the summary read from those TEMP totals: BENCHMARKS.md, branch
+    perf30p); they are the same rows. On leaving: written if the caller did not, rolled back on an exception
+    (Ctrl-C included) before they were. Once written, the TEMP totals are a TEMP VIEW of the kept ones (the run's
+    views over them read the same rows, the memory is freed)."""
+    build = _cached(con, timezone, days, on_orders_moved, facts, defer=not days)
+    try:
+        yield build
+        build.write()
+    except BaseException:
+        # a safeguard no test observes: the CLI's process ends with its connection, and DuckDB discards the open
+        # transaction then; a caller that keeps the connection (sync.api's) gets it rolled back here
+        build.abandon()
+        raise
+
+
+def _cached(con: duckdb.DuckDBPyConnection, timezone: str, days: bool, on_orders_moved: Callable[[], object] | None,
+            facts: OrderFacts | None, *, defer: bool) -> KeptBuild:
     check_timezone(timezone)
     key = cache_key(con, timezone, facts=facts)
     stored = _stored(con)
     if stored is not None and stored[0] == key and (stored[3] or not days):
         log.debug("purchase days: the order store's are current")
-        return _days(con, timezone, stored[1], stored[2], stored[3])
+        return KeptBuild(_days(con, timezone, stored[1], stored[2], stored[3]), key)
     current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
     if not current and on_orders_moved is not None:
         on_orders_moved()
     if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
         found = _update_changed(con, timezone, stored[0], stored[3], facts)
         if found is not None:
-            return _days(con, timezone, *found, stored[3])
+            return KeptBuild(_days(con, timezone, *found, stored[3]), stored_key(con))
+    if defer and not current:
+        return _deferred_totals(con, timezone, facts)
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
         con.execute("BEGIN TRANSACTION")
         try:  # the key, the local-day expression and the rows: all of this transaction's snapshot of the orders
@@ -168,40 +197,44 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
             raise
     log.info("purchase days: built the order store's %s", "day table" if current else
              "day table and totals" if days else "totals")
-    return _days(con, timezone, day_sql, last_day, days)
+    return KeptBuild(_days(con, timezone, day_sql, last_day, days), key)
 
 
-def build_totals_and_checks(con: duckdb.DuckDBPyConnection, day_sql: str, rfm: rfm_totals.Key | None = None) -> None:
-    """(Re)create the kept totals of every purchase day and the customers' checks (:data:`_CHECK_SQL`) from one
-    grouping of every order by customer (:data:`segmentation.purchase_days.GROUPED_SQL`, the checks' aggregates
-    added: a customer's checks count all their orders, the totals their completed ones), each table written from
-    it: the same tables as :data:`_CHECK_SQL` and :func:`segmentation.purchase_days.build_customer_totals` give
-    (one grouping of 10 M orders by customer id fewer). ``rfm``: the key of the orders when the store's RFM totals
-    (:mod:`.rfm_totals`) are not theirs: they are written from the same grouping too (the run reads them next).
-    Inside the caller's transaction."""
-    extra = f", {_CHECK_AGGREGATES}" + (f", {rfm_totals.GROUPED_AGGREGATES}" if rfm is not None else "")
-    grouped = purchase_days.GROUPED_SQL.format(extra=extra, where="", day=day_sql,
-                                               orders="orders" if rfm is None else rfm_totals.GROUPED_ORDERS)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUPED} AS {grouped}", {"as_of": ALL_DAYS})
-    _create_kept(con, CHECK_TABLE, f"SELECT customer_id, n, h FROM temp.{GROUPED}")
-    totals = purchase_days.TOTALS_OF_GROUPED_SQL.format(grouped=f"temp.{GROUPED}", day=day_sql, orders="orders")
-    _create_kept(con, TOTALS_TABLE, totals, {"as_of": ALL_DAYS})
-    if rfm is not None:
-        rfm_totals.write_totals(con, rfm, f"temp.{GROUPED}", "WHERE rfm_orders > 0")
-    con.execute(f"DROP TABLE temp.{GROUPED}")  # (a failure: the caller's rollback drops it)
+def _deferred_totals(con: duckdb.DuckDBPyConnection, timezone: str, facts: OrderFacts | None) -> KeptBuild:
+    """:func:`build_totals_and_checks`' grouping and totals into TEMP tables, in a transaction left open; the
+    kept tables' writes, the key and the commit in the returned build's ``write``."""
+    with unordered(con):  # (reset with the transaction still open: the run's own queries come next)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            day_sql = local_day_sql(con, "ordered_at", timezone)
+            con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
+            rfm = rfm_totals.stale_key(con, timezone, facts)
+            group_orders(con, day_sql, rfm)
+            con.execute(f"DROP VIEW IF EXISTS temp.{GROUPED_TOTALS}")  # (an earlier run's on this connection)
+            totals = purchase_days.TOTALS_OF_GROUPED_SQL.format(grouped=f"temp.{GROUPED}", day=day_sql, orders="orders")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUPED_TOTALS} AS {totals}", {"as_of": ALL_DAYS})
+            key = cache_key(con, timezone, check=f"temp.{GROUPED}")  # (the checks' sums: the same integers)
+            last_day = con.execute(f"SELECT max(last_day) FROM temp.{GROUPED_TOTALS}").fetchall()[0][0]
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
+    def write() -> None:
+        with unordered(con):
+            try:
+                write_grouped(con, rfm, f"SELECT * FROM temp.{GROUPED_TOTALS}")
+                _write_key(con, key, day_sql, False)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")  # (the same safeguard as building_purchase_days')
+                raise
+        con.execute(f"DROP TABLE temp.{GROUPED_TOTALS}")
+        con.execute(f"CREATE TEMP VIEW {GROUPED_TOTALS} AS SELECT * FROM {TOTALS_TABLE}")
+        log.info("purchase days: built the order store's totals")
 
-def _create_kept(con: duckdb.DuckDBPyConnection, table: str, select: str, params: dict | None = None) -> None:
-    """(Re)create ``table`` from ``select``: the columns and types ``CREATE TABLE AS`` gives, its ``customer_id``
-    stored uncompressed. Compressing a million distinct short customer ids (DuckDB analyses each column for its
-    best compression) was most of what writing the kept totals and checks of a 10 M-order store cost: without it a
-    cold build spends ~0.46 CPU s less, for ~14 MB more of store file (every column uncompressed saved ~0.2 s more
-    for ~97 MB more: BENCHMARKS.md, branch dense11). Reading them costs the same."""
-    columns = con.execute(f"DESCRIBE {select}", params).fetchall()
-    spec = ", ".join(f'"{name}" {kind}' + (" USING COMPRESSION uncompressed" if name == "customer_id" else "")
-                     for name, kind, *_ in columns)
-    con.execute(f"CREATE OR REPLACE TABLE {table} ({spec})")
-    con.execute(f"INSERT INTO {table} {select}", params)
+    days = replace(purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql), totals=f"temp.{GROUPED_TOTALS}",
+                   last_day=last_day)
+    return KeptBuild(days, key, write, lambda: con.execute("ROLLBACK"))
 
 
 def _write_key(con: duckdb.DuckDBPyConnection, key: str, day_sql: str, days: bool) -> date | None:
