@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+import math
 
 import duckdb
 
@@ -160,15 +161,21 @@ def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -
             out.append(float(lo) if lo is not None else _BIG + k)
     # keep them strictly ascending; an empty level collapses onto its neighbour without moving anyone:
     # recency cut points move up (x > c is unchanged for whole days), frequency/monetary ones move down.
-    tiny = 1e-6
     for i in range(1, len(rec)):
         if rec[i] <= rec[i - 1]:
-            rec[i] = rec[i - 1] + tiny
+            rec[i] = _nudge(rec[i - 1], 1)
     for seq in (freq, mon):
         for i in range(len(seq) - 2, -1, -1):
             if seq[i] >= seq[i + 1]:
-                seq[i] = seq[i + 1] - tiny
+                seq[i] = _nudge(seq[i + 1], -1)
     return Thresholds(recency_days=rec, frequency=freq, monetary=mon)
+
+
+def _nudge(value: float, direction: int) -> float:
+    """``value`` moved by 1e-6 in ``direction`` (±1), or by one float step where 1e-6 is lost in the value's
+    magnitude (above ~1e10 ``value + 1e-6 == value``): the result is always strictly beyond ``value``."""
+    moved = value + direction * 1e-6
+    return moved if moved != value else math.nextafter(value, direction * math.inf)
 
 
 def score_band(metric: str, score: int, cuts: list[float], levels: int) -> dict:
