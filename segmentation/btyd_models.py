@@ -1,16 +1,13 @@
 """BG/NBD and Gamma-Gamma models: maximum-likelihood fits and per-customer predictions.
 
-numpy/scipy only, vectorised over customers, no lifetimes/pymc at run time (they are
-test oracles). Inputs are the BTYD summary of :mod:`segmentation.btyd`: ``x`` repeat
-purchase periods, ``t_x`` recency, ``T`` age, ``m`` mean repeat-period spend, all
-times in one unit. :mod:`segmentation.predictive` fits them on a shop's orders and
-writes the per-customer table.
+numpy/scipy only, vectorised over customers, no lifetimes/pymc at run time (they are test oracles). Inputs are the
+BTYD summary of :mod:`segmentation.btyd`: ``x`` repeat purchase periods, ``t_x`` recency, ``T`` age, ``m`` mean
+repeat-period spend, all times in one unit. :mod:`segmentation.predictive` fits them and writes the customer table.
 
-* BG/NBD: Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way",
-  Marketing Science 24(2). Log-likelihood §7 (eq. 6); P(alive) Hardie note 021;
-  conditional expectation eq. 10; P(no purchase in (T, T+t]) =
-  1 − P(alive) + P(alive)·((α+T)/(α+T+t))^(r+x): a live customer's rate given the
-  history is Gamma(r+x, α+T), and a dead one never buys.
+* BG/NBD: Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way", Marketing Science 24(2).
+  Log-likelihood §7 (eq. 6); P(alive) Hardie note 021; conditional expectation eq. 10; P(no purchase in (T, T+t])
+  = 1 − P(alive) + P(alive)·((α+T)/(α+T+t))^(r+x): a live customer's rate given the history is Gamma(r+x, α+T),
+  and a dead one never buys.
 * Gamma-Gamma: Fader & Hardie (2013) note 025; E[AOV | x, m] eq. 5.
 * CLV: discounted sum over monthly steps of expected purchases in the step × E[AOV]
   (the method of lifetimes' ``customer_lifetime_value``).
@@ -151,6 +148,8 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
     x0 = None if start is None else np.log([start.r, start.alpha * scale, start.a, start.b])
     v = minimise(fun, 4, "BG/NBD", x0, _bgnbd_limit)
     r, alpha, a, b = np.exp(v)
+    if b < EVERYONE_LEAVES * (a + b):
+        raise FitError(everyone_leaves(a, b, int(x.max())))
     alpha /= scale
     ll = bgnbd_log_likelihood((r, alpha, a, b), x, t_x, T, w)
     return BgNbdParams(float(r), float(alpha), float(a), float(b), ll)
@@ -170,6 +169,20 @@ def _bgnbd_limit(v: np.ndarray) -> bool:
     rate = (r >= EDGE or alpha >= EDGE) and min(r, alpha) >= np.log(ONE_RATE)
     nobody = a <= -EDGE and b >= 0
     return bool((rate or max(r, alpha) < EDGE) and (nobody or (abs(a) < EDGE and abs(b) < EDGE)))
+
+
+#: b/(a+b) (the chance to stay after a purchase) below this: the limit a/(a+b) → 1 (:func:`everyone_leaves`)
+EVERYONE_LEAVES = 1e-6
+
+
+def everyone_leaves(a: float, b: float, most: int) -> str:
+    """Why a fit at the limit a/(a+b) → 1 is refused: the likelihood rises towards it when no repeat buyer came
+    back after his repeat purchase(s), the optimizer stops on the way (a ~ 10⁴, b ~ 10⁻⁵, inside the box) and
+    every repeat buyer, yesterday's too, gets P(alive) ~ 10⁻⁹: unlike a → 0 (nobody leaves, the Poisson mix's
+    numbers) this limit says nothing of when customers leave."""
+    return (f"BG/NBD parameters ran off to a boundary (the data do not identify the model): every repeat buyer "
+            f"drops out after his last purchase (a = {a:.3g}, b = {b:.2g}, a/(a+b) = 1 − {b / (a + b):.1g}; "
+            f"no customer bought on more than {most + 1} days)")
 
 
 #: a fit's a at or below this is the box's edge: the limit a → 0 where nobody leaves (:func:`_bgnbd_limit`)
