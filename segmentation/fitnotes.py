@@ -30,7 +30,7 @@ class Unfitted:
 
 
 def too_few_customers(n: int, need: int) -> Unfitted:
-    return Unfitted(f"only {n} customers with a completed order (need {need})",
+    return Unfitted(f"only {n} customer{'' if n == 1 else 's'} with a completed order (need {need})",
                     f"too few customers to learn from; export more of the shop's history or lower [predict] "
                     f"min_customers (now {need})", "too_few_customers")
 
