@@ -195,9 +195,9 @@ def bad_rows_line(n: int) -> str:
 
 def print_bad_rows(run) -> None:
     """The bad-row count of a run whose stdout is data (a CSV, JSON, a listing): on stderr, never among the data;
-    the summary table says it on stdout under the table (:func:`print_summary`)."""
+    the summary table says it on stdout under the table (:func:`print_summary`). An info line: ``--quiet`` drops it."""
     if run.bad_row_count:
-        click.echo(f"{bad_rows_line(run.bad_row_count)} (see `rfmsync check`).", err=True)
+        info(f"{bad_rows_line(run.bad_row_count)} (see `rfmsync check`).")
 
 
 def print_segment_customers(segment: str, rows: list[dict]) -> None:
