@@ -86,5 +86,28 @@ def test_a_fit_where_every_repeat_buyer_leaves_is_refused_not_high_churn_for_all
     assert "no customer bought on more than 2 days" in report.reason
     [line] = report.warnings
     assert line.startswith("predictions not computed (p_alive, expected_purchases, churn_probability, churn_risk")
+    assert "no customer bought on a third day: the model needs customers who buy three times" in line
+    assert "time_unit" not in line and "did not converge" not in line
     assert con.execute("SELECT count(*), count(p_alive), count(churn_risk) FROM customer_predictions").fetchall() == [
         (100, 0, 0)]
+
+
+@pytest.mark.parametrize("seed", [4, 10, 0])
+def test_a_shop_where_nobody_bought_on_a_third_day_gets_no_fit_wherever_the_optimizer_would_stop(seed):
+    """Whether b/(a+b) came out under a threshold depended on where the optimizer stopped: 2 000 customers of up to
+    800 days, 60 % back once in their last 5 days: seeds 4 and 10 stopped at a ≈ 590, b ≈ 0.0017 (b/(a+b) = 3·10⁻⁶),
+    not refused, every repeat buyer near P(alive) 0 (seed 0 stopped past the threshold and was refused). With no x above 1 the likelihood rises all the way to that limit:
+    the fit is refused exactly then, before it runs; one customer on a third day (of weight > 0) lets it run."""
+    rng = np.random.default_rng(seed)
+    T = rng.integers(2, 800, 2000).astype(float)
+    x = (rng.random(2000) < 0.6).astype(float)
+    t_x = np.where(x > 0, T - rng.integers(0, 5, 2000).clip(max=T - 1), 0.0)
+    with pytest.raises(M.FitError, match="no customer bought on more than 2 days"):
+        M.fit_bgnbd(x, t_x, T)
+    x[0], t_x[0] = 2.0, T[0] / 2
+    with pytest.raises(M.FitError, match="cannot tell when customers leave"):
+        M.fit_bgnbd(x, t_x, T, weights=np.r_[0.0, np.ones(1999)])
+    try:  # (this one repeat-of-repeat buyer does not identify the model: the fit may run off to the box's edge)
+        M.fit_bgnbd(x, t_x, T)
+    except M.FitError as e:
+        assert "cannot tell when customers leave" not in str(e)
