@@ -195,9 +195,10 @@ def bad_rows_line(n: int) -> str:
 
 def print_bad_rows(run) -> None:
     """The bad-row count of a run whose stdout is data (a CSV, JSON, a listing): on stderr, never among the data;
-    the summary table says it on stdout under the table (:func:`print_summary`). An info line: ``--quiet`` drops it."""
+    the summary table says it on stdout under the table (:func:`print_summary`). A ``warning:`` line: rows left
+    out change the data, so ``--quiet`` keeps it."""
     if run.bad_row_count:
-        info(f"{bad_rows_line(run.bad_row_count)} (see `rfmsync check`).")
+        print_warnings([f"{bad_rows_line(run.bad_row_count)} (see `rfmsync check`)."])
 
 
 def print_segment_customers(segment: str, rows: list[dict]) -> None:
