@@ -150,8 +150,8 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
     if gaps < MIN_REPEATS or repeaters < MIN_REPEATS:
         result["reason"] = (f"only {gaps} repeat purchases in the history; at least {MIN_REPEATS} are needed"
                             if gaps < MIN_REPEATS else
-                            f"the {gaps} repeat purchases come from {repeaters} of the customers; "
-                            f"at least {MIN_REPEATS} repeat customers are needed")
+                            f"the {gaps} repeat purchases come from {repeaters} customer{'' if repeaters == 1 else 's'}"
+                            f"; at least {MIN_REPEATS} repeat customers are needed")
         return result
     d, p = return_curve(durations, events, censored, longest, cfg)
     if len(d) < 2:

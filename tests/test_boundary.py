@@ -87,7 +87,7 @@ def test_one_regular_customers_many_gaps_are_not_a_boundary():
     b = run_segmentation(con_with(orders), SegmentationConfig(), AS_OF).boundary
     assert (b["gaps"], b["repeat_customers"]) == (60, 1)
     assert b["days"] is None and b["curve"] == []
-    assert b["reason"] == ("the 60 repeat purchases come from 1 of the customers; at least 30 repeat customers "
+    assert b["reason"] == ("the 60 repeat purchases come from 1 customer; at least 30 repeat customers "
                            "are needed")
 
 
