@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 PERCENTILES = (25, 50, 75, 80, 90, 95)
+#: the fewest repeat purchases, and the fewest customers they come from, a boundary is read from
+MIN_REPEATS = 30
 
 
 def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
@@ -38,43 +40,55 @@ def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
 
 
 def _spells(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date, every: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """Per distinct spell length d: (durations, observed gaps, censored silences), and the gap percentiles.
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, dict[str, int]]:
+    """Per distinct spell length d: (durations, observed gaps, censored silences, customers whose longest spell
+    is d), the customers with a repeat purchase and the gap percentiles.
 
     Every customer's purchase days (of every ``every``-th customer by hash) give one spell per gap to the next
-    purchase day (an event: the next day's ``gap``) and one up to ``as_of`` after the last (censored).
+    purchase day (an event: the next day's ``gap``) and one up to ``as_of`` after the last (censored). A customer
+    is still observed at d while one of his spells lasts d or more: his longest spell says until when.
     """
     import numpy as np
 
     where = f"WHERE day <= $as_of {sample_filter(every) if days.sampled_every != every else ''}"
     spells = con.execute(f"""
         WITH spells AS (
-            SELECT gap AS d, true AS event FROM {days.table} {where} AND gap IS NOT NULL
+            SELECT customer_id, gap AS d, true AS event FROM {days.table} {where} AND gap IS NOT NULL
             UNION ALL
-            SELECT CAST($as_of AS DATE) - max(day) AS d, false AS event FROM {days.table} {where} GROUP BY customer_id
+            SELECT customer_id, CAST($as_of AS DATE) - max(day) AS d, false AS event
+            FROM {days.table} {where} GROUP BY customer_id
+        ), by_length AS (
+            SELECT d, count(*) FILTER (WHERE event) AS events, count(*) FILTER (WHERE NOT event) AS censored
+            FROM spells GROUP BY d
+        ), longest AS (
+            SELECT d, count(*) AS customers FROM (SELECT max(d) AS d FROM spells GROUP BY customer_id) GROUP BY d
         )
-        SELECT d, count(*) FILTER (WHERE event) AS events, count(*) FILTER (WHERE NOT event) AS censored
-        FROM spells GROUP BY d ORDER BY d
+        SELECT d, events, censored, coalesce(customers, 0) AS longest
+        FROM by_length LEFT JOIN longest USING (d) ORDER BY d
     """, {"as_of": as_of}).fetchnumpy()
     durations = spells["d"].astype(np.int64)
     events = spells["events"].astype(np.float64)
     censored = spells["censored"].astype(np.float64)
+    longest = spells["longest"].astype(np.float64)
     percentiles: dict[str, int] = {}
+    repeaters = 0
     if events.sum():
         qs = ", ".join(f"quantile_disc(gap, {p / 100})" for p in PERCENTILES)
-        vals = con.execute(f"SELECT {qs} FROM {days.table} {where} AND gap IS NOT NULL",
-                           {"as_of": as_of}).fetchall()[0]
+        repeaters, *vals = con.execute(f"SELECT count(DISTINCT customer_id), {qs} FROM {days.table} {where} "
+                                       "AND gap IS NOT NULL", {"as_of": as_of}).fetchall()[0]
         percentiles = {f"p{p}": int(v) for p, v in zip(PERCENTILES, vals)}
-    return durations, events, censored, percentiles
+    return durations, events, censored, longest, int(repeaters), percentiles
 
 
-def return_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray,
+def return_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray, longest: np.ndarray,
                  cfg: BoundaryConfig) -> tuple[np.ndarray, np.ndarray]:
     """(d, p(d)): P(purchase within ``window_days`` after d silent days), for every d up to ``max_days`` where
-    at least ``min_at_risk`` customers are still observed at d + window."""
+    at least ``min_at_risk`` customers (not spells: one regular's many gaps are one customer) are still observed
+    at d + window; ``longest``: per duration, the customers whose longest spell it is."""
     import numpy as np
 
-    surv, at_risk = km_curve(durations, events, censored)
+    surv, _ = km_curve(durations, events, censored)
+    at_risk = longest[::-1].cumsum()[::-1]  # customers with a spell of d or more
 
     def s_at(d: np.ndarray) -> np.ndarray:
         idx = np.searchsorted(durations, d, side="right") - 1
@@ -120,22 +134,26 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
         # no shared table (no predictions this run): build one of the sampled customers alone, cheaper
         days = build_purchase_days(con, as_of, timezone, orders, sampled_every=every, table="_rfmsync_boundary_days")
         try:
-            durations, events, censored, percentiles = _spells(con, days, as_of, every)
+            spells = _spells(con, days, as_of, every)
         finally:
             con.execute(f"DROP TABLE IF EXISTS {days.table}")
     else:
-        durations, events, censored, percentiles = _spells(con, days, as_of, every)
+        spells = _spells(con, days, as_of, every)
+    durations, events, censored, longest, repeaters, percentiles = spells
     gaps = int(events.sum())
     result: dict = {
         "days": None, "reminder_day": None, "knee_days": None,
         "window_days": cfg.window_days, "return_probability": cfg.return_probability,
-        "method": "kaplan-meier", "gaps": gaps, "sampled_every": every,
+        "method": "kaplan-meier", "gaps": gaps, "repeat_customers": repeaters, "sampled_every": every,
         "gap_percentiles": percentiles, "curve": [], "reason": None,
     }
-    if gaps < 30:
-        result["reason"] = f"only {gaps} repeat purchases in the history; at least 30 are needed"
+    if gaps < MIN_REPEATS or repeaters < MIN_REPEATS:
+        result["reason"] = (f"only {gaps} repeat purchases in the history; at least {MIN_REPEATS} are needed"
+                            if gaps < MIN_REPEATS else
+                            f"the {gaps} repeat purchases come from {repeaters} customer{'' if repeaters == 1 else 's'}"
+                            f"; at least {MIN_REPEATS} repeat customers are needed")
         return result
-    d, p = return_curve(durations, events, censored, cfg)
+    d, p = return_curve(durations, events, censored, longest, cfg)
     if len(d) < 2:
         result["reason"] = "the history is too short to follow customers through a whole window"
         return result

@@ -1,16 +1,13 @@
 """BG/NBD and Gamma-Gamma models: maximum-likelihood fits and per-customer predictions.
 
-numpy/scipy only, vectorised over customers, no lifetimes/pymc at run time (they are
-test oracles). Inputs are the BTYD summary of :mod:`segmentation.btyd`: ``x`` repeat
-purchase periods, ``t_x`` recency, ``T`` age, ``m`` mean repeat-period spend, all
-times in one unit. :mod:`segmentation.predictive` fits them on a shop's orders and
-writes the per-customer table.
+numpy/scipy only, vectorised over customers, no lifetimes/pymc at run time (they are test oracles). Inputs are the
+BTYD summary of :mod:`segmentation.btyd`: ``x`` repeat purchase periods, ``t_x`` recency, ``T`` age, ``m`` mean
+repeat-period spend, all times in one unit. :mod:`segmentation.predictive` fits them and writes the customer table.
 
-* BG/NBD: Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way",
-  Marketing Science 24(2). Log-likelihood §7 (eq. 6); P(alive) Hardie note 021;
-  conditional expectation eq. 10; P(no purchase in (T, T+t]) =
-  1 − P(alive) + P(alive)·((α+T)/(α+T+t))^(r+x): a live customer's rate given the
-  history is Gamma(r+x, α+T), and a dead one never buys.
+* BG/NBD: Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way", Marketing Science 24(2).
+  Log-likelihood §7 (eq. 6); P(alive) Hardie note 021; conditional expectation eq. 10; P(no purchase in (T, T+t])
+  = 1 − P(alive) + P(alive)·((α+T)/(α+T+t))^(r+x): a live customer's rate given the history is Gamma(r+x, α+T),
+  and a dead one never buys.
 * Gamma-Gamma: Fader & Hardie (2013) note 025; E[AOV | x, m] eq. 5.
 * CLV: discounted sum over monthly steps of expected purchases in the step × E[AOV]
   (the method of lifetimes' ``customer_lifetime_value``).
@@ -146,6 +143,8 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
         raise FitError("BG/NBD needs at least one repeat buyer")
     if np.any(x < 0) or np.any(t_x < 0) or np.any(t_x > T) or not np.all(np.isfinite(T)):
         raise FitError("BG/NBD summary is inconsistent (need 0 ≤ recency ≤ T, frequency ≥ 0)")
+    if not np.any((x > 1) & (w > 0)):
+        raise FitError(EVERYONE_LEAVES)
     scale = 10.0 / max(float(T.max()), 1e-12)  # rescale time so alpha starts near 1
     fun = _bgnbd_objective(x, t_x * scale, T * scale, w)
     x0 = None if start is None else np.log([start.r, start.alpha * scale, start.a, start.b])
@@ -170,6 +169,15 @@ def _bgnbd_limit(v: np.ndarray) -> bool:
     rate = (r >= EDGE or alpha >= EDGE) and min(r, alpha) >= np.log(ONE_RATE)
     nobody = a <= -EDGE and b >= 0
     return bool((rate or max(r, alpha) < EDGE) and (nobody or (abs(a) < EDGE and abs(b) < EDGE)))
+
+
+#: Why a shop where nobody bought on a third day (no x above 1) gets no fit: with every x ≤ 1 the likelihood
+#: rises for ever as the dropout after a purchase, a/(a+b), goes to 1, so the best fit is that limit; the
+#: optimizer stopped on the way wherever it happened to (a ~ 10²–10⁴, b ~ 10⁻³–10⁻⁵), and every repeat buyer,
+#: yesterday's too, got P(alive) ~ 10⁻⁹–10⁻³. Unlike a → 0 (nobody leaves, the Poisson mix's numbers) this limit
+#: says nothing of when customers leave, so the fit is not run.
+EVERYONE_LEAVES = ("BG/NBD cannot tell when customers leave: no customer bought on more than 2 days, and then "
+                   "the best fit is the limit where every repeat buyer drops out after his last purchase")
 
 
 #: a fit's a at or below this is the box's edge: the limit a → 0 where nobody leaves (:func:`_bgnbd_limit`)

@@ -30,7 +30,7 @@ class Unfitted:
 
 
 def too_few_customers(n: int, need: int) -> Unfitted:
-    return Unfitted(f"only {n} customers with a completed order (need {need})",
+    return Unfitted(f"only {n} customer{'' if n == 1 else 's'} with a completed order (need {need})",
                     f"too few customers to learn from; export more of the shop's history or lower [predict] "
                     f"min_customers (now {need})", "too_few_customers")
 
@@ -53,6 +53,9 @@ def from_fit_error(message: str, spend: "SpendSpread | None" = None) -> Unfitted
     model's that did not converge: :func:`spend_did_not_converge`, told its repeat buyers' ``spend`` when known)."""
     if message.startswith("Gamma-Gamma") and ("converge" in message or "boundary" in message):
         return spend_did_not_converge(message, spend)
+    if "cannot tell when customers leave" in message:  # (btyd_models.EVERYONE_LEAVES)
+        return Unfitted(message, "no customer bought on a third day: the model needs customers who buy three times; "
+                                 "export a longer history", "no_repeat_buyers")
     if "converge" in message or "boundary" in message:
         return Unfitted(message, "the model did not converge on this data; export a longer history (more repeat "
                                  "purchases), or try [predict] time_unit = \"days\" instead of \"weeks\" (or back)",

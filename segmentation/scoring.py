@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+import math
 
 import duckdb
 
 from .config import Thresholds
 
 METRICS = ("recency_days", "frequency", "monetary")
-_BIG = 1e15
 
 
 def _value_scores_sql(table: str, col: str, levels: int, worse_is_larger: bool, n: int) -> str:
@@ -146,29 +146,47 @@ def score_sql(con: duckdb.DuckDBPyConnection, method: str, levels: int, threshol
 
 
 def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -> Thresholds:
-    """Cut points that reproduce the scores in ``table`` (columns r, f, m and the metrics) as thresholds."""
+    """Cut points that reproduce the scores in ``table`` (columns r, f, m and the metrics) as thresholds (up to a
+    float step's resolution for monetary values above ~7e13: see :func:`_nudge`)."""
     rec, freq, mon = [], [], []
     # one pass over the table: per k, recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1;
     # frequency and monetary: c_k = min value among F (M) ≥ k+1
     aggs = [f"max(recency_days) FILTER (WHERE r >= {levels - k + 1}), min(frequency) FILTER (WHERE f >= {k + 1}), "
             f"min(monetary) FILTER (WHERE m >= {k + 1})" for k in range(1, levels)]
-    found = con.execute(f"SELECT {', '.join(aggs)} FROM {table}").fetchall()[0]
+    *found, top_f, top_m = con.execute(f"SELECT {', '.join(aggs)}, max(frequency), max(monetary) FROM {table}"
+                                       ).fetchall()[0]
     for k in range(1, levels):
         hi, *los = found[3 * (k - 1):3 * k]
         rec.append(float(hi) if hi is not None else (rec[-1] if rec else -1.0))
-        for lo, out in zip(los, (freq, mon)):
-            out.append(float(lo) if lo is not None else _BIG + k)
+        for lo, out, top in zip(los, (freq, mon), (top_f, top_m)):
+            # an empty (top) level: a cut point above every value, one up from the column's max or the last one
+            out.append(float(lo) if lo is not None else _step_up(max([float(top or 0), *out[-1:]])))
     # keep them strictly ascending; an empty level collapses onto its neighbour without moving anyone:
     # recency cut points move up (x > c is unchanged for whole days), frequency/monetary ones move down.
-    tiny = 1e-6
     for i in range(1, len(rec)):
         if rec[i] <= rec[i - 1]:
-            rec[i] = rec[i - 1] + tiny
+            rec[i] = _nudge(rec[i - 1], 1)
     for seq in (freq, mon):
         for i in range(len(seq) - 2, -1, -1):
             if seq[i] >= seq[i + 1]:
-                seq[i] = seq[i + 1] - tiny
+                seq[i] = _nudge(seq[i + 1], -1)
     return Thresholds(recency_days=rec, frequency=freq, monetary=mon)
+
+
+def _step_up(value: float) -> float:
+    """The next whole number above ``value`` (shown as such by :func:`score_band`), or one float step up where
+    the whole numbers are sparser than 1 (above 2⁵³ ≈ 9·10¹⁵)."""
+    up = float(math.floor(value) + 1)
+    return up if up > value else _nudge(value, 1)
+
+
+def _nudge(value: float, direction: int) -> float:
+    """``value`` moved by 1e-6 in ``direction`` (±1), or by one float step where 1e-6 is lost in the value's
+    magnitude (above ~1e10 ``value + 1e-6 == value``): the result is always strictly beyond ``value``. The limit:
+    a float step is coarser than a cent above ~7e13 (0.125 at 1e15), so there a customer whose monetary sits within
+    that step below a collapsed cut point can score one level higher under the derived cut points."""
+    moved = value + direction * 1e-6
+    return moved if moved != value else math.nextafter(value, direction * math.inf)
 
 
 def score_band(metric: str, score: int, cuts: list[float], levels: int) -> dict:

@@ -75,3 +75,31 @@ def test_large_shops_are_estimated_on_a_deterministic_sample():
     assert sampled == again  # deterministic
     assert sampled["gaps"] < full["gaps"]
     assert abs(sampled["days"] - full["days"]) <= 0.3 * full["days"]
+
+
+def test_one_regular_customers_many_gaps_are_not_a_boundary():
+    """One customer with 60 purchases 3 days apart and 30 one-time buyers: 60 repeat purchases passed the
+    minimum and his spells passed ``min_at_risk``, so the shop's boundary was "3 days" from one person. The
+    minimum counts the customers the repeats come from, and the curve the customers still observed."""
+    end = datetime(2025, 6, 20, 10, tzinfo=timezone.utc)
+    orders = [Order(f"w{j}", "whale", end - timedelta(days=3 * j), Decimal("10")) for j in range(61)]
+    orders += [Order(f"o{i}", f"c{i}", end - timedelta(days=150 + 4 * i), Decimal("10")) for i in range(30)]
+    b = run_segmentation(con_with(orders), SegmentationConfig(), AS_OF).boundary
+    assert (b["gaps"], b["repeat_customers"]) == (60, 1)
+    assert b["days"] is None and b["curve"] == []
+    assert b["reason"] == ("the 60 repeat purchases come from 1 customer; at least 30 repeat customers "
+                           "are needed")
+
+
+def test_the_curve_stops_where_fewer_than_min_at_risk_customers_remain():
+    """Thirty customers buying every 100 days, and three who come back every 400 days for twenty years: their
+    sixty long spells kept the curve going to day 310, where only three customers were still observed (spells
+    were counted against ``min_at_risk``, not customers)."""
+    end = datetime(2025, 6, 28, 10, tzinfo=timezone.utc)
+    orders = [Order(f"{c}-{k}", f"c{c}", end - timedelta(days=100 * k + c % 5), Decimal("10"))
+              for c in range(30) for k in range(5)]
+    orders += [Order(f"s{c}-{k}", f"s{c}", end - timedelta(days=400 * k + c), Decimal("10"))
+               for c in range(3) for k in range(21)]
+    b = run_segmentation(con_with(orders), SegmentationConfig(), AS_OF).boundary
+    assert (b["gaps"], b["repeat_customers"]) == (180, 33)
+    assert b["curve"][-1]["days"] + b["window_days"] <= 110, b["curve"][-1]

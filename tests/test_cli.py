@@ -212,3 +212,33 @@ def test_no_predict_writes_the_rfm_columns_alone(shop, tmp_path):
     assert "churn_risk" in rows[0]
     lean = {r["customer_id"]: r["segment"] for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert lean == {r["customer_id"]: r["segment"] for r in rows}
+
+
+def test_every_segments_output_says_the_bad_rows_it_left_out_on_stderr(tmp_path):
+    """Only the summary table said "2 bad rows were left out": `segments --customers`, `--segment NAME`,
+    `--format csv` and `predict` left them out without a word. Each says it now, on stderr, never among its data
+    (a JSON output in its ``bad_rows``), as a ``warning:`` line that ``--quiet`` keeps;
+    and one customer is "1 customer", not "1 customers"."""
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount,status\no1,a,2025-06-01 10:00,100,completed\n"
+        "o2,a,2025-06-02 10:00,abc,completed\no3,b,2025-06-03 10:00,\"12,3,4\",completed\n", encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text('[source]\ntype = "file"\norders = "orders.csv"\ntimezone = "UTC"\ncurrency = "USD"\n'
+                   '[source.columns]\n' + "".join(f'{c} = "{c}"\n' for c in ("order_id", "customer_id", "ordered_at",
+                                                                              "amount", "status")), encoding="utf-8")
+    line = "warning: 2 bad rows were left out (see `rfmsync check`)."
+    for args in (["segments", "--customers", "-o", "-", "--no-predict"], ["segments", "--format", "csv"],
+                 ["segments", "--segment", "Churn", "--format", "csv"], ["segments", "--segment", "Churn"],
+                 ["predict"]):
+        result = run(*args, "--config", str(cfg), "--as-of", AS_OF)
+        assert line in result.stderr.splitlines(), (args, result.stderr)
+        assert "bad row" not in result.stdout, args
+        assert line in run(*args, "--config", str(cfg), "--as-of", AS_OF, "--quiet").stderr.splitlines(), args
+    for args in (["segments", "--format", "json"], ["segments", "--segment", "Churn", "--format", "json"],
+                 ["predict", "--format", "json"]):  # the JSON says it in its bad_rows
+        result = run(*args, "--config", str(cfg), "--as-of", AS_OF)
+        assert json.loads(result.stdout)["bad_rows"] == 2 and "bad row" not in result.stderr, args
+    table = run("segments", "--config", str(cfg), "--as-of", AS_OF)
+    assert line.removeprefix("warning: ") in table.stdout and "bad row" not in table.stderr  # under the table, once
+    assert "wrote 1 customer to stdout" in run("segments", "--customers", "-o", "-", "--config", str(cfg),
+                                               "--as-of", AS_OF).stderr.splitlines()

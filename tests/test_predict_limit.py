@@ -65,3 +65,49 @@ def test_predictions_at_that_edge_match_a_40_digit_reference(b, t, x, tx, T):
     assert float(got) == pytest.approx(_expected_purchases_by_mpmath(limit, t, x, tx, T), rel=1e-9)
     assert float(M.p_alive(bg, x, tx, T)) == 1.0
     assert float(M.clv(bg, np.ones(1), [x], [tx], [T], 52.0, 52 / 12, 0.01)[0]) > 0
+
+
+def test_a_fit_where_every_repeat_buyer_leaves_is_refused_not_high_churn_for_all():
+    """The other limit, a/(a+b) → 1: 100 customers of four months, every third back once 5–40 days later, none on a
+    third day. The likelihood rises as the dropout after a purchase goes to 1, the optimizer stopped on the way
+    (a = 39 026, b = 2.6·10⁻⁵) and every repeat buyer, those of two days ago too, got P(alive) 6·10⁻¹⁰, churn risk
+    high and CLV 0, without a word. The data do not identify when customers leave: the fit is refused, with why."""
+    rng = np.random.default_rng(2)
+    start, rows = date(2025, 8, 1), []
+    for c in range(100):
+        first = start + timedelta(days=int(rng.integers(0, 110)))
+        days = [first] + ([first + timedelta(days=int(rng.integers(5, 40)))] if c % 3 == 0 else [])
+        rows += [f"('o{c}-{k}', 'c{c}', TIMESTAMPTZ '{d} 10:00', {rng.integers(50, 150)}, 'EUR', 'completed', NULL)"
+                 for k, d in enumerate(d for d in days if d < date(2025, 12, 1))]
+    con = _shop("CREATE TEMP TABLE unused AS SELECT 1")
+    con.execute("INSERT INTO orders VALUES " + ", ".join(rows))
+    report = P.predict_customers(con, date(2025, 12, 1), P.PredictConfig())
+    assert report.bgnbd is None and "every repeat buyer drops out after his last purchase" in report.reason
+    assert "no customer bought on more than 2 days" in report.reason
+    [line] = report.warnings
+    assert line.startswith("predictions not computed (p_alive, expected_purchases, churn_probability, churn_risk")
+    assert "no customer bought on a third day: the model needs customers who buy three times" in line
+    assert "time_unit" not in line and "did not converge" not in line
+    assert con.execute("SELECT count(*), count(p_alive), count(churn_risk) FROM customer_predictions").fetchall() == [
+        (100, 0, 0)]
+
+
+@pytest.mark.parametrize("seed", [4, 10, 0])
+def test_a_shop_where_nobody_bought_on_a_third_day_gets_no_fit_wherever_the_optimizer_would_stop(seed):
+    """Whether b/(a+b) came out under a threshold depended on where the optimizer stopped: 2 000 customers of up to
+    800 days, 60 % back once in their last 5 days: seeds 4 and 10 stopped at a ≈ 590, b ≈ 0.0017 (b/(a+b) = 3·10⁻⁶),
+    not refused, every repeat buyer near P(alive) 0 (seed 0 stopped past the threshold and was refused). With no x above 1 the likelihood rises all the way to that limit:
+    the fit is refused exactly then, before it runs; one customer on a third day (of weight > 0) lets it run."""
+    rng = np.random.default_rng(seed)
+    T = rng.integers(2, 800, 2000).astype(float)
+    x = (rng.random(2000) < 0.6).astype(float)
+    t_x = np.where(x > 0, T - rng.integers(0, 5, 2000).clip(max=T - 1), 0.0)
+    with pytest.raises(M.FitError, match="no customer bought on more than 2 days"):
+        M.fit_bgnbd(x, t_x, T)
+    x[0], t_x[0] = 2.0, T[0] / 2
+    with pytest.raises(M.FitError, match="cannot tell when customers leave"):
+        M.fit_bgnbd(x, t_x, T, weights=np.r_[0.0, np.ones(1999)])
+    try:  # (this one repeat-of-repeat buyer does not identify the model: the fit may run off to the box's edge)
+        M.fit_bgnbd(x, t_x, T)
+    except M.FitError as e:
+        assert "cannot tell when customers leave" not in str(e)

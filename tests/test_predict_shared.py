@@ -179,7 +179,7 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
         want = _old(con, OLD_SPELLS.format(sample=sample), tz=tz, end_day=end_day)
         shared = _spells(con, days, as_of, every)
         own = build_purchase_days(con, as_of, tz, sampled_every=every, table="_own_days")
-        for durations, events, censored, _ in (shared, _spells(con, own, as_of, every)):
+        for durations, events, censored, *_ in (shared, _spells(con, own, as_of, every)):
             assert list(zip(durations.tolist(), events.tolist(), censored.tolist())) == want
 
 

@@ -589,3 +589,10 @@ def test_predictions_as_a_view_equal_the_table():
         assert len(rows) == report.customers and {r[4] for r in rows} >= {"low", "medium", "high"}
         seen.setdefault(view, (rows, report.to_json()))
     assert seen[True] == seen[False]
+
+
+def test_a_shop_of_one_customer_is_told_in_the_singular():
+    from segmentation import fitnotes
+
+    assert str(fitnotes.too_few_customers(1, 50)) == "only 1 customer with a completed order (need 50)"
+    assert str(fitnotes.too_few_customers(12, 50)) == "only 12 customers with a completed order (need 50)"

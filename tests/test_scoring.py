@@ -128,3 +128,23 @@ def test_revenue_shares_of_a_total_below_zero_are_zero_not_flipped():
     assert sorted((r["revenue"], r["revenue_pct"]) for s, r in rows.items() if r["customers"] and s != "Total") == [
         (-50.0, 0.0), (0.0, 0.0)]
     assert "-0.0" not in json.dumps(res.summary)
+
+
+@pytest.mark.parametrize("big", [1e15, 2e15, 9e15], ids=["1e15", "2e15", "9e15"])
+def test_cut_points_of_collapsed_levels_stay_ascending_at_any_magnitude(big):
+    """Seven customers at 100 000 and three at 1e15: the empty monetary levels collapse onto the top one and were
+    nudged down by 1e-6, a step lost above ~1.7e10, so two equal cut points failed validation (exit 70). The
+    nudge is one float step there: the cut points stay strictly ascending and reproduce these scores. An empty
+    top level's cut point was 1e15 + k, below the amounts of 2e15: re-scored with the cut points, the top
+    customers moved M4 → M5 (and the ESP sync would have moved them too); it is now above the column's max.
+    (One float step is 0.125–1 at these magnitudes, coarser than cents: a customer a cent or two below a collapsed
+    cut point can still move; amounts that large are not a shop's, see the 16-digit limit.)"""
+    spec = {f"c{i}": (i + 1, 1, 100_000 if i < 7 else big) for i in range(10)}
+    con = con_with_customers(spec)
+    res = run_segmentation(con, SegmentationConfig(preset="classic-5"), AS_OF, with_boundary=False)
+    mon = res.cut_points.monetary
+    assert all(a < b for a, b in zip(mon, mon[1:])) and big in mon and mon[-1] > big
+    first = con.execute("SELECT customer_id, r, f, m, segment FROM customer_segments ORDER BY 1").fetchall()
+    run_segmentation(con, SegmentationConfig(preset="classic-5"), AS_OF, cut_points=res.cut_points,
+                     with_boundary=False)
+    assert con.execute("SELECT customer_id, r, f, m, segment FROM customer_segments ORDER BY 1").fetchall() == first

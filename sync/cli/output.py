@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from connectors.counts import agrees, counted
+
 if TYPE_CHECKING:
     from ..planning.plan import Plan
 
@@ -183,8 +185,20 @@ def print_summary(run, title: str | None = None) -> None:
         if b.get("gap_percentiles"):
             out.print("Days between purchases: " + ", ".join(f"{k} {v}" for k, v in b["gap_percentiles"].items()))
     if run.bad_row_count:
-        out.print(Text.assemble(styled(f"{run.bad_row_count} bad rows were left out", "yellow"),
-                                " (see `rfmsync check`)."))
+        out.print(Text.assemble(styled(bad_rows_line(run.bad_row_count), "yellow"), " (see `rfmsync check`)."))
+
+
+def bad_rows_line(n: int) -> str:
+    """``2 bad rows were left out``: what a run's outputs say of the source rows it could not read."""
+    return f"{counted(n, 'bad row')} {agrees(n, 'was', 'were')} left out"
+
+
+def print_bad_rows(run) -> None:
+    """The bad-row count of a run whose stdout is data (a CSV, JSON, a listing): on stderr, never among the data;
+    the summary table says it on stdout under the table (:func:`print_summary`). A ``warning:`` line: rows left
+    out change the data, so ``--quiet`` keeps it."""
+    if run.bad_row_count:
+        print_warnings([f"{bad_rows_line(run.bad_row_count)} (see `rfmsync check`)."])
 
 
 def print_segment_customers(segment: str, rows: list[dict]) -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from connectors.counts import counted
 from segmentation import PRESETS
 
 from .main import as_of_option, config_option, load, reading, reading_options
-from .output import info, print_predict, print_segment_customers, print_summary, print_warnings, status
+from .output import (info, print_bad_rows, print_predict, print_segment_customers, print_summary, print_warnings,
+                     status)
 
 
 @click.command()
@@ -61,12 +63,17 @@ def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, w
             _record(cfg, run, preset)
         if customers:
             n = _write_customers(run, output)
-            info(f"wrote {n} customers to {'stdout' if output == '-' else output}")
+            info(f"wrote {counted(n, 'customer')} to {'stdout' if output == '-' else output}")
+            print_bad_rows(run)
             return
         if segment is not None:
             _emit_segment(run, segment, limit, sort, fmt, output)
+            if fmt != "json":  # (the JSON has bad_rows)
+                print_bad_rows(run)
             return
         _emit_summary(run, fmt, output)
+        if fmt == "csv":  # (the table says it under the boundary, the JSON in bad_rows)
+            print_bad_rows(run)
     finally:
         run.close()
 
@@ -103,7 +110,7 @@ def _emit_segment(run, segment: str, limit: int, sort: str, fmt: str, output: st
         return
     if fmt == "json":
         text = json.dumps({"segment": segment, "as_of": run.result.as_of.isoformat(), "sort": sort,
-                           "customers": rows, "warnings": list(run.warnings)},
+                           "customers": rows, "bad_rows": run.bad_row_count, "warnings": list(run.warnings)},
                           ensure_ascii=False, indent=2, default=str)
     else:
         text = rows_csv(rows, SEGMENT_COLUMNS)
@@ -146,6 +153,7 @@ def predict(config_path, as_of, fmt):
     print_warnings(run.warnings)
     try:
         report = run.predictions.to_json()
+        report["bad_rows"] = run.bad_row_count  # (the table says it on stderr)
         report["warnings"] = list(run.warnings)  # the models' own and the run's (stale data, ...)
         # the predictions' columns are not joined into the segments table (unless a rule reads one): the two
         # columns counted here are joined instead, the cheaper of the two joins of a million customers
@@ -160,6 +168,7 @@ def predict(config_path, as_of, fmt):
         if fmt == "json":
             click.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
             return
+        print_bad_rows(run)
         print_predict(report)
     finally:
         run.close()
