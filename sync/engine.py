@@ -4,8 +4,10 @@ Every item's outcome is folded into the ledger as its API call completes (group-
 :mod:`sync.outcomes`, so the calls never wait for the ledger): a failure at once, a contact's pushed state once
 its last operation of the run has answered (its upsert and its tag calls answer close together). So a failed item
 stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
-outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). A
-second run with no data change plans nothing and makes zero write calls.
+outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). The
+adds and creates it sends are written before its first call and forgotten when it ends (:mod:`sync.ledger.inflight`):
+a killed run's are in doubt, taken off whoever no longer gets them. A second run with no data change plans nothing
+and makes zero write calls. The locks it holds: :mod:`sync.held_lock`.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
 pull → segment → plan → apply together is :func:`sync.api.run_sync`.
@@ -14,20 +16,20 @@ pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
-from .errors import LedgerError, LockBusyError, LockLostError, RunStopped
-from .ledger import Ledger, Locks, owner_process_gone
+from .errors import LedgerError, RunStopped
+from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (re-exported)
+from .ledger import Ledger
+from .ledger.inflight import in_flight_ops
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
@@ -37,93 +39,6 @@ if TYPE_CHECKING:
     from .ledger.readahead import ReadAhead
 
 log = logging.getLogger(__name__)
-
-class HeldLock:
-    """A ledger lock held by this process, kept from expiring while it is held: a thread refreshes it every third
-    of its time to live (a run longer than the TTL must not let the next run take it and apply the same
-    destination at the same time). :meth:`check` raises :class:`LockLostError` once a refresh found the lock
-    taken by another holder (this process stalled past the TTL, or the clocks of two hosts disagree)."""
-
-    def __init__(self, ledger: Locks, name: str, owner: str, ttl_seconds: float) -> None:
-        self.ledger, self.name, self.owner, self.ttl_seconds = ledger, name, owner, ttl_seconds
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"rfmsync-lock-{name}", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.ttl_seconds / 3):
-            try:
-                held = self.ledger.refresh_lock(self.name, self.owner, ttl_seconds=self.ttl_seconds)
-            except Exception as exc:  # the ledger unreachable for now: the lock holds until its TTL, try again
-                log.warning("lock %s: could not be refreshed (%s); trying again", self.name, type(exc).__name__)
-                continue
-            if not held:
-                self.lost = True
-                log.error("lock %s: taken by another holder while this run held it; stopping", self.name)
-                return
-
-    def check(self) -> None:
-        if self.lost:
-            err = LockLostError(f"{self.name}: the lock was taken by another holder while this run held it "
-                                "(it could not be refreshed in time); stopped, the next run plans the rest")
-            err.lock_name = self.name  # type: ignore[attr-defined]
-            raise err
-
-    def confirm(self) -> None:
-        """Refresh the lock now, whatever the heartbeat did: :class:`LockLostError` when another holder has it (this
-        process was paused past the TTL: SIGSTOP, a suspended VM or laptop, and another took it over meanwhile)."""
-        self.check()
-        if not self.ledger.refresh_lock(self.name, self.owner, ttl_seconds=self.ttl_seconds):
-            self.lost = True
-            log.error("lock %s: taken by another holder while this run held it; stopping", self.name)
-            self.check()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-#: what :func:`between_batches` asks every apply of this thread (context) to check between two batches
-_BETWEEN: ContextVar[Callable[[], None] | None] = ContextVar("rfmsync_between_batches", default=None)
-
-
-@contextmanager
-def between_batches(check: Callable[[], None]) -> Iterator[None]:
-    """Every :func:`execute_plan` made inside this block (in this thread) calls ``check()`` before it starts and
-    between two batches of ESP calls; ``check`` raises to stop it there (:class:`RunStopped`: a stop asked for,
-    the run recorded ``stopped``; :class:`LockLostError`: a lock of the caller's lost, recorded ``failed``). The
-    batches answered are recorded, as when a destination lock is lost: the next run plans the rest and sends
-    nothing twice. The scheduler's hook for SIGTERM and for its own ``schedule`` lock."""
-    token = _BETWEEN.set(check)
-    try:
-        yield
-    finally:
-        _BETWEEN.reset(token)
-
-
-@contextmanager
-def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Iterator[HeldLock]:
-    """A ledger lock (a destination's, the scheduler's), refreshed while held (:class:`HeldLock`), that a killed
-    process on this host cannot block: its lock is taken over."""
-    try:
-        owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
-    except LockBusyError as exc:
-        holder = getattr(exc, "holder", "")
-        if not holder or not owner_process_gone(holder):
-            raise
-        log.warning("taking over lock %s from %s (process no longer exists)", name, holder)
-        ledger.release_lock(name, holder)
-        owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
-    held = HeldLock(ledger, name, owner, ttl_seconds)
-    try:
-        yield held
-    finally:
-        try:
-            held.stop()
-        finally:
-            ledger.release_lock(name, owner)
-
 
 @dataclass
 class ApplyReport:
@@ -220,6 +135,17 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
 
 
+def _landed(ledger: Ledger, destination: str, run_id: int) -> None:
+    """The run's apply ended: its operations are no longer in flight (their outcomes are in the ledger). A ledger
+    that fails here leaves the row, and the run's own error is the one raised: the next apply finds the outcomes
+    recorded and doubts only the others (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`)."""
+    try:
+        ledger.clear_in_flight(destination, run_id)
+    except Exception as exc:
+        log.warning("sync %s: run %d's operations in flight were not cleared (%s); the next apply finds their "
+                    "outcomes in the ledger", destination, run_id, type(exc).__name__)
+
+
 class _Summary:
     """The sync's one INFO line (a scheduled sync prints nothing else), logged when the apply ends, however it
     ends, once its run was started: ``sync <destination> <status>: …`` with the run's status (``failed`` when it
@@ -259,14 +185,15 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
     ``alone``: the plan is a held plan's consent withdrawals alone (:mod:`sync.planning.withdrawals`): it settles
     the lost-tag memory of its own contacts only, never of the contacts it leaves to the held plan."""
-    between = _BETWEEN.get()
+    between = between_check()
 
     def checkpoint() -> None:
         held.check()
         if between is not None:
             between()
 
-    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
+    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary, \
+            ExitStack() as ending:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
@@ -287,6 +214,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                   "ledger_only": 0, "kept_out": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
+            # what runs that ended without finishing left in flight is in doubt now (sync.ledger.inflight)
+            ledger.doubt_in_flight(plan.destination, run_id, lambda keys: ledger.load_states(plan.destination, keys))
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers,
             # a withdrawals-alone plan only the withdrawn: the held plan gives the others their lost tags back)
@@ -299,6 +228,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             # again); those with nothing else to write (no ESP call) are counted as ledger_only, not as changes
             moved = ledger.record_owners(plan.destination, plan.owners, lock=(held.name, held.owner)) \
                 if plan.owners else []
+            # the adds (and creates) this run sends, durable before the first call; forgotten when it ends, however
+            # it ends: a run killed leaves them, in doubt (sync.ledger.inflight)
+            if ledger.note_in_flight(plan.destination, run_id, in_flight_ops(plan.changes)):
+                ending.callback(_landed, ledger, plan.destination, run_id)
         except Exception as exc:
             ledger.finish_run(run_id, "failed", counts, error=str(exc))
             raise

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select, text
 from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
-from .schema import cursors, failures, kept_out, lost_tags, pushed_state, state_revisions, state_tokens
+from .schema import cursors, failures, in_flight, kept_out, lost_tags, pushed_state, state_revisions, state_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -66,7 +66,9 @@ class StateMoves:
             if lock is not None:
                 check_lock_held(conn, *lock)
             deleted = conn.execute(delete(pushed_state).where(pushed_state.c.destination == destination)).rowcount
-            for table in (lost_tags, failures, kept_out):  # kept out of the old audience: read again in the new
+            # kept out of the old audience: read again in the new; a killed run's operations in flight (in_flight):
+            # the old audience's
+            for table in (lost_tags, failures, kept_out, in_flight):
                 conn.execute(delete(table).where(table.c.destination == destination))
             revision = self._bump_revision(conn, destination)
             write_cursor(self._db, conn, *cursor, target)
@@ -155,7 +157,7 @@ class StateMoves:
         a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination` deletes."""
         with self._db.read() as conn:
             names = set(conn.execute(_with_rows()).scalars())
-            names.update(n for table in (failures, lost_tags, kept_out)
+            names.update(n for table in (failures, lost_tags, kept_out, in_flight)
                          for n in conn.execute(select(table.c.destination).distinct()).scalars())
             names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
         return sorted(names)
@@ -169,7 +171,7 @@ class StateMoves:
         revisions go too but the current one's (a name no longer saved never prunes them: up to 100 000 rows). The
         counter's revision (None: nothing was held)."""
         deleted = sum(conn.execute(delete(table).where(table.c.destination == name)).rowcount
-                      for table in (pushed_state, lost_tags, failures, kept_out))
+                      for table in (pushed_state, lost_tags, failures, kept_out, in_flight))
         deleted += conn.execute(delete(cursors).where(cursors.c.source == cursor[0],
                                                       cursors.c.obj == cursor[1])).rowcount
         revision = self._next_counter(conn, name, new_epoch=True).revision if deleted else None

@@ -1,0 +1,138 @@
+"""Operations in flight: what an apply is sending, durable before its first ESP call.
+
+An apply's outcomes reach the ledger as its calls answer (:mod:`sync.outcomes`); a process killed (SIGKILL, the
+OOM killer, a power cut) after the ESP carried out an add but before its outcome was written leaves no trace of it:
+the ledger says nothing was pushed, and the tag would stay on a contact who later withdraws or leaves for ever. So
+:func:`sync.engine.execute_plan`, under the destination's lock and before any ESP call, writes the operations the
+ESP may carry out for good (the adds ``tag+<name>``, a list's too, and the upserts that create a contact) as one
+``in_flight`` row of its run, and deletes that row when the apply ends, however it ends.
+
+A row left behind is a run that ended without finishing: its operations are in doubt. The plans read them as
+they read the pending failed adds (:meth:`InFlight.stale_ops`, with :meth:`~sync.ledger.failures.FailureLog.doubted_ops`:
+:mod:`sync.planning.doubt`), and the next apply of the destination, holding its lock (so no other run of it is
+sending), turns them into pending failures (:meth:`InFlight.doubt_in_flight`), the path of an add whose answer was
+lost: taken off once no longer his, settled by that removal or by the add done again. The operations whose
+outcome the killed run did record (the ledger's pushed state holds the tag, the contact) are left out.
+
+One row per run (the pairs zlib-compressed JSON ``{op: [key, ...]}``), not one per operation: a first sync of a
+million contacts writes and deletes one row, not a million (see BENCHMARKS.md, "inflight30").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from sqlalchemy import delete, select
+
+from ..model import PushedState
+from .db import LedgerDB, chunks
+from .owners import owner_process_gone
+from .schema import failures, in_flight, runs
+
+log = logging.getLogger(__name__)
+
+
+def in_flight_ops(changes: Iterable[Any]) -> dict[str, list[str]]:
+    """The operations of ``changes`` (:class:`~sync.model.ContactChange`) the ESP may carry out though rfmsync
+    never learns it, by op: each add (``tag+<name>``) and each upsert that creates the contact (``upsert``).
+    A removal or a field's write is left out: done again, or left undone, it keeps or takes nothing away."""
+    ops: dict[str, list[str]] = {}
+    for c in changes:
+        if c.create:
+            ops.setdefault("upsert", []).append(c.key)
+        for tag in c.add_tags:
+            ops.setdefault("tag+" + tag, []).append(c.key)
+    return ops
+
+
+def _pack(ops: Mapping[str, list[str]]) -> bytes:
+    return zlib.compress(json.dumps(ops, separators=(",", ":")).encode("utf-8"), 1)
+
+
+def _unpack(blob: bytes) -> Iterator[tuple[str, str]]:
+    for op, keys in json.loads(zlib.decompress(bytes(blob)).decode("utf-8")).items():
+        for key in keys:
+            yield key, op
+
+
+class InFlight:
+    """The ``in_flight`` table."""
+
+    def __init__(self, db: LedgerDB) -> None:
+        self._db = db
+
+    def note_in_flight(self, destination: str, run_id: int, ops: Mapping[str, list[str]]) -> int:
+        """Write run ``run_id``'s operations in flight (:func:`in_flight_ops`) in one row; the count written."""
+        count = sum(map(len, ops.values()))
+        if count:
+            with self._db.write() as conn:
+                conn.execute(in_flight.insert().values(destination=destination, run_id=run_id, ops=count,
+                                                       pairs=_pack(ops)))
+        return count
+
+    def clear_in_flight(self, destination: str, run_id: int) -> None:
+        """The run's apply ended (however): its operations are no longer in flight."""
+        t = in_flight
+        with self._db.write() as conn:
+            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id == run_id))
+
+    def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(key, op)`` left in flight by the destination's runs that ended without finishing (recorded as ended,
+        or ``running`` but owned by a process of this host that no longer exists; another host's run still
+        ``running`` is told only when the next apply holds the lock: :meth:`doubt_in_flight`), of ``keys`` only
+        when given (a webhook resync's). Read only: a dry run's plan sees them too."""
+        t, r = in_flight, runs
+        with self._db.read() as conn:
+            if conn.execute(select(t.c.run_id).where(t.c.destination == destination).limit(1)).first() is None:
+                return []  # nearly always: one keyed look
+            rows = conn.execute(select(t.c.pairs, r.c.status, r.c.owner).select_from(
+                t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination)).all()
+        wanted = None if keys is None else set(keys)
+        return [(key, op) for pairs, status, owner in rows
+                if status != "running" or (owner is not None and owner_process_gone(owner))
+                for key, op in _unpack(pairs) if wanted is None or key in wanted]
+
+    def doubt_in_flight(self, destination: str, run_id: int,
+                        states: Callable[[list[str]], Mapping[str, PushedState]]) -> int:
+        """Turn the operations the destination's other runs left in flight into pending failures (in doubt:
+        :mod:`sync.planning.doubt`) and delete their rows; called under the destination's lock by run ``run_id``,
+        so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
+        pushed state holds the tag, or the contact for an upsert) is left out; a failure already pending keeps
+        its row. The failures written."""
+        t, r = in_flight, runs
+        with self._db.read() as conn:
+            rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.id).select_from(
+                t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination, t.c.run_id != run_id)
+            ).all()
+        if not rows:
+            return 0
+        run_of = {dead: known for dead, _, known in rows}  # (a run row deleted since: the failure names none)
+        left = [(dead, key, op) for dead, pairs, _ in rows for key, op in _unpack(pairs)]
+        state = states(list(dict.fromkeys(key for _, key, _ in left)))
+        now = self._db.clock()
+        doubted = [{"destination": destination, "key": key, "op": op, "attempts": 1, "run_id": run_of[dead],
+                    "last_error": f"in doubt: run {dead} ended without finishing (killed) while this operation was "
+                                  f"in flight: whether the ESP carried it out is unknown",
+                    "first_failed_at": now, "last_failed_at": now}
+                   for dead, key, op in left if not _recorded(state.get(key), op)]
+        stmt = self._db.insert(failures).on_conflict_do_nothing(
+            index_elements=[failures.c.destination, failures.c.key, failures.c.op])
+        with self._db.write() as conn:
+            for chunk in chunks(doubted):
+                conn.execute(stmt, list(chunk))
+            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id.in_(list(run_of))))
+        if doubted:
+            log.warning("sync %s: %d operations of runs that ended without finishing (%s) are in doubt: the ESP may "
+                        "have carried them out; the plans take those tags off whoever no longer gets them",
+                        destination, len(doubted), ", ".join(map(str, run_of)))
+        return len(doubted)
+
+
+def _recorded(prev: PushedState | None, op: str) -> bool:
+    """Whether the ledger holds ``op``'s outcome: the tag among his pushed tags, or (an upsert) the contact."""
+    if prev is None:
+        return False
+    return op[4:] in prev.tags if op.startswith("tag+") else prev.exists
