@@ -1,0 +1,47 @@
+"""``rfmsync apply`` of a saved plan agrees with ``sync`` on what is in doubt (sync.planning.doubt): a failed upsert
+the plan no longer makes is forgotten when the plan is applied (never by ``plan``), and a withdrawal that takes off
+only tags the contact may hold (doubted adds) is a withdrawal, sent alone when other plan guards hold the rest."""
+
+from __future__ import annotations
+
+import json
+
+from sync.guards import believed_withdrawals
+from sync.ledger import Ledger
+from sync.model import ContactChange, ItemResult, PushedState
+from sync.planning.plan import Plan
+from tests.builders import run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_retire_fields import AS_OF, make_shop
+
+
+def _failures(cfg) -> list[tuple[str, str]]:
+    return [(f["key"], f["op"]) for f in json.loads(cli("failures", "--config", str(cfg), "--format", "json").stdout)]
+
+
+def test_apply_of_a_saved_plan_forgets_a_moot_upsert_as_sync_does(tmp_path, monkeypatch, mailchimp_fake,
+                                                                  ledger_url):  # noqa: F811
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    with Ledger.connect(ledger_url) as ledger:
+        dest = ledger.recent_runs(1)[0]["destination"]
+        key = sorted(ledger.load_state(dest))[0]  # synced: no plan upserts him again
+        ledger.record_failures(dest, None, [ItemResult(key, "upsert", False, "HTTP 200: an HTML page")])
+    saved = tmp_path / "plan.json"
+    cli("plan", "--config", str(cfg), "--as-of", AS_OF, "-o", str(saved))
+    assert _failures(cfg) == [(key, "upsert")]  # a plan forgets nothing
+    cli("apply", "--config", str(cfg), str(saved))
+    assert _failures(cfg) == []
+
+
+def test_a_saved_plans_doubted_withdrawal_is_believed():
+    """He withdrew (no consent, ``skip``): his change takes off a tag whose add was lost, which the ledger does not
+    say he holds. The planners list him as withdrawn; apply believes it once it knows the doubt."""
+    change = ContactChange(key="w@x.uz", email="w@x.uz", customer_id="1", segment="Best active", create=False,
+                           status_if_new=None, remove_tags=frozenset({"VIP"}))
+    plan = Plan(destination="mc", type="mailchimp", changes=(change,), skipped=(), managed_tags=("VIP",),
+                fields={}, ledger_revision=1, withdrawn=("w@x.uz",))
+    state = {"w@x.uz": PushedState("w@x.uz", "1", frozenset(), {}, True)}
+    assert believed_withdrawals(plan, "skip", state, {"w@x.uz": frozenset({"VIP"})}) == ("w@x.uz",)
+    held = {"w@x.uz": PushedState("w@x.uz", "1", frozenset({"VIP"}), {}, True)}
+    assert believed_withdrawals(plan, "skip", held) == ("w@x.uz",)  # as a tag the ledger knows he holds
