@@ -108,3 +108,12 @@ def test_a_run_that_ends_leaves_nothing_in_flight_and_a_dead_runs_ops_become_dou
         assert set(pending) == {("a@x.uz", "upsert"), ("a@x.uz", "tag+VIP"), ("b@x.uz", "tag+Out")}
         assert all(f["run_id"] == dead and "in doubt" in f["last_error"] for f in pending.values())
         assert sorted(ledger.doubted_ops("mc")) == sorted(pending)  # read once: from the failures now
+
+
+def test_any_key_and_tag_name_is_read_back_as_written(ledger_url):  # noqa: F811
+    ops = {"tag+Сон ёжик": ["ж@пример.uz", "b@x.uz"], "upsert": ["line\nbreak@x.uz", "c@x.uz"], "tag+none": []}
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "mc")
+        ledger.note_in_flight("mc", run, ops)
+        ledger.finish_run(run, "stopped", {})
+        assert sorted(ledger.doubted_ops("mc")) == sorted((k, op) for op, keys in ops.items() for k in keys)
