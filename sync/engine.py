@@ -30,6 +30,7 @@ from .errors import LedgerError, RunStopped
 from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (re-exported)
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
+from .ledger.locks import apply_lock
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
@@ -192,7 +193,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if between is not None:
             between()
 
-    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary, \
+    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary, \
             ExitStack() as ending:
         if replan is not None:
             now = ledger.state_counter(plan.destination)

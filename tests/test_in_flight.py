@@ -87,9 +87,13 @@ def test_a_run_that_ends_leaves_nothing_in_flight_and_a_dead_runs_ops_become_dou
                              _change("c@x.uz")])
         assert {op: sorted(keys) for op, keys in ops.items()} == {
             "upsert": ["a@x.uz"], "tag+VIP": ["a@x.uz", "b@x.uz"], "tag+Out": ["b@x.uz"]}
+        owner = ledger.acquire_lock("sync:mc")  # (as its apply holds it)
         live = ledger.start_run("sync", "mc")
         assert ledger.note_in_flight("mc", live, ops) == 4
-        assert ledger.doubted_ops("mc") == []  # its process is alive: not in doubt
+        assert ledger.doubted_ops("mc") == []  # running, the lock held: not in doubt
+        ledger.release_lock("sync:mc", owner)  # nobody holds it (a run of another host, its lock's time lapsed)
+        assert len(ledger.doubted_ops("mc")) == 4
+        owner = ledger.acquire_lock("sync:mc")
         ledger.finish_run(live, "succeeded", {})
         ledger.clear_in_flight("mc", live)
         assert ledger.doubted_ops("mc") == []

@@ -30,7 +30,8 @@ from sqlalchemy import delete, select
 from ..model import PushedState
 from .db import LedgerDB, chunks
 from .owners import owner_process_gone
-from .schema import failures, in_flight, runs
+from .locks import apply_lock
+from .schema import failures, in_flight, locks, runs
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +95,23 @@ class InFlight:
             conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id == run_id))
 
     def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
-        """``(key, op)`` left in flight by the destination's runs that ended without finishing (recorded as ended,
-        or ``running`` but owned by a process of this host that no longer exists; another host's run still
-        ``running`` is told only when the next apply holds the lock: :meth:`doubt_in_flight`), of ``keys`` only
-        when given (a webhook resync's). Read only: a dry run's plan sees them too."""
-        t, r = in_flight, runs
+        """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
+        when given (a webhook resync's). A run's row is written and deleted under the destination's lock
+        (:func:`apply_lock`), so every row is stale once nobody holds that lock (released, or its time to live
+        lapsed: a killed process of another host too), and so is a row of a run recorded as ended, or ``running``
+        but owned by a process of this host that no longer exists. Read only: a dry run's plan sees them too."""
+        t, r, lk = in_flight, runs, locks
         with self._db.read() as conn:
             if conn.execute(select(t.c.run_id).where(t.c.destination == destination).limit(1)).first() is None:
                 return []  # nearly always: one keyed look
             rows = conn.execute(select(t.c.pairs, r.c.status, r.c.owner).select_from(
                 t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination)).all()
+            lock = conn.execute(select(lk.c.owner, lk.c.expires_at).where(lk.c.name == apply_lock(destination))
+                                ).first()
+        held = lock is not None and lock.expires_at > self._db.clock() and not owner_process_gone(lock.owner)
         wanted = None if keys is None else set(keys)
         return [(key, op) for pairs, status, owner in rows
-                if status != "running" or (owner is not None and owner_process_gone(owner))
+                if not held or status != "running" or (owner is not None and owner_process_gone(owner))
                 for key, op in _unpack(pairs) if wanted is None or key in wanted]
 
     def doubt_in_flight(self, destination: str, run_id: int,
