@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LedgerError, RunStopped
-from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (re-exported)
+from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (the first three re-exported)
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
 from .ledger.locks import apply_lock
@@ -327,3 +327,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
                            ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds,
                            forgotten=frozenset(forgotten))
+
+
+__all__ = ["COPY_AFTER", "LOCK_TTL", "ApplyReport", "HeldLock", "between_batches", "destination_lock", "execute_plan",
+           "lost_in_destination"]
