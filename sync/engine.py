@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LedgerError, RunStopped
-from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (the first three re-exported)
+from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (all but between_check re-exported)
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
 from .ledger.locks import apply_lock

@@ -8,8 +8,8 @@ ESP may carry out for good (the adds ``tag+<name>``, a list's too, and the upser
 ``in_flight`` row of its run, and deletes that row when the apply ends, however it ends.
 
 A row left behind is a run that ended without finishing: its operations are in doubt. The plans read them as
-they read the pending failed adds (:meth:`InFlight.stale_ops`, with :meth:`~sync.ledger.failures.FailureLog.doubted_ops`:
-:mod:`sync.planning.doubt`), and the next apply of the destination, holding its lock (so no other run of it is
+they read the pending failed adds (:meth:`InFlight.stale_ops`, with
+:meth:`~sync.ledger.failures.FailureLog.doubted_ops`: :mod:`sync.planning.doubt`), and the next apply of the destination, holding its lock (so no other run of it is
 sending), turns them into pending failures (:meth:`InFlight.doubt_in_flight`), the path of an add whose answer was
 lost: taken off once no longer his, settled by that removal or by the add done again. The operations whose
 outcome the killed run did record (the ledger's pushed state holds the tag, the contact) are left out.
