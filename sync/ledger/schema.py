@@ -186,7 +186,7 @@ in_flight = Table(
     Column("destination", String(200), primary_key=True),
     Column("run_id", Integer, primary_key=True, autoincrement=False),  # the run sending them (runs.id)
     Column("ops", Integer, nullable=False),  # how many operations ``pairs`` holds
-    # the (key, op) pairs, zlib-compressed JSON {op: [key, ...]} (sync.ledger.inflight): one row per run
+    # the (key, op) pairs, compressed (sync.ledger.inflight._pack): one row per run
     Column("pairs", LargeBinary, nullable=False),
 )
 
