@@ -46,7 +46,7 @@ def in_flight_ops(changes: Iterable[Any]) -> dict[str, list[str]]:
         if c.create:
             ops.setdefault("upsert", []).append(c.key)
         for tag in c.add_tags:
-            ops.setdefault("tag+" + tag, []).append(c.key)
+            ops.setdefault(f"tag+{tag}", []).append(c.key)
     return ops
 
 
