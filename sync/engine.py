@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import ChainMap
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -136,10 +136,16 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
 
 
-def _landed(ledger: Ledger, destination: str, run_id: int) -> None:
-    """The run's apply ended: its operations are no longer in flight (their outcomes are in the ledger). A ledger
-    that fails here leaves the row, and the run's own error is the one raised: the next apply finds the outcomes
-    recorded and doubts only the others (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`)."""
+def _landed(ledger: Ledger, destination: str, run_id: int, noted: Future[int]) -> None:
+    """The run's apply ended: its operations are no longer in flight (their outcomes are in the ledger; ``noted``:
+    the write of them, whose count says whether there is a row). A ledger that fails here leaves the row, and the
+    run's own error is the one raised: the next apply finds the outcomes recorded and doubts only the others
+    (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`)."""
+    try:
+        if not noted.result():
+            return  # nothing was in flight
+    except Exception:  # not written (the run failed on it, before any call): nothing to clear
+        return
     try:
         ledger.clear_in_flight(destination, run_id)
     except Exception as exc:
@@ -229,10 +235,6 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             # again); those with nothing else to write (no ESP call) are counted as ledger_only, not as changes
             moved = ledger.record_owners(plan.destination, plan.owners, lock=(held.name, held.owner)) \
                 if plan.owners else []
-            # the adds (and creates) this run sends, durable before the first call; forgotten when it ends, however
-            # it ends: a run killed leaves them, in doubt (sync.ledger.inflight)
-            if ledger.note_in_flight(plan.destination, run_id, in_flight_ops(plan.changes)):
-                ending.callback(_landed, ledger, plan.destination, run_id)
         except Exception as exc:
             ledger.finish_run(run_id, "failed", counts, error=str(exc))
             raise
@@ -246,7 +248,11 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             summary.status = "succeeded"
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused_for(len(plan.changes)), \
-                ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+                ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+            # the adds (and creates) this run sends, written while it gets ready, durable before its first call;
+            # forgotten when it ends, however it ends: a run killed leaves them, in doubt (sync.ledger.inflight)
+            noted = early.submit(lambda: ledger.note_in_flight(plan.destination, run_id, in_flight_ops(plan.changes)))
+            ending.callback(_landed, ledger, plan.destination, run_id, noted)
             by_key = {c.key: c for c in plan.changes}
             # the pushed state of the contacts this plan touches, read while the first calls are out: the fold
             # needs it from the first outcome on (a read that fails fails the run there, like a crash: the
@@ -302,6 +308,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                         fold.state, loaded_into[0] = _without_lost(forgotten, loaded.result()), True
                     errors += lost
                     checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
+                    noted.result()  # the operations in flight are in the ledger before the first call goes
                     client.apply(plan.changes, on_results)
                     missing = fold.unanswered() if fold.done < len(by_key) else None
                     if missing:  # an operation nobody reported on is a failure, never counted as done
