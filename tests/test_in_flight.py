@@ -13,10 +13,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from sync.engine import execute_plan
+from sync.errors import DestinationConfigError
 from sync.ledger import Ledger
 from sync.ledger.inflight import in_flight_ops
 from sync.model import ContactChange, PushedState
 from tests.builders import run_cli as cli
+from tests.test_apply_outcomes import change, client, ledger, plan_of  # noqa: F401
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_retire_fields import AS_OF, make_shop
 from tests.test_retire_fields_esp import _withdraw_consent
@@ -121,3 +126,13 @@ def test_any_key_and_tag_name_is_read_back_as_written(ledger_url):  # noqa: F811
         ledger.note_in_flight("mc", run, ops)
         ledger.finish_run(run, "stopped", {})
         assert sorted(ledger.doubted_ops("mc")) == sorted((k, op) for op, keys in ops.items() for k in keys)
+
+
+def test_an_apply_that_fails_leaves_nothing_in_flight(mailchimp_fake, client, ledger):  # noqa: F811
+    """The tag calls refused (a revoked key): the apply stops with a config error; its row in flight is deleted
+    all the same (its outcomes are in the ledger: the failures, the upserts that answered)."""
+    mailchimp_fake.fail(401, times=None, fraction=1.0, path=r"/segments/\d+$")
+    with pytest.raises(DestinationConfigError):
+        execute_plan(plan_of([change(i) for i in range(25)]), client, ledger)
+    assert ledger.in_flight.stale_ops("mc") == []
+    assert ledger.recent_runs(1)[0]["status"] == "failed"
