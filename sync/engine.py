@@ -5,9 +5,9 @@ Every item's outcome is folded into the ledger as its API call completes (group-
 its last operation of the run has answered (its upsert and its tag calls answer close together). So a failed item
 stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
 outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). The
-adds and creates it sends are written before its first call and forgotten when it ends (:mod:`sync.ledger.inflight`):
-a killed run's are in doubt, taken off whoever no longer gets them. A second run with no data change plans nothing
-and makes zero write calls. The locks it holds: :mod:`sync.held_lock`.
+adds and creates it sends are written before its first call and forgotten when it ends normally
+(:mod:`sync.ledger.inflight`): a killed or failed run's are in doubt, taken off whoever no longer gets them. A
+second run with no data change plans nothing and makes zero write calls. The locks it holds: :mod:`sync.held_lock`.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
 pull → segment → plan → apply together is :func:`sync.api.run_sync`.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections import ChainMap
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -137,10 +136,12 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
 
 
 def _landed(ledger: Ledger, destination: str, run_id: int, noted: Future[int]) -> None:
-    """The run's apply ended: its operations are no longer in flight (their outcomes are in the ledger; ``noted``:
-    the write of them, whose count says whether there is a row). A ledger that fails here leaves the row, and the
-    run's own error is the one raised: the next apply finds the outcomes recorded and doubts only the others
-    (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`)."""
+    """The run's apply ended normally (every call answered, its outcome in the ledger) or failed before its first
+    write call: its operations are no longer in flight (``noted``: the write of them, whose count says whether there
+    is a row). Not called when it failed or was interrupted past that point: a call that raised may have been
+    carried out though no outcome says so, so the row stays for the next apply, which finds the outcomes recorded
+    and doubts only the others (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`); so does a ledger that
+    fails here (the run's own error, if any, is the one raised)."""
     try:
         if not noted.result():
             return  # nothing was in flight
@@ -199,8 +200,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if between is not None:
             between()
 
-    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary, \
-            ExitStack() as ending:
+    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
@@ -250,9 +250,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         with gc_pause.paused_for(len(plan.changes)), \
                 ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
             # the adds (and creates) this run sends, written while it gets ready, durable before its first call;
-            # forgotten when it ends, however it ends: a run killed leaves them, in doubt (sync.ledger.inflight)
+            # forgotten once it ends normally (every call answered, its outcome in the ledger) or fails before its
+            # first call: a run killed, failed or interrupted meanwhile leaves them, in doubt (sync.ledger.inflight)
             noted = early.submit(lambda: ledger.note_in_flight(plan.destination, run_id, in_flight_ops(plan.changes)))
-            ending.callback(_landed, ledger, plan.destination, run_id, noted)
+            calling = False  # client.apply called: an add may be carried out whatever becomes of its answer
             by_key = {c.key: c for c in plan.changes}
             # the pushed state of the contacts this plan touches, read while the first calls are out: the fold
             # needs it from the first outcome on (a read that fails fails the run there, like a crash: the
@@ -309,6 +310,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     errors += lost
                     checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
                     noted.result()  # the operations in flight are in the ledger before the first call goes
+                    calling = True
                     client.apply(plan.changes, on_results)
                     missing = fold.unanswered() if fold.done < len(by_key) else None
                     if missing:  # an operation nobody reported on is a failure, never counted as done
@@ -324,8 +326,13 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                                 ahead.stop()
             except Exception as exc:
                 summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+                if not calling:  # stopped before its first write call: nothing it sent is in doubt
+                    _landed(ledger, plan.destination, run_id, noted)
                 ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
+        # every operation answered (a failure too) and its outcome written: none is in flight any more (a run that
+        # failed, was stopped or interrupted past its first call leaves them: the next apply finds what it recorded)
+        _landed(ledger, plan.destination, run_id, noted)
         status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         summary.status = status

@@ -19,6 +19,7 @@ from sync.engine import execute_plan
 from sync.errors import DestinationConfigError
 from sync.ledger import Ledger
 from sync.ledger.inflight import in_flight_ops
+from sync.ledger.locks import apply_lock
 from sync.model import ContactChange, PushedState
 from tests.builders import run_cli as cli
 from tests.test_apply_outcomes import change, client, ledger, plan_of  # noqa: F401
@@ -128,11 +129,53 @@ def test_any_key_and_tag_name_is_read_back_as_written(ledger_url):  # noqa: F811
         assert sorted(ledger.doubted_ops("mc")) == sorted((k, op) for op, keys in ops.items() for k in keys)
 
 
-def test_an_apply_that_fails_leaves_nothing_in_flight(mailchimp_fake, client, ledger):  # noqa: F811
-    """The tag calls refused (a revoked key): the apply stops with a config error; its row in flight is deleted
-    all the same (its outcomes are in the ledger: the failures, the upserts that answered)."""
+def test_an_apply_that_fails_leaves_its_ops_in_flight_and_the_next_apply_doubts_the_unrecorded(
+        mailchimp_fake, client, ledger):  # noqa: F811
+    """The tag calls refused (a revoked key): the apply stops with a config error past its first call, so its row
+    in flight stays (a call that raised may have been carried out though no outcome says so); the run ended
+    ``failed``, so the plans read the row as doubts even while another live run holds the lock; the next apply
+    turns into failures only the operations whose outcome is not recorded (the upserts that answered are)."""
     mailchimp_fake.fail(401, times=None, fraction=1.0, path=r"/segments/\d+$")
     with pytest.raises(DestinationConfigError):
         execute_plan(plan_of([change(i) for i in range(25)]), client, ledger)
+    failed = ledger.recent_runs(1)[0]
+    assert failed["status"] == "failed"
+    keys = {f"c{i:04d}@example.com" for i in range(25)}
+    everything = {(k, op) for k in keys for op in ("upsert", "tag+rfm:A")}
+    assert set(ledger.in_flight.stale_ops("mc")) == everything
+    owner = ledger.acquire_lock(apply_lock("mc"))  # a live run holds the lock: the failed run's row is stale still
+    assert set(ledger.doubted_ops("mc")) >= everything
+    nxt = ledger.start_run("sync", "mc")
+    ledger.doubt_in_flight("mc", nxt, lambda ks: ledger.load_states("mc", ks))
+    ledger.release_lock(apply_lock("mc"), owner)
     assert ledger.in_flight.stale_ops("mc") == []
+    upserted = {k for k, s in ledger.load_state("mc").items() if s.exists}
+    assert upserted and not any(s.tags for s in ledger.load_state("mc").values())
+    assert {(f["key"], f["op"]) for f in ledger.pending_failures("mc")} == \
+        {(k, "tag+rfm:A") for k in keys} | {(k, "upsert") for k in keys - upserted}
+
+
+def test_a_failed_apply_with_an_add_carried_out_leaves_it_in_doubt(mailchimp_fake, client, ledger):  # noqa: F811
+    """(The review's reproduction.) A gateway's 502 after Mailchimp carried out the add, on both attempts of each
+    call: the apply fails, no outcome says the contacts hold the tag; they are in doubt, not forgotten."""
+    for _ in range(4):
+        mailchimp_fake.answer_raw(b"<html>502 Bad Gateway</html>", status=502, path=r"/segments/\d+$", work=True)
+    with pytest.raises(Exception):
+        execute_plan(plan_of([change(i) for i in range(5)]), client, ledger)
+    tagged = {m for s in mailchimp_fake.lists["aud1"].segments.values() for m in s["members"]}
+    assert tagged
+    state = ledger.load_state("mc")
+    doubted = ledger.doubted_ops("mc")
+    assert {k for k, op in doubted if op.startswith("tag+")} >= tagged - {k for k, s in state.items() if s.tags}
+
+
+def test_an_apply_that_fails_before_its_first_write_call_leaves_nothing_in_flight(mailchimp_fake, client,
+                                                                                  ledger):  # noqa: F811
+    """The destination's setup refused (a revoked key reading its fields): no add or upsert went out, so nothing
+    is in doubt."""
+    mailchimp_fake.fail(401, times=None, fraction=1.0, path=r"/merge-fields")
+    with pytest.raises(DestinationConfigError):
+        execute_plan(plan_of([change(i) for i in range(25)]), client, ledger)
+    assert not any(k.startswith("POST") for k in mailchimp_fake.calls)
     assert ledger.recent_runs(1)[0]["status"] == "failed"
+    assert ledger.in_flight.stale_ops("mc") == [] and ledger.doubted_ops("mc") == []

@@ -5,9 +5,11 @@ OOM killer, a power cut) after the ESP carried out an add but before its outcome
 the ledger says nothing was pushed, and the tag would stay on a contact who later withdraws or leaves for ever. So
 :func:`sync.engine.execute_plan`, under the destination's lock and before any ESP call, writes the operations the
 ESP may carry out for good (the adds ``tag+<name>``, a list's too, and the upserts that create a contact) as one
-``in_flight`` row of its run, and deletes that row when the apply ends, however it ends.
+``in_flight`` row of its run, and deletes that row when the apply ends normally (every call answered, its outcome
+written) or fails before its first write call.
 
-A row left behind is a run that ended without finishing: its operations are in doubt. The plans read them as
+A row left behind is a run killed, or one that failed, was stopped or interrupted with calls out (a call that
+raised may have been carried out though no outcome says so): its operations are in doubt. The plans read them as
 they read the pending failed adds (:meth:`InFlight.stale_ops`, with
 :meth:`~sync.ledger.failures.FailureLog.doubted_ops`: :mod:`sync.planning.doubt`), and the next apply of the
 destination, holding its lock (so no other run of it is sending), turns them into pending failures
@@ -90,7 +92,8 @@ class InFlight:
         return count
 
     def clear_in_flight(self, destination: str, run_id: int) -> None:
-        """The run's apply ended (however): its operations are no longer in flight."""
+        """The run's apply ended normally (or before its first write call): its operations are no longer in
+        flight."""
         t = in_flight
         with self._db.write() as conn:
             conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id == run_id))
