@@ -20,7 +20,7 @@ from sync.errors import DestinationConfigError
 from sync.ledger import Ledger
 from sync.ledger.inflight import in_flight_ops
 from sync.ledger.locks import apply_lock
-from sync.model import ContactChange, PushedState
+from sync.model import ContactChange, ItemResult, PushedState
 from tests.builders import run_cli as cli
 from tests.test_apply_outcomes import change, client, ledger, plan_of  # noqa: F401
 from tests.ledger_fixtures import ledger_url  # noqa: F401
@@ -179,3 +179,25 @@ def test_an_apply_that_fails_before_its_first_write_call_leaves_nothing_in_fligh
     assert not any(k.startswith("POST") for k in mailchimp_fake.calls)
     assert ledger.recent_runs(1)[0]["status"] == "failed"
     assert ledger.in_flight.stale_ops("mc") == [] and ledger.doubted_ops("mc") == []
+
+
+def test_a_renamed_destination_takes_over_the_old_name_s_doubts(ledger_url):  # noqa: F811
+    """A rename (the same ESP target) took over the old name's rows but deleted what it holds in doubt: a killed
+    run's adds in flight and the pending failed adds (the review's rename.py): the tags stayed on for ever."""
+    from sync.planning.target import TARGET_CURSOR
+
+    with Ledger.connect(ledger_url) as ledger:
+        killed = ledger.start_run("sync", "old")
+        ledger.note_in_flight("old", killed, {"tag+VIP": ["a@x.uz", "b@x.uz"]})
+        ledger.finish_run(killed, "failed", {})  # killed, found ended
+        ledger.record_results("old", killed, [ItemResult("c@x.uz", "tag+VIP", False, "timeout"),
+                                              ItemResult("d@x.uz", "tag+VIP", False, "old d")])
+        ledger.record_results("new", None, [ItemResult("d@x.uz", "tag+VIP", False, "new d")])
+        ledger.take_over("old", "new", (TARGET_CURSOR, "old"))
+        assert sorted(ledger.doubted_ops("new")) == [("a@x.uz", "tag+VIP"), ("b@x.uz", "tag+VIP"),
+                                                     ("c@x.uz", "tag+VIP"), ("d@x.uz", "tag+VIP")]
+        assert [f["last_error"] for f in ledger.pending_failures("new") if f["key"] == "d@x.uz"] == ["new d"]
+        assert ledger.doubted_ops("old") == [] and ledger.pending_failures("old") == []
+        nxt = ledger.start_run("sync", "new")  # new's next apply turns the killed run's adds into failures
+        assert ledger.doubt_in_flight("new", nxt, lambda keys: {}) == 2
+        assert {f["key"] for f in ledger.pending_failures("new")} == {"a@x.uz", "b@x.uz", "c@x.uz", "d@x.uz"}

@@ -83,7 +83,8 @@ class StateMoves:
         ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
         him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
         only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
-        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE). Then
+        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE), and so do
+        its operations in doubt (pending failed adds and upserts, the rows a killed run left in flight). Then
         ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target) are
         deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over (0: it
         held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
@@ -92,9 +93,11 @@ class StateMoves:
                 check_lock_held(conn, *lock)
             taken = conn.execute(select(func.count()).where(pushed_state.c.destination == old)).scalar() or 0
             revision = self._take_rows(conn, old, new) if taken else None
-            k, mine = kept_out, kept_out.alias("mine")  # his own choice in the ESP: the same target, still his
-            theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == k.c.key, mine.c.op == k.c.op)
-            conn.execute(k.update().where(k.c.destination == old, ~theirs.exists()).values(destination=new))
+            _move_keyed(conn, kept_out, old, new)  # his own choice in the ESP: the same target, still his
+            # what may be on him though no outcome says so (in doubt: sync.planning.doubt): the same target, so
+            # still on him there; new's plans take it off once no longer his
+            _move_keyed(conn, failures, old, new, (failures.c.op.like("tag+%") | (failures.c.op == "upsert")))
+            conn.execute(in_flight.update().where(in_flight.c.destination == old).values(destination=new))
             gone = self._forget_name(conn, old, cursor)
         if revision is not None:
             self._written.note(new, revision, int(taken))
@@ -178,6 +181,14 @@ class StateMoves:
         current = select(state_revisions.c.revision).where(state_revisions.c.destination == name).scalar_subquery()
         conn.execute(delete(state_tokens).where(state_tokens.c.destination == name, state_tokens.c.revision < current))
         return revision
+
+
+def _move_keyed(conn: "Connection", table: Any, old: str, new: str, *where: Any) -> None:
+    """``table``'s rows (keyed by destination, key, op) of ``old`` (and ``where``) become ``new``'s, one UPDATE;
+    those ``new`` holds already stay ``old``'s (deleted with it)."""
+    mine = table.alias("mine")
+    theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == table.c.key, mine.c.op == table.c.op)
+    conn.execute(table.update().where(table.c.destination == old, *where, ~theirs.exists()).values(destination=new))
 
 
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:
