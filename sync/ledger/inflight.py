@@ -26,17 +26,22 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from datetime import datetime
+from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from sqlalchemy import delete, select
 
 from ..model import PushedState
-from .db import LedgerDB, chunks
+from .db import LedgerDB
 from .owners import owner_process_gone
 from .locks import apply_lock
 from .schema import failures, in_flight, locks, runs
 
 log = logging.getLogger(__name__)
+
+#: pending failures written per statement by :meth:`InFlight.doubt_in_flight`
+DOUBT_ROWS = 10_000
 
 
 def in_flight_ops(changes: Iterable[Any]) -> dict[str, list[str]]:
@@ -124,7 +129,12 @@ class InFlight:
         :mod:`sync.planning.doubt`) and delete their rows; called under the destination's lock by run ``run_id``,
         so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
         pushed state holds the tag, or the contact for an upsert) is left out; a failure already pending keeps
-        its row. The failures written."""
+        its row. The failures written.
+
+        A killed first sync of a million contacts leaves two million: they go in ``executemany`` blocks of
+        :data:`DOUBT_ROWS` rows, each a tuple (the run's constants bound once: no dict, text or date conversion
+        a row), unpacked again for the write rather than kept: ~3 CPU s and +130 MB at 200 k contacts, against
+        ~8 and +300 through SQLAlchemy's executemany of dicts (BENCHMARKS.md, "fixi30")."""
         t, r = in_flight, runs
         with self._db.read() as conn:
             rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.id).select_from(
@@ -132,26 +142,31 @@ class InFlight:
             ).all()
         if not rows:
             return 0
-        run_of = {dead: known for dead, _, known in rows}  # (a run row deleted since: the failure names none)
-        left = [(dead, key, op) for dead, pairs, _ in rows for key, op in _unpack(pairs)]
-        state = states(list(dict.fromkeys(key for _, key, _ in left)))
-        now = self._db.clock()
-        doubted = [{"destination": destination, "key": key, "op": op, "attempts": 1, "run_id": run_of[dead],
-                    "last_error": f"in doubt: run {dead} ended without finishing (killed) while this operation was "
-                                  f"in flight: whether the ESP carried it out is unknown",
-                    "first_failed_at": now, "last_failed_at": now}
-                   for dead, key, op in left if not _recorded(state.get(key), op)]
-        stmt = self._db.insert(failures).on_conflict_do_nothing(
-            index_elements=[failures.c.destination, failures.c.key, failures.c.op])
+        state = states(list(dict.fromkeys(key for _, pairs, _ in rows for key, _ in _unpack(pairs))))
+        doubted = 0
         with self._db.write() as conn:
-            for chunk in chunks(doubted):
-                conn.execute(stmt, list(chunk))
-            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id.in_(list(run_of))))
+            to_db = failures.c.first_failed_at.type.bind_processor(conn.dialect)  # converted once, not a row
+            at = to_db(self._db.clock()) if to_db else self._db.clock()
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            if mark == "?" and isinstance(at, datetime):  # the text sqlite3's own adapter makes of it, made once
+                at = at.isoformat(" ")
+            sql = (f"INSERT INTO failures (destination, key, op, attempts, last_error, first_failed_at, "
+                   f"last_failed_at, run_id) VALUES ({', '.join([mark] * 8)}) "
+                   f"ON CONFLICT (destination, key, op) DO NOTHING")
+            for dead, pairs, known in rows:  # (a run row deleted since: the failure names none)
+                error = (f"in doubt: run {dead} ended without finishing (killed, or stopped on an error) while "
+                         f"this operation was in flight: whether the ESP carried it out is unknown")
+                left = ((destination, key, op, 1, error, at, at, known) for key, op in _unpack(pairs)
+                        if not _recorded(state.get(key), op))
+                while block := list(islice(left, DOUBT_ROWS)):
+                    conn.exec_driver_sql(sql, block)
+                    doubted += len(block)
+            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id.in_([d for d, _, _ in rows])))
         if doubted:
             log.warning("sync %s: %d operations of runs that ended without finishing (%s) are in doubt: the ESP may "
                         "have carried them out; the plans take those tags off whoever no longer gets them",
-                        destination, len(doubted), ", ".join(map(str, run_of)))
-        return len(doubted)
+                        destination, doubted, ", ".join(str(d) for d, _, _ in rows))
+        return doubted
 
 
 def _recorded(prev: PushedState | None, op: str) -> bool:
