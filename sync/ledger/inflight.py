@@ -1,12 +1,14 @@
 """Operations in flight: what an apply is sending, durable before its first ESP call.
 
 An apply's outcomes reach the ledger as its calls answer (:mod:`sync.outcomes`); a process killed (SIGKILL, the
-OOM killer, a power cut) after the ESP carried out an add but before its outcome was written leaves no trace of it:
+OOM killer, a crash) after the ESP carried out an add but before its outcome was written leaves no trace of it:
 the ledger says nothing was pushed, and the tag would stay on a contact who later withdraws or leaves for ever. So
 :func:`sync.engine.execute_plan`, under the destination's lock and before any ESP call, writes the operations the
 ESP may carry out for good (the adds ``tag+<name>``, a list's too, and the upserts that create a contact) as one
 ``in_flight`` row of its run, and deletes that row when the apply ends normally (every call answered, its outcome
-written) or fails before its first write call.
+written) or fails before its first write call. Durable against the process's end, not always against a power cut:
+SQLite's WAL with ``synchronous = NORMAL`` (:mod:`sync.ledger.db`) may lose the transactions committed since its
+last sync to disk, this row among them; PostgreSQL (``synchronous_commit`` on) keeps it.
 
 A row left behind is a run killed, or one that failed, was stopped or interrupted with calls out (a call that
 raised may have been carried out though no outcome says so): its operations are in doubt. The plans read them as
