@@ -32,7 +32,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from ..model import PushedState
 from .db import LedgerDB
@@ -104,6 +104,12 @@ class InFlight:
         t = in_flight
         with self._db.write() as conn:
             conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id == run_id))
+
+    def in_flight_count(self, destination: str) -> int:
+        """How many operations the destination's rows hold (a killed run's: in doubt; a running apply's)."""
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(in_flight.c.ops), 0)).where(
+                in_flight.c.destination == destination)).scalar() or 0)
 
     def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
