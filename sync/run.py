@@ -30,7 +30,7 @@ from .ledger import Ledger, RunHistory
 from .ledger.statecache import Counter
 from .pipeline import Reading, store_path, today_in
 from .planning.consent_now import recheck_consent
-from .planning.doubt import forget_moot_upserts, in_doubt
+from .planning.doubt import in_doubt
 from .planning.plan import Plan
 from .planning.plan_json import check_managed
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
@@ -277,9 +277,9 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     reports = []
     for plan in plans:
         client = make_destination(cfg.destination(plan.destination), settings, required=True)
-        # the plan of every contact is applied (as a sync's): a failed upsert it no longer makes is moot
-        forget_moot_upserts(ledger, plan.destination, plan, ledger.doubted_ops(plan.destination))
-        reports.append(_execute(plan, client, ledger, kind="apply", data=counts,
+        # the plan of every contact is applied (as a sync's): a failed upsert it no longer makes is moot (forgotten
+        # under the lock, once the plan is found current)
+        reports.append(_execute(plan, client, ledger, kind="apply", data=counts, forget_moot=True,
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
     after_applies(cfg, ledger, reports)
     return reports

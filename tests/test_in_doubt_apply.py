@@ -9,6 +9,7 @@ import json
 from sync.config import load_config
 from sync.guards import believed_withdrawals
 from sync.ledger import Ledger, open_ledger
+from sync.ledger.locks import apply_lock
 from sync.model import ContactChange, ItemResult, PushedState
 from sync.planning.plan import Plan
 from sync.settings import load_settings
@@ -33,6 +34,12 @@ def test_apply_of_a_saved_plan_forgets_a_moot_upsert_as_sync_does(tmp_path, monk
     saved = tmp_path / "plan.json"
     cli("plan", "--config", str(cfg), "--as-of", AS_OF, "-o", str(saved))
     assert _failures(cfg) == [(key, "upsert")]  # a plan forgets nothing
+    with Ledger.connect(ledger_url) as ledger:  # another run applies the destination: the apply waits for nothing
+        owner = ledger.acquire_lock(apply_lock(dest))
+    cli("apply", "--config", str(cfg), str(saved), code=75)
+    assert _failures(cfg) == [(key, "upsert")]  # an apply that never held the lock forgets nothing
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.release_lock(apply_lock(dest), owner)
     cli("apply", "--config", str(cfg), str(saved))
     assert _failures(cfg) == []
 
