@@ -57,7 +57,8 @@ def test_a_saved_plans_doubted_withdrawal_is_believed():
     assert believed_withdrawals(plan, "skip", held) == ("w@x.uz",)  # as a tag the ledger knows he holds
 
 
-def test_a_saved_plans_doubted_withdrawal_goes_out_alone_when_a_guard_holds_the_rest(shop, mailchimp_fake):  # noqa: F811
+def test_a_saved_plans_doubted_withdrawal_goes_out_alone_when_a_guard_holds_the_rest(
+        shop, mailchimp_fake):  # noqa: F811
     """Through ``apply``: a contact holds a tag in the ESP whose add's answer was lost (the ledger: a pending
     ``tag+`` failure, no tag pushed); he withdraws his consent on the day another customer leaves (the removal
     guard trips). Apply reads his doubt, believes his withdrawal and takes the tag off alone; the rest is held."""
