@@ -4,8 +4,10 @@ Every item's outcome is folded into the ledger as its API call completes (group-
 :mod:`sync.outcomes`, so the calls never wait for the ledger): a failure at once, a contact's pushed state once
 its last operation of the run has answered (its upsert and its tag calls answer close together). So a failed item
 stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
-outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). A
-second run with no data change plans nothing and makes zero write calls.
+outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). The
+adds and creates it sends are written before its first call and forgotten when it ends normally
+(:mod:`sync.ledger.inflight`): a killed or failed run's are in doubt, taken off whoever no longer gets them. A
+second run with no data change plans nothing and makes zero write calls. The locks it holds: :mod:`sync.held_lock`.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
 pull → segment → plan → apply together is :func:`sync.api.run_sync`.
@@ -14,22 +16,23 @@ pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import ChainMap
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
-from .errors import LedgerError, LockBusyError, LockLostError, RunStopped
-from .ledger import Ledger, Locks, owner_process_gone
+from .errors import LedgerError, RunStopped
+from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (all but between_check re-exported)
+from .ledger import Ledger
+from .ledger.inflight import in_flight_ops
+from .ledger.locks import apply_lock
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
+from .planning.doubt import forget_moot_upserts
 from .planning.plan import Plan
 from .planning.target import move_if_planned
 
@@ -37,93 +40,6 @@ if TYPE_CHECKING:
     from .ledger.readahead import ReadAhead
 
 log = logging.getLogger(__name__)
-
-class HeldLock:
-    """A ledger lock held by this process, kept from expiring while it is held: a thread refreshes it every third
-    of its time to live (a run longer than the TTL must not let the next run take it and apply the same
-    destination at the same time). :meth:`check` raises :class:`LockLostError` once a refresh found the lock
-    taken by another holder (this process stalled past the TTL, or the clocks of two hosts disagree)."""
-
-    def __init__(self, ledger: Locks, name: str, owner: str, ttl_seconds: float) -> None:
-        self.ledger, self.name, self.owner, self.ttl_seconds = ledger, name, owner, ttl_seconds
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"rfmsync-lock-{name}", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.ttl_seconds / 3):
-            try:
-                held = self.ledger.refresh_lock(self.name, self.owner, ttl_seconds=self.ttl_seconds)
-            except Exception as exc:  # the ledger unreachable for now: the lock holds until its TTL, try again
-                log.warning("lock %s: could not be refreshed (%s); trying again", self.name, type(exc).__name__)
-                continue
-            if not held:
-                self.lost = True
-                log.error("lock %s: taken by another holder while this run held it; stopping", self.name)
-                return
-
-    def check(self) -> None:
-        if self.lost:
-            err = LockLostError(f"{self.name}: the lock was taken by another holder while this run held it "
-                                "(it could not be refreshed in time); stopped, the next run plans the rest")
-            err.lock_name = self.name  # type: ignore[attr-defined]
-            raise err
-
-    def confirm(self) -> None:
-        """Refresh the lock now, whatever the heartbeat did: :class:`LockLostError` when another holder has it (this
-        process was paused past the TTL: SIGSTOP, a suspended VM or laptop, and another took it over meanwhile)."""
-        self.check()
-        if not self.ledger.refresh_lock(self.name, self.owner, ttl_seconds=self.ttl_seconds):
-            self.lost = True
-            log.error("lock %s: taken by another holder while this run held it; stopping", self.name)
-            self.check()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-#: what :func:`between_batches` asks every apply of this thread (context) to check between two batches
-_BETWEEN: ContextVar[Callable[[], None] | None] = ContextVar("rfmsync_between_batches", default=None)
-
-
-@contextmanager
-def between_batches(check: Callable[[], None]) -> Iterator[None]:
-    """Every :func:`execute_plan` made inside this block (in this thread) calls ``check()`` before it starts and
-    between two batches of ESP calls; ``check`` raises to stop it there (:class:`RunStopped`: a stop asked for,
-    the run recorded ``stopped``; :class:`LockLostError`: a lock of the caller's lost, recorded ``failed``). The
-    batches answered are recorded, as when a destination lock is lost: the next run plans the rest and sends
-    nothing twice. The scheduler's hook for SIGTERM and for its own ``schedule`` lock."""
-    token = _BETWEEN.set(check)
-    try:
-        yield
-    finally:
-        _BETWEEN.reset(token)
-
-
-@contextmanager
-def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Iterator[HeldLock]:
-    """A ledger lock (a destination's, the scheduler's), refreshed while held (:class:`HeldLock`), that a killed
-    process on this host cannot block: its lock is taken over."""
-    try:
-        owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
-    except LockBusyError as exc:
-        holder = getattr(exc, "holder", "")
-        if not holder or not owner_process_gone(holder):
-            raise
-        log.warning("taking over lock %s from %s (process no longer exists)", name, holder)
-        ledger.release_lock(name, holder)
-        owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
-    held = HeldLock(ledger, name, owner, ttl_seconds)
-    try:
-        yield held
-    finally:
-        try:
-            held.stop()
-        finally:
-            ledger.release_lock(name, owner)
-
 
 @dataclass
 class ApplyReport:
@@ -220,6 +136,25 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
 
 
+def _landed(ledger: Ledger, destination: str, run_id: int, noted: Future[int]) -> None:
+    """The run's apply ended normally (every call answered, its outcome in the ledger) or failed before its first
+    write call: its operations are no longer in flight (``noted``: the write of them, whose count says whether there
+    is a row). Not called when it failed or was interrupted past that point: a call that raised may have been
+    carried out though no outcome says so, so the row stays for the next apply, which finds the outcomes recorded
+    and doubts only the others (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`); so does a ledger that
+    fails here (the run's own error, if any, is the one raised)."""
+    try:
+        if not noted.result():
+            return  # nothing was in flight
+    except Exception:  # not written (the run failed on it, before any call): nothing to clear
+        return
+    try:
+        ledger.clear_in_flight(destination, run_id)
+    except Exception as exc:
+        log.warning("sync %s: run %d's operations in flight were not cleared (%s); the next apply finds their "
+                    "outcomes in the ledger", destination, run_id, type(exc).__name__)
+
+
 class _Summary:
     """The sync's one INFO line (a scheduled sync prints nothing else), logged when the apply ends, however it
     ends, once its run was started: ``sync <destination> <status>: …`` with the run's status (``failed`` when it
@@ -246,7 +181,7 @@ class _Summary:
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
                  lock_ttl: float = LOCK_TTL, alone: bool = False,
-                 fresh: Callable[[], bool] | None = None) -> ApplyReport:
+                 fresh: Callable[[], bool] | None = None, forget_moot: bool = False) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
@@ -258,15 +193,18 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`).
     Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
     ``alone``: the plan is a held plan's consent withdrawals alone (:mod:`sync.planning.withdrawals`): it settles
-    the lost-tag memory of its own contacts only, never of the contacts it leaves to the held plan."""
-    between = _BETWEEN.get()
+    the lost-tag memory of its own contacts only, never of the contacts it leaves to the held plan.
+    ``forget_moot``: the plan is of every contact (a saved plan's ``apply``): the failed upserts it no longer makes
+    are forgotten (:func:`~sync.planning.doubt.forget_moot_upserts`) once the lock is held and the plan found
+    current, before any ESP call (a sync's planner forgets them as it plans)."""
+    between = between_check()
 
     def checkpoint() -> None:
         held.check()
         if between is not None:
             between()
 
-    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
+    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
@@ -287,6 +225,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                   "ledger_only": 0, "kept_out": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
+            # what runs that ended without finishing left in flight is in doubt now (sync.ledger.inflight)
+            ledger.doubt_in_flight(plan.destination, run_id, lambda keys: ledger.load_states(plan.destination, keys))
+            if forget_moot:
+                forget_moot_upserts(ledger, plan.destination, plan, ledger.doubted_ops(plan.destination))
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers,
             # a withdrawals-alone plan only the withdrawn: the held plan gives the others their lost tags back)
@@ -312,7 +254,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             summary.status = "succeeded"
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused_for(len(plan.changes)), \
-                ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+                ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+            # the adds (and creates) this run sends, written while it gets ready, durable before its first call;
+            # forgotten once it ends normally (every call answered, its outcome in the ledger) or fails before its
+            # first call: a run killed, failed or interrupted meanwhile leaves them, in doubt (sync.ledger.inflight)
+            noted = early.submit(lambda: ledger.note_in_flight(plan.destination, run_id, in_flight_ops(plan.changes)))
+            calling = False  # client.apply called: an add may be carried out whatever becomes of its answer
             by_key = {c.key: c for c in plan.changes}
             # the pushed state of the contacts this plan touches, read while the first calls are out: the fold
             # needs it from the first outcome on (a read that fails fails the run there, like a crash: the
@@ -368,6 +315,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                         fold.state, loaded_into[0] = _without_lost(forgotten, loaded.result()), True
                     errors += lost
                     checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
+                    noted.result()  # the operations in flight are in the ledger before the first call goes
+                    calling = True
                     client.apply(plan.changes, on_results)
                     missing = fold.unanswered() if fold.done < len(by_key) else None
                     if missing:  # an operation nobody reported on is a failure, never counted as done
@@ -383,8 +332,13 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                                 ahead.stop()
             except Exception as exc:
                 summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+                if not calling:  # stopped before its first write call: nothing it sent is in doubt
+                    _landed(ledger, plan.destination, run_id, noted)
                 ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
+        # every operation answered (a failure too) and its outcome written: none is in flight any more (a run that
+        # failed, was stopped or interrupted past its first call leaves them: the next apply finds what it recorded)
+        _landed(ledger, plan.destination, run_id, noted)
         status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         summary.status = status
@@ -393,3 +347,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
                            ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds,
                            forgotten=frozenset(forgotten))
+
+
+__all__ = ["COPY_AFTER", "LOCK_TTL", "ApplyReport", "HeldLock", "between_batches", "destination_lock", "execute_plan",
+           "lost_in_destination"]

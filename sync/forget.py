@@ -38,6 +38,7 @@ class Forgotten:
     tags: list[tuple[str, int]]
     done: bool
     failures: int = 0  # its operations recorded failed (`rfmsync failures`), forgotten with it
+    in_flight: int = 0  # the operations a run killed mid-apply left in flight (in doubt), forgotten with it
 
     def text(self) -> str:
         where = f" of {describe(self.target)}" if self.target is not None and self.contacts else ""
@@ -45,6 +46,9 @@ class Forgotten:
                 f"(rfmsync will no longer know it gave them)" if self.tags else "")
         failed = (f"; {self.failures} failed operation{'s' if self.failures != 1 else ''} recorded "
                   f"(rfmsync failures), never retried once forgotten" if self.failures else "")
+        failed += (f"; {self.in_flight} operation{'s' if self.in_flight != 1 else ''} in doubt (left in flight by a "
+                   f"run that ended without finishing: adds the ESP may have carried out), never taken off once "
+                   f"forgotten" if self.in_flight else "")
         target = (f"; its recorded target, {describe(self.target)}" if self.target is not None and not self.contacts
                   else "")
         held = f"{self.contacts} contact{'s' if self.contacts != 1 else ''}{where}{tags}{failed}{target}"
@@ -78,22 +82,22 @@ def forget_destination(cfg: "Config", ledger: "Ledger", name: str, *, yes: bool 
                           f"under {name!r} once it has synced successfully; to forget it instead, remove "
                           f"renamed_from first")
 
-    def look() -> tuple[list[tuple[str, int]], int]:
+    def look() -> tuple[list[tuple[str, int]], int, int]:
         counts: dict[str, int] = {}
         for tags, n in ledger.tag_set_counts(name).items():
             for tag in tags:
                 counts[tag] = counts.get(tag, 0) + n
-        return sorted(counts.items()), len(ledger.pending_failures(name))
+        return sorted(counts.items()), len(ledger.pending_failures(name)), ledger.in_flight_count(name)
 
     target = known_target(ledger, name)
     if not yes:
-        tags, failed = look()
-        return Forgotten(name, target, ledger.state_count(name), tags, done=False, failures=failed)
+        tags, failed, flying = look()
+        return Forgotten(name, target, ledger.state_count(name), tags, done=False, failures=failed, in_flight=flying)
     with destination_lock(ledger, f"sync:{name}", LOCK_TTL) as lock:
-        tags, failed = look()
+        tags, failed, flying = look()
         contacts = ledger.forget_destination(name, (TARGET_CURSOR, name), lock=(lock.name, lock.owner),
                                              untagged=False)
-    return Forgotten(name, target, contacts, tags, done=True, failures=failed)
+    return Forgotten(name, target, contacts, tags, done=True, failures=failed, in_flight=flying)
 
 
 __all__ = ["Forgotten", "forget_destination"]

@@ -229,19 +229,25 @@ def saved_withdrawals(plan, new_contacts: str) -> tuple[str, ...]:
     return tuple(sorted(c.key for c in plan.changes if c.key in listed and withdrawal_change(c, new_contacts)))
 
 
-def believed_withdrawals(plan, new_contacts: str, state: Mapping[str, PushedState]) -> tuple[str, ...]:
+def believed_withdrawals(plan, new_contacts: str, state: Mapping[str, PushedState],
+                         doubt: Mapping[str, frozenset[str]] | None = None) -> tuple[str, ...]:
     """The keys of a saved ``plan``'s ``withdrawn`` that ``apply`` judges and sends alone as withdrawals: those
     :func:`saved_withdrawals` believes under ``new_contacts`` now and :func:`plan_stats` counts as withdrawn against
-    ``state`` (a listed key whose change keeps a managed tag is judged as a change, and held with it)."""
+    ``state`` (a listed key whose change keeps a managed tag is judged as a change, and held with it), or whose
+    change takes off the tags he may hold (``doubt``, by key: :func:`sync.planning.doubt.in_doubt`), leaving none:
+    the planners list those as withdrawn and a sync sends them alone too."""
     managed_tags, believed = frozenset(plan.managed_tags), frozenset(saved_withdrawals(plan, new_contacts))
+    doubt = doubt or {}
     return tuple(c.key for c in plan.changes
-                 if c.key in believed and _leaves_none(*_managed_tags_of(c, state.get(c.key), managed_tags)))
+                 if c.key in believed and _leaves_none(*_managed_tags_of(c, state.get(c.key), managed_tags,
+                                                                         doubt.get(c.key, frozenset()))))
 
 
-def _managed_tags_of(c: ContactChange, prev: PushedState | None, managed_tags: frozenset[str]
-                     ) -> tuple[frozenset[str], frozenset[str]]:
-    """A contact's managed tags before change ``c`` (``prev``: his ledger row) and after it."""
-    before = prev.tags & managed_tags if prev else frozenset()
+def _managed_tags_of(c: ContactChange, prev: PushedState | None, managed_tags: frozenset[str],
+                     doubted: frozenset[str] = frozenset()) -> tuple[frozenset[str], frozenset[str]]:
+    """A contact's managed tags before change ``c`` (``prev``: his ledger row; ``doubted``: those he may hold too)
+    and after it."""
+    before = ((prev.tags if prev else frozenset()) | doubted) & managed_tags
     return before, (before - c.remove_tags) | c.add_tags
 
 

@@ -30,6 +30,7 @@ from .ledger import Ledger, RunHistory
 from .ledger.statecache import Counter
 from .pipeline import Reading, store_path, today_in
 from .planning.consent_now import recheck_consent
+from .planning.doubt import in_doubt
 from .planning.plan import Plan
 from .planning.plan_json import check_managed
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
@@ -263,8 +264,10 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal),
             # and one the stats count as such (managed tags before, none after): the only keys sent alone
             state = ledger.load_state(plan.destination)
+            listed = frozenset(plan.withdrawn)  # the tags they may hold (sync.planning.doubt): read by key
+            doubt = in_doubt(ledger.doubted_ops(plan.destination, listed)) if listed else {}
             judged = replace(plan, withdrawn=believed_withdrawals(
-                plan, cfg.destination(plan.destination).new_contacts, state))
+                plan, cfg.destination(plan.destination).new_contacts, state, doubt))
             verdict = judge_plan(cfg.guards, plan_stats(judged, state, ledger.lost_tags(plan.destination)))
             lines += [f"{plan.destination}: {line}" for line in verdict.lines]
             suspect = suspect or bool(verdict.withdrawal_lines)
@@ -276,7 +279,9 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     reports = []
     for plan in plans:
         client = make_destination(cfg.destination(plan.destination), settings, required=True)
-        reports.append(_execute(plan, client, ledger, kind="apply", data=counts,
+        # the plan of every contact is applied (as a sync's): a failed upsert it no longer makes is moot (forgotten
+        # under the lock, once the plan is found current)
+        reports.append(_execute(plan, client, ledger, kind="apply", data=counts, forget_moot=True,
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
     after_applies(cfg, ledger, reports)
     return reports

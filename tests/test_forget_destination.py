@@ -31,6 +31,7 @@ def test_a_removed_destination_is_forgotten_only_with_yes_and_its_warning_goes(s
     assert "second" in state_names(shop) and removed(shop, "second")  # nothing forgotten
     doc = json.loads(cli("forget", "--config", str(shop), "--destination", "second", "--format", "json").stdout)
     assert doc["forgotten"] is False and doc["contacts"] == contacts and doc["tags"]["VIP"] == vip
+    assert doc["in_flight"] == 0
 
     refused = cli("forget", "--config", str(shop), "--destination", "x", "--yes", code=2).output
     assert "destination 'x' is in the config" in refused
@@ -225,3 +226,23 @@ def test_a_fields_text_not_an_object_holds_alike_on_either_engine_and_either_pat
                                          kept=Kept(fields=frozenset({"clv"}), key=fold))
         assert done == (1 if forgotten else -1)
         assert ("odd" in ledger.state_destinations()) is not forgotten
+
+
+def test_the_preview_counts_the_operations_a_killed_run_left_in_flight(ledger_url):  # noqa: F811
+    """A run killed mid-apply left its adds in flight (in doubt) under a destination since removed: the preview said
+    nothing of them (0 contacts) though `--yes` deletes them; it counts them now, and the forget says it did."""
+    from sync.config import Config
+    from sync.forget import forget_destination
+    from sync.ledger import Ledger
+
+    cfg = Config.model_validate({"segmentation": {"preset": "tracks"}, "destinations": [
+        {"name": "kept", "type": "mailchimp", "audience": "aud1"}]})
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "gone")
+        ledger.note_in_flight("gone", run, {"tag+VIP": ["a@x.io", "b@x.io"], "upsert": ["a@x.io"]})
+        ledger.finish_run(run, "failed", {})
+        said = forget_destination(cfg, ledger, "gone")
+        assert (said.done, said.contacts, said.in_flight) == (False, 0, 3)
+        assert "0 contacts; 3 operations in doubt (left in flight" in said.text()
+        done = forget_destination(cfg, ledger, "gone", yes=True)
+        assert done.done and done.in_flight == 3 and ledger.doubted_ops("gone") == []

@@ -27,7 +27,8 @@ def forget(config_path, destination, yes, fmt):
     done = api.forget(load(config_path), load_settings(), destination, yes=yes)
     if fmt == "json":
         click.echo(json.dumps({"destination": done.destination, "target": done.target, "contacts": done.contacts,
-                               "tags": dict(done.tags), "failures": done.failures, "forgotten": done.done},
+                               "tags": dict(done.tags), "failures": done.failures, "in_flight": done.in_flight,
+                               "forgotten": done.done},
                               ensure_ascii=False))
     else:
         out.print(done.text(), markup=False, highlight=False)

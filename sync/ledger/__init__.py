@@ -5,11 +5,12 @@ One small module per concern, each with a small Protocol its callers can type ag
 method offered on the facade)::
 
     db.py        engine, URLs, transactions, SQLite/PostgreSQL specifics, LedgerDB (shared by every part)
-    schema.py    the tables and the frozen, ordered migrations (coltypes.py: their column types)
+    schema.py    the tables (migrations.py: the frozen, ordered migrations; coltypes.py: their column types)
     state.py     pushed state + revisions        StateReader, StateWriter
     runs.py      runs                            RunRecorder, RunHistory
     failures.py  per-item failures               FailureRecorder, PendingFailures
     kept_out.py  operations the contact's own choice in the ESP keeps out (not failures)  KeptOutRecorder
+    inflight.py  an apply's adds in flight, durable before its first call: a killed run's are in doubt
     cursors.py   source cursors                  Cursors
     locks.py     named locks with a TTL          Locks
     queue.py     webhook events, leases, claims  EventIntake, EventClaims, EventOutcomes, QueueStats

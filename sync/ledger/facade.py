@@ -22,7 +22,7 @@ import logging
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Callable, Concatenate, Generic, Iterable, ParamSpec, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -32,6 +32,7 @@ from .cursors import CursorTable
 from .db import LedgerDB, build_engine, is_memory, migrate, parse_url, safe_url, utcnow
 from .dberrors import open_failure
 from .failures import FailureLog
+from .inflight import InFlight
 from .kept_out import KeptOutLog
 from .locks import LockTable
 from .queue import EventQueue
@@ -70,6 +71,7 @@ class Ledger:
         self.runs = RunLog(self._db)
         self.failures = FailureLog(self._db)
         self.kept_out = KeptOutLog(self._db)
+        self.in_flight = InFlight(self._db)
         self.cursors = CursorTable(self._db)
         self.locks = LockTable(self._db)
         self.queue = EventQueue(self._db)
@@ -201,7 +203,17 @@ class Ledger:
     resolve_failures = _Via("failures", FailureLog.resolve_failures)
     record_results = _Via("failures", FailureLog.record_results)
     pending_failures = _Via("failures", FailureLog.pending_failures)
-    doubted_ops = _Via("failures", FailureLog.doubted_ops)
+
+    def doubted_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(key, op)`` of the operations in doubt (:mod:`sync.planning.doubt`): the pending failed adds and
+        upserts, and those a run that ended without finishing left in flight (:mod:`sync.ledger.inflight`); of
+        ``keys`` only when given (a webhook resync's contacts)."""
+        return self.failures.doubted_ops(destination, keys) + self.in_flight.stale_ops(destination, keys)
+
+    note_in_flight = _Via("in_flight", InFlight.note_in_flight)
+    clear_in_flight = _Via("in_flight", InFlight.clear_in_flight)
+    doubt_in_flight = _Via("in_flight", InFlight.doubt_in_flight)
+    in_flight_count = _Via("in_flight", InFlight.in_flight_count)
 
     record_kept_out = _Via("kept_out", KeptOutLog.record_kept_out)
     kept_out_ops = _Via("kept_out", KeptOutLog.kept_out_ops)

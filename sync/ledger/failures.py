@@ -106,10 +106,14 @@ class FailureLog:
         with self._db.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def doubted_ops(self, destination: str) -> list[tuple[str, str]]:
+    def doubted_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(key, op)`` of the destination's pending adds (``tag+…``) and upserts: the operations in doubt
-        (:mod:`sync.planning.doubt`), read without the rest of each row (a big outage leaves millions)."""
+        (:mod:`sync.planning.doubt`), read without the rest of each row (a big outage leaves millions); of
+        ``keys`` only when given, read by key (a webhook resync's few contacts)."""
         query = select(failures.c.key, failures.c.op).where(
             failures.c.destination == destination, or_(failures.c.op.like("tag+%"), failures.c.op == "upsert"))
         with self._db.read() as conn:
-            return [(k, op) for k, op in conn.execute(query)]
+            if keys is None:
+                return [(k, op) for k, op in conn.execute(query)]
+            return [(k, op) for chunk in chunks(sorted(set(keys)), 500)
+                    for k, op in conn.execute(query.where(failures.c.key.in_(chunk)))]

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 RELEASE_RETRY_SECONDS = 0.5
 
 
+def apply_lock(destination: str) -> str:
+    """The name of the lock every apply of ``destination`` holds (``sync:<destination>``)."""
+    return f"sync:{destination}"
+
+
 class Locks(Protocol):
     """Takes and releases a named lock (refreshing it on long runs)."""
 

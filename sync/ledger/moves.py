@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select, text
 from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
-from .schema import cursors, failures, kept_out, lost_tags, pushed_state, state_revisions, state_tokens
+from .schema import cursors, failures, in_flight, kept_out, lost_tags, pushed_state, state_revisions, state_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -66,7 +66,9 @@ class StateMoves:
             if lock is not None:
                 check_lock_held(conn, *lock)
             deleted = conn.execute(delete(pushed_state).where(pushed_state.c.destination == destination)).rowcount
-            for table in (lost_tags, failures, kept_out):  # kept out of the old audience: read again in the new
+            # kept out of the old audience: read again in the new; a killed run's operations in flight (in_flight):
+            # the old audience's
+            for table in (lost_tags, failures, kept_out, in_flight):
                 conn.execute(delete(table).where(table.c.destination == destination))
             revision = self._bump_revision(conn, destination)
             write_cursor(self._db, conn, *cursor, target)
@@ -81,7 +83,8 @@ class StateMoves:
         ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
         him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
         only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
-        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE). Then
+        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE), and so do
+        its operations in doubt (pending failed adds and upserts, the rows a killed run left in flight). Then
         ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target) are
         deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over (0: it
         held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
@@ -90,9 +93,11 @@ class StateMoves:
                 check_lock_held(conn, *lock)
             taken = conn.execute(select(func.count()).where(pushed_state.c.destination == old)).scalar() or 0
             revision = self._take_rows(conn, old, new) if taken else None
-            k, mine = kept_out, kept_out.alias("mine")  # his own choice in the ESP: the same target, still his
-            theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == k.c.key, mine.c.op == k.c.op)
-            conn.execute(k.update().where(k.c.destination == old, ~theirs.exists()).values(destination=new))
+            _move_keyed(conn, kept_out, old, new)  # his own choice in the ESP: the same target, still his
+            # what may be on him though no outcome says so (in doubt: sync.planning.doubt): the same target, so
+            # still on him there; new's plans take it off once no longer his
+            _move_keyed(conn, failures, old, new, (failures.c.op.like("tag+%") | (failures.c.op == "upsert")))
+            conn.execute(in_flight.update().where(in_flight.c.destination == old).values(destination=new))
             gone = self._forget_name(conn, old, cursor)
         if revision is not None:
             self._written.note(new, revision, int(taken))
@@ -155,7 +160,7 @@ class StateMoves:
         a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination` deletes."""
         with self._db.read() as conn:
             names = set(conn.execute(_with_rows()).scalars())
-            names.update(n for table in (failures, lost_tags, kept_out)
+            names.update(n for table in (failures, lost_tags, kept_out, in_flight)
                          for n in conn.execute(select(table.c.destination).distinct()).scalars())
             names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
         return sorted(names)
@@ -169,13 +174,21 @@ class StateMoves:
         revisions go too but the current one's (a name no longer saved never prunes them: up to 100 000 rows). The
         counter's revision (None: nothing was held)."""
         deleted = sum(conn.execute(delete(table).where(table.c.destination == name)).rowcount
-                      for table in (pushed_state, lost_tags, failures, kept_out))
+                      for table in (pushed_state, lost_tags, failures, kept_out, in_flight))
         deleted += conn.execute(delete(cursors).where(cursors.c.source == cursor[0],
                                                       cursors.c.obj == cursor[1])).rowcount
         revision = self._next_counter(conn, name, new_epoch=True).revision if deleted else None
         current = select(state_revisions.c.revision).where(state_revisions.c.destination == name).scalar_subquery()
         conn.execute(delete(state_tokens).where(state_tokens.c.destination == name, state_tokens.c.revision < current))
         return revision
+
+
+def _move_keyed(conn: "Connection", table: Any, old: str, new: str, *where: Any) -> None:
+    """``table``'s rows (keyed by destination, key, op) of ``old`` (and ``where``) become ``new``'s, one UPDATE;
+    those ``new`` holds already stay ``old``'s (deleted with it)."""
+    mine = table.alias("mine")
+    theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == table.c.key, mine.c.op == table.c.op)
+    conn.execute(table.update().where(table.c.destination == old, *where, ~theirs.exists()).values(destination=new))
 
 
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:

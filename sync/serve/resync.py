@@ -52,6 +52,7 @@ from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import today_in
 from ..planning.kept_out import without_kept_out
+from ..planning.doubt import in_doubt
 from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
@@ -111,15 +112,17 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     existing = None
     if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
+    # his adds whose outcome is unknown (sync.planning.doubt): read by key, as the state (never the destination's)
+    pending = ledger.doubted_ops(dest.name, {d.key for d in desired} | set(last))
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
-                            remote_checked=True,
+                            remote_checked=True, doubt=in_doubt(pending),
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
     kept = ledger.kept_out_ops(dest.name, [c.key for c in plan.changes])  # his own choice: by key, as the state
     plan = replace(without_kept_out(plan, kept), pushed_to=target)
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     verdict = judge_plan(cfg.guards, replace(plan_stats(plan, last, lost), managed=managed))  # (the plan's contacts)
-    read = len(last) + counted + sum(map(len, kept.values()))
+    read = len(last) + counted + sum(map(len, kept.values())) + len(pending)
     return _Planned(plan, client, list(verdict.lines), last, read, lost, withdrawal_lines=verdict.withdrawal_lines,
                     generation=affected.generation)
 

@@ -1,0 +1,184 @@
+"""Operations in flight: what an apply is sending, durable before its first ESP call.
+
+An apply's outcomes reach the ledger as its calls answer (:mod:`sync.outcomes`); a process killed (SIGKILL, the
+OOM killer, a crash) after the ESP carried out an add but before its outcome was written leaves no trace of it:
+the ledger says nothing was pushed, and the tag would stay on a contact who later withdraws or leaves for ever. So
+:func:`sync.engine.execute_plan`, under the destination's lock and before any ESP call, writes the operations the
+ESP may carry out for good (the adds ``tag+<name>``, a list's too, and the upserts that create a contact) as one
+``in_flight`` row of its run, and deletes that row when the apply ends normally (every call answered, its outcome
+written) or fails before its first write call. Durable against the process's end, not always against a power cut:
+SQLite's WAL with ``synchronous = NORMAL`` (:mod:`sync.ledger.db`) may lose the transactions committed since its
+last sync to disk, this row among them; PostgreSQL (``synchronous_commit`` on) keeps it.
+
+A row left behind is a run killed, or one that failed, was stopped or interrupted with calls out (a call that
+raised may have been carried out though no outcome says so): its operations are in doubt. The plans read them as
+they read the pending failed adds (:meth:`InFlight.stale_ops`, with
+:meth:`~sync.ledger.failures.FailureLog.doubted_ops`: :mod:`sync.planning.doubt`), and the next apply of the
+destination, holding its lock (so no other run of it is sending), turns them into pending failures
+(:meth:`InFlight.doubt_in_flight`), the path of an add whose answer was lost: taken off once no longer his, settled
+by that removal or by the add done again. The operations whose outcome the killed run did record (the ledger's
+pushed state holds the tag, the contact) are left out.
+
+One row per run (its keys compressed, :func:`_pack`), not one per operation: a first sync of a million contacts
+writes and deletes one row, not two million (~1 CPU s against ~9: BENCHMARKS.md, "inflight30").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from datetime import datetime
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from sqlalchemy import delete, func, select
+
+from ..model import PushedState
+from .db import LedgerDB
+from .owners import owner_process_gone
+from .locks import apply_lock
+from .schema import failures, in_flight, locks, runs
+
+log = logging.getLogger(__name__)
+
+#: pending failures written per statement by :meth:`InFlight.doubt_in_flight`
+DOUBT_ROWS = 10_000
+
+
+def in_flight_ops(changes: Iterable[Any]) -> dict[str, list[str]]:
+    """The operations of ``changes`` (:class:`~sync.model.ContactChange`) the ESP may carry out though rfmsync
+    never learns it, by op: each add (``tag+<name>``) and each upsert that creates the contact (``upsert``).
+    A removal or a field's write is left out: done again, or left undone, it keeps or takes nothing away."""
+    ops: dict[str, list[str]] = {}
+    for c in changes:
+        if c.create:
+            ops.setdefault("upsert", []).append(c.key)
+        for tag in c.add_tags:
+            ops.setdefault(f"tag+{tag}", []).append(c.key)
+    return ops
+
+
+def _pack(ops: Mapping[str, list[str]]) -> bytes:
+    """``{op: keys}`` compressed (zlib): a JSON header line ``[[op, its key count], ...]``, then each op's keys, one
+    a line (a million keys joined and encoded in C: a JSON array of them costs twice the time); a key holding a line
+    break (no normalised address or phone does) is written in the header as a list instead."""
+    header, parts = [], []
+    for op, keys in ops.items():
+        text = "\n".join(keys)
+        if text.count("\n") == len(keys) - 1:
+            header.append([op, len(keys)])
+            parts.append(text)
+        else:
+            header.append([op, list(keys)])
+    body = "\n".join([json.dumps(header, separators=(",", ":")), *parts])
+    return zlib.compress(body.encode("utf-8", "surrogatepass"), 1)
+
+
+def _unpack(blob: bytes) -> Iterator[tuple[str, str]]:
+    head, _, rest = zlib.decompress(bytes(blob)).decode("utf-8", "surrogatepass").partition("\n")
+    lines = iter(rest.split("\n")) if rest else iter(())
+    for op, keys in json.loads(head):
+        for key in (keys if isinstance(keys, list) else (next(lines) for _ in range(keys))):
+            yield key, op
+
+
+class InFlight:
+    """The ``in_flight`` table."""
+
+    def __init__(self, db: LedgerDB) -> None:
+        self._db = db
+
+    def note_in_flight(self, destination: str, run_id: int, ops: Mapping[str, list[str]]) -> int:
+        """Write run ``run_id``'s operations in flight (:func:`in_flight_ops`) in one row; the count written."""
+        count = sum(map(len, ops.values()))
+        if count:
+            with self._db.write() as conn:
+                conn.execute(in_flight.insert().values(destination=destination, run_id=run_id, ops=count,
+                                                       pairs=_pack(ops)))
+        return count
+
+    def clear_in_flight(self, destination: str, run_id: int) -> None:
+        """The run's apply ended normally (or before its first write call): its operations are no longer in
+        flight."""
+        t = in_flight
+        with self._db.write() as conn:
+            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id == run_id))
+
+    def in_flight_count(self, destination: str) -> int:
+        """How many operations the destination's rows hold (a killed run's: in doubt; a running apply's)."""
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(in_flight.c.ops), 0)).where(
+                in_flight.c.destination == destination)).scalar() or 0)
+
+    def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
+        when given (a webhook resync's). A run's row is written and deleted under the destination's lock
+        (:func:`apply_lock`), so every row is stale once nobody holds that lock (released, or its time to live
+        lapsed: a killed process of another host too), and so is a row of a run recorded as ended, or ``running``
+        but owned by a process of this host that no longer exists. Read only: a dry run's plan sees them too."""
+        t, r, lk = in_flight, runs, locks
+        with self._db.read() as conn:
+            if conn.execute(select(t.c.run_id).where(t.c.destination == destination).limit(1)).first() is None:
+                return []  # nearly always: one keyed look
+            rows = conn.execute(select(t.c.pairs, r.c.status, r.c.owner).select_from(
+                t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination)).all()
+            lock = conn.execute(select(lk.c.owner, lk.c.expires_at).where(lk.c.name == apply_lock(destination))
+                                ).first()
+        held = lock is not None and lock.expires_at > self._db.clock() and not owner_process_gone(lock.owner)
+        wanted = None if keys is None else set(keys)
+        return [(key, op) for pairs, status, owner in rows
+                if not held or status != "running" or (owner is not None and owner_process_gone(owner))
+                for key, op in _unpack(pairs) if wanted is None or key in wanted]
+
+    def doubt_in_flight(self, destination: str, run_id: int,
+                        states: Callable[[list[str]], Mapping[str, PushedState]]) -> int:
+        """Turn the operations the destination's other runs left in flight into pending failures (in doubt:
+        :mod:`sync.planning.doubt`) and delete their rows; called under the destination's lock by run ``run_id``,
+        so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
+        pushed state holds the tag, or the contact for an upsert) is left out; a failure already pending keeps
+        its row. The failures written.
+
+        A killed first sync of a million contacts leaves two million: they go in ``executemany`` blocks of
+        :data:`DOUBT_ROWS` rows, each a tuple (the run's constants bound once: no dict, text or date conversion
+        a row), unpacked again for the write rather than kept: ~3 CPU s and +130 MB at 200 k contacts, against
+        ~8 and +300 through SQLAlchemy's executemany of dicts (BENCHMARKS.md, "fixi30")."""
+        t, r = in_flight, runs
+        with self._db.read() as conn:
+            rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.id).select_from(
+                t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination, t.c.run_id != run_id)
+            ).all()
+        if not rows:
+            return 0
+        state = states(list(dict.fromkeys(key for _, pairs, _ in rows for key, _ in _unpack(pairs))))
+        doubted = 0
+        with self._db.write() as conn:
+            to_db = failures.c.first_failed_at.type.bind_processor(conn.dialect)  # converted once, not a row
+            at = to_db(self._db.clock()) if to_db else self._db.clock()
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            if mark == "?" and isinstance(at, datetime):  # the text sqlite3's own adapter makes of it, made once
+                at = at.isoformat(" ")
+            sql = (f"INSERT INTO failures (destination, key, op, attempts, last_error, first_failed_at, "
+                   f"last_failed_at, run_id) VALUES ({', '.join([mark] * 8)}) "
+                   f"ON CONFLICT (destination, key, op) DO NOTHING")
+            for dead, pairs, known in rows:  # (a run row deleted since: the failure names none)
+                error = (f"in doubt: run {dead} ended without finishing (killed, or stopped on an error) while "
+                         f"this operation was in flight: whether the ESP carried it out is unknown")
+                left = ((destination, key, op, 1, error, at, at, known) for key, op in _unpack(pairs)
+                        if not _recorded(state.get(key), op))
+                while block := list(islice(left, DOUBT_ROWS)):
+                    conn.exec_driver_sql(sql, block)
+                    doubted += len(block)
+            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id.in_([d for d, _, _ in rows])))
+        if doubted:
+            log.warning("sync %s: %d operations of runs that ended without finishing (%s) are in doubt: the ESP may "
+                        "have carried them out; the plans take those tags off whoever no longer gets them",
+                        destination, doubted, ", ".join(str(d) for d, _, _ in rows))
+        return doubted
+
+
+def _recorded(prev: PushedState | None, op: str) -> bool:
+    """Whether the ledger holds ``op``'s outcome: the tag among his pushed tags, or (an upsert) the contact."""
+    if prev is None:
+        return False
+    return op[4:] in prev.tags if op.startswith("tag+") else prev.exists
