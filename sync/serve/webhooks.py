@@ -46,24 +46,19 @@ INLINE_PARSE_BYTES = 16_384  # deliveries up to this size are verified and parse
 SHARED_SOURCE_KEYS = ("max_identity_group",)
 
 
-def _digest(payload: str) -> str:
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
 def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[Order, Contact | None]] = ()
                ) -> list[tuple[str, str]]:
     """(dedupe key, payload) per order (with its contact) and per lone contact.
 
-    The key is the record's id plus a hash of its canonical content: the same order delivered twice is
-    queued once, while a changed order (refunded, corrected) is queued again.
+    The key names the record (``order:<id>``, ``contact:<id>``): the queue drops a delivery whose payload is that of
+    the record's latest event (a sender's retry) and queues any other, a changed order (refunded, corrected) or an
+    earlier state that came back (:meth:`sync.ledger.queue.EventQueue.enqueue_events`).
     """
     out = []
     for order, contact in [*pairs, *((o, None) for o in orders)]:
-        payload = encode_records([order], [contact] if contact else [])
-        out.append((f"order:{order.order_id}:{_digest(payload)}", payload))
+        out.append((f"order:{order.order_id}", encode_records([order], [contact] if contact else [])))
     for contact in contacts:
-        payload = encode_records(contacts=[contact])
-        out.append((f"contact:{contact.customer_id}:{_digest(payload)}", payload))
+        out.append((f"contact:{contact.customer_id}", encode_records(contacts=[contact])))
     return out
 
 
