@@ -56,6 +56,7 @@ from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (S
 from .shopify_verify import verify_webhook, webhook_stale_reason  # noqa: F401 (re-exported)
 from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
 from .zones import same_rules
+from .digits import digits
 
 log = logging.getLogger(__name__)
 NAME = "shopify"
@@ -181,7 +182,7 @@ class ShopifySource:
         """Pause when the REST bucket is nearly full (``X-Shopify-Shop-Api-Call-Limit: 38/40``)."""
         value = resp.headers.get("X-Shopify-Shop-Api-Call-Limit", "")
         used, _, size = value.partition("/")
-        if used.isdigit() and size.isdigit():
+        if digits(used) and digits(size):
             over = int(used) - (int(size) - self.config.call_limit_headroom)
             if over >= 0:
                 log.debug("shopify call limit %s: pausing", value)
