@@ -8,9 +8,9 @@ plan's changes into those numbers). Three kinds:
   outnumber the valid rows read: one bad order in a quiet window of three is not a broken input, four of four
   are), the customer count fell too far since the last successful run of a destination
   (``max_customer_drop_pct``). Nothing overrides them. They and the scoring guard live in :mod:`sync.data_guards`.
-* **plan guards** (the change looks like a mass change): too many of a destination's currently managed
-  contacts (ledger contacts holding at least one managed tag/list, or waiting to be given back one the ESP lost:
-  :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
+* **plan guards** (the change looks like a mass change): too many of a destination's managed contacts (ledger
+  contacts holding at least one tag/list rfmsync pushed, managed now or under an earlier name: :func:`tagged`; or
+  waiting to be given back one the ESP lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
   or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
   them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
   ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
@@ -54,7 +54,7 @@ from .planning.values import DRIFTING_VALUES
 
 @dataclass(frozen=True)
 class PlanStats:
-    managed: int  # contacts that hold at least one managed tag/list now, or wait for one the ESP lost (ledger)
+    managed: int  # contacts that hold a tag/list rfmsync pushed (:func:`tagged`), or wait for one the ESP lost
     removed: int  # of those, the ones the plan leaves without any managed tag/list, but the withdrawn
     changed: int  # of those, the ones the plan really changes (managed tags or field values), but the withdrawn
     restored: int = 0  # of those changed, the ones it gives back a tag the ESP lost (the ledger remembers)
@@ -201,13 +201,20 @@ def _changes(recorded: Mapping[str, object], key: str, value: object, drifts: st
     return _jumps(drifts, a, b)
 
 
+def tagged(state: PushedState | None) -> bool:
+    """Whether the ledger ``state`` is one of a destination's managed contacts for the plan guards: he holds a tag or
+    list rfmsync pushed, managed now or not. The ledger keeps a tag's old name on the contacts rfmsync gave it
+    after a ``tag_prefix`` set or a mapped tag renamed (until ``retire_tags`` takes it off), so re-tagging them all
+    under the new names is a change of that many managed contacts (``max_change_pct``), not a first sync."""
+    return state is not None and bool(state.tags)
+
+
 def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedState],
                  managed_tags: frozenset[str]) -> int:
     """The managed contacts only ``lost`` makes managed: waiting to be given back a managed tag the ESP lost
     (:meth:`~sync.ledger.state.PushedStates.lost_tags`) while ``state`` holds them no other (with one tag or
     list per segment, every holder of the lost one)."""
-    return sum(1 for key, tags in lost.items()
-               if tags & managed_tags and not ((s := state.get(key)) is not None and s.tags & managed_tags))
+    return sum(1 for key, tags in lost.items() if tags & managed_tags and not tagged(state.get(key)))
 
 
 def withdrawal_change(c: ContactChange, new_contacts: str) -> bool:
@@ -256,7 +263,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     :meth:`~sync.ledger.state.PushedStates.lost_tags`; for the contacts of ``state`` at least)."""
     managed_tags = frozenset(plan.managed_tags)
     lost = lost or {}
-    managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
+    managed = sum(map(tagged, state.values())) + waiting_only(lost, state, managed_tags)
     removed = changed = restored = withdrawn = 0
     withdrawals = frozenset(plan.withdrawn)  # (a plan saved by an rfmsync that did not tell them apart: none)
     restored_tags: set[str] = set()
@@ -274,7 +281,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
                 withdrawn += 1
                 continue
             removed += 1
-        if not before and not waits:  # a new contact, or one without managed tags: not one of the managed contacts
+        if not tagged(prev) and not waits:  # a new contact, or one without tags: not one of the managed contacts
             continue
         if back:  # the ESP lost it, the ledger forgot it: adding it back fires the ESP's "tag added" automations
             restored += 1

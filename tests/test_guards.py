@@ -101,7 +101,8 @@ def test_plan_stats_counts_what_really_changes_for_managed_contacts():
                       set_fields={"SEG": "Best"}),
         ContactChange("n", "n", "n", "VIP", True, "transactional", add_tags=frozenset({"VIP"})),  # new contact
     )
-    assert plan_stats(plan, state) == PlanStats(managed=4, removed=1, changed=2)
+    # d holds a tag rfmsync pushed under a mapping since removed: still one of its managed contacts
+    assert plan_stats(plan, state) == PlanStats(managed=5, removed=1, changed=2)
 
 
 def test_a_field_that_drifts_by_itself_is_not_a_change_but_the_others_are():

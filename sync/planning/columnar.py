@@ -138,9 +138,9 @@ def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan,
     only the changed and waiting contacts' rows into Python."""
     import pyarrow as pa
 
-    managed = _list(plan.managed_tags)
+    # the managed contacts: holding a tag rfmsync pushed, managed now or not (sync.guards.tagged)
     count = con.execute(f"""SELECT coalesce(sum(n), 0) FROM (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY 1)
-        WHERE len(list_intersect({TAGS.format('tags_json')}, {managed})) > 0""").fetchall()[0][0]
+        WHERE len({TAGS.format('tags_json')}) > 0""").fetchall()[0][0]
     lost = lost or {}
     if not lost and (not count or not plan.changes):  # no removal or change to count
         return PlanStats(count, 0, 0)
