@@ -10,8 +10,8 @@ plan's changes into those numbers). Three kinds:
   (``max_customer_drop_pct``). Nothing overrides them. They and the scoring guard live in :mod:`sync.data_guards`.
 * **plan guards** (the change looks like a mass change): too many of a destination's managed contacts (ledger
   contacts holding at least one tag/list rfmsync pushed, managed now or under an earlier name: :func:`tagged`; or
-  waiting to be given back one the ESP lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
-  or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
+  waiting to be given back one the ESP lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left
+  without any managed tag (``max_removal_pct``) or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
   them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
   ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
   itself, day after day: ``recency_days`` and the models' numbers

@@ -2,9 +2,9 @@
 
 The plan guards (:mod:`sync.guards`) compare a plan's removals and changes with the number of contacts the
 destination manages (ledger contacts holding at least one tag rfmsync pushed: :func:`sync.guards.tagged`, or
-waiting to be given back one the ESP lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`). Counting them is one aggregate
-over all of the destination's ledger rows: fine once per full sync, not once per webhook batch on a million
-contacts. :class:`ManagedCounts` keeps the count per destination with the ledger revision it is valid for:
+waiting to be given back one the ESP lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`). Counting them is
+one aggregate over all of the destination's ledger rows: fine once per full sync, not once per webhook batch on a
+million contacts. :class:`ManagedCounts` keeps the count per destination with the ledger revision it is valid for:
 
 * the revision unchanged: the count is reused;
 * after a webhook resync applied a plan made at the cached revision, the count moves by the plan's own
