@@ -40,12 +40,15 @@ SUPERSEDED = "superseded:"
 #: PostgreSQL: the first key of the advisory locks intakes take per (source, key) (the 2-int space: the migrations'
 #: lock is a bigint one)
 _SUBJECT_LOCKS = 0x72666D65
+#: PostgreSQL: the (source, key)s are hashed into this many advisory locks, so a transaction holds at most this many
+#: whatever its size (one per record overflowed ``max_locks_per_transaction``: "out of shared memory", every delivery
+#: of the group answered 503, again at each retry); two intakes whose records share a bucket only take turns
+LOCK_BUCKETS = 64
 
 
 def _lock_key(source: str, key: str) -> int:
-    """A (source, key)'s advisory lock: its CRC-32 as PostgreSQL's signed int (a collision only makes two wait)."""
-    crc = zlib.crc32(f"{source}\0{key}".encode())
-    return crc - (1 << 32) if crc >= 1 << 31 else crc
+    """A (source, key)'s advisory lock: the bucket of its CRC-32 (:data:`LOCK_BUCKETS`)."""
+    return zlib.crc32(f"{source}\0{key}".encode()) % LOCK_BUCKETS
 
 
 #: a failed event accepted longer ago than this no longer holds the order store's prune of the file versions'
@@ -125,7 +128,8 @@ class EventQueue:
         payload is that of the latest event of its (source, key), queued, processed or failed, earlier in ``items``
         included (a sender's retry). A state that comes back after another (consent no → yes → no) is queued
         again: the latest event is kept under a key of its own (:data:`SUPERSEDED`), the new one takes the key.
-        PostgreSQL: concurrent intakes take turns per key (a transaction's advisory lock each, taken in one order)."""
+        PostgreSQL: concurrent intakes take turns per key (advisory locks of :data:`LOCK_BUCKETS` buckets of the
+        keys, taken in sorted order)."""
         for _, _, payload in items:
             if not isinstance(payload, str):
                 raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
