@@ -128,7 +128,7 @@ def test_the_codec_carries_updated_at_and_leaves_the_payload_of_a_record_without
     contact = Contact("C-1", updated_at=T)
     orders, contacts, _ = decode_records(encode_records([timed], [contact]))
     assert orders == [timed] and contacts == [contact]
-    (key, old), (same, new) = events_for([plain], []) + events_for([timed], [])
+    (key, old, _), (same, new, _) = events_for([plain], []) + events_for([timed], [])
     assert key == same == "order:O-1" and old != new  # another version of the record: queued again
 
 

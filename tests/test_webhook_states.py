@@ -45,11 +45,11 @@ def shop(tmp_path, mailchimp_fake, monkeypatch, ledger_url):  # noqa: F811
     return path
 
 
-def _post(base: str, consent: str, updated_at: str | None = None) -> dict:
+def _post(base: str, consent: str, updated_at: str | None = None, order_id: str = "OOO-1") -> dict:
     contact = {"email": EMAIL, "marketing_consent": consent}
     if updated_at is not None:
         contact["updated_at"] = updated_at
-    body = json.dumps({"order_id": "OOO-1", "customer_id": "NEW-7", "ordered_at": "2025-06-29T12:00:00+05:00",
+    body = json.dumps({"order_id": order_id, "customer_id": "NEW-7", "ordered_at": "2025-06-29T12:00:00+05:00",
                        "amount": "990000", "contact": contact}).encode()
     headers = {"Content-Type": "application/json", **sign_generic(SECRET, body, int(time.time()))}
     reply = requests.post(f"{base}/webhooks/generic", data=body, headers=headers, timeout=10)
@@ -70,14 +70,14 @@ def test_a_consent_withdrawn_again_after_it_was_given_is_queued_and_takes_the_ta
     with open_ledger(cfg, settings) as ledger:
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
-            assert _post(base, "no")["queued"] == 1 and worker.drain() == 1
-            assert _post(base, "yes")["queued"] == 1 and worker.drain() == 1
+            assert _post(base, "no")["queued"] == 1 and worker.drain() == 2  # the order, its contact
+            assert _post(base, "yes")["queued"] == 1 and worker.drain() == 1  # the contact only: a new state
             assert _consent(cfg) == "yes" and mailchimp_fake.tags_of(EMAIL), "subscribed and tagged"
             assert _post(base, "no") == {"accepted": 1, "queued": 1, "duplicates": 0}
             assert worker.drain() == 1
             assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
             assert _post(base, "no") == {"accepted": 1, "queued": 0, "duplicates": 1}  # the sender's retry
-        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 3, "failed": 0}
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 4, "failed": 0}
         run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
     assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
 
@@ -90,8 +90,26 @@ def test_an_older_version_retried_after_a_newer_one_is_queued_but_left_out_by_it
     with open_ledger(cfg, settings) as ledger:
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, metrics=metrics)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
-            assert _post(base, "yes", "2025-06-29T10:00:00+00:00")["queued"] == 1 and worker.drain() == 1
+            assert _post(base, "yes", "2025-06-29T10:00:00+00:00")["queued"] == 1 and worker.drain() == 2
             assert _post(base, "no", "2025-06-29T10:05:00+00:00")["queued"] == 1 and worker.drain() == 1
             assert _post(base, "yes", "2025-06-29T10:00:00+00:00")["queued"] == 1 and worker.drain() == 1
     assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
     assert metrics.snapshot()["stale"]["contact"] == 1
+
+
+def test_a_consent_withdrawn_again_with_another_order_is_queued_and_takes_the_tags_off(shop, mailchimp_fake):
+    """No with order 1, yes with order 2, then order 1 again with its "no": the contact's state comes back, though
+    order 1's delivery repeats itself. Before, the contact travelled in the order's event and was checked against
+    that order's latest event only: a duplicate, the store and Mailchimp kept "yes". Its contact is an event of its
+    own now, checked against the contact's latest event (order 1 is unchanged: that part is the sender's retry)."""
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
+        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            assert _post(base, "no")["queued"] == 1 and worker.drain()
+            assert _post(base, "yes", order_id="OOO-2")["queued"] == 1 and worker.drain()
+            assert _consent(cfg) == "yes" and mailchimp_fake.tags_of(EMAIL), "subscribed and tagged"
+            assert _post(base, "no") == {"accepted": 1, "queued": 1, "duplicates": 0}
+            assert worker.drain() == 1  # the contact's "no" (order 1 unchanged)
+            assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
+            assert _post(base, "no") == {"accepted": 1, "queued": 0, "duplicates": 1}  # the sender's retry
