@@ -9,6 +9,7 @@ through the CLI against the fake Mailchimp; the rules on the ledger's rows (plan
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 
 import pytest
@@ -66,12 +67,14 @@ def test_renamed_managed_tags_are_a_mass_change_until_allowed_and_the_old_ones_r
     assert after.keys() == before.keys() and all(len(after[e]) == 2 and before[e] < after[e] for e in before)
     # the old names stay (rfmsync no longer manages them); the plan names them and says how to retire them
     doc = json.loads(cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json").stdout)
-    assert any("add retire_tags = [" in w for w in doc["warnings"])
+    assert any("add retire_tags = [" in w and "max_change_pct where a contact keeps" in w for w in doc["warnings"])
     olds = sorted({t for tags in before.values() for t in tags})
     shop.write_text(shop.read_text(encoding="utf-8").replace(
         'new_contacts = "transactional"', f'new_contacts = "transactional"\nretire_tags = {json.dumps(olds)}'),
         encoding="utf-8")
-    cli("sync", "--config", str(shop), "--as-of", AS_OF, code=6)  # every managed contact loses a tag: a removal
+    retiring = cli("sync", "--config", str(shop), "--as-of", AS_OF, code=6).output
+    # every managed contact loses his old tag and keeps the new one: a change of all of them, not a removal
+    assert "guard max_change_pct" in retiring and "guard max_removal_pct" not in retiring, retiring
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
     assert {e: tags - after[e] for e, tags in tagged(mailchimp_fake).items()} == dict.fromkeys(before, frozenset())
     assert all(not (tags & set(olds)) for tags in tagged(mailchimp_fake).values())
@@ -92,9 +95,42 @@ def test_plan_stats_counts_the_holders_of_tags_no_longer_managed_as_managed_cont
     assert plan_stats(plan, state) == PlanStats(managed=3, removed=0, changed=3)
 
 
-def test_the_webhook_path_counts_the_holders_of_tags_no_longer_managed(tmp_path):
+def test_the_webhook_path_counts_the_holders_of_tags_no_longer_managed_that_its_plan_re_tags(tmp_path):
+    """The cached count is of the holders of a managed tag (c); the plan's re-tagged contacts (a) are added to it by
+    plan_stats, the others holding old names only (b) count for nothing, as on the full sync's path."""
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         ledger.save_states("mc", None, [_state("a", "VIP"), _state("b", "Winback"), _state("c", "rfm:VIP"),
                                         _state("d")])
-        counts = ManagedCounts()
-        assert counts.count(ledger, "mc", ["rfm:VIP", "rfm:Winback"], ledger.state_revision("mc"))[0] == 3
+        managed = ["rfm:VIP", "rfm:Winback"]
+        held = ManagedCounts().count(ledger, "mc", managed, ledger.state_revision("mc"))[0]
+        assert held == 1
+        plan = Plan(destination="mc", type="mailchimp", managed_tags=tuple(managed), fields={}, ledger_revision=1,
+                    skipped=(), changes=(ContactChange("a", "a", "a", "S", False, None,
+                                                       add_tags=frozenset({"rfm:VIP"})),))
+        last = ledger.load_states("mc", ["a"])
+        assert plan_stats(plan, last, managed=held) == PlanStats(managed=2, removed=0, changed=1)
+
+
+def test_old_tags_left_by_a_trimmed_mapping_do_not_let_a_mass_removal_through(shop, mailchimp_fake, tmp_path):
+    """The mapping trimmed to "Falling asleep" = "Winback soft": the other tags stay on their contacts (until
+    retire_tags). A bad day then loses the orders of every "Winback soft" holder: all of them would lose it, a mass
+    removal (exit 6). Before, every contact holding any tag rfmsync pushed counted as managed (9 of 116: 7.8 %,
+    applied). The sync's count (columnar) and the saved plan's at apply (the ledger's rows) say the same."""
+    text = shop.read_text(encoding="utf-8")
+    shop.write_text(text.replace(OLD, '"Falling asleep" = "Winback soft"'), encoding="utf-8")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)  # the old tags stay: nothing removed, nothing changed
+    soft = {e for e, tags in tagged(mailchimp_fake).items() if "Winback soft" in tags}
+    assert soft and len(tagged(mailchimp_fake)) > 10 * len(soft)
+    clients = (shop.parent / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
+    gone = {line.split(";")[0] for line in clients[1:] if line.split(";")[4].lower() in soft}
+    orders = (shop.parent / "orders.csv").read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    (shop.parent / "orders.csv").write_text("".join(
+        [orders[0], *(line for line in orders[1:] if line.split(";")[2] not in gone)]), encoding="utf-8-sig")
+    writes = mailchimp_fake.write_calls
+    refused = cli("sync", "--config", str(shop), "--as-of", AS_OF, code=6).output
+    line = re.search(r"guard max_removal_pct: (\d+) of (\d+) managed contacts", refused)
+    assert line and int(line[1]) == len(soft) and int(line[2]) < 2 * len(soft), refused
+    saved = tmp_path / "plan.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
+    assert line[0] in cli("apply", "--config", str(shop), str(saved), code=6).output
+    assert mailchimp_fake.write_calls == writes and not mailchimp_fake.violations
