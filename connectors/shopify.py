@@ -40,6 +40,7 @@ import duckdb
 import requests
 
 from .contacts import clean_contact
+from .digits import digits
 from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
@@ -56,7 +57,6 @@ from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (S
 from .shopify_verify import verify_webhook, webhook_stale_reason  # noqa: F401 (re-exported)
 from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
 from .zones import same_rules
-from .digits import digits
 
 log = logging.getLogger(__name__)
 NAME = "shopify"

@@ -40,3 +40,12 @@ def test_vendor_fields_of_superscript_digits_get_their_clear_errors():
         page_count({"pagination": {"totalPageCount": "²"}}, "totalPageCount", "RetailCRM orders")
     with pytest.raises(FatalError, match="a history entry that is not an object with an integer id"):
         history_entry({"id": "²", "order": {}}, "order", "RetailCRM history")
+
+
+def test_a_php_style_group_is_indexed_by_ascii_digits_only():
+    """A vendor's form ``{"0": …, "1": …}`` is a list in index order; a key of superscript digits is no index (before:
+    ``int("²")`` raised a bare ValueError out of as_list)."""
+    from connectors.webhooks import as_list
+
+    assert as_list({"1": "b", "0": "a"}) == ["a", "b"]
+    assert as_list({"²": "x"}) == [{"²": "x"}] and as_list({"0": "a", "¹": "b"}) == [{"0": "a", "¹": "b"}]
