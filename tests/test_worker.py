@@ -214,7 +214,7 @@ def test_webhook_orders_survive_a_full_file_refresh_until_the_export_contains_th
         queue_order(ledger, "W-9", cid)
         for key, payload, _ in events_for([], [], parse_generic(new_buyer, cfg.timezone)):
             ledger.enqueue_event("generic", key, payload)
-        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 2
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 3  # W-9; W-NEW and its contact
         moved = audience(mailchimp_fake)
         assert "Winback" not in moved[email][0] and "new.buyer@example.com" in moved
 
