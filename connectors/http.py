@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
+from .digits import digits
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow
 from .retry import RetryPolicy, retry_after_from
@@ -352,7 +353,7 @@ def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     if isinstance(value, bool) or value is None or value == "":
         raise ValueError("missing date")
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, (int, float)) or digits(value):
         try:
             return datetime.fromtimestamp(int(value), tz=timezone.utc)
         except (OverflowError, OSError):  # past the platform's clock: a ValueError as every other bad date

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .digits import digits
 from .errors import FatalError
 from .http import json_shape
 
@@ -78,7 +79,7 @@ def page_count(data: Mapping[str, Any], name: str, what: str) -> int:
     that took a missing page count for 0 stopped after its first page."""
     pagination = data.get("pagination")
     value = pagination.get(name) if isinstance(pagination, Mapping) else None
-    if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, str) and value.isdigit()):
+    if isinstance(value, bool) or not (isinstance(value, int) or digits(value)):
         got = (f"{str(value)[:40]!r}" if isinstance(pagination, Mapping) and name in pagination
                else "missing" if isinstance(pagination, Mapping) or pagination is None else json_shape(pagination))
         raise FatalError(f"{what}: the answer's pagination.{name} is {got}, not a count; {_AGAIN}")
@@ -91,7 +92,7 @@ def history_entry(entry: Any, entity: str, what: str) -> tuple[int, Mapping[str,
     eid = entry.get("id") if isinstance(entry, Mapping) else None
     ref = entry.get(entity) if isinstance(entry, Mapping) else None
     combined = entry.get("combinedTo") if isinstance(entry, Mapping) else None
-    if (isinstance(eid, bool) or not (isinstance(eid, int) or isinstance(eid, str) and eid.isdigit())
+    if (isinstance(eid, bool) or not (isinstance(eid, int) or digits(eid))
             or not isinstance(ref, (Mapping, type(None))) or not isinstance(combined, (Mapping, type(None)))):
         raise FatalError(f"{what}: a history entry that is not an object with an integer id and {entity!r} and "
                          f"'combinedTo' objects: {str(entry)[:100]}; {_AGAIN}")

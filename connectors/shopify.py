@@ -40,6 +40,7 @@ import duckdb
 import requests
 
 from .contacts import clean_contact
+from .digits import digits
 from .email_phone import lower_like_sql
 from .guests import guest_key
 from .errors import ConfigError, FatalError, RecordError
@@ -185,7 +186,7 @@ class ShopifySource:
         """Pause when the REST bucket is nearly full (``X-Shopify-Shop-Api-Call-Limit: 38/40``)."""
         value = resp.headers.get("X-Shopify-Shop-Api-Call-Limit", "")
         used, _, size = value.partition("/")
-        if used.isdigit() and size.isdigit():
+        if digits(used) and digits(size):
             over = int(used) - (int(size) - self.config.call_limit_headroom)
             if over >= 0:
                 log.debug("shopify call limit %s: pausing", value)

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import parse_qsl
 
+from .digits import digits
 from .records import Contact, Order
 
 R = TypeVar("R", Order, Contact)
@@ -238,6 +239,6 @@ def as_list(node: Any) -> list[Any]:
         return []
     if isinstance(node, list):
         return node
-    if isinstance(node, dict) and node and all(k.isdigit() for k in node):
+    if isinstance(node, dict) and node and all(digits(k) for k in node):  # ("²" is no index: int() refuses it)
         return [node[k] for k in sorted(node, key=int)]
     return [node]

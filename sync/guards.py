@@ -8,28 +8,28 @@ plan's changes into those numbers). Three kinds:
   outnumber the valid rows read: one bad order in a quiet window of three is not a broken input, four of four
   are), the customer count fell too far since the last successful run of a destination
   (``max_customer_drop_pct``). Nothing overrides them. They and the scoring guard live in :mod:`sync.data_guards`.
-* **plan guards** (the change looks like a mass change): too many of a destination's currently managed
-  contacts (ledger contacts holding at least one managed tag/list, or waiting to be given back one the ESP lost:
-  :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
-  or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
-  them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
-  ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
-  itself, day after day: ``recency_days`` and the models' numbers
-  (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field or jumps (:func:`_jumps`): a drift
-  never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
-  one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
-  run. A destination with no managed contacts yet (its first sync) is never a mass change. A **withdrawal** (a
-  managed contact whose tags come off because the source says his marketing consent is ``no``, under
-  ``new_contacts = "skip"``: :attr:`sync.planning.plan.Plan.withdrawn`) is counted apart, by
-  ``max_withdrawal_pct`` alone: the other two do not count it, so one person withdrawing never holds a sync
-  back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals
-  and the other removals are also judged together (against the larger of the two limits), so that a plan
-  emptying most of the list for both reasons at once is refused too. While neither of these two withdrawal rules
-  trips (the second one counts as one only when the removals alone would not trip it: :class:`PlanVerdict`), a plan
-  held by the other two still sends its withdrawals alone (:func:`sync.refusals.refuse_after_withdrawals`). Fewer
-  contacts than ``min_mass_change`` (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or
-  both do when they are a majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a
-  large share, but most of it is a broken input. A single withdrawal never trips (also of a list of one or two).
+* **plan guards** (the change looks like a mass change): too many of a destination's managed contacts (ledger
+  contacts holding at least one managed tag/list, or waiting to be given back one the ESP lost:
+  :meth:`~sync.ledger.state.PushedStates.lost_tags`, or holding only tags rfmsync pushed under earlier names when
+  the plan changes them: :func:`plan_stats`) would be left without any managed tag (``max_removal_pct``) or would
+  change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of them, nor is a
+  tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the ledger records none
+  of: filled in, nor a new value of a field mapped to a value that drifts for everyone by itself, day after day:
+  ``recency_days`` and the models' numbers (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the
+  field or jumps (:func:`_jumps`): a drift never does, a model that was not fitted or amounts exported in minor
+  units do; a tag added always is, a lost one added back too: it fires the ESP's "tag added" automations).
+  ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet (its first sync) is
+  never a mass change. A **withdrawal** (a managed contact whose tags come off because the source says his marketing
+  consent is ``no``, under ``new_contacts = "skip"``: :attr:`sync.planning.plan.Plan.withdrawn`) is counted apart,
+  by ``max_withdrawal_pct`` alone: the other two do not count it, so one person withdrawing never holds a sync back,
+  while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals and the
+  other removals are also judged together (against the larger of the two limits), so that a plan emptying most of
+  the list for both reasons at once is refused too. While neither of these two withdrawal rules trips (the second
+  one counts as one only when the removals alone would not trip it: :class:`PlanVerdict`), a plan held by the other
+  two still sends its withdrawals alone (:func:`sync.refusals.refuse_after_withdrawals`). Fewer contacts than
+  ``min_mass_change`` (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or both do when
+  they are a majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a large share,
+  but most of it is a broken input. A single withdrawal never trips (also of a list of one or two).
 * the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
   :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
@@ -54,7 +54,7 @@ from .planning.values import DRIFTING_VALUES
 
 @dataclass(frozen=True)
 class PlanStats:
-    managed: int  # contacts that hold at least one managed tag/list now, or wait for one the ESP lost (ledger)
+    managed: int  # contacts holding a managed tag/list, waiting for one the ESP lost, or re-tagged from old names
     removed: int  # of those, the ones the plan leaves without any managed tag/list, but the withdrawn
     changed: int  # of those, the ones the plan really changes (managed tags or field values), but the withdrawn
     restored: int = 0  # of those changed, the ones it gives back a tag the ESP lost (the ledger remembers)
@@ -201,13 +201,25 @@ def _changes(recorded: Mapping[str, object], key: str, value: object, drifts: st
     return _jumps(drifts, a, b)
 
 
+def tagged(state: PushedState | None) -> bool:
+    """Whether the ledger ``state`` holds a tag or list rfmsync pushed, managed now or not (the ledger keeps a tag's
+    old name on the contacts rfmsync gave it after a ``tag_prefix`` set or a mapped tag renamed, until
+    ``retire_tags`` takes it off)."""
+    return state is not None and bool(state.tags)
+
+
+def holds_managed(state: PushedState | None, managed_tags: frozenset[str]) -> bool:
+    """Whether the ledger ``state`` holds a tag or list managed now."""
+    return state is not None and bool(state.tags & managed_tags)
+
+
 def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedState],
                  managed_tags: frozenset[str]) -> int:
     """The managed contacts only ``lost`` makes managed: waiting to be given back a managed tag the ESP lost
     (:meth:`~sync.ledger.state.PushedStates.lost_tags`) while ``state`` holds them no other (with one tag or
     list per segment, every holder of the lost one)."""
-    return sum(1 for key, tags in lost.items()
-               if tags & managed_tags and not ((s := state.get(key)) is not None and s.tags & managed_tags))
+    return sum(1 for key, tags in lost.items() if tags & managed_tags and not holds_managed(state.get(key),
+                                                                                           managed_tags))
 
 
 def withdrawal_change(c: ContactChange, new_contacts: str) -> bool:
@@ -255,15 +267,22 @@ def _leaves_none(before: frozenset[str], after: frozenset[str]) -> bool:  # held
     return bool(before and not after)
 
 
-def plan_stats(plan, state: Mapping[str, PushedState],
-               lost: Mapping[str, frozenset[str]] | None = None) -> PlanStats:
+def plan_stats(plan, state: Mapping[str, PushedState], lost: Mapping[str, frozenset[str]] | None = None,
+               managed: int | None = None) -> PlanStats:
     """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination and
     the managed tags the ESP lost that its contacts wait to be given back (``lost``, by key:
-    :meth:`~sync.ledger.state.PushedStates.lost_tags`; for the contacts of ``state`` at least)."""
+    :meth:`~sync.ledger.state.PushedStates.lost_tags`; for the contacts of ``state`` at least). ``managed``: the
+    destination's contacts holding a managed tag or waiting for a lost one, when counted elsewhere (``state`` then
+    holds the plan's contacts at least); None: counted in ``state``. The managed contacts are those, plus the ones
+    the plan gives a managed tag while they hold only tags rfmsync pushed under names no longer managed (re-tagged
+    after a ``tag_prefix`` set or a tag renamed: not a first sync). Old tags the plan leaves alone count for
+    nothing: a removal of the managed tags is judged against those who hold them, not against every contact
+    rfmsync ever tagged."""
     managed_tags = frozenset(plan.managed_tags)
     lost = lost or {}
-    managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
-    removed = changed = restored = withdrawn = 0
+    if managed is None:
+        managed = sum(holds_managed(s, managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
+    removed = changed = restored = withdrawn = renamed = 0
     withdrawals = frozenset(plan.withdrawn)  # (a plan saved by an rfmsync that did not tell them apart: none)
     restored_tags: set[str] = set()
     # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
@@ -280,7 +299,8 @@ def plan_stats(plan, state: Mapping[str, PushedState],
                 withdrawn += 1
                 continue
             removed += 1
-        if not before and not waits:  # a new contact, or one without managed tags: not one of the managed contacts
+        retag = not before and tagged(prev) and bool(after)  # holds old tags only, given a managed one: a re-tag
+        if not before and not waits and not retag:  # a new contact, or one without managed tags: not one of them
             continue
         if back:  # the ESP lost it, the ledger forgot it: adding it back fires the ESP's "tag added" automations
             restored += 1
@@ -292,5 +312,6 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         if before != after or (prev is not None and any(_changes(prev.fields, k, v, drifting.get(k))
                                                          for k, v in c.set_fields.items())):
             changed += 1
-    return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
+            renamed += retag and not waits  # managed by this change (a waiting one is counted: waiting_only)
+    return PlanStats(managed=managed + renamed, removed=removed, changed=changed, restored=restored,
                      restored_tags=tuple(sorted(restored_tags)), withdrawn=withdrawn)

@@ -104,6 +104,24 @@ def test_plan_stats_counts_what_really_changes_for_managed_contacts():
     assert plan_stats(plan, state) == PlanStats(managed=4, removed=1, changed=2)
 
 
+def test_old_tags_left_on_contacts_do_not_dilute_a_removal_of_the_managed_ones():
+    """A mapping trimmed to "Winback": "VIP" is no longer managed and stays on its holders (until retire_tags). A
+    bad day takes "Winback" off all of its holders: 2 of 2 managed contacts, not 2 of the 6 rfmsync ever tagged
+    (before: every holder of any tag it pushed counted, so a mass removal passed under max_removal_pct). The one
+    the plan gives "Winback" while he holds "VIP" only is one of them (a re-tag), as is a rename's every holder."""
+    state = {"w1": _state("w1", {"Winback"}), "w2": _state("w2", {"Winback"}), "v1": _state("v1", {"VIP"}),
+             "v2": _state("v2", {"VIP"}), "v3": _state("v3", {"VIP"}), "v4": _state("v4", {"VIP"}, SEG="Best")}
+    plan = Plan(destination="mc", type="mailchimp", managed_tags=("Winback",), fields={"SEG": "segment"},
+                ledger_revision=1, skipped=(), changes=(
+                    ContactChange("w1", "w1", "w1", "", False, None, remove_tags=frozenset({"Winback"})),
+                    ContactChange("w2", "w2", "w2", "", False, None, remove_tags=frozenset({"Winback"})),
+                    ContactChange("v1", "v1", "v1", "Churn", False, None, add_tags=frozenset({"Winback"})),
+                    ContactChange("v4", "v4", "v4", "Loyal", False, None, set_fields={"SEG": "Loyal"})))
+    stats = plan_stats(plan, state)
+    assert stats == PlanStats(managed=3, removed=2, changed=3)
+    assert plan_lines(G, stats)[0].startswith("guard max_removal_pct: 2 of 3 managed contacts")
+
+
 def test_a_field_that_drifts_by_itself_is_not_a_change_but_the_others_are():
     """recency_days grows by one a day for every customer, the models' numbers move with the day and each refit:
     their new values alone do not count towards max_change_pct; a field of another value still does."""

@@ -88,11 +88,11 @@ def test_an_older_consent_yes_delivered_after_the_withdrawal_subscribes_nobody(s
             withdrawn = _generic(base, _new_customer_order("no", "2025-06-29T10:05:00+00:00"))
             assert withdrawn.status_code == 202 and withdrawn.json()["queued"] == 1, withdrawn.text
             if not one_batch:
-                assert worker.drain() == 1
+                assert worker.drain() == 2  # the order and its contact: an event each
             late_yes = _generic(base, _new_customer_order("yes", "2025-06-29T10:00:00+00:00"))
             assert late_yes.status_code == 202 and late_yes.json()["queued"] == 1, late_yes.text
-            assert worker.drain() == (1 if not one_batch else 2)
-        assert ledger.event_counts()["done"] == 2  # the stale delivery is done, not failed nor retried
+            assert worker.drain() == (1 if not one_batch else 3)  # the order unchanged: only the contact is new
+        assert ledger.event_counts()["done"] == 3  # the stale delivery is done, not failed nor retried
     assert _consent(cfg, "NEW-7") == "no"
     assert "late.news@example.com" not in mailchimp_fake.lists["aud1"].members  # nobody subscribed
     assert metrics.snapshot()["stale"]["contact"] == 1
@@ -107,13 +107,13 @@ def test_the_generic_payload_without_updated_at_keeps_the_acceptance_order(skip_
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
             assert _generic(base, _new_customer_order("no", None)).status_code == 202
-            assert worker.drain() == 1
+            assert worker.drain() == 2  # the order and its contact: an event each
             assert _generic(base, _new_customer_order("yes", None)).status_code == 202
-            assert worker.drain() == 1
+            assert worker.drain() == 1  # the order unchanged: only the contact is new
             assert _consent(cfg, "NEW-7") == "yes"
             assert mailchimp_fake.lists["aud1"].members["late.news@example.com"]["status"] == "subscribed"
             assert _generic(base, _new_customer_order("no", "2025-06-29T09:00:00+00:00", "OOO-2")).status_code == 202
-            assert worker.drain() == 1
+            assert worker.drain() == 2
     assert _consent(cfg, "NEW-7") == "no"
 
 
@@ -196,7 +196,7 @@ def test_in_one_batch_a_withdrawal_then_an_edit_without_consent_stays_a_withdraw
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
             assert _generic(base, _new_customer_order("yes", "2025-06-29T10:00:00+00:00")).status_code == 202
-            assert worker.drain() == 1
+            assert worker.drain() == 2  # the order and its contact: an event each
             edit = _new_customer_order("yes", "2025-06-29T10:03:00+00:00")
             del edit["contact"]["marketing_consent"]
             assert _generic(base, _new_customer_order("no", "2025-06-29T10:02:00+00:00")).status_code == 202

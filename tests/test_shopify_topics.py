@@ -25,7 +25,7 @@ CONSENT = {"customer_id": 706405506930370084, "email_address": "bob@example.com"
                                        "consent_updated_at": "2026-12-06T10:00:00-05:00"}}
 
 
-def intake_events(topic: str, payload: dict) -> list[tuple[str, str]]:
+def intake_events(topic: str, payload: dict) -> list[tuple[str, str, int]]:
     """The queue events the server's intake makes of a delivery signed now."""
     body = json.dumps(payload).encode()
     headers = {**signed(body, at=datetime.now(timezone.utc)), "X-Shopify-Topic": topic}
@@ -36,7 +36,7 @@ def intake_events(topic: str, payload: dict) -> list[tuple[str, str]]:
                                                 ("customers_email_marketing_consent/update", CONSENT)])
 def test_a_topic_without_a_resource_is_accepted_and_queues_a_pull(topic, payload):
     events = intake_events(topic, payload)
-    assert [key.split(":")[0] for key, _ in events] == ["pull"]
+    assert [key.split(":")[0] for key, *_ in events] == ["pull"]
     assert parse_webhook({"X-Shopify-Topic": topic}, json.dumps(payload).encode()) == ([], [])
 
 
@@ -51,4 +51,4 @@ def test_such_a_topic_without_its_id_is_still_a_bad_request():
 
 def test_an_order_or_customer_resource_queues_no_pull():
     customer = {"id": 7, "email": "bob@example.com", "email_marketing_consent": {"state": "subscribed"}}
-    assert [key.split(":")[0] for key, _ in intake_events("customers/update", customer)] == ["contact"]
+    assert [key.split(":")[0] for key, *_ in intake_events("customers/update", customer)] == ["contact"]

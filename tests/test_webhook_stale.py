@@ -73,7 +73,7 @@ def test_a_fresh_authentic_delivery_is_accepted():
     now = datetime.now(timezone.utc)
     events = CrmWebhooks("shopify", webhook_parser("shopify"), SECRET, None).events(
         shopify_headers(hmac_sha256_base64(SECRET, BODY), now), BODY, None)
-    assert [k.split(":")[0] for k, _ in events] == ["contact"]
+    assert [k.split(":")[0] for k, *_ in events] == ["contact"]
     assert CrmWebhooks("bitrix24", webhook_parser("bitrix24"), B24_TOKEN, None).events(
         {}, b24_event(B24_TOKEN, timedelta(minutes=1)), None)
 

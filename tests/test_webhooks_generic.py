@@ -164,7 +164,7 @@ def test_a_contact_is_normalised_as_every_other_source_normalises_it(ledger, cap
                        order("A-2", "C2", contact={"email": "ann@@example", "phone": "12"})]).encode()
     caplog.set_level("WARNING", logger="sync.serve.generic")
     _, events = intake.prepare("generic", {k.lower(): v for k, v in sign_generic(SECRET, body).items()}, body)
-    contacts = [decode_records(payload)[1][0] for _, payload in events]
+    contacts = [decode_records(payload)[1][0] for key, payload, _ in events if key.startswith("contact:")]
     assert [(c.customer_id, c.email, c.phone) for c in contacts] == [("C1", "ann@example.com", "+77011234567"),
                                                                      ("C2", None, None)]
     assert "invalid email" in caplog.text and "ann@@example" in caplog.text and "invalid phone" in caplog.text
@@ -239,17 +239,18 @@ def test_signed_delivery_is_queued_before_the_reply_and_duplicates_are_queued_on
     body = json.dumps([order(), order("A-2", "C2", contact={"email": "b@example.com"})]).encode()
     r = post(client, body, sign_generic(SECRET, body, NOW))
     assert r.status_code == 202 and r.json() == {"accepted": 2, "queued": 2, "duplicates": 0}
-    assert ledger.event_counts()["queued"] == 2 and woken == [1]
+    assert ledger.event_counts()["queued"] == 3 and woken == [1]  # A-2's contact is an event of its own
     events = ledger.claim_events("t", limit=10)
+    assert [e.dedupe_key for e in events] == ["order:A-1", "order:A-2", "contact:C2"]
     orders, contacts, pull = decode_records(events[1].payload)
-    assert [o.order_id for o in orders] == ["A-2"] and contacts[0].email == "b@example.com" and not pull
-    assert events[0].source == "generic" and events[0].dedupe_key.startswith("order:A-1:")
+    assert [o.order_id for o in orders] == ["A-2"] and not contacts and not pull
+    assert decode_records(events[2].payload)[1][0].email == "b@example.com" and events[0].source == "generic"
 
     again = post(client, body, sign_generic(SECRET, body))  # redelivered (even re-signed, via /file)
     assert again.status_code == 202 and again.json() == {"accepted": 2, "queued": 0, "duplicates": 2}
     changed = json.dumps(order(status="refunded")).encode()  # the same order with new content is new work
     assert post(client, changed, sign_generic(SECRET, changed), "/webhooks/file").json()["queued"] == 1
-    assert ledger.event_counts() == {"queued": 1, "processing": 2, "done": 0, "failed": 0}
+    assert ledger.event_counts() == {"queued": 1, "processing": 3, "done": 0, "failed": 0}
 
 
 def test_status_codes_unsigned_forged_malformed_unknown_and_too_large(ledger, make_client):

@@ -73,7 +73,7 @@ def queue_order(ledger: Ledger, order_id: str, customer_id: str, day: str = "202
     body = ('{"order_id": "%s", "customer_id": "%s", "ordered_at": "%sT12:00:00+05:00", "amount": "990000"}'
             % (order_id, customer_id, day)).encode()
     pairs = parse_generic(body)
-    for key, payload in events_for([], [], pairs):
+    for key, payload, _ in events_for([], [], pairs):
         ledger.enqueue_event("generic", key, payload)
 
 
@@ -212,9 +212,9 @@ def test_webhook_orders_survive_a_full_file_refresh_until_the_export_contains_th
     with open_ledger(cfg, settings) as ledger:
         email, cid = churned_contact(ledger)
         queue_order(ledger, "W-9", cid)
-        for key, payload in events_for([], [], parse_generic(new_buyer, cfg.timezone)):
+        for key, payload, _ in events_for([], [], parse_generic(new_buyer, cfg.timezone)):
             ledger.enqueue_event("generic", key, payload)
-        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 2
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 3  # W-9; W-NEW and its contact
         moved = audience(mailchimp_fake)
         assert "Winback" not in moved[email][0] and "new.buyer@example.com" in moved
 

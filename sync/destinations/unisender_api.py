@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import requests
 
+from connectors.digits import digits
 from connectors.errors import TransientError
 from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy
@@ -77,7 +78,7 @@ class ImportResult(Shape):
         others it took is unknown: they fail as not believed. ``total`` less ``inserted`` + ``updated`` +
         ``deleted`` more than the log names (a row sent unchanged counted in none) is one warning, no failure."""
         label, indexes = "Unisender importContacts", [str(e.index) for e in self.log]
-        if str(self.total) != str(sent) or not all(i.isdigit() and int(i) < sent for i in indexes):
+        if str(self.total) != str(sent) or not all(digits(i) and int(i) < sent for i in indexes):
             raise BadAnswer(label, f"total {self.total} / log indexes {indexes[:5]} for {sent} rows sent", raw,
                             secrets=secrets)
         try:
@@ -107,7 +108,7 @@ def _text(entry: LogEntry, secrets: Sequence[str]) -> str:
 def _count(name: str, value: int | str | None) -> int | None:
     if value is None or isinstance(value, int):
         return value
-    if not value.strip().isdigit():
+    if not digits(value.strip()):
         raise ValueError(f"{name} {value!r} is not a count")
     return int(value)
 

@@ -1,6 +1,6 @@
 """The queue codec: the canonical JSON form of orders and contacts in a webhook event's payload.
 
-The intake encodes what a delivery carried (:func:`encode_records`, also hashed for dedupe); a worker decodes
+The intake encodes what a delivery carried (:func:`encode_records`, also compared for dedupe); a worker decodes
 it (:func:`decode_records`) after claiming the event. Decimals and datetimes travel as strings, exactly.
 
 Servers of two versions may share a ledger (an upgrade under way), so a payload stays readable by the decoder
@@ -10,10 +10,12 @@ refuses is never written. An order deleted for good (:attr:`OrderStatus.DELETED`
 travels as the ``cancelled`` tombstone it was before, with ``"final": true``: an older worker merges it as that
 plain cancel (it ignores the flag), this one as a final delete (:mod:`sync.store.deletes`).
 
-The encoding, hashed, is the delivery's dedupe key, so a field added changes the key of the records it is written
-on. ``if_stored`` did so once, for every tombstone that is not final (a lost or deleted deal, an unmappable cancel):
-a delivery of one made before the upgrade and retried by the vendor after it is queued a second time. Harmless: the
-two copies are the same tombstone, merged by version (the second is at most a no-op or left out as stale).
+The encoding is what the queue compares a delivery with (the payload of its record's latest event, keyed
+``order:<id>``: :meth:`sync.ledger.queue.EventQueue.enqueue_events`; before, its hash was part of the dedupe key), so
+a field added makes the records it is written on differ from their events queued before. ``if_stored`` did so
+once, for every tombstone that is not final (a lost or deleted deal, an unmappable cancel): a delivery of one made
+before the upgrade and retried by the vendor after it is queued a second time. Harmless: the two copies are the
+same tombstone, merged by version (the second is at most a no-op or left out as stale).
 A payload queued before the upgrade has no flag: its tombstone is merged as it was then, a cancelled row even for
 an order never stored (docs/sources/common.md).
 """
@@ -38,7 +40,7 @@ def _dec(value: Decimal | None) -> str | None:
 
 def _version(doc: dict[str, Any], updated_at: datetime | None) -> dict[str, Any]:
     """``doc`` with the vendor's modification time, when the record has one (a record without one encodes as it
-    did before the field existed: its dedupe key is unchanged)."""
+    did before the field existed: its payload, which the queue's dedupe compares, is unchanged)."""
     if updated_at is not None:
         doc["updated_at"] = updated_at.isoformat()
     return doc
@@ -65,7 +67,7 @@ def contact_json(c: Contact) -> dict[str, Any]:
 
 
 def encode_records(orders: Iterable[Order] = (), contacts: Iterable[Contact] = (), *, pull: bool = False) -> str:
-    """The canonical, deterministic JSON of records for the queue (also hashed for dedupe)."""
+    """The canonical, deterministic JSON of records for the queue (also compared for dedupe)."""
     doc: dict[str, Any] = {"orders": [order_json(o) for o in orders], "contacts": [contact_json(c) for c in contacts]}
     if pull:
         doc["pull"] = True

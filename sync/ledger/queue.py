@@ -1,8 +1,10 @@
 """The webhook event queue of the ledger (part of the :class:`sync.ledger.Ledger` facade).
 
-Deliveries are deduplicated by (source, dedupe_key) and kept after processing so a
-repeat delivery stays recognisable. Workers claim batches oldest first; PostgreSQL uses
-``SELECT .. FOR UPDATE SKIP LOCKED``, SQLite runs the claim under ``BEGIN IMMEDIATE``.
+Deliveries are deduplicated by (source, dedupe_key), the records they are about, against the latest event of
+that key (a sender's retry: its payload again), and kept after processing so a repeat delivery stays
+recognisable; an earlier state that comes back is queued again (:meth:`EventQueue.enqueue_events`). Workers
+claim batches oldest first; PostgreSQL uses ``SELECT .. FOR UPDATE SKIP LOCKED``, SQLite runs the claim under
+``BEGIN IMMEDIATE``.
 
 A claim is a *lease*: the worker renews it (:meth:`EventQueue.renew_claims`) while it
 works, and a ``processing`` event whose lease was not renewed for ``stale_after`` seconds
@@ -17,11 +19,12 @@ leaves ``attempts`` one higher, ``fails`` as it was). An event released with a w
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Protocol, Sequence
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import String, and_, case, cast, delete, func, literal, or_, select, text, update
 
 from .db import LedgerDB, chunks, clip
 from .owners import owner_process_gone
@@ -30,6 +33,23 @@ from .schema import events
 EVENT_STATUSES = ("queued", "processing", "done", "failed")
 
 log = logging.getLogger(__name__)
+
+#: the start of the key an event is kept under once a later state of its records took its own key (an event's key
+#: names its records, ``order:<id>``: see :meth:`EventQueue.enqueue_events`); then the key it had and ``@<its id>``
+SUPERSEDED = "superseded:"
+#: PostgreSQL: the first key of the advisory locks intakes take per (source, key) (the 2-int space: the migrations'
+#: lock is a bigint one)
+_SUBJECT_LOCKS = 0x72666D65
+#: PostgreSQL: the (source, key)s are hashed into this many advisory locks, so a transaction holds at most this many
+#: whatever its size (one per record overflowed ``max_locks_per_transaction``: "out of shared memory", every delivery
+#: of the group answered 503, again at each retry); two intakes whose records share a bucket only take turns
+LOCK_BUCKETS = 64
+
+
+def _lock_key(source: str, key: str) -> int:
+    """A (source, key)'s advisory lock: the bucket of its CRC-32 (:data:`LOCK_BUCKETS`)."""
+    return zlib.crc32(f"{source}\0{key}".encode()) % LOCK_BUCKETS
+
 
 #: a failed event accepted longer ago than this no longer holds the order store's prune of the file versions'
 #: ages (:func:`sync.serve.resync_staging.prune_file_won_ages`): one failed event would keep them for ever
@@ -98,31 +118,70 @@ class EventQueue:
         self._db = db
 
     def enqueue_event(self, source: str, dedupe_key: str, payload: str) -> bool:
-        """Queue a delivery; False if (source, dedupe_key) was already queued or processed."""
-        if not isinstance(payload, str):
-            raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
-        ins = self._db.insert(events).values(source=source, dedupe_key=dedupe_key, payload=payload,
-                                          status="queued", received_at=self._db.clock(), attempts=0)
-        with self._db.write() as conn:
-            new_id = conn.execute(ins.on_conflict_do_nothing(
-                index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)).scalar()
-        return new_id is not None
+        """Queue a delivery; False if it repeats the latest event of (source, dedupe_key) (:meth:`enqueue_events`)."""
+        return self.enqueue_events([(source, dedupe_key, payload)])[0]
 
     def enqueue_events(self, items: Sequence[tuple[str, str, str]]) -> list[bool]:
-        """Queue several (source, dedupe_key, payload) deliveries in ONE transaction; per item, True
-        when it is new (False: already queued or processed, including earlier in ``items``)."""
+        """Queue several (source, dedupe_key, payload) deliveries in ONE transaction; per item, True when it is new.
+
+        ``dedupe_key`` names what the delivery is about (``order:<id>``): an item is a repeat (False) only when its
+        payload is that of the latest event of its (source, key), queued, processed or failed, earlier in ``items``
+        included (a sender's retry). A state that comes back after another (consent no → yes → no) is queued
+        again: the latest event is kept under a key of its own (:data:`SUPERSEDED`), the new one takes the key.
+        PostgreSQL: concurrent intakes take turns per key (advisory locks of :data:`LOCK_BUCKETS` buckets of the
+        keys, taken in sorted order)."""
         for _, _, payload in items:
             if not isinstance(payload, str):
                 raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
         if not items:
             return []
         now = self._db.clock()
-        stmt = self._db.insert(events).on_conflict_do_nothing(
-            index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)
+        t = events
+        stmt = self._db.insert(t).on_conflict_do_nothing(index_elements=[t.c.source, t.c.dedupe_key]
+                                                         ).returning(t.c.id)
+        subjects = {(source, key) for source, key, _ in items}
         with self._db.write() as conn:
-            return [conn.execute(stmt, {"source": source, "dedupe_key": key, "payload": payload,
-                                        "status": "queued", "received_at": now, "attempts": 0}).scalar() is not None
-                    for source, key, payload in items]
+            if self._db.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:keys AS int[])) AS k"),
+                             {"space": _SUBJECT_LOCKS, "keys": sorted({_lock_key(*s) for s in subjects})})
+            latest = self._latest(conn, subjects)  # (source, key) → (id, payload) of its latest event
+            gone = {latest[(s, k)][0] for s, k, p in items if (s, k) in latest and latest[(s, k)][1] != p}
+            self._supersede(conn, sorted(gone))  # the stored latest events a new state takes the keys of
+            new: list[bool] = []
+            for source, key, payload in items:
+                held = latest.get((source, key))
+                if held is not None and held[1] == payload:
+                    new.append(False)
+                    continue
+                if held is not None and held[0] not in gone:  # queued by an item earlier in this group
+                    self._supersede(conn, [held[0]])
+                new_id = conn.execute(stmt, {"source": source, "dedupe_key": key, "payload": payload,
+                                             "status": "queued", "received_at": now, "attempts": 0}).scalar()
+                new.append(new_id is not None)
+                if new_id is not None:
+                    latest[(source, key)] = (new_id, payload)
+            return new
+
+    @staticmethod
+    def _latest(conn: Any, subjects: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+        """The latest event of each (source, key): the one holding the key (its earlier ones were superseded)."""
+        by_source: dict[str, list[str]] = {}
+        for source, key in subjects:
+            by_source.setdefault(source, []).append(key)
+        found = {}
+        for source, keys in by_source.items():
+            for chunk in chunks(sorted(keys), 500):
+                found.update(((source, k), (i, p)) for i, k, p in conn.execute(
+                    select(events.c.id, events.c.dedupe_key, events.c.payload).where(
+                        events.c.source == source, events.c.dedupe_key.in_(chunk))))
+        return found
+
+    @staticmethod
+    def _supersede(conn: Any, ids: list[int]) -> None:
+        """Move these events off their keys (:data:`SUPERSEDED`): a later state of their records took them."""
+        for chunk in chunks(ids, 1000):
+            conn.execute(update(events).where(events.c.id.in_(chunk)).values(
+                dedupe_key=literal(SUPERSEDED) + events.c.dedupe_key + literal("@") + cast(events.c.id, String)))
 
     def claim_events(self, worker: str, limit: int = 100, stale_after: float = 300) -> list[Event]:
         """Claim up to ``limit`` queued events (oldest first) for ``worker`` and mark them processing.

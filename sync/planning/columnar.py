@@ -20,7 +20,6 @@ only through DuckDB's scan, and the Python work grows with the change.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import duckdb
@@ -138,11 +137,13 @@ def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan,
     only the changed and waiting contacts' rows into Python."""
     import pyarrow as pa
 
-    managed = _list(plan.managed_tags)
-    count = con.execute(f"""SELECT coalesce(sum(n), 0) FROM (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY 1)
-        WHERE len(list_intersect({TAGS.format('tags_json')}, {managed})) > 0""").fetchall()[0][0]
+    managed = _list(plan.managed_tags)  # the holders of a managed tag; and of any tag rfmsync pushed (old names too)
+    count, tagged = con.execute(f"""SELECT coalesce(sum(n) FILTER (WHERE len(list_intersect(tags, {managed})) > 0), 0),
+        coalesce(sum(n) FILTER (WHERE len(tags) > 0), 0)
+        FROM (SELECT {TAGS.format('tags_json')} AS tags, n FROM (SELECT tags_json, count(*) AS n FROM {LEDGER}
+                                                                  GROUP BY 1))""").fetchall()[0]
     lost = lost or {}
-    if not lost and (not count or not plan.changes):  # no removal or change to count
+    if not lost and (not tagged or not plan.changes):  # no removal or change to count (no contact holds a tag)
         return PlanStats(count, 0, 0)
     keys = dict.fromkeys([*(c.key for c in plan.changes), *lost])
     con.register("_plan_changed_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
@@ -153,8 +154,7 @@ def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan,
     finally:
         con.unregister("_plan_changed_keys")
     state = {k: PushedState(k, cid, frozenset(tags), json.loads(f), bool(p)) for k, cid, tags, f, p in found}
-    part = plan_stats(plan, state, lost)
-    return replace(part, managed=count + waiting_only(lost, state, frozenset(plan.managed_tags)))
+    return plan_stats(plan, state, lost, managed=count + waiting_only(lost, state, frozenset(plan.managed_tags)))
 
 
 # --------------------------------------------------------------------------- SQL

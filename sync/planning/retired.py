@@ -94,7 +94,8 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
         names = ", ".join(toml_string(tag) for tag in retire)
         act.append(f"to have rfmsync take {'them' if len(retire) > 1 else 'it'} off the contacts it put "
                    f"{'them' if len(retire) > 1 else 'it'} on (and only those), add retire_tags = [{names}] to "
-                   f"destination {dest.name!r} (the plan guards apply: max_removal_pct); or map "
+                   f"destination {dest.name!r} (the plan guards apply: max_change_pct where a contact keeps a "
+                   f"managed tag, max_removal_pct where he is left none); or map "
                    f"{'them' if len(retire) > 1 else 'it'} again")
     if renamed:
         pairs = ", ".join(f"{old!r} is {new!r}" for old, new in renamed)

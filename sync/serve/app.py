@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from connectors.digits import digits
+
 from .generic import BadRequest
 from .metrics import CONTENT_TYPE
 from .report_page import add_report_route
@@ -35,7 +37,7 @@ def create_app(intake: Intake) -> FastAPI:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and digits(declared) and int(declared) > limit:
         raise BadRequest(413, f"body is larger than [serve] max_body_bytes = {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():

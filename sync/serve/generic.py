@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.contacts import clean_contact
+from connectors.digits import digits
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 from connectors.webhooks import FUTURE_MARGIN, too_far_ahead
 
@@ -61,7 +62,7 @@ def verify_generic(headers: Mapping[str, str], body: bytes, secret_: str | None,
     ts = headers.get(TIMESTAMP_HEADER.lower())
     msg = body
     if ts is not None:
-        if not ts.isdigit() or len(ts) > 12:
+        if not digits(ts) or len(ts) > 12:
             return f"{TIMESTAMP_HEADER} must be Unix seconds"
         if abs(now - int(ts)) > replay_window:
             return f"{TIMESTAMP_HEADER} is outside the replay window of {replay_window:g}s"

@@ -1,10 +1,11 @@
 """The plan guards' denominator on the webhook path, without reading a destination's whole state each resync.
 
 The plan guards (:mod:`sync.guards`) compare a plan's removals and changes with the number of contacts the
-destination manages now (ledger contacts holding at least one managed tag, or waiting to be given back one the
-ESP lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`). Counting them is one aggregate
-over all of the destination's ledger rows: fine once per full sync, not once per webhook batch on a million
-contacts. :class:`ManagedCounts` keeps the count per destination with the ledger revision it is valid for:
+destination manages (ledger contacts holding at least one managed tag, or waiting to be given back one the ESP
+lost: :meth:`~sync.ledger.state.PushedStates.lost_tags`; :func:`sync.guards.plan_stats` adds the plan's own
+contacts re-tagged from names no longer managed). Counting them is one aggregate over all of the destination's
+ledger rows: fine once per full sync, not once per webhook batch on a million contacts. :class:`ManagedCounts`
+keeps the count per destination with the ledger revision it is valid for:
 
 * the revision unchanged: the count is reused;
 * after a webhook resync applied a plan made at the cached revision, the count moves by the plan's own
@@ -21,13 +22,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Mapping
 
-from ..guards import waiting_only
+from ..guards import holds_managed, waiting_only
 from ..ledger import Ledger
 from ..model import PushedState
-
-
-def is_managed(state: PushedState | None, managed: frozenset[str]) -> bool:
-    return bool(state is not None and state.tags & managed)
 
 
 class ManagedCounts:
@@ -65,7 +62,7 @@ class ManagedCounts:
         hit = self._cache.get(key)
         if hit is None or hit[0] != revision_before:
             return
-        delta = sum(is_managed(after.get(k), key[2]) - is_managed(before.get(k), key[2])
+        delta = sum(holds_managed(after.get(k), key[2]) - holds_managed(before.get(k), key[2])
                     for k in set(before) | set(after))
         waits = waiting_only(lost_after or {}, after, key[2]) - waiting_only(lost_before or {}, before, key[2])
         self._cache[key] = (revision_after, hit[1] + delta + waits, hit[2])

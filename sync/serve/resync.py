@@ -121,7 +121,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     plan = replace(without_kept_out(plan, kept), pushed_to=target)
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
-    verdict = judge_plan(cfg.guards, replace(plan_stats(plan, last, lost), managed=managed))  # (the plan's contacts)
+    verdict = judge_plan(cfg.guards, plan_stats(plan, last, lost, managed=managed))  # (last: the plan's contacts)
     read = len(last) + counted + sum(map(len, kept.values())) + len(pending)
     return _Planned(plan, client, list(verdict.lines), last, read, lost, withdrawal_lines=verdict.withdrawal_lines,
                     generation=affected.generation)

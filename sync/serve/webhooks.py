@@ -1,8 +1,8 @@
 """The webhook intake of ``rfmsync serve``: verify a delivery, parse it, queue its records in the ledger.
 
 ``POST /webhooks/{source}`` (``/webhooks/{source}/{token}`` for CRMs that authenticate with a path token)
-checks the delivery's authenticity, parses it into canonical records and writes one event per order (or
-contact) to the ledger queue *before* answering 202, so an accepted delivery survives a crash. The resync
+checks the delivery's authenticity, parses it into canonical records and writes one event per order and
+per contact to the ledger queue *before* answering 202, so an accepted delivery survives a crash. The resync
 worker (:mod:`sync.serve.worker`) does the rest. :class:`Intake` raises :class:`BadRequest` with the reply:
 400 malformed (the message names the problem), 401 bad signature, 404 unknown source.
 
@@ -46,24 +46,24 @@ INLINE_PARSE_BYTES = 16_384  # deliveries up to this size are verified and parse
 SHARED_SOURCE_KEYS = ("max_identity_group",)
 
 
-def _digest(payload: str) -> str:
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
 def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[Order, Contact | None]] = ()
-               ) -> list[tuple[str, str]]:
-    """(dedupe key, payload) per order (with its contact) and per lone contact.
+               ) -> list[tuple[str, str, int]]:
+    """(dedupe key, payload, record) per order and per contact; ``record`` numbers the delivery's records (an order
+    and the contact it carries are one).
 
-    The key is the record's id plus a hash of its canonical content: the same order delivered twice is
-    queued once, while a changed order (refunded, corrected) is queued again.
+    The key names the record (``order:<id>``, ``contact:<id>``): the queue drops a delivery whose payload is that of
+    the record's latest event (a sender's retry) and queues any other, a changed order (refunded, corrected) or an
+    earlier state that came back (:meth:`sync.ledger.queue.EventQueue.enqueue_events`). The contact an order carries
+    is an event of its own: its state is checked against the contact's latest event, whatever order carried that
+    (consent no with order 1, yes with order 2, no with order 1 again: a withdrawal, not order 1's retry).
     """
     out = []
-    for order, contact in [*pairs, *((o, None) for o in orders)]:
-        payload = encode_records([order], [contact] if contact else [])
-        out.append((f"order:{order.order_id}:{_digest(payload)}", payload))
-    for contact in contacts:
-        payload = encode_records(contacts=[contact])
-        out.append((f"contact:{contact.customer_id}:{_digest(payload)}", payload))
+    for n, (order, contact) in enumerate([*pairs, *((o, None) for o in orders)]):
+        out.append((f"order:{order.order_id}", encode_records([order]), n))
+        if contact is not None:
+            out.append((f"contact:{contact.customer_id}", encode_records(contacts=[contact]), n))
+    first = len(pairs) + len(orders)
+    out.extend((f"contact:{c.customer_id}", encode_records(contacts=[c]), first + n) for n, c in enumerate(contacts))
     return out
 
 
@@ -140,7 +140,7 @@ class CrmWebhooks:
         except Exception:  # (as a verifier: garbage is never a 500)
             return None
 
-    def events(self, headers: Mapping[str, str], body: bytes, path_token: str | None) -> list[tuple[str, str]]:
+    def events(self, headers: Mapping[str, str], body: bytes, path_token: str | None) -> list[tuple[str, str, int]]:
         """Verify and parse one delivery into queue events; raises :class:`BadRequest` (401, 400)."""
         kind, parser = self.kind, self.parser
         if not self.key:
@@ -162,7 +162,8 @@ class CrmWebhooks:
             events = events_for(list(orders), list(contacts))
             pull_key = parser.pull_key(body) if parser.pull_key is not None else None
             if pull_key is not None:  # a delivery with ids only: queue one incremental pull
-                events.append((f"pull:{pull_key}", encode_records(pull=True)))
+                events.append((f"pull:{pull_key}", encode_records(pull=True),
+                               1 + max((n for *_, n in events), default=-1)))
             return events
         except (RecordError, ValueError, TypeError, KeyError, RecursionError) as exc:
             raise BadRequest(400, f"{kind} webhook: {exc}") from None
@@ -206,8 +207,9 @@ class Intake:
         return self.writer
 
     def prepare(self, source: str, headers: Mapping[str, str], body: bytes, path_token: str | None = None
-                ) -> tuple[str, list[tuple[str, str]]]:
-        """Verify and parse one delivery: (queue source name, [(dedupe key, payload)]); raises BadRequest."""
+                ) -> tuple[str, list[tuple[str, str, int]]]:
+        """Verify and parse one delivery: (queue source name, [(dedupe key, payload, record)]) (:func:`events_for`);
+        raises BadRequest."""
         if source not in self.sources():
             raise BadRequest(404, f"unknown webhook source {source[:40]!r}; this server accepts "
                                   f"{', '.join(self.sources())}")
@@ -223,11 +225,13 @@ class Intake:
             self.crm[source] = CrmWebhooks.build(source, self.cfg, self.settings)
         return source, self.crm[source].events(headers, body, path_token)
 
-    def _reply(self, events: list[tuple[str, str]], new_flags: list[bool]) -> dict[str, Any]:
-        new = sum(new_flags)
+    def _reply(self, events: list[tuple[str, str, int]], new_flags: list[bool]) -> dict[str, Any]:
+        """Counted by record: an order is queued when it or the contact it carries is new work."""
+        records = {n for _, _, n in events}
+        new = len({n for (_, _, n), fresh in zip(events, new_flags) if fresh})
         if new:
             self.on_queued()
-        return {"accepted": len(events), "queued": new, "duplicates": len(events) - new}
+        return {"accepted": len(records), "queued": new, "duplicates": len(records) - new}
 
     async def accept_async(self, source: str, headers: Mapping[str, str], body: bytes,
                            path_token: str | None = None) -> dict[str, Any]:
@@ -238,5 +242,5 @@ class Intake:
             queue_name, events = self.prepare(source, headers, body, path_token)
         else:
             queue_name, events = await run_in_threadpool(self.prepare, source, headers, body, path_token)
-        fut = self.event_writer().submit([(queue_name, k, p) for k, p in events])
+        fut = self.event_writer().submit([(queue_name, k, p) for k, p, _ in events])
         return self._reply(events, await asyncio.wrap_future(fut))
