@@ -944,3 +944,29 @@ def test_a_wildcard_cron_looks_only_at_the_repeated_minutes_when_the_clocks_go_b
     fire = schedule.next_after(start.replace(tzinfo=timezone.utc))
     assert fire.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M") == local_fire
     assert len(calls) <= 60 * windows
+
+
+def test_an_order_and_the_withdrawal_it_carries_apply_together_whatever_batch_cuts_them(shop, mailchimp_fake):
+    """A generic order carries its contact; the contact is also an event of its own (the queue's dedupe per record).
+    A worker's batch that ended between the two (a backlog of 999, a delivery of 500 orders) re-scored the customer
+    on the order under his old consent and pushed a tag (the ESP's "tag added" automations) to a contact whose
+    delivery withdrew it, taken off only by the next batch. The order's event carries the contact too now."""
+    import re
+
+    shop.write_text(re.sub(r'(?m)^new_contacts = .*$', 'new_contacts = "skip"', shop.read_text(encoding="utf-8")),
+                    encoding="utf-8")
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        before = audience(mailchimp_fake)[email][0]
+        body = ('{"order_id": "W-X", "customer_id": "%s", "ordered_at": "2025-06-29T12:00:00+05:00", '
+                '"amount": "990000", "contact": {"email": "%s", "marketing_consent": "no"}}' % (cid, email)).encode()
+        events = events_for([], [], parse_generic(body, cfg.timezone))
+        assert [key for key, *_ in events] == ["order:W-X", f"contact:{cid}"]
+        for key, payload, *_ in events:
+            ledger.enqueue_event("generic", key, payload)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, batch_limit=1)  # one event a batch
+        worker.process_batch()
+        assert not audience(mailchimp_fake)[email][0] - before  # no tag added on the consent he withdrew
+        worker.process_batch()
+        assert not audience(mailchimp_fake)[email][0]  # his managed tags off

@@ -55,11 +55,13 @@ def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[O
     the record's latest event (a sender's retry) and queues any other, a changed order (refunded, corrected) or an
     earlier state that came back (:meth:`sync.ledger.queue.EventQueue.enqueue_events`). The contact an order carries
     is an event of its own: its state is checked against the contact's latest event, whatever order carried that
-    (consent no with order 1, yes with order 2, no with order 1 again: a withdrawal, not order 1's retry).
+    (consent no with order 1, yes with order 2, no with order 1 again: a withdrawal, not order 1's retry). The order's
+    event still carries its contact too, so a worker's batch that ends between the two applies the order with the
+    consent it came with (a withdrawal and an order in one delivery: no tag pushed on the old consent first).
     """
     out = []
     for n, (order, contact) in enumerate([*pairs, *((o, None) for o in orders)]):
-        out.append((f"order:{order.order_id}", encode_records([order]), n))
+        out.append((f"order:{order.order_id}", encode_records([order], [contact] if contact else []), n))
         if contact is not None:
             out.append((f"contact:{contact.customer_id}", encode_records(contacts=[contact]), n))
     first = len(pairs) + len(orders)
