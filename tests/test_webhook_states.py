@@ -71,13 +71,13 @@ def test_a_consent_withdrawn_again_after_it_was_given_is_queued_and_takes_the_ta
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
             assert _post(base, "no")["queued"] == 1 and worker.drain() == 2  # the order, its contact
-            assert _post(base, "yes")["queued"] == 1 and worker.drain() == 1  # the contact only: a new state
+            assert _post(base, "yes")["queued"] == 1 and worker.drain() == 2  # the order, the contact
             assert _consent(cfg) == "yes" and mailchimp_fake.tags_of(EMAIL), "subscribed and tagged"
             assert _post(base, "no") == {"accepted": 1, "queued": 1, "duplicates": 0}
-            assert worker.drain() == 1
+            assert worker.drain() == 2
             assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
             assert _post(base, "no") == {"accepted": 1, "queued": 0, "duplicates": 1}  # the sender's retry
-        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 4, "failed": 0}
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 6, "failed": 0}
         run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
     assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
 
@@ -91,8 +91,8 @@ def test_an_older_version_retried_after_a_newer_one_is_queued_but_left_out_by_it
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, metrics=metrics)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
             assert _post(base, "yes", "2025-06-29T10:00:00+00:00")["queued"] == 1 and worker.drain() == 2
-            assert _post(base, "no", "2025-06-29T10:05:00+00:00")["queued"] == 1 and worker.drain() == 1
-            assert _post(base, "yes", "2025-06-29T10:00:00+00:00")["queued"] == 1 and worker.drain() == 1
+            assert _post(base, "no", "2025-06-29T10:05:00+00:00")["queued"] == 1 and worker.drain() == 2
+            assert _post(base, "yes", "2025-06-29T10:00:00+00:00")["queued"] == 1 and worker.drain() == 2
     assert _consent(cfg) == "no" and mailchimp_fake.tags_of(EMAIL) == set()
     assert metrics.snapshot()["stale"]["contact"] == 1
 

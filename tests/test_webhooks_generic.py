@@ -239,11 +239,11 @@ def test_signed_delivery_is_queued_before_the_reply_and_duplicates_are_queued_on
     body = json.dumps([order(), order("A-2", "C2", contact={"email": "b@example.com"})]).encode()
     r = post(client, body, sign_generic(SECRET, body, NOW))
     assert r.status_code == 202 and r.json() == {"accepted": 2, "queued": 2, "duplicates": 0}
-    assert ledger.event_counts()["queued"] == 3 and woken == [1]  # A-2's contact is an event of its own
+    assert ledger.event_counts()["queued"] == 3 and woken == [1]  # A-2's contact is an event of its own too
     events = ledger.claim_events("t", limit=10)
     assert [e.dedupe_key for e in events] == ["order:A-1", "order:A-2", "contact:C2"]
     orders, contacts, pull = decode_records(events[1].payload)
-    assert [o.order_id for o in orders] == ["A-2"] and not contacts and not pull
+    assert [o.order_id for o in orders] == ["A-2"] and [c.email for c in contacts] == ["b@example.com"] and not pull
     assert decode_records(events[2].payload)[1][0].email == "b@example.com" and events[0].source == "generic"
 
     again = post(client, body, sign_generic(SECRET, body))  # redelivered (even re-signed, via /file)
