@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from .counts import agrees, counted
+from .digits import digits
 from .errors import BadFileError
 from .normalize import DATE_FORMATS, EARLIEST, SPACE_OFFSET_RE
 from .presets import reading
@@ -99,7 +100,7 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
                 f"pd.to_datetime(column, unit=\"{short}\", utc=True) before "
                 f"to_parquet) or the dates as text (2024-01-05 10:00:00+00:00)")
     fmt = guess_format(sample)
-    if not (fmt or date_format) and all(v.strip().isascii() and v.strip().isdigit() for v in sample):  # a barcode
+    if not (fmt or date_format) and all(digits(v.strip()) for v in sample):  # a barcode
         return (f"{f.path}: {bad} of {rows} {have} a number that is no date in column {header!r} (e.g. {examples}: "
                 f"no date format reads it, nor is it a Unix timestamp of 1990 to a year from now); check the "
                 f"column mapped to ordered_at")
@@ -154,7 +155,7 @@ def unix_time(values: Sequence[str]) -> tuple[str, str, str] | None:
     ``None``: EAN-13 barcodes (13 digits, "milliseconds" of 2115) and 10-digit phones ("seconds" of 2260) are
     no timestamps."""
     texts = [v.strip() for v in values]
-    if not texts or not all(t.isascii() and t.isdigit() and len(t) == len(texts[0]) for t in texts):
+    if not texts or not all(digits(t) and len(t) == len(texts[0]) for t in texts):
         return None
     unit = _UNIX_UNITS.get(len(texts[0]))
     if unit is None:
