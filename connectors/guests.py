@@ -27,7 +27,8 @@ from .non_purchase import NoCustomer
 def guest_key(email: Any, phone: Any, region: str | None, dropped: list[FieldError]) -> str:
     """The key of a guest order of ``email`` and ``phone`` (the vendor's fields, as sent; see the module doc). Each
     value dropped while the other keys the order is appended to ``dropped`` (a FieldError naming it: the caller's
-    issue; required, so that no caller loses one without saying so). Raises a FieldError when neither is usable but one was given, NoCustomer when neither was given."""
+    issue; required, so that no caller loses one without saying so). Raises a FieldError when neither is usable but
+    one was given, NoCustomer when neither was given."""
     given = {"email": clean(email), "phone": clean(phone)}
     keys = {"email": normalize_email(given["email"]) if given["email"] else None,
             "phone": normalize_phone(given["phone"], region) if given["phone"] else None}
