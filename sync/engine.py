@@ -324,6 +324,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 finally:
                     try:
                         writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed
+                        fold.close()  # its slots freed while the writer writes, not walked by the collector after
                     finally:
                         try:
                             writer.close()  # every outcome is in the ledger before the run is finished (or failed)

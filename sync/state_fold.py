@@ -271,6 +271,13 @@ class StateFold:
         self._held = 0
         return rest
 
+    def close(self) -> None:
+        """The apply is over (its rest written): each contact's slot let go now. An apply holds the cyclic collector
+        off (:mod:`sync.gc_pause`); a million slots still alive when it resumes are one more walk of its young
+        generation (~0.12 CPU s at 1 M contacts, after the last call). :attr:`done` stays."""
+        self._slots = {}
+        self._held = 0
+
     def rest_rows(self) -> dict[str, StateRow]:
         """:meth:`rest` as the ledger's rows by key (:meth:`rows`)."""
         texts = self._tag_texts

@@ -95,3 +95,23 @@ def test_a_held_contact_s_row_at_the_apply_s_end():
     fold = StateFold({}, {"c@x.io": c})
     assert fold.rows([ItemResult("c@x.io", "upsert", True)]) == {}  # its tag call never answered
     assert fold.rest_rows() == {"c@x.io": ("c@x.io", "C", "[]", '{"R":1}', 1)}
+
+
+def test_a_closed_fold_lets_go_of_its_contacts():
+    """``close`` (the apply's end, its rest written): the fold's per-contact objects are freed then, while an apply
+    still holds the cyclic collector off (sync.gc_pause), so the collector does not walk them when it resumes;
+    its count of contacts done stays."""
+    import gc
+
+    changes = {f"c{i}@x.io": ContactChange(f"c{i}@x.io", f"c{i}@x.io", f"C{i}", "seg", True, "subscribed",
+                                           add_tags=frozenset({"rfm:C"}), set_fields={"R": i}) for i in range(2000)}
+    fold = StateFold({}, changes)
+    # every upsert answered, half the tag adds: 1 000 rows released, 1 000 contacts held
+    assert len(fold.rows(in_columns([ItemResult(k, "upsert", True) for k in changes]))) == 0
+    assert len(fold.rows(in_columns([ItemResult(k, "tag+rfm:C", True) for k in list(changes)[:1000]]))) == 1000
+    done = fold.done
+    tracked = len(gc.get_objects())
+    fold.close()
+    assert len(gc.get_objects()) <= tracked - 2000  # a slot each contact, gone
+    assert fold.done == done == 1000
+    assert fold.rest_rows() == {}  # the held ones too: the caller writes its rest first

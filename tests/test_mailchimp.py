@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -479,6 +480,60 @@ def test_tag_calls_made_ready_by_one_upsert_go_in_the_order_of_their_last_contac
                     (f"/lists/aud1/segments/{ids['rfm:A']}", ["n0@example.com", "n2@example.com"]),
                     (f"/lists/aud1/segments/{ids['rfm:C']}", ["n3@example.com"]),
                     (f"/lists/aud1/segments/{ids['rfm:D']}", ["n3@example.com"])]
+
+
+
+class _TagsAfterUpserts(frozenset):
+    """A change's tags whose reading (the tag calls' planning) waits until ``upserts`` batch upserts reached the
+    fake, or ``timeout`` seconds; ``opened`` says which."""
+
+    def __new__(cls, tags, fake, upserts: int, timeout: float = 5.0):
+        self = super().__new__(cls, tags)
+        self.fake, self.upserts, self.timeout, self.opened = fake, upserts, timeout, None
+        return self
+
+    def __iter__(self):
+        import time
+
+        if self.opened is None:
+            end = time.monotonic() + self.timeout
+            while self._sent() < self.upserts and time.monotonic() < end:
+                time.sleep(0.01)
+            self.opened = self._sent() >= self.upserts
+        return super().__iter__()
+
+    def _sent(self) -> int:
+        return sum(1 for method, path, _, _ in list(self.fake.requests) if method == "POST" and path == BATCH)
+
+
+def test_the_upserts_go_on_while_the_tag_calls_are_planned(mailchimp_fake, sleeps) -> None:
+    """One connection, batches of 3: the tag calls' planning (here held until a second upsert reached Mailchimp)
+    does not hold back the next upserts; the upserts answered before the tag calls existed still ready theirs,
+    and every contact gets his tag once, after his upsert."""
+    dest = make(mailchimp_fake, sleeps, max_connections=1, batch_size=3)
+    dest.prepare(["rfm:A", "rfm:B"], {})
+    ids = dest._segment_ids(["rfm:A", "rfm:B"], create=False)
+    gate = _TagsAfterUpserts({"rfm:A"}, mailchimp_fake, upserts=3)
+    contacts = [dataclasses.replace(change("n0@example.com"), add_tags=gate),  # change() copies its tags
+                *(change(f"n{i}@example.com", add={"rfm:B" if i % 2 else "rfm:A"}) for i in range(1, 9))]
+    rec = Recorder()
+    dest.apply(contacts, rec)
+    assert gate.opened  # three upserts were sent while the tag calls were planned
+    assert len(rec.results) == 2 * 9 and all(r.ok for r in rec.results.values())
+    assert {mailchimp_fake.tags_of(f"n{i}@example.com") == {"rfm:B" if i % 2 else "rfm:A"} for i in range(9)} == {True}
+    posts = [(path, body) for method, path, _, body in mailchimp_fake.requests if method == "POST"]
+    upserts = [i for i, (path, _) in enumerate(posts) if path == BATCH]
+    assert len(upserts) == 3
+    sent = {(path, tuple(body["members_to_add"])) for path, body in posts if "/segments/" in path}
+    assert sent == {(f"/lists/aud1/segments/{ids['rfm:A']}", ("n0@example.com", "n2@example.com", "n4@example.com")),
+                    (f"/lists/aud1/segments/{ids['rfm:A']}", ("n6@example.com", "n8@example.com")),
+                    (f"/lists/aud1/segments/{ids['rfm:B']}", ("n1@example.com", "n3@example.com", "n5@example.com")),
+                    (f"/lists/aud1/segments/{ids['rfm:B']}", ("n7@example.com",))}
+    for i, (path, body) in enumerate(posts):  # each tag call after the upserts of its members
+        if "/segments/" in path:
+            members = set(body["members_to_add"])
+            done = {m["email_address"] for j in upserts if j < i for m in posts[j][1]["members"]}
+            assert members <= done
 
 
 # ---------------------------------------------------------------------------------------------- secrets

@@ -121,9 +121,12 @@ class Pipeline:
         self.kept: set[str] = set()  # of those, the creates his own choice keeps out (compliance state)
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
-        # the tag calls and which upserts each waits for: made by :meth:`run` once the first upserts are out
-        # (at a million changes ~0.5-1 s that held back the first call; no upsert answers before they exist)
+        # the tag calls and which upserts each waits for: made on a thread of :meth:`run` once the first upserts
+        # are out (at a million changes ~0.5-1 s of CPU: made before the first call it held that call back, made
+        # between two calls it held back every connection's next one); the upserts that answer meanwhile are
+        # matched to them once they exist (:attr:`unmatched`), in the order they answered
         self.batches: list[TagBatch] | None = None
+        self.unmatched: list[tuple[Sequence[ContactChange], list[ItemResult], list[ContactChange]]] = []
         self.waiting_on: dict[str, TagBatch | list[TagBatch]] = {}
         self.ready: deque[TagBatch] = deque()
         self.upserts: deque[tuple[str, Sequence[ContactChange]]] = deque(
@@ -132,10 +135,18 @@ class Pipeline:
         if not self.creating:
             self._queue_updates()
 
-    def _plan_tags(self) -> None:
-        self.batches = tag_batches(self.changes, self.dest.batch_size)
-        self.waiting_on = waiting_for_upserts(self.batches)
+    def _tag_plan(self) -> tuple[list[TagBatch], dict[str, TagBatch | list[TagBatch]]]:
+        """The tag calls and which upserts each waits for (run on a thread of its own: nothing shared)."""
+        batches = tag_batches(self.changes, self.dest.batch_size)
+        return batches, waiting_for_upserts(batches)
+
+    def _plan_tags(self, plan: tuple[list[TagBatch], dict[str, TagBatch | list[TagBatch]]]) -> None:
+        """The tag plan made: the calls that wait for nobody ready, then the upserts answered so far matched."""
+        self.batches, self.waiting_on = plan
         self.ready.extend(b for b in self.batches if not b.waiting)
+        unmatched, self.unmatched = self.unmatched, []
+        for chunk, results, spill in unmatched:
+            self._tags_answered(chunk, results, spill)
 
     def _queue_updates(self) -> None:
         self.upserts.extend(("update", chunk) for chunk in self.dest._chunks(self.updates + self.spill))
@@ -179,6 +190,19 @@ class Pipeline:
 
     def _upsert_answered(self, kind: str, chunk: Sequence[ContactChange], results: list[ItemResult],
                          spill: list[ContactChange]) -> None:
+        if self.batches is None:  # the tag calls are still being planned: matched once they are
+            self.unmatched.append((chunk, results, spill))
+        else:
+            self._tags_answered(chunk, results, spill)
+        self.spill.extend(spill)
+        if kind == "create":
+            self.creating -= 1
+            if not self.creating:
+                self._queue_updates()
+
+    def _tags_answered(self, chunk: Sequence[ContactChange], results: list[ItemResult],
+                       spill: list[ContactChange]) -> None:
+        """The tag calls waiting for ``chunk``'s upserts: the ones it was the last wait of made ready."""
         waiting_on = self.waiting_on
         for r in results.other if isinstance(results, CallResults) else results:  # the groups all succeeded
             if r.key not in waiting_on:  # no tag call waits for it (a known member's tags went on their own)
@@ -191,7 +215,6 @@ class Pipeline:
                     self.kept.add(r.key)
             if r.missing:
                 self.missing.add(r.key)
-        self.spill.extend(spill)
         spilled = {c.key for c in spill}
         found = list(map(waiting_on.pop, [c.key for c in chunk if c.key not in spilled] if spilled else
                          [c.key for c in chunk], repeat(None)))
@@ -215,10 +238,6 @@ class Pipeline:
                     batch.waiting -= 1
                     if not batch.waiting:
                         ready.append(batch)
-        if kind == "create":
-            self.creating -= 1
-            if not self.creating:
-                self._queue_updates()
 
     def run(self) -> None:
         """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
@@ -227,28 +246,35 @@ class Pipeline:
         connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=connections,
-                                thread_name_prefix=f"mailchimp-{self.dest.name}") as pool:
+        planning: Future[Any] | None = None  # the tag plan, made on its own thread while the upserts go
+        with ThreadPoolExecutor(max_workers=connections, thread_name_prefix=f"mailchimp-{self.dest.name}") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mailchimp-{self.dest.name}-tags") as planner:
             while True:
                 try:  # a call's building (a tag created for it, the tag calls planned) raising: no further call;
+                    if planning is not None and planning.done():  # the tag plan made: its calls can go now
+                        plan, planning = planning.result(), None
+                        self._plan_tags(plan)
                     while first_error is None and len(in_flight) < connections:  # the calls out still reported
                         nxt = self._next_call()
                         if nxt is None:
                             break
                         call, kind, chunk = nxt
                         in_flight[pool.submit(call)] = (kind, chunk)
-                    if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
-                        self._plan_tags()
-                        continue
+                    if self.batches is None and planning is None:  # the first upserts are out: the tag calls
+                        planning = planner.submit(self._tag_plan)
                 except Exception as exc:
                     first_error = first_error or exc
+                    planning = None
                     if self.batches is None:
                         self.batches = []
                     continue
-                if not in_flight:
+                if not in_flight and (planning is None or first_error is not None):
                     break
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                done, _ = wait([*in_flight, *([planning] if planning is not None else [])],
+                               return_when=FIRST_COMPLETED)
                 for future in done:
+                    if future is planning:
+                        continue  # taken at the top of the loop
                     kind, chunk = in_flight.pop(future)
                     try:
                         results, spill = future.result()
