@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.blank import BlankIsUnset
 from connectors.secrets import Secret, SecretUrl, query_passwords, webhook_code
 from connectors.suggest import closest
 
@@ -26,7 +27,10 @@ _NOT_SETTINGS = ("RFMSYNC_TEST_", "RFMSYNC_BENCH_")  # the test suite's and the 
 _warned: set[str] = set()
 
 
-class Settings(BaseSettings):
+class Settings(BlankIsUnset, BaseSettings):
+    """Every variable rfmsync reads. A blank one (``RFMSYNC_HTTP_TIMEOUT_SECONDS=`` as ``settings.example.env``
+    lists it) is unset, as in every connector's settings (:class:`connectors.blank.BlankIsUnset`)."""
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
     # every secret is a Secret (or the ledger URL a SecretUrl): read without its trailing whitespace
 
