@@ -14,6 +14,7 @@ import pytest
 
 from sync.demodata import generate_shop
 from sync.destinations.registry import DESTINATIONS
+from sync.errors import ConfigError
 from sync.settings import Settings, load_settings
 from tests.builders import run_cli as run
 
@@ -69,3 +70,37 @@ def test_a_blank_esp_key_line_is_a_key_not_set(shop, tmp_path, type_) -> None:
     plan = run("plan", "--config", str(config), "--as-of", AS_OF)
     assert f"not checked, {key} is not set" in check and check == unset[0]
     assert "planned against the ledger alone" in plan.output and plan.output == unset[1].output
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_a_value_that_does_not_read_is_one_line_naming_the_variable(tmp_path, monkeypatch, shop, where) -> None:
+    if where == "environment":
+        monkeypatch.setenv("RFMSYNC_HTTP_TIMEOUT_SECONDS", "30s")
+    else:
+        (tmp_path / ".env").write_text("RFMSYNC_HTTP_MAX_ATTEMPTS=6.5\n", encoding="utf-8")
+    out = run("check", "--offline", "--config", str(shop), code=2).output
+    expected = ("error: environment variable RFMSYNC_HTTP_TIMEOUT_SECONDS='30s': should be a valid number"
+                if where == "environment" else "error: .env variable RFMSYNC_HTTP_MAX_ATTEMPTS='6.5': should be a "
+                                               "valid integer")
+    assert out.startswith(expected) and len(out.strip().splitlines()) == 1, out
+    assert not PYDANTIC_DUMP.search(out), out
+
+
+def test_a_secret_that_does_not_read_is_named_its_value_never_shown() -> None:
+    """pydantic's text echoes the value (``input_value=``): for a secret, the error names the variable alone."""
+    key = "abcdef0123456789abcdef0123456789-us21"
+    with pytest.raises(ConfigError) as exc:
+        load_settings(mailchimp_api_key=[key], rfmsync_ledger_url=[f"postgresql://u:{key}@h/db"])
+    assert "MAILCHIMP_API_KEY: should be a valid string" in str(exc.value)
+    assert "RFMSYNC_LEDGER_URL: should be a valid string" in str(exc.value)
+    assert key not in str(exc.value) and not PYDANTIC_DUMP.search(str(exc.value)), exc.value
+
+
+def test_a_dotenv_not_in_utf8_is_one_line_naming_its_line(tmp_path, shop) -> None:
+    """A ``.env`` saved in cp1251 (Notepad, a Cyrillic comment) was "internal error: 'utf-8' codec can't decode
+    byte 0xca in position 2"; the line's text is not quoted (it may hold a key)."""
+    (tmp_path / ".env").write_bytes("MAILCHIMP_API_KEY=abcdef0123456789abcdef0123456789-us21\n# Ключ Mailchimp\n"
+                                    .encode("cp1251"))
+    out = run("check", "--offline", "--config", str(shop), code=2).output
+    assert out.startswith("error: .env is not UTF-8: line 2 (byte offset 58: 0xca); save it as UTF-8"), out
+    assert "abcdef0123456789" not in out and not PYDANTIC_DUMP.search(out), out
