@@ -72,6 +72,21 @@ def test_a_blank_esp_key_line_is_a_key_not_set(shop, tmp_path, type_) -> None:
     assert "planned against the ledger alone" in plan.output and plan.output == unset[1].output
 
 
+def test_a_mailchimp_key_without_its_data_centre_and_a_blank_url_is_the_clear_error(shop, tmp_path) -> None:
+    """A key without ``-us21`` beside ``MAILCHIMP_API_URL=`` called https://None.api.mailchimp.com (six tries, up to
+    39 s, then exit 4 "not reachable"); it is the config error a key without its suffix is, at once."""
+    from sync.destinations.mailchimp import MailchimpDestination
+    from sync.errors import DestinationConfigError
+
+    (tmp_path / ".env").write_text("MAILCHIMP_API_KEY=0123456789abcdef0123456789abcdef\nMAILCHIMP_API_URL=\n",
+                                   encoding="utf-8")
+    out = run("check", "--config", str(one_destination(shop, tmp_path, "mailchimp")), code=2).output
+    assert "no data-centre suffix" in out and "None" not in out, out
+    for blank in ("", "  "):  # the library's own callers: a blank URL is no URL
+        with pytest.raises(DestinationConfigError, match="no data-centre suffix"):
+            MailchimpDestination("m", "aud1", "0123456789abcdef0123456789abcdef", api_url=blank)
+
+
 @pytest.mark.parametrize("where", ["environment", ".env"])
 def test_a_value_that_does_not_read_is_one_line_naming_the_variable(tmp_path, monkeypatch, shop, where) -> None:
     if where == "environment":
