@@ -119,3 +119,9 @@ def test_a_dotenv_not_in_utf8_is_one_line_naming_its_line(tmp_path, shop) -> Non
     out = run("check", "--offline", "--config", str(shop), code=2).output
     assert out.startswith("error: .env is not UTF-8: line 2 (byte offset 58: 0xca); save it as UTF-8"), out
     assert "abcdef0123456789" not in out and not PYDANTIC_DUMP.search(out), out
+
+
+def test_serve_help_says_what_worker_runs() -> None:
+    """It read "Run [serve] workers resync workers"."""
+    help_text = " ".join(run("serve", "--help").output.split())
+    assert "Run the resync workers, [serve] workers of them (--no-worker: intake only)." in help_text
