@@ -1,7 +1,9 @@
 """A setting left blank is unset: ``AMOCRM_SUBDOMAIN=`` as ``settings.example.env`` lists it, ``currency = ""`` or
 ``url = "  "`` in ``[source]`` read as if the line were not there (its default, else the usual "set X" error), in
 every connector's settings and secrets (:class:`BlankIsUnset`; the file source's but its delimiter and its
-required ``orders``)."""
+required ``orders``), and in rfmsync's own environment settings (``sync.settings.Settings``: a blank
+``RFMSYNC_HTTP_TIMEOUT_SECONDS=`` or ``MAILCHIMP_API_KEY=`` is unset, so ``settings.example.env`` copied unedited
+sets nothing)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["generate_shop", "generate_orders_csv", "ORDERS_HEADER", "CLIENTS_HEADER", "HISTORY_DAYS"]
 
 HISTORY_DAYS = 730  # two years of history, ending the day before ``as_of``
+TIMEZONE = "Asia/Tashkent"  # the sample shop's (its config's ``timezone``)
 NBSP = "\u00a0"
 
 ORDERS_HEADER = ("Чек №", "Дата", "Клиент", "Телефон", "E-mail", "Сумма", "Скидка", "Статус")
@@ -177,7 +178,7 @@ type = "file"
 orders = "orders.csv"
 contacts = "clients.csv"
 encoding = "auto"
-timezone = "Asia/Tashkent"
+timezone = "{TIMEZONE}"
 phone_region = "UZ"
 currency = "UZS"
 
@@ -277,13 +278,16 @@ def generate_shop(folder: Path, customers: int = 3000, seed: int = 42, as_of: da
     """Write ``orders.csv``, ``clients.csv``, ``rfmsync.toml`` and ``AS_OF`` into ``folder``; return the config.
 
     Deterministic for (customers, seed, as_of). Orders cover the ``HISTORY_DAYS`` days
-    before ``as_of`` (default: today), in Asia/Tashkent local time.
+    before ``as_of`` (default: today in the shop's timezone, :data:`TIMEZONE`), in its local time.
     """
     if customers < 1:
         raise ValueError(f"customers must be at least 1, got {customers}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    as_of = as_of or date.today()
+    if as_of is None:  # the as-of rule of every command: today in the config's timezone, not the host's
+        from .pipeline import today_in
+
+        as_of = today_in(TIMEZONE)
     start = datetime.combine(as_of - timedelta(days=HISTORY_DAYS), datetime.min.time())
     rng = np.random.default_rng(seed)
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any, get_args
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.secrets import Secret, SecretUrl, query_passwords, webhook_code
+from connectors.blank import BlankIsUnset
+from connectors.file_bytes import first_bad_byte, quoted_at
+from connectors.secrets import Secret, SecretUrl, as_read, query_passwords, webhook_code
 from connectors.suggest import closest
+
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +32,10 @@ _NOT_SETTINGS = ("RFMSYNC_TEST_", "RFMSYNC_BENCH_")  # the test suite's and the 
 _warned: set[str] = set()
 
 
-class Settings(BaseSettings):
+class Settings(BlankIsUnset, BaseSettings):
+    """Every variable rfmsync reads. A blank one (``RFMSYNC_HTTP_TIMEOUT_SECONDS=`` as ``settings.example.env``
+    lists it) is unset, as in every connector's settings (:class:`connectors.blank.BlankIsUnset`)."""
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
     # every secret is a Secret (or the ledger URL a SecretUrl): read without its trailing whitespace
 
@@ -115,8 +124,50 @@ def url_password(url: str | None) -> list[str]:
 
 
 def load_settings(**overrides) -> Settings:
+    """The settings, or a :class:`sync.errors.ConfigError` (exit 2) of one line: a variable whose value does not
+    read (``RFMSYNC_HTTP_TIMEOUT_SECONDS=30s``) named with what it should be, a secret's value never shown; a
+    ``.env`` that is not UTF-8 named with the line and byte of its first bad byte."""
     warn_unknown_variables()
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc, given=overrides)) from None
+    except UnicodeDecodeError as exc:
+        env_file = Path(Settings.model_config["env_file"])
+        at = first_bad_byte(env_file, "utf-8") if env_file.is_file() else None
+        if at is None:  # not the .env file's (pydantic-settings reads nothing else as text)
+            raise
+        line, _ = quoted_at(env_file, at, "utf-8")  # (its text is not quoted: the line may hold a secret)
+        raise ConfigError(f"{env_file} is not UTF-8: line {line} (byte offset {at}: "
+                          f"0x{env_file.read_bytes()[at]:02x}); save it as UTF-8") from exc
+
+
+def settings_error(exc: ValidationError, given=()) -> str:
+    """A settings' ValidationError as one line: each variable's name, where it was set (the environment, ``.env``,
+    or ``given`` to :func:`load_settings`) and what it should be; its value for a setting that is not a secret
+    (pydantic's own text shows every value, and a link per error)."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else ""
+        field = Settings.model_fields.get(name)
+        variable = name.upper()
+        where = ("setting" if name in given else "environment variable" if variable in os.environ
+                 else f"{Settings.model_config['env_file']} variable")
+        shown = "" if field is None or is_secret(field) else f"={err['input']!r}"
+        expected = err["msg"].removeprefix("Input ")
+        parts.append(f"{where} {variable}{shown}: {expected}" if variable else expected)
+    return "; ".join(parts) + " (see settings.example.env)"
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether a setting holds a secret: it is read as one (:data:`connectors.secrets.Secret`, ``SecretUrl``),
+    optional or not."""
+    def read_as_secret(annotation: Any) -> bool:
+        metadata = getattr(annotation, "__metadata__", ())  # Annotated[...]'s
+        return (any(getattr(meta, "func", None) is as_read for meta in metadata)
+                or any(read_as_secret(arg) for arg in get_args(annotation)))
+
+    return read_as_secret(field.annotation) or any(getattr(meta, "func", None) is as_read for meta in field.metadata)
 
 
 def unknown_variables(names) -> dict[str, str | None]:

@@ -365,3 +365,24 @@ def test_benchmark_end_to_end_small(tmp_path: Path) -> None:
     assert all(r[0] == "5,000" and r[1] == "500" and r[-1] == "yes" for r in rows)
     assert rows[0][-3].endswith("×") and rows[0][-2].endswith("×")  # against the same-work and the lean pandas
     assert (tmp_path / "orders-5k-s42.csv").exists() and not list(tmp_path.glob("customers-*.parquet"))
+
+
+def test_the_default_as_of_is_today_in_the_shop_s_timezone_not_the_host_s(tmp_path: Path) -> None:
+    """`rfmsync demo` on a host whose date is not Tashkent's (Kiritimati, UTC+14, in the evening UTC) wrote the host's
+    date as AS_OF, and the demo then warned that its own as-of was in the future. The host's zone here is one whose
+    date differs from Tashkent's now (UTC+14 from 16:00 in Tashkent, else UTC-12), set in a child's ``TZ``."""
+    import os
+    import subprocess
+    import sys
+
+    tashkent = ZoneInfo("Asia/Tashkent")
+    before = datetime.now(tashkent)
+    host = "Etc/GMT-14" if before.hour >= 16 else "Etc/GMT+12"  # (Etc's signs are POSIX's: GMT-14 is UTC+14)
+    code = ("import sys; from datetime import date; from sync.demodata import generate_shop; "
+            "generate_shop(sys.argv[1], customers=20); print(date.today())")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TZ": host})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tashkent_days = {before.date(), datetime.now(tashkent).date()}
+    assert date.fromisoformat(proc.stdout.strip()) not in tashkent_days  # the host's date is another day
+    assert date.fromisoformat((tmp_path / "AS_OF").read_text().strip()) in tashkent_days

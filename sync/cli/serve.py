@@ -19,7 +19,7 @@ CHILD_COMMAND = (sys.executable, "-m", "sync.cli", "serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--worker/--no-worker", default=True, show_default=True,
-              help="Run [serve] workers resync workers (--no-worker: intake only).")
+              help="Run the resync workers, [serve] workers of them (--no-worker: intake only).")
 @click.option("--schedule/--no-schedule", default=True, show_default=True,
               help="Run the [schedule] full syncs from this server.")
 @click.option("--http/--no-http", default=True, show_default=True,

@@ -104,6 +104,7 @@ class MailchimpDestination(AudienceSetup):
         if not key:
             raise DestinationConfigError(f"destination {name!r}: MAILCHIMP_API_KEY is not set")
         dc = data_centre(key)
+        api_url = (api_url or "").strip() or None  # a blank URL is unset, as a blank MAILCHIMP_API_URL is
         if api_url is None and dc is None:
             raise DestinationConfigError(
                 f"destination {name!r}: the Mailchimp API key has no data-centre suffix (like '-us21'); "

@@ -1,0 +1,127 @@
+"""The environment as the README has users write it (hunt31b): ``cp settings.example.env .env``, unedited, runs every
+command (its blank lines were refused as numbers: exit 70 with pydantic's dump); a blank ESP key line is a key not
+set, as in every connector's settings; a value that does not read, or a ``.env`` that is not UTF-8, is a one-line
+config error (exit 2) naming the variable or the file's line, a secret's value never shown."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from sync.demodata import generate_shop
+from sync.destinations.registry import DESTINATIONS
+from sync.errors import ConfigError
+from sync.settings import Settings, load_settings
+from tests.builders import run_cli as run
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = "2025-06-30"
+#: pydantic's own error text: what no error line of rfmsync shows
+PYDANTIC_DUMP = re.compile(r"validation errors? for|errors\.pydantic\.dev|input_value|internal error")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Path:
+    """The demo shop (its config has a Mailchimp destination) as of :data:`AS_OF`."""
+    return generate_shop(tmp_path_factory.mktemp("shop"), customers=150, seed=3, as_of=date.fromisoformat(AS_OF))
+
+
+def one_destination(shop: Path, folder: Path, type_: str) -> Path:
+    """The demo shop's config with one destination of ``type_`` in place of its own, written in ``folder``."""
+    text = shop.read_text(encoding="utf-8")
+    text = text[:text.index("[[destinations]]")].replace('"orders.csv"', repr(str(shop.parent / "orders.csv")))
+    text = text.replace('"clients.csv"', repr(str(shop.parent / "clients.csv")))
+    audience = 'audience = "aud1"\n' if DESTINATIONS[type_].needs_audience else ""
+    config = folder / f"{type_}.toml"
+    config.write_text(f'{text}[[destinations]]\nname = "esp"\ntype = "{type_}"\n{audience}new_contacts = "skip"\n\n'
+                      '[destinations.segments]\n"Best active" = "VIP"\n', encoding="utf-8")
+    return config
+
+
+def test_the_example_env_copied_unedited_is_every_setting_unset(tmp_path) -> None:
+    """README: ``cp settings.example.env .env``. Every line of it is blank, and a blank variable is unset: the
+    settings are their defaults, whatever the file grows to list."""
+    shutil.copy(ROOT / "settings.example.env", tmp_path / ".env")  # (the test runs in tmp_path)
+    assert load_settings().model_dump() == {name: None for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize("command", [("check",), ("pull",), ("plan", "--as-of", AS_OF), ("runs",), ("failures",),
+                                     ("report", "--as-of", AS_OF, "-o", "report.html")], ids=lambda c: c[0])
+def test_every_command_runs_with_the_example_env_unedited(shop, tmp_path, command) -> None:
+    """Each was exit 70: "internal error: 4 validation errors for Settings" (the ``RFMSYNC_HTTP_*`` numbers)."""
+    shutil.copy(ROOT / "settings.example.env", tmp_path / ".env")
+    out = run(*command, "--config", str(shop)).output
+    assert not PYDANTIC_DUMP.search(out), out
+
+
+@pytest.mark.parametrize("type_", sorted(DESTINATIONS))
+def test_a_blank_esp_key_line_is_a_key_not_set(shop, tmp_path, type_) -> None:
+    """``MAILCHIMP_API_KEY=`` (or SendGrid's, Unisender's) was a key set, an empty one: ``check`` and ``plan`` exit 2
+    ("is not set") where the key left out gives "not checked" and a plan against the ledger alone (exit 0)."""
+    config = one_destination(shop, tmp_path, type_)
+    key = DESTINATIONS[type_].key_env
+    unset = [run("check", "--config", str(config)).output, run("plan", "--config", str(config), "--as-of", AS_OF)]
+    (tmp_path / ".env").write_text(f"{key}=\n{DESTINATIONS[type_].url_env}=\n", encoding="utf-8")
+    check = run("check", "--config", str(config)).output
+    plan = run("plan", "--config", str(config), "--as-of", AS_OF)
+    assert f"not checked, {key} is not set" in check and check == unset[0]
+    assert "planned against the ledger alone" in plan.output and plan.output == unset[1].output
+
+
+def test_a_mailchimp_key_without_its_data_centre_and_a_blank_url_is_the_clear_error(shop, tmp_path) -> None:
+    """A key without ``-us21`` beside ``MAILCHIMP_API_URL=`` called https://None.api.mailchimp.com (six tries, up to
+    39 s, then exit 4 "not reachable"); it is the config error a key without its suffix is, at once."""
+    from sync.destinations.mailchimp import MailchimpDestination
+    from sync.errors import DestinationConfigError
+
+    (tmp_path / ".env").write_text("MAILCHIMP_API_KEY=0123456789abcdef0123456789abcdef\nMAILCHIMP_API_URL=\n",
+                                   encoding="utf-8")
+    out = run("check", "--config", str(one_destination(shop, tmp_path, "mailchimp")), code=2).output
+    assert "no data-centre suffix" in out and "None" not in out, out
+    for blank in ("", "  "):  # the library's own callers: a blank URL is no URL
+        with pytest.raises(DestinationConfigError, match="no data-centre suffix"):
+            MailchimpDestination("m", "aud1", "0123456789abcdef0123456789abcdef", api_url=blank)
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_a_value_that_does_not_read_is_one_line_naming_the_variable(tmp_path, monkeypatch, shop, where) -> None:
+    if where == "environment":
+        monkeypatch.setenv("RFMSYNC_HTTP_TIMEOUT_SECONDS", "30s")
+    else:
+        (tmp_path / ".env").write_text("RFMSYNC_HTTP_MAX_ATTEMPTS=6.5\n", encoding="utf-8")
+    out = run("check", "--offline", "--config", str(shop), code=2).output
+    expected = ("error: environment variable RFMSYNC_HTTP_TIMEOUT_SECONDS='30s': should be a valid number"
+                if where == "environment" else "error: .env variable RFMSYNC_HTTP_MAX_ATTEMPTS='6.5': should be a "
+                                               "valid integer")
+    assert out.startswith(expected) and len(out.strip().splitlines()) == 1, out
+    assert not PYDANTIC_DUMP.search(out), out
+
+
+def test_a_secret_that_does_not_read_is_named_its_value_never_shown() -> None:
+    """pydantic's text echoes the value (``input_value=``): for a secret, the error names the variable alone."""
+    key = "abcdef0123456789abcdef0123456789-us21"
+    with pytest.raises(ConfigError) as exc:
+        load_settings(mailchimp_api_key=[key], rfmsync_ledger_url=[f"postgresql://u:{key}@h/db"])
+    assert "MAILCHIMP_API_KEY: should be a valid string" in str(exc.value)
+    assert "RFMSYNC_LEDGER_URL: should be a valid string" in str(exc.value)
+    assert key not in str(exc.value) and not PYDANTIC_DUMP.search(str(exc.value)), exc.value
+
+
+def test_a_dotenv_not_in_utf8_is_one_line_naming_its_line(tmp_path, shop) -> None:
+    """A ``.env`` saved in cp1251 (Notepad, a Cyrillic comment) was "internal error: 'utf-8' codec can't decode
+    byte 0xca in position 2"; the line's text is not quoted (it may hold a key)."""
+    (tmp_path / ".env").write_bytes("MAILCHIMP_API_KEY=abcdef0123456789abcdef0123456789-us21\n# Ключ Mailchimp\n"
+                                    .encode("cp1251"))
+    out = run("check", "--offline", "--config", str(shop), code=2).output
+    assert out.startswith("error: .env is not UTF-8: line 2 (byte offset 58: 0xca); save it as UTF-8"), out
+    assert "abcdef0123456789" not in out and not PYDANTIC_DUMP.search(out), out
+
+
+def test_serve_help_says_what_worker_runs() -> None:
+    """It read "Run [serve] workers resync workers"."""
+    help_text = " ".join(run("serve", "--help").output.split())
+    assert "Run the resync workers, [serve] workers of them (--no-worker: intake only)." in help_text
