@@ -1,5 +1,6 @@
 """An as-of date that does not fit the orders: before every completed order (nobody to score), or in the future
-(every customer looks less recent than today): a warning line each.
+(every customer looks less recent than today); or orders none of which is completed (every one refunded or
+cancelled: nobody to score either): a warning line each.
 
 Orders after the as-of never count (:mod:`segmentation.metrics` keeps those ordered before the day after it
 starts in the shop's time zone), so no recency is ever negative: an as-of before the first order scored nobody
@@ -22,7 +23,7 @@ def before_orders_line(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
     first, last = con.execute(f"SELECT min(ordered_at), max(ordered_at) FROM {orders} "
                               "WHERE status = 'completed'").fetchall()[0]
     if first is None:
-        return None
+        return none_completed_line(con, orders)
     zone = ZoneInfo(timezone)
     first_day, last_day = first.astimezone(zone).date(), last.astimezone(zone).date()
     if first_day <= as_of:
@@ -30,6 +31,19 @@ def before_orders_line(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
     return (f"the as-of {as_of} is before every completed order: the first is of {first_day} (the orders run to "
             f"{last_day}, days in {timezone}), so no customer has bought by then and every segment is empty; "
             f"compute as of {first_day} or later (or leave --as-of out: today)")
+
+
+def none_completed_line(con: duckdb.DuckDBPyConnection, orders: str = "orders") -> str | None:
+    """A warning when ``orders`` holds orders but not one completed (every one refunded or cancelled), counting
+    them by status; None when it holds none at all (the store's own error says that)."""
+    counts = con.execute(f"SELECT status, count(*) FROM {orders} GROUP BY status ORDER BY 2 DESC, 1").fetchall()
+    if not counts:
+        return None
+    total = sum(n for _, n in counts)
+    statuses = ", ".join(f"{n} {status}" for status, n in counts)
+    return (f"no completed order in the store ({total} order{'s' if total > 1 else ''}: {statuses}), so no customer "
+            "is scored, every segment is empty and there are no cut points (only a completed order makes a customer "
+            "count)")
 
 
 def future_line(as_of: date, today: date, timezone: str, con: duckdb.DuckDBPyConnection,

@@ -125,6 +125,8 @@ def recency_collapse(con: duckdb.DuckDBPyConnection, table: str, levels: int) ->
 
 
 def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bool) -> str:
+    if not cuts:  # the cut points of a run that scored nobody (:func:`derive_cut_points`): none to score against
+        return "NULL"
     if len(cuts) != levels - 1:
         raise ValueError(f"{col}: {levels} levels need {levels - 1} cut points, got {len(cuts)}")
     if lower_is_better:
@@ -147,14 +149,20 @@ def score_sql(con: duckdb.DuckDBPyConnection, method: str, levels: int, threshol
 
 def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -> Thresholds:
     """Cut points that reproduce the scores in ``table`` (columns r, f, m and the metrics) as thresholds (up to a
-    float step's resolution for monetary values above ~7e13: see :func:`_nudge`)."""
-    rec, freq, mon = [], [], []
+    float step's resolution for monetary values above ~7e13: see :func:`_nudge`). Empty lists when the table is
+    empty: a run that scored nobody has no cut points (placeholders such as ``recency_days > -1`` were shown
+    as real ones), and none is saved for the webhook resync (:func:`sync.ingest.save_cut_points`)."""
+    rec: list[float] = []
+    freq: list[float] = []
+    mon: list[float] = []
     # one pass over the table: per k, recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1;
     # frequency and monetary: c_k = min value among F (M) ≥ k+1
     aggs = [f"max(recency_days) FILTER (WHERE r >= {levels - k + 1}), min(frequency) FILTER (WHERE f >= {k + 1}), "
             f"min(monetary) FILTER (WHERE m >= {k + 1})" for k in range(1, levels)]
-    *found, top_f, top_m = con.execute(f"SELECT {', '.join(aggs)}, max(frequency), max(monetary) FROM {table}"
-                                       ).fetchall()[0]
+    *found, top_f, top_m, n = con.execute(f"SELECT {', '.join(aggs)}, max(frequency), max(monetary), count(*) "
+                                          f"FROM {table}").fetchall()[0]
+    if not n:
+        return Thresholds(recency_days=rec, frequency=freq, monetary=mon)
     for k in range(1, levels):
         hi, *los = found[3 * (k - 1):3 * k]
         rec.append(float(hi) if hi is not None else (rec[-1] if rec else -1.0))

@@ -283,6 +283,18 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _valid_schedule(self) -> "Config":
+        """``[schedule]`` is read by serve's own parser (:func:`sync.serve.schedule_times.check_schedule`) at
+        load, so ``check`` refuses what ``serve`` would, and ``serve`` refuses before it listens."""
+        from .serve.schedule_times import check_schedule
+
+        try:
+            check_schedule(self.schedule)
+        except ConfigError as e:  # not a ValueError: pydantic would let it out raw, without the file's name
+            raise ValueError(str(e)) from e
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> "Config":
         names = [d.name for d in self.destinations]
         dup = {n for n in names if names.count(n) > 1}

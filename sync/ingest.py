@@ -126,8 +126,12 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
 
 def save_cut_points(con: duckdb.DuckDBPyConnection, run: SegmentsRun) -> None:
     """Remember the last full run's score cut points in the store, for incremental (webhook) re-scoring, with
-    the collapse of its recency scores (:func:`~segmentation.scoring.recency_collapse`), which refuses a resync."""
+    the collapse of its recency scores (:func:`~segmentation.scoring.recency_collapse`), which refuses a resync.
+    A run that scored nobody (no completed order, or none by its as-of) has no cut points: the last one that
+    scored somebody stays (none yet: the next resync segments every customer once)."""
     res = run.result
+    if not res.customers:
+        return
     con.execute("CREATE TABLE IF NOT EXISTS segmentation_runs (as_of DATE, preset VARCHAR, levels INTEGER, "
                 "cut_points JSON, customers BIGINT, created_at TIMESTAMPTZ DEFAULT now())")
     con.execute("ALTER TABLE segmentation_runs ADD COLUMN IF NOT EXISTS recency_collapse JSON")  # older stores

@@ -129,3 +129,22 @@ def test_the_planners_field_check_is_the_load_check_in_its_words(tmp_path):
         check_fields(dest.model_copy(update={"fields": {"rfm_x": "segmnet"}}))
     assert str(exc.value) == ("destination 'd': [destinations.fields] rfm_x = 'segmnet': unknown value (did you mean "
                               "'segment'?); the values are " + ", ".join(FIELD_VALUES))
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ('cron = "0 25 * * *"', "[schedule] cron = '0 25 * * *' is not a valid cron expression"),
+    ('every = "6 hours"', "[schedule] every = '6 hours': use a duration like \"6h\""),
+    ('cron = "0 3 * * *"\nretry_wait = "ten minutes"', "[schedule] retry_wait = 'ten minutes': use a duration"),
+    ('every = "30s"', "[schedule] every = '30s': the shortest interval is 1 minute"),
+])
+def test_check_and_serve_refuse_the_schedule_serve_cannot_read(tmp_path, schedule, message):
+    """hunt31b F5: ``check`` passed a ``[schedule]`` that ``serve`` refused at start (exit 2), or, for
+    ``retry_wait``, only in its worker child after "listening on …" (serve exit 1). Now the load reads it with
+    serve's own parser: ``check`` and ``serve`` exit 2 with one line naming the key, serve before it listens."""
+    path = write(tmp_path, f"[schedule]\n{schedule}\n")
+    error, out = config_error(path)
+    assert error.startswith(f"{path}: ") and message in error
+    assert message in out
+    assert message in run_cli("check", "--offline", "--config", str(path), code=2).output
+    served = run_cli("serve", "--config", str(path), "--port", "0", "--no-worker", code=2).output
+    assert message in served and "listening" not in served

@@ -148,3 +148,16 @@ def test_cut_points_of_collapsed_levels_stay_ascending_at_any_magnitude(big):
     run_segmentation(con, SegmentationConfig(preset="classic-5"), AS_OF, cut_points=res.cut_points,
                      with_boundary=False)
     assert con.execute("SELECT customer_id, r, f, m, segment FROM customer_segments ORDER BY 1").fetchall() == first
+
+
+def test_a_run_that_scores_nobody_has_no_cut_points_and_they_score_nobody_again():
+    """hunt31b F7: every order refunded or cancelled: no placeholder cut points (``recency_days: [-1.0,
+    -0.999999]``, shown as real ones); and a webhook resync scoring against that run's (none) does not fail."""
+    t = datetime(2025, 6, 1, 12, tzinfo=timezone.utc)
+    con = con_with([Order("a1", "a", t, Decimal("100.00"), status=OrderStatus.REFUNDED),
+                    Order("b1", "b", t, Decimal("50.00"), status=OrderStatus.CANCELLED)])
+    res = run_segmentation(con, SegmentationConfig(), AS_OF, with_boundary=False)
+    assert res.customers == 0
+    assert res.to_json()["cut_points"] == {"recency_days": [], "frequency": [], "monetary": []}
+    again = run_segmentation(con, SegmentationConfig(), AS_OF, cut_points=res.cut_points, with_boundary=False)
+    assert again.customers == 0 and again.method == "thresholds"

@@ -970,3 +970,28 @@ def test_an_order_and_the_withdrawal_it_carries_apply_together_whatever_batch_cu
         assert not audience(mailchimp_fake)[email][0] - before  # no tag added on the consent he withdrew
         worker.process_batch()
         assert not audience(mailchimp_fake)[email][0]  # his managed tags off
+
+
+def test_a_scheduled_sync_longer_than_its_interval_is_followed_by_one_run_not_a_pile_up(tmp_path, clock):
+    """docs/serve.md's overrun rule: an ``every = "1h"`` sync started at 01:00 that lasts until 03:30 is followed
+    at once by one run, labelled with the earliest fire time it missed (02:00); 03:00 is not run as well, and the
+    next fire time is 04:00."""
+    from sync.config import Config, ScheduleConfig
+
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    runs: list[datetime] = []
+
+    def job() -> None:
+        runs.append(clock.now)
+        if len(runs) == 1:
+            clock.now = datetime(2025, 3, 2, 3, 30, tzinfo=timezone.utc)  # the first run took 2.5 intervals
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        clock.now = datetime(2025, 3, 2, 0, 59, tzinfo=timezone.utc)
+        scheduler = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
+        clock.now = datetime(2025, 3, 2, 1, 0, tzinfo=timezone.utc)
+        assert scheduler.tick() and ledger.get_cursor(*CURSOR) == "2025-03-02T01:00:00+00:00"
+        assert scheduler.wake_at() <= clock.now  # due at once, back to back
+        assert scheduler.tick() and ledger.get_cursor(*CURSOR) == "2025-03-02T02:00:00+00:00"
+        assert not scheduler.tick() and len(runs) == 2  # 03:00 is not run as well
+        assert scheduler.wake_at() == datetime(2025, 3, 2, 4, 0, tzinfo=timezone.utc)

@@ -19,6 +19,9 @@ def header(run: SegmentsRun) -> dict[str, Any]:
     first, last = run.con.execute(
         "SELECT min(first_order_at)::DATE, max(last_order_at)::DATE FROM customer_metrics").fetchone()
     orders = run.con.execute(f"SELECT coalesce(sum(frequency), 0) FROM {res.table}").fetchone()[0]
+    # none counted: what the store holds instead (every order refunded or cancelled, or all after the as-of)
+    held, completed = run.con.execute("SELECT count(*), count(*) FILTER (WHERE status = 'completed') FROM orders"
+                                      ).fetchone() if not orders else (0, 0)
     reasons: dict[str, int] = {}
     for bad in run.bad_rows:
         key = str(getattr(bad, "reason", bad))
@@ -26,7 +29,8 @@ def header(run: SegmentsRun) -> dict[str, Any]:
     return {
         "as_of": res.as_of.isoformat(), "preset": res.preset, "method": res.method, "levels": res.levels,
         "first_order": first.isoformat() if first else None, "last_order": last.isoformat() if last else None,
-        "orders": int(orders), "customers": res.customers, "revenue": total["revenue"],
+        "orders": int(orders), "orders_held": int(held), "orders_held_completed": int(completed),
+        "customers": res.customers, "revenue": total["revenue"],
         "bad_rows": run.bad_row_count,
         "bad_row_reasons": sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5],
         "warnings": list(run.warnings),
@@ -50,8 +54,8 @@ def rfm_grid(run: SegmentsRun) -> dict[str, Any]:
         for axis, col in AXES}
     thresholds = res.method == "thresholds" and run.config.segmentation.thresholds
     cuts = (thresholds or res.cut_points).model_dump()
-    rules = {axis: [score_band(col, sc, cuts[col], res.levels)["rule"] for sc in range(1, res.levels + 1)]
-             for axis, col in AXES}
+    rules = {axis: [score_band(col, sc, cuts[col], res.levels)["rule"] if cuts[col] else "—"  # nobody scored
+                    for sc in range(1, res.levels + 1)] for axis, col in AXES}
     labels = {axis: [_axis_label(col, sc, cuts[col], res.levels) if thresholds
                      else _range_label(ranges[axis], sc) for sc in range(1, res.levels + 1)] for axis, col in AXES}
     return {"levels": res.levels, "method": res.method, "cells": cells, "ranges": ranges, "rules": rules,

@@ -31,6 +31,12 @@ def parse_every(text: str, key: str = "every") -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def check_schedule(sched: ScheduleConfig) -> None:
+    """ConfigError naming the key when ``[schedule]`` holds what serve cannot read (run when the config loads)."""
+    Schedule.from_config(sched)
+    parse_every(sched.retry_wait, "retry_wait")
+
+
 @dataclass(frozen=True)
 class Schedule:
     cron: str | None = None
