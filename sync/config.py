@@ -284,9 +284,9 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> "Config":
-        """``[schedule]`` is read by serve's own parser (:func:`sync.serve.schedule_times.check_schedule`) at
+        """``[schedule]`` is read by serve's own parser (:func:`sync.schedule_times.check_schedule`) at
         load, so ``check`` refuses what ``serve`` would, and ``serve`` refuses before it listens."""
-        from .serve.schedule_times import check_schedule
+        from .schedule_times import check_schedule
 
         try:
             check_schedule(self.schedule)

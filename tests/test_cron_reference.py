@@ -11,7 +11,7 @@ import pytest
 from croniter import croniter
 
 from sync.config import ScheduleConfig
-from sync.serve.schedule_times import Schedule
+from sync.schedule_times import Schedule
 
 WALK = timedelta(days=2)  # how far the reference walks; a case whose time is further gives it as "local"
 

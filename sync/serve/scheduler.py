@@ -50,7 +50,7 @@ from ..planning.withdrawals import alone_run
 from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
-from .schedule_times import Schedule, parse_every
+from ..schedule_times import Schedule, parse_every
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 from ..config import Config
 from ..settings import Settings
 from .metrics import Metrics
-from .schedule_times import Schedule
+from ..schedule_times import Schedule
 from .service import Service, build_service
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from ..config import ScheduleConfig
-from ..errors import ConfigError
+from .config import ScheduleConfig
+from .errors import ConfigError
 
 #: croniter's named schedules, as the five fields Vixie cron reads them as
 _ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
