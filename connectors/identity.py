@@ -253,6 +253,9 @@ def idlike(col: str) -> str:
 
 
 _FIELDS = ("email", "phone", "first_name", "last_name", "created_at", "attributes")
+#: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest has
+#: an e-mail, and it is the customer's (or becomes his: he had none). An SMS opt-in of a phone-only guest is not one.
+CONSENT_CARRIED = "(g.email IS NOT NULL AND (t.email IS NULL OR lower(trim(g.email)) = lower(trim(t.email))))"
 
 
 def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
@@ -332,10 +335,11 @@ def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source
                  links: str = "_lk_map", carried: str = "true") -> None:
     """Fill the gaps of ``target`` rows (matched on ``{links}.{t_col}``) from ``source`` rows (``{links}.{s_col}``).
     The e-mail, phone and consent only where ``carried`` (SQL over ``t``, ``g``, ``m``) holds: a guest's consent
-    was given for its address, and fills a customer's only when the customer carries that address."""
+    was given for its address, and fills a customer's only when the customer carries that address (and never when
+    the guest has no e-mail: :data:`CONSENT_CARRIED`)."""
     fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" if f not in ("email", "phone")
                      else f"{f} = CASE WHEN {carried} THEN coalesce(t.{f}, g.{f}) ELSE t.{f} END" for f in _FIELDS)
-    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} THEN
+    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} AND {CONSENT_CARRIED} THEN
                         coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent) ELSE t.marketing_consent
                         END FROM {links} m, {source} AS g
                     WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
@@ -346,7 +350,8 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
     (``staged=False``: to the stored ones only); returns rows re-keyed.
 
     A contact keyed by the identifier and the customer's own contact become one: the newer (staged) one's
-    values win, the other fills its gaps (stored ones only: the customer's values win)."""
+    values win, the other fills its gaps (stored ones only: the customer's values win). A guest without an e-mail
+    never gives a customer its consent (:data:`CONSENT_CARRIED`)."""
     tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
     rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
                for t in tables)
@@ -363,6 +368,10 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
     # staged identifier contacts: into the staged customer, else over the stored customer's values, else renamed
     fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
+    # (a staged guest without an e-mail over a stored customer: his consent stays his, the guest gave none for it)
+    con.execute("""UPDATE staged_contacts AS t SET marketing_consent = g.marketing_consent
+                   FROM _lk_map m, contacts AS g WHERE t.customer_id = m.raw AND g.customer_id = m.key
+                   AND t.email IS NULL""")
     fill_contact(con, "staged_contacts", "raw", "contacts", "key")
     con.execute(rename.format(t="staged_contacts"))
     # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
