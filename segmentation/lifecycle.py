@@ -38,7 +38,7 @@ from datetime import date, datetime
 import duckdb
 
 from .purchase_days import PurchaseDays, purchase_days_for
-from .refunds import TABLE as REFUNDS, create_repeat_refunds, net_monetary_sql
+from .refunds import TABLE as REFUNDS, create_refunds, net_monetary_sql
 
 #: the holdout check's per-customer numbers (:mod:`segmentation.holdout`), when asked for: the BTYD summary as of
 #: $cal_end (cal_t_days < 0: no purchase day by then) and the purchase days after it
@@ -57,7 +57,8 @@ MONETARY_SQL = """CASE WHEN count(*) > 1
 #: the per-customer aggregates of the purchase days up to $as_of (also kept over every day in the order store:
 #: :func:`create_customer_totals`)
 PER_CUSTOMER_SQL = """
-        SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
+        SELECT customer_id, min(day) AS first_day, min(day) FILTER (WHERE gap IS NOT NULL) AS second_day,
+               max(day) AS last_day, count(*) AS purchase_days,
                {gaps},
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
                """ + MONETARY_SQL + """ AS monetary{calibration}
@@ -216,10 +217,10 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     else:
         per_day = PER_CUSTOMER_SQL.format(days=days.table, gaps=GAPS_SQL, calibration=CALIBRATION_SQL if cal else "")
     con.execute(FAVOURITES_SQL.format(orders=days.orders, day=days.day_sql), {"as_of": as_of})
-    refunds = create_repeat_refunds(con, as_of, days.orders, days.day_sql)
+    refunds = create_refunds(con, as_of, days.orders, days.day_sql)
     sql = LIFECYCLE_SQL.format(
         kind="VIEW" if totals else "TABLE", per_day=per_day, calibration_columns=CALIBRATION_COLUMNS if cal else "",
-        monetary=net_monetary_sql("d.monetary", "d.purchase_days", "r.refunds") if refunds else "d.monetary",
+        monetary=net_monetary_sql() if refunds else "d.monetary",
         refunds=f"\n    LEFT JOIN {REFUNDS} r ON r.customer_id = d.customer_id" if refunds else "")
     params = {"threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
     drop_temp(con, "customer_lifecycle")

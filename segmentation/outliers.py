@@ -66,7 +66,7 @@ from .fitnotes import money
 from .lifecycle import MONETARY_SQL
 from .metrics import local_cutoff
 from .purchase_days import DAY_ROWS_SQL
-from .refunds import net_monetary_sql, repeat_refunds_sql
+from .refunds import TABLE as REFUNDS, net_monetary_sql
 
 #: an amount at least this many times the typical check (the median) is an outlier
 OUTLIER_RATIO = 10_000
@@ -277,15 +277,17 @@ def spend_rows_sql(orders: str, day_sql: str, refunds: bool = False) -> str:
     """The spend fit's rows (``x``: repeat purchase days, ``monetary``: their mean spend) of the repeat buyers with
     spend, sorted: ``customer_lifecycle``'s, except that the customers of the outlier orders in :data:`TABLE` are
     counted again from their ``orders`` without those orders (``day_sql``: the local day of ``ordered_at``; binds
-    ``$as_of``), as they would be in a shop without them (``refunds``: the orders hold refunds, their mean spend
-    is less the refunds of their repeat days too, :mod:`segmentation.refunds`)."""
+    ``$as_of``), as they would be in a shop without them (``refunds``: the orders hold refunds, TEMP table
+    :data:`segmentation.refunds.TABLE` lists them: their mean spend is less the refunds of their repeat days too).
+    """
     without = (f"(SELECT * FROM {orders} WHERE customer_id IN (SELECT customer_id FROM {TABLE}) "
                f"AND order_id NOT IN (SELECT order_id FROM {TABLE}))")
-    recounted = (f"SELECT customer_id, count(*) - 1 AS x, {MONETARY_SQL} AS monetary "
+    recounted = (f"SELECT customer_id, count(*) - 1 AS x, {MONETARY_SQL} AS monetary, count(*) AS purchase_days, "
+                 "min(day) AS first_day, list_sort(list(day))[2] AS second_day "
                  f"FROM ({DAY_ROWS_SQL.format(day=day_sql, orders=without, sample='')}) GROUP BY customer_id")
-    if refunds:
-        recounted = (f"SELECT o.x, {net_monetary_sql('o.monetary', 'o.x + 1', 'r.refunds')} AS monetary "
-                     f"FROM ({recounted}) o LEFT JOIN ({repeat_refunds_sql(without, day_sql)}) r USING (customer_id)")
+    if refunds:  # (the refunds' table of the lifecycle: every customer's)
+        recounted = (f"SELECT d.x, {net_monetary_sql()} AS monetary "
+                     f"FROM ({recounted}) d LEFT JOIN {REFUNDS} r USING (customer_id)")
     return f"""
         SELECT x, monetary FROM (
             SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle

@@ -76,7 +76,7 @@ TOTALS_OF_GROUPED_SQL = """
         SEMI JOIN (SELECT customer_id, first_day FROM per WHERE len(days) > 1) f
              ON o.customer_id = f.customer_id AND o.day = f.first_day
         WHERE keep GROUP BY customer_id)
-    SELECT customer_id, first_day, last_day, len(days) AS purchase_days, len(days) - 1 AS gaps,
+    SELECT customer_id, first_day, days[2] AS second_day, last_day, len(days) AS purchase_days, len(days) - 1 AS gaps,
            CASE WHEN len(days) > 2 THEN list_median([days[i + 1] - days[i] FOR i IN range(1, len(days))])
                 WHEN len(days) = 2 THEN CAST(days[2] - days[1] AS DOUBLE) END AS median_gap_days,
            orders, discounted / orders AS discount_share,

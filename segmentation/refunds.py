@@ -22,9 +22,11 @@ as without refunds), and CLV = expected purchase days × expected net spend of o
 
 A refund counts as of the as-of when its own local day is on or before it (a later refund is not known yet): a run
 as of a past day reads what a run on that day read, whatever came after. A shop without refunds reads exactly what
-it read before (no table, the same SQL). The relation is small (a row per customer with refunds of repeat days),
-computed per run from the refunds and their customers' orders: the store's kept purchase days and totals are of
-the completed orders alone, for every as-of.
+it read before (no table, the same figures). The table is small (a row per customer with refunds, listing them), built
+per run from the refund rows and the sales their ids name; which of them are of repeat days is decided where the
+customer's first and second purchase days are (``first_day``, ``second_day`` of the lifecycle's per-customer
+aggregates, kept with the order store's totals: :mod:`sync.store.day_cache`), so that no customer's orders are read
+again and the store's kept tables, of the completed orders alone, serve any as-of.
 """
 
 from __future__ import annotations
@@ -33,51 +35,47 @@ from datetime import date
 
 import duckdb
 
-#: TEMP table of the last :func:`create_repeat_refunds`: customer_id, refunds (DECIMAL: of his repeat purchase days)
-TABLE = "_rfmsync_repeat_refunds"
+#: TEMP table of the last :func:`create_refunds`: customer_id, refunds (a list of his refunds up to the as-of:
+#: ``day``, the refund's own local day, ``sale_day``, its sale's when found by id, and ``amount``)
+TABLE = "_rfmsync_refunds"
 
-#: per customer of ``{orders}`` with a purchase day up to $as_of, his refunds up to $as_of of his repeat purchase
-#: days (``{day}``: the local day of ``ordered_at``); customers without such refunds have no row
-REPEAT_REFUNDS_SQL = """
+#: per customer of ``{orders}`` with refunds up to $as_of, the list of them (``{day}``: the local day of
+#: ``ordered_at``): each with its sale's day when the customer has a completed order of the refund's id without its
+#: ``~return`` suffix (looked up by id, only for such refunds: one probe of the order ids, none without them)
+REFUNDS_SQL = """
     WITH refunds AS (
-        SELECT * FROM (SELECT customer_id, regexp_replace(order_id, '~return[0-9]*$', '') AS sale_id,
+        SELECT * FROM (SELECT customer_id, order_id, regexp_replace(order_id, '~return[0-9]*$', '') AS sale_id,
                               abs(amount) AS amount, {day} AS day
                        FROM {orders} WHERE status = 'refunded')
         WHERE day <= $as_of),
     sales AS (
-        SELECT * FROM (SELECT customer_id, order_id, {day} AS day FROM {orders}
-                       WHERE status = 'completed' AND customer_id IN (SELECT customer_id FROM refunds))
-        WHERE day <= $as_of),
-    days AS (SELECT customer_id, day, min(day) OVER (PARTITION BY customer_id) AS first_day
-             FROM sales GROUP BY customer_id, day)
-    SELECT r.customer_id, sum(r.amount) AS refunds
-    FROM refunds r
-    LEFT JOIN sales s ON s.customer_id = r.customer_id AND s.order_id = r.sale_id
-    ASOF JOIN days d ON d.customer_id = r.customer_id AND r.day >= d.day
-    WHERE coalesce(s.day, d.day) > d.first_day
+        SELECT customer_id, order_id, {day} AS day FROM {orders}
+        WHERE status = 'completed' AND order_id IN (SELECT sale_id FROM refunds WHERE sale_id <> order_id))
+    SELECT r.customer_id, list({{'day': r.day, 'sale_day': s.day, 'amount': r.amount}}) AS refunds
+    FROM refunds r LEFT JOIN sales s ON s.customer_id = r.customer_id AND s.order_id = r.sale_id
     GROUP BY r.customer_id
 """
 
 
-def net_monetary_sql(monetary: str, purchase_days: str, refunds: str) -> str:
-    """The mean spend of the repeat purchase days less their refunds, 0 at the least: ``monetary`` (the BTYD mean
-    spend, a DOUBLE), ``purchase_days`` (the customer's purchase days) and ``refunds`` (of his repeat days, NULL:
-    none) are SQL expressions. Without refunds it is ``monetary`` itself."""
-    return (f"CASE WHEN {refunds} IS NULL THEN {monetary} "
-            f"ELSE greatest({monetary} - CAST({refunds} AS DOUBLE) / ({purchase_days} - 1), 0.0) END")
+def net_monetary_sql(d: str = "d", r: str = "r") -> str:
+    """The mean spend of the repeat purchase days less their refunds, 0 at the least, as SQL: ``d`` a relation of
+    the customer's ``monetary`` (the BTYD mean spend, a DOUBLE), ``purchase_days``, ``first_day`` and
+    ``second_day`` (NULL with one purchase day), ``r`` his row of :data:`TABLE` (NULL: no refund). A refund is of a
+    repeat day when its sale's day is after the first purchase day, or, no sale found, when a purchase day after the
+    first is on or before the refund's own day (the latest purchase day on or before it is then a repeat day).
+    Without refunds it is ``monetary`` itself."""
+    repeat = (f"list_sum(list_transform(list_filter({r}.refunds, lambda one: coalesce(one.sale_day > {d}.first_day, "
+              f"one.day >= {d}.second_day)), lambda one: one.amount))")
+    return (f"CASE WHEN {r}.refunds IS NULL OR {d}.purchase_days < 2 THEN {d}.monetary "
+            f"ELSE greatest({d}.monetary - CAST(coalesce({repeat}, 0) AS DOUBLE) / ({d}.purchase_days - 1), 0.0) END")
 
 
-def repeat_refunds_sql(orders: str, day_sql: str) -> str:
-    """:data:`REPEAT_REFUNDS_SQL` over ``orders`` (a table or a parenthesised subquery; binds ``$as_of``)."""
-    return REPEAT_REFUNDS_SQL.format(orders=orders, day=day_sql)
-
-
-def create_repeat_refunds(con: duckdb.DuckDBPyConnection, as_of: date, orders: str, day_sql: str) -> bool:
-    """(Re)create TEMP table :data:`TABLE` of the customers' refunds of repeat purchase days up to ``as_of``; False
-    (and no table) when ``orders`` hold no refund at all: the spend model reads the completed amounts then."""
+def create_refunds(con: duckdb.DuckDBPyConnection, as_of: date, orders: str, day_sql: str) -> bool:
+    """(Re)create TEMP table :data:`TABLE` of the customers' refunds up to ``as_of``; False (and no table) when
+    ``orders`` hold no refund at all: the spend model reads the completed amounts then."""
     con.execute(f"DROP TABLE IF EXISTS temp.main.{TABLE}")
     if not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {orders} WHERE status = 'refunded' LIMIT 1)"
                        ).fetchall()[0][0]:
         return False
-    con.execute(f"CREATE TEMP TABLE {TABLE} AS {repeat_refunds_sql(orders, day_sql)}", {"as_of": as_of})
+    con.execute(f"CREATE TEMP TABLE {TABLE} AS {REFUNDS_SQL.format(orders=orders, day=day_sql)}", {"as_of": as_of})
     return True
