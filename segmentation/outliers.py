@@ -278,16 +278,21 @@ def spend_rows_sql(orders: str, day_sql: str, refunds: bool = False) -> str:
     spend, sorted: ``customer_lifecycle``'s, except that the customers of the outlier orders in :data:`TABLE` are
     counted again from their ``orders`` without those orders (``day_sql``: the local day of ``ordered_at``; binds
     ``$as_of``), as they would be in a shop without them (``refunds``: the orders hold refunds, TEMP table
-    :data:`segmentation.refunds.TABLE` lists them: their mean spend is less the refunds of their repeat days too).
+    :data:`segmentation.refunds.TABLE` lists them: their mean spend is less the refunds of their repeat days too,
+    except those of the orders left out, found by id: a mistyped amount refunded to correct it leaves neither).
     """
     without = (f"(SELECT * FROM {orders} WHERE customer_id IN (SELECT customer_id FROM {TABLE}) "
                f"AND order_id NOT IN (SELECT order_id FROM {TABLE}))")
     recounted = (f"SELECT customer_id, count(*) - 1 AS x, {MONETARY_SQL} AS monetary, count(*) AS purchase_days, "
                  "min(day) AS first_day, list_sort(list(day))[2] AS second_day "
                  f"FROM ({DAY_ROWS_SQL.format(day=day_sql, orders=without, sample='')}) GROUP BY customer_id")
-    if refunds:  # (the refunds' table of the lifecycle: every customer's)
+    if refunds:  # (the refunds' table of the lifecycle: every customer's) less the refunds of the orders left out
+        kept = (f"SELECT customer_id, list_filter(refunds, lambda one: one.sale IS NULL "
+                f"OR NOT list_contains(o.ids, one.sale)) AS refunds FROM {REFUNDS} "
+                f"JOIN (SELECT customer_id, list(order_id) AS ids FROM {TABLE} GROUP BY customer_id) o "
+                "USING (customer_id)")
         recounted = (f"SELECT d.x, {net_monetary_sql()} AS monetary "
-                     f"FROM ({recounted}) d LEFT JOIN {REFUNDS} r USING (customer_id)")
+                     f"FROM ({recounted}) d LEFT JOIN ({kept}) r USING (customer_id)")
     return f"""
         SELECT x, monetary FROM (
             SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle

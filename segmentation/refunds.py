@@ -36,7 +36,8 @@ from datetime import date
 import duckdb
 
 #: TEMP table of the last :func:`create_refunds`: customer_id, refunds (a list of his refunds up to the as-of:
-#: ``day``, the refund's own local day, ``sale_day``, its sale's when found by id, and ``amount``)
+#: ``day``, the refund's own local day, ``sale_day`` and ``sale``, its sale's day and order id when found by id,
+#: and ``amount``)
 TABLE = "_rfmsync_refunds"
 
 #: per customer of ``{orders}`` with refunds up to $as_of, the list of them (``{day}``: the local day of
@@ -51,7 +52,7 @@ REFUNDS_SQL = """
     sales AS (
         SELECT customer_id, order_id, {day} AS day FROM {orders}
         WHERE status = 'completed' AND order_id IN (SELECT sale_id FROM refunds WHERE sale_id <> order_id))
-    SELECT r.customer_id, list({{'day': r.day, 'sale_day': s.day, 'amount': r.amount}}) AS refunds
+    SELECT r.customer_id, list({{'day': r.day, 'sale_day': s.day, 'sale': s.order_id, 'amount': r.amount}}) AS refunds
     FROM refunds r LEFT JOIN sales s ON s.customer_id = r.customer_id AND s.order_id = r.sale_id
     GROUP BY r.customer_id
 """

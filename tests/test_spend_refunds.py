@@ -139,3 +139,19 @@ def test_an_outlier_customers_returns_are_netted_in_the_fit_without_the_outlier(
     assert got["typo"][3] == 20.0  # (40 − 30 + 30) / 2
     assert report.to_json()["gamma_gamma"]["left_out_orders"] == 1
     assert report.gamma_gamma == without.gamma_gamma
+
+
+def test_a_mistyped_order_refunded_to_correct_it_leaves_the_fit_as_without_both():
+    """A barcode typed into the amount, then refunded under its sale's id (the usual correction): the fit leaves
+    the outlier order out and its refund with it (found by the refund's sale id), so it is that of the shop
+    without either; before, the recount took the refund off the customer's other days and his net spend, clamped
+    to 0, dropped him out of the fit."""
+    buyer = [("t1", "typo", "1997-01-10", Decimal("20.00")), ("t2", "typo", "1997-03-01", Decimal("40.00")),
+             ("t4", "typo", "1997-06-01", Decimal("30.00"))]
+    barcode = ("t5", "typo", "1997-08-01", Decimal("4600000000000.00"))
+    correction = ("t5~return", "typo", "1997-08-02", Decimal("4600000000000.00"))
+    report, _ = _predicted([*buyer, barcode, correction])
+    without, got = _predicted(buyer)
+    assert got["typo"][3] == 35.0  # (40 + 30) / 2
+    assert report.to_json()["gamma_gamma"]["left_out_orders"] == 1
+    assert report.gamma_gamma == without.gamma_gamma
