@@ -217,7 +217,7 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     else:
         per_day = PER_CUSTOMER_SQL.format(days=days.table, gaps=GAPS_SQL, calibration=CALIBRATION_SQL if cal else "")
     con.execute(FAVOURITES_SQL.format(orders=days.orders, day=days.day_sql), {"as_of": as_of})
-    refunds = create_refunds(con, as_of, days.orders, days.day_sql)
+    refunds = create_refunds(con, as_of, days.orders, days.day_sql, days.key)
     sql = LIFECYCLE_SQL.format(
         kind="VIEW" if totals else "TABLE", per_day=per_day, calibration_columns=CALIBRATION_COLUMNS if cal else "",
         monetary=net_monetary_sql() if refunds else "d.monetary",

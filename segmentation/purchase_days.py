@@ -99,7 +99,9 @@ class PurchaseDays:
     subquery (:func:`purchase_days_query`; it reads ``$as_of``, which its readers bind). ``sampled_every`` > 1: only every k-th customer by
     hash of the id (the boundary's sample of a large shop). ``totals``: a table of the lifecycle's per-customer
     aggregates over every row of ``table`` (:func:`segmentation.lifecycle.create_customer_totals`), equal to
-    those as of any day from ``last_day`` (the table's latest purchase day) on.
+    those as of any day from ``last_day`` (the table's latest purchase day) on. ``key``: the order store's
+    purchase-day cache key when these are its days, of its orders as they are (what the refunds the store keeps
+    beside them are of: :func:`segmentation.refunds.create_refunds`).
     """
 
     table: str
@@ -110,6 +112,7 @@ class PurchaseDays:
     sampled_every: int = 1
     totals: str | None = None
     last_day: date | None = None
+    key: str | None = None
 
     @property
     def materialized(self) -> bool:

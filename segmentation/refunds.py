@@ -31,6 +31,7 @@ again and the store's kept tables, of the completed orders alone, serve any as-o
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 import duckdb
@@ -71,12 +72,43 @@ def net_monetary_sql(d: str = "d", r: str = "r") -> str:
             f"ELSE greatest({d}.monetary - CAST(coalesce({repeat}, 0) AS DOUBLE) / ({d}.purchase_days - 1), 0.0) END")
 
 
-def create_refunds(con: duckdb.DuckDBPyConnection, as_of: date, orders: str, day_sql: str) -> bool:
+#: the order store's kept list of every refund (:data:`REFUNDS_SQL` with no as-of: it depends on the as-of only
+#: through each refund's ``day``), and its key: the purchase-day cache's (the orders and local days it is of, the
+#: store's generation included: every merge and file change moves it on) and this module's definition
+KEPT = "cache_refunds"
+KEPT_KEY = "cache_refunds_key"
+_DEFINITION = hashlib.blake2b(REFUNDS_SQL.encode(), digest_size=8).hexdigest()
+
+
+def create_refunds(con: duckdb.DuckDBPyConnection, as_of: date, orders: str, day_sql: str,
+                   kept: str | None = None) -> bool:
     """(Re)create TEMP table :data:`TABLE` of the customers' refunds up to ``as_of``; False (and no table) when
-    ``orders`` hold no refund at all: the spend model reads the completed amounts then."""
+    ``orders`` hold no refund at all: the spend model reads the completed amounts then. ``kept``: the key of the
+    order store's purchase-day cache, when ``orders`` are the store's and the cache is theirs: the list of every
+    refund is kept in the store under it (:data:`KEPT`, built when its key is another), and a run reads its
+    refunds up to ``as_of`` from there (a warm run reads neither the refund rows nor the sales by id again)."""
     con.execute(f"DROP TABLE IF EXISTS temp.main.{TABLE}")
-    if not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {orders} WHERE status = 'refunded' LIMIT 1)"
-                       ).fetchall()[0][0]:
+    if kept is None:
+        if not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {orders} WHERE status = 'refunded' LIMIT 1)"
+                           ).fetchall()[0][0]:
+            return False
+        con.execute(f"CREATE TEMP TABLE {TABLE} AS {REFUNDS_SQL.format(orders=orders, day=day_sql)}",
+                    {"as_of": as_of})
+        return True
+    key = f"{kept} {_DEFINITION}"
+    if [(key,)] != (con.execute(f"SELECT key FROM {KEPT_KEY}").fetchall() if has_table(con, KEPT_KEY) else None):
+        con.execute(f"CREATE OR REPLACE TABLE {KEPT} AS {REFUNDS_SQL.format(orders=orders, day=day_sql)}",
+                    {"as_of": date.max})
+        con.execute(f"CREATE OR REPLACE TABLE {KEPT_KEY} AS SELECT CAST(? AS VARCHAR) AS key", [key])
+    if not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {KEPT} LIMIT 1)").fetchall()[0][0]:
         return False
-    con.execute(f"CREATE TEMP TABLE {TABLE} AS {REFUNDS_SQL.format(orders=orders, day=day_sql)}", {"as_of": as_of})
+    con.execute(f"CREATE TEMP TABLE {TABLE} AS SELECT * FROM (SELECT customer_id, "
+                f"list_filter(refunds, lambda one: one.day <= $as_of) AS refunds FROM {KEPT}) WHERE len(refunds) > 0",
+                {"as_of": as_of})
     return True
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """The open database (not its TEMP tables) holds table ``name`` in schema ``main``."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                            "AND schema_name = 'main' AND table_name = ?", [name]).fetchall()[0][0])

@@ -153,3 +153,32 @@ def test_a_mistyped_order_refunded_to_correct_it_leaves_the_fit_as_without_both(
     assert got["typo"][3] == 35.0  # (40 + 30) / 2
     assert report.to_json()["gamma_gamma"]["left_out_orders"] == 1
     assert report.gamma_gamma == without.gamma_gamma
+
+
+def test_the_refunds_kept_in_the_store_follow_the_as_of_and_new_files(tmp_path):
+    """The order store keeps every refund beside its purchase days (a warm run reads them from there): a run as of
+    a day before some of them, and a run after a new file with more returns (of its own sales and on receipts of
+    their own), give what a run without any kept table gives."""
+    rows = [f"s{c}-{i},c{c}@example.com,{day}T10:00:00+00:00,{30 + (c * 11 + i) % 70}.00,completed"
+            for c in range(40) for i, day in enumerate(("2025-01-05", "2025-02-11", "2025-03-20", "2025-05-02"))]
+    rows += [f"s{c}-2,c{c}@example.com,2025-03-21T09:00:00+00:00,{10 + c % 15}.00,refunded" for c in range(0, 40, 3)]
+    _write(tmp_path, "a.csv", rows)
+    cfg = _config(tmp_path)
+    _assert_as_fresh(cfg, date(2025, 6, 30), full=False)  # built
+    _assert_as_fresh(cfg, date(2025, 6, 30), full=False)  # read back
+    _assert_as_fresh(cfg, date(2025, 3, 1), full=False)  # before every refund: none known yet
+    _write(tmp_path, "b.csv", [*(f"n{c},c{c}@example.com,2025-06-01T10:00:00+00:00,80.00,completed"
+                                 for c in range(0, 40, 2)),
+                               *(f"n{c},c{c}@example.com,2025-06-02T10:00:00+00:00,60.00,refunded"
+                                 for c in range(0, 40, 4)),
+                               *(f"r{c},c{c}@example.com,2025-06-03T10:00:00+00:00,15.00,refunded"
+                                 for c in range(1, 40, 5))])
+    _assert_as_fresh(cfg, date(2025, 6, 30), full=False)
+    _assert_as_fresh(cfg, date(2025, 5, 15), full=False)
+    run = compute_segments(cfg, date(2025, 6, 30), predict=True, holdout=False, boundary=False)
+    try:
+        got = dict(run.con.execute("SELECT customer_id, monetary FROM customer_lifecycle").fetchall())
+    finally:
+        run.close()
+    assert got["c0@example.com"] == (31 + 32 - 10 + 33 + 80 - 60) / 4  # 30 first; 10 of day 3, 60 of the new day
+    assert got["c1@example.com"] == (42 + 43 + 44 - 15) / 3  # a receipt of its own: of his latest day, 2 May
