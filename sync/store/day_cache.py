@@ -22,7 +22,8 @@ gives the customers' checks and, when they are stale too, the store's RFM totals
 :func:`build_totals_and_checks`), and keeps nothing else: the holdout counts the lists of each customer's days the
 totals keep); the day table when the boundary needs it.
 The totals' and the checks' customer ids are stored uncompressed (:func:`_create_kept`). A cache of another time zone is replaced.
-:func:`drop_cache` also forgets the model fits the store keeps
+The refunds the spend model nets are kept under the same key (:func:`segmentation.refunds.create_refunds`, built by
+the first run that reads them). :func:`drop_cache` also forgets them and the model fits the store keeps
 (:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
 (:func:`_update_changed`): found from the customers' checks, or, when every write since noted whose orders it
 changed (:mod:`.appends`: a file appended the lean way, an API or webhook merge), from those notes.
