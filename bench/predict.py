@@ -28,6 +28,7 @@ first ``--lifetimes-customers`` customers and its time is also shown scaled line
     python bench/predict.py --lifetimes-customers 1000000 # lifetimes on all of them
     python bench/predict.py --orders 10m                  # the three commands on 10 M orders
     python bench/predict.py --orders 10m --webhooks 50x100 --workdir /tmp/wh  # the run after webhook merges
+    python bench/predict.py --orders 1m --refunds 4         # the commands on a copy with 4 % of the sales returned
 
 **After webhook merges** (``--webhooks BATCHESxORDERS``, with ``--orders``): the nightly run after a day of
 webhooks. The store is made warm (both commands run once), then BATCHES webhook batches of ORDERS orders each are
