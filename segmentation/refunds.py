@@ -25,9 +25,9 @@ as of a past day reads what a run on that day read, whatever came after. A shop 
 it read before (no table, the same figures). The table is small (a row per customer with refunds, listing them),
 built from the refund rows and the sales their ids name (kept in the order store under its purchase-day cache's
 key: :func:`create_refunds`; a warm run filters the kept list to its as-of); which of them are of repeat days is
-decided where the customer's first and second purchase days are (``first_day``, ``second_day`` of the lifecycle's per-customer
-aggregates, kept with the order store's totals: :mod:`sync.store.day_cache`), so that no customer's orders are read
-again and the store's kept tables, of the completed orders alone, serve any as-of.
+decided where the customer's first and second purchase days are (``first_day``, ``second_day`` of the lifecycle's
+per-customer aggregates, kept with the order store's totals: :mod:`sync.store.day_cache`), so that no customer's
+orders are read again and the store's kept tables, of the completed orders alone, serve any as-of.
 """
 
 from __future__ import annotations
