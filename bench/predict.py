@@ -28,6 +28,7 @@ first ``--lifetimes-customers`` customers and its time is also shown scaled line
     python bench/predict.py --lifetimes-customers 1000000 # lifetimes on all of them
     python bench/predict.py --orders 10m                  # the three commands on 10 M orders
     python bench/predict.py --orders 10m --webhooks 50x100 --workdir /tmp/wh  # the run after webhook merges
+    python bench/predict.py --orders 1m --refunds 4         # the commands on a copy with 4 % of the sales returned
 
 **After webhook merges** (``--webhooks BATCHESxORDERS``, with ``--orders``): the nightly run after a day of
 webhooks. The store is made warm (both commands run once), then BATCHES webhook batches of ORDERS orders each are
@@ -136,6 +137,34 @@ def _daily_file(csv_path: Path, orders: int, k: int) -> Path:
     return path
 
 
+def _with_refunds(csv_path: Path, percent: float) -> Path:
+    """A copy of the export with returns added (made once): ``percent`` % of the sales returned a day later under
+    their own id (the file source keeps them as ``ID~return``), half of those in part, and a quarter as many
+    again on receipts of their own 3 days later (``R`` + the sale's id): the spend model nets them
+    (segmentation.refunds). Its own order store and config, next to the export's."""
+    import duckdb
+
+    path = csv_path.with_name(f"returns{percent:g}-{csv_path.name}")  # (not matched by the export's own glob)
+    if path.exists() and path.stat().st_size:
+        return path
+    share = int(percent * 100)  # of 10 000
+    with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"""CREATE TABLE o AS SELECT * FROM read_csv('{csv_path}', all_varchar = true)""")
+        con.execute(f"""COPY (SELECT * FROM o UNION ALL
+                              SELECT order_id, customer_id, strftime(ordered_at::TIMESTAMP + INTERVAL 1 DAY,
+                                                                     '%Y-%m-%d %H:%M:%S'),
+                                     CAST(CAST(amount AS DECIMAL(18,2)) / (1 + hash(order_id) % 2) AS DECIMAL(18,2)),
+                                     'refunded'
+                              FROM o WHERE hash(order_id || 'r') % 10000 < {share} UNION ALL
+                              SELECT 'R' || order_id, customer_id, strftime(ordered_at::TIMESTAMP + INTERVAL 3 DAY,
+                                                                            '%Y-%m-%d %H:%M:%S'), amount, 'refunded'
+                              FROM o WHERE hash(order_id || 'q') % 40000 < {share})
+                     TO '{path}.tmp' (HEADER, DELIMITER ',', FORMAT csv)""")
+    Path(f"{path}.tmp").replace(path)
+    return path
+
+
 def _shop(args: argparse.Namespace) -> tuple[int, Path, Path, Path]:
     """(orders, the export, its config, the customers file) of ``--orders`` in ``--workdir`` (generated once)."""
     from bench.segments import dataset, write_config
@@ -144,6 +173,8 @@ def _shop(args: argparse.Namespace) -> tuple[int, Path, Path, Path]:
     csv_path, gen_s = dataset(Path(args.workdir), orders)
     if gen_s is not None:
         print(f"generated {csv_path} in {gen_s:.1f} s", flush=True)
+    if args.refunds:
+        csv_path = _with_refunds(csv_path, args.refunds)
     return orders, csv_path, write_config(csv_path, "tracks"), \
         Path(args.workdir) / f"customers-{size_label(orders)}-predict.parquet"
 
@@ -314,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2005)
     ap.add_argument("--orders", help="time the three commands on this many orders instead (e.g. 1m, 10m)")
     ap.add_argument("--workdir", default="/tmp/rfmsync-bench", help="where the CSVs go (shared with segments.py)")
+    ap.add_argument("--refunds", type=float, default=0.0,
+                    help="with --orders: this percent of the sales returned (a copy of the export, its own store)")
     ap.add_argument("--webhooks", help="BATCHESxORDERS (e.g. 50x100): time the runs after that many webhook "
                                        "merges into a warm store (with --orders)")
     ap.add_argument("--child", choices=COMMANDS, help=argparse.SUPPRESS)

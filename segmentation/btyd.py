@@ -1,17 +1,20 @@
 """The BTYD ("buy 'til you die") customer summary, computed in DuckDB.
 
-One definition everywhere, the literature's (Fader, Hardie & Lee 2005; lifetimes'
+One definition of the purchase days everywhere, the literature's (Fader, Hardie & Lee 2005; lifetimes'
 ``summary_data_from_transaction_data(freq="D", freq_multiplier=7)``):
 
-* only ``completed`` orders count, and only those on or before ``as_of`` (a local
-  calendar day in the shop's time zone, inclusive);
+* only ``completed`` orders make purchase days, and only those on or before ``as_of`` (a
+  local calendar day in the shop's time zone, inclusive; refunds enter the lifecycle's mean
+  spend alone, below);
 * orders are collapsed per customer and **local day** (``ordered_at AT TIME ZONE tz``);
   a day's amounts are summed (the run's purchase-day table, :mod:`segmentation.purchase_days`);
 * ``frequency`` = purchase days − 1 (repeat purchase days);
 * ``recency``   = last purchase day − first purchase day;
 * ``T``         = ``as_of`` − first purchase day;
 * ``monetary``  = mean of the repeat days' totals (the first day is excluded; 0 when
-  ``frequency`` is 0).
+  ``frequency`` is 0), gross: :func:`btyd_summary` reads the completed amounts alone, while the
+  lifecycle's mean spend (``customer_lifecycle.monetary``, the spend model's input) is net of the refunds
+  of those days (:mod:`segmentation.refunds`).
 
 Times are counted in whole days in SQL and reported in the model's time unit
 (``"weeks"`` = days / 7, the paper's convention, or ``"days"``).

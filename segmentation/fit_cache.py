@@ -44,7 +44,7 @@ _DEFINITION = hashlib.blake2b(b"".join((Path(btyd_models.__file__).parent / name
 _NUMBERS_MODULES = ("predictive.py", "holdout.py", "btyd.py", "btyd_models.py", "fit_optimizer.py", "rising.py",
                     "hypergeometric.py", "lifecycle.py", "fitnotes.py", "fit_cache.py", "purchase_days.py", "localtime.py",
                     "guarded_fits.py", "triples.py", "outliers.py", "metrics.py", "errors.py", "warmup.py",
-                    "spend_limit.py")
+                    "spend_limit.py", "refunds.py")
 _NUMBERS_DEFINITION = hashlib.blake2b(
     b"".join((Path(__file__).parent / name).read_bytes() for name in _NUMBERS_MODULES)
     + f"{np.__version__} {scipy.__version__} {pa.__version__}".encode(), digest_size=16).hexdigest()

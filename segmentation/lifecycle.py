@@ -16,7 +16,8 @@ As of a local day ``as_of`` (inclusive, in the shop's time zone), over completed
   prices unknown, a positive net quantity): a category bought and returned is none; ties go to the larger net
   quantity, then the alphabetically first name; NULL without items;
 * ``monetary``: the BTYD mean spend of the repeat purchase days (:mod:`segmentation.btyd`), computed in the same
-  pass so that the predictions read the summary from this table instead of grouping the days again.
+  pass so that the predictions read the summary from this table instead of grouping the days again, less the
+  refunds of those days' purchases (:mod:`segmentation.refunds`: the spend model's mean spend is of what was kept).
 
 :func:`create_predictions_table` adds the next-order rule: ``next_order_date`` = last
 purchase day + the customer's own median gap (rounded to whole days) when they have ≥ 2
@@ -37,6 +38,7 @@ from datetime import date, datetime
 import duckdb
 
 from .purchase_days import PurchaseDays, purchase_days_for
+from .refunds import TABLE as REFUNDS, create_refunds, net_monetary_sql
 
 #: the holdout check's per-customer numbers (:mod:`segmentation.holdout`), when asked for: the BTYD summary as of
 #: $cal_end (cal_t_days < 0: no purchase day by then) and the purchase days after it
@@ -55,7 +57,8 @@ MONETARY_SQL = """CASE WHEN count(*) > 1
 #: the per-customer aggregates of the purchase days up to $as_of (also kept over every day in the order store:
 #: :func:`create_customer_totals`)
 PER_CUSTOMER_SQL = """
-        SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
+        SELECT customer_id, min(day) AS first_day, min(day) FILTER (WHERE gap IS NOT NULL) AS second_day,
+               max(day) AS last_day, count(*) AS purchase_days,
                {gaps},
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
                """ + MONETARY_SQL + """ AS monetary{calibration}
@@ -135,9 +138,9 @@ LIFECYCLE_SQL = """
            END AS avg_days_between_orders,
            CAST(d.discount_share AS DOUBLE) AS discount_share,
            (d.orders >= 2 AND d.discount_share >= $threshold) AS discount_hunter,
-           f.favourite_category, f.favourite_brand, d.monetary{calibration_columns}
+           f.favourite_category, f.favourite_brand, {monetary} AS monetary{calibration_columns}
     FROM per_day d
-    LEFT JOIN customer_favourites f ON f.customer_id = d.customer_id
+    LEFT JOIN customer_favourites f ON f.customer_id = d.customer_id{refunds}
 """
 
 PREDICTIONS_SQL = """
@@ -193,6 +196,8 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
                            calibration_end: date | None = None) -> None:
     """Create TEMP ``customer_lifecycle`` (one row per customer with a completed order) and TEMP table
     ``customer_favourites`` (its favourite category and brand, for customers with line items).
+    ``monetary``: the mean spend of the repeat purchase days less their refunds (:mod:`segmentation.refunds`, a
+    TEMP table of them when the orders hold refunds).
 
     ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here.
     ``calibration_end``: also count, in the same pass, the holdout check's calibration summary as of that day and
@@ -212,8 +217,11 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     else:
         per_day = PER_CUSTOMER_SQL.format(days=days.table, gaps=GAPS_SQL, calibration=CALIBRATION_SQL if cal else "")
     con.execute(FAVOURITES_SQL.format(orders=days.orders, day=days.day_sql), {"as_of": as_of})
-    sql = LIFECYCLE_SQL.format(kind="VIEW" if totals else "TABLE", per_day=per_day,
-                               calibration_columns=CALIBRATION_COLUMNS if cal else "")
+    refunds = create_refunds(con, as_of, days.orders, days.day_sql, days.key)
+    sql = LIFECYCLE_SQL.format(
+        kind="VIEW" if totals else "TABLE", per_day=per_day, calibration_columns=CALIBRATION_COLUMNS if cal else "",
+        monetary=net_monetary_sql() if refunds else "d.monetary",
+        refunds=f"\n    LEFT JOIN {REFUNDS} r ON r.customer_id = d.customer_id" if refunds else "")
     params = {"threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
     drop_temp(con, "customer_lifecycle")
     if totals:

@@ -66,6 +66,7 @@ from .fitnotes import money
 from .lifecycle import MONETARY_SQL
 from .metrics import local_cutoff
 from .purchase_days import DAY_ROWS_SQL
+from .refunds import TABLE as REFUNDS, net_monetary_sql
 
 #: an amount at least this many times the typical check (the median) is an outlier
 OUTLIER_RATIO = 10_000
@@ -272,20 +273,32 @@ def _round_code_currencies(con: duckdb.DuckDBPyConnection, orders: str, params: 
     return codes
 
 
-def spend_rows_sql(orders: str, day_sql: str) -> str:
+def spend_rows_sql(orders: str, day_sql: str, refunds: bool = False) -> str:
     """The spend fit's rows (``x``: repeat purchase days, ``monetary``: their mean spend) of the repeat buyers with
     spend, sorted: ``customer_lifecycle``'s, except that the customers of the outlier orders in :data:`TABLE` are
-    counted again from their completed ``orders`` without those orders (``day_sql``: the local day of
-    ``ordered_at``; binds ``$as_of``), as they would be in a shop without them."""
+    counted again from their ``orders`` without those orders (``day_sql``: the local day of ``ordered_at``; binds
+    ``$as_of``), as they would be in a shop without them (``refunds``: the orders hold refunds, TEMP table
+    :data:`segmentation.refunds.TABLE` lists them: their mean spend is less the refunds of their repeat days too,
+    except those of the orders left out, found by id: a mistyped amount refunded to correct it leaves neither).
+    """
     without = (f"(SELECT * FROM {orders} WHERE customer_id IN (SELECT customer_id FROM {TABLE}) "
                f"AND order_id NOT IN (SELECT order_id FROM {TABLE}))")
+    recounted = (f"SELECT customer_id, count(*) - 1 AS x, {MONETARY_SQL} AS monetary, count(*) AS purchase_days, "
+                 "min(day) AS first_day, list_sort(list(day))[2] AS second_day "
+                 f"FROM ({DAY_ROWS_SQL.format(day=day_sql, orders=without, sample='')}) GROUP BY customer_id")
+    if refunds:  # (the refunds' table of the lifecycle: every customer's) less the refunds of the orders left out
+        kept = (f"SELECT customer_id, list_filter(refunds, lambda one: one.sale IS NULL "
+                f"OR NOT list_contains(o.ids, one.sale)) AS refunds FROM {REFUNDS} "
+                f"JOIN (SELECT customer_id, list(order_id) AS ids FROM {TABLE} GROUP BY customer_id) o "
+                "USING (customer_id)")
+        recounted = (f"SELECT d.x, {net_monetary_sql()} AS monetary "
+                     f"FROM ({recounted}) d LEFT JOIN ({kept}) r USING (customer_id)")
     return f"""
         SELECT x, monetary FROM (
             SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle
             WHERE customer_id NOT IN (SELECT customer_id FROM {TABLE})
             UNION ALL
-            SELECT count(*) - 1 AS x, {MONETARY_SQL} AS monetary
-            FROM ({DAY_ROWS_SQL.format(day=day_sql, orders=without, sample="")}) GROUP BY customer_id)
+            SELECT x, monetary FROM ({recounted}))
         WHERE x > 0 AND monetary > 0 ORDER BY x, monetary"""
 
 

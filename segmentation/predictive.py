@@ -27,10 +27,11 @@ from .btyd_models import (DAYS_PER_MONTH, ONE_RATE, BgNbdParams, GammaGammaParam
                           nobody_leaves, own_spend_weight, p_alive, prob_no_purchase, time_to_likely_purchase)
 from .fit_cache import FitStore, NumberStore, numbers_key
 from .guarded_fits import fit_bgnbd_guarded, fit_gamma_gamma_guarded
-from .lifecycle import create_lifecycle_table, create_predictions_table
+from .lifecycle import create_lifecycle_table, create_predictions_table, has_relation
 from .localtime import check_timezone
 from .outliers import OutlierAmounts, left_out_count, outlier_amounts, spend_rows_sql
 from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
+from .refunds import TABLE as REFUNDS
 from .warmup import MODEL_MODULES, import_in_background
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: dat
     value, so that the fit's sums do not depend on the order DuckDB's threads return the rows in. The ``outliers``'
     customers are counted without those orders (:func:`segmentation.outliers.spend_rows_sql`)."""
     if outliers:
-        got = con.execute(spend_rows_sql(days.orders, days.day_sql), {"as_of": as_of}).fetchnumpy()
+        refunds = has_relation(con, REFUNDS)  # (the lifecycle's: the orders hold refunds)
+        got = con.execute(spend_rows_sql(days.orders, days.day_sql, refunds), {"as_of": as_of}).fetchnumpy()
     else:
         got = con.execute("SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle "
                           "WHERE purchase_days > 1 AND monetary > 0 ORDER BY x, monetary").fetchnumpy()

@@ -76,7 +76,7 @@ TOTALS_OF_GROUPED_SQL = """
         SEMI JOIN (SELECT customer_id, first_day FROM per WHERE len(days) > 1) f
              ON o.customer_id = f.customer_id AND o.day = f.first_day
         WHERE keep GROUP BY customer_id)
-    SELECT customer_id, first_day, last_day, len(days) AS purchase_days, len(days) - 1 AS gaps,
+    SELECT customer_id, first_day, days[2] AS second_day, last_day, len(days) AS purchase_days, len(days) - 1 AS gaps,
            CASE WHEN len(days) > 2 THEN list_median([days[i + 1] - days[i] FOR i IN range(1, len(days))])
                 WHEN len(days) = 2 THEN CAST(days[2] - days[1] AS DOUBLE) END AS median_gap_days,
            orders, discounted / orders AS discount_share,
@@ -99,7 +99,9 @@ class PurchaseDays:
     subquery (:func:`purchase_days_query`; it reads ``$as_of``, which its readers bind). ``sampled_every`` > 1: only every k-th customer by
     hash of the id (the boundary's sample of a large shop). ``totals``: a table of the lifecycle's per-customer
     aggregates over every row of ``table`` (:func:`segmentation.lifecycle.create_customer_totals`), equal to
-    those as of any day from ``last_day`` (the table's latest purchase day) on.
+    those as of any day from ``last_day`` (the table's latest purchase day) on. ``key``: the order store's
+    purchase-day cache key when these are its days, of its orders as they are (what the refunds the store keeps
+    beside them are of: :func:`segmentation.refunds.create_refunds`).
     """
 
     table: str
@@ -110,6 +112,7 @@ class PurchaseDays:
     sampled_every: int = 1
     totals: str | None = None
     last_day: date | None = None
+    key: str | None = None
 
     @property
     def materialized(self) -> bool:

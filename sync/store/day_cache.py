@@ -22,7 +22,8 @@ gives the customers' checks and, when they are stale too, the store's RFM totals
 :func:`build_totals_and_checks`), and keeps nothing else: the holdout counts the lists of each customer's days the
 totals keep); the day table when the boundary needs it.
 The totals' and the checks' customer ids are stored uncompressed (:func:`_create_kept`). A cache of another time zone is replaced.
-:func:`drop_cache` also forgets the model fits the store keeps
+The refunds the spend model nets are kept under the same key (:func:`segmentation.refunds.create_refunds`, built by
+the first run that reads them). :func:`drop_cache` also forgets them and the model fits the store keeps
 (:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
 (:func:`_update_changed`): found from the customers' checks, or, when every write since noted whose orders it
 changed (:mod:`.appends`: a file appended the lean way, an API or webhook merge), from those notes.
@@ -40,7 +41,7 @@ from datetime import date
 
 import duckdb
 
-from segmentation import lifecycle, purchase_days
+from segmentation import lifecycle, purchase_days, refunds
 from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
@@ -98,13 +99,13 @@ def stored_key(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def _days(con: duckdb.DuckDBPyConnection, timezone: str, day_sql: str, last_day: date | None,
-          has_days: bool) -> PurchaseDays:
+          has_days: bool, key: str | None) -> PurchaseDays:
     if has_days:
         return PurchaseDays(DAYS_TABLE, ALL_DAYS, timezone, "orders", day_sql, totals=TOTALS_TABLE,
-                            last_day=last_day)
+                            last_day=last_day, key=key)
     # the totals alone are kept: an earlier as-of reads the days as a subquery of the orders (one pass)
     return replace(purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql), totals=TOTALS_TABLE,
-                   last_day=last_day)
+                   last_day=last_day, key=key)
 
 
 def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, day_table: bool = False,
@@ -115,7 +116,7 @@ def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, day_ta
     stored = _stored(con)
     if stored is None or (day_table and not stored[3]) or stored[0] != cache_key(con, timezone, facts=facts):
         return None
-    return _days(con, timezone, stored[1], stored[2], stored[3])
+    return _days(con, timezone, stored[1], stored[2], stored[3], stored[0])
 
 
 def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True,
@@ -162,14 +163,15 @@ def _cached(con: duckdb.DuckDBPyConnection, timezone: str, days: bool, on_orders
     stored = _stored(con)
     if stored is not None and stored[0] == key and (stored[3] or not days):
         log.debug("purchase days: the order store's are current")
-        return KeptBuild(_days(con, timezone, stored[1], stored[2], stored[3]), key)
+        return KeptBuild(_days(con, timezone, stored[1], stored[2], stored[3], key), key)
     current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
     if not current and on_orders_moved is not None:
         on_orders_moved()
     if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
         found = _update_changed(con, timezone, stored[0], stored[3], facts)
         if found is not None:
-            return KeptBuild(_days(con, timezone, *found, stored[3]), stored_key(con))
+            now = stored_key(con)
+            return KeptBuild(_days(con, timezone, *found, stored[3], now), now)
     if defer and not current:
         return _deferred_totals(con, timezone, facts)
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
@@ -197,7 +199,7 @@ def _cached(con: duckdb.DuckDBPyConnection, timezone: str, days: bool, on_orders
             raise
     log.info("purchase days: built the order store's %s", "day table" if current else
              "day table and totals" if days else "totals")
-    return KeptBuild(_days(con, timezone, day_sql, last_day, days), key)
+    return KeptBuild(_days(con, timezone, day_sql, last_day, days, key), key)
 
 
 def _deferred_totals(con: duckdb.DuckDBPyConnection, timezone: str, facts: OrderFacts | None) -> KeptBuild:
@@ -233,7 +235,7 @@ def _deferred_totals(con: duckdb.DuckDBPyConnection, timezone: str, facts: Order
         log.info("purchase days: built the order store's totals")
 
     days = replace(purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql), totals=f"temp.{GROUPED_TOTALS}",
-                   last_day=last_day)
+                   last_day=last_day, key=key)
     return KeptBuild(days, key, write, lambda: con.execute("ROLLBACK"))
 
 
@@ -338,6 +340,6 @@ def _noted_changes(con: duckdb.DuckDBPyConnection, stored_key: str, facts: Order
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
     """Forget the cached tables and the model fits (the next prediction run computes them again)."""
-    for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE, CHECK_TABLE):
+    for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE, CHECK_TABLE, refunds.KEPT_KEY, refunds.KEPT):
         con.execute(f"DROP TABLE IF EXISTS {table}")
     drop_fits(con)
