@@ -127,6 +127,45 @@ def test_serve_help_says_what_worker_runs() -> None:
     assert "Run the resync workers, [serve] workers of them (--no-worker: intake only)." in help_text
 
 
+def test_sync_and_serve_run_with_the_example_env_unedited(shop, tmp_path) -> None:
+    """The two commands the list above leaves out: ``sync`` stops at the missing key (exit 2, not 70), ``serve``
+    comes up (its health answers) and stops."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    shutil.copy(ROOT / "settings.example.env", tmp_path / ".env")
+    out = run("sync", "--config", str(shop), "--as-of", AS_OF, code=2).output
+    assert "MAILCHIMP_API_KEY is not set" in out and not PYDANTIC_DUMP.search(out), out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", "--config", str(shop), "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "serve did not come up"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert not PYDANTIC_DUMP.search(log.read_text()), log.read_text()
+
+
 def test_a_variable_exported_blank_leaves_the_dotenv_value(tmp_path, monkeypatch) -> None:
     """compose's ``MAILCHIMP_API_KEY: ${MAILCHIMP_API_KEY}`` exports it blank when the host does not set it: blank is
     "as if the line were not there", so ``.env``'s value applies (it was unset, the key lost). Spaces alike."""
@@ -181,3 +220,17 @@ def test_a_value_out_of_range_is_refused_naming_the_variable(shop, monkeypatch, 
     assert out.startswith(f"error: environment variable {name}='{value}': {expected}"), out
     assert "http." not in out, out
 
+
+def test_every_setting_read_as_a_secret_is_in_the_secret_values() -> None:
+    """:func:`is_secret` (what an error leaves unshown) and :meth:`Settings.secret_values` (what is masked) agree on
+    every field: a secret field added to one is in the other."""
+    from sync.settings import is_secret
+
+    fields = Settings.model_fields
+    values = {name: 2 if name.startswith("rfmsync_http_") else f"postgresql://u:pw-{name}@h/db"
+              if name.endswith("_url") else f"value-{name}" for name in fields}
+    values["bitrix24_webhook_url"] = "https://p.example/rest/1/code-bitrix24/"
+    for name, field in fields.items():
+        settings = Settings(_env_file=None, **{name: values[name]})
+        masked = " ".join(settings.secret_values())
+        assert (bool(masked.strip(":@ ")) == is_secret(field)), (name, masked)
