@@ -64,7 +64,7 @@ class AmoCrmConfig(BlankIsUnset):
 
 
 class AmoCrmSecrets(BlankIsUnset, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore", env_ignore_empty=True)
     subdomain: str | None = None
     token: Secret | None = None  # long-lived token of a private integration
     api_url: str | None = None  # base-URL override (tests, proxies)

@@ -30,7 +30,7 @@ class Bitrix24Config(BlankIsUnset):
 
 
 class Bitrix24Secrets(BlankIsUnset, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore", env_ignore_empty=True)
     webhook_url: Secret | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
     app_token: Secret | None = None  # application_token of the outgoing webhook / app, for events
 

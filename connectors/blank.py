@@ -3,7 +3,8 @@
 every connector's settings and secrets (:class:`BlankIsUnset`; the file source's but its delimiter and its
 required ``orders``), and in rfmsync's own environment settings (``sync.settings.Settings``: a blank
 ``RFMSYNC_HTTP_TIMEOUT_SECONDS=`` or ``MAILCHIMP_API_KEY=`` is unset, so ``settings.example.env`` copied unedited
-sets nothing)."""
+sets nothing). An environment variable exported empty is not there at all (``env_ignore_empty``): ``.env``'s value
+of it applies."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ class RetailCrmConfig(BlankIsUnset):
 
 
 class RetailCrmSecrets(BlankIsUnset, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RETAILCRM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RETAILCRM_", extra="ignore", env_ignore_empty=True)
     url: str | None = None
     api_key: Secret | None = None
     api_url: str | None = None  # base-URL override (tests, proxies)

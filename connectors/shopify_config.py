@@ -72,7 +72,7 @@ class ShopifyConfig(BlankIsUnset):
 
 
 class ShopifySecrets(BlankIsUnset, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHOPIFY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SHOPIFY_", extra="ignore", env_ignore_empty=True)
     shop: str | None = None
     token: Secret | None = None
     api_url: str | None = None  # base-URL override (tests, proxies)

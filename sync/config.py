@@ -338,7 +338,7 @@ class Config(BaseModel):
 def find_config_path(path: str | os.PathLike | None = None) -> Path:
     if path:
         return Path(path)
-    env = os.environ.get("RFMSYNC_CONFIG")
+    env = os.environ.get("RFMSYNC_CONFIG", "").strip()  # blank (or spaces) is unset, as every setting
     if env:
         return Path(env)
     return Path("rfmsync.toml")

@@ -36,7 +36,9 @@ class Settings(BlankIsUnset, BaseSettings):
     """Every variable rfmsync reads. A blank one (``RFMSYNC_HTTP_TIMEOUT_SECONDS=`` as ``settings.example.env``
     lists it) is unset, as in every connector's settings (:class:`connectors.blank.BlankIsUnset`)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_ignore_empty: a variable exported blank (compose's ``${MAILCHIMP_API_KEY}`` the host does not set) is not
+    # there, so .env's value applies; BlankIsUnset makes a whitespace-only one, and a blank .env line, unset
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
     # every secret is a Secret (or the ledger URL a SecretUrl): read without its trailing whitespace
 
     # rfmsync itself
@@ -47,10 +49,11 @@ class Settings(BlankIsUnset, BaseSettings):
     rfmsync_webhook_secret: Secret | None = None
     rfmsync_report_token: Secret | None = None  # GET /report of `rfmsync serve` (Bearer token); unset: no page
     # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]
-    rfmsync_http_timeout_seconds: float | None = None
-    rfmsync_http_max_attempts: int | None = None
-    rfmsync_http_max_wait_seconds: float | None = None
-    rfmsync_http_concurrency: int | None = None
+    # (the bounds of [http]'s: a value out of range is refused naming the variable, not an [http] table)
+    rfmsync_http_timeout_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    rfmsync_http_max_attempts: int | None = Field(None, ge=1)
+    rfmsync_http_max_wait_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+    rfmsync_http_concurrency: int | None = Field(None, ge=1)
     # ESPs: one key and one URL override per destination type (sync.destinations.registry names them)
     # Mailchimp
     mailchimp_api_key: Secret | None = None
@@ -151,7 +154,8 @@ def settings_error(exc: ValidationError, given=()) -> str:
         name = str(err["loc"][0]) if err["loc"] else ""
         field = Settings.model_fields.get(name)
         variable = name.upper()
-        where = ("setting" if name in given else "environment variable" if variable in os.environ
+        where = ("setting" if name in given else "environment variable"
+                 if variable in {n.upper() for n in os.environ}  # read as pydantic-settings reads them: in any case
                  else f"{Settings.model_config['env_file']} variable")
         shown = "" if field is None or is_secret(field) else f"={err['input']!r}"
         expected = err["msg"].removeprefix("Input ")

@@ -58,8 +58,8 @@ def test_bad_values_are_config_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="retries"):
         load_config(write(tmp_path, "[http]\nretries = 3\n"))
     cfg = load_config(write(tmp_path, MC))
-    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "0")
-    with pytest.raises(ConfigError, match="max_attempts"):
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "0")  # refused as the variable it is, not as [http]'s max_attempts
+    with pytest.raises(ConfigError, match="environment variable RFMSYNC_HTTP_MAX_ATTEMPTS='0': should be greater"):
         cfg.destinations[0].http_settings(load_settings())
 
 

@@ -125,3 +125,112 @@ def test_serve_help_says_what_worker_runs() -> None:
     """It read "Run [serve] workers resync workers"."""
     help_text = " ".join(run("serve", "--help").output.split())
     assert "Run the resync workers, [serve] workers of them (--no-worker: intake only)." in help_text
+
+
+def test_sync_and_serve_run_with_the_example_env_unedited(shop, tmp_path) -> None:
+    """The two commands the list above leaves out: ``sync`` stops at the missing key (exit 2, not 70), ``serve``
+    comes up (its health answers) and stops."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    shutil.copy(ROOT / "settings.example.env", tmp_path / ".env")
+    out = run("sync", "--config", str(shop), "--as-of", AS_OF, code=2).output
+    assert "MAILCHIMP_API_KEY is not set" in out and not PYDANTIC_DUMP.search(out), out
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", "--config", str(shop), "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "serve did not come up"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert not PYDANTIC_DUMP.search(log.read_text()), log.read_text()
+
+
+def test_a_variable_exported_blank_leaves_the_dotenv_value(tmp_path, monkeypatch) -> None:
+    """compose's ``MAILCHIMP_API_KEY: ${MAILCHIMP_API_KEY}`` exports it blank when the host does not set it: blank is
+    "as if the line were not there", so ``.env``'s value applies (it was unset, the key lost). Spaces alike."""
+    from connectors.amocrm_config import AmoCrmSecrets
+    from connectors.bitrix24_config import Bitrix24Secrets
+    from connectors.retailcrm import RetailCrmSecrets
+    from connectors.shopify_config import ShopifySecrets
+    from sync.settings import secret
+
+    key = "abcdef0123456789abcdef0123456789-us21"
+    (tmp_path / ".env").write_text(f"MAILCHIMP_API_KEY={key}\nRFMSYNC_HTTP_MAX_ATTEMPTS=3\nRFMSYNC_CONFIG=x.toml\n"
+                                   "AMOCRM_TOKEN=t1\nRETAILCRM_API_KEY=k1\nBITRIX24_APP_TOKEN=b1\nSHOPIFY_TOKEN=s1\n",
+                                   encoding="utf-8")
+    for name in ("MAILCHIMP_API_KEY", "RFMSYNC_HTTP_MAX_ATTEMPTS", "AMOCRM_TOKEN", "RETAILCRM_API_KEY",
+                 "BITRIX24_APP_TOKEN", "SHOPIFY_TOKEN"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.mailchimp_api_key.get_secret_value() == key and settings.rfmsync_http_max_attempts == 3
+    secrets = [cls(_env_file=".env") for cls in (AmoCrmSecrets, RetailCrmSecrets, Bitrix24Secrets, ShopifySecrets)]
+    assert [secret(s.token) for s in secrets[::3]] == ["t1", "s1"]  # amoCRM's and Shopify's
+    assert secret(secrets[1].api_key) == "k1" and secret(secrets[2].app_token) == "b1"
+    monkeypatch.setenv("MAILCHIMP_API_KEY", "  ")  # whitespace only: unset as well (BlankIsUnset), not a key of "  "
+    assert load_settings().mailchimp_api_key is None
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_a_blank_rfmsync_config_is_unset(shop, tmp_path, monkeypatch, value) -> None:
+    """``RFMSYNC_CONFIG="  "`` was "config file    not found": blank is unset, ./rfmsync.toml is read."""
+    from sync.config import find_config_path
+
+    monkeypatch.setenv("RFMSYNC_CONFIG", value)
+    assert find_config_path() == Path("rfmsync.toml")
+
+
+def test_a_variable_in_lower_case_is_named_an_environment_variable(tmp_path, monkeypatch) -> None:
+    """pydantic-settings reads ``rfmsync_http_timeout_seconds`` as the setting; the error said it came from .env."""
+    monkeypatch.setenv("rfmsync_http_timeout_seconds", "30s")
+    with pytest.raises(ConfigError, match=r"^environment variable RFMSYNC_HTTP_TIMEOUT_SECONDS='30s': should be"):
+        load_settings()
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("RFMSYNC_HTTP_MAX_ATTEMPTS", "0", "should be greater than or equal to 1"),
+    ("RFMSYNC_HTTP_TIMEOUT_SECONDS", "-1", "should be greater than 0"),
+    ("RFMSYNC_HTTP_TIMEOUT_SECONDS", "inf", "should be a finite number"),
+    ("RFMSYNC_HTTP_MAX_WAIT_SECONDS", "nan", "should be a finite number"),
+    ("RFMSYNC_HTTP_CONCURRENCY", "0", "should be greater than or equal to 1")])
+def test_a_value_out_of_range_is_refused_naming_the_variable(shop, monkeypatch, name, value, expected) -> None:
+    """It was refused from [http]'s model, naming ``http.max_attempts`` (a table the config may not have)."""
+    monkeypatch.setenv(name, value)
+    out = run("check", "--offline", "--config", str(shop), code=2).output
+    assert out.startswith(f"error: environment variable {name}='{value}': {expected}"), out
+    assert "http." not in out, out
+
+
+def test_every_setting_read_as_a_secret_is_in_the_secret_values() -> None:
+    """:func:`is_secret` (what an error leaves unshown) and :meth:`Settings.secret_values` (what is masked) agree on
+    every field: a secret field added to one is in the other."""
+    from sync.settings import is_secret
+
+    fields = Settings.model_fields
+    values = {name: 2 if name.startswith("rfmsync_http_") else f"postgresql://u:pw-{name}@h/db"
+              if name.endswith("_url") else f"value-{name}" for name in fields}
+    values["bitrix24_webhook_url"] = "https://p.example/rest/1/code-bitrix24/"
+    for name, field in fields.items():
+        settings = Settings(_env_file=None, **{name: values[name]})
+        masked = " ".join(settings.secret_values())
+        assert (bool(masked.strip(":@ ")) == is_secret(field)), (name, masked)
