@@ -1,0 +1,69 @@
+"""A contact the ESP refused to create (kept out: Mailchimp's compliance state) holds nothing: no doubt of his stays
+pending (hunt31a's a2_kept_out_doubt.py)."""
+
+from __future__ import annotations
+
+import json
+
+from sync.ledger import Ledger
+from sync.model import ContactChange, ItemResult
+from sync.planning.doubt import moot_upserts
+from sync.planning.plan import Plan
+from tests.builders import run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_in_flight import _killed_mid_apply
+from tests.test_retire_fields import AS_OF, make_shop
+
+COMPLIANCE = "a@x.uz is in a compliance state due to unsubscribe, bounce, or compliance review"
+
+
+def test_a_killed_runs_ops_of_a_contact_whose_create_it_saw_kept_out_are_not_in_doubt(ledger_url):  # noqa: F811
+    with Ledger.connect(ledger_url) as ledger:
+        dead = ledger.start_run("sync", "mc")
+        ledger.note_in_flight("mc", dead, {"upsert": ["a@x.uz", "b@x.uz"], "tag+VIP": ["a@x.uz", "b@x.uz", "c@x.uz"],
+                                           "tag+Out": ["c@x.uz"]})
+        # its answers: a's create kept out, c's VIP kept out (his choice); b's and c's others unknown
+        ledger.record_kept_out("mc", dead, [ItemResult("a@x.uz", "upsert", False, COMPLIANCE, kept_out=True),
+                                            ItemResult("c@x.uz", "tag+VIP", False, "unsubscribed", kept_out=True)])
+        ledger.finish_run(dead, "failed", {})
+        earlier = ledger.start_run("sync", "mc")  # b's create kept out by another run: not this one's answer
+        ledger.record_kept_out("mc", earlier, [ItemResult("b@x.uz", "upsert", False, COMPLIANCE, kept_out=True)])
+        nxt = ledger.start_run("sync", "mc")
+        assert ledger.doubt_in_flight("mc", nxt, lambda keys: {}) == 3
+        assert sorted((f["key"], f["op"]) for f in ledger.pending_failures("mc")) == [
+            ("b@x.uz", "tag+VIP"), ("b@x.uz", "upsert"), ("c@x.uz", "tag+Out")]
+
+
+def _plan(*changes: ContactChange) -> Plan:
+    return Plan("mc", "mailchimp", tuple(changes), (), ("VIP",), {}, 0)
+
+
+def _create(key: str) -> ContactChange:
+    return ContactChange(key=key, email=key, customer_id="c", segment="s", create=True, status_if_new="subscribed",
+                         add_tags=frozenset({"VIP"}))
+
+
+def test_the_doubts_of_a_contact_whose_create_is_kept_out_are_moot():
+    pending = [("a@x.uz", "upsert"), ("a@x.uz", "tag+VIP"), ("b@x.uz", "upsert"), ("b@x.uz", "tag+VIP"),
+               ("c@x.uz", "upsert")]
+    plan = _plan(_create("a@x.uz"), _create("b@x.uz"))
+    assert moot_upserts(plan, pending) == [("c@x.uz", "upsert")]  # a and b are to be created: kept
+    kept = {"a@x.uz": frozenset({"upsert"}), "b@x.uz": frozenset({"tag+VIP"})}
+    assert moot_upserts(plan, pending, kept) == [("a@x.uz", "tag+VIP"), ("a@x.uz", "upsert"), ("c@x.uz", "upsert")]
+
+
+def test_a_killed_syncs_doubts_of_contacts_mailchimp_would_not_create_settle(tmp_path, monkeypatch, mailchimp_fake,
+                                                                              ledger_url):  # noqa: F811
+    fake = mailchimp_fake
+    cfg = make_shop("mailchimp", fake, tmp_path, monkeypatch, ledger_url)
+    rows = (cfg.parent / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
+    refused = [f.lower() for line in rows if ";да;" in line for f in line.split(";") if "@" in f][:5]
+    assert len(refused) == 5
+    fake.compliance.update(refused)  # consenting, but Mailchimp will not take them back
+    assert _killed_mid_apply(cfg, fake)
+    for _ in range(2):
+        cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+        left = json.loads(cli("failures", "--config", str(cfg), "--format", "json").stdout)
+        assert [(f["key"], f["op"]) for f in left if f["key"] in refused] == []
+    assert left == []  # as after a sync that was not killed
+    assert not any(k in fake.lists["aud1"].members for k in refused)
