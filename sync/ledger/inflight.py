@@ -112,6 +112,17 @@ class InFlight:
             return int(conn.execute(select(func.coalesce(func.sum(in_flight.c.ops), 0)).where(
                 in_flight.c.destination == destination)).scalar() or 0)
 
+    def doubted_destinations(self) -> list[str]:
+        """The destinations holding an operation that may be in doubt: a pending failed add or upsert, or a row
+        in flight (a killed run's, a running apply's), sorted; the removed ones' are warned of
+        (:func:`sync.planning.retired.removed_destinations`)."""
+        f = failures
+        with self._db.read() as conn:
+            names = set(conn.execute(select(f.c.destination).where(
+                f.c.op.like("tag+%") | (f.c.op == "upsert")).distinct()).scalars())
+            names.update(conn.execute(select(in_flight.c.destination).distinct()).scalars())
+        return sorted(names)
+
     def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
         when given (a webhook resync's). A run's row is written and deleted under the destination's lock
