@@ -8,9 +8,11 @@ template) each count process ids of their own, and a PID that is dead in one is 
 another, which keeps its lock until the TTL. Nor is one dead on another machine: two machines of one host name (a
 cloud image's default) share the first PID namespace's number too (4026531836 on every Linux), so the machine is
 named as well, by its ``/etc/machine-id`` and the boot it is in (``/proc/sys/kernel/random/boot_id``), 12 hex
-digits of each (:func:`machine`). A name of this boot is judged by its process; one of this machine's earlier boot
-is gone (a reboot ended it); any other (another boot id and another machine id) waits for the TTL. Two machines
-cloned with one machine id and one host name are still taken for one machine rebooted: give each its own
+digits of each (:func:`machine`). A name of this boot is judged by its process, and so is one that names this
+host as it names itself (an id it cannot read left out); one of this machine's earlier boot in the first PID
+namespace is gone (a reboot ended it); any other (another boot id and another machine id, or a container's PID
+namespace, where the machine id may be an image's, baked in for containers on many machines) waits for the TTL. Two
+machines cloned with one machine id and one host name are still taken for one machine rebooted: give each its own
 (``systemd-machine-id-setup``). Names written by earlier versions (a host name alone, or with its PID namespace)
 are still judged as before.
 """
@@ -71,11 +73,16 @@ def process_owner() -> str:
     return f"{this_host()}:{os.getpid()}:run"
 
 
+#: the number of the first PID namespace (every Linux's): there the machine id is the machine's own, not one baked
+#: into a container image that containers on several machines read alike
+INITIAL_PID_NS = "4026531836"
+
+
 def _same_machine(host: str) -> bool | None:
     """Whether the host part ``host`` of an owner names this host name and PID namespace on this machine in this
     boot (True), on this machine in an earlier boot (None: its processes are gone), or anything else (False)."""
-    if host in (_host(), socket.gethostname()):
-        return True  # written without a machine (an earlier version, or no id readable): judged as before
+    if host in (this_host(), _host(), socket.gethostname()):
+        return True  # this host as it names itself (an id that cannot be read left out alike), or an earlier version
     name, _, ident = host.rpartition("/")
     if name != _host() or "." not in ident:
         return False
@@ -83,8 +90,8 @@ def _same_machine(host: str) -> bool | None:
     my_mid, _, my_boot = machine().partition(".")
     if boot and boot == my_boot:
         return True  # one running kernel: this machine now (a container of it shares the PID namespace named)
-    if mid and mid == my_mid and boot and my_boot:
-        return None  # this machine before it rebooted
+    if mid and mid == my_mid and boot and my_boot and name.endswith(f"/{INITIAL_PID_NS}"):
+        return None  # this machine before it rebooted (in a container, one image's machine id: wait for the TTL)
     return False
 
 
