@@ -52,6 +52,21 @@ def test_the_doubts_of_a_contact_whose_create_is_kept_out_are_moot():
     assert moot_upserts(plan, pending, kept) == [("a@x.uz", "tag+VIP"), ("a@x.uz", "upsert"), ("c@x.uz", "upsert")]
 
 
+class _Unread(tuple):
+    """A plan's changes that must not be read (iterating them fails the test)."""
+
+    def __iter__(self):
+        raise AssertionError("the plan's changes were read")
+
+
+def test_with_nothing_to_forget_the_plans_changes_are_not_read():
+    """Every sync plans 1 M creates with nothing pending: walking them cost 0.45 s a plan (review of doubt31)."""
+    plan = Plan("mc", "mailchimp", _Unread((_create("a@x.uz"),)), (), ("VIP",), {}, 0)
+    assert moot_upserts(plan, [], {}) == [] and moot_upserts(plan, []) == []
+    # pending adds alone, none of their contacts' creates kept out: nothing to forget either
+    assert moot_upserts(plan, [("a@x.uz", "tag+VIP")], {"a@x.uz": frozenset({"tag+VIP"})}) == []
+
+
 def test_a_killed_syncs_doubts_of_contacts_mailchimp_would_not_create_settle(tmp_path, monkeypatch, mailchimp_fake,
                                                                               ledger_url):  # noqa: F811
     fake = mailchimp_fake

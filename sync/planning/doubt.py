@@ -41,9 +41,10 @@ def moot_upserts(plan: Plan, pending: Iterable[tuple[str, str]],
     change is sent to settle it."""
     pending = list(pending)
     keys = {key for key, op in pending if op == "upsert"}
-    refused = {c.key for c in plan.changes if c.create and "upsert" in (kept or {}).get(c.key, ())}
-    if not keys and not refused:
-        return []
+    held = {key for key, _ in pending if "upsert" in (kept or {}).get(key, ())}  # his create kept out
+    if not keys and not held:
+        return []  # nothing to forget: the plan's changes are not read (a plan of 1 M creates, every sync)
+    refused = {c.key for c in plan.changes if c.key in held and c.create} if held else set()
     upserting = {c.key for c in plan.changes if c.key in keys and (c.create or c.set_fields)} - refused
     return sorted({(k, "upsert") for k in keys - upserting} | {(k, op) for k, op in pending if k in refused})
 
