@@ -60,32 +60,36 @@ def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig,
     ledger's rows, before any ``--reconcile``) holds that ``dest`` no longer manages, by tag; a contact's tags in
     doubt (``doubt``, :func:`sync.planning.doubt.in_doubt`: an add whose outcome is unknown, a killed run's) are
     counted as his pushed ones: he may hold them, and a tag no mapping gives any more is never added again to
-    settle it. The tag texts are grouped first: a ledger has few distinct tag sets, so its JSON is parsed once per
-    set, not per contact (a doubted contact's tags are read one by one)."""
-    managed = ", ".join(lit(t) for t in all_managed(dest))
-    keep = f"NOT list_contains([{managed}], tag)" if managed else "TRUE"
-    if not doubt:
+    settle it (a managed one is: those are left out first, usually all of them). The tag texts are grouped first: a
+    ledger has few distinct tag sets, so its JSON is parsed once per set, not per contact, and so are the doubted
+    contacts' (with their few distinct sets of doubted tags)."""
+    managed = all_managed(dest)
+    keep = f"NOT list_contains([{', '.join(lit(t) for t in managed)}], tag)" if managed else "TRUE"
+    mine = frozenset(managed)
+    gone = {key: rest for key, tags in (doubt or {}).items() if (rest := tags - mine)}
+    if not gone:
         return [(tag, int(n)) for tag, n in con.execute(f"""
             WITH sets AS (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY tags_json),
                  tags AS (SELECT unnest({TAGS.format('tags_json')}) AS tag, n FROM sets)
             SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
     import pyarrow as pa
 
-    keys = list(doubt)
-    con.register("_left_doubt", pa.table({"key": pa.array(keys, pa.string()), "doubt": pa.array(
-        [sorted(doubt[k]) for k in keys], pa.list_(pa.string()))}))
+    sets: dict[frozenset[str], int] = {}  # each distinct set of doubted tags once, by its number
+    ids = [sets.setdefault(tags, len(sets)) for tags in gone.values()]
+    con.register("_left_doubt", pa.table({"key": pa.array(list(gone), pa.string()), "sid": pa.array(ids, pa.int32())}))
+    con.register("_left_sets", pa.table({"sid": pa.array(range(len(sets)), pa.int32()),
+                                         "doubt": pa.array([sorted(t) for t in sets], pa.list_(pa.string()))}))
     try:
         return [(tag, int(n)) for tag, n in con.execute(f"""
-            WITH sets AS (SELECT tags_json, count(*) AS n FROM {LEDGER} l ANTI JOIN _left_doubt q ON q.key = l.key
-                          GROUP BY tags_json),
-                 tags AS (SELECT unnest({TAGS.format('tags_json')}) AS tag, n FROM sets
-                          UNION ALL
-                          SELECT unnest(list_distinct(list_concat(
-                              coalesce({TAGS.format('l.tags_json')}, []::VARCHAR[]), q.doubt))) AS tag, 1 AS n
-                          FROM _left_doubt q LEFT JOIN {LEDGER} l ON l.key = q.key)
+            WITH sets AS (SELECT l.tags_json, q.sid, count(*) AS n
+                          FROM {LEDGER} l FULL OUTER JOIN _left_doubt q ON q.key = l.key GROUP BY ALL),
+                 tags AS (SELECT unnest(list_distinct(list_concat(coalesce({TAGS.format('s.tags_json')}, []::VARCHAR[]),
+                                                                  coalesce(d.doubt, []::VARCHAR[])))) AS tag, n
+                          FROM sets s LEFT JOIN _left_sets d ON d.sid = s.sid)
             SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
     finally:
         con.unregister("_left_doubt")
+        con.unregister("_left_sets")
 
 
 def retired_as_held(dest: DestinationConfig, held: list[tuple[str, int]]
