@@ -293,19 +293,19 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
 
 def _count_doubted(ledger: "RemovedStates", name: str, beside: Sequence[str], key: Callable[[str], str],
                    counts: dict[str, int]) -> None:
-    """Add to ``counts`` (tag → contacts) the tags in doubt on the contacts of destination ``name`` that its rows do
-    not say he holds and that none of ``beside`` holds for him (as ``key`` compares names): read only when some
-    are (usually none: a keyed look)."""
+    """Add to ``counts`` (tag → contacts) the tags in doubt on the contacts of destination ``name`` that neither its
+    rows say he holds nor any of ``beside`` holds for him, all as ``key`` compares names (the ESP's rule: ``VIP`` in
+    doubt beside ``vip`` pushed is one tag on Mailchimp): read only when some are (usually none: a keyed look)."""
     doubt = in_doubt(ledger.doubted_ops(name))
     if not doubt:
         return
     own = ledger.load_states(name, doubt)
     theirs = [ledger.load_states(other, doubt) for other in beside]
     for k, tags in doubt.items():
-        pushed = own[k].tags if k in own else frozenset()
-        held = {key(t) for states in theirs if k in states for t in states[k].tags}
-        for tag in tags - pushed:
+        held = {key(t) for states in [own, *theirs] if k in states for t in states[k].tags}  # counted, or excused
+        for tag in sorted(tags):
             if key(tag) not in held:
+                held.add(key(tag))  # one tag there, however many spellings are in doubt
                 counts[tag] = counts.get(tag, 0) + 1
 
 
