@@ -3,7 +3,7 @@
 A process killed mid-work (kill -9, OOM, power cut) never releases what it holds; a name that says which
 process of which host held it lets the next process *on that host* tell a dead holder from a busy one.
 The host part is the host name, the PID namespace and the machine
-(``web1/4026531836/3d1219c7c4c5.ca372734a243``): containers given one host name (docker's ``--hostname``, a pod
+(``web1/4026531836/5f2c9a41d07e.8b13e6c0a9f4``): containers given one host name (docker's ``--hostname``, a pod
 template) each count process ids of their own, and a PID that is dead in one is no evidence about a process of
 another, which keeps its lock until the TTL. Nor is one dead on another machine: two machines of one host name (a
 cloud image's default) share the first PID namespace's number too (4026531836 on every Linux), so the machine is
