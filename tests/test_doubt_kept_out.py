@@ -4,6 +4,11 @@ pending (hunt31a's a2_kept_out_doubt.py)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from sync.ledger import Ledger
 from sync.model import ContactChange, ItemResult
@@ -81,4 +86,39 @@ def test_a_killed_syncs_doubts_of_contacts_mailchimp_would_not_create_settle(tmp
         left = json.loads(cli("failures", "--config", str(cfg), "--format", "json").stdout)
         assert [(f["key"], f["op"]) for f in left if f["key"] in refused] == []
     assert left == []  # as after a sync that was not killed
+    assert not any(k in fake.lists["aud1"].members for k in refused)
+
+
+def test_a_killed_full_refresh_leaves_no_doubt_of_a_contact_an_earlier_run_saw_kept_out(tmp_path, monkeypatch,
+                                                                                        mailchimp_fake,
+                                                                                        ledger_url):  # noqa: F811
+    """review of doubt31 #5: a full refresh asks Mailchimp again to create the contacts it kept out; killed before
+    the answers, every op of theirs is in doubt (this run saw nothing kept out). The next plain sync leaves them out
+    (the earlier run's kept-out rows), so nothing of theirs is sent to settle those doubts: they are forgotten (by
+    the second sync: the first finds them only once it holds the lock)."""
+    fake = mailchimp_fake
+    cfg = make_shop("mailchimp", fake, tmp_path, monkeypatch, ledger_url)
+    rows = (cfg.parent / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
+    refused = [f.lower() for line in rows if ";да;" in line for f in line.split(";") if "@" in f][:5]
+    fake.compliance.update(refused)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)  # their creates kept out, recorded
+    with Ledger.connect(ledger_url) as ledger:
+        dest = ledger.recent_runs(1)[0]["destination"]
+        assert set(refused) <= set(ledger.kept_out_ops(dest))
+    fake.stall(120, times=10_000, method="POST", path=r"/lists/aud1$")  # the upserts done, their answers late
+    upserts = fake.calls["POST /lists/aud1"]
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--full-refresh", "--config", str(cfg), "--as-of",
+                             AS_OF], env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while fake.calls["POST /lists/aud1"] == upserts:
+        assert proc.poll() is None and time.monotonic() < deadline, "the full refresh ended before any upsert"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    fake._faults.clear()
+    for _ in range(2):  # the first turns the killed run's ops into doubts once it holds the lock (after it planned)
+        cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    left = json.loads(cli("failures", "--config", str(cfg), "--format", "json").stdout)
+    assert [(f["key"], f["op"]) for f in left if f["key"] in refused] == []  # pending for ever, before
     assert not any(k in fake.lists["aud1"].members for k in refused)
