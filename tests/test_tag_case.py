@@ -103,3 +103,23 @@ def test_two_spellings_of_one_tag_within_one_destination(kind):
             assert Config(destinations=[dest]).destinations[0].name == "d"
     union = {"name": "d", "type": kind, **EXTRA[kind], "segments": {"Churn": "vip", "Best active": "vip"}}
     assert Config(destinations=[union]).destinations[0].segments == union["segments"]
+
+
+@pytest.mark.parametrize("kind", ["mailchimp", "sendgrid"])
+def test_a_removed_destination_s_doubted_tag_is_one_with_its_pushed_spelling_as_its_esp_compares_names(
+        kind, ledger_url):  # noqa: F811
+    """review of doubt31 #7: a tag in doubt on a removed destination's contact was compared with his pushed tags by
+    exact name: on Mailchimp ``VIP`` in doubt beside ``vip`` pushed was counted again, as a tag of its own."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.retired import removed_destinations
+    from sync.planning.target import record_target, target_of
+
+    cfg = Config(destinations=[_dest(kind, "new", "Churn")])
+    with Ledger.connect(ledger_url) as ledger:
+        record_target(ledger, "old", target_of(cfg.destinations[0]))
+        ledger.save_states("old", None, [PushedState("a@x.com", "a", frozenset({"vip"}), {})])
+        ledger.record_failures("old", None, [ItemResult("a@x.com", "tag+VIP", False, "timed out")])
+        (warning,) = removed_destinations(cfg, ledger)
+    assert "'vip' (1 contact)" in warning
+    assert ("'VIP' (1 contact)" in warning) is not FOLDS[kind], warning  # two lists on SendGrid: both named

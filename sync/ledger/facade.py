@@ -214,6 +214,7 @@ class Ledger:
     clear_in_flight = _Via("in_flight", InFlight.clear_in_flight)
     doubt_in_flight = _Via("in_flight", InFlight.doubt_in_flight)
     in_flight_count = _Via("in_flight", InFlight.in_flight_count)
+    doubted_destinations = _Via("in_flight", InFlight.doubted_destinations)
 
     record_kept_out = _Via("kept_out", KeptOutLog.record_kept_out)
     kept_out_ops = _Via("kept_out", KeptOutLog.kept_out_ops)

@@ -17,7 +17,8 @@ they read the pending failed adds (:meth:`InFlight.stale_ops`, with
 destination, holding its lock (so no other run of it is sending), turns them into pending failures
 (:meth:`InFlight.doubt_in_flight`), the path of an add whose answer was lost: taken off once no longer his, settled
 by that removal or by the add done again. The operations whose outcome the killed run did record (the ledger's
-pushed state holds the tag, the contact) are left out.
+pushed state holds the tag, the contact; or the ESP kept it out, or kept out the contact's create: ``kept_out``)
+are left out.
 
 One row per run (its keys compressed, :func:`_pack`), not one per operation: a first sync of a million contacts
 writes and deletes one row, not two million (~1 CPU s against ~9: BENCHMARKS.md, "inflight30").
@@ -38,7 +39,7 @@ from ..model import PushedState
 from .db import LedgerDB
 from .owners import owner_process_gone
 from .locks import apply_lock
-from .schema import failures, in_flight, locks, runs
+from .schema import failures, in_flight, kept_out, locks, runs
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,17 @@ class InFlight:
             return int(conn.execute(select(func.coalesce(func.sum(in_flight.c.ops), 0)).where(
                 in_flight.c.destination == destination)).scalar() or 0)
 
+    def doubted_destinations(self) -> list[str]:
+        """The destinations holding an operation that may be in doubt: a pending failed add or upsert, or a row
+        in flight (a killed run's, a running apply's), sorted; the removed ones' are warned of
+        (:func:`sync.planning.retired.removed_destinations`)."""
+        f = failures
+        with self._db.read() as conn:
+            names = set(conn.execute(select(f.c.destination).where(
+                f.c.op.like("tag+%") | (f.c.op == "upsert")).distinct()).scalars())
+            names.update(conn.execute(select(in_flight.c.destination).distinct()).scalars())
+        return sorted(names)
+
     def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
         when given (a webhook resync's). A run's row is written and deleted under the destination's lock
@@ -136,8 +148,10 @@ class InFlight:
         """Turn the operations the destination's other runs left in flight into pending failures (in doubt:
         :mod:`sync.planning.doubt`) and delete their rows; called under the destination's lock by run ``run_id``,
         so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
-        pushed state holds the tag, or the contact for an upsert) is left out; a failure already pending keeps
-        its row. The failures written.
+        pushed state holds the tag, or the contact for an upsert) is left out, and so is one that run's answers kept
+        out (``kept_out``: the contact's own choice in the ESP), or whose contact's create they kept out (the ESP
+        holds no such contact: no tag was put on him); a failure already pending keeps its row. The failures
+        written.
 
         A killed first sync of a million contacts leaves two million: they go in ``executemany`` blocks of
         :data:`DOUBT_ROWS` rows, each a tuple (the run's constants bound once: no dict, text or date conversion
@@ -151,6 +165,7 @@ class InFlight:
         if not rows:
             return 0
         state = states(list(dict.fromkeys(key for _, pairs, _ in rows for key, _ in _unpack(pairs))))
+        kept = self._kept_out_by(destination, [d for d, _, _ in rows])
         doubted = 0
         with self._db.write() as conn:
             to_db = failures.c.first_failed_at.type.bind_processor(conn.dialect)  # converted once, not a row
@@ -164,8 +179,9 @@ class InFlight:
             for dead, pairs, known in rows:  # (a run row deleted since: the failure names none)
                 error = (f"in doubt: run {dead} ended without finishing (killed, or stopped on an error) while "
                          f"this operation was in flight: whether the ESP carried it out is unknown")
+                refused = kept.get(dead, {})
                 left = ((destination, key, op, 1, error, at, at, known) for key, op in _unpack(pairs)
-                        if not _recorded(state.get(key), op))
+                        if not _recorded(state.get(key), op) and not _kept_out(refused.get(key), op))
                 while block := list(islice(left, DOUBT_ROWS)):
                     conn.exec_driver_sql(sql, block)
                     doubted += len(block)
@@ -175,6 +191,23 @@ class InFlight:
                         "have carried them out; the plans take those tags off whoever no longer gets them",
                         destination, doubted, ", ".join(str(d) for d, _, _ in rows))
         return doubted
+
+
+    def _kept_out_by(self, destination: str, run_ids: list[int]) -> dict[int, dict[str, set[str]]]:
+        """The operations the ESP kept out (``kept_out``: the contact's own choice) by the answers of runs
+        ``run_ids``, by run and key: their outcomes are recorded (usually none: one keyed read)."""
+        t, out = kept_out, {}
+        with self._db.read() as conn:
+            for run_id, key, op in conn.execute(select(t.c.run_id, t.c.key, t.c.op).where(
+                    t.c.destination == destination, t.c.run_id.in_(run_ids))):
+                out.setdefault(run_id, {}).setdefault(key, set()).add(op)
+        return out
+
+
+def _kept_out(ops: set[str] | None, op: str) -> bool:
+    """Whether the run's answers kept ``op`` out (``ops``: what they kept out of the contact): the operation
+    itself, or his create (``upsert``: the ESP holds no such contact, so no tag of his was added either)."""
+    return ops is not None and (op in ops or "upsert" in ops)
 
 
 def _recorded(prev: PushedState | None, op: str) -> bool:

@@ -8,12 +8,13 @@ do the tags the ledger knows he holds, and add it again while he still gets it. 
 ESP (a tag or list he lacks, a contact it does not hold: done, never a create), so a doubted add that was in fact
 refused costs one call. The removal's success settles the add's failure
 (:func:`sync.ledger.failures.settled_pairs`); an upsert no plan makes any more (he may not be created: no
-consent; he left) is forgotten when a sync plans (:func:`forget_moot_upserts`): rfmsync never unsubscribes.
+consent; he left) is forgotten when a sync plans (:func:`forget_moot_upserts`): rfmsync never unsubscribes. So are
+the doubts of a contact whose create the ESP keeps out (he is not there: nothing was added to him).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .kept_out import forget_or_say
 from .plan import Plan
@@ -29,21 +30,32 @@ def in_doubt(pending: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def moot_upserts(plan: Plan, pending: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``(key, "upsert")`` of the pending failed upserts ``plan`` (a plan of every contact) makes no upsert for
-    any more: he is not to be created (no consent, he left) nor has a field to write. Nothing would ever answer
-    them; what they may have put on him is in the adds' own failures (taken off when no longer his)."""
+def moot_upserts(plan: Plan, pending: Iterable[tuple[str, str]],
+                 kept: Mapping[str, frozenset[str]] | None = None) -> list[tuple[str, str]]:
+    """``(key, "upsert")`` of the pending failed upserts ``plan`` (a plan of every contact, before
+    :func:`~sync.planning.kept_out.without_kept_out`) makes no upsert for any more: he is not to be created (no
+    consent, he left) nor has a field to write. Nothing would ever answer them; what they may have put on him is in
+    the adds' own failures (taken off when no longer his). And every pending ``(key, op)`` of a contact the plan
+    creates whose create the ESP keeps out (``kept``: :meth:`~sync.ledger.Ledger.kept_out_ops`; Mailchimp's
+    compliance state): the ESP holds no such contact, so no add of his was carried out, and nothing of his
+    change is sent to settle it."""
+    pending = list(pending)
     keys = {key for key, op in pending if op == "upsert"}
-    if not keys:
-        return []
-    upserting = {c.key for c in plan.changes if c.key in keys and (c.create or c.set_fields)}
-    return sorted((k, "upsert") for k in keys - upserting)
+    held = {key for key, _ in pending if "upsert" in (kept or {}).get(key, ())}  # his create kept out
+    if not keys and not held:
+        return []  # nothing to forget: the plan's changes are not read (a plan of 1 M creates, every sync)
+    refused = {c.key for c in plan.changes if c.key in held and c.create} if held else set()
+    upserting = {c.key for c in plan.changes if c.key in keys and (c.create or c.set_fields)} - refused
+    return sorted({(k, "upsert") for k in keys - upserting} | {(k, op) for k, op in pending if k in refused})
 
 
 def forget_moot_upserts(ledger: Any, destination: str, plan: Plan, pending: Iterable[tuple[str, str]]) -> None:
-    """Delete the failures :func:`moot_upserts` names (see :func:`~sync.planning.kept_out.forget_or_say`)."""
-    forget_or_say(ledger.resolve_failures, destination, moot_upserts(plan, pending),
-                  "failed upsert(s) no longer planned")
+    """Delete the failures :func:`moot_upserts` names (see :func:`~sync.planning.kept_out.forget_or_say`), the
+    kept-out operations of the pending ones' contacts read first (none pending: nothing read)."""
+    pending = list(pending)
+    kept = ledger.kept_out_ops(destination, {key for key, _ in pending}) if pending else {}
+    forget_or_say(ledger.resolve_failures, destination, moot_upserts(plan, pending, kept),
+                  "failed operation(s) no longer planned")
 
 
 __all__ = ["forget_moot_upserts", "in_doubt", "moot_upserts"]

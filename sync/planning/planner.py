@@ -189,17 +189,17 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
     fields_left = left_fields(rows.con, dest, held)
+    # the adds whose outcome is unknown (pending failures): he may hold those tags (a move: the old audience's)
+    pending = ledger.doubted_ops(dest.name) if moved_from is None else []
+    doubt = in_doubt(pending)
     # retire_tags named as the ESP holds them (Mailchimp: whatever the case); the tags it neither gives nor retires
-    configured, given = dest, left_behind(rows.con, dest.model_copy(update={"retire_tags": []}))
+    configured, given = dest, left_behind(rows.con, dest.model_copy(update={"retire_tags": []}), doubt)
     dest, tags_left = retired_as_held(dest, given)
     behind = tuple(w for w in (left_behind_warning(dest, tags_left, cfg.destinations),
                                left_fields_warning(dest, fields_left, cfg.destinations)) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
-    # the adds whose outcome is unknown (pending failures): he may hold those tags (a move: the old audience's)
-    pending = ledger.doubted_ops(dest.name) if moved_from is None else []
-    doubt = in_doubt(pending)
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags, doubt=doubt)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import duckdb
 
@@ -29,8 +29,9 @@ from ..config import Config, DestinationConfig
 from ..destinations.overlap import audience_of
 from ..ledger.cursors import Cursors
 from ..ledger.moves import Kept
-from ..model import fold
+from ..model import PushedState, fold
 from .columnar import LEDGER, TAGS
+from .doubt import in_doubt
 from .plan import Plan, all_managed
 from .target import describe, known_target, target_of
 
@@ -43,20 +44,52 @@ class RemovedStates(Cursors, Protocol):
     def tag_sets_beside(self, destination: str, others: Sequence[str] = ()
                         ) -> dict[tuple[frozenset[str], ...], int]: ...
 
+    def doubted_destinations(self) -> list[str]: ...
+
+    def doubted_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]: ...
+
+    def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]: ...
+
 #: at most this many tags named in the warning (the rest counted)
 SHOWN = 10
 
 
-def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list[tuple[str, int]]:
+def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig,
+                doubt: Mapping[str, frozenset[str]] | None = None) -> list[tuple[str, int]]:
     """``(tag, contacts)`` of every tag/list the staged pushed state (:func:`~.columnar.stage_pushed`: the
-    ledger's rows, before any ``--reconcile``) holds that ``dest`` no longer manages, by tag. The tag texts are
-    grouped first: a ledger has few distinct tag sets, so its JSON is parsed once per set, not per contact."""
-    managed = ", ".join(lit(t) for t in all_managed(dest))
-    keep = f"NOT list_contains([{managed}], tag)" if managed else "TRUE"
-    return [(tag, int(n)) for tag, n in con.execute(f"""
-        WITH sets AS (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY tags_json),
-             tags AS (SELECT unnest({TAGS.format('tags_json')}) AS tag, n FROM sets)
-        SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
+    ledger's rows, before any ``--reconcile``) holds that ``dest`` no longer manages, by tag; a contact's tags in
+    doubt (``doubt``, :func:`sync.planning.doubt.in_doubt`: an add whose outcome is unknown, a killed run's) are
+    counted as his pushed ones: he may hold them, and a tag no mapping gives any more is never added again to
+    settle it (a managed one is: those are left out first, usually all of them). The tag texts are grouped first: a
+    ledger has few distinct tag sets, so its JSON is parsed once per set, not per contact, and so are the doubted
+    contacts' (with their few distinct sets of doubted tags)."""
+    managed = all_managed(dest)
+    keep = f"NOT list_contains([{', '.join(lit(t) for t in managed)}], tag)" if managed else "TRUE"
+    mine = frozenset(managed)
+    gone = {key: rest for key, tags in (doubt or {}).items() if (rest := tags - mine)}
+    if not gone:
+        return [(tag, int(n)) for tag, n in con.execute(f"""
+            WITH sets AS (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY tags_json),
+                 tags AS (SELECT unnest({TAGS.format('tags_json')}) AS tag, n FROM sets)
+            SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
+    import pyarrow as pa
+
+    sets: dict[frozenset[str], int] = {}  # each distinct set of doubted tags once, by its number
+    ids = [sets.setdefault(tags, len(sets)) for tags in gone.values()]
+    con.register("_left_doubt", pa.table({"key": pa.array(list(gone), pa.string()), "sid": pa.array(ids, pa.int32())}))
+    con.register("_left_sets", pa.table({"sid": pa.array(range(len(sets)), pa.int32()),
+                                         "doubt": pa.array([sorted(t) for t in sets], pa.list_(pa.string()))}))
+    try:
+        return [(tag, int(n)) for tag, n in con.execute(f"""
+            WITH sets AS (SELECT l.tags_json, q.sid, count(*) AS n
+                          FROM {LEDGER} l FULL OUTER JOIN _left_doubt q ON q.key = l.key GROUP BY ALL),
+                 tags AS (SELECT unnest(list_distinct(list_concat(coalesce({TAGS.format('s.tags_json')}, []::VARCHAR[]),
+                                                                  coalesce(d.doubt, []::VARCHAR[])))) AS tag, n
+                          FROM sets s LEFT JOIN _left_sets d ON d.sid = s.sid)
+            SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
+    finally:
+        con.unregister("_left_doubt")
+        con.unregister("_left_sets")
 
 
 def retired_as_held(dest: DestinationConfig, held: list[tuple[str, int]]
@@ -232,10 +265,12 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
     left behind when a configured destination of the same recorded audience holds it for him in its own ledger
     rows (as that ESP compares names: whatever its case on Mailchimp only, :attr:`~sync.destinations.base.
     DestinationSpec.tags_fold_case`; a destination renamed with its mapping, once synced): that one takes it off
-    him when he leaves its segment. With no audience recorded (a ledger older than that), nothing is excused."""
+    him when he leaves its segment. With no audience recorded (a ledger older than that), nothing is excused. A tag
+    whose add to a contact is in doubt there (:func:`sync.planning.doubt.in_doubt`: a killed run's, an answer lost)
+    counts as one pushed to him: he may hold it."""
     names = {d.name for d in cfg.destinations}
     out = []
-    for name in ledger.state_destinations():
+    for name in sorted(set(ledger.state_destinations()) | set(ledger.doubted_destinations())):
         if name in names:
             continue
         target = known_target(ledger, name)
@@ -248,11 +283,30 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
             for tag in tags:
                 if key(tag) not in held:
                     counts[tag] = counts.get(tag, 0) + n
+        _count_doubted(ledger, name, beside, key, counts)
         if counts:
             managed = {key(t): d.name for d in same for t in given_tags(d)}  # one another only retires: retired too
             heir = len(beside) == 1 and same[0].renamed_from == name
             out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir, key))
     return out
+
+
+def _count_doubted(ledger: "RemovedStates", name: str, beside: Sequence[str], key: Callable[[str], str],
+                   counts: dict[str, int]) -> None:
+    """Add to ``counts`` (tag → contacts) the tags in doubt on the contacts of destination ``name`` that neither its
+    rows say he holds nor any of ``beside`` holds for him, all as ``key`` compares names (the ESP's rule: ``VIP`` in
+    doubt beside ``vip`` pushed is one tag on Mailchimp): read only when some are (usually none: a keyed look)."""
+    doubt = in_doubt(ledger.doubted_ops(name))
+    if not doubt:
+        return
+    own = ledger.load_states(name, doubt)
+    theirs = [ledger.load_states(other, doubt) for other in beside]
+    for k, tags in doubt.items():
+        held = {key(t) for states in [own, *theirs] if k in states for t in states[k].tags}  # counted, or excused
+        for tag in sorted(tags):
+            if key(tag) not in held:
+                held.add(key(tag))  # one tag there, however many spellings are in doubt
+                counts[tag] = counts.get(tag, 0) + 1
 
 
 def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]], beside: list[str],
