@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import requests
 
 from sync.config import load_config
+from sync.demodata import generate_shop
 from sync.ledger import Ledger
 from sync.serve.app import create_app
 from sync.serve.webhooks import Intake
 from sync.settings import Settings
+from sync.store import STORE_LOCK
 from tests.test_report import AS_OF, shop  # noqa: F401  (fixture)
 from tests.test_webhooks_generic import live_server
 
@@ -84,3 +87,44 @@ def test_a_store_that_cannot_be_read_answers_503_with_the_reason(shop, tmp_path)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
             reply = get(base, f"Bearer {TOKEN}")
     assert reply.status_code == 503 and "run `rfmsync pull` first" in reply.json()["error"]
+
+
+
+class _StoreRead(logging.Handler):
+    """Set when the file source has read the export into the order store (its INFO line)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.done = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("file source: read "):
+            self.done.set()
+
+
+def test_a_file_sources_page_waits_for_the_store_writer_holding_the_store_lock(tmp_path):
+    """A file source's page reads the export into the order store: while a writer of this server holds the store
+    (a webhook's resync, a scheduled sync: :data:`sync.store.STORE_LOCK`) the page waits for it, as they wait for
+    each other (it wrote the store beside them: a write conflict failing one of them, a sync's read of the store
+    split from its lease by a refresh, which then held the sync as if it had moved customers unnoticed)."""
+    replies: list[requests.Response] = []
+    read, files_log = _StoreRead(), logging.getLogger("sync.store.files")
+    files_log.addHandler(read)
+    level, files_log.level = files_log.level, logging.INFO
+    shop = generate_shop(tmp_path / "shop", customers=60, seed=2, as_of=AS_OF)  # (its export not read yet)
+    settings = Settings(_env_file=None, rfmsync_report_token=TOKEN)
+    try:
+        with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger, \
+                live_server(create_app(Intake(load_config(shop), ledger, settings))) as base:
+            asking = threading.Thread(target=lambda: replies.append(
+                get(base, f"Bearer {TOKEN}", as_of=AS_OF.isoformat())))
+            with STORE_LOCK:  # a resync writing the store
+                asking.start()
+                # the page's first step is that read (seconds before the page, under load); with the lock it waits
+                read_meanwhile = read.done.wait(15)
+            asking.join(120)
+    finally:
+        files_log.removeHandler(read)
+        files_log.setLevel(level)
+    assert not read_meanwhile, "the page read the export into the store while another writer held it"
+    assert read.done.is_set() and replies[0].status_code == 200, replies[0].text[:300] if replies else "no reply"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from contextlib import nullcontext
 from datetime import date
 
 from fastapi import FastAPI, Request
@@ -39,13 +38,14 @@ def authorized(header: str | None, expected: bytes) -> bool:
 
 
 def build_page(intake: Intake, as_of: date | None, lang: str | None) -> str:
-    """The page as ``rfmsync report`` writes it; API sources take the store lock the worker threads share."""
-    from ..pipeline import is_file_source
+    """The page as ``rfmsync report`` writes it, under the store lock the worker threads and the scheduler share: a
+    file source's page reads the export into the store (a write: beside a resync's merge a conflict failing one of
+    them, between a sync's read of the store and its lease a refresh that held the sync), an API source's reads it."""
     from ..report import report_html, report_run
     from ..store import STORE_LOCK
 
     cfg = intake.cfg
-    with nullcontext() if is_file_source(cfg) else STORE_LOCK:
+    with STORE_LOCK:
         run = report_run(cfg, as_of, intake.settings)
         try:
             return report_html(cfg, run, intake.ledger, lang=lang)
