@@ -469,8 +469,8 @@ def test_a_state_an_older_intake_queued_after_the_latest_is_not_taken_for_its_re
     contact 5's consent no; the older one queues a yes (under its content key, which contact:5's latest event does not
     see); the contact withdraws again, delivered here: a withdrawal, not a repeat of the no before the yes (it was
     dropped, and the store kept yes: marketing to a contact who said no). Its own retry then is a repeat again."""
-    no = '{"contacts":[{"id":"5","consent":"no"}]}'
-    yes = '{"orders":[{"id":"1"}],"contacts":[{"id":"5","consent":"yes"}]}'
+    no = '{"contacts":[{"customer_id":"5","marketing_consent":"no"}]}'
+    yes = '{"contacts":[{"customer_id":"5","marketing_consent":"yes"}],"orders":[{"order_id":"1"}]}'
     assert ledger.enqueue_event("generic", "contact:5", no) is True
     assert ledger.enqueue_event("generic", _content_key(older, yes), yes) is True  # the older intake's insert
     assert ledger.enqueue_event("generic", "contact:5", no) is True

@@ -4,56 +4,99 @@ Before per-record keys (hook30) an intake queued each event under its record and
 (``order:<id>:<32 hex>``, ``contact:<id>:<32 hex>``; the contact an order carried inside the order's event), and
 a server of that version sharing the ledger during an upgrade still does. The latest event of a record's key
 (``order:<id>``) does not see those: a state such an intake queued after it (a consent yes after this version's
-no) would make the no delivered again a "repeat" of the no before it. :class:`ContentKeyed` tells the queue
-(:meth:`sync.ledger.queue.EventQueue.enqueue_events`) the newest of them, so that no event older than it is taken
-for the latest state of its record.
+no) would make the no delivered again a "repeat" of the no before it. :func:`queued_after` tells the queue
+(:meth:`sync.ledger.queue.EventQueue.enqueue_events`) whether one was, for the records a delivery repeats the
+latest event of.
+
+An older intake's event is told by its key: the record's key, ``:`` and the first 32 hex digits of the SHA-256 of
+its payload (that version's ``_digest``). A key of this version that only looks like one (a customer id
+``guest:<md5>``, an order id ``shop:<uuid hex>``) is not one: its suffix is not its payload's digest.
 """
 
 from __future__ import annotations
 
-import re
-import threading
+import hashlib
+import json
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import select
 
+from .db import chunks
 from .schema import events
 
-#: the content keys' shapes (LIKE), then the digest that ends one (a key ending in ':' and 32 other characters, a
-#: customer id such as ``email:<address>``, is not one)
-CONTENT_KEYS = tuple(f"{kind}:%:{'_' * 32}" for kind in ("order", "contact"))
-_DIGEST = re.compile(r":[0-9a-f]{32}$")
-#: the ids below the last one looked at that are looked at again (an older intake's row may commit after later ids)
-LATE_COMMITS = 1000
-_PAGE = 500
+#: PostgreSQL: the events' keys compared byte by byte (a key range under a linguistic collation is not the keys
+#: starting with a prefix), by the index migration 14 made for it
+KEY_COLLATION = "C"
+#: the events after a contact's latest one looked at for an older intake's order event carrying the contact (its key
+#: names the order, not the contact); past this many, whether one did is not known, and the delivery is queued
+CARRIED_WINDOW = 2000
+_HEX = frozenset("0123456789abcdef")
 
 
-class ContentKeyed:
-    """The newest content-keyed event of a ledger, looked at once (a ledger written before the upgrade: one scan of
-    its keys), then only among the events queued since, and the :data:`LATE_COMMITS` ids before. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._newest = self._looked = 0  # the newest one's id (0: none); the id up to which the events were looked at
-        self._lock = threading.Lock()
-
-    def newest(self, conn: Any) -> int:
-        """The id of the newest event queued under a content key, 0 when there is none (read in ``conn``)."""
-        t = events
-        with self._lock:
-            start = max(0, self._looked - LATE_COMMITS) if self._looked else 0
-        top = int(conn.execute(select(func.max(t.c.id))).scalar() or 0)
-        shaped = and_(t.c.id > start, t.c.id <= top, or_(*(t.c.dedupe_key.like(k) for k in CONTENT_KEYS)))
-        found, below = 0, top + 1
-        while not found:  # newest first, in pages, until one ends in a digest
-            page = conn.execute(select(t.c.id, t.c.dedupe_key).where(shaped, t.c.id < below)
-                                .order_by(t.c.id.desc()).limit(_PAGE)).all()
-            found = next((i for i, key in page if _DIGEST.search(key)), 0)
-            if len(page) < _PAGE:
-                break
-            below = page[-1][0]
-        with self._lock:
-            self._newest, self._looked = max(self._newest, found), max(self._looked, top)
-            return self._newest
+def digest(payload: str) -> str:
+    """The digest an older intake ended an event's key with (``git show c954c4e^:sync/serve/webhooks.py``)."""
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-__all__ = ["CONTENT_KEYS", "LATE_COMMITS", "ContentKeyed"]
+def _older(key: str, payload: str) -> bool:
+    """Whether an event was queued by an older intake: its key ends in ``:`` and its payload's digest."""
+    tail = key[-33:]
+    return len(key) > 33 and tail[0] == ":" and set(tail[1:]) <= _HEX and tail[1:] == digest(payload)
+
+
+def _keys(conn: Any) -> Any:
+    column = events.c.dedupe_key
+    return column.collate(KEY_COLLATION) if conn.dialect.name == "postgresql" else column
+
+
+def queued_after(conn: Any, repeats: list[tuple[str, str, int, str]]) -> set[tuple[str, str]]:
+    """Of these (source, key, id of its latest event, payload repeating it), the (source, key)s whose record
+    (``order:<id>``, ``contact:<id>``) an older intake queued another state of after that event, read in ``conn``.
+    Its own events: the keys starting with ``key + ':'`` (an index range each); a contact's, also an order's event
+    that carried it, among the :data:`CARRIED_WINDOW` newest events (one read a group; a contact whose latest event
+    is older than those: not known, so counted)."""
+    keys, later = _keys(conn), set()
+    for source, key, latest, payload in repeats:
+        own = conn.execute(select(events.c.dedupe_key, events.c.payload).where(
+            events.c.source == source, keys >= key + ":", keys < key + ";", events.c.id > latest))
+        if any(p != payload and _older(k, p) for k, p in own):
+            later.add((source, key))
+    contacts = [(s, k, latest) for s, k, latest, _ in repeats if k.startswith("contact:") and (s, k) not in later]
+    if contacts:
+        later |= _carried_by_orders(conn, contacts)
+    return later
+
+
+def _carried_by_orders(conn: Any, contacts: list[tuple[str, str, int]]) -> set[tuple[str, str]]:
+    """The contacts an older intake's order event queued after their latest one carried, found among the
+    :data:`CARRIED_WINDOW` newest events; one whose latest is older than those is counted."""
+    window = conn.execute(select(events.c.id, events.c.source, events.c.dedupe_key)
+                          .order_by(events.c.id.desc()).limit(CARRIED_WINDOW)).all()
+    later = set()
+    if len(window) == CARRIED_WINDOW:  # the events from its oldest one on are in it, the ones before are not
+        later = {(s, k) for s, k, latest in contacts if latest < window[-1][0]}
+    shaped = [i for i, _, k in window if k.startswith("order:") and k[-33:-32] == ":"]
+    carried: list[tuple[int, str, str]] = []  # (id, source, customer id) of an older intake's order event
+    for chunk in chunks(shaped, 500):
+        for i, s, k, p in conn.execute(select(events.c.id, events.c.source, events.c.dedupe_key, events.c.payload)
+                                       .where(events.c.id.in_(chunk))):
+            if _older(k, p):
+                carried.extend((i, s, customer) for customer in _carried(p))
+    for s, k, latest in contacts:
+        customer = k[len("contact:"):]
+        if any(i > latest and cs == s and cid == customer for i, cs, cid in carried):
+            later.add((s, k))
+    return later
+
+
+def _carried(payload: str) -> list[str]:
+    """The customer ids of the contacts an older intake's order event carried (its codec's ``contacts``, read
+    loosely: an older version's fields may differ from this one's)."""
+    try:
+        contacts = json.loads(payload).get("contacts") or []
+        return [str(c["customer_id"]) for c in contacts if isinstance(c, dict) and "customer_id" in c]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+__all__ = ["CARRIED_WINDOW", "KEY_COLLATION", "digest", "queued_after"]

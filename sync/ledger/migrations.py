@@ -209,6 +209,13 @@ def _v13(conn: Connection) -> None:
     ).create(conn)
 
 
+def _v14(conn: Connection) -> None:
+    # PostgreSQL: the events' keys byte by byte, for a key range (an older intake's events of a record, by prefix:
+    # sync.ledger.content_keys) under any database collation; SQLite's unique index on them compares bytes already
+    if conn.dialect.name == "postgresql":
+        conn.execute(text('CREATE INDEX ix_events_source_key_c ON events (source, dedupe_key COLLATE "C")'))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -223,6 +230,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "state_tokens (a token per recent revision of a destination)", _v11),
     Migration(12, "kept_out (operations a contact's own choice in the ESP keeps out)", _v12),
     Migration(13, "in_flight (the adds an apply is sending: a killed run's are in doubt)", _v13),
+    Migration(14, "PostgreSQL: index on events (source, dedupe_key) byte by byte (key ranges)", _v14),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
