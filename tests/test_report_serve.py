@@ -106,8 +106,8 @@ def test_a_file_sources_page_waits_for_the_store_writer_holding_the_store_lock(t
     """A file source's page reads the export into the order store: while a writer of this server holds the store
     (a webhook's resync, a scheduled sync: :data:`sync.store.STORE_LOCK`) the page waits for it, as they wait for
     each other (it wrote the store beside them: a write conflict failing one of them, a sync's read of the store
-    split from its lease by a refresh, which then held the sync as if it had moved customers unnoticed)."""
-    replies: list[requests.Response] = []
+    split from its lease by a refresh, which then held the sync as if it had moved customers unnoticed); a few
+    seconds (REPORT_LOCK_WAIT), then 503 "busy" without having read it; once the store is free, the page."""
     read, files_log = _StoreRead(), logging.getLogger("sync.store.files")
     files_log.addHandler(read)
     level, files_log.level = files_log.level, logging.INFO
@@ -116,15 +116,40 @@ def test_a_file_sources_page_waits_for_the_store_writer_holding_the_store_lock(t
     try:
         with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger, \
                 live_server(create_app(Intake(load_config(shop), ledger, settings))) as base:
-            asking = threading.Thread(target=lambda: replies.append(
-                get(base, f"Bearer {TOKEN}", as_of=AS_OF.isoformat())))
             with STORE_LOCK:  # a resync writing the store
-                asking.start()
-                # the page's first step is that read (seconds before the page, under load); with the lock it waits
-                read_meanwhile = read.done.wait(15)
-            asking.join(120)
+                busy = get(base, f"Bearer {TOKEN}", as_of=AS_OF.isoformat())
+                read_meanwhile = read.done.is_set()
+            page = get(base, f"Bearer {TOKEN}", as_of=AS_OF.isoformat())
     finally:
         files_log.removeHandler(read)
         files_log.setLevel(level)
+    assert busy.status_code == 503 and "the order store is busy" in busy.json()["error"], busy.text[:300]
     assert not read_meanwhile, "the page read the export into the store while another writer held it"
-    assert read.done.is_set() and replies[0].status_code == 200, replies[0].text[:300] if replies else "no reply"
+    assert read.done.is_set() and page.status_code == 200, page.text[:300]
+
+
+def test_reports_waiting_for_a_long_sync_leave_healthz_answered(tmp_path):
+    """A scheduled sync holding the store for minutes: each report asked meanwhile (a dashboard, a probe giving up
+    after 2 s) waited for the lock without a limit in a server thread of its own, and 45 of them left /healthz
+    unanswered; now each waits a few seconds, then 503. (The review's test_reports_waiting_for_a_long_sync_starve_
+    healthz.)"""
+    shop = generate_shop(tmp_path / "shop", customers=30, seed=2, as_of=AS_OF)
+    settings = Settings(_env_file=None, rfmsync_report_token=TOKEN)
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger, \
+            live_server(create_app(Intake(load_config(shop), ledger, settings))) as base:
+        def ask() -> None:
+            try:
+                requests.get(base + "/report", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2)
+            except requests.RequestException:
+                pass  # the probe gives up; the server's thread goes on waiting for the lock
+        with STORE_LOCK:
+            askers = [threading.Thread(target=ask) for _ in range(45)]
+            for a in askers:
+                a.start()
+            for a in askers:
+                a.join()
+            try:
+                health: int | str = requests.get(base + "/healthz", timeout=5).status_code
+            except requests.RequestException as exc:
+                health = repr(exc)
+    assert health == 200, f"/healthz while reports wait for the store: {health}"
