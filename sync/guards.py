@@ -71,7 +71,7 @@ class PlanStats:
     def to_json(self) -> dict[str, int]:
         """What the plan guards judged (a plan's ``guard`` in ``plan --format json``)."""
         return {"managed": self.managed, "withdrawn": self.withdrawn, "removed": self.removed,
-                "changed": self.changed, "restored": self.restored}
+                "changed": self.changed, "restored": self.restored, "retagged": self.retagged}
 
 
 def mass_floor(g: GuardsConfig, managed: int) -> int:

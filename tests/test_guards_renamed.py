@@ -93,6 +93,8 @@ def test_plan_stats_counts_the_holders_of_tags_no_longer_managed_as_managed_cont
                     ContactChange(k, k, k, "S", False, None, add_tags=frozenset({f"rfm:{t}"}))
                     for k, t in (("a", "VIP"), ("b", "Winback"), ("c", "VIP"), ("n", "VIP"))))  # n: new contact
     assert plan_stats(plan, state) == PlanStats(managed=3, removed=0, changed=3, retagged=3)
+    assert plan_stats(plan, state).to_json() == {"managed": 3, "withdrawn": 0, "removed": 0, "changed": 3,
+                                                 "restored": 0, "retagged": 3}  # plan --format json's guard
 
 
 def test_the_webhook_path_counts_the_holders_of_tags_no_longer_managed_that_its_plan_re_tags(tmp_path):
