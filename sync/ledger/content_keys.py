@@ -49,42 +49,67 @@ def _keys(conn: Any) -> Any:
     return column.collate(KEY_COLLATION) if conn.dialect.name == "postgresql" else column
 
 
+def _processed_after(older: Any, latest: Any) -> bool:
+    """Whether a worker processes (or processed) an older intake's event after this intake's latest of its record
+    (rows with ``id``, ``status``, ``finished_at``): claimed oldest first, so one queued after it, or one before it
+    still waiting while the latest was claimed (PostgreSQL: an id taken before, committed after), or one finished
+    after it."""
+    if older.id > latest.id:
+        return True
+    if older.status in ("queued", "processing"):
+        return latest.status != "queued"
+    return (latest.status in ("done", "failed") and older.finished_at is not None
+            and latest.finished_at is not None and older.finished_at > latest.finished_at)
+
+
+_ROW = (events.c.id, events.c.source, events.c.dedupe_key, events.c.payload, events.c.status, events.c.finished_at)
+
+
 def queued_after(conn: Any, repeats: list[tuple[str, str, int, str]]) -> set[tuple[str, str]]:
     """Of these (source, key, id of its latest event, payload repeating it), the (source, key)s whose record
-    (``order:<id>``, ``contact:<id>``) an older intake queued another state of after that event, read in ``conn``.
-    Its own events: the keys starting with ``key + ':'`` (an index range each); a contact's, also an order's event
-    that carried it, among the :data:`CARRIED_WINDOW` newest events (one read a group; a contact whose latest event
-    is older than those: not known, so counted)."""
+    (``order:<id>``, ``contact:<id>``) has an event of an older intake with another state that a worker processes
+    after that latest one (:func:`_processed_after`), read in ``conn``. Its own events: the keys starting with
+    ``key + ':'`` (an index range each); a contact's, also an order's event that carried it, among the
+    :data:`CARRIED_WINDOW` newest events (one read a group; a contact whose latest event is older than those: not
+    known, so counted)."""
     keys, later = _keys(conn), set()
+    rows = {}  # the latest events' rows, read when an older intake's event of their record is found
     for source, key, latest, payload in repeats:
-        own = conn.execute(select(events.c.dedupe_key, events.c.payload).where(
-            events.c.source == source, keys >= key + ":", keys < key + ";", events.c.id > latest))
-        if any(p != payload and _older(k, p) for k, p in own):
+        own = [r for r in conn.execute(select(*_ROW).where(events.c.source == source, keys >= key + ":",
+                                                           keys < key + ";"))
+               if r.payload != payload and _older(r.dedupe_key, r.payload)]
+        if own and any(_processed_after(r, _row(conn, rows, latest)) for r in own):
             later.add((source, key))
     contacts = [(s, k, latest) for s, k, latest, _ in repeats if k.startswith("contact:") and (s, k) not in later]
     if contacts:
-        later |= _carried_by_orders(conn, contacts)
+        later |= _carried_by_orders(conn, contacts, rows)
     return later
 
 
-def _carried_by_orders(conn: Any, contacts: list[tuple[str, str, int]]) -> set[tuple[str, str]]:
-    """The contacts an older intake's order event queued after their latest one carried, found among the
-    :data:`CARRIED_WINDOW` newest events; one whose latest is older than those is counted."""
-    window = conn.execute(select(events.c.id, events.c.source, events.c.dedupe_key)
+def _row(conn: Any, rows: dict[int, Any], event_id: int) -> Any:
+    if event_id not in rows:
+        rows[event_id] = conn.execute(select(*_ROW).where(events.c.id == event_id)).one()
+    return rows[event_id]
+
+
+def _carried_by_orders(conn: Any, contacts: list[tuple[str, str, int]], rows: dict[int, Any]
+                       ) -> set[tuple[str, str]]:
+    """The contacts an older intake's order event carried that a worker processes after their latest one, found
+    among the :data:`CARRIED_WINDOW` newest events; one whose latest is older than those is counted."""
+    window = conn.execute(select(events.c.id, events.c.dedupe_key)
                           .order_by(events.c.id.desc()).limit(CARRIED_WINDOW)).all()
     later = set()
     if len(window) == CARRIED_WINDOW:  # the events from its oldest one on are in it, the ones before are not
         later = {(s, k) for s, k, latest in contacts if latest < window[-1][0]}
-    shaped = [i for i, _, k in window if k.startswith("order:") and k[-33:-32] == ":"]
-    carried: list[tuple[int, str, str]] = []  # (id, source, customer id) of an older intake's order event
+    shaped = [i for i, k in window if k.startswith("order:") and k[-33:-32] == ":"]
+    carried: dict[tuple[str, str], list[Any]] = {}  # (source, customer id) → an older intake's order events
     for chunk in chunks(shaped, 500):
-        for i, s, k, p in conn.execute(select(events.c.id, events.c.source, events.c.dedupe_key, events.c.payload)
-                                       .where(events.c.id.in_(chunk))):
-            if _older(k, p):
-                carried.extend((i, s, customer) for customer in _carried(p))
+        for r in conn.execute(select(*_ROW).where(events.c.id.in_(chunk))):
+            if _older(r.dedupe_key, r.payload):
+                for customer in _carried(r.payload):
+                    carried.setdefault((r.source, customer), []).append(r)
     for s, k, latest in contacts:
-        customer = k[len("contact:"):]
-        if any(i > latest and cs == s and cid == customer for i, cs, cid in carried):
+        if any(_processed_after(r, _row(conn, rows, latest)) for r in carried.get((s, k[len("contact:"):]), ())):
             later.add((s, k))
     return later
 
