@@ -116,3 +116,15 @@ def test_an_older_intakes_event_committed_after_the_latest_was_processed_is_seen
     finally:
         old.dispose()
     assert new.enqueue_event("generic", "contact:5", NO) is True
+
+
+def test_a_contacts_repeat_is_judged_however_many_events_came_after_its_latest(ledger: Ledger) -> None:
+    """A contact's latest event followed by thousands of others: a retry of it is a repeat (the older intake's
+    order events are read by their own index, not among the newest events), and an older intake's order event that
+    carried another state of it, thousands of events later still, is found."""
+    assert ledger.enqueue_event("generic", "contact:5", NO) is True
+    assert all(ledger.enqueue_events([("generic", f"order:{i}", f"p{i}") for i in range(10, 2600)]))
+    assert ledger.enqueue_event("generic", "contact:5", NO) is False
+    assert ledger.enqueue_event("generic", _content_key("order:1", YES), YES) is True
+    assert all(ledger.enqueue_events([("generic", f"order:{i}", f"p{i}") for i in range(3000, 5600)]))
+    assert ledger.enqueue_event("generic", "contact:5", NO) is True

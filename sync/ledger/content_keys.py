@@ -19,17 +19,17 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from .db import chunks
-from .schema import events
+from .migrations import OLDER_ORDER_KEYS_SQL
+from .schema import EVENT_STATUSES, events
 
 #: PostgreSQL: the events' keys compared byte by byte (a key range under a linguistic collation is not the keys
 #: starting with a prefix), by the index migration 14 made for it
 KEY_COLLATION = "C"
-#: the events after a contact's latest one looked at for an older intake's order event carrying the contact (its key
-#: names the order, not the contact); past this many, whether one did is not known, and the delivery is queued
-CARRIED_WINDOW = 2000
+#: the ids before a contact's latest event among which an older intake's order event carrying it that finished
+#: after it is looked for (one still waiting is found wherever it is)
+FINISHED_BEFORE = 2000
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -69,9 +69,8 @@ def queued_after(conn: Any, repeats: list[tuple[str, str, int, str]]) -> set[tup
     """Of these (source, key, id of its latest event, payload repeating it), the (source, key)s whose record
     (``order:<id>``, ``contact:<id>``) has an event of an older intake with another state that a worker processes
     after that latest one (:func:`_processed_after`), read in ``conn``. Its own events: the keys starting with
-    ``key + ':'`` (an index range each); a contact's, also an order's event that carried it, among the
-    :data:`CARRIED_WINDOW` newest events (one read a group; a contact whose latest event is older than those: not
-    known, so counted)."""
+    ``key + ':'`` (an index range each); a contact's, also an older intake's order events that carried it
+    (:func:`_carried_by_orders`, one read a group)."""
     keys, later = _keys(conn), set()
     rows = {}  # the latest events' rows, read when an older intake's event of their record is found
     for source, key, latest, payload in repeats:
@@ -94,22 +93,23 @@ def _row(conn: Any, rows: dict[int, Any], event_id: int) -> Any:
 
 def _carried_by_orders(conn: Any, contacts: list[tuple[str, str, int]], rows: dict[int, Any]
                        ) -> set[tuple[str, str]]:
-    """The contacts an older intake's order event carried that a worker processes after their latest one, found
-    among the :data:`CARRIED_WINDOW` newest events; one whose latest is older than those is counted."""
-    window = conn.execute(select(events.c.id, events.c.dedupe_key)
-                          .order_by(events.c.id.desc()).limit(CARRIED_WINDOW)).all()
-    later = set()
-    if len(window) == CARRIED_WINDOW:  # the events from its oldest one on are in it, the ones before are not
-        later = {(s, k) for s, k, latest in contacts if latest < window[-1][0]}
-    shaped = [i for i, k in window if k.startswith("order:") and k[-33:-32] == ":"]
+    """The contacts an older intake's order event carried that a worker processes after their latest one: of its
+    order events (migration 14's partial index), the ones after the earliest of those latest, the ones still
+    waiting, and (finished after it?) the ones of the :data:`FINISHED_BEFORE` ids before it."""
+    older = select(*_ROW).where(text(OLDER_ORDER_KEYS_SQL))
+    low = min(latest for _, _, latest in contacts) - FINISHED_BEFORE
+    found = {r.id: r for q in (older.where(events.c.status.in_(EVENT_STATUSES), events.c.id > low),
+                               older.where(events.c.status.in_(("queued", "processing"))))
+             for r in conn.execute(q)}
     carried: dict[tuple[str, str], list[Any]] = {}  # (source, customer id) → an older intake's order events
-    for chunk in chunks(shaped, 500):
-        for r in conn.execute(select(*_ROW).where(events.c.id.in_(chunk))):
-            if _older(r.dedupe_key, r.payload):
-                for customer in _carried(r.payload):
-                    carried.setdefault((r.source, customer), []).append(r)
+    for r in found.values():
+        if _older(r.dedupe_key, r.payload):
+            for customer in _carried(r.payload):
+                carried.setdefault((r.source, customer), []).append(r)
+    later = set()
     for s, k, latest in contacts:
-        if any(_processed_after(r, _row(conn, rows, latest)) for r in carried.get((s, k[len("contact:"):]), ())):
+        if any(_processed_after(r, _row(conn, rows, latest)) for r in carried.get((s, k[len("contact:"):]), ())
+               if r.id > latest - FINISHED_BEFORE or r.status in ("queued", "processing")):
             later.add((s, k))
     return later
 
@@ -124,4 +124,4 @@ def _carried(payload: str) -> list[str]:
         return []
 
 
-__all__ = ["CARRIED_WINDOW", "KEY_COLLATION", "digest", "queued_after"]
+__all__ = ["FINISHED_BEFORE", "KEY_COLLATION", "digest", "queued_after"]

@@ -29,9 +29,7 @@ from sqlalchemy import String, and_, case, cast, delete, func, literal, or_, sel
 from .content_keys import queued_after
 from .db import LedgerDB, chunks, clip
 from .owners import owner_process_gone
-from .schema import events
-
-EVENT_STATUSES = ("queued", "processing", "done", "failed")
+from .schema import EVENT_STATUSES, events
 
 log = logging.getLogger(__name__)
 
