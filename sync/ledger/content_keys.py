@@ -19,7 +19,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 
 from .migrations import OLDER_ORDER_KEYS_SQL
 from .schema import EVENT_STATUSES, events
@@ -44,9 +44,6 @@ def _older(key: str, payload: str) -> bool:
     return len(key) > 33 and tail[0] == ":" and set(tail[1:]) <= _HEX and tail[1:] == digest(payload)
 
 
-def _keys(conn: Any) -> Any:
-    column = events.c.dedupe_key
-    return column.collate(KEY_COLLATION) if conn.dialect.name == "postgresql" else column
 
 
 def _processed_after(older: Any, latest: Any) -> bool:
@@ -65,17 +62,30 @@ def _processed_after(older: Any, latest: Any) -> bool:
 _ROW = (events.c.id, events.c.source, events.c.dedupe_key, events.c.payload, events.c.status, events.c.finished_at)
 
 
+def _own(keys: Any) -> Any:
+    return select(*_ROW).where(events.c.source == bindparam("source"), keys >= bindparam("low"),
+                               keys < bindparam("high"))
+
+
+# built once (SQLAlchemy keys its statement cache by the statement: building one per call cost milliseconds)
+#: a record's events by a key range (PostgreSQL: byte order, schema 14's index), the older intake's order events
+#: after an id, and those still waiting (schema 14's partial index)
+_OWN = {"postgresql": _own(events.c.dedupe_key.collate(KEY_COLLATION)), "": _own(events.c.dedupe_key)}
+_OLDER_ORDERS = select(*_ROW).where(text(OLDER_ORDER_KEYS_SQL))
+_OLDER_AFTER = _OLDER_ORDERS.where(events.c.status.in_(EVENT_STATUSES), events.c.id > bindparam("low"))
+_OLDER_WAITING = _OLDER_ORDERS.where(events.c.status.in_(("queued", "processing")))
+
+
 def queued_after(conn: Any, repeats: list[tuple[str, str, int, str]]) -> set[tuple[str, str]]:
     """Of these (source, key, id of its latest event, payload repeating it), the (source, key)s whose record
     (``order:<id>``, ``contact:<id>``) has an event of an older intake with another state that a worker processes
     after that latest one (:func:`_processed_after`), read in ``conn``. Its own events: the keys starting with
     ``key + ':'`` (an index range each); a contact's, also an older intake's order events that carried it
     (:func:`_carried_by_orders`, one read a group)."""
-    keys, later = _keys(conn), set()
+    own_query, later = _OWN.get(conn.dialect.name, _OWN[""]), set()
     rows = {}  # the latest events' rows, read when an older intake's event of their record is found
     for source, key, latest, payload in repeats:
-        own = [r for r in conn.execute(select(*_ROW).where(events.c.source == source, keys >= key + ":",
-                                                           keys < key + ";"))
+        own = [r for r in conn.execute(own_query, {"source": source, "low": key + ":", "high": key + ";"})
                if r.payload != payload and _older(r.dedupe_key, r.payload)]
         if own and any(_processed_after(r, _row(conn, rows, latest)) for r in own):
             later.add((source, key))
@@ -96,11 +106,8 @@ def _carried_by_orders(conn: Any, contacts: list[tuple[str, str, int]], rows: di
     """The contacts an older intake's order event carried that a worker processes after their latest one: of its
     order events (migration 14's partial index), the ones after the earliest of those latest, the ones still
     waiting, and (finished after it?) the ones of the :data:`FINISHED_BEFORE` ids before it."""
-    older = select(*_ROW).where(text(OLDER_ORDER_KEYS_SQL))
     low = min(latest for _, _, latest in contacts) - FINISHED_BEFORE
-    found = {r.id: r for q in (older.where(events.c.status.in_(EVENT_STATUSES), events.c.id > low),
-                               older.where(events.c.status.in_(("queued", "processing"))))
-             for r in conn.execute(q)}
+    found = {r.id: r for q in (_OLDER_AFTER, _OLDER_WAITING) for r in conn.execute(q, {"low": low})}
     carried: dict[tuple[str, str], list[Any]] = {}  # (source, customer id) → an older intake's order events
     for r in found.values():
         if _older(r.dedupe_key, r.payload):
