@@ -44,8 +44,6 @@ def _older(key: str, payload: str) -> bool:
     return len(key) > 33 and tail[0] == ":" and set(tail[1:]) <= _HEX and tail[1:] == digest(payload)
 
 
-
-
 def _processed_after(older: Any, latest: Any) -> bool:
     """Whether a worker processes (or processed) an older intake's event after this intake's latest of its record
     (rows with ``id``, ``status``, ``finished_at``): claimed oldest first, so one queued after it, or one before it
@@ -104,10 +102,10 @@ def _row(conn: Any, rows: dict[int, Any], event_id: int) -> Any:
 def _carried_by_orders(conn: Any, contacts: list[tuple[str, str, int]], rows: dict[int, Any]
                        ) -> set[tuple[str, str]]:
     """The contacts an older intake's order event carried that a worker processes after their latest one: of its
-    order events (migration 14's partial index), the ones after the earliest of those latest, the ones still
-    waiting, and (finished after it?) the ones of the :data:`FINISHED_BEFORE` ids before it."""
+    order events (migration 14's partial index), the ones after a contact's latest, the ones still waiting, and
+    the ones of the :data:`FINISHED_BEFORE` ids before it (when they finished after it)."""
     low = min(latest for _, _, latest in contacts) - FINISHED_BEFORE
-    found = {r.id: r for q in (_OLDER_AFTER, _OLDER_WAITING) for r in conn.execute(q, {"low": low})}
+    found = {r.id: r for r in [*conn.execute(_OLDER_AFTER, {"low": low}), *conn.execute(_OLDER_WAITING)]}
     carried: dict[tuple[str, str], list[Any]] = {}  # (source, customer id) → an older intake's order events
     for r in found.values():
         if _older(r.dedupe_key, r.payload):
