@@ -47,6 +47,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .counts import agrees, counted
+from .digits import digits
 from .secrets import Secret
 
 from .blank import BlankIsUnset
@@ -185,7 +186,7 @@ class RetailCrmSource:
         if previous is None:
             backfill = self._backfill(obj, stager)
             since: int | datetime = run_start() - lookback
-        elif previous.isdigit():
+        elif digits(previous):  # a history id (0-9 only: int() reads it)
             since = int(previous)
         else:
             stager.saw(since := parse_time_cursor(NAME, obj, previous))

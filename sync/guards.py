@@ -43,6 +43,8 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
+from connectors.counts import agrees
+
 from .config import GuardsConfig
 # the data and scoring guards live in .data_guards; imported from here by the runs, as every guard
 from .data_guards import (RECENCY_ADVICE, DataStats, check_source_lines, customer_drop_line,  # noqa: F401
@@ -62,11 +64,14 @@ class PlanStats:
     #: of the managed, the ones whose managed tags come off for a consent withdrawn in the source (Plan.withdrawn):
     #: judged by max_withdrawal_pct alone, counted in neither ``removed`` nor ``changed``
     withdrawn: int = 0
+    #: of the managed, the ones the plan gives a managed tag while they hold only tags rfmsync pushed under names no
+    #: longer managed (a re-tag: they hold no managed tag yet, counted managed so that a rename is judged)
+    retagged: int = 0
 
     def to_json(self) -> dict[str, int]:
         """What the plan guards judged (a plan's ``guard`` in ``plan --format json``)."""
         return {"managed": self.managed, "withdrawn": self.withdrawn, "removed": self.removed,
-                "changed": self.changed, "restored": self.restored}
+                "changed": self.changed, "restored": self.restored, "retagged": self.retagged}
 
 
 def mass_floor(g: GuardsConfig, managed: int) -> int:
@@ -141,7 +146,17 @@ def _judged(g: GuardsConfig, stats: PlanStats) -> list[tuple[str, bool]]:
                if stats.restored else "")
         lines.append((f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
                       f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %", False))
-    return lines
+    return [(line + _retagged(stats), withdrawals) for line, withdrawals in lines]
+
+
+def _retagged(stats: PlanStats) -> str:
+    """What the managed contacts of a line count besides the holders of a managed tag (or those waiting for one the
+    ESP lost): the plan's re-tags from names no longer managed, told, so that "9 of 12" reads as the numbers are."""
+    if not stats.retagged:
+        return ""
+    return (f"; of the {stats.managed} managed contacts, {stats.retagged} "
+            f"{agrees(stats.retagged, 'is', 'are')} re-tagged from tags no longer managed (holding no managed tag "
+            "yet)")
 
 
 def _same(a: object, b: object) -> bool:
@@ -314,4 +329,4 @@ def plan_stats(plan, state: Mapping[str, PushedState], lost: Mapping[str, frozen
             changed += 1
             renamed += retag and not waits  # managed by this change (a waiting one is counted: waiting_only)
     return PlanStats(managed=managed + renamed, removed=removed, changed=changed, restored=restored,
-                     restored_tags=tuple(sorted(restored_tags)), withdrawn=withdrawn)
+                     restored_tags=tuple(sorted(restored_tags)), withdrawn=withdrawn, retagged=renamed)

@@ -118,8 +118,11 @@ def test_old_tags_left_on_contacts_do_not_dilute_a_removal_of_the_managed_ones()
                     ContactChange("v1", "v1", "v1", "Churn", False, None, add_tags=frozenset({"Winback"})),
                     ContactChange("v4", "v4", "v4", "Loyal", False, None, set_fields={"SEG": "Loyal"})))
     stats = plan_stats(plan, state)
-    assert stats == PlanStats(managed=3, removed=2, changed=3)
-    assert plan_lines(G, stats)[0].startswith("guard max_removal_pct: 2 of 3 managed contacts")
+    assert stats == PlanStats(managed=3, removed=2, changed=3, retagged=1)
+    # the line's "managed contacts" are not all holders of "Winback": it says which is which (the refusal as before)
+    assert plan_lines(G, stats)[0] == ("guard max_removal_pct: 2 of 3 managed contacts (66.7 %) would lose their "
+                                       "tags; limit 10 %; of the 3 managed contacts, 1 is re-tagged from tags no "
+                                       "longer managed (holding no managed tag yet)")
 
 
 def test_a_field_that_drifts_by_itself_is_not_a_change_but_the_others_are():

@@ -92,7 +92,9 @@ def test_plan_stats_counts_the_holders_of_tags_no_longer_managed_as_managed_cont
                 ledger_revision=1, skipped=(), changes=tuple(
                     ContactChange(k, k, k, "S", False, None, add_tags=frozenset({f"rfm:{t}"}))
                     for k, t in (("a", "VIP"), ("b", "Winback"), ("c", "VIP"), ("n", "VIP"))))  # n: new contact
-    assert plan_stats(plan, state) == PlanStats(managed=3, removed=0, changed=3)
+    assert plan_stats(plan, state) == PlanStats(managed=3, removed=0, changed=3, retagged=3)
+    assert plan_stats(plan, state).to_json() == {"managed": 3, "withdrawn": 0, "removed": 0, "changed": 3,
+                                                 "restored": 0, "retagged": 3}  # plan --format json's guard
 
 
 def test_the_webhook_path_counts_the_holders_of_tags_no_longer_managed_that_its_plan_re_tags(tmp_path):
@@ -108,7 +110,7 @@ def test_the_webhook_path_counts_the_holders_of_tags_no_longer_managed_that_its_
                     skipped=(), changes=(ContactChange("a", "a", "a", "S", False, None,
                                                        add_tags=frozenset({"rfm:VIP"})),))
         last = ledger.load_states("mc", ["a"])
-        assert plan_stats(plan, last, managed=held) == PlanStats(managed=2, removed=0, changed=1)
+        assert plan_stats(plan, last, managed=held) == PlanStats(managed=2, removed=0, changed=1, retagged=1)
 
 
 def test_old_tags_left_by_a_trimmed_mapping_do_not_let_a_mass_removal_through(shop, mailchimp_fake, tmp_path):
@@ -128,8 +130,13 @@ def test_old_tags_left_by_a_trimmed_mapping_do_not_let_a_mass_removal_through(sh
         [orders[0], *(line for line in orders[1:] if line.split(";")[2] not in gone)]), encoding="utf-8-sig")
     writes = mailchimp_fake.write_calls
     refused = cli("sync", "--config", str(shop), "--as-of", AS_OF, code=6).output
-    line = re.search(r"guard max_removal_pct: (\d+) of (\d+) managed contacts", refused)
+    line = re.search(r"guard max_removal_pct: (\d+) of (\d+) managed contacts.*", refused)
     assert line and int(line[1]) == len(soft) and int(line[2]) < 2 * len(soft), refused
+    # "9 of 12": the 3 managed contacts beyond the holders of "Winback soft" are the plan's re-tags (contacts holding
+    # only old names who fall asleep now): the line says so, its share (and the refusal) as before
+    retagged = re.search(r"; of the (\d+) managed contacts, (\d+) (is|are) re-tagged from tags no longer managed "
+                         r"\(holding no managed tag yet\)$", line[0])
+    assert retagged and retagged[1] == line[2] and int(line[2]) == len(soft) + int(retagged[2]), line[0]
     saved = tmp_path / "plan.json"
     cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
     assert line[0] in cli("apply", "--config", str(shop), str(saved), code=6).output

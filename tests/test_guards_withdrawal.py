@@ -126,7 +126,7 @@ def test_one_withdrawal_in_a_small_shop_is_synced_and_the_plan_shows_it_apart(sm
     doc = plan_doc(small_shop)
     plan = doc["plans"][0]
     assert plan["withdrawn"] == [key]
-    assert plan["guard"] == {"managed": 7, "withdrawn": 1, "removed": 0, "changed": 0, "restored": 0}
+    assert plan["guard"] == {"managed": 7, "withdrawn": 1, "removed": 0, "changed": 0, "restored": 0, "retagged": 0}
     assert not [w for w in doc["warnings"] if "guard " in w]
     table = run_cli("plan", "--config", str(small_shop), "--as-of", AS_OF.isoformat()).output
     assert "Plan guards" in table and "consent withdrawn" in table and "other removals" in table
@@ -172,7 +172,7 @@ def test_a_withdrawal_by_webhook_and_by_the_scheduled_sync_is_judged_apart_with_
     small_shop.write_text(small_shop.read_text(encoding="utf-8").replace("min_mass_change = 1\n", ""),
                           encoding="utf-8")
     plan = plan_doc(small_shop)["plans"][0]
-    assert plan["guard"] == {"managed": 5, "withdrawn": 0, "removed": 1, "changed": 1, "restored": 0}
+    assert plan["guard"] == {"managed": 5, "withdrawn": 0, "removed": 1, "changed": 1, "restored": 0, "retagged": 0}
     run_cli("sync", "--config", str(small_shop), "--as-of", AS_OF.isoformat())
     assert not mailchimp_fake.tags_of(gone) & MANAGED
 
@@ -190,7 +190,7 @@ def test_a_consent_column_saying_no_for_most_contacts_is_still_refused(small_sho
     saved = tmp_path / "plan.json"
     doc = json.loads(run_cli("plan", "--config", str(small_shop), "--as-of", AS_OF.isoformat(), "-o", str(saved),
                              "--format", "json").stdout)
-    assert doc["plans"][0]["guard"] == {"managed": 7, "withdrawn": 7, "removed": 0, "changed": 0, "restored": 0}
+    assert doc["plans"][0]["guard"] == {"managed": 7, "withdrawn": 7, "removed": 0, "changed": 0, "restored": 0, "retagged": 0}
     assert any(line in w for w in doc["warnings"])
     assert line in run_cli("apply", "--config", str(small_shop), str(saved), code=6).output
     cfg, settings = load_config(small_shop), load_settings()

@@ -3,6 +3,7 @@ claimers; on SQLite and (with RFMSYNC_TEST_PG_URL) on PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -453,3 +454,37 @@ def test_a_group_of_many_records_is_queued_in_one_transaction(ledger: Ledger) ->
     items = [("generic", f"order:{i}", f"p{i}") for i in range(20_000)]
     assert sum(ledger.enqueue_events(items)) == 20_000
     assert ledger.enqueue_events(items[:3] + [("generic", "order:3", "changed")]) == [False, False, False, True]
+
+
+def _content_key(key: str, payload: str) -> str:
+    """The key an rfmsync before per-record keys gave an event: the record's and a digest of its content (its
+    sync/serve/webhooks.py ``_digest``, git show c954c4e^:sync/serve/webhooks.py)."""
+    return f"{key}:{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
+
+
+@pytest.mark.parametrize("older", ["contact:5", "order:1"])  # a lone contact's event, or an order's carrying it
+def test_a_state_an_older_intake_queued_after_the_latest_is_not_taken_for_its_repeat(ledger: Ledger,
+                                                                                     older: str) -> None:
+    """During an upgrade an older server's intake (content keys) and this one's share the ledger. This one queues
+    contact 5's consent no; the older one queues a yes (under its content key, which contact:5's latest event does not
+    see); the contact withdraws again, delivered here: a withdrawal, not a repeat of the no before the yes (it was
+    dropped, and the store kept yes: marketing to a contact who said no). Its own retry then is a repeat again."""
+    no = '{"contacts":[{"customer_id":"5","marketing_consent":"no"}]}'
+    yes = '{"contacts":[{"customer_id":"5","marketing_consent":"yes"}],"orders":[{"order_id":"1"}]}'
+    assert ledger.enqueue_event("generic", "contact:5", no) is True
+    assert ledger.enqueue_event("generic", _content_key(older, yes), yes) is True  # the older intake's insert
+    assert ledger.enqueue_event("generic", "contact:5", no) is True
+    assert ledger.enqueue_event("generic", "contact:5", no) is False
+    assert [e.payload for e in ledger.claim_events("w", limit=10)] == [no, yes, no]  # the worker ends on no
+
+
+def test_content_keyed_events_of_a_ledger_written_before_the_upgrade_leave_the_dedupe_as_it_is(ledger: Ledger) -> None:
+    """A queue left from before the upgrade (content keys only, all older than this version's events): a record's
+    new event is its latest, and a retry of it a repeat; one more content-keyed row, and events the older version
+    could not have written (a key ending in 32 characters that are no digest), change nothing."""
+    for i in range(3):
+        assert ledger.enqueue_event("generic", _content_key(f"order:{i}", f"old{i}"), f"old{i}") is True
+    assert ledger.enqueue_event("generic", "order:1", "old1") is True  # the first delivery after the upgrade
+    assert ledger.enqueue_event("generic", f"contact:email:{'x' * 26}@a.uz", "c") is True  # not a digest
+    assert ledger.enqueue_events([("generic", "order:1", "old1"), ("generic", "order:9", "n")]) == [False, True]
+    assert ledger.enqueue_event("generic", f"contact:email:{'x' * 26}@a.uz", "c") is False

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import requests
 
 from sync.config import load_config
+from sync.demodata import generate_shop
 from sync.ledger import Ledger
 from sync.serve.app import create_app
 from sync.serve.webhooks import Intake
 from sync.settings import Settings
+from sync.store import STORE_LOCK
 from tests.test_report import AS_OF, shop  # noqa: F401  (fixture)
 from tests.test_webhooks_generic import live_server
 
@@ -84,3 +87,69 @@ def test_a_store_that_cannot_be_read_answers_503_with_the_reason(shop, tmp_path)
         with live_server(create_app(Intake(cfg, ledger, settings))) as base:
             reply = get(base, f"Bearer {TOKEN}")
     assert reply.status_code == 503 and "run `rfmsync pull` first" in reply.json()["error"]
+
+
+
+class _StoreRead(logging.Handler):
+    """Set when the file source has read the export into the order store (its INFO line)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.done = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("file source: read "):
+            self.done.set()
+
+
+def test_a_file_sources_page_waits_for_the_store_writer_holding_the_store_lock(tmp_path):
+    """A file source's page reads the export into the order store: while a writer of this server holds the store
+    (a webhook's resync, a scheduled sync: :data:`sync.store.STORE_LOCK`) the page waits for it, as they wait for
+    each other (it wrote the store beside them: a write conflict failing one of them, a sync's read of the store
+    split from its lease by a refresh, which then held the sync as if it had moved customers unnoticed); a few
+    seconds (REPORT_LOCK_WAIT), then 503 "busy" without having read it; once the store is free, the page."""
+    read, files_log = _StoreRead(), logging.getLogger("sync.store.files")
+    files_log.addHandler(read)
+    level, files_log.level = files_log.level, logging.INFO
+    shop = generate_shop(tmp_path / "shop", customers=60, seed=2, as_of=AS_OF)  # (its export not read yet)
+    settings = Settings(_env_file=None, rfmsync_report_token=TOKEN)
+    try:
+        with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger, \
+                live_server(create_app(Intake(load_config(shop), ledger, settings))) as base:
+            with STORE_LOCK:  # a resync writing the store
+                busy = get(base, f"Bearer {TOKEN}", as_of=AS_OF.isoformat())
+                read_meanwhile = read.done.is_set()
+            page = get(base, f"Bearer {TOKEN}", as_of=AS_OF.isoformat())
+    finally:
+        files_log.removeHandler(read)
+        files_log.setLevel(level)
+    assert busy.status_code == 503 and "the order store is busy" in busy.json()["error"], busy.text[:300]
+    assert not read_meanwhile, "the page read the export into the store while another writer held it"
+    assert read.done.is_set() and page.status_code == 200, page.text[:300]
+
+
+def test_reports_waiting_for_a_long_sync_leave_healthz_answered(tmp_path):
+    """A scheduled sync holding the store for minutes: each report asked meanwhile (a dashboard, a probe giving up
+    after 2 s) waited for the lock without a limit in a server thread of its own, and 45 of them left /healthz
+    unanswered; now each waits a few seconds, then 503. (The review's test_reports_waiting_for_a_long_sync_starve_
+    healthz.)"""
+    shop = generate_shop(tmp_path / "shop", customers=30, seed=2, as_of=AS_OF)
+    settings = Settings(_env_file=None, rfmsync_report_token=TOKEN)
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger, \
+            live_server(create_app(Intake(load_config(shop), ledger, settings))) as base:
+        def ask() -> None:
+            try:
+                requests.get(base + "/report", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2)
+            except requests.RequestException:
+                pass  # the probe gives up; the server's thread goes on waiting for the lock
+        with STORE_LOCK:
+            askers = [threading.Thread(target=ask) for _ in range(45)]
+            for a in askers:
+                a.start()
+            for a in askers:
+                a.join()
+            try:
+                health: int | str = requests.get(base + "/healthz", timeout=5).status_code
+            except requests.RequestException as exc:
+                health = repr(exc)
+    assert health == 200, f"/healthz while reports wait for the store: {health}"

@@ -320,6 +320,18 @@ def test_a_history_entry_of_the_wrong_shape_stops_the_pull_naming_the_feed(rsps,
     assert str(entry)[:10] in str(err.value) and not fake.failures
 
 
+
+def test_a_saved_cursor_of_other_digits_is_a_bad_cursor_named(rsps):
+    """A history id is read with digits() (0-9 only): a cursor "²" (str.isdigit() took it, int() refused it: a bare
+    ValueError) is a bad cursor, named as any other."""
+    fake = FakeRetailCrm(rsps)
+    rsps.assert_all_requests_are_fired = False
+    fake.put_contact(10, "a@example.com", at=T0)
+    first = make_source().pull(duckdb.connect())
+    cursor = json.dumps(json.loads(first.cursor) | {"orders": "²"})
+    with pytest.raises(ConfigError, match=r"^retailcrm: bad orders cursor '²'$"):
+        make_source(clock=lambda: T0 + timedelta(days=2)).pull(duckdb.connect(), cursor)
+
 def test_consent_prefers_explicit_unsubscribe():
     cfg = RetailCrmConfig()
     raw = {"id": 1, "subscribed": True, "emailMarketingUnsubscribedAt": "2026-01-01 10:00:00"}

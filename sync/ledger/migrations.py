@@ -209,6 +209,21 @@ def _v13(conn: Connection) -> None:
     ).create(conn)
 
 
+#: the keys an older rfmsync's intake gave an order's event (``order:<id>:<32 hex>``, LIKE; its contact inside)
+OLDER_ORDER_KEYS = "order:%:" + "_" * 32
+#: the partial index's condition, as :func:`sqlalchemy.text` takes it (a query must state it alike to use the index)
+OLDER_ORDER_KEYS_SQL = "dedupe_key LIKE '" + OLDER_ORDER_KEYS.replace(":", "\\:") + "'"
+
+
+def _v14(conn: Connection) -> None:
+    # the events an older intake queued under an order's content key, by status and id (partial: few rows once an
+    # upgrade is over), and on PostgreSQL the events' keys byte by byte, for a key range under any database
+    # collation (SQLite's unique index compares bytes already): sync.ledger.content_keys
+    conn.execute(text(f"CREATE INDEX ix_events_older_orders ON events (status, id) WHERE {OLDER_ORDER_KEYS_SQL}"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(text('CREATE INDEX ix_events_source_key_c ON events (source, dedupe_key COLLATE "C")'))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -223,6 +238,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "state_tokens (a token per recent revision of a destination)", _v11),
     Migration(12, "kept_out (operations a contact's own choice in the ESP keeps out)", _v12),
     Migration(13, "in_flight (the adds an apply is sending: a killed run's are in doubt)", _v13),
+    Migration(14, "indexes on an older intake's order events, and (PostgreSQL) on event keys byte by byte", _v14),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

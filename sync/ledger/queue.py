@@ -26,11 +26,10 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from sqlalchemy import String, and_, case, cast, delete, func, literal, or_, select, text, update
 
+from .content_keys import queued_after
 from .db import LedgerDB, chunks, clip
 from .owners import owner_process_gone
-from .schema import events
-
-EVENT_STATUSES = ("queued", "processing", "done", "failed")
+from .schema import EVENT_STATUSES, events
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,15 @@ class EventQueue:
         included (a sender's retry). A state that comes back after another (consent no → yes → no) is queued
         again: the latest event is kept under a key of its own (:data:`SUPERSEDED`), the new one takes the key.
         PostgreSQL: concurrent intakes take turns per key (advisory locks of :data:`LOCK_BUCKETS` buckets of the
-        keys, taken in sorted order)."""
+        keys, taken in sorted order).
+
+        An older rfmsync's intake sharing the ledger during an upgrade queues under content keys
+        (:mod:`sync.ledger.content_keys`), which the latest event of a key does not see: a state it queued after
+        that event (a consent yes after this intake's no) would make the no delivered again a "repeat" of the no
+        before it, and drop it. So a payload equal to its key's latest event is a repeat only when no older intake
+        queued another state of its record after that event (:func:`~sync.ledger.content_keys.queued_after`, asked
+        per such record); else it is queued (processed once more at worst). One committed after this check was
+        accepted after the repeat: the accepted last wins."""
         for _, _, payload in items:
             if not isinstance(payload, str):
                 raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
@@ -145,12 +152,21 @@ class EventQueue:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:keys AS int[])) AS k"),
                              {"space": _SUBJECT_LOCKS, "keys": sorted({_lock_key(*s) for s in subjects})})
             latest = self._latest(conn, subjects)  # (source, key) → (id, payload) of its latest event
-            gone = {latest[(s, k)][0] for s, k, p in items if (s, k) in latest and latest[(s, k)][1] != p}
+            # a repeat only if no older intake queued another state of its record after its latest event (asked
+            # only for the records whose payload repeats their latest one's)
+            later = queued_after(conn, [(s, k, latest[(s, k)][0], p) for s, k, p in items
+                                        if latest.get((s, k), (0, None))[1] == p])
+
+            def repeats(held: tuple[int, str] | None, payload: str, subject: tuple[str, str]) -> bool:
+                return held is not None and held[1] == payload and subject not in later
+
+            gone = {latest[(s, k)][0] for s, k, p in items
+                    if (s, k) in latest and not repeats(latest[(s, k)], p, (s, k))}
             self._supersede(conn, sorted(gone))  # the stored latest events a new state takes the keys of
             new: list[bool] = []
             for source, key, payload in items:
                 held = latest.get((source, key))
-                if held is not None and held[1] == payload:
+                if repeats(held, payload, (source, key)):
                     new.append(False)
                     continue
                 if held is not None and held[0] not in gone:  # queued by an item earlier in this group
@@ -160,6 +176,7 @@ class EventQueue:
                 new.append(new_id is not None)
                 if new_id is not None:
                     latest[(source, key)] = (new_id, payload)
+                    later.discard((source, key))  # its next repeat in this group repeats this event
             return new
 
     @staticmethod

@@ -29,6 +29,9 @@ Version history::
        address is blocked or in a compliance state): not failures, left out of the next plans
     13 in_flight: per destination and run, the adds and creating upserts an apply is sending (written before its
        first ESP call, deleted when it ends): a killed run's are in doubt (:mod:`sync.ledger.inflight`)
+    14 a partial index on the events an older intake queued under an order's content key (status, id), and on
+       PostgreSQL one on events (source, dedupe_key COLLATE "C"): an older intake's events of a record read by a key
+       range (:mod:`sync.ledger.content_keys`); SQLite's unique index on them serves already
 
 The migrations themselves are in :mod:`sync.ledger.migrations` (re-exported here).
 """
@@ -150,6 +153,9 @@ lost_tags = Table(
     # the destination's revision the forget made (state_revisions): a plan made at this revision or later knows
     Column("revision", Integer, nullable=False),
 )
+
+#: an event's ``status``
+EVENT_STATUSES = ("queued", "processing", "done", "failed")
 
 events = Table(
     "events", metadata,

@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from contextlib import nullcontext
 from datetime import date
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..errors import RfmsyncError
+from ..errors import LockBusyError, RfmsyncError
 from ..settings import secret
 from .webhooks import Intake
 
@@ -38,19 +37,31 @@ def authorized(header: str | None, expected: bytes) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(_digest(given.strip()), expected)
 
 
+#: seconds a page waits for the store lock before the reply is 503 (the store is busy): a page waiting as long as a
+#: scheduled sync holds it kept a server thread each, and a few dozen left /healthz unanswered
+REPORT_LOCK_WAIT = 3.0
+
+
 def build_page(intake: Intake, as_of: date | None, lang: str | None) -> str:
-    """The page as ``rfmsync report`` writes it; API sources take the store lock the worker threads share."""
-    from ..pipeline import is_file_source
+    """The page as ``rfmsync report`` writes it, under the store lock the worker threads and the scheduler share: a
+    file source's page reads the export into the store (a write: beside a resync's merge a conflict failing one of
+    them, between a sync's read of the store and its lease a refresh that held the sync), an API source's reads it.
+    :class:`~sync.errors.LockBusyError` when the lock is not free within :data:`REPORT_LOCK_WAIT` seconds."""
     from ..report import report_html, report_run
     from ..store import STORE_LOCK
 
     cfg = intake.cfg
-    with nullcontext() if is_file_source(cfg) else STORE_LOCK:
+    if not STORE_LOCK.acquire(timeout=REPORT_LOCK_WAIT):
+        raise LockBusyError(f"the order store is busy (a sync or a webhook resync holds it for more than "
+                            f"{REPORT_LOCK_WAIT:g} s); try again later")
+    try:
         run = report_run(cfg, as_of, intake.settings)
         try:
             return report_html(cfg, run, intake.ledger, lang=lang)
         finally:
             run.close()
+    finally:
+        STORE_LOCK.release()
 
 
 def add_report_route(app: FastAPI, intake: Intake) -> None:

@@ -50,6 +50,7 @@ import duckdb
 from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
+from connectors.digits import digits
 from connectors.errors import ConnectorError, TransientError
 from connectors.file_paths import NothingMatches, check_gone, pattern_matches, vanished
 from connectors.source import Progress
@@ -359,5 +360,5 @@ def _drop_orphans(con: duckdb.DuckDBPyConnection) -> None:
     for kind in ("VIEW", "BASE TABLE"):  # a view before the table it reads
         for name, typ in found:
             base = name.removesuffix("_data")
-            if typ == kind and base[len(TABLE_PREFIX):].isdigit() and base not in known:
+            if typ == kind and digits(base[len(TABLE_PREFIX):]) and base not in known:
                 con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {name}")

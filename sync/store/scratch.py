@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from connectors.digits import digits
+
 log = logging.getLogger(__name__)
 
 PREFIX = "rfmsync-"
@@ -68,7 +70,7 @@ def _owner(pid: int) -> str | None:
 
 def _gone(owner: str) -> bool:
     parts = owner.split()
-    if len(parts) != 4 or not parts[2].isdigit() or _owner(os.getpid()) is None:
+    if len(parts) != 4 or not digits(parts[2]) or _owner(os.getpid()) is None:
         return False  # not a note of ours, or no /proc here: leave it
     host, namespace, pid, _ = parts
     mine = (_owner(os.getpid()) or "").split()
