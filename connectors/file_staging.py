@@ -7,11 +7,13 @@
   order id: :mod:`connectors.file_repeats`).
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
   through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
+* What the user must hear of the data as staged (repeated order ids, a receipt total repeated on its lines, codes
+  without their leading zeros, …): warning lines in the result's ``warnings``, which the order store keeps with the
+  files' report, so that every run reading the files says them (:mod:`sync.store.file_report`).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,8 +36,6 @@ from .records import BadRow
 if TYPE_CHECKING:
     from .file_paths import FileState
     from .files import FileSourceConfig
-
-log = logging.getLogger(__name__)
 
 ORDER_FIELDS = ("order_id", "customer_id", "ordered_at", "amount", "currency", "status", "discount", "cancelled_at")
 CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "name", "marketing_consent", "created_at")
@@ -108,17 +108,18 @@ def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: Fi
     return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
 
 
-def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> None:
-    """Warn when customer ids of digits match others only once their leading zeros are dropped (``000123`` in a
-    clients CSV, ``123`` in an XLSX whose cell Excel formatted General): they are read as other customers, and a
-    contact's e-mail never meets the orders. Names the files of the pair with the most such ids, and counts all."""
+def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> list[str]:
+    """The warning (a line, or none) when customer ids of digits match others only once their leading zeros are
+    dropped (``000123`` in a clients CSV, ``123`` in an XLSX whose cell Excel formatted General): they are read as
+    other customers, and a contact's e-mail never meets the orders. Names the files of the pair with the most such
+    ids, and counts all."""
     rows = " UNION ALL ".join(f"SELECT _file, cust FROM {v}" for v in views)
     zero, digit = "cust >= '0' AND cust < '1'", "cust >= '1' AND cust < ':'"  # led by a zero; by 1-9
     # one pass first, no DISTINCT: a code without its zeros is shorter than one with them, so most exports (no
     # code led by a zero, or codes of one width: 000123 and 123456) cannot hold such a pair
     if not con.execute(f"SELECT min(length(cust)) FILTER ({digit}) < max(length(cust)) FILTER ({zero}) "
                        f"FROM ({rows})").fetchall()[0][0]:
-        return
+        return []
     found = con.execute(f"""WITH ids AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
                                          WHERE ({zero} OR {digit}) AND regexp_full_match(cust, '[0-9]+')),
         pairs AS (SELECT z._file AS zf, p._file AS pf, z.id AS zid, p.id AS pid FROM ids z JOIN ids p
@@ -127,14 +128,14 @@ def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[st
                (SELECT count(DISTINCT zid) FROM pairs) FROM pairs GROUP BY zf, pf ORDER BY n DESC, zf, pf LIMIT 1
         """).fetchall()
     if not found:
-        return
+        return []
     zf, pf, n, zid, pid, total = found[0]
     other = "other ids in it" if zf == pf else f"ids in {paths[pf]}"
-    log.warning("%s in %s (%r, …) %s %s (%r, …) only once their leading zeros are dropped%s: they "
-                "are read as other customers, whose e-mails and orders do not meet. A code that Excel turned into a "
-                "number (cell format General) lost its zeros: format that column as text (or 000000) and export it "
-                "again, or write the codes the same way in every file", counted(n, "customer id"), paths[zf], zid,
-                agrees(n, "matches", "match"), other, pid, f" ({total} in all files)" if total > n else "")
+    return [f"{counted(n, 'customer id')} in {paths[zf]} ({zid!r}, …) {agrees(n, 'matches', 'match')} {other} "
+            f"({pid!r}, …) only once their leading zeros are dropped{f' ({total} in all files)' if total > n else ''}: "
+            "they are read as other customers, whose e-mails and orders do not meet. A code that Excel turned into a "
+            "number (cell format General) lost its zeros: format that column as text (or 000000) and export it "
+            "again, or write the codes the same way in every file"]
 
 
 def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str, cancelled: bool) -> str:
@@ -202,7 +203,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
-    _zeros_lost(con, [rows for rows, _ in views], paths)
+    said = _zeros_lost(con, [rows for rows, _ in views], paths)  # the staging's warnings (PullResult.warnings)
     rules = _bad_rules(cfg, now or datetime.now(timezone.utc)) + ([("_clash IS NOT NULL", "order_id", CLASH,
                                                                       "_clash")] if heads else [])
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
@@ -239,8 +240,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     lines = items or heads  # an order's rows are grouped by its id
     duplicates, n_orders = replaced, None
     if replaced:
-        log.warning("%s further on (in a later export, or below in the same file); the last one of each was kept",
-                    counted(replaced, "order appears again", "orders appear again"))
+        said.append(f"{counted(replaced, 'order appears again', 'orders appear again')} further on (in a later "
+                    "export, or below in the same file); the last one of each was kept")
     fid = ""  # the extra select column: the row's file id
     if file_ids is not None:
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
@@ -248,12 +249,13 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     contact_fid = fid if contacts and file_ids is not None and len(file_ids) == len(orders) + len(contacts) else ""
     if lines:  # receipt lines grouped by receipt number and customer
         totals = any({"amount", "price"} <= set(t.cols) for t in orders)  # a total repeated on lines: told
-        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, totals, len(orders))
+        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, said, totals,
+                                           len(orders))
         if over_count:
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
     elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
-        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths, told=not in_place)
+        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths, said)
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
@@ -266,13 +268,13 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     issues, issue_count, unread = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
                                                   f"coalesce(_seq, {row_key()})" if heads else "", bad_count > 0)
     if "discount" in mapped:
-        issues, issue_count = _discount_issues(con, paths, issues, issue_count)
+        issues, issue_count = _discount_issues(con, paths, issues, issue_count, said)
     if n_orders is None:
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
-                          identity=identity, future=future, consent_values=unread)
+                          identity=identity, future=future, consent_values=unread, warnings=said)
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
@@ -336,14 +338,15 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
 
 
 def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],
-                     count: int) -> tuple[list[BadRow], int]:
-    """The good rows whose discount was given but is not a number, added to the issues (file and row order)."""
+                     count: int, said: list[str]) -> tuple[list[BadRow], int]:
+    """The good rows whose discount was given but is not a number, added to the issues (file and row order), and
+    their warning line to ``said``."""
     bad = "FROM _fs_oclass WHERE _bad IS NULL AND discount_raw IS NOT NULL"
     if not (n := con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]):  # (the common case)
         return issues, count
     rows = con.execute(f"SELECT _file, _row, discount_raw {bad} ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()
     found = [BadRow(source=paths[f], row=r, field="discount", value=v, reason=DISCOUNT_ISSUE) for f, r, v in rows]
-    log.warning("%s no number as discount, kept without it (first: %s)", counted(n, "row has", "rows have"), found[0])
+    said.append(f"{counted(n, 'row has', 'rows have')} no number as discount, kept without it (first: {found[0]})")
     return cut(issues + found, paths, MAX_BAD_ROWS), count + n
 
 

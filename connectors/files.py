@@ -216,6 +216,8 @@ class FileSource:
         log.info("file source: %s", ", ".join(counted(n, what) for n, what in (
             (result.orders, "order"), (result.contacts, "contact"), (result.bad_row_count, "bad row"),
             (result.issue_count, "cleaned value"), (result.duplicate_orders, "duplicate order id"))))
+        for line in result.warnings:  # (told by the run's warnings: sync.pipeline.pull_lines)
+            log.info("file source: %s", line)
         return result
 
     # ------------------------------------------------------------------------------------------ reading

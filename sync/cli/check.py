@@ -65,7 +65,8 @@ def check(config_path, limit, strict, offline, fmt):
         say(f"  {bad}", highlight=False, markup=False)
     if result.bad_row_count > limit:
         say(f"  … and {result.bad_row_count - limit} more")
-    unread = consent_lines(result)  # consent values read neither as yes nor as no
+    # consent values read neither as yes nor as no, then the staging's own (a repeated order id, …)
+    unread = consent_lines(result) + list(result.warnings)
     print_warnings(unread)
     if doc is not None:
         doc["counts"] = {"orders": result.orders, "contacts": result.contacts, "bad_rows": result.bad_row_count}

@@ -52,11 +52,12 @@ def lean_source(source: FileSource) -> bool:
 
 def lean_store(con: duckdb.DuckDBPyConnection, kept: list[dict], summary: dict | None) -> bool:
     """Whether the store's rows allow it: the unchanged files (catalogue rows) have ids on every row, the last
-    staging found no repeated order id, contact or cleaned value, every order came from a file, and the store
+    staging found no repeated order id, contact, cleaned value or warning, every order came from a file, and the store
     holds no contact or receipt line (the lean path leaves those tables alone)."""
     if summary is None and kept:
         return False
-    if summary is not None and (summary["duplicate_orders"] or summary["issue_count"] or summary["contacts"]):
+    if summary is not None and (summary["duplicate_orders"] or summary["issue_count"] or summary["contacts"]
+                                or summary.get("warnings")):
         return False
     if any(row["no_cust"] is None or row["no_cust"] or row["no_oid"] is None or row["no_oid"] for row in kept):
         return False
@@ -97,8 +98,8 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
         if before is None or not change.kept_rows:
             return None
         added = FilePullResult(orders=0, contacts=0, full_refresh=True, fast_path=True)
-    if added.duplicate_orders or added.contacts or added.issue_count:
-        return None
+    if added.duplicate_orders or added.contacts or added.issue_count or added.warnings:
+        return None  # (a warning, codes without their zeros, is decided over every file's rows)
     if rows and before is not None and con.execute(
             f"SELECT count(*) FROM staged_orders SEMI JOIN (SELECT order_id FROM orders o{_kept(change)})"
             " USING (order_id)").fetchall()[0][0]:
