@@ -46,10 +46,10 @@ _PRICE = ("coalesce(price, CASE WHEN coalesce(quantity, 1) <> 0 THEN "
 #: receipt and time writes again, the same lines (each line's fields, as many times, and no other line: export
 #: periods that overlap hold the whole receipt in both): superseded by the last file's. Lines the two files share
 #: out (a receipt cut between them by rows, also between two equal lines: milk scanned twice) are kept.
-#: Run on the receipts the receipts' own grouping found in several files (``staged_orders._multi``) only.
+#: Run on the receipts the receipts' own grouping found in several files (``staged_orders._multi``) only, or (their
+#: insert failed: :data:`_IN_FILES`) on those the lines say are.
 _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
-    WITH m AS (FROM {rows} SEMI JOIN (SELECT order_id AS oid, customer_id AS key FROM staged_orders WHERE _multi)
-               USING (oid, key)),
+    WITH m AS (FROM {rows} SEMI JOIN ({multi}) USING (oid, key)),
     r AS (SELECT oid, key, ordered_at, max(_file) AS _last FROM m GROUP BY oid, key, ordered_at
           HAVING min(_file) < max(_file)),
     s AS (SELECT oid, key, ordered_at, _file, hash(sku, product, category, brand, quantity, price, amount, status,
@@ -62,6 +62,11 @@ _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
                      AND l._sig = e._sig
     WHERE e._file < r._last GROUP BY ALL HAVING bool_and(coalesce(l._n, 0) = e._n) AND sum(e._n) = any_value(t._all)"""
 
+#: the receipts staged from several files (:data:`_AGAIN`'s candidates)
+_MULTI = "SELECT order_id AS oid, customer_id AS key FROM staged_orders WHERE _multi"
+#: the receipts whose lines ``{rows}`` are in several files, when none was staged (a sum did not fit)
+_IN_FILES = "SELECT oid, key FROM {rows} GROUP BY oid, key HAVING min(_file) < max(_file)"
+
 
 def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int,
                    said: list[str], totals: bool = False, files: int = 1) -> tuple[list[BadRow], int]:
@@ -72,11 +77,19 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     (with more than one, a receipt's lines written again by a later file are read once: :data:`_AGAIN`). Returns the
     lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count; the warning lines
     (totals counted once, lines written again, a number of several customers' lines) are appended to ``said``."""
-    valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_fit``: without the receipts too large)
+    valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_once``, ``_fs_fit``: fewer)
     sums = "_fs_groups" if totals else valid  # what the receipts sum: the lines, or their groups (_TOTALS)
     if totals:
         con.execute(_TOTALS.format(rows=valid))
     multi = files > 1  # each receipt: are its lines in several files (min(_file) < max(_file), nearly free here)
+
+    def lines(rows: str) -> None:  # the receipts are staged from the lines ``rows`` from now on
+        nonlocal valid, sums
+        valid = rows
+        if totals:
+            con.execute(_TOTALS.format(rows=rows))
+        else:
+            sums = rows
 
     def receipts(only: str = "") -> None:
         # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
@@ -94,25 +107,23 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     for column, wanted in (("_tot", totals), ("_multi", multi)):
         if wanted:
             con.execute(f"ALTER TABLE staged_orders ADD COLUMN {column} BOOLEAN")
+    again = False  # the lines a later file writes again were dropped before the receipts were staged
     try:
         receipts()
-    except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
+    except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit,
+        # and on the lines read once: a receipt whose lines two files hold is not too large for being summed twice
+        again = multi and _written_again(con, paths, valid, said, _IN_FILES.format(rows=valid))
+        if again:
+            lines("_fs_once")
         over, over_count = _too_large_receipts(con, paths, limit, sums, valid)
-        if not over_count:
+        if over_count:
+            lines("_fs_fit")
+        elif not again:
             raise
-        valid = "_fs_fit"
-        if totals:
-            con.execute(_TOTALS.format(rows=valid))
-        else:
-            sums = valid
         receipts()
     if multi:
-        if _written_again(con, paths, valid, said):  # staged again from their lines read once
-            valid = "_fs_once"
-            if totals:
-                con.execute(_TOTALS.format(rows=valid))
-            else:
-                sums = valid
+        if not again and _written_again(con, paths, valid, said):  # staged again from their lines read once
+            lines("_fs_once")
             con.execute("DELETE FROM staged_orders WHERE (order_id, customer_id) IN (SELECT oid, key FROM _fs_again)")
             receipts(" SEMI JOIN (SELECT DISTINCT oid, key FROM _fs_again) USING (oid, key)")
         con.execute("ALTER TABLE staged_orders DROP COLUMN _multi")
@@ -151,13 +162,15 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit:
     return bad, count
 
 
-def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, said: list[str]) -> bool:
+def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, said: list[str],
+                   multi: str = _MULTI) -> bool:
     """Whether a later file writes a receipt's lines at one time again (:data:`_AGAIN`, on the lines ``rows`` of the
-    receipts staged from several files): then ``_fs_once`` is ``rows`` without the earlier files' copies, and a
-    warning line appended to ``said`` names the first receipts with their files and rows."""
-    if not con.execute("SELECT 1 FROM staged_orders WHERE _multi LIMIT 1").fetchall():
+    receipts ``multi`` selects: those staged from several files, by default): then ``_fs_once`` is ``rows`` without
+    the earlier files' copies, and a warning line appended to ``said`` names the first receipts with their files and
+    rows."""
+    if multi == _MULTI and not con.execute("SELECT 1 FROM staged_orders WHERE _multi LIMIT 1").fetchall():
         return False
-    con.execute(_AGAIN.format(rows=rows))
+    con.execute(_AGAIN.format(rows=rows, multi=multi))
     if not con.execute("SELECT 1 FROM _fs_again LIMIT 1").fetchall():
         return False
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_once AS SELECT * FROM {rows} "

@@ -374,3 +374,32 @@ def test_a_receipt_cut_between_two_files_between_two_equal_lines_keeps_both(tmp_
     assert result.warnings == [
         "1 receipt's lines are written again by a later file (the same lines at the same time: export periods that "
         f"overlap): the last file's lines kept: '8' ({one} rows 3, 4; {two} rows 4, 5)"]
+
+
+@pytest.mark.parametrize("price", [False, True], ids=["lines", "repeated-totals-rule"])
+def test_a_receipt_too_large_only_for_its_lines_written_again_is_stored_and_one_too_large_still_is_not(tmp_path,
+                                                                                                      price):
+    """file31: the too-large-receipt check ran on every line read, before a receipt's lines written again by a later
+    file were dropped: receipt 5 (8e15 in each file) was refused as adding up to 16e15, and 6 (truly too large) was
+    told as twice its total, with the bad rows of both copies. The check runs on the lines read once now."""
+    head = "order_id,customer_id,ordered_at,amount,status,sku,quantity" + (",price" if price else "") + "\n"
+    end = (",{}" if price else "")
+    rows = "".join(f"{oid},{who},2026-01-{day} 10:00,{amount},completed,{sku},1{end.format(amount)}\n"
+                   for oid, who, day, amount, sku in (("5", "a", 10, "5000000000000000", "A"),
+                                                      ("5", "a", 10, "3000000000000000", "B"),
+                                                      ("6", "b", 11, "6000000000000000", "A"),
+                                                      ("6", "b", 11, "5000000000000000", "B")))
+    (tmp_path / "orders-01.csv").write_text(head + rows + f"7,c,2026-01-09 10:00,10,completed,A,1{end.format(10)}\n",
+                                            encoding="utf-8")
+    (tmp_path / "orders-02.csv").write_text(head + rows, encoding="utf-8")
+    result, got = _pull(tmp_path, sku="sku", quantity="quantity", **({"price": "price"} if price else {}))
+    assert got == {"5": ("a", "8000000000000000.00", "completed"), "7": ("c", "10.00", "completed")}
+    one, two = tmp_path / "orders-01.csv", tmp_path / "orders-02.csv"
+    reason = ("receipt '6': its lines add up to 11000000000000000.00, more than 16 digits before the point (is the "
+              "price, quantity or discount column an id or a phone number?); the receipt is skipped")
+    assert [(Path(b.source).name, b.row, b.reason) for b in result.bad_rows] == [
+        ("orders-02.csv", 4, reason), ("orders-02.csv", 5, reason)] and result.bad_row_count == 2
+    assert result.warnings == [
+        "2 receipts' lines are written again by a later file (the same lines at the same time: export periods that "
+        f"overlap): the last file's lines kept: '5' ({one} rows 2, 3; {two} rows 2, 3), '6' ({one} rows 4, 5; {two} "
+        "rows 4, 5)"]
