@@ -26,6 +26,7 @@ from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
+from .file_merged import merged_reason
 from .file_receipts import stage_receipts
 from .file_repeats import stage_repeats
 from .file_result import FilePullResult  # (what a staging returns; imported from here too)
@@ -65,6 +66,8 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
     ("ordered_at > {latest}", "ordered_at", "a date in the future (more than {days} after the file was read):"
      " a day and month swapped, or a mistyped year?", "strftime(timezone({tz}, ordered_at), '%Y-%m-%d %H:%M:%S')"),
+    # (an XLSX amount cell merged over rows: the rows below the first, empty, named so: file_merged.merged_reason)
+    ("amount IS NULL AND {merged} IS NOT NULL", "amount", "in a merged cell", "{merged}"),
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
@@ -82,6 +85,7 @@ def future_tolerance(cfg: FileSourceConfig) -> timedelta:
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
+_MERGED = _NO_AMOUNT - 1
 _NO_DATE = next(i for i, (c, *_) in enumerate(_BAD) if c == "ordered_at IS NULL")
 _FUTURE = next(i for i, (c, *_) in enumerate(_BAD) if c.startswith("ordered_at >"))
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
@@ -173,12 +177,13 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
                        f" WHERE _file < {order_files})").fetchall()[0][0]
 
 
-def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str, str]]:
+def _bad_rules(cfg: FileSourceConfig, now: datetime, merged: bool = False) -> list[tuple[str, str, str, str]]:
     """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :func:`future_tolerance` is a bad row
     (its reason names the tolerance, not the time, so a warm run's report is the fresh one; its value is the date as
-    read, in the source's time zone)."""
+    read, in the source's time zone); ``merged``: the rows have ``amount_merged`` (a table read before it has not)."""
     latest = now.astimezone(timezone.utc) + future_tolerance(cfg)
-    sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone)}
+    sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone),
+           "merged": "amount_merged" if merged else "CAST(NULL AS VARCHAR)"}
     days = "a day" if cfg.max_days_ahead == 1 else f"{cfg.max_days_ahead} days"
     return [(c.format(**sql), f, r.format(days=days) if "{days}" in r else r, v.format(**sql) if "{" in v else v)
             for c, f, r, v in _BAD]
@@ -204,8 +209,9 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
     said = _zeros_lost(con, [rows for rows, _ in views], paths)  # the staging's warnings (PullResult.warnings)
-    rules = _bad_rules(cfg, now or datetime.now(timezone.utc)) + ([("_clash IS NOT NULL", "order_id", CLASH,
-                                                                      "_clash")] if heads else [])
+    merged = "amount_merged" in con.table("_fs_orows").columns
+    rules = _bad_rules(cfg, now or datetime.now(timezone.utc), merged) + (
+        [("_clash IS NOT NULL", "order_id", CLASH, "_clash")] if heads else [])
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows", cancelled)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
@@ -224,9 +230,10 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {amounts.too_big_amount_sql('value')} FROM"
                          f" (SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row"
                          ).fetchall()
-    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else EARLY_DATE if b == _NO_DATE and v
-                       and early_date(v, cfg.date_format, is_excel(paths[f])) else rules[b][2], field=rules[b][1],
-                       value=v) for f, r, b, v, big in listed]
+    bad_rows = [BadRow(source=paths[f], row=r, reason=merged_reason(v) if b == _MERGED else TOO_BIG_AMOUNT if big
+                       else EARLY_DATE if b == _NO_DATE and v and early_date(v, cfg.date_format, is_excel(paths[f]))
+                       else rules[b][2], field=rules[b][1], value=None if b == _MERGED else v)
+                for f, r, b, v, big in listed]
     if heads and bad_rows:
         bad_rows = line_reasons(con, "_fs_orows", bad_rows, paths)
 

@@ -30,8 +30,8 @@ from .file_encoding import csv_error, utf8_copy
 from .file_header_map import Mapping, match_headers, repeated_headers
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
 from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
-from .file_readers import (EXCEL_EPOCH, XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint,
-                           sniff_delimiter, typed_csv, xlsx_epoch, xlsx_headers)
+from .file_readers import (EXCEL_EPOCH, MERGED_COLUMN, XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx,
+                           sheets_hint, sniff_delimiter, typed_csv, xlsx_epoch, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -234,7 +234,7 @@ class FileSource:
                               f"({why}): remove it")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet, NUMBER_FIELDS)
-            headers = [c for c in arrow.column_names if c != "_srow"]
+            headers = [c for c in arrow.column_names if c not in ("_srow", MERGED_COLUMN)]
             repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
             con.register(f"{table}_src", arrow)
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
@@ -274,7 +274,9 @@ class FileSource:
         if kind == "csv":  # rows numbered by their line in the file, below the lines left out (``skip``)
             return self._load_csv(con, replace(lf, first_line=2 + skip), path, csv_path, delim, skip)
         try:
-            return load_table(con, lf, src, kind, self.cfg, excel_epoch=xlsx_epoch(arrow) if kind == "xlsx" else EXCEL_EPOCH)
+            xlsx = kind == "xlsx"
+            return load_table(con, lf, src, kind, self.cfg, excel_epoch=xlsx_epoch(arrow) if xlsx else EXCEL_EPOCH,
+                              merged=xlsx and MERGED_COLUMN in arrow.column_names)
         except duckdb.Error as e:
             raise BadFileError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
         finally:
