@@ -21,6 +21,7 @@ def check(config_path, limit, strict, offline, fmt):
     read-only (credentials accepted, audience/account reachable; exit 2 when not)."""
     import duckdb
 
+    from connectors.counts import counted
     from connectors.file_consent import consent_lines
     from connectors.file_paths import left_out_lines
     from connectors.tables import create_tables
@@ -53,8 +54,8 @@ def check(config_path, limit, strict, offline, fmt):
     create_tables(con)
     with status("Reading the source…"):
         result = source.pull(con, None)
-    say(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
-        f"{result.bad_row_count} bad rows")
+    say(f"source {cfg.source.get('type', 'file')}: {counted(result.orders, 'order')}, "
+        f"{counted(result.contacts, 'contact')}, {counted(result.bad_row_count, 'bad row')}")
     left_out = left_out_lines([source.cfg.orders, source.cfg.contacts], source.base_dir) \
         if hasattr(source, "base_dir") else []  # a file export: the office suites' own files beside workbooks
     for line in left_out:
