@@ -112,11 +112,11 @@ def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: Fi
     return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
 
 
-def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> list[str]:
+def zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> list[str]:
     """The warning (a line, or none) when customer ids of digits match others only once their leading zeros are
     dropped (``000123`` in a clients CSV, ``123`` in an XLSX whose cell Excel formatted General): they are read as
     other customers, and a contact's e-mail never meets the orders. Names the files of the pair with the most such
-    ids, and counts all."""
+    ids, and counts all. ``views``: relations of ``_file`` (an index into ``paths``) and ``cust``."""
     rows = " UNION ALL ".join(f"SELECT _file, cust FROM {v}" for v in views)
     zero, digit = "cust >= '0' AND cust < '1'", "cust >= '1' AND cust < ':'"  # led by a zero; by 1-9
     # one pass first, no DISTINCT: a code without its zeros is shorter than one with them, so most exports (no
@@ -191,12 +191,13 @@ def _bad_rules(cfg: FileSourceConfig, now: datetime, merged: bool = False) -> li
 
 def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
                 contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None,
-                now: datetime | None = None) -> FilePullResult:
+                now: datetime | None = None, zeros: bool = True) -> FilePullResult:
     """Stage the files' rows (see above); ``file_ids``: one number per orders file, kept with each staged order
     as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from), then, optionally, one
     per contacts file: each staged contact then has ``staged_contacts.file_id``, the file of the row it is staged
     from (see :func:`_stage_contacts`). ``now`` (default: the current time) is the time the files are read: an
-    order dated more than :func:`future_tolerance` after it is a bad row."""
+    order dated more than :func:`future_tolerance` after it is a bad row. ``zeros=False`` leaves out the warning of
+    :func:`zeros_lost` (the order store's lean path decides it over every file's ids, not these files' alone)."""
     paths = [t.path for t in orders + contacts]
     cancelled = any("cancelled_at" in t.cols for t in orders)  # (a file read before the field has no such column)
     heads, replaced = reading(cfg.preset).line_rows, 0
@@ -208,7 +209,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
-    said = _zeros_lost(con, [rows for rows, _ in views], paths)  # the staging's warnings (PullResult.warnings)
+    said = zeros_lost(con, [rows for rows, _ in views], paths) if zeros else []  # the staging's warnings (PullResult.warnings)
     merged = "amount_merged" in con.table("_fs_orows").columns
     rules = _bad_rules(cfg, now or datetime.now(timezone.utc), merged) + (
         [("_clash IS NOT NULL", "order_id", CLASH, "_clash")] if heads else [])

@@ -205,13 +205,15 @@ class FileSource:
         raise being_written(path)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
-              in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
+              in_place: bool = False, file_ids: list[int] | None = None, zeros: bool = True) -> FilePullResult:
         """Stage the rows of the files read (every file, in :meth:`files` order) into fresh ``staged_*``;
         ``file_ids`` (one per orders file) adds ``staged_orders.file_id``: the file each order's row came from; one
-        more per contacts file adds ``staged_contacts.file_id`` (:func:`~connectors.file_staging.stage_files`)."""
+        more per contacts file adds ``staged_contacts.file_id``; ``zeros=False``: without the warning of codes
+        without their zeros (:func:`~connectors.file_staging.stage_files`)."""
         create_staging(con)
         check_orders(con, orders, self.cfg.orders, self.cfg.date_format, self.cfg.preset)  # no rows, bad dates: stop
-        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
+        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock(),
+                             zeros=zeros)
         result.fast_path = all(t.fast for t in orders)
         log.info("file source: %s", ", ".join(counted(n, what) for n, what in (
             (result.orders, "order"), (result.contacts, "contact"), (result.bad_row_count, "bad row"),
