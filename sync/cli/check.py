@@ -78,7 +78,7 @@ def check(config_path, limit, strict, offline, fmt):
             doc["source"]["identity"] = str(result.identity)
     _check_destinations(cfg, offline, say, doc)
     if strict and result.bad_row_count:
-        raise DataError(f"{result.bad_row_count} bad rows")
+        raise DataError(counted(result.bad_row_count, "bad row"))
     guard_lines = check_source_lines(cfg.guards, result.orders, result.bad_row_count)
     if guard_lines:  # a sync would be refused: stop `check && sync` here
         if doc is not None:
