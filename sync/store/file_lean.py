@@ -85,6 +85,7 @@ class LeanChange:
     dropped_paths: set[str]
     place: dict[str, int]
     kept_places: dict[int, int]  # the unchanged orders files': file id → place
+    said: list[str] | None  # the warnings the store's summary keeps (None: none saved, or by an older rfmsync)
     kept_fast: bool  # every unchanged orders file was read by the typed CSV fast path
     kept_rows: int  # the unchanged files' rows as read (bad ones included)
     staged: bool = False  # set by stage_lean: staged_orders holds rows to insert
@@ -127,8 +128,13 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
 def _zeros(con: duckdb.DuckDBPyConnection, change: LeanChange) -> list[str]:
     """The warning of codes without their leading zeros (:func:`~connectors.file_staging.zeros_lost`) over every
     file's customer ids, as a fresh read finds it: the unchanged files' orders in the store (a lean file's rows are
-    its orders) and the new files' rows, each file at its place in the source's order."""
+    its orders) and the new files' rows, each file at its place in the source's order. When no file went and no
+    new row's id starts with a digit, no pair can have come or gone: the saved warning stands (the store unread)."""
     parts = [f"SELECT {change.place[str(lf.path)]} AS _file, cust FROM {lf.table}" for lf in change.new]
+    if change.said is not None and not change.dropped and not (parts and con.execute(
+            f"SELECT count(*) FROM (SELECT cust FROM ({' UNION ALL '.join(parts)}) WHERE cust >= '0' AND cust < ':'"
+            " LIMIT 1)").fetchall()[0][0]):
+        return list(change.said)  # no file gone and no new id of digits: no pair made or lost, nothing to scan
     if change.kept_places:
         places = ", ".join(f"({int(i)}, {int(p)})" for i, p in change.kept_places.items())
         parts.append(f"SELECT k._file, o.customer_id AS cust FROM orders o JOIN (VALUES {places}) k(file_id, _file)"

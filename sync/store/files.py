@@ -207,6 +207,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                                     dropped_paths={r["path"] for r in dropped},
                                     place={str(p): i for i, (_, p) in enumerate(wanted)},
                                     kept_places={r["file_id"]: i for i, k in enumerate(wanted) if (r := keep.get(k))},
+                                    said=summary.get("warnings") if summary is not None else None,
                                     kept_fast=all(bool(r["fast"]) for r in keep.values()),
                                     kept_rows=sum(r["rows"] or 0 for r in keep.values()))
                 result = stage_lean(con, source, change, before)  # staged_orders: a view over the rows read
