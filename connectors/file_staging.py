@@ -209,7 +209,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
-    said = zeros_lost(con, [rows for rows, _ in views], paths) if zeros else []  # the staging's warnings (PullResult.warnings)
+    # the staging's warnings (PullResult.warnings)
+    said = zeros_lost(con, [rows for rows, _ in views], paths) if zeros else []
     merged = "amount_merged" in con.table("_fs_orows").columns
     rules = _bad_rules(cfg, now or datetime.now(timezone.utc), merged) + (
         [("_clash IS NOT NULL", "order_id", CLASH, "_clash")] if heads else [])

@@ -13,8 +13,8 @@ crosses files, nothing needs them, and a file's valid rows are exactly its order
 No warning of the staging arises there but codes without their leading zeros (``000123`` beside ``123``: a repeated
 order id, a discount not a number, a contact or a receipt line each keeps a shop off the lean path): that one is
 decided over every file's customer ids (the store's orders of the unchanged files and the new rows,
-:func:`_zeros`), on every lean run, so that a day added says what a fresh read says, and a summary without
-warnings (an older rfmsync's, or a run that found none) is never taken for the files' word.
+:func:`_zeros`), so that a day added says what a fresh read says; a summary without warnings (an older
+rfmsync's) is never taken for the files' word.
 
 Then new and changed files are read into temp tables, staged alone (:func:`stage_lean`) and, in one
 transaction, their old rows and the removed files' rows are deleted by file id and the new rows inserted

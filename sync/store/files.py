@@ -169,7 +169,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     check_gone(gone)  # a mount point disconnected under the pattern: not gone, retried
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
     summary = json.loads(rows[0][0]) if rows else None
-    # (a summary an older rfmsync saved keeps no warnings: staged once more from the rows the store keeps)
+    # (a summary an older rfmsync saved keeps no warnings: staged once more from the rows the store keeps; on the
+    # lean path, its orders' customer ids looked at: file_lean._zeros)
     if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None and "warnings" in summary:
         pull = read_back(con, summary)
         pull.copied_files = copied_files(prints, {key: row["no_oid"] for key, row in keep.items()})
