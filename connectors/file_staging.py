@@ -124,10 +124,13 @@ def zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str
     if not con.execute(f"SELECT min(length(cust)) FILTER ({digit}) < max(length(cust)) FILTER ({zero}) "
                        f"FROM ({rows})").fetchall()[0][0]:
         return []
-    found = con.execute(f"""WITH ids AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
-                                         WHERE ({zero} OR {digit}) AND regexp_full_match(cust, '[0-9]+')),
-        pairs AS (SELECT z._file AS zf, p._file AS pf, z.id AS zid, p.id AS pid FROM ids z JOIN ids p
-                  ON p.id = ltrim(z.id, '0') WHERE starts_with(z.id, '0'))
+    # the codes led by a zero first (few, most often): the others are looked up by them, not all made distinct
+    found = con.execute(f"""WITH zs AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
+                                        WHERE {zero} AND regexp_full_match(cust, '[0-9]+')),
+        ps AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
+               WHERE {digit} AND cust IN (SELECT ltrim(id, '0') FROM zs)),
+        pairs AS (SELECT z._file AS zf, p._file AS pf, z.id AS zid, p.id AS pid FROM zs z JOIN ps p
+                  ON p.id = ltrim(z.id, '0'))
         SELECT zf, pf, count(DISTINCT zid) AS n, min(zid), arg_min(pid, zid),
                (SELECT count(DISTINCT zid) FROM pairs) FROM pairs GROUP BY zf, pf ORDER BY n DESC, zf, pf LIMIT 1
         """).fetchall()
