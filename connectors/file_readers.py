@@ -46,6 +46,9 @@ def line_delimiter(header: str) -> str:
 
 #: the first rows of a sheet looked at for its header (titles may stand above it)
 XLSX_HEADER_SCAN = 30
+#: a :func:`read_xlsx` table's column of the rows whose amount cell lies in a merged range below its first row
+#: (``Sheet!D2:D4``: :func:`connectors.file_merged.merged_under`); absent when no row's does
+MERGED_COLUMN = "_smerged"
 
 
 def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: Iterable[str] = ()) -> pa.Table:
@@ -55,7 +58,9 @@ def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: I
     The header row is the first of the first :data:`XLSX_HEADER_SCAN` rows holding most of the mapped headers (1C puts
     titles above it). Without ``sheet``, the first visible sheet holding a value (:func:`default_sheet`). Dates
     become ISO text; numbers keep full precision, those of the mapped number fields ``numbers`` (amount, price…)
-    without an exponent or an ambiguous three decimals (:func:`number_text`); empty rows are skipped.
+    without an exponent or an ambiguous three decimals (:func:`number_text`); empty rows are skipped. A cell merged
+    over rows fills them, but for a number column's (:mod:`connectors.file_merged`): the rows whose amount lies in
+    such a range are named in :data:`MERGED_COLUMN`.
     """
     try:
         return _read_xlsx(path, columns, sheet, numbers)
@@ -83,7 +88,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: 
     import openpyxl  # only XLSX exports need it (a slow import)
     import pyarrow as pa
 
-    from .file_merged import fill_merged, merged_down  # (imports openpyxl)
+    from .file_merged import fill_merged, merged_down, merged_under  # (imports openpyxl)
 
     padded = _has_zero_padded_format(path)
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -117,14 +122,19 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None, numbers: 
             srow.append(n)
             for i in range(len(names)):
                 data[i].append(texts[i](r[i]) if i < len(r) else None)
+        under = None  # the rows whose amount lies in a merged cell above (MERGED_COLUMN)
         if merged := merged_down(ws):  # a customer merged over a receipt's lines: each line holds it (not a total)
             money = frozenset(i for i, n in enumerate(names) if n.casefold() in amounts)
             fill_merged(merged, data, srow, at + 1, money)
+            total = next((i for i, n in enumerate(names) if n.casefold() == columns["amount"].strip().casefold()),
+                         None) if "amount" in columns else None
+            under = merged_under(merged, data, srow, at + 1, total, ws.title) if total is not None else None
         epoch = excel_epoch(wb)
     finally:
         wb.close()
     table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
-                      "_srow": pa.array(srow, pa.int64())})
+                      "_srow": pa.array(srow, pa.int64()),
+                      **({MERGED_COLUMN: pa.array(under, pa.string())} if under is not None else {})})
     return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title,
                                           "headers": json.dumps(names), "epoch": epoch})
 

@@ -11,15 +11,11 @@ not fit.
 
 from __future__ import annotations
 
-import logging
-
 import duckdb
 
 from .counts import counted
 from .file_repeats import named_ids, split_receipts
 from .records import BadRow
-
-log = logging.getLogger(__name__)
 
 
 #: a receipt's lines at one time and status (``{rows}``) as one row each, ``_tot``: their ``amount`` is the same on
@@ -50,10 +46,10 @@ _PRICE = ("coalesce(price, CASE WHEN coalesce(quantity, 1) <> 0 THEN "
 #: receipt and time writes again, the same lines (each line's fields, as many times, and no other line: export
 #: periods that overlap hold the whole receipt in both): superseded by the last file's. Lines the two files share
 #: out (a receipt cut between them by rows, also between two equal lines: milk scanned twice) are kept.
-#: Run on the receipts the receipts' own grouping found in several files (``staged_orders._multi``) only.
+#: Run on the receipts the receipts' own grouping found in several files (``staged_orders._multi``) only, or (their
+#: insert failed: :data:`_IN_FILES`) on those the lines say are.
 _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
-    WITH m AS (FROM {rows} SEMI JOIN (SELECT order_id AS oid, customer_id AS key FROM staged_orders WHERE _multi)
-               USING (oid, key)),
+    WITH m AS (FROM {rows} SEMI JOIN ({multi}) USING (oid, key)),
     r AS (SELECT oid, key, ordered_at, max(_file) AS _last FROM m GROUP BY oid, key, ordered_at
           HAVING min(_file) < max(_file)),
     s AS (SELECT oid, key, ordered_at, _file, hash(sku, product, category, brand, quantity, price, amount, status,
@@ -66,20 +62,34 @@ _AGAIN = """CREATE OR REPLACE TEMP TABLE _fs_again AS
                      AND l._sig = e._sig
     WHERE e._file < r._last GROUP BY ALL HAVING bool_and(coalesce(l._n, 0) = e._n) AND sum(e._n) = any_value(t._all)"""
 
+#: the receipts staged from several files (:data:`_AGAIN`'s candidates)
+_MULTI = "SELECT order_id AS oid, customer_id AS key FROM staged_orders WHERE _multi"
+#: the receipts whose lines ``{rows}`` are in several files, when none was staged (a sum did not fit)
+_IN_FILES = "SELECT oid, key FROM {rows} GROUP BY oid, key HAVING min(_file) < max(_file)"
+
 
 def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], items: bool, limit: int,
-                   totals: bool = False, files: int = 1) -> tuple[list[BadRow], int]:
+                   said: list[str], totals: bool = False, files: int = 1) -> tuple[list[BadRow], int]:
     """Stage the valid rows of ``_fs_valid`` (receipt lines) into ``staged_orders`` and, when item columns are
     mapped (``items``), ``staged_line_items``; ``fid``: the extra select column of the file id (or ``""``);
     ``totals``: both ``amount`` and ``price`` are mapped, so a receipt's total repeated on each of its lines can be
     told from line amounts (:data:`_TOTALS`; counted once, warned of); ``files``: how many orders files were read
     (with more than one, a receipt's lines written again by a later file are read once: :data:`_AGAIN`). Returns the
-    lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count."""
-    valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_fit``: without the receipts too large)
+    lines of receipts too large to store (bad rows, at most ``limit`` listed) and their count; the warning lines
+    (totals counted once, lines written again, a number of several customers' lines) are appended to ``said``."""
+    valid, over, over_count = "_fs_valid", [], 0  # the lines (``_fs_once``, ``_fs_fit``: fewer)
     sums = "_fs_groups" if totals else valid  # what the receipts sum: the lines, or their groups (_TOTALS)
     if totals:
         con.execute(_TOTALS.format(rows=valid))
     multi = files > 1  # each receipt: are its lines in several files (min(_file) < max(_file), nearly free here)
+
+    def lines(rows: str) -> None:  # the receipts are staged from the lines ``rows`` from now on
+        nonlocal valid, sums
+        valid = rows
+        if totals:
+            con.execute(_TOTALS.format(rows=rows))
+        else:
+            sums = rows
 
     def receipts(only: str = "") -> None:
         # a receipt of sale and return lines (an exchange at the till) is their net: completed, or refunded
@@ -97,31 +107,29 @@ def stage_receipts(con: duckdb.DuckDBPyConnection, fid: str, paths: list[str], i
     for column, wanted in (("_tot", totals), ("_multi", multi)):
         if wanted:
             con.execute(f"ALTER TABLE staged_orders ADD COLUMN {column} BOOLEAN")
+    again = False  # the lines a later file writes again were dropped before the receipts were staged
     try:
         receipts()
-    except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
+    except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit,
+        # and on the lines read once: a receipt whose lines two files hold is not too large for being summed twice
+        again = multi and _written_again(con, paths, valid, said, _IN_FILES.format(rows=valid))
+        if again:
+            lines("_fs_once")
         over, over_count = _too_large_receipts(con, paths, limit, sums, valid)
-        if not over_count:
+        if over_count:
+            lines("_fs_fit")
+        elif not again:
             raise
-        valid = "_fs_fit"
-        if totals:
-            con.execute(_TOTALS.format(rows=valid))
-        else:
-            sums = valid
         receipts()
     if multi:
-        if _written_again(con, paths, valid):  # staged again from their lines read once
-            valid = "_fs_once"
-            if totals:
-                con.execute(_TOTALS.format(rows=valid))
-            else:
-                sums = valid
+        if not again and _written_again(con, paths, valid, said):  # staged again from their lines read once
+            lines("_fs_once")
             con.execute("DELETE FROM staged_orders WHERE (order_id, customer_id) IN (SELECT oid, key FROM _fs_again)")
             receipts(" SEMI JOIN (SELECT DISTINCT oid, key FROM _fs_again) USING (oid, key)")
         con.execute("ALTER TABLE staged_orders DROP COLUMN _multi")
     if totals:
-        _totals_warning(con, valid, paths)
-    oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths) else "oid"  # another customer's: ID~2
+        _totals_warning(con, valid, paths, said)
+    oid = "coalesce(_id, oid)" if split_receipts(con, valid, paths, said) else "oid"  # another customer's: ID~2
     if items:
         con.execute(f"""INSERT INTO staged_line_items SELECT {oid}, row_number() OVER (PARTITION BY {oid}
                        ORDER BY _ord), sku, product, category, brand, CASE WHEN status = 'refunded' THEN
@@ -154,34 +162,37 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str], limit:
     return bad, count
 
 
-def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str) -> bool:
+def _written_again(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, said: list[str],
+                   multi: str = _MULTI) -> bool:
     """Whether a later file writes a receipt's lines at one time again (:data:`_AGAIN`, on the lines ``rows`` of the
-    receipts staged from several files): then ``_fs_once`` is ``rows`` without the earlier files' copies, and a
-    warning names the first receipts with their files and rows."""
-    if not con.execute("SELECT 1 FROM staged_orders WHERE _multi LIMIT 1").fetchall():
+    receipts ``multi`` selects: those staged from several files, by default): then ``_fs_once`` is ``rows`` without
+    the earlier files' copies, and a warning line appended to ``said`` names the first receipts with their files and
+    rows."""
+    if multi == _MULTI and not con.execute("SELECT 1 FROM staged_orders WHERE _multi LIMIT 1").fetchall():
         return False
-    con.execute(_AGAIN.format(rows=rows))
+    con.execute(_AGAIN.format(rows=rows, multi=multi))
     if not con.execute("SELECT 1 FROM _fs_again LIMIT 1").fetchall():
         return False
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_once AS SELECT * FROM {rows} "
                 "ANTI JOIN _fs_again USING (oid, key, ordered_at, _file)")
     n, named = named_ids(con, paths, "(oid, key, ordered_at) IN (SELECT (oid, key, ordered_at) FROM _fs_again)",
                          rows)
-    log.warning("%s written again by a later file (the same lines at the same time: export periods that "
-                "overlap): the last file's lines kept: %s", counted(n, "receipt's lines are", "receipts' lines are"),
-                named)
+    what = counted(n, "receipt's lines are", "receipts' lines are")
+    said.append(f"{what} written again by a later file (the same lines at the same time: export periods that "
+                f"overlap): the last file's lines kept: {named}")
     return True
 
 
-def _totals_warning(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> None:
-    """Warn of the receipts staged with a total repeated on each line counted once (``staged_orders._tot``, dropped
-    here), naming the first :data:`~connectors.file_repeats.NAMED` with their files and rows (``valid``: the lines)."""
+def _totals_warning(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str], said: list[str]) -> None:
+    """Warn (a line appended to ``said``) of the receipts staged with a total repeated on each line counted once
+    (``staged_orders._tot``, dropped here), naming the first :data:`~connectors.file_repeats.NAMED` with their files
+    and rows (``valid``: the lines)."""
     if con.execute("SELECT 1 FROM staged_orders WHERE _tot LIMIT 1").fetchall():
         n, named = named_ids(con, paths, "(oid, key) IN (SELECT (order_id, customer_id) FROM staged_orders WHERE _tot)",
                              valid)
-        log.warning("%s the same amount on every line while the lines' quantity × price differ: the amount is the "
-                    "receipt's total repeated on each line, counted once: %s",
-                    counted(n, "receipt has", "receipts have"), named)
+        said.append(f"{counted(n, 'receipt has', 'receipts have')} the same amount on every line while the lines' "
+                    f"quantity × price differ: the amount is the receipt's total repeated on each line, counted once: "
+                    f"{named}")
     con.execute("ALTER TABLE staged_orders DROP COLUMN _tot")
 
 

@@ -17,20 +17,18 @@ An order id written again is one of four things, told apart by the rows themselv
 * **the same customer's order again** at another time (a sale's row again, a return's again, a cancellation): the
   last row wins.
 
-Each kind is counted and logged with the first few order ids and their files and rows (:func:`stage_repeats`). An id
+Each kind is counted and told (a warning line of the staging's result, which every run reading the store's copy of
+the file says again) with the first few order ids and their files and rows (:func:`stage_repeats`). An id
 made (``ID~2``, ``ID~return``) that the export also holds as an order id of its own is an error naming both.
 Only the repeated ids go through the windows: the other rows are staged as they are.
 """
 
 from __future__ import annotations
 
-import logging
 import duckdb
 
 from .counts import agrees, counted
 from .errors import BadFileError
-
-log = logging.getLogger(__name__)
 
 #: the order ids (with their files and rows) a warning names; the rest are counted
 NAMED = 3
@@ -66,11 +64,11 @@ _REPEATS = """CREATE OR REPLACE TEMP TABLE _fs_rep AS
 
 
 def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: list[str],
-                  told: bool = True) -> tuple[int, int]:
+                  said: list[str]) -> tuple[int, int]:
     """Stage the valid rows of ``valid`` (``oid``, ``key``, ``status``, ``_ord``, ``_file``, ``_row`` …) into
     ``staged_orders``, one order per id as the module says; ``fid``: the extra select column of the file id (or
-    ``""``). Returns (orders staged, rows repeating an earlier row's order id), and logs each kind of repeat unless
-    ``told`` is false (the order store's lean staging, which gives way on any repeat to a staging that tells it)."""
+    ``""``). Returns (orders staged, rows repeating an earlier row's order id); each kind of repeat's warning line is
+    appended to ``said`` (the staging's warnings: ``PullResult.warnings``)."""
     con.execute(_IDS.format(valid=valid))
     con.execute(_REPEATS.format(valid=valid))
     _check_made_ids(con, valid, paths)
@@ -79,8 +77,8 @@ def stage_repeats(con: duckdb.DuckDBPyConnection, valid: str, fid: str, paths: l
     con.execute(f"INSERT INTO staged_orders SELECT _id, {columns} FROM _fs_rep WHERE _last = 1")
     staged = con.execute("SELECT count(*) FROM staged_orders").fetchone()[0]
     repeats = con.execute("SELECT count(*) - count(DISTINCT oid) FROM _fs_rep").fetchone()[0]
-    if repeats and told:
-        _report(con, paths)
+    if repeats:
+        said.extend(_report(con, paths))
     return staged, repeats
 
 
@@ -93,11 +91,12 @@ _SPLIT = """CREATE OR REPLACE TEMP TABLE _fs_rsplit AS SELECT * FROM (
     WHERE _nth > 1"""
 
 
-def split_receipts(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str]) -> bool:
+def split_receipts(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str], said: list[str]) -> bool:
     """Receipt lines staged one order per receipt number and customer (``staged_orders`` with ``_first``, dropped
     here): a number that more than one customer's lines carry (a second till's numbering, the next file's) is each
     customer's receipt, as a flat export's order id is: the first customer's (in file, then row order) keeps the
-    number, the next ones are ``ID~2``, ``ID~3`` …; warned of, naming the first numbers with their files and rows.
+    number, the next ones are ``ID~2``, ``ID~3`` …; a warning line naming the first numbers with their files and
+    rows appended to ``said``.
     Returns whether any was split (``_fs_rsplit``: ``oid``, ``key``, ``_id``; the line items take ``_id``)."""
     con.execute(_SPLIT)
     split = bool(con.execute("SELECT 1 FROM _fs_rsplit LIMIT 1").fetchall())
@@ -117,9 +116,9 @@ def split_receipts(con: duckdb.DuckDBPyConnection, valid: str, paths: list[str])
         con.execute("UPDATE staged_orders AS s SET order_id = r._id FROM _fs_rsplit AS r "
                     "WHERE s.order_id = r.oid AND s.customer_id = r.key")
         n, named = named_ids(con, paths, "oid IN (SELECT oid FROM _fs_rsplit)", valid)
-        log.warning("%s written for more than one customer's receipt lines: each customer's lines are a receipt of "
-                    "their own, the next customers' stored as ID~2, ID~3 … (receipt numbers restarting in another "
-                    "file, or another till's?): %s", counted(n, "receipt number is", "receipt numbers are"), named)
+        said.append(f"{counted(n, 'receipt number is', 'receipt numbers are')} written for more than one customer's "
+                    "receipt lines: each customer's lines are a receipt of their own, the next customers' stored as "
+                    f"ID~2, ID~3 … (receipt numbers restarting in another file, or another till's?): {named}")
     con.execute("ALTER TABLE staged_orders DROP COLUMN _first")
     return split
 
@@ -153,23 +152,25 @@ def named_ids(con: duckdb.DuckDBPyConnection, paths: list[str], rows: str, table
     return total, ", ".join(named) + (", …" if total > len(named) else "")
 
 
-def _report(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    """One warning per kind of repeat found (the module's), naming the first order ids, files and rows."""
+def _report(con: duckdb.DuckDBPyConnection, paths: list[str]) -> list[str]:
+    """One warning line per kind of repeat found (the module's), naming the first order ids, files and rows."""
+    lines = []
     n, named = named_ids(con, paths, "_nth > 1")
     if n:
-        log.warning("%s %s written for more than one customer: each customer's rows are an order of their own, the "
-                    "next customers' stored as ID~2, ID~3 … (receipt numbers restarting in another file?): %s",
-                    counted(n, "order id"), agrees(n, "is", "are"), named)
+        lines.append(f"{counted(n, 'order id')} {agrees(n, 'is', 'are')} written for more than one customer: each "
+                     "customer's rows are an order of their own, the next customers' stored as ID~2, ID~3 … (receipt "
+                     f"numbers restarting in another file?): {named}")
     n, named = named_ids(con, paths, "_ret")
     if n:
-        log.warning("%s a sale and its return (a later refunded row of the same customer): the return kept beside "
-                    "the sale as ID~return (the sale counts, the customer's net revenue is the sale minus the return): %s",
-                    counted(n, "order id holds", "order ids hold"), named)
+        lines.append(f"{counted(n, 'order id holds', 'order ids hold')} a sale and its return (a later refunded row "
+                     "of the same customer): the return kept beside the sale as ID~return (the sale counts, the "
+                     f"customer's net revenue is the sale minus the return): {named}")
     n, named = named_ids(con, paths, "_same > 1 OR _last > 1")
     if n:
-        log.warning("%s again (at the same time, or for the same customer: a status update, a customer merge, or "
-                    "export periods that overlap): the last row of each kept: %s",
-                    counted(n, "order is written", "orders are written"), named)
+        lines.append(f"{counted(n, 'order is written', 'orders are written')} again (at the same time, or for the "
+                     "same customer: a status update, a customer merge, or export periods that overlap): the last "
+                     f"row of each kept: {named}")
+    return lines
 
 
 __all__ = ["stage_repeats", "split_receipts", "named_ids", "NAMED"]

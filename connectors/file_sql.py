@@ -16,7 +16,7 @@ import duckdb
 from . import amounts, normalize as nz
 from .consent_words import consent_word_sql
 from .file_decimal import column_decimals
-from .file_readers import EXCEL_EPOCH, NUMERIC_TYPES, refuse_int96
+from .file_readers import EXCEL_EPOCH, MERGED_COLUMN, NUMERIC_TYPES, refuse_int96
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
@@ -26,22 +26,26 @@ NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
 
 
 def load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-               typed: dict[str, str] | None = None, excel_epoch: str = EXCEL_EPOCH) -> LoadedFile:
+               typed: dict[str, str] | None = None, excel_epoch: str = EXCEL_EPOCH, merged: bool = False
+               ) -> LoadedFile:
     """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
     kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
     ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing; an XLSX's serial day
-    numbers count from ``excel_epoch`` (its workbook's date system: :func:`connectors.file_readers.excel_epoch`)."""
+    numbers count from ``excel_epoch`` (its workbook's date system: :func:`connectors.file_readers.excel_epoch`);
+    ``merged``: an XLSX table names the rows whose amount lies in a merged cell above (``amount_merged``, for the
+    bad-row report: :data:`~connectors.file_readers.MERGED_COLUMN`)."""
     typed = typed or {}
     if kind == "parquet":
         refuse_int96(con, lf.path, lf.cols)
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
     a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
-    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a, excel_epoch)
-    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed)
+    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a, excel_epoch, merged)
+    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a, merged), typed)
 
 
 def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-                       typed: dict[str, str], col: dict[str, str], a: dict[str, str], epoch: str) -> str:
+                       typed: dict[str, str], col: dict[str, str], a: dict[str, str], epoch: str,
+                       merged: bool = False) -> str:
     """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
     dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
@@ -60,7 +64,8 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
             return f"CAST({nz.ident(lf.cols[f])} AS TIMESTAMP) AS n_{f}"
         return f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}"
 
-    step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []), *(step0_of(f) for f in col)])
+    step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []), *([MERGED_COLUMN] if merged else []),
+                       *(step0_of(f) for f in col)])
     step1 = [f"{amounts.amount_sql('t_' + f, dec[f], NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
     serial = kind == "xlsx"
     step1 += [nz.naive_timestamp_sql("t_" + f, excel_serial=serial, date_format=cfg.date_format, excel_epoch=epoch)
@@ -85,7 +90,7 @@ def _number_columns(con: duckdb.DuckDBPyConnection, src: str, cols: dict[str, st
 
 
 def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceConfig, typed: dict[str, str],
-                    col: dict[str, str], a: dict[str, str]) -> list[tuple[str, str]]:
+                    col: dict[str, str], a: dict[str, str], merged: bool = False) -> list[tuple[str, str]]:
     """(name, SQL expression over the normalised select) of every column a loaded table has."""
     has, attrs = set(col), list(a)
 
@@ -144,6 +149,9 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
            else "CAST(NULL AS VARCHAR)") for f in ("quantity", "discount")),
         ("first_name", first), ("last_name", last), ("consent", consent), ("consent_raw", consent_raw),
         ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
+        # an XLSX row without an amount whose amount cell lies in a merged range above (``Sheet!D2:D4``)
+        ("amount_merged", f"CASE WHEN {amount} IS NULL THEN {MERGED_COLUMN} END" if merged
+         else "CAST(NULL AS VARCHAR)"),
     ]
     return out
 

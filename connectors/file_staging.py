@@ -7,11 +7,13 @@
   order id: :mod:`connectors.file_repeats`).
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
   through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
+* What the user must hear of the data as staged (repeated order ids, a receipt total repeated on its lines, codes
+  without their leading zeros, …): warning lines in the result's ``warnings``, which the order store keeps with the
+  files' report, so that every run reading the files says them (:mod:`sync.store.file_report`).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
+from .file_merged import merged_reason
 from .file_receipts import stage_receipts
 from .file_repeats import stage_repeats
 from .file_result import FilePullResult  # (what a staging returns; imported from here too)
@@ -34,8 +37,6 @@ from .records import BadRow
 if TYPE_CHECKING:
     from .file_paths import FileState
     from .files import FileSourceConfig
-
-log = logging.getLogger(__name__)
 
 ORDER_FIELDS = ("order_id", "customer_id", "ordered_at", "amount", "currency", "status", "discount", "cancelled_at")
 CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "name", "marketing_consent", "created_at")
@@ -65,6 +66,8 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
     ("ordered_at > {latest}", "ordered_at", "a date in the future (more than {days} after the file was read):"
      " a day and month swapped, or a mistyped year?", "strftime(timezone({tz}, ordered_at), '%Y-%m-%d %H:%M:%S')"),
+    # (an XLSX amount cell merged over rows: the rows below the first, empty, named so: file_merged.merged_reason)
+    ("amount IS NULL AND {merged} IS NOT NULL", "amount", "in a merged cell", "{merged}"),
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
@@ -82,6 +85,7 @@ def future_tolerance(cfg: FileSourceConfig) -> timedelta:
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
+_MERGED = _NO_AMOUNT - 1
 _NO_DATE = next(i for i, (c, *_) in enumerate(_BAD) if c == "ordered_at IS NULL")
 _FUTURE = next(i for i, (c, *_) in enumerate(_BAD) if c.startswith("ordered_at >"))
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
@@ -108,33 +112,37 @@ def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: Fi
     return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
 
 
-def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> None:
-    """Warn when customer ids of digits match others only once their leading zeros are dropped (``000123`` in a
-    clients CSV, ``123`` in an XLSX whose cell Excel formatted General): they are read as other customers, and a
-    contact's e-mail never meets the orders. Names the files of the pair with the most such ids, and counts all."""
+def zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> list[str]:
+    """The warning (a line, or none) when customer ids of digits match others only once their leading zeros are
+    dropped (``000123`` in a clients CSV, ``123`` in an XLSX whose cell Excel formatted General): they are read as
+    other customers, and a contact's e-mail never meets the orders. Names the files of the pair with the most such
+    ids, and counts all. ``views``: relations of ``_file`` (an index into ``paths``) and ``cust``."""
     rows = " UNION ALL ".join(f"SELECT _file, cust FROM {v}" for v in views)
     zero, digit = "cust >= '0' AND cust < '1'", "cust >= '1' AND cust < ':'"  # led by a zero; by 1-9
     # one pass first, no DISTINCT: a code without its zeros is shorter than one with them, so most exports (no
     # code led by a zero, or codes of one width: 000123 and 123456) cannot hold such a pair
     if not con.execute(f"SELECT min(length(cust)) FILTER ({digit}) < max(length(cust)) FILTER ({zero}) "
                        f"FROM ({rows})").fetchall()[0][0]:
-        return
-    found = con.execute(f"""WITH ids AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
-                                         WHERE ({zero} OR {digit}) AND regexp_full_match(cust, '[0-9]+')),
-        pairs AS (SELECT z._file AS zf, p._file AS pf, z.id AS zid, p.id AS pid FROM ids z JOIN ids p
-                  ON p.id = ltrim(z.id, '0') WHERE starts_with(z.id, '0'))
+        return []
+    # the codes led by a zero first (few, most often): the others are looked up by them, not all made distinct
+    found = con.execute(f"""WITH zs AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
+                                        WHERE {zero} AND regexp_full_match(cust, '[0-9]+')),
+        ps AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
+               WHERE {digit} AND cust IN (SELECT ltrim(id, '0') FROM zs)),
+        pairs AS (SELECT z._file AS zf, p._file AS pf, z.id AS zid, p.id AS pid FROM zs z JOIN ps p
+                  ON p.id = ltrim(z.id, '0'))
         SELECT zf, pf, count(DISTINCT zid) AS n, min(zid), arg_min(pid, zid),
                (SELECT count(DISTINCT zid) FROM pairs) FROM pairs GROUP BY zf, pf ORDER BY n DESC, zf, pf LIMIT 1
         """).fetchall()
     if not found:
-        return
+        return []
     zf, pf, n, zid, pid, total = found[0]
     other = "other ids in it" if zf == pf else f"ids in {paths[pf]}"
-    log.warning("%s in %s (%r, …) %s %s (%r, …) only once their leading zeros are dropped%s: they "
-                "are read as other customers, whose e-mails and orders do not meet. A code that Excel turned into a "
-                "number (cell format General) lost its zeros: format that column as text (or 000000) and export it "
-                "again, or write the codes the same way in every file", counted(n, "customer id"), paths[zf], zid,
-                agrees(n, "matches", "match"), other, pid, f" ({total} in all files)" if total > n else "")
+    return [f"{counted(n, 'customer id')} in {paths[zf]} ({zid!r}, …) {agrees(n, 'matches', 'match')} {other} "
+            f"({pid!r}, …) only once their leading zeros are dropped{f' ({total} in all files)' if total > n else ''}: "
+            "they are read as other customers, whose e-mails and orders do not meet. A code that Excel turned into a "
+            "number (cell format General) lost its zeros: format that column as text (or 000000) and export it "
+            "again, or write the codes the same way in every file"]
 
 
 def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str, cancelled: bool) -> str:
@@ -172,12 +180,13 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
                        f" WHERE _file < {order_files})").fetchall()[0][0]
 
 
-def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str, str]]:
+def _bad_rules(cfg: FileSourceConfig, now: datetime, merged: bool = False) -> list[tuple[str, str, str, str]]:
     """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :func:`future_tolerance` is a bad row
     (its reason names the tolerance, not the time, so a warm run's report is the fresh one; its value is the date as
-    read, in the source's time zone)."""
+    read, in the source's time zone); ``merged``: the rows have ``amount_merged`` (a table read before it has not)."""
     latest = now.astimezone(timezone.utc) + future_tolerance(cfg)
-    sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone)}
+    sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone),
+           "merged": "amount_merged" if merged else "CAST(NULL AS VARCHAR)"}
     days = "a day" if cfg.max_days_ahead == 1 else f"{cfg.max_days_ahead} days"
     return [(c.format(**sql), f, r.format(days=days) if "{days}" in r else r, v.format(**sql) if "{" in v else v)
             for c, f, r, v in _BAD]
@@ -185,12 +194,13 @@ def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str
 
 def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
                 contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None,
-                now: datetime | None = None) -> FilePullResult:
+                now: datetime | None = None, zeros: bool = True) -> FilePullResult:
     """Stage the files' rows (see above); ``file_ids``: one number per orders file, kept with each staged order
     as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from), then, optionally, one
     per contacts file: each staged contact then has ``staged_contacts.file_id``, the file of the row it is staged
     from (see :func:`_stage_contacts`). ``now`` (default: the current time) is the time the files are read: an
-    order dated more than :func:`future_tolerance` after it is a bad row."""
+    order dated more than :func:`future_tolerance` after it is a bad row. ``zeros=False`` leaves out the warning of
+    :func:`zeros_lost` (the order store's lean path decides it over every file's ids, not these files' alone)."""
     paths = [t.path for t in orders + contacts]
     cancelled = any("cancelled_at" in t.cols for t in orders)  # (a file read before the field has no such column)
     heads, replaced = reading(cfg.preset).line_rows, 0
@@ -202,9 +212,11 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
-    _zeros_lost(con, [rows for rows, _ in views], paths)
-    rules = _bad_rules(cfg, now or datetime.now(timezone.utc)) + ([("_clash IS NOT NULL", "order_id", CLASH,
-                                                                      "_clash")] if heads else [])
+    # the staging's warnings (PullResult.warnings)
+    said = zeros_lost(con, [rows for rows, _ in views], paths) if zeros else []
+    merged = "amount_merged" in con.table("_fs_orows").columns
+    rules = _bad_rules(cfg, now or datetime.now(timezone.utc), merged) + (
+        [("_clash IS NOT NULL", "order_id", CLASH, "_clash")] if heads else [])
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows", cancelled)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
@@ -223,9 +235,10 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {amounts.too_big_amount_sql('value')} FROM"
                          f" (SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row"
                          ).fetchall()
-    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else EARLY_DATE if b == _NO_DATE and v
-                       and early_date(v, cfg.date_format, is_excel(paths[f])) else rules[b][2], field=rules[b][1],
-                       value=v) for f, r, b, v, big in listed]
+    bad_rows = [BadRow(source=paths[f], row=r, reason=merged_reason(v) if b == _MERGED else TOO_BIG_AMOUNT if big
+                       else EARLY_DATE if b == _NO_DATE and v and early_date(v, cfg.date_format, is_excel(paths[f]))
+                       else rules[b][2], field=rules[b][1], value=None if b == _MERGED else v)
+                for f, r, b, v, big in listed]
     if heads and bad_rows:
         bad_rows = line_reasons(con, "_fs_orows", bad_rows, paths)
 
@@ -239,8 +252,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     lines = items or heads  # an order's rows are grouped by its id
     duplicates, n_orders = replaced, None
     if replaced:
-        log.warning("%s further on (in a later export, or below in the same file); the last one of each was kept",
-                    counted(replaced, "order appears again", "orders appear again"))
+        said.append(f"{counted(replaced, 'order appears again', 'orders appear again')} further on (in a later "
+                    "export, or below in the same file); the last one of each was kept")
     fid = ""  # the extra select column: the row's file id
     if file_ids is not None:
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
@@ -248,12 +261,13 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     contact_fid = fid if contacts and file_ids is not None and len(file_ids) == len(orders) + len(contacts) else ""
     if lines:  # receipt lines grouped by receipt number and customer
         totals = any({"amount", "price"} <= set(t.cols) for t in orders)  # a total repeated on lines: told
-        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, totals, len(orders))
+        over, over_count = stage_receipts(con, fid, paths, bool(items), MAX_BAD_ROWS, said, totals,
+                                           len(orders))
         if over_count:
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
     elif _repeated_ids(con):  # another customer's order, a sale's return or the same order again
-        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths, told=not in_place)
+        n_orders, duplicates = stage_repeats(con, "_fs_valid", fid, paths, said)
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
@@ -266,13 +280,13 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     issues, issue_count, unread = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
                                                   f"coalesce(_seq, {row_key()})" if heads else "", bad_count > 0)
     if "discount" in mapped:
-        issues, issue_count = _discount_issues(con, paths, issues, issue_count)
+        issues, issue_count = _discount_issues(con, paths, issues, issue_count, said)
     if n_orders is None:
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
-                          identity=identity, future=future, consent_values=unread)
+                          identity=identity, future=future, consent_values=unread, warnings=said)
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
@@ -336,14 +350,15 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
 
 
 def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],
-                     count: int) -> tuple[list[BadRow], int]:
-    """The good rows whose discount was given but is not a number, added to the issues (file and row order)."""
+                     count: int, said: list[str]) -> tuple[list[BadRow], int]:
+    """The good rows whose discount was given but is not a number, added to the issues (file and row order), and
+    their warning line to ``said``."""
     bad = "FROM _fs_oclass WHERE _bad IS NULL AND discount_raw IS NOT NULL"
     if not (n := con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]):  # (the common case)
         return issues, count
     rows = con.execute(f"SELECT _file, _row, discount_raw {bad} ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()
     found = [BadRow(source=paths[f], row=r, field="discount", value=v, reason=DISCOUNT_ISSUE) for f, r, v in rows]
-    log.warning("%s no number as discount, kept without it (first: %s)", counted(n, "row has", "rows have"), found[0])
+    said.append(f"{counted(n, 'row has', 'rows have')} no number as discount, kept without it (first: {found[0]})")
     return cut(issues + found, paths, MAX_BAD_ROWS), count + n
 
 

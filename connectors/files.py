@@ -30,8 +30,8 @@ from .file_encoding import csv_error, utf8_copy
 from .file_header_map import Mapping, match_headers, repeated_headers
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
 from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
-from .file_readers import (EXCEL_EPOCH, XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint,
-                           sniff_delimiter, typed_csv, xlsx_epoch, xlsx_headers)
+from .file_readers import (EXCEL_EPOCH, MERGED_COLUMN, XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx,
+                           sheets_hint, sniff_delimiter, typed_csv, xlsx_epoch, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -205,17 +205,21 @@ class FileSource:
         raise being_written(path)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
-              in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
+              in_place: bool = False, file_ids: list[int] | None = None, zeros: bool = True) -> FilePullResult:
         """Stage the rows of the files read (every file, in :meth:`files` order) into fresh ``staged_*``;
         ``file_ids`` (one per orders file) adds ``staged_orders.file_id``: the file each order's row came from; one
-        more per contacts file adds ``staged_contacts.file_id`` (:func:`~connectors.file_staging.stage_files`)."""
+        more per contacts file adds ``staged_contacts.file_id``; ``zeros=False``: without the warning of codes
+        without their zeros (:func:`~connectors.file_staging.stage_files`)."""
         create_staging(con)
         check_orders(con, orders, self.cfg.orders, self.cfg.date_format, self.cfg.preset)  # no rows, bad dates: stop
-        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
+        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock(),
+                             zeros=zeros)
         result.fast_path = all(t.fast for t in orders)
         log.info("file source: %s", ", ".join(counted(n, what) for n, what in (
             (result.orders, "order"), (result.contacts, "contact"), (result.bad_row_count, "bad row"),
             (result.issue_count, "cleaned value"), (result.duplicate_orders, "duplicate order id"))))
+        for line in result.warnings:  # (told by the run's warnings: sync.pipeline.pull_lines)
+            log.info("file source: %s", line)
         return result
 
     # ------------------------------------------------------------------------------------------ reading
@@ -232,7 +236,7 @@ class FileSource:
                               f"({why}): remove it")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet, NUMBER_FIELDS)
-            headers = [c for c in arrow.column_names if c != "_srow"]
+            headers = [c for c in arrow.column_names if c not in ("_srow", MERGED_COLUMN)]
             repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
             con.register(f"{table}_src", arrow)
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
@@ -272,7 +276,9 @@ class FileSource:
         if kind == "csv":  # rows numbered by their line in the file, below the lines left out (``skip``)
             return self._load_csv(con, replace(lf, first_line=2 + skip), path, csv_path, delim, skip)
         try:
-            return load_table(con, lf, src, kind, self.cfg, excel_epoch=xlsx_epoch(arrow) if kind == "xlsx" else EXCEL_EPOCH)
+            xlsx = kind == "xlsx"
+            return load_table(con, lf, src, kind, self.cfg, excel_epoch=xlsx_epoch(arrow) if xlsx else EXCEL_EPOCH,
+                              merged=xlsx and MERGED_COLUMN in arrow.column_names)
         except duckdb.Error as e:
             raise BadFileError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
         finally:

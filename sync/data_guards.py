@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from connectors.counts import agrees, counted
 from segmentation.scoring import RecencyCollapse
 
 from .config import GuardsConfig
@@ -70,7 +71,7 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
     """The data guards that do not need a previous run: ``min_orders`` and ``max_bad_rows_pct``."""
     lines = []
     if stats.orders < g.min_orders:
-        lines.append(f"guard min_orders: {stats.orders} valid orders; at least {g.min_orders} needed")
+        lines.append(f"guard min_orders: {counted(stats.orders, 'valid order')}; at least {g.min_orders} needed")
     total = stats.rows + stats.bad_rows
     share = pct(stats.bad_rows, total)
     # a quiet incremental window holds a handful of rows: fewer than min_bad_rows bad ones are judged by the
@@ -78,7 +79,8 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
     # rows the cursor would move past for good); a whole history (a file, a --full pull) by the share alone
     least = max(g.min_bad_rows, 1) if stats.window else 1
     if share > g.max_bad_rows_pct and (stats.bad_rows >= least or stats.bad_rows > stats.rows):
-        lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {total} rows ({fmt_pct(share)} %) are bad; "
+        lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {counted(total, 'row')} ({fmt_pct(share)} %) "
+                     f"{agrees(stats.bad_rows, 'is', 'are')} bad; "
                      f"limit {fmt_pct(g.max_bad_rows_pct)} %")
     return lines
 
@@ -86,11 +88,12 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
 def recency_collapse_text(c: RecencyCollapse) -> str:
     """What a collapse of the recency scores is, in numbers (the warning's and the guard's middle part)."""
     where = "the score of the least recent customers" if c.score == 1 else "in the lower half of the scores"
-    share = f"{c.customers} of {c.total} customers ({fmt_pct(pct(c.customers, c.total))} %)"
+    share = f"{c.customers} of {counted(c.total, 'customer')} ({fmt_pct(pct(c.customers, c.total))} %)"
     if c.within is not None:
-        return (f"{share} bought within the last {c.within} days (the newest {c.days} days ago) yet score "
-                f"R = {c.score} of {c.levels}, {where}")
-    return f"{share} share the best recency ({c.days} days) yet score R = {c.score} of {c.levels}, {where}"
+        return (f"{share} bought within the last {counted(c.within, 'day')} (the newest {counted(c.days, 'day')} "
+                f"ago) yet {agrees(c.customers, 'scores', 'score')} R = {c.score} of {c.levels}, {where}")
+    return (f"{share} {agrees(c.customers, 'shares', 'share')} the best recency ({counted(c.days, 'day')}) yet "
+            f"{agrees(c.customers, 'scores', 'score')} R = {c.score} of {c.levels}, {where}")
 
 
 #: what to do about collapsed recency scores (the warning and the guard)
@@ -122,7 +125,7 @@ def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, de
     drop = pct(previous - customers, previous)
     if drop <= g.max_customer_drop_pct:
         return None
-    return (f"guard max_customer_drop_pct: {customers} customers, {previous} at the last successful run of "
+    return (f"guard max_customer_drop_pct: {counted(customers, 'customer')}, {previous} at the last successful run of "
             f"{destination} ({fmt_pct(drop)} % fewer); limit {fmt_pct(g.max_customer_drop_pct)} %")
 
 

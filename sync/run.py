@@ -10,6 +10,7 @@ plan guards other than the withdrawal rules refused, the consent withdrawals go 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from datetime import date
 from typing import Any, Callable, Mapping, Sequence
@@ -43,6 +44,26 @@ from .store_moved import StoreMovedUnknown, StoreRead
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: the warnings the last run without ``on_warnings`` (a ``serve`` schedule's) logged, by order store
+_LOGGED: dict[str, frozenset[str]] = {}
+_LOGGED_LOCK = threading.Lock()
+
+
+def log_warnings(store: str, warnings: Sequence[str]) -> None:
+    """A run's warnings where no one reads them but the log (a ``serve`` schedule): a WARNING each that the last
+    such run of the store did not log, at INFO (``… (as at the last run)``) one it did: the same export's warning
+    (codes without their zeros, a repeated order id) every interval would drown the new ones. A warning gone and
+    back is a WARNING again."""
+    with _LOGGED_LOCK:
+        before = _LOGGED.get(store, frozenset())
+        _LOGGED[store] = frozenset(warnings)
+    for w in warnings:
+        if w in before:
+            log.info("%s (as at the last run)", w)
+        else:
+            log.warning("%s", w)
+
 
 def require_destinations(cfg: Config) -> None:
     """``sync``, ``plan`` and ``apply`` need somewhere to sync to."""
@@ -88,7 +109,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     ``as_of`` defaults to today in the config's timezone. ``allow_mass_change`` overrides the plan guards for
     this run (never the data guards); scheduled and webhook runs never pass it. ``on_warnings`` receives the
     run's warnings (stale data, unfitted models, each plan's consent warnings) before any guard is judged;
-    without it they are logged (scheduled runs)."""
+    without it they are logged (scheduled runs: :func:`log_warnings`)."""
     require_destinations(cfg)
     names = [d.name for d in selected_destinations(cfg, destinations)]
     as_of = as_of or today_in(cfg.timezone)
@@ -125,8 +146,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             if on_warnings is not None:
                 on_warnings(warnings)
             else:
-                for w in warnings:
-                    log.warning("%s", w)
+                log_warnings(str(store_path(cfg)), warnings)
         suspect = bool(lines)  # a data guard: the source itself is suspect, its withdrawals too
         if not allow_mass_change:
             scoring = scoring_lines(stats)

@@ -98,7 +98,7 @@ def test_rfmsync_pull_on_a_blocked_method_exits_75_keeping_the_saved_cursor(rsps
     assert cursor(config) == saved  # the saved cursor stays: the next pull reads again from it
     fake.failures.clear()
     again = run("pull", "--config", str(config))
-    assert again.exit_code == 0 and "pulled 1 orders" in again.output, again.output
+    assert again.exit_code == 0 and "pulled 1 order" in again.output, again.output
 
 
 def cursor(config) -> str | None:

@@ -75,7 +75,7 @@ def test_pull_prints_counts_stores_rows_and_then_pulls_incrementally(rsps, shop)
     fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))  # a new order after the first pull
     second = run("pull", "--config", str(shop), "--source", "retailcrm")
     assert second.exit_code == 0, second.output
-    assert "pulled 1 orders and 0 contacts" in second.output and "store now holds 3 orders" in second.output
+    assert "pulled 1 order and 0 contacts" in second.output and "store now holds 3 orders" in second.output
     assert fake.fetched_ids == [3]  # only the changed order was fetched again
     start = datetime.fromisoformat(saved["orders"]) - timedelta(minutes=10)
     assert fake.since_seen[-1] == "startDate=" + fmt(start)  # the saved cursor minus the lookback
@@ -118,7 +118,7 @@ def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop, monkeypatch
         assert [r["status"] for r in ledger.recent_runs(2)] == ["failed", "succeeded"]
     # the next pull resumes from the unchanged cursor and picks the order up
     again = run("pull", "--config", str(shop))
-    assert again.exit_code == 0 and "pulled 1 orders" in again.output
+    assert again.exit_code == 0 and "pulled 1 order" in again.output
 
 
 def test_a_key_refused_mid_backfill_stores_nothing_and_the_next_pull_stores_each_order_once(rsps, shop):

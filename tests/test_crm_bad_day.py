@@ -133,7 +133,7 @@ def test_min_bad_rows_leaves_a_whole_history_to_the_share(rows, bad):
     """A file or a --full pull reads the whole history: 1 bad row of 3 is 33 % of it, refused as before."""
     lines = data_lines(GuardsConfig(min_orders=0), DataStats(orders=rows, rows=rows, bad_rows=bad))
     assert lines == [f"guard max_bad_rows_pct: {bad} of {rows + bad} rows ({round(100 * bad / (rows + bad), 1):g} %) "
-                     "are bad; limit 5 %"]
+                     f"{'is' if bad == 1 else 'are'} bad; limit 5 %"]
 
 
 # ------------------------------------------------------------------------------------ walk-in sales (no customer)

@@ -306,7 +306,7 @@ def test_rfmsync_pull_by_a_host_clock_ahead_stores_the_customer_created_after_a_
     fake.put_contact(12, "late@example.com", at=vendor.now + timedelta(minutes=5))
     vendor.now += timedelta(minutes=10)
     second = run("pull", "--config", str(shop))
-    assert second.exit_code == 0 and "pulled 0 orders and 1 contacts" in second.output, second.output
+    assert second.exit_code == 0 and "pulled 0 orders and 1 contact" in second.output, second.output
     con = duckdb.connect(str(shop.parent / "rfmsync.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT email FROM contacts WHERE customer_id = '12'").fetchall() == [("late@example.com",)]

@@ -305,7 +305,10 @@ def test_a_few_bad_dates_stay_bad_rows(tmp_path):
     rows = [[f"c{i}", "2025-01-0" + str(1 + i % 9), "10"] for i in range(30)] + [["z", "13/13/2024", "5"]]
     result = cli("check", "--config", str(write_shop(tmp_path, rows=rows)))
     assert_clean(result, {0})  # 1 of 31 rows (3.2 %): under [guards] max_bad_rows_pct
-    assert "30 orders" in result.output and "1 bad rows" in result.output
+    assert "30 orders" in result.output and "1 bad row\n" in result.output  # (file31: not "1 bad rows")
+    strict = cli("check", "--config", str(write_shop(tmp_path, rows=rows)), "--strict")
+    assert_clean(strict, {3})
+    assert strict.output.splitlines()[-1] == "error: 1 bad row"  # (before: "1 bad rows")
 
 
 # ------------------------------------------------------------------------------ did you mean

@@ -67,3 +67,33 @@ def test_a_receipt_total_merged_over_its_lines_is_not_copied_onto_each_line(tmp_
     result, orders = _pull(tmp_path)
     assert orders == [("1", "c1", "2024-01-05", Decimal("160.00")), ("2", "c2", "2024-01-06", Decimal("70.00"))]
     assert [(b.row, b.field) for b in result.bad_rows] == [(3, "amount"), (4, "amount")]
+
+
+def test_a_line_under_a_merged_total_is_named_as_such_not_as_an_empty_amount(tmp_path):
+    """file31: the lines under a receipt total merged over them were bad rows saying "unparseable or empty amount"
+    (the user sees 160 beside each of them in Excel): the reason says the amount lies in a merged cell whose value
+    is on another row, naming the sheet and the cells; a blank amount that is not merged (row 7), and one merged
+    with an empty first cell (rows 8-9: no value to name), are empty amounts still."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Чеки"
+    ws.append(["Отчёт"])  # a title row above the header
+    ws.append(["Чек", "Клиент", "Дата", "Сумма", "Товар"])  # row 2
+    ws.append([1, "c1", "05.01.2024", 160, "A"])  # row 3: the total merged down to row 5
+    ws.append([1, "c1", "05.01.2024", None, "B"])
+    ws.append([1, "c1", "05.01.2024", None, "C"])
+    ws.append([2, "c2", "06.01.2024", 70, "D"])
+    ws.append([3, "c3", "06.01.2024", None, "E"])  # row 7: blank, not merged
+    ws.append([4, "c4", "07.01.2024", None, "F"])  # rows 8-9: merged, both empty
+    ws.append([4, "c4", "07.01.2024", None, "G"])
+    ws.merge_cells("D3:D5")
+    ws.merge_cells("D8:D9")
+    wb.save(tmp_path / "orders.xlsx")
+    result, orders = _pull(tmp_path)
+    assert orders == [("1", "c1", "2024-01-05", Decimal("160.00")), ("2", "c2", "2024-01-06", Decimal("70.00"))]
+    path = tmp_path / "orders.xlsx"
+    merged = ("its amount lies in a merged cell (sheet 'Чеки', cells D3:D5) whose value is on row 3: the row has no "
+              "amount of its own (write each line's amount, or unmerge the cells, to count it)")
+    assert [str(b) for b in result.bad_rows] == [
+        f"{path}, row 4: amount: {merged}", f"{path}, row 5: amount: {merged}",
+        *(f"{path}, row {row}: amount: unparseable or empty amount" for row in (7, 8, 9))]

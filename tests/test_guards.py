@@ -43,6 +43,9 @@ G = GuardsConfig()
     (100, 100, 5, []),  # 4.8 %
     (95, 95, 5, []),  # exactly 5 %: the limit itself passes
     (94, 94, 6, ["guard max_bad_rows_pct: 6 of 100 rows (6 %) are bad; limit 5 %"]),
+    # (file31: "1 of 1 rows (100 %) are bad", "1 valid orders")
+    (0, 0, 1, ["guard min_orders: 0 valid orders; at least 1 needed",
+               "guard max_bad_rows_pct: 1 of 1 row (100 %) is bad; limit 5 %"]),
 ])
 def test_data_guards(orders, rows, bad, expected):
     assert data_lines(G, DataStats(orders=orders, rows=rows, bad_rows=bad)) == expected
@@ -52,6 +55,8 @@ def test_min_orders_is_configurable():
     assert data_lines(GuardsConfig(min_orders=100), DataStats(99, 99, 0)) == [
         "guard min_orders: 99 valid orders; at least 100 needed"]
     assert data_lines(GuardsConfig(min_orders=0), DataStats(0, 0, 0)) == []
+    assert data_lines(GuardsConfig(min_orders=2), DataStats(1, 1, 0)) == [
+        "guard min_orders: 1 valid order; at least 2 needed"]
 
 
 @pytest.mark.parametrize("now, before, expected", [

@@ -415,19 +415,32 @@ def test_a_renamed_file_is_named_as_renamed_not_gone(tmp_path, contact_fields):
     assert outcome(cfg) == fresh(tmp_path)
 
 
-def test_a_files_repeated_order_ids_are_told_once_when_the_lean_path_gives_way(tmp_path, caplog):
-    """A new file with a sale and its return under one id: the lean path stages it alone, finds the repeat and gives
-    way to staging every file, which finds it again: the warning was logged by both (twice on the run reading the
-    file). Told once now, by the staging whose rows are stored."""
+def test_a_files_repeated_order_ids_are_told_by_every_run_that_reads_it_once_in_its_json_too(tmp_path):
+    """hunt30b F6: a file's repeated order ids were logged by the staging alone: never in a JSON output's warnings
+    (a nightly job reading JSON never learnt its export repeats receipts), and never again once the store held the
+    file (a warm run said nothing, the data still holding the repeats); and the lean path, giving way on the repeat
+    to staging every file, logged it a second time. The staging's warnings are kept with the files' report: every
+    run that reads the files says them once, on stderr and in the JSON's warnings."""
     cfg = shop(tmp_path, contact_fields=False)
     write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
     run_cli("pull", "--config", str(cfg))  # the lean path's store
     write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "completed"),
                                         ("2", "c2", "", "2025-06-03", "20.00", "refunded")])
-    with caplog.at_level("WARNING"), connect_store(tmp_path / "rfmsync.duckdb") as con:
-        ingest_files(con, configured_source(load_config(cfg)))
-    told = [r.getMessage() for r in caplog.records if "a sale and its return" in r.getMessage()]
-    assert len(told) == 1 and told[0].startswith("1 order id holds a sale and its return")
+    line = ("1 order id holds a sale and its return (a later refunded row of the same customer): the return kept "
+            "beside the sale as ID~return (the sale counts, the customer's net revenue is the sale minus the return): "
+            f"'2' ({tmp_path / 'exports' / 'day2.csv'} rows 2, 3)")
+    store = tmp_path / "rfmsync.duckdb"
+    for run in ("cold", "warm", "a store whose summary an older rfmsync saved"):
+        if run.startswith("a store"):
+            with connect_store(store) as con:
+                con.execute("UPDATE ingest_summary SET summary = json_remove(summary, '$.warnings')")
+        told = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "--format", "json")
+        assert json.loads(told.stdout)["warnings"] == [line], run
+        assert told.stderr.count("a sale and its return") == 1 and f"warning: {line}" in told.stderr, run
+        with connect_store(store) as con:
+            assert json.loads(con.execute("SELECT summary FROM ingest_summary").fetchone()[0])["warnings"] == [line]
+    for command in (("pull",), ("check", "--offline")):  # (check reads the files without the store)
+        assert json.loads(run_cli(*command, "--config", str(cfg), "--format", "json").stdout)["warnings"] == [line]
 
 
 def test_a_crash_on_the_lean_path_leaves_the_store_as_it_was(tmp_path):
@@ -611,22 +624,27 @@ def test_a_file_copied_under_another_name_is_named_by_every_run(tmp_path, contac
     write_export(tmp_path, "day5.csv", [("8", "c3", "", "2025-06-03", "5.00", "")])  # kept once, as always
     run = api.segments(load_config(cfg), AS_OF, boundary=False)
     run.close()
-    assert run.warnings == []
+    again = ("1 order is written again (at the same time, or for the same customer: a status update, a customer merge, "
+             "or export periods that overlap): the last row of each kept: "
+             f"'8' ({tmp_path / 'exports' / 'day4.csv'} row 2; {tmp_path / 'exports' / 'day5.csv'} row 2)")
+    assert run.warnings == [again]  # (told by every run that reads the files; no copy named)
     day1, copy = tmp_path / "exports" / "day1.csv", tmp_path / "exports" / "day1 (1).csv"
     copy.write_bytes(day1.read_bytes())
     # (both named, in the read order: "day1 (1).csv" sorts first; neither is called the copy)
     line = (f"{copy} and {day1} have the same bytes: both files are read, so their rows without an order id "
             "count twice")
+    twice = again.replace("1 order is", "2 orders are").replace(  # the copy's order 7 too
+        "kept: '8'", f"kept: '7' ({copy} row 3; {day1} row 3), '8'")
     for _ in range(2):  # the run that reads the copy, then a warm one
         run = api.segments(load_config(cfg), AS_OF, boundary=False)
         try:
-            assert run.warnings == [line]
+            assert run.warnings == [line, twice]
             # the order without an id twice, orders 7 and 8 once
             assert run.con.execute("SELECT count(*) FROM orders").fetchall() == [(4,)]
         finally:
             run.close()
     result = run_cli("pull", "--config", str(cfg), "--format", "json")
-    assert json.loads(result.stdout)["warnings"] == [line] and line in result.stderr
+    assert json.loads(result.stdout)["warnings"] == [line, twice] and line in result.stderr
 
 
 def test_a_big_file_of_the_same_size_head_and_tail_is_no_copy(tmp_path):

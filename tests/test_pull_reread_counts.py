@@ -26,7 +26,7 @@ from .test_pull_unstored_counts import seeded, shop  # noqa: F401 (fixture)
 def test_an_amocrm_pull_after_a_night_without_changes_pulled_nothing(rsps, shop):  # noqa: F811
     fake = seeded(rsps)  # one contact, two leads, edited a day ago
     first = run("pull", "--config", str(shop))
-    assert "pulled 2 orders and 1 contacts" in first.output, first.output
+    assert "pulled 2 orders and 1 contact" in first.output, first.output
     quiet = run("pull", "--config", str(shop), "--format", "json")  # the window reads all three again
     counts = json.loads(quiet.output)["counts"]
     assert (counts["orders"], counts["contacts"], counts["stored_orders"]) == (0, 0, 2)
@@ -37,7 +37,7 @@ def test_an_amocrm_pull_after_a_night_without_changes_pulled_nothing(rsps, shop)
     assert "pulled 2 orders and 0 contacts from amocrm (0 bad records; 2 records read again unchanged); the " \
            "store now holds 3 orders" in busy.output, busy.output
     full = run("pull", "--config", str(shop), "--full")  # everything asked for: everything counted
-    assert "pulled 3 orders and 1 contacts from amocrm (0 bad records); the store" in full.output, full.output
+    assert "pulled 3 orders and 1 contact from amocrm (0 bad records); the store" in full.output, full.output
 
 
 @pytest.mark.parametrize("crm", [test_amocrm, test_bitrix24, test_shopify], ids=lambda m: m.__name__[10:])

@@ -77,7 +77,7 @@ def test_a_pull_counts_the_orders_it_stores_not_the_tombstones_of_orders_never_s
     fake.put_order(4, 10, "10", at=datetime.now(timezone.utc))
     _lost(fake, 201)
     third = run("pull", "--config", str(shop))
-    assert "pulled 1 orders and 0 contacts from amocrm (0 bad records; 6 deleted or lost orders never stored, " \
+    assert "pulled 1 order and 0 contacts from amocrm (0 bad records; 6 deleted or lost orders never stored, " \
            "not stored; 2 records read again unchanged); the store now holds 4 orders" in third.output, third.output
 
 

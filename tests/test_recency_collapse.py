@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from segmentation import SegmentationConfig, run_segmentation
+from segmentation.scoring import RecencyCollapse
 from sync.cli import main
+from sync.data_guards import recency_collapse_text
 
 from .builders import con_with_customers
 from .test_warnings import mailchimp, warning_lines
@@ -210,7 +212,7 @@ def test_thresholds_scoring_of_a_young_shop_is_not_a_collapse(tmp_path, fake):
 
 def test_a_two_day_shop_split_55_45_is_refused(tmp_path, fake):
     cfg = write_orders(tmp_path / "split", lambda i: [0] if i % 20 < 11 else [1])
-    collapse = ("90 of 200 customers (45 %) bought within the last 7 days (the newest 1 days ago) yet score R = 1 "
+    collapse = ("90 of 200 customers (45 %) bought within the last 7 days (the newest 1 day ago) yet score R = 1 "
                 "of 3, the score of the least recent customers")
     seg = cli("segments", "--config", str(cfg), "--as-of", SHOP_AS_OF, "--format", "json")
     assert warning_lines(seg)[0].startswith(f"warning: recency scores collapsed: {collapse}")
@@ -241,3 +243,16 @@ def test_an_established_shop_of_weekly_buyers_is_refused_and_pointed_to_threshol
                  method=method)
     cli("sync", "--config", str(weekly), "--as-of", SHOP_AS_OF)
     assert len(fake.lists["aud1"].members) == 200
+
+
+@pytest.mark.parametrize(("collapse", "text"), [
+    (RecencyCollapse(customers=1, total=1, days=30, score=1, levels=3),
+     "1 of 1 customer (100 %) shares the best recency (30 days) yet scores R = 1 of 3"),
+    (RecencyCollapse(customers=1, total=2, days=1, score=1, levels=3, within=1),
+     "1 of 2 customers (50 %) bought within the last 1 day (the newest 1 day ago) yet scores R = 1 of 3"),
+    (RecencyCollapse(customers=3, total=4, days=0, score=1, levels=3),
+     "3 of 4 customers (75 %) share the best recency (0 days) yet score R = 1 of 3")])
+def test_the_collapse_counts_in_the_number_they_take(collapse, text):
+    """hunt30b F8: a one-customer shop read "1 of 1 customers (100 %) share the best recency", and a collapse
+    "within the last 1 days (the newest 1 days ago)"."""
+    assert recency_collapse_text(collapse).startswith(text)

@@ -218,7 +218,7 @@ def test_orders_in_several_currencies_warn_that_monetary_adds_them_up(tmp_path):
     # only the orders up to the as-of day count: on the day of the first order (c59's, in USD) there is one currency
     # (and one customer, who bought that very day yet scores R = 1: the recency warning, tests/test_recency_collapse.py)
     [only] = warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2023-12-03"))
-    assert only.startswith("warning: recency scores collapsed: 1 of 1 customers (100 %)")
+    assert only.startswith("warning: recency scores collapsed: 1 of 1 customer (100 %) shares")
 
 
 @pytest.mark.parametrize("currencies", [["RUB", "руб", "₽"], ["RUB", "руб.", " rub "], ["USD", "usd", "$"]])

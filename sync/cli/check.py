@@ -21,6 +21,7 @@ def check(config_path, limit, strict, offline, fmt):
     read-only (credentials accepted, audience/account reachable; exit 2 when not)."""
     import duckdb
 
+    from connectors.counts import counted
     from connectors.file_consent import consent_lines
     from connectors.file_paths import left_out_lines
     from connectors.tables import create_tables
@@ -53,8 +54,8 @@ def check(config_path, limit, strict, offline, fmt):
     create_tables(con)
     with status("Reading the source…"):
         result = source.pull(con, None)
-    say(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
-        f"{result.bad_row_count} bad rows")
+    say(f"source {cfg.source.get('type', 'file')}: {counted(result.orders, 'order')}, "
+        f"{counted(result.contacts, 'contact')}, {counted(result.bad_row_count, 'bad row')}")
     left_out = left_out_lines([source.cfg.orders, source.cfg.contacts], source.base_dir) \
         if hasattr(source, "base_dir") else []  # a file export: the office suites' own files beside workbooks
     for line in left_out:
@@ -65,7 +66,8 @@ def check(config_path, limit, strict, offline, fmt):
         say(f"  {bad}", highlight=False, markup=False)
     if result.bad_row_count > limit:
         say(f"  … and {result.bad_row_count - limit} more")
-    unread = consent_lines(result)  # consent values read neither as yes nor as no
+    # consent values read neither as yes nor as no, then the staging's own (a repeated order id, …)
+    unread = consent_lines(result) + list(result.warnings)
     print_warnings(unread)
     if doc is not None:
         doc["counts"] = {"orders": result.orders, "contacts": result.contacts, "bad_rows": result.bad_row_count}
@@ -76,7 +78,7 @@ def check(config_path, limit, strict, offline, fmt):
             doc["source"]["identity"] = str(result.identity)
     _check_destinations(cfg, offline, say, doc)
     if strict and result.bad_row_count:
-        raise DataError(f"{result.bad_row_count} bad rows")
+        raise DataError(counted(result.bad_row_count, "bad row"))
     guard_lines = check_source_lines(cfg.guards, result.orders, result.bad_row_count)
     if guard_lines:  # a sync would be refused: stop `check && sync` here
         if doc is not None:

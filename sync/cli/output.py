@@ -203,7 +203,7 @@ def print_bad_rows(run) -> None:
 
 def print_segment_customers(segment: str, rows: list[dict]) -> None:
     """``segments --segment NAME``: that segment's customers, one line each."""
-    table = Table(title=f"{segment}: {len(rows)} customers shown")
+    table = Table(title=f"{segment}: {counted(len(rows), 'customer')} shown")
     for col, justify in (("Customer", "left"), ("Name", "left"), ("E-mail", "left"), ("Phone", "left"),
                          ("RFM", "right"), ("Monetary", "right"), ("Last order", "left"), ("Churn risk", "left"),
                          ("Next order", "left")):

@@ -86,8 +86,8 @@ def _record(cfg, run, preset: str | None) -> None:
     done = api.record_history(cfg, run)
     note = (f", a new history line {done.line}: the preset or the rules changed" if done.new_line and done.line > 1
             else "")
-    info(f"recorded the segments as of {run.result.as_of} in the segment history: {done.customers} customers, "
-         f"{done.moves} moved{note}")
+    info(f"recorded the segments as of {run.result.as_of} in the segment history: "
+         f"{counted(done.customers, 'customer')}, {done.moves} moved{note}")
 
 
 def _write_customers(run, output: str) -> int:

@@ -80,9 +80,9 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     again = result.unchanged_orders + result.unchanged_contacts  # (the lookback window's re-reads)
     unstored += f"; {counted(again, 'record')} read again unchanged" if again else ""
     unstored += "".join(f"; {part}" for part in kept_apart(result))  # values cleaned, walk-in sales
-    out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
-              f"({result.bad_row_count} bad records{unstored}); the store now holds {pulled.stored_orders} orders and "
-              f"{pulled.stored_contacts} contacts")
+    out.print(f"pulled {counted(result.orders, 'order')} and {counted(result.contacts, 'contact')} from {kind} "
+              f"({counted(result.bad_row_count, 'bad record')}{unstored}); the store now holds "
+              f"{counted(pulled.stored_orders, 'order')} and {counted(pulled.stored_contacts, 'contact')}")
 
 
 def _dry_run(cfg, settings, destinations, as_of, *, saved: bool = False, **options):

@@ -10,6 +10,12 @@ crosses files, nothing needs them, and a file's valid rows are exactly its order
   id (a synthetic id depends on the file's place), and no order id repeats among the files' valid rows;
 * every order in the store came from a file (no webhook or API records).
 
+No warning of the staging arises there but codes without their leading zeros (``000123`` beside ``123``: a repeated
+order id, a discount not a number, a contact or a receipt line each keeps a shop off the lean path): that one is
+decided over every file's customer ids (the store's orders of the unchanged files and the new rows,
+:func:`_zeros`), so that a day added says what a fresh read says; a summary without warnings (an older
+rfmsync's) is never taken for the files' word.
+
 Then new and changed files are read into temp tables, staged alone (:func:`stage_lean`) and, in one
 transaction, their old rows and the removed files' rows are deleted by file id and the new rows inserted
 (:func:`commit_lean`): the cold run writes the export once, a daily file costs its own rows. Anything else (or any
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from connectors.file_staging import CONTACT_FIELDS, LINE_FIELDS, MAX_BAD_ROWS, FilePullResult, LoadedFile
+from connectors.file_staging import CONTACT_FIELDS, LINE_FIELDS, MAX_BAD_ROWS, FilePullResult, LoadedFile, zeros_lost
 from connectors.files import FileSource
 from connectors.identity import IdentityReport
 
@@ -52,8 +58,9 @@ def lean_source(source: FileSource) -> bool:
 
 def lean_store(con: duckdb.DuckDBPyConnection, kept: list[dict], summary: dict | None) -> bool:
     """Whether the store's rows allow it: the unchanged files (catalogue rows) have ids on every row, the last
-    staging found no repeated order id, contact or cleaned value, every order came from a file, and the store
-    holds no contact or receipt line (the lean path leaves those tables alone)."""
+    staging found no repeated order id, contact or cleaned value, every order came from a file, and the store holds no
+    contact or receipt line (the lean path leaves those tables alone). Its warnings do not count: the only one left
+    possible, codes without their zeros, is decided again by :func:`stage_lean`."""
     if summary is None and kept:
         return False
     if summary is not None and (summary["duplicate_orders"] or summary["issue_count"] or summary["contacts"]):
@@ -77,6 +84,8 @@ class LeanChange:
     dropped: list[int]
     dropped_paths: set[str]
     place: dict[str, int]
+    kept_places: dict[int, int]  # the unchanged orders files': file id → place
+    said: list[str] | None  # the warnings the store's summary keeps (None: none saved, or by an older rfmsync)
     kept_fast: bool  # every unchanged orders file was read by the typed CSV fast path
     kept_rows: int  # the unchanged files' rows as read (bad ones included)
     staged: bool = False  # set by stage_lean: staged_orders holds rows to insert
@@ -91,14 +100,15 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
         return None  # a row without a customer or an order id
     rows = [(lf, i) for lf, i, (n, _, _) in zip(change.new, change.new_ids, change.counts) if n]
     if rows:  # files without a data row (a day without sales) add nothing
-        added = source.stage(con, [lf for lf, _ in rows], [], in_place=True, file_ids=[i for _, i in rows])
+        added = source.stage(con, [lf for lf, _ in rows], [], in_place=True, file_ids=[i for _, i in rows],
+                             zeros=False)
         change.staged = True
     else:  # nothing to stage; the fresh read would still need a data row somewhere
         if before is None or not change.kept_rows:
             return None
         added = FilePullResult(orders=0, contacts=0, full_refresh=True, fast_path=True)
-    if added.duplicate_orders or added.contacts or added.issue_count:
-        return None
+    if added.duplicate_orders or added.contacts or added.issue_count or added.warnings:
+        return None  # (no other warning arises without these; codes without their zeros: _zeros, below)
     if rows and before is not None and con.execute(
             f"SELECT count(*) FROM staged_orders SEMI JOIN (SELECT order_id FROM orders o{_kept(change)})"
             " USING (order_id)").fetchall()[0][0]:
@@ -112,7 +122,27 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
     return FilePullResult(orders=(before.orders if before else 0) - gone + added.orders, contacts=0, bad_rows=bad_rows,
                           bad_row_count=bad_count, full_refresh=True, identity=IdentityReport(),
                           fast_path=added.fast_path and change.kept_fast and all(lf.fast for lf in change.new),
-                          future=added.future)
+                          future=added.future, warnings=_zeros(con, change))
+
+
+def _zeros(con: duckdb.DuckDBPyConnection, change: LeanChange) -> list[str]:
+    """The warning of codes without their leading zeros (:func:`~connectors.file_staging.zeros_lost`) over every
+    file's customer ids, as a fresh read finds it: the unchanged files' orders in the store (a lean file's rows are
+    its orders) and the new files' rows, each file at its place in the source's order. When no file went and no
+    new row's id starts with a digit, no pair can have come or gone: the saved warning stands (the store unread)."""
+    parts = [f"SELECT {change.place[str(lf.path)]} AS _file, cust FROM {lf.table}" for lf in change.new]
+    if change.said is not None and not change.dropped and not (parts and con.execute(
+            f"SELECT count(*) FROM (SELECT cust FROM ({' UNION ALL '.join(parts)}) WHERE cust >= '0' AND cust < ':'"
+            " LIMIT 1)").fetchall()[0][0]):
+        return list(change.said)  # no file gone and no new id of digits: no pair made or lost, nothing to scan
+    if change.kept_places:
+        places = ", ".join(f"({int(i)}, {int(p)})" for i, p in change.kept_places.items())
+        parts.append(f"SELECT k._file, o.customer_id AS cust FROM orders o JOIN (VALUES {places}) k(file_id, _file)"
+                     " USING (file_id)")
+    if not parts:
+        return []
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_zeros AS {' UNION ALL '.join(parts)}")
+    return zeros_lost(con, ["_fs_zeros"], sorted(change.place, key=change.place.__getitem__))
 
 
 def _bad_rows(change: LeanChange, before: FilePullResult | None, added: FilePullResult) -> tuple[list, int] | None:

@@ -1,5 +1,6 @@
-"""The bad-row report and counts of a file source's last staging, kept in the order store for the warm run
-(:mod:`sync.store.files`)."""
+"""The bad-row report, counts and warnings of a file source's last staging, kept in the order store for the warm run
+(:mod:`sync.store.files`): a run that reads the files from the store says what the run that read them said (a
+repeated order id, a receipt total repeated on its lines: the data still hold them)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ SUMMARY_TABLE = "ingest_summary"
 
 
 def save_report(con: duckdb.DuckDBPyConnection, result: FilePullResult, ids: dict[str, int]) -> None:
-    """The staging's bad rows and cleaned values, per file and row, and its counts (read back by a warm run)."""
+    """The staging's bad rows and cleaned values, per file and row, its counts and its warnings (read back by a warm
+    run)."""
     con.execute(f"DELETE FROM {BAD_TABLE}")
     rows = [(ids[b.source], seq, kind, b.row, b.field, b.reason, b.value)
             for kind, items in (("bad", result.bad_rows), ("issue", result.issues)) for seq, b in enumerate(items)]
@@ -27,7 +29,7 @@ def save_report(con: duckdb.DuckDBPyConnection, result: FilePullResult, ids: dic
     summary = {"orders": result.orders, "contacts": result.contacts, "bad_row_count": result.bad_row_count,
                "issue_count": result.issue_count, "duplicate_orders": result.duplicate_orders,
                "consent_values": result.consent_values,
-               "fast_path": result.fast_path,
+               "fast_path": result.fast_path, "warnings": list(result.warnings),
                "identity": {**ident.to_json(), "ignored_count": ident.ignored_count}}
     con.execute(f"DELETE FROM {SUMMARY_TABLE}")
     con.execute(f"INSERT INTO {SUMMARY_TABLE} VALUES (?)", [json.dumps(summary)])
@@ -47,7 +49,8 @@ def read_back(con: duckdb.DuckDBPyConnection, summary: dict) -> FilePullResult:
                           bad_row_count=summary["bad_row_count"], full_refresh=True, identity=identity,
                           issues=found["issue"], issue_count=summary["issue_count"],
                           duplicate_orders=summary["duplicate_orders"], fast_path=summary["fast_path"],
-                          consent_values=summary.get("consent_values", 0))  # (0: a summary saved before it)
+                          consent_values=summary.get("consent_values", 0),  # (0: a summary saved before it)
+                          warnings=list(summary.get("warnings", [])))  # (a summary saved before: staged again)
 
 
 def order_files(con: duckdb.DuckDBPyConnection, order_ids: list[str]) -> dict[str, str]:

@@ -11,7 +11,8 @@ On the next run a file whose fingerprint is unchanged is not read again:
 
 * every file unchanged (and none gone): nothing is read or staged; the store's ``orders``/``contacts``/
   ``line_items`` are the export already, and the last staging's bad-row report is read back from
-  ``ingest_bad_rows`` (per file and row);
+  ``ingest_bad_rows`` (per file and row), and its warnings (a repeated order id, a receipt total repeated on its
+  lines) from its summary: every run that reads the files says them;
 * a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
 * a file gone: its rows leave the store, and the run says so (:func:`gone_lines`); a file renamed (or moved)
   within the patterns, the same bytes now under another matched path, is named as renamed, not gone: its rows are
@@ -169,7 +170,9 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     check_gone(gone)  # a mount point disconnected under the pattern: not gone, retried
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
     summary = json.loads(rows[0][0]) if rows else None
-    if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
+    # (a summary an older rfmsync saved keeps no warnings: staged once more from the rows the store keeps; on the
+    # lean path, its orders' customer ids looked at: file_lean._zeros)
+    if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None and "warnings" in summary:
         pull = read_back(con, summary)
         pull.copied_files = copied_files(prints, {key: row["no_oid"] for key, row in keep.items()})
         return Ingested(pull)
@@ -205,6 +208,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                                     counts=[counts[k] for k in new], dropped=[r["file_id"] for r in dropped],
                                     dropped_paths={r["path"] for r in dropped},
                                     place={str(p): i for i, (_, p) in enumerate(wanted)},
+                                    kept_places={r["file_id"]: i for i, k in enumerate(wanted) if (r := keep.get(k))},
+                                    said=summary.get("warnings") if summary is not None else None,
                                     kept_fast=all(bool(r["fast"]) for r in keep.values()),
                                     kept_rows=sum(r["rows"] or 0 for r in keep.values()))
                 result = stage_lean(con, source, change, before)  # staged_orders: a view over the rows read
