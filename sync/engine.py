@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import ChainMap
+from contextlib import ExitStack
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from .held_lock import HeldLock, between_batches, between_check, destination_loc
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
 from .ledger.locks import apply_lock
+from .ledger.runs import ended_if_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.doubt import forget_moot_upserts
@@ -57,6 +59,10 @@ class ApplyReport:
     #: counts kept from the ledger (a webhook's cached managed count) are stale when there is any
     forgotten: frozenset[tuple[str, str]] = frozenset()
 
+
+#: the error of a run interrupted (after ``interrupted by Ctrl-C (SIGINT)``, ``... SIGTERM``)
+INTERRUPTED = ("; the outcomes answered are recorded; the adds and creates sent without an answer are in doubt, "
+               "settled by the next sync")
 
 #: a destination lock's time to live (refreshed every third of it while held: :class:`HeldLock`)
 LOCK_TTL = 3600.0
@@ -158,8 +164,9 @@ def _landed(ledger: Ledger, destination: str, run_id: int, noted: Future[int]) -
 class _Summary:
     """The sync's one INFO line (a scheduled sync prints nothing else), logged when the apply ends, however it
     ends, once its run was started: ``sync <destination> <status>: …`` with the run's status (``failed`` when it
-    stopped on an error: the lock lost, the ESP or the ledger failing). A webhook resync's empty plan that
-    recorded nothing logs none (every webhook batch plans every destination: a line each would be noise)."""
+    stopped on an error: the lock lost, the ESP or the ledger failing; ``interrupted``: Ctrl-C, SIGTERM). A webhook
+    resync's empty plan that recorded nothing logs none (every webhook batch plans every destination: a line each
+    would be noise)."""
 
     def __init__(self, kind: str) -> None:
         self.kind, self.destination, self.empty, self.status = kind, "", False, "failed"
@@ -168,7 +175,9 @@ class _Summary:
     def __enter__(self) -> _Summary:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.status = "interrupted"  # (recorded so by ended_if_interrupted)
         c = self.counts
         if c is None or (self.kind == "webhook" and self.empty and not c["ledger_only"]):
             return
@@ -204,7 +213,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if between is not None:
             between()
 
-    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary:
+    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary, \
+            ExitStack() as started:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
@@ -224,6 +234,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0, "kept_out": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
+        # Ctrl-C, SIGTERM: the run recorded ended at once, its operations in flight left in doubt (an error is
+        # recorded below as it fails the run)
+        started.enter_context(ended_if_interrupted(ledger, run_id, counts, INTERRUPTED))
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
             # what runs that ended without finishing left in flight is in doubt now (sync.ledger.inflight)
             ledger.doubt_in_flight(plan.destination, run_id, lambda keys: ledger.load_states(plan.destination, keys))
@@ -330,11 +343,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                         finally:  # also when the ledger's write failed: no thread left reading
                             if ahead is not None:
                                 ahead.stop()
-            except Exception as exc:
-                summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+            except BaseException as exc:  # (an interruption is recorded by ended_if_interrupted)
                 if not calling:  # stopped before its first write call: nothing it sent is in doubt
                     _landed(ledger, plan.destination, run_id, noted)
-                ledger.finish_run(run_id, summary.status, counts, error=str(exc))
+                if isinstance(exc, Exception):
+                    summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+                    ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
         # every operation answered (a failure too) and its outcome written: none is in flight any more (a run that
         # failed, was stopped or interrupted past its first call leaves them: the next apply finds what it recorded)

@@ -8,8 +8,13 @@ Errors are converted here only: one clear line on stderr, exit code by kind (see
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -19,7 +24,7 @@ from connectors.secrets import install_masked_excepthooks, mask, mask_log_handle
 from segmentation import DataRangeError, SegmentationError
 from segmentation.errors import interrupted_query
 
-from ..errors import INTERNAL_EXIT, RETRY_LATER_EXIT, ConfigError, DataError, RfmsyncError
+from ..errors import INTERNAL_EXIT, RETRY_LATER_EXIT, ConfigError, DataError, RfmsyncError, Terminated
 from .json_output import emit_error
 from .output import err, print_error
 
@@ -71,7 +76,8 @@ class RfmsyncGroup(click.Group):
         """The program's entry point (the ``rfmsync`` script and ``python -m sync`` call ``main()``; a test's
         CliRunner calls ``main.main()``): the process's exception hooks, masked, are installed here only."""
         install_masked_excepthooks()
-        return super().__call__(*args, **kwargs)
+        with terminated_on_sigterm():
+            return super().__call__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -97,6 +103,36 @@ class RfmsyncGroup(click.Group):
             except Exception:  # printing the error must not become a traceback of its own
                 pass
             ctx.exit(code)
+
+
+@contextmanager
+def terminated_on_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, a supervisor's stop) raises :class:`~sync.errors.Terminated` in the main thread, once, as
+    Ctrl-C raises KeyboardInterrupt: the run under way records itself ``interrupted`` on the way out (before, the
+    process ended at once and its run showed ``running`` until the next run found it dead). The process then ends
+    by SIGTERM as before (its exit status unchanged). ``serve`` installs its own handler over this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if not got:  # a second SIGTERM while the first one's cleanup runs: that cleanup goes on
+            got.append(signum)
+            raise Terminated
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if got and signal.getsignal(signal.SIGTERM) is handler:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _message(exc: BaseException) -> str:
