@@ -14,6 +14,8 @@ import os
 import socket
 import uuid
 
+from connectors.digits import digits
+
 
 def this_host() -> str:
     """``hostname/pid-namespace`` (the host name alone where the namespace cannot be read)."""
@@ -40,7 +42,7 @@ def owner_process_gone(owner: str | None) -> bool:
     cases: False (wait for expiry)."""
     host, _, rest = (owner or "").partition(":")
     pid = rest.partition(":")[0]
-    if host not in (this_host(), socket.gethostname()) or not pid.isdigit() or int(pid) <= 0:
+    if host not in (this_host(), socket.gethostname()) or not digits(pid) or int(pid) <= 0:
         return False
     if int(pid) == os.getpid():
         return False
