@@ -34,7 +34,6 @@ from .ledger.locks import apply_lock
 from .ledger.runs import ended_if_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
-from .planning.doubt import forget_moot_upserts
 from .planning.plan import Plan
 from .planning.target import move_if_planned
 
@@ -190,7 +189,7 @@ class _Summary:
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
                  lock_ttl: float = LOCK_TTL, alone: bool = False,
-                 fresh: Callable[[], bool] | None = None, forget_moot: bool = False) -> ApplyReport:
+                 fresh: Callable[[], bool] | None = None, forget: Callable[[], None] | None = None) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
@@ -203,9 +202,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
     ``alone``: the plan is a held plan's consent withdrawals alone (:mod:`sync.planning.withdrawals`): it settles
     the lost-tag memory of its own contacts only, never of the contacts it leaves to the held plan.
-    ``forget_moot``: the plan is of every contact (a saved plan's ``apply``): the failed upserts it no longer makes
-    are forgotten (:func:`~sync.planning.doubt.forget_moot_upserts`) once the lock is held and the plan found
-    current, before any ESP call (a sync's planner forgets them as it plans)."""
+    ``forget``: the ledger writes a plan of every contact leaves until it is applied (a sync's
+    :attr:`~sync.planning.planner.PlannedDestination.forget`, a saved plan's moot upserts:
+    :func:`~sync.planning.doubt.forget_moot_upserts`), made once the lock is held and the plan found current, before
+    any ESP call; not once re-planned (a sync's re-plan makes its own as it is accepted: :mod:`sync.run`)."""
     between = between_check()
 
     def checkpoint() -> None:
@@ -219,12 +219,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
                 log.info("sync %s: its input moved on while waiting: planning again", plan.destination)
-                plan = replan()
+                plan, forget = replan(), None
             elif not plan.made_at(now):
                 how = plan.moved_how(now)
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
                          plan.destination, plan.ledger_revision, now.revision, f", {how}" if how else "")
-                plan = replan()
+                plan, forget = replan(), None
         if between is not None:
             between()  # stopped before the run starts: nothing to record
         # a full refresh's move: the ledger forgets the old audience's state (a first apply: records its target)
@@ -240,8 +240,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
             # what runs that ended without finishing left in flight is in doubt now (sync.ledger.inflight)
             ledger.doubt_in_flight(plan.destination, run_id, lambda keys: ledger.load_states(plan.destination, keys))
-            if forget_moot:
-                forget_moot_upserts(ledger, plan.destination, plan, ledger.doubted_ops(plan.destination))
+            if forget is not None:  # (the guards passed, the plan is current)
+                forget()
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers,
             # a withdrawals-alone plan only the withdrawn: the held plan gives the others their lost tags back)

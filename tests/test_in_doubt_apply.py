@@ -82,3 +82,24 @@ def test_a_saved_plans_doubted_withdrawal_goes_out_alone_when_a_guard_holds_the_
     assert [s["status"] for s in doc["withdrawals_applied"]] == ["succeeded"], doc
     assert not mailchimp_fake.tags_of(key) & tags  # his doubted tags came off
     assert mailchimp_fake.tags_of(gone)  # the leaving customer's removal is held
+
+
+def test_a_sync_a_guard_refuses_forgets_no_moot_upsert(tmp_path, monkeypatch, mailchimp_fake,
+                                                       ledger_url):  # noqa: F811
+    """A failed upsert the plan no longer makes is forgotten by the sync that applies the plan, not by one a guard
+    refused (exit 6: the ledger as it was, but for withdrawals sent alone); the sync that applies forgets it."""
+    from tests.test_guards import set_guards, swap_tags
+
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    with Ledger.connect(ledger_url) as ledger:
+        dest = ledger.recent_runs(1)[0]["destination"]
+        key = sorted(ledger.load_state(dest))[0]  # synced: no plan upserts him again
+        ledger.record_failures(dest, None, [ItemResult(key, "upsert", False, "HTTP 200: an HTML page")])
+    swap_tags(cfg)  # every contact of two segments changes tags: a mass change
+    set_guards(cfg, max_change_pct=10)
+    refused = cli("sync", "--config", str(cfg), "--as-of", AS_OF, code=6)
+    assert "guard max_" in refused.output
+    assert _failures(cfg) == [(key, "upsert")]  # refused: the ledger forgot nothing
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert _failures(cfg) == []
