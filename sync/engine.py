@@ -205,7 +205,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     ``forget``: the ledger writes a plan of every contact leaves until it is applied (a sync's
     :attr:`~sync.planning.planner.PlannedDestination.forget`, a saved plan's moot upserts:
     :func:`~sync.planning.doubt.forget_moot_upserts`), made once the lock is held and the plan found current, before
-    any ESP call; not once re-planned (a sync's re-plan makes its own as it is accepted: :mod:`sync.run`)."""
+    any ESP call; not once ``replan()`` was asked for (a sync's re-plan makes its own as it is accepted:
+    :mod:`sync.run`, and so does its plan narrowed to the customers not merged since the read:
+    :meth:`sync.store_moved.StoreRead.replan`)."""
     between = between_check()
 
     def checkpoint() -> None:

@@ -140,7 +140,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             try:
                 try:
                     replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats),
-                                         cfg.destination(p.plan.destination).retire_tags)
+                                         cfg.destination(p.plan.destination).retire_tags, p.forget)
                     reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(), replan=replan,
                                             fresh=read.fresh, forget=p.forget))
                 except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
