@@ -110,21 +110,31 @@ def terminated_on_sigterm() -> Iterator[None]:
     """SIGTERM (``kill``, a supervisor's stop) raises :class:`~sync.errors.Terminated` in the main thread, once, as
     Ctrl-C raises KeyboardInterrupt: the run under way records itself ``interrupted`` on the way out (before, the
     process ended at once and its run showed ``running`` until the next run found it dead). The process then ends
-    by SIGTERM as before (its exit status unchanged). ``serve`` installs its own handler over this one."""
+    by SIGTERM as before (its exit status unchanged). A second SIGTERM or Ctrl-C while the first one's cleanup runs
+    (it may wait for calls in flight) ends the process at once, by that signal (its adds sent are in doubt all the
+    same: :mod:`sync.ledger.inflight`). ``serve`` installs its own handlers over these."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:
-        if not got:  # a second SIGTERM while the first one's cleanup runs: that cleanup goes on
-            got.append(signum)
-            raise Terminated
+        got.append(signum)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the next one of ours (not serve's) ends the process at once
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated
     previous = signal.signal(signal.SIGTERM, handler)
+    # Ctrl-C: only where Python's own handler answers it (a SIGINT ignored, as under nohup, stays ignored)
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.default_int_handler:
+        signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
-        if got and signal.getsignal(signal.SIGTERM) is handler:
+        if got and got[0] == signal.SIGTERM:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
@@ -132,7 +142,10 @@ def terminated_on_sigterm() -> Iterator[None]:
                     pass
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
-        signal.signal(signal.SIGTERM, previous)
+        if not got:  # (after a Ctrl-C the process ends: a second one meanwhile, as the threads are joined, too)
+            signal.signal(signal.SIGTERM, previous)
+            if interrupt is signal.default_int_handler:
+                signal.signal(signal.SIGINT, interrupt)
 
 
 def _message(exc: BaseException) -> str:
