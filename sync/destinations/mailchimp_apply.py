@@ -223,12 +223,14 @@ class Pipeline:
     def run(self) -> None:
         """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
         first call (or report of its results, or the tag calls' building) that raises stops new calls; the ones in
-        flight are still reported, then it is raised."""
+        flight are still reported, then it is raised. An interruption (Ctrl-C, SIGTERM to the CLI) waits for none
+        of the calls out: their answers would not be read (the adds sent stay in doubt: :mod:`sync.ledger.inflight`)."""
         connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=connections,
-                                thread_name_prefix=f"mailchimp-{self.dest.name}") as pool:
+        pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix=f"mailchimp-{self.dest.name}")
+        interrupted = True  # until the loop ends, or raises an error
+        try:
             while True:
                 try:  # a call's building (a tag created for it, the tag calls planned) raising: no further call;
                     while first_error is None and len(in_flight) < connections:  # the calls out still reported
@@ -262,6 +264,12 @@ class Pipeline:
                         continue
                     if kind != "tag":
                         self._upsert_answered(kind, chunk, results, spill)
+            interrupted = False
+        except Exception:
+            interrupted = False
+            raise
+        finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
         if first_error is not None:
             raise first_error
 
