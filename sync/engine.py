@@ -60,8 +60,8 @@ class ApplyReport:
 
 
 #: the error of a run interrupted (after ``interrupted by Ctrl-C (SIGINT)``, ``... SIGTERM``)
-INTERRUPTED = ("; the outcomes answered are recorded; the adds and creates sent without an answer are in doubt, "
-               "settled by the next sync")
+INTERRUPTED = ("; the outcomes answered before it are recorded, the calls still out were not waited for: the adds "
+               "and creates sent without a recorded answer are in doubt, settled by the next sync")
 
 #: a destination lock's time to live (refreshed every third of it while held: :class:`HeldLock`)
 LOCK_TTL = 3600.0
