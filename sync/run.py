@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any, Callable, Mapping, Sequence
 
 from connectors.errors import BadFileError
+from segmentation.errors import interrupted_query
 
 from . import progress as steps
 from .config import Config
@@ -112,7 +113,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                 except NOT_A_FAILED_RUN:
                     raise
                 except Exception as exc:  # an ESP down or lying, a key refused: `rfmsync runs` shows it failed
-                    _record_unplanned(ledger, kind, names, exc)
+                    if not interrupted_query(exc):  # (Ctrl-C, SIGTERM inside a DuckDB statement: no failure)
+                        _record_unplanned(ledger, kind, names, exc)
                     raise
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
@@ -153,6 +155,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                                                     stats.counts())
                     raise StoreMovedUnknown("\n".join(held.message_lines)) from None
             except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
+                if interrupted_query(exc):  # Ctrl-C, SIGTERM inside a DuckDB statement (the store's check under the
+                    raise  # lock): interrupted, no further destination starts
                 failed.append(exc)
                 if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
                     break
