@@ -123,7 +123,7 @@ class StoreRead:
             made = plan.made_at(ledger.state_counter(plan.destination))
             if not made and replan is not None:
                 return left_to_resyncs(replan(), self.moved, retired)
-            if forget is not None:  # (the plan is current: only the moved customers' changes are left out)
+            if forget is not None:  # (``plan`` goes on, but for the moved customers' changes)
                 forget()
             return left_to_resyncs(plan, self.moved, retired)
 
