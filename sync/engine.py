@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import ChainMap
+from contextlib import ExitStack
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -30,9 +31,9 @@ from .held_lock import HeldLock, between_batches, between_check, destination_loc
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
 from .ledger.locks import apply_lock
+from .ledger.runs import ended_if_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
-from .planning.doubt import forget_moot_upserts
 from .planning.plan import Plan
 from .planning.target import move_if_planned
 
@@ -57,6 +58,10 @@ class ApplyReport:
     #: counts kept from the ledger (a webhook's cached managed count) are stale when there is any
     forgotten: frozenset[tuple[str, str]] = frozenset()
 
+
+#: the error of a run interrupted (after ``interrupted by Ctrl-C (SIGINT)``, ``... SIGTERM``)
+INTERRUPTED = ("; the outcomes answered before it are recorded, the calls still out were not waited for: the adds "
+               "and creates sent without a recorded answer are in doubt, settled by the next sync")
 
 #: a destination lock's time to live (refreshed every third of it while held: :class:`HeldLock`)
 LOCK_TTL = 3600.0
@@ -158,8 +163,9 @@ def _landed(ledger: Ledger, destination: str, run_id: int, noted: Future[int]) -
 class _Summary:
     """The sync's one INFO line (a scheduled sync prints nothing else), logged when the apply ends, however it
     ends, once its run was started: ``sync <destination> <status>: …`` with the run's status (``failed`` when it
-    stopped on an error: the lock lost, the ESP or the ledger failing). A webhook resync's empty plan that
-    recorded nothing logs none (every webhook batch plans every destination: a line each would be noise)."""
+    stopped on an error: the lock lost, the ESP or the ledger failing; ``interrupted``: Ctrl-C, SIGTERM). A webhook
+    resync's empty plan that recorded nothing logs none (every webhook batch plans every destination: a line each
+    would be noise)."""
 
     def __init__(self, kind: str) -> None:
         self.kind, self.destination, self.empty, self.status = kind, "", False, "failed"
@@ -168,7 +174,9 @@ class _Summary:
     def __enter__(self) -> _Summary:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.status = "interrupted"  # (recorded so by ended_if_interrupted)
         c = self.counts
         if c is None or (self.kind == "webhook" and self.empty and not c["ledger_only"]):
             return
@@ -181,7 +189,7 @@ class _Summary:
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
                  lock_ttl: float = LOCK_TTL, alone: bool = False,
-                 fresh: Callable[[], bool] | None = None, forget_moot: bool = False) -> ApplyReport:
+                 fresh: Callable[[], bool] | None = None, forget: Callable[[], None] | None = None) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
@@ -194,9 +202,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
     ``alone``: the plan is a held plan's consent withdrawals alone (:mod:`sync.planning.withdrawals`): it settles
     the lost-tag memory of its own contacts only, never of the contacts it leaves to the held plan.
-    ``forget_moot``: the plan is of every contact (a saved plan's ``apply``): the failed upserts it no longer makes
-    are forgotten (:func:`~sync.planning.doubt.forget_moot_upserts`) once the lock is held and the plan found
-    current, before any ESP call (a sync's planner forgets them as it plans)."""
+    ``forget``: the ledger writes a plan of every contact leaves until it is applied (a sync's
+    :attr:`~sync.planning.planner.PlannedDestination.forget`, a saved plan's moot upserts:
+    :func:`~sync.planning.doubt.forget_moot_upserts`), made once the lock is held and the plan found current, before
+    any ESP call; not once ``replan()`` was asked for (a sync's re-plan makes its own as it is accepted:
+    :mod:`sync.run`, and so does its plan narrowed to the customers not merged since the read:
+    :meth:`sync.store_moved.StoreRead.replan`)."""
     between = between_check()
 
     def checkpoint() -> None:
@@ -204,17 +215,18 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if between is not None:
             between()
 
-    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary:
+    with destination_lock(ledger, apply_lock(plan.destination), lock_ttl) as held, _Summary(kind) as summary, \
+            ExitStack() as started:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
                 log.info("sync %s: its input moved on while waiting: planning again", plan.destination)
-                plan = replan()
+                plan, forget = replan(), None
             elif not plan.made_at(now):
                 how = plan.moved_how(now)
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
                          plan.destination, plan.ledger_revision, now.revision, f", {how}" if how else "")
-                plan = replan()
+                plan, forget = replan(), None
         if between is not None:
             between()  # stopped before the run starts: nothing to record
         # a full refresh's move: the ledger forgets the old audience's state (a first apply: records its target)
@@ -224,11 +236,14 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0, "kept_out": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
+        # Ctrl-C, SIGTERM: the run recorded ended at once, its operations in flight left in doubt (an error is
+        # recorded below as it fails the run)
+        started.enter_context(ended_if_interrupted(ledger, run_id, counts, INTERRUPTED))
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
             # what runs that ended without finishing left in flight is in doubt now (sync.ledger.inflight)
             ledger.doubt_in_flight(plan.destination, run_id, lambda keys: ledger.load_states(plan.destination, keys))
-            if forget_moot:
-                forget_moot_upserts(ledger, plan.destination, plan, ledger.doubted_ops(plan.destination))
+            if forget is not None:  # (the guards passed, the plan is current)
+                forget()
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers,
             # a withdrawals-alone plan only the withdrawn: the held plan gives the others their lost tags back)
@@ -331,11 +346,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                         finally:  # also when the ledger's write failed: no thread left reading
                             if ahead is not None:
                                 ahead.stop()
-            except Exception as exc:
-                summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+            except BaseException as exc:  # (an interruption is recorded by ended_if_interrupted)
                 if not calling:  # stopped before its first write call: nothing it sent is in doubt
                     _landed(ledger, plan.destination, run_id, noted)
-                ledger.finish_run(run_id, summary.status, counts, error=str(exc))
+                if isinstance(exc, Exception):
+                    summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+                    ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
         # every operation answered (a failure too) and its outcome written: none is in flight any more (a run that
         # failed, was stopped or interrupted past its first call leaves them: the next apply finds what it recorded)

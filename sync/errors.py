@@ -129,4 +129,11 @@ class RunStopped(RfmsyncError):
     exit_code = RETRY_LATER_EXIT
 
 
+class Terminated(BaseException):
+    """SIGTERM to a CLI command (:mod:`sync.cli.main`): raised in the main thread, like Ctrl-C's KeyboardInterrupt
+    (not an error: no ``except Exception`` takes it), so the run under way is recorded ``interrupted`` on the way
+    out; the process then ends by SIGTERM, as it did before. (``serve`` stops its runs between two batches instead:
+    :class:`RunStopped`.)"""
+
+
 INTERNAL_EXIT = 70

@@ -63,6 +63,7 @@ def forget_destination(cfg: "Config", ledger: "Ledger", name: str, *, yes: bool 
     (:class:`sync.errors.LockBusyError` while a sync of it runs). ConfigError when the config has ``name``, when a
     configured destination's ``renamed_from`` names it, or when the ledger holds nothing under it."""
     from .engine import destination_lock
+    from .ledger.locks import apply_lock
 
     if any(d.name == name for d in cfg.destinations):
         raise ConfigError(f"destination {name!r} is in the config: rfmsync forgets only a destination removed from "
@@ -93,7 +94,7 @@ def forget_destination(cfg: "Config", ledger: "Ledger", name: str, *, yes: bool 
     if not yes:
         tags, failed, flying = look()
         return Forgotten(name, target, ledger.state_count(name), tags, done=False, failures=failed, in_flight=flying)
-    with destination_lock(ledger, f"sync:{name}", LOCK_TTL) as lock:
+    with destination_lock(ledger, apply_lock(name), LOCK_TTL) as lock:
         tags, failed, flying = look()
         contacts = ledger.forget_destination(name, (TARGET_CURSOR, name), lock=(lock.name, lock.owner),
                                              untagged=False)

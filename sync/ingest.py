@@ -17,16 +17,21 @@ import duckdb
 
 from connectors.source import Progress, PullResult
 from segmentation import Thresholds
+from segmentation.errors import interrupted_query
 from segmentation.scoring import RecencyCollapse
 
 from .config import Config
 from .errors import GuardRefusedError
 from .guards import DataStats, data_lines
 from .ledger import Ledger
+from .ledger.runs import ended_if_interrupted
 from .pipeline import Reading, SegmentsRun, compute_segments, configured_source, pull_into, pull_lines, store_path
 from .planning.planner import needs_predictions
 from .settings import Settings
 from .store import connect_store
+
+#: the error of a pull interrupted (after ``interrupted by Ctrl-C (SIGINT)``, ``... SIGTERM``)
+PULL_INTERRUPTED = ": the next pull reads again what it had not merged (its cursor moves after the merge)"
 
 
 def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
@@ -50,12 +55,16 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
             raise GuardRefusedError(lines)
 
     try:
-        result = pull_into(con, source, cursor, progress=progress, reading=reading,
-                           before_merge=refuse_on_data_guards if guarded else None)
+        with ended_if_interrupted(ledger, run_id, {}, PULL_INTERRUPTED):  # Ctrl-C, SIGTERM: not left running
+            result = pull_into(con, source, cursor, progress=progress, reading=reading,
+                               before_merge=refuse_on_data_guards if guarded else None)
     except GuardRefusedError:
         raise
     except Exception as exc:
-        ledger.finish_run(run_id, "failed", {}, error=str(exc))
+        if interrupted_query(exc):  # Ctrl-C (SIGTERM) inside a DuckDB statement, which raised this instead
+            ledger.interrupt_run(run_id, {}, f"interrupted inside a query{PULL_INTERRUPTED}")
+        else:
+            ledger.finish_run(run_id, "failed", {}, error=str(exc))
         raise
     if result.cursor is not None:
         ledger.set_cursor(name, "all", result.cursor)

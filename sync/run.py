@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any, Callable, Mapping, Sequence
 
 from connectors.errors import BadFileError
+from segmentation.errors import interrupted_query
 
 from . import progress as steps
 from .config import Config
@@ -31,7 +32,7 @@ from .ledger import Ledger, RunHistory
 from .ledger.statecache import Counter
 from .pipeline import Reading, store_path, today_in
 from .planning.consent_now import recheck_consent
-from .planning.doubt import in_doubt
+from .planning.doubt import forget_moot_upserts, in_doubt
 from .planning.plan import Plan
 from .planning.plan_json import check_managed
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
@@ -133,7 +134,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                 except NOT_A_FAILED_RUN:
                     raise
                 except Exception as exc:  # an ESP down or lying, a key refused: `rfmsync runs` shows it failed
-                    _record_unplanned(ledger, kind, names, exc)
+                    if not interrupted_query(exc):  # (Ctrl-C, SIGTERM inside a DuckDB statement: no failure)
+                        _record_unplanned(ledger, kind, names, exc)
                     raise
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
@@ -160,9 +162,9 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             try:
                 try:
                     replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats),
-                                         cfg.destination(p.plan.destination).retire_tags)
+                                         cfg.destination(p.plan.destination).retire_tags, p.forget)
                     reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(), replan=replan,
-                                            fresh=read.fresh))
+                                            fresh=read.fresh, forget=p.forget))
                 except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
                     alone = [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))]
                     raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines, alone,
@@ -173,6 +175,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                                                     stats.counts())
                     raise StoreMovedUnknown("\n".join(held.message_lines)) from None
             except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
+                if interrupted_query(exc):  # Ctrl-C, SIGTERM inside a DuckDB statement (the store's check under the
+                    raise  # lock): interrupted, no further destination starts
                 failed.append(exc)
                 if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
                     break
@@ -221,9 +225,12 @@ def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allo
     def again() -> Plan:
         fresh = planned.replan()  # type: ignore[misc]
         guarded = not allow_mass_change
-        return judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if guarded else (),
+        plan = judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if guarded else (),
                             fresh.withdrawal_lines if guarded else (), alone=alone, ledger=ledger, kind=kind,
                             counts=stats.counts())
+        if fresh.forget is not None and not alone:  # accepted, applied whole: what it no longer wants forgotten
+            fresh.forget()
+        return plan
 
     return again if planned.replan is not None else None
 
@@ -301,10 +308,15 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
         client = make_destination(cfg.destination(plan.destination), settings, required=True)
         # the plan of every contact is applied (as a sync's): a failed upsert it no longer makes is moot (forgotten
         # under the lock, once the plan is found current)
-        reports.append(_execute(plan, client, ledger, kind="apply", data=counts, forget_moot=True,
+        reports.append(_execute(plan, client, ledger, kind="apply", data=counts, forget=_moot(ledger, plan),
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
     after_applies(cfg, ledger, reports)
     return reports
+
+
+def _moot(ledger: Ledger, plan: Plan) -> Callable[[], None]:
+    """A saved plan's ``forget`` (:func:`execute_plan`): the failed upserts it no longer makes."""
+    return lambda: forget_moot_upserts(ledger, plan.destination, plan, ledger.doubted_ops(plan.destination))
 
 
 def check_ledger_id(ledger: Ledger, plans: Sequence[Plan], saved: str | None) -> None:

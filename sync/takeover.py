@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .engine import destination_lock
 from .errors import LockBusyError
+from .ledger.locks import apply_lock
 from .planning.retired import managed_beside, retired_what, retires_only
 from .planning.target import TARGET_CURSOR, describe, known_target, target_of
 
@@ -39,7 +40,7 @@ def _under_locks(ledger: "Ledger", names: list[str], what: str, do: Callable[[tu
     with an info line, when one is busy (left for the next run)."""
     try:
         with ExitStack() as stack:
-            held = [stack.enter_context(destination_lock(ledger, f"sync:{n}", LOCK_TTL)) for n in names]
+            held = [stack.enter_context(destination_lock(ledger, apply_lock(n), LOCK_TTL)) for n in names]
             return do((held[0].name, held[0].owner))
     except LockBusyError as exc:
         log.info("destination %r: %s waits for the next run (%s)", names[0], what, exc)

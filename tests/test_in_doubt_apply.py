@@ -82,3 +82,51 @@ def test_a_saved_plans_doubted_withdrawal_goes_out_alone_when_a_guard_holds_the_
     assert [s["status"] for s in doc["withdrawals_applied"]] == ["succeeded"], doc
     assert not mailchimp_fake.tags_of(key) & tags  # his doubted tags came off
     assert mailchimp_fake.tags_of(gone)  # the leaving customer's removal is held
+
+
+def test_a_sync_a_guard_refuses_forgets_no_moot_upsert(tmp_path, monkeypatch, mailchimp_fake,
+                                                       ledger_url):  # noqa: F811
+    """A failed upsert the plan no longer makes is forgotten by the sync that applies the plan, not by one a guard
+    refused (exit 6: the ledger as it was, but for withdrawals sent alone); the sync that applies forgets it."""
+    from tests.test_guards import set_guards, swap_tags
+
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    with Ledger.connect(ledger_url) as ledger:
+        dest = ledger.recent_runs(1)[0]["destination"]
+        key = sorted(ledger.load_state(dest))[0]  # synced: no plan upserts him again
+        ledger.record_failures(dest, None, [ItemResult(key, "upsert", False, "HTTP 200: an HTML page")])
+    swap_tags(cfg)  # every contact of two segments changes tags: a mass change
+    set_guards(cfg, max_change_pct=10)
+    refused = cli("sync", "--config", str(cfg), "--as-of", AS_OF, code=6)
+    assert "guard max_" in refused.output
+    assert _failures(cfg) == [(key, "upsert")]  # refused: the ledger forgot nothing
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert _failures(cfg) == []
+
+
+def test_a_sync_a_guard_refuses_keeps_a_kept_out_row_the_next_sync_forgets(tmp_path, monkeypatch, mailchimp_fake,
+                                                                           ledger_url):  # noqa: F811
+    """End to end through the CLI: a kept-out operation the plan no longer wants (a tag no mapping gives any more)
+    stays in the ledger after a sync a guard refused (exit 6), and the next sync, applied, forgets it."""
+    from tests.test_guards import set_guards, swap_tags
+
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    with Ledger.connect(ledger_url) as ledger:
+        dest = ledger.recent_runs(1)[0]["destination"]
+        key = sorted(ledger.load_state(dest))[0]
+        ledger.record_kept_out(dest, None, [ItemResult(key, "tag+rfm_Retired", False, "he unsubscribed",
+                                                       refused=True, kept_out=True)])
+
+    def kept() -> list[tuple[str, str]]:
+        out = cli("failures", "--config", str(cfg), "--format", "json", "--kept-out").stdout
+        return [(r["key"], r["op"]) for r in json.loads(out)]
+
+    assert kept() == [(key, "tag+rfm_Retired")]
+    swap_tags(cfg)  # every contact of two segments changes tags: a mass change
+    set_guards(cfg, max_change_pct=10)
+    assert "guard max_" in cli("sync", "--config", str(cfg), "--as-of", AS_OF, code=6).output
+    assert kept() == [(key, "tag+rfm_Retired")]  # refused: the ledger forgot nothing
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert kept() == []

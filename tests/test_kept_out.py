@@ -27,9 +27,9 @@ RETRY = RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0))
 
 
 def _night(cfg, rows, ledger, client, full_refresh=False, **kw):
-    plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=full_refresh, reconcile=False,
-                    forget_kept=True, **kw).plan  # a sync's plan: it forgets what is no longer wanted
-    return plan, execute_plan(plan, client, ledger)
+    planned = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=full_refresh,
+                       reconcile=False, forget_kept=True, **kw)  # a sync's plan: applied, it forgets what is no
+    return planned.plan, execute_plan(planned.plan, client, ledger, forget=planned.forget)  # longer wanted
 
 
 @pytest.mark.parametrize("where", ["list", "address"])
@@ -223,16 +223,20 @@ def test_a_plan_on_a_ledger_it_may_only_read_keeps_the_rows_no_longer_wanted(tmp
                                                         refused=True, kept_out=True)])
     row = {"customer_id": "c1", "email": "k@x.com", "segment": "Other", "marketing_consent": "yes"}  # he left
     with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true") as ledger:
-        plan = plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False,
-                        reconcile=False, forget_kept=True).plan
-        assert [sorted(c.add_tags) for c in plan.changes] == [["list:Loyal"]]
+        planned = plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False,
+                           reconcile=False, forget_kept=True)
+        assert [sorted(c.add_tags) for c in planned.plan.changes] == [["list:Loyal"]]
+        planned.forget()  # (as its apply forgets them)
         assert len(ledger.kept_out_list("uni")) == 1
     assert "no longer wanted not forgotten" in caplog.text
     with Ledger.connect(f"sqlite:///{path}") as ledger:  # a dry run (``rfmsync plan``) writes nothing to the ledger
-        plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False)
+        assert plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False,
+                        reconcile=False).forget is None
         assert len(ledger.kept_out_list("uni")) == 1
-        plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False,
-                 forget_kept=True)
+        planned = plan_one(cfg, cfg.destinations[0], [row], ledger, None, None, full_refresh=False, reconcile=False,
+                           forget_kept=True)
+        assert len(ledger.kept_out_list("uni")) == 1  # a sync's plan: forgotten once applied, not before its guards
+        planned.forget()
         assert ledger.kept_out_list("uni") == []
 
 

@@ -352,6 +352,8 @@ def test_owner_process_gone_only_for_exited_processes_of_this_host() -> None:
     assert owner_process_gone(f"{socket.gethostname()}:{gone}")  # an earlier version's name: as before
     assert not owner_process_gone(f"{socket.gethostname()}/1:{gone}")  # this host name, another PID namespace
     assert not owner_process_gone("probe") and not owner_process_gone(None) and not owner_process_gone("h:-1:x")
+    # a pid field str.isdigit() takes but int() refuses (a ledger row edited by hand): not gone, no ValueError
+    assert not owner_process_gone(f"{socket.gethostname()}:\u00b2:x")
 
 
 def test_lock_holder_names_the_owner(ledger: Ledger) -> None:

@@ -8,8 +8,13 @@ Errors are converted here only: one clear line on stderr, exit code by kind (see
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -19,7 +24,7 @@ from connectors.secrets import install_masked_excepthooks, mask, mask_log_handle
 from segmentation import DataRangeError, SegmentationError
 from segmentation.errors import interrupted_query
 
-from ..errors import INTERNAL_EXIT, RETRY_LATER_EXIT, ConfigError, DataError, RfmsyncError
+from ..errors import INTERNAL_EXIT, RETRY_LATER_EXIT, ConfigError, DataError, RfmsyncError, Terminated
 from .json_output import emit_error
 from .output import err, print_error
 
@@ -71,7 +76,8 @@ class RfmsyncGroup(click.Group):
         """The program's entry point (the ``rfmsync`` script and ``python -m sync`` call ``main()``; a test's
         CliRunner calls ``main.main()``): the process's exception hooks, masked, are installed here only."""
         install_masked_excepthooks()
-        return super().__call__(*args, **kwargs)
+        with terminated_on_sigterm():
+            return super().__call__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -97,6 +103,49 @@ class RfmsyncGroup(click.Group):
             except Exception:  # printing the error must not become a traceback of its own
                 pass
             ctx.exit(code)
+
+
+@contextmanager
+def terminated_on_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, a supervisor's stop) raises :class:`~sync.errors.Terminated` in the main thread, once, as
+    Ctrl-C raises KeyboardInterrupt: the run under way records itself ``interrupted`` on the way out (before, the
+    process ended at once and its run showed ``running`` until the next run found it dead). The process then ends
+    by SIGTERM as before (its exit status unchanged). A second SIGTERM or Ctrl-C while the first one's cleanup runs
+    (it may wait for calls in flight) ends the process at once, by that signal (its adds sent are in doubt all the
+    same: :mod:`sync.ledger.inflight`). ``serve`` installs its own handlers over these."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        got.append(signum)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the next one of ours (not serve's) ends the process at once
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated
+    previous = signal.signal(signal.SIGTERM, handler)
+    # Ctrl-C: only where Python's own handler answers it (a SIGINT ignored, as under nohup, stays ignored)
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.default_int_handler:
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if got and got[0] == signal.SIGTERM:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        if not got:  # (after a Ctrl-C the process ends: a second one meanwhile, as the threads are joined, too)
+            signal.signal(signal.SIGTERM, previous)
+            if interrupt is signal.default_int_handler:
+                signal.signal(signal.SIGINT, interrupt)
 
 
 def _message(exc: BaseException) -> str:

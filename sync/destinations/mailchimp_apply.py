@@ -242,13 +242,16 @@ class Pipeline:
     def run(self) -> None:
         """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
         first call (or report of its results, or the tag calls' building) that raises stops new calls; the ones in
-        flight are still reported, then it is raised."""
+        flight are still reported, then it is raised. An interruption (Ctrl-C, SIGTERM to the CLI) waits for none
+        of the calls out: their answers would not be read (the adds sent stay in doubt: :mod:`sync.ledger.inflight`)."""
         connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
         planning: Future[Any] | None = None  # the tag plan, made on its own thread while the upserts go
-        with ThreadPoolExecutor(max_workers=connections, thread_name_prefix=f"mailchimp-{self.dest.name}") as pool, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mailchimp-{self.dest.name}-tags") as planner:
+        pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix=f"mailchimp-{self.dest.name}")
+        planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mailchimp-{self.dest.name}-tags")
+        interrupted = True  # until the loop ends, or raises an error
+        try:
             while True:
                 try:  # a call's building (a tag created for it, the tag calls planned) raising: no further call;
                     if planning is not None and planning.done():  # the tag plan made: its calls can go now
@@ -288,6 +291,13 @@ class Pipeline:
                         continue
                     if kind != "tag":
                         self._upsert_answered(kind, chunk, results, spill)
+            interrupted = False
+        except Exception:
+            interrupted = False
+            raise
+        finally:
+            planner.shutdown(wait=not interrupted, cancel_futures=interrupted)
+            pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
         if first_error is not None:
             raise first_error
 

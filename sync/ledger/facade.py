@@ -194,6 +194,7 @@ class Ledger:
 
     start_run = _Via("runs", RunLog.start_run)
     finish_run = _Via("runs", RunLog.finish_run)
+    interrupt_run = _Via("runs", RunLog.interrupt_run)
     abandon_dead_runs = _Via("runs", RunLog.abandon_dead_runs)
     recent_runs = _Via("runs", RunLog.recent_runs)
     last_run_counts = _Via("runs", RunLog.last_run_counts)

@@ -24,6 +24,8 @@ import socket
 import uuid
 from functools import lru_cache
 
+from connectors.digits import digits
+
 #: the files :func:`machine` reads: the machine's id (kept across reboots; a cloned image's, or containers', may be
 #: one for several machines) and the boot's (new at every boot, one for every container of the running kernel)
 MACHINE_ID, BOOT_ID = "/etc/machine-id", "/proc/sys/kernel/random/boot_id"
@@ -36,8 +38,8 @@ def _hex12(path: str) -> str:
             text = f.read(100)
     except OSError:
         return ""
-    digits = "".join(c for c in text.lower() if c in "0123456789abcdef")
-    return digits[:12] if len(digits) >= 12 else ""
+    hexes = "".join(c for c in text.lower() if c in "0123456789abcdef")
+    return hexes[:12] if len(hexes) >= 12 else ""
 
 
 @lru_cache(maxsize=1)
@@ -101,7 +103,7 @@ def owner_process_gone(owner: str | None) -> bool:
     hosts, namespaces or machines, other formats and unknown cases: False (wait for expiry)."""
     host, _, rest = (owner or "").partition(":")
     pid = rest.partition(":")[0]
-    if not pid.isdigit() or int(pid) <= 0:
+    if not digits(pid) or int(pid) <= 0:
         return False
     same = _same_machine(host)
     if same is None:

@@ -1,25 +1,30 @@
 """Runs: every sync, pull, scheduled or webhook run, with its status, counts and error.
 
 A run is recorded ``running`` with its owner (``host:pid:run``); a process killed mid-run never finishes it,
-so the next run started on that host marks it ``abandoned``.
+so the next run started on that host marks it ``abandoned``. One interrupted (Ctrl-C, or SIGTERM to the CLI:
+:class:`sync.errors.Terminated`) records itself ``interrupted`` on its way out (:func:`ended_if_interrupted`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Mapping, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from sqlalchemy import select, update
 
+from ..errors import Terminated
 from .db import LedgerDB, clip
 from .owners import owner_process_gone, process_owner
 from .schema import runs
 
 log = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "succeeded", "partial", "failed", "refused", "stopped", "abandoned")
-#: refused: a guard stopped it, nothing written; stopped: a stop asked for (SIGTERM) ended it between two batches
+RUN_STATUSES = ("running", "succeeded", "partial", "failed", "refused", "stopped", "interrupted", "abandoned")
+#: refused: a guard stopped it, nothing written; stopped: a stop asked for (serve's SIGTERM) ended it between two
+#: batches; interrupted: Ctrl-C (or SIGTERM to the CLI) ended it at once, its calls out cut off
+#: (:meth:`RunLog.interrupt_run`, not :meth:`RunLog.finish_run`)
 FINISHED_STATUSES = ("succeeded", "partial", "failed", "refused", "stopped")
 
 
@@ -30,6 +35,8 @@ class RunRecorder(Protocol):
                   counts: Mapping[str, Any] | None = None) -> int: ...
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None: ...
+
+    def interrupt_run(self, run_id: int, counts: Mapping[str, Any], error: str) -> bool: ...
 
 
 class RunHistory(Protocol):
@@ -76,6 +83,14 @@ class RunLog:
                 error=clip(error))).rowcount
         if not updated:
             raise ValueError(f"finish_run: no run with id {run_id}")
+
+    def interrupt_run(self, run_id: int, counts: Mapping[str, Any], error: str) -> bool:
+        """Close run ``run_id`` as ``interrupted`` (with its counts so far) if it is still ``running``: a run
+        already closed (the interrupt came after its finish) keeps its status. Whether it was closed here."""
+        with self._db.write() as conn:
+            return bool(conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(
+                status="interrupted", finished_at=self._db.clock(),
+                counts=json.dumps(dict(counts), sort_keys=True), error=clip(error))).rowcount)
 
     def abandon_dead_runs(self) -> list[int]:
         """Mark ``running`` runs whose process (on this host) no longer exists as ``abandoned``.
@@ -126,6 +141,29 @@ class RunLog:
         with self._db.read() as conn:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
         return None if row is None else _run_dict(row)
+
+
+@contextmanager
+def ended_if_interrupted(ledger: RunRecorder, run_id: int, counts: Mapping[str, Any],
+                         what: str = "") -> Iterator[None]:
+    """Run ``run_id`` is recorded ``interrupted`` (:meth:`RunLog.interrupt_run`) when the block is left by an
+    interruption (KeyboardInterrupt: Ctrl-C; :class:`~sync.errors.Terminated`: SIGTERM to the CLI), not left
+    ``running`` until the next run finds its process gone; an error (``Exception``) is the block's own to
+    record. ``what``: what an interrupted run leaves behind, said in its error. A ledger that fails here is
+    logged; the interruption is what is raised."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else \
+            "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+        try:
+            ledger.interrupt_run(run_id, counts, f"interrupted by {how}{what}")
+        except Exception as again:
+            log.error("ledger: run %d was interrupted by %s but could not be recorded so (%s); the next run marks "
+                      "it abandoned", run_id, how, type(again).__name__)
+        raise
 
 
 def _run_dict(r: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,9 @@ do the tags the ledger knows he holds, and add it again while he still gets it. 
 ESP (a tag or list he lacks, a contact it does not hold: done, never a create), so a doubted add that was in fact
 refused costs one call. The removal's success settles the add's failure
 (:func:`sync.ledger.failures.settled_pairs`); an upsert no plan makes any more (he may not be created: no
-consent; he left) is forgotten when a sync plans (:func:`forget_moot_upserts`): rfmsync never unsubscribes. So are
-the doubts of a contact whose create the ESP keeps out (he is not there: nothing was added to him).
+consent; he left) is forgotten when a plan of every contact is applied, once its guards passed
+(:func:`forget_moot_upserts`: :attr:`sync.planning.planner.PlannedDestination.forget`): rfmsync never unsubscribes.
+So are the doubts of a contact whose create the ESP keeps out (he is not there: nothing was added to him).
 """
 
 from __future__ import annotations

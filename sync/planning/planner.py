@@ -86,6 +86,11 @@ class PlannedDestination:
     #: of ``guard_lines``, the withdrawal rules' (:class:`sync.guards.PlanVerdict`): while none trips in a run,
     #: a run refused by the other plan guards still takes the withdrawn contacts' managed tags off
     withdrawal_lines: tuple[str, ...] = ()
+    #: a plan to apply (``forget_kept``): what the ledger forgets once the plan is applied, not before its guards
+    #: passed (a refused sync forgets nothing): the kept-out operations and the failed upserts it no longer wants
+    #: (:func:`~sync.planning.kept_out.forget_unwanted`, :func:`~sync.planning.doubt.forget_moot_upserts`); made
+    #: by :func:`sync.engine.execute_plan` under the destination's lock, or by the re-plan that replaces it
+    forget: Callable[[], None] | None = None
 
 
 def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Settings", *,
@@ -93,8 +98,9 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
              remote: bool = True, require_remote: bool = False, extra_tags: ExtraTags | None = None,
              forget_kept: bool = False) -> list[PlannedDestination]:
     """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``.
-    ``forget_kept``: the plans are to be applied (a sync): the kept-out operations no longer wanted are forgotten
-    (:func:`~sync.planning.kept_out.forget_unwanted`); a dry run (``plan``) writes nothing to the ledger.
+    ``forget_kept``: the plans are to be applied (a sync): the kept-out operations and failed upserts no longer
+    wanted are forgotten when a plan is applied (:attr:`PlannedDestination.forget`); a dry run (``plan``) writes
+    nothing to the ledger.
 
     ``extra_tags(dest)``: a query of extra desired ``(customer_id, tag)`` rows for a destination (tags besides
     the mapped segment's, e.g. transition tags; they must be among ``all_managed(dest)``)."""
@@ -203,11 +209,11 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags, doubt=doubt)
+    forget = None
     if moved_from is None and not full_refresh:  # what the contacts' own choice in the ESP keeps out: not asked
         kept = ledger.kept_out_ops(dest.name)  # again (a full refresh asks it again); what he left is forgotten
-        if forget_kept:  # a plan to apply (not a dry run): re-entering, he is read once more
-            forget_unwanted(ledger, dest.name, plan, kept)
-            forget_moot_upserts(ledger, dest.name, plan, pending)  # (sync.planning.doubt)
+        if forget_kept:  # a plan to apply (not a dry run), once applied: re-entering, he is read once more
+            forget = _forgets(ledger, dest.name, plan, kept, pending)
         plan = without_kept_out(plan, kept)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
         made, at = since_read or (None, None)
@@ -231,7 +237,18 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, configured, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags, since=revision, since_read=(counter, read_at), forget_kept=forget_kept),
-        withdrawal_lines=withdrawals)
+        withdrawal_lines=withdrawals, forget=forget)
+
+
+def _forgets(ledger: "Ledger", destination: str, plan: Plan, kept: Mapping[str, frozenset[str]],
+             pending: Sequence[tuple[str, str]]) -> Callable[[], None]:
+    """:attr:`PlannedDestination.forget` of ``plan`` (of every contact, before its kept-out operations are left
+    out): the kept-out rows and the failed upserts (``pending``, :mod:`sync.planning.doubt`) it no longer wants."""
+    def forget() -> None:
+        forget_unwanted(ledger, destination, plan, kept)
+        forget_moot_upserts(ledger, destination, plan, pending)
+
+    return forget
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:
