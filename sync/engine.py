@@ -186,10 +186,22 @@ class _Summary:
                  kept)
 
 
+def _all(forgets: list[Callable[[], None]] | None) -> Callable[[], None] | None:
+    """The forgets a re-plan handed back (:func:`execute_plan`), as one (None: none)."""
+    todo = list(forgets or ())
+
+    def forget() -> None:
+        for f in todo:
+            f()
+
+    return forget if todo else None
+
+
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
                  lock_ttl: float = LOCK_TTL, alone: bool = False,
-                 fresh: Callable[[], bool] | None = None, forget: Callable[[], None] | None = None) -> ApplyReport:
+                 fresh: Callable[[], bool] | None = None, forget: Callable[[], None] | None = None,
+                 replanned_forgets: list[Callable[[], None]] | None = None) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
@@ -207,7 +219,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     :func:`~sync.planning.doubt.forget_moot_upserts`), made once the lock is held and the plan found current, before
     any ESP call; not once ``replan()`` was asked for (a sync's re-plan makes its own as it is accepted:
     :mod:`sync.run`, and so does its plan narrowed to the customers not merged since the read:
-    :meth:`sync.store_moved.StoreRead.replan`)."""
+    :meth:`sync.store_moved.StoreRead.replan`): those a re-plan appends to ``replanned_forgets``, run in its place
+    (after the in-flight doubts are pending and the stop check passed, as ``forget`` is)."""
     between = between_check()
 
     def checkpoint() -> None:
@@ -221,12 +234,14 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             now = ledger.state_counter(plan.destination)
             if fresh is not None and not fresh():
                 log.info("sync %s: its input moved on while waiting: planning again", plan.destination)
-                plan, forget = replan(), None
+                plan = replan()
+                forget = _all(replanned_forgets)
             elif not plan.made_at(now):
                 how = plan.moved_how(now)
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
                          plan.destination, plan.ledger_revision, now.revision, f", {how}" if how else "")
-                plan, forget = replan(), None
+                plan = replan()
+                forget = _all(replanned_forgets)
         if between is not None:
             between()  # stopped before the run starts: nothing to record
         # a full refresh's move: the ledger forgets the old audience's state (a first apply: records its target)

@@ -161,10 +161,12 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
             try:
                 try:
-                    replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats),
-                                         cfg.destination(p.plan.destination).retire_tags, p.forget)
+                    later: list[Callable[[], None]] = []  # a re-plan's forgets, run by the apply in their turn
+                    replan = read.replan(p.plan, ledger, _guarded_replan(p, ledger, kind, allow_mass_change, stats,
+                                                                         later=later),
+                                         cfg.destination(p.plan.destination).retire_tags, p.forget, later=later)
                     reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(), replan=replan,
-                                            fresh=read.fresh, forget=p.forget))
+                                            fresh=read.fresh, forget=p.forget, replanned_forgets=later))
                 except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
                     alone = [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))]
                     raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines, alone,
@@ -220,7 +222,8 @@ def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyRe
 
 
 def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
-                    stats: DataStats, *, alone: bool = False) -> Callable[[], Plan] | None:
+                    stats: DataStats, *, alone: bool = False,
+                    later: list[Callable[[], None]] | None = None) -> Callable[[], Plan] | None:
     """The re-plan under the lock, held to the plan guards like the first plan (:func:`judge_replan`)."""
     def again() -> Plan:
         fresh = planned.replan()  # type: ignore[misc]
@@ -228,8 +231,8 @@ def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allo
         plan = judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if guarded else (),
                             fresh.withdrawal_lines if guarded else (), alone=alone, ledger=ledger, kind=kind,
                             counts=stats.counts())
-        if fresh.forget is not None and not alone:  # accepted, applied whole: what it no longer wants forgotten
-            fresh.forget()
+        if fresh.forget is not None and not alone and later is not None:  # accepted, applied whole: what it no
+            later.append(fresh.forget)  # longer wants forgotten, by the apply after the in-flight doubts are pending
         return plan
 
     return again if planned.replan is not None else None

@@ -113,18 +113,19 @@ class StoreRead:
         self.read_id = None
 
     def replan(self, plan: Plan, ledger: Ledger, replan: Callable[[], Plan] | None,
-               retired: Collection[str] = (), forget: Callable[[], None] | None = None) -> Callable[[], Plan]:
+               retired: Collection[str] = (), forget: Callable[[], None] | None = None,
+               later: list[Callable[[], None]] | None = None) -> Callable[[], Plan]:
         """The re-plan :func:`sync.engine.execute_plan` asks for under the lock: ``replan()`` when the ledger moved
         (else ``plan`` itself), without the customers merged since the read (:meth:`fresh`). ``forget``: the
         ledger writes ``plan`` leaves until it is applied (:attr:`~sync.planning.planner.PlannedDestination.forget`),
-        made when ``plan`` itself goes on (``execute_plan`` drops them once it asked for a re-plan; a re-plan from
-        the ledger makes its own)."""
+        handed back in ``later`` when ``plan`` itself goes on (``execute_plan`` runs them after the in-flight doubts
+        are pending; a re-plan from the ledger hands back its own)."""
         def again() -> Plan:
             made = plan.made_at(ledger.state_counter(plan.destination))
             if not made and replan is not None:
                 return left_to_resyncs(replan(), self.moved, retired)
-            if forget is not None:  # (``plan`` goes on, but for the moved customers' changes)
-                forget()
+            if forget is not None and later is not None:  # (``plan`` goes on, but for the moved customers'
+                later.append(forget)  # changes: forgotten by the apply, after the in-flight doubts are pending)
             return left_to_resyncs(plan, self.moved, retired)
 
         return again
