@@ -674,8 +674,8 @@ def test_only_transient_failures_are_retried_and_never_past_the_next_fire_time(l
                         clock=clock, job=_flaky([TransientError("down")], [], clock))
         clock.now = off.next_fire
         assert not off.tick() and off.retry is None
-        with pytest.raises(ConfigError, match=r"\[schedule\] retry_wait = 'soon'"):
-            Scheduler(Config(schedule=ScheduleConfig(every="1h", retry_wait="soon")), ledger, None)  # type: ignore
+        with pytest.raises(ValueError, match=r"\[schedule\] retry_wait = 'soon'"):  # refused as the config loads
+            Config(schedule=ScheduleConfig(every="1h", retry_wait="soon"))
 
 
 def test_a_destination_busy_with_a_webhook_resync_is_retried_and_only_the_failing_process_retries(ledger_url,
