@@ -51,12 +51,20 @@ def in_flight_ops(changes: Iterable[Any]) -> dict[str, list[str]]:
     """The operations of ``changes`` (:class:`~sync.model.ContactChange`) the ESP may carry out though rfmsync
     never learns it, by op: each add (``tag+<name>``) and each upsert that creates the contact (``upsert``).
     A removal or a field's write is left out: done again, or left undone, it keeps or takes nothing away."""
-    ops: dict[str, list[str]] = {}
+    ops: dict[str, list[str]] = {}  # in the order each op first comes (an upsert before its contact's adds)
+    creates: list[str] | None = None
+    adds: dict[str, list[str]] = {}  # by tag: no op name made, no list made and dropped, for each add
     for c in changes:
         if c.create:
-            ops.setdefault("upsert", []).append(c.key)
-        for tag in c.add_tags:
-            ops.setdefault(f"tag+{tag}", []).append(c.key)
+            if creates is None:
+                creates = ops["upsert"] = []
+            creates.append(c.key)
+        if c.add_tags:
+            for tag in c.add_tags:
+                keys = adds.get(tag)
+                if keys is None:
+                    keys = adds[tag] = ops[f"tag+{tag}"] = []
+                keys.append(c.key)
     return ops
 
 
@@ -72,8 +80,13 @@ def _pack(ops: Mapping[str, list[str]]) -> bytes:
             parts.append(text)
         else:
             header.append([op, list(keys)])
-    body = "\n".join([json.dumps(header, separators=(",", ":")), *parts])
-    return zlib.compress(body.encode("utf-8", "surrogatepass"), 1)
+    # compressed part by part (the same stream as the whole body's): no copy of a million keys joined again
+    packer = zlib.compressobj(1)
+    out = [packer.compress(json.dumps(header, separators=(",", ":")).encode("utf-8", "surrogatepass"))]
+    for text in parts:
+        out += [packer.compress(b"\n"), packer.compress(text.encode("utf-8", "surrogatepass"))]
+    out.append(packer.flush())
+    return b"".join(out)
 
 
 def _unpack(blob: bytes) -> Iterator[tuple[str, str]]:
