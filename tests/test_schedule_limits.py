@@ -46,6 +46,82 @@ def write(tmp_path: Path, schedule: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("schedule, message", [
+    # F1: croniter finds no date in 50 years: serve exited 70 ("failed to find next date") after it listened
+    ('cron = "0 0 30 2 *"', "[schedule] cron = '0 0 30 2 *' has no fire time serve can find"),
+    ('cron = "30 4 31 4,6 *"', "[schedule] cron = '30 4 31 4,6 *' has no fire time serve can find"),
+    # F2: a sixth field is croniter's seconds (fired every second on the 3rd), a seventh its year
+    ('cron = "0 0 3 * * *"', "[schedule] cron = '0 0 3 * * *' is not a valid cron expression (five fields"),
+    ('cron = "* * * * * *"', "(it has 6: a seconds or year field is not read)"),
+    ('cron = "0 3 * * * * 2027"', "(it has 7: a seconds or year field is not read)"),
+    # F3: drawn at random at every call
+    ('cron = "R R * * *"', "[schedule] cron = 'R R * * *': a random field (R) is not read"),
+    ('cron = "r/15 3 * * *"', "[schedule] cron = 'r/15 3 * * *': a random field (R) is not read"),
+    # F4: past any date (an internal error at load), past the year 9999 (serve's crash), or just long
+    ('every = "99999999999d"', "[schedule] every = '99999999999d': the longest interval is 366 days"),
+    ('every = "999999999d"', "[schedule] every = '999999999d': the longest interval is 366 days"),
+    ('every = "367d"', "[schedule] every = '367d': the longest interval is 366 days"),
+    ('every = "1' + "0" * 5000 + 'd"', "[schedule] every = '1000"),  # (Python reads 4300 digits at most)
+    ('cron = "0 3 * * *"\nretry_wait = "999999999d"',
+     "[schedule] retry_wait = '999999999d': the longest interval is 366 days"),
+])
+def test_check_and_serve_refuse_a_schedule_serve_could_not_run(tmp_path, schedule, message):
+    """The load refuses it: ``check`` and ``serve`` exit 2 with one line naming ``[schedule] <key>`` (check
+    exited 0, or 70 with "internal error: Python int too large to convert to C int"), serve before it listens."""
+    path = write(tmp_path, schedule)
+    error, out = config_error(path)
+    assert error.startswith(f"{path}: ") and message in error
+    assert message in out and "internal error" not in out
+    checked = run_cli("check", "--offline", "--config", str(path), code=2).output
+    assert message in checked and len(checked.strip().splitlines()) == 1, checked
+    served = run_cli("serve", "--config", str(path), "--port", "0", "--no-worker", code=2).output
+    assert message in served and "listening" not in served
+
+
+@pytest.mark.parametrize("schedule", ['cron = "0 0 29 2 *"', 'cron = "@DAILY"', 'cron = "0 3 * mar,apr fri"',
+                                      'every = "366d"', 'every = "365d23h60m"',
+                                      'cron = "0 3 * * *"\nretry_wait = "366d"'])
+def test_the_longest_schedule_serve_runs_still_passes(tmp_path, schedule):
+    """A leap day (every four years, eight across 2100), a named schedule in capitals, month and day names (an
+    ``r`` inside a name is no random field) and a year's interval are read."""
+    out = run_cli("check", "--offline", "--config", str(write(tmp_path, schedule))).output
+    assert out.startswith("config ") and ": ok" in out.splitlines()[0], out
+
+
+@pytest.mark.parametrize("cron", ["@DAILY", "@daily", "0 0 * * *"])
+def test_a_named_schedule_in_capitals_fires_once_on_the_night_the_clocks_go_back(cron):
+    """``@DAILY`` is croniter's ``@daily``, a fixed time (00:00) like ``0 0 * * *``: Havana's clocks go back from
+    01:00 to 00:00 on 1 November 2026, and midnight fires once (``@DAILY`` was read as a wildcard job: twice)."""
+    from sync.schedule_times import Schedule
+
+    schedule, at, fires = Schedule.from_config(ScheduleConfig(cron=cron), "America/Havana"), FALL_EVE, []
+    for _ in range(3):
+        at = schedule.next_after(at)
+        fires.append(at.isoformat())
+    assert fires == ["2026-11-01T04:00:00+00:00", "2026-11-02T05:00:00+00:00", "2026-11-03T05:00:00+00:00"]
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_every_or_retry_wait_is_unset(tmp_path, ledger_url, clock, caplog, blank):
+    """F6: ``every = ""`` schedules nothing (as a blank ``cron``), ``retry_wait = "  "`` is the default 10 minutes:
+    a scheduled sync that failed the retry-later way is retried 10 minutes later. Both were refused ("use a
+    duration")."""
+    path = write(tmp_path, f'cron = "0 14 * * *"\nevery = "{blank}"\nretry_wait = "{blank}"')
+    assert ": ok" in run_cli("check", "--offline", "--config", str(path)).output
+    cfg = load_config(path)
+    assert cfg.schedule.every is None and cfg.schedule.retry_wait == "10m"
+
+    def job():
+        raise TransientError("the CRM answers 503")
+
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.ERROR, "sync.serve.scheduler"):
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore[arg-type]
+        clock.advance(hours=1)  # 13:00 UTC, 14:00 in Berlin
+        assert not sched.tick()
+        assert sched.retry is not None and sched.retry.at == clock() + timedelta(minutes=10)
+        assert f"retry 1 of 3 at {(clock() + timedelta(minutes=10)).isoformat()}" in caplog.text
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
