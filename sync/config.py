@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from connectors.blank import BlankIsUnset
 from connectors.secrets import SecretUrl
 from connectors.suggest import did_you_mean
 from connectors.zones import default_zone
@@ -222,7 +223,10 @@ class ReportConfig(BaseModel):
     playbook: dict[str, str] = Field(default_factory=dict)  # segment → "what to do" line
 
 
-class ScheduleConfig(BaseModel):
+class ScheduleConfig(BlankIsUnset):
+    """``[schedule]`` (docs/serve.md); a blank value is unset (:class:`~connectors.blank.BlankIsUnset`), as
+    everywhere: ``every = ""`` schedules nothing, ``retry_wait = ""`` is the default 10 minutes."""
+
     model_config = ConfigDict(extra="forbid")
     cron: str | None = None
     every: str | None = None  # e.g. "6h", "30m"
@@ -289,7 +293,7 @@ class Config(BaseModel):
         from .schedule_times import check_schedule
 
         try:
-            check_schedule(self.schedule)
+            check_schedule(self.schedule, self.timezone)
         except ConfigError as e:  # not a ValueError: pydantic would let it out raw, without the file's name
             raise ValueError(str(e)) from e
         return self

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .config import ScheduleConfig
 from .errors import ConfigError
@@ -17,6 +17,12 @@ _ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1
             "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
+#: the longest ``every`` and ``retry_wait``: a year (a longer one, ``999999999d``, took serve's fire and retry
+#: times past the dates Python counts: serve died, or its scheduler thread did, on its first fire or failure)
+MAX_INTERVAL = timedelta(days=366)
+#: a field croniter draws at random (``R``, ``R(0-5)``, ``R/15``) at every call: two serve processes (or two calls
+#: of one) would not agree on a fire time
+_RANDOM_RE = re.compile(r"(?:^|[\s,])r(?=$|[\s,(/])", re.IGNORECASE)
 
 
 def parse_every(text: str, key: str = "every") -> timedelta:
@@ -25,15 +31,35 @@ def parse_every(text: str, key: str = "every") -> timedelta:
     parts = _EVERY_RE.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
         raise ConfigError(f"[schedule] {key} = {text!r}: use a duration like \"6h\", \"30m\", \"1h30m\" or \"1d\"")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    longest = int(MAX_INTERVAL.total_seconds())
+    seconds = sum(int(n) * _UNITS[u] if len(n) <= 12 else longest + 1 for n, u in parts)  # (no 10**4300 digits)
     if seconds < 60:
         raise ConfigError(f"[schedule] {key} = {text!r}: the shortest interval is 1 minute")
+    if seconds > longest:
+        raise ConfigError(f"[schedule] {key} = {text!r}: the longest interval is {MAX_INTERVAL.days} days")
     return timedelta(seconds=seconds)
 
 
-def check_schedule(sched: ScheduleConfig) -> None:
-    """ConfigError naming the key when ``[schedule]`` holds what serve cannot read (run when the config loads)."""
-    Schedule.from_config(sched)
+def check_schedule(sched: ScheduleConfig, tz: str = "UTC") -> None:
+    """ConfigError naming the key when ``[schedule]`` holds what serve cannot read or run (run when the config
+    loads): its first fire time and the last one before now are worked out as serve's scheduler does at its
+    start, so a cron that never fires (``0 0 30 2 *``: croniter gives up) is the config's error, not serve's
+    crash after it listens. ``tz`` is the config's zone; one that is no zone is the source's error (UTC here)."""
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        tz = "UTC"
+    schedule = Schedule.from_config(sched, tz)
+    if schedule.cron:
+        from croniter import CroniterError
+
+        now = datetime.now(timezone.utc)
+        try:
+            schedule.next_after(now)
+            schedule.last_at_or_before(now)
+        except (CroniterError, ValueError, OverflowError) as e:
+            raise ConfigError(f"[schedule] cron = {sched.cron!r} has no fire time serve can find ({e}): a day "
+                              f"no month has (30 February, 31 April)?") from None
     parse_every(sched.retry_wait, "retry_wait")
 
 
@@ -49,9 +75,14 @@ class Schedule:
         if cron:
             from croniter import croniter
 
-            if not croniter.is_valid(cron):
+            fields = _fields(cron)
+            if len(fields) != 5 or not croniter.is_valid(cron):  # croniter reads a 6th field as seconds, a 7th
+                extra = f" (it has {len(fields)}: a seconds or year field is not read)" if len(fields) > 5 else ""
                 raise ConfigError(f"[schedule] cron = {sched.cron!r} is not a valid cron expression "
-                                  f"(five fields: minute hour day month weekday, e.g. \"0 3 * * *\")")
+                                  f"(five fields: minute hour day month weekday, e.g. \"0 3 * * *\"){extra}")
+            if _RANDOM_RE.search(cron):
+                raise ConfigError(f"[schedule] cron = {sched.cron!r}: a random field (R) is not read: fire times "
+                                  f"are fixed, so every serve process agrees on them; write the minute and hour")
         return cls(cron=cron, every=parse_every(sched.every) if sched.every else None, tz=tz)
 
     def identity(self) -> str:
@@ -105,7 +136,7 @@ class Schedule:
         Vixie cron tells its "wildcard" jobs apart): on the night the clocks go back, such a time in the repeated
         hour fires once. A wildcard job (``*/15 * * * *``, ``0 * * * *``) runs through the repeated hour as the
         clock reads it, both times."""
-        fields = _ALIASES.get(self.cron or "", self.cron or "").split()
+        fields = _fields(self.cron or "")
         return len(fields) >= 2 and not (fields[0].startswith("*") or fields[1].startswith("*"))
 
     def _cron_after(self, now: datetime) -> datetime:
@@ -142,6 +173,11 @@ class Schedule:
                     return at
                 at += timedelta(minutes=1)
         return fire
+
+
+def _fields(cron: str) -> list[str]:
+    """The cron's fields, a named schedule (``@daily``, in any case, as croniter reads it) as its five."""
+    return _ALIASES.get(cron.strip().lower(), cron).split()
 
 
 def _clocks_back(since: datetime, until: datetime, zone: ZoneInfo) -> list[tuple[datetime, timedelta]]:

@@ -154,9 +154,9 @@ def settings_error(exc: ValidationError, given=()) -> str:
         name = str(err["loc"][0]) if err["loc"] else ""
         field = Settings.model_fields.get(name)
         variable = name.upper()
-        where = ("setting" if name in given else "environment variable"
-                 if variable in {n.upper() for n in os.environ}  # read as pydantic-settings reads them: in any case
-                 else f"{Settings.model_config['env_file']} variable")
+        where = ("setting" if name in given else "environment variable"  # in any case, as pydantic-settings
+                 if variable in {n.upper() for n, v in os.environ.items() if v.strip()}  # reads them; a blank one
+                 else f"{Settings.model_config['env_file']} variable")  # is not there: .env's value was read
         shown = "" if field is None or is_secret(field) else f"={err['input']!r}"
         expected = err["msg"].removeprefix("Input ")
         parts.append(f"{where} {variable}{shown}: {expected}" if variable else expected)

@@ -207,6 +207,15 @@ def test_a_variable_in_lower_case_is_named_an_environment_variable(tmp_path, mon
         load_settings()
 
 
+def test_a_bad_dotenv_value_under_a_variable_exported_blank_is_named_a_dotenv_variable(tmp_path, monkeypatch):
+    """hunt32a F5: compose's ``${RFMSYNC_HTTP_TIMEOUT_SECONDS}`` unset on the host exports it empty, so ``.env``'s
+    ``30s`` is what was read; the error said "environment variable" and the user looked in the wrong place."""
+    (tmp_path / ".env").write_text("RFMSYNC_HTTP_TIMEOUT_SECONDS=30s\n", encoding="utf-8")
+    monkeypatch.setenv("RFMSYNC_HTTP_TIMEOUT_SECONDS", "")
+    with pytest.raises(ConfigError, match=r"^\.env variable RFMSYNC_HTTP_TIMEOUT_SECONDS='30s': should be"):
+        load_settings()
+
+
 @pytest.mark.parametrize("name, value, expected", [
     ("RFMSYNC_HTTP_MAX_ATTEMPTS", "0", "should be greater than or equal to 1"),
     ("RFMSYNC_HTTP_TIMEOUT_SECONDS", "-1", "should be greater than 0"),

@@ -356,16 +356,25 @@ class Scheduler:
 
     def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:
         """Schedule the next retry of a transient failure, counted from now (the run may have taken long); the
-        log line's tail saying when (or why not)."""
+        log line's tail saying when (or why not). Called in the scheduler's error handler: whatever goes wrong
+        here is said in that tail, never raised (it ended the scheduler's thread, and scheduled syncs stopped
+        with serve still up). A wait past the dates Python counts (an attempt's doubling, from a retry cursor
+        another ``[schedule]`` wrote) comes after the next fire time."""
         if not transient(exc) or attempt >= self.cfg.schedule.retries:
             return ""
-        wait = self.retry_wait * 2 ** attempt
-        asked = float(getattr(exc, "retry_after", None) or 0.0)  # the vendor's Retry-After: a day at most (the error)
-        at = self.clock() + max(wait, timedelta(seconds=asked))
-        if self.next_fire is not None and at >= self.next_fire:
-            return "; not retried: the next fire time comes first"
-        self.retry = Retry(fire, attempt + 1, at)
-        self.ledger.set_cursor(*RETRY_CURSOR, self.retry.dumps())
+        try:
+            asked = float(getattr(exc, "retry_after", None) or 0.0)  # the vendor's Retry-After: a day at most
+            try:
+                at: datetime | None = self.clock() + max(self.retry_wait * 2 ** attempt, timedelta(seconds=asked))
+            except OverflowError:
+                at = None
+            if at is None or (self.next_fire is not None and at >= self.next_fire):
+                return "; not retried: the next fire time comes first"
+            self.retry = Retry(fire, attempt + 1, at)
+            self.ledger.set_cursor(*RETRY_CURSOR, self.retry.dumps())
+        except Exception as planning:  # the ledger gone, say: the retry kept in this process is all there is
+            log.debug("planning the retry of %s failed", fire.isoformat(), exc_info=True)
+            return f"; its retry could not be planned ({type(planning).__name__}: {planning})"
         return f"; retry {attempt + 1} of {self.cfg.schedule.retries} at {at.isoformat()}"
 
     def run_forever(self, stop: threading.Event) -> None:
