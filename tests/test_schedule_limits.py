@@ -50,7 +50,8 @@ def write(tmp_path: Path, schedule: str) -> Path:
     # F1: croniter finds no date in 50 years: serve exited 70 ("failed to find next date") after it listened
     ('cron = "0 0 30 2 *"', "[schedule] cron = '0 0 30 2 *' has no fire time serve can find"),
     ('cron = "30 4 31 4,6 *"', "[schedule] cron = '30 4 31 4,6 *' has no fire time serve can find"),
-    # F2: a sixth field is croniter's seconds (`0 0 3 * * *` fired every second of 00:00 on the 3rd: 60 runs), a seventh its year
+    # F2: a sixth field is croniter's seconds (`0 0 3 * * *` fired every second of 00:00 on the 3rd: 60 runs),
+    # a seventh its year
     ('cron = "0 0 3 * * *"', "[schedule] cron = '0 0 3 * * *' is not a valid cron expression (five fields"),
     ('cron = "* * * * * *"', "(it has 6: a seconds or year field is not read)"),
     ('cron = "0 3 * * * * 2027"', "(it has 7: a seconds or year field is not read)"),
