@@ -223,7 +223,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
         plan = leave_written(plan, ledger.written_since(dest.name, since, made, at), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
     # retire-only: no create, and said when it is finished (what another destination there manages is not left)
-    plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
+    plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest), doubt)
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)
