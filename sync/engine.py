@@ -34,6 +34,7 @@ from .ledger.locks import apply_lock
 from .ledger.runs import ended_if_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
+from .planning.doubt import unread_runs
 from .planning.plan import Plan
 from .planning.target import move_if_planned
 
@@ -208,7 +209,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     wrote this destination meanwhile) makes the plan stale; ``replan()`` gives the plan against the ledger as it
     is now (or raises), so an operation is never sent twice and older state is never pushed back. ``fresh``
     (with ``replan``): asked once the lock is held whether the plan's input is still the newest (a webhook resync:
-    no later batch merged into the order store since it read it); when it says no, ``replan()`` too.
+    no later batch merged into the order store since it read it); when it says no, ``replan()`` too; and so when a
+    run that ended without finishing since the plan was made left operations in flight the plan did not read as
+    doubts (:func:`~sync.planning.doubt.unread_runs`: settled by this run, not the next).
     ``data``: counts of the input (orders, bad rows, customers) recorded with the run. ``lock_ttl``: the
     destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`).
     Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
@@ -232,6 +235,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             ExitStack() as started:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
+            unread = unread_runs(ledger, plan)  # a run that died since the plan was made: its ops unread
             if fresh is not None and not fresh():
                 log.info("sync %s: its input moved on while waiting: planning again", plan.destination)
                 plan = replan()
@@ -240,6 +244,11 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 how = plan.moved_how(now)
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
                          plan.destination, plan.ledger_revision, now.revision, f", {how}" if how else "")
+                plan = replan()
+                forget = _all(replanned_forgets)
+            elif unread:
+                log.info("sync %s: run %s ended without finishing since the plan was made, its operations in "
+                         "flight in doubt: planning again", plan.destination, ", ".join(map(str, unread)))
                 plan = replan()
                 forget = _all(replanned_forgets)
         if between is not None:

@@ -35,6 +35,7 @@ from .config import Config
 from .errors import PlanStaleError
 from .ledger import Ledger
 from .pipeline import store_path
+from .planning.doubt import unread_runs
 from .planning.plan import Plan
 from .planning.replanned import leave_out, with_removals
 from .store import STORE_LOCK, connect_store
@@ -121,7 +122,8 @@ class StoreRead:
         handed back in ``later`` when ``plan`` itself goes on (``execute_plan`` runs them after the in-flight doubts
         are pending; a re-plan from the ledger hands back its own)."""
         def again() -> Plan:
-            made = plan.made_at(ledger.state_counter(plan.destination))
+            # (nor did a run die since the plan was made, leaving operations in flight it did not read)
+            made = plan.made_at(ledger.state_counter(plan.destination)) and not unread_runs(ledger, plan)
             if not made and replan is not None:
                 return left_to_resyncs(replan(), self.moved, retired)
             if forget is not None and later is not None:  # (``plan`` goes on, but for the moved customers'

@@ -79,8 +79,9 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
 
 def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags or fields (:func:`retires_only`), once an apply of it
-    succeeded (``done``) and no row of it holds a tag or a field value any more (retired or not), has nothing left
-    to do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
+    succeeded (``done``), no row of it holds a tag or a field value any more (retired or not) and no add of a tag
+    is in doubt there (a killed run's, an answer lost: the contact may hold it though no row says so; forgotten,
+    nothing would remember it: its plan names it, ``retire_tags`` takes it off), has nothing left to do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
     once it is removed from the config), with an info line. Both are judged under the destination's lock, from
     what the ledger holds then (in the forgetting's transaction, a query each: no load of its state): another sync of the destination (another
     host, a config mapping the field again) may have written since this one applied, and what it wrote is never
@@ -99,7 +100,8 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
         kept = managed_beside(cfg.destinations, dest)
         deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
                                lambda lock, dest=dest, kept=kept: ledger.forget_destination(
-                                   dest.name, (TARGET_CURSOR, dest.name), lock=lock, unvalued=True, kept=kept))
+                                   dest.name, (TARGET_CURSOR, dest.name), lock=lock, unvalued=True,
+                                   undoubted=True, kept=kept))
         if deleted is not None and deleted > 0:
             log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on (but for tags "
                      "and fields another destination of its audience manages now): the ledger forgets its %d "

@@ -209,12 +209,20 @@ class Ledger:
         """``(key, op)`` of the operations in doubt (:mod:`sync.planning.doubt`): the pending failed adds and
         upserts, and those a run that ended without finishing left in flight (:mod:`sync.ledger.inflight`); of
         ``keys`` only when given (a webhook resync's contacts)."""
-        return self.failures.doubted_ops(destination, keys) + self.in_flight.stale_ops(destination, keys)
+        return self.doubts(destination, keys)[0]
+
+    def doubts(self, destination: str, keys: Iterable[str] | None = None
+               ) -> tuple[list[tuple[str, str]], frozenset[int]]:
+        """:meth:`doubted_ops`, and the ids of the runs whose operations left in flight are among them (a plan
+        records them: an apply that finds another run's left re-plans, :func:`sync.planning.doubt.doubt_unread`)."""
+        stale, dead = self.in_flight.stale(destination, keys)
+        return self.failures.doubted_ops(destination, keys) + stale, dead
 
     note_in_flight = _Via("in_flight", InFlight.note_in_flight)
     clear_in_flight = _Via("in_flight", InFlight.clear_in_flight)
     doubt_in_flight = _Via("in_flight", InFlight.doubt_in_flight)
     in_flight_count = _Via("in_flight", InFlight.in_flight_count)
+    in_flight_runs = _Via("in_flight", InFlight.in_flight_runs)
     doubted_destinations = _Via("in_flight", InFlight.doubted_destinations)
 
     record_kept_out = _Via("kept_out", KeptOutLog.record_kept_out)

@@ -138,29 +138,44 @@ class InFlight:
 
     def stale_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
-        when given (a webhook resync's). A run's row is written and deleted under the destination's lock
-        (:func:`apply_lock`), so every row is stale once nobody holds that lock (released, or its time to live
-        lapsed: a killed process of another host too), and so is a row of a run recorded as ended, or ``running``
-        but owned by a process of this host that no longer exists. Read only: a dry run's plan sees them too."""
+        when given (a webhook resync's): :meth:`stale`'s operations."""
+        return self.stale(destination, keys)[0]
+
+    def stale(self, destination: str, keys: Iterable[str] | None = None
+              ) -> tuple[list[tuple[str, str]], frozenset[int]]:
+        """``(key, op)`` left in flight by the destination's runs that ended without finishing, of ``keys`` only
+        when given (a webhook resync's), and the ids of those runs (read in one go: a plan records which it read,
+        :attr:`~sync.planning.plan.Plan.in_flight_read`). A run's row is written and deleted under the
+        destination's lock (:func:`apply_lock`), so every row is stale once nobody holds that lock (released, or
+        its time to live lapsed: a killed process of another host too), and so is a row of a run recorded as
+        ended, or ``running`` but owned by a process of this host that no longer exists. Read only: a dry run's
+        plan sees them too."""
         t, r, lk = in_flight, runs, locks
         with self._db.read() as conn:
             if conn.execute(select(t.c.run_id).where(t.c.destination == destination).limit(1)).first() is None:
-                return []  # nearly always: one keyed look
-            rows = conn.execute(select(t.c.pairs, r.c.status, r.c.owner).select_from(
+                return [], frozenset()  # nearly always: one keyed look
+            rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.status, r.c.owner).select_from(
                 t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination)).all()
             lock = conn.execute(select(lk.c.owner, lk.c.expires_at).where(lk.c.name == apply_lock(destination))
                                 ).first()
         held = lock is not None and lock.expires_at > self._db.clock() and not owner_process_gone(lock.owner)
         wanted = None if keys is None else set(keys)
-        return [(key, op) for pairs, status, owner in rows
-                if not held or status != "running" or (owner is not None and owner_process_gone(owner))
-                for key, op in _unpack(pairs) if wanted is None or key in wanted]
+        dead = [(run_id, pairs) for run_id, pairs, status, owner in rows
+                if not held or status != "running" or (owner is not None and owner_process_gone(owner))]
+        return ([(key, op) for _, pairs in dead for key, op in _unpack(pairs) if wanted is None or key in wanted],
+                frozenset(run_id for run_id, _ in dead))
 
-    def doubt_in_flight(self, destination: str, run_id: int,
+    def in_flight_runs(self, destination: str) -> frozenset[int]:
+        """The ids of the runs whose operations in flight the destination holds (one keyed read)."""
+        with self._db.read() as conn:
+            return frozenset(conn.execute(select(in_flight.c.run_id).where(
+                in_flight.c.destination == destination)).scalars())
+
+    def doubt_in_flight(self, destination: str, run_id: int | None,
                         states: Callable[[list[str]], Mapping[str, PushedState]]) -> int:
         """Turn the operations the destination's other runs left in flight into pending failures (in doubt:
-        :mod:`sync.planning.doubt`) and delete their rows; called under the destination's lock by run ``run_id``,
-        so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
+        :mod:`sync.planning.doubt`) and delete their rows; called under the destination's lock by run ``run_id``
+        (None: an apply before its run is started, which has no row yet), so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
         pushed state holds the tag, or the contact for an upsert) is left out, and so is one that run's answers kept
         out (``kept_out``: the contact's own choice in the ESP), or whose contact's create they kept out (the ESP
         holds no such contact: no tag was put on him); a failure already pending keeps its row. The failures
@@ -173,8 +188,8 @@ class InFlight:
         t, r = in_flight, runs
         with self._db.read() as conn:
             rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.id).select_from(
-                t.outerjoin(r, r.c.id == t.c.run_id)).where(t.c.destination == destination, t.c.run_id != run_id)
-            ).all()
+                t.outerjoin(r, r.c.id == t.c.run_id)).where(
+                t.c.destination == destination, *(() if run_id is None else (t.c.run_id != run_id,)))).all()
         if not rows:
             return 0
         state = states(list(dict.fromkeys(key for _, pairs, _ in rows for key, _ in _unpack(pairs))))

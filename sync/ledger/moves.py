@@ -128,18 +128,20 @@ class StateMoves:
         return revision
 
     def forget_destination(self, name: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None,
-                           *, untagged: bool = True, unvalued: bool = False, kept: Kept = Kept()) -> int:
+                           *, untagged: bool = True, unvalued: bool = False, undoubted: bool = False,
+                           kept: Kept = Kept()) -> int:
         """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, cached
         copy and the cursor ``cursor``: its target; its revision counter moves on: :meth:`_forget_name`), in one
-        transaction; with ``untagged``, only while none of its rows holds a tag, and with ``unvalued`` a value in
-        a field, but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
-        must still hold ``name``'s lock."""
+        transaction; with ``untagged``, only while none of its rows holds a tag, with ``unvalued`` a value in
+        a field, and with ``undoubted`` while no add of a tag is in doubt (:func:`_doubted`: a contact may hold it
+        though no row says so), but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name,
+        owner) that must still hold ``name``'s lock."""
         tagged = None if not kept.tags else (lambda tags: any(not kept.has_tag(t) for t in tags))
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
             if (untagged and _holds(conn, name, pushed_state.c.tags, "[]", tagged)) or (
-                    unvalued and _holds_value(conn, name, kept)):
+                    unvalued and _holds_value(conn, name, kept)) or (undoubted and _doubted(conn, name, kept)):
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
             revision = self._forget_name(conn, name, cursor)
@@ -189,6 +191,17 @@ def _move_keyed(conn: "Connection", table: Any, old: str, new: str, *where: Any)
     mine = table.alias("mine")
     theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == table.c.key, mine.c.op == table.c.op)
     conn.execute(table.update().where(table.c.destination == old, *where, ~theirs.exists()).values(destination=new))
+
+
+def _doubted(conn: "Connection", name: str, kept: Kept) -> bool:
+    """Whether destination ``name`` holds an add of a tag in doubt (:mod:`sync.planning.doubt`) but in those ``kept``
+    names: a pending failed ``tag+<name>``, or any operation a run left in flight (a killed run's, not yet turned
+    into failures). Two keyed reads (the distinct tags pending: few)."""
+    if conn.execute(select(in_flight.c.run_id).where(in_flight.c.destination == name).limit(1)).first() is not None:
+        return True
+    ops = conn.execute(select(failures.c.op).where(failures.c.destination == name, failures.c.op.like("tag+%"))
+                       .distinct()).scalars()
+    return any(not kept.has_tag(op[4:]) for op in ops)
 
 
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:

@@ -59,4 +59,23 @@ def forget_moot_upserts(ledger: Any, destination: str, plan: Plan, pending: Iter
                   "failed operation(s) no longer planned")
 
 
-__all__ = ["forget_moot_upserts", "in_doubt", "moot_upserts"]
+def unread_runs(ledger: Any, plan: Plan) -> list[int]:
+    """The runs whose operations left in flight the ledger holds now that ``plan`` did not read as doubts
+    (:attr:`~sync.planning.plan.Plan.in_flight_read`: a run killed after the plan was made, still running then, so
+    its operations were no doubt yet), sorted: an apply holding the destination's lock plans again, so that they are
+    settled now, not one sync later. A plan that does not know what it read (a saved plan's): none (one keyed read
+    otherwise)."""
+    if plan.in_flight_read is None:
+        return []
+    return sorted(ledger.in_flight_runs(plan.destination) - plan.in_flight_read)
+
+
+def doubt_left(ledger: Any, destination: str) -> None:
+    """A re-plan under the destination's lock, before it reads the doubts: every operation another run left in
+    flight is a dead run's (no other run of it is sending), whatever its owner looks like from here (another host's
+    run, still ``running``, whose lock lapsed): turned into pending failures at once
+    (:meth:`~sync.ledger.Ledger.doubt_in_flight`, as the apply does next), so that the re-plan reads them."""
+    ledger.doubt_in_flight(destination, None, lambda keys: ledger.load_states(destination, keys))
+
+
+__all__ = ["doubt_left", "forget_moot_upserts", "in_doubt", "moot_upserts", "unread_runs"]

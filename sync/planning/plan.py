@@ -134,6 +134,10 @@ class Plan:
     #: back up to the plan's revision holds another; None: not known (a revision an rfmsync before schema 11 wrote,
     #: or a plan file saved before plans recorded it: the revision and the epoch alone tell)
     ledger_token: str | None = None
+    #: the runs whose operations left in flight (a killed run's: :mod:`sync.ledger.inflight`) the plan read as
+    #: doubts; an apply finding another run's left re-plans under the lock (:func:`sync.planning.doubt.doubt_unread`).
+    #: None: not known (a saved plan's, not written to its file; a plan built by hand): no re-plan on that account
+    in_flight_read: frozenset[int] | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -25,7 +25,7 @@ from ..model import PushedState
 from .columnar import LEDGER, columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .adopted import adopted_warnings
 from .kept_out import forget_unwanted, without_kept_out
-from .doubt import forget_moot_upserts, in_doubt
+from .doubt import doubt_left, forget_moot_upserts, in_doubt
 from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
                       retiring)
@@ -195,8 +195,11 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
     fields_left = left_fields(rows.con, dest, held)
-    # the adds whose outcome is unknown (pending failures): he may hold those tags (a move: the old audience's)
-    pending = ledger.doubted_ops(dest.name) if moved_from is None else []
+    # the adds whose outcome is unknown (pending failures, a killed run's in flight: the runs read recorded): he may
+    # hold those tags (a move: none read, the old audience's are forgotten with it); a re-plan holds the lock
+    if since is not None and moved_from is None:
+        doubt_left(ledger, dest.name)
+    pending, read = ledger.doubts(dest.name) if moved_from is None else ([], None)
     doubt = in_doubt(pending)
     # retire_tags named as the ESP holds them (Mailchimp: whatever the case); the tags it neither gives nor retires
     configured, given = dest, left_behind(rows.con, dest.model_copy(update={"retire_tags": []}), doubt)
@@ -220,7 +223,7 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
         plan = leave_written(plan, ledger.written_since(dest.name, since, made, at), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
     # retire-only: no create, and said when it is finished (what another destination there manages is not left)
-    plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
+    plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest), doubt)
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)
@@ -233,7 +236,8 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
                    pushed_to=None if moved_from is None and holds_nothing(rows.con, dest, plan) else target,
-                   moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token)
+                   moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token,
+                   in_flight_read=read)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, configured, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags, since=revision, since_read=(counter, read_at), forget_kept=forget_kept),

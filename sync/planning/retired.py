@@ -199,7 +199,8 @@ def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationC
 
 
 def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,
-             fields: Sequence[tuple[str, int]] = (), kept: Kept = Kept()) -> Plan:
+             fields: Sequence[tuple[str, int]] = (), kept: Kept = Kept(),
+             doubt: Mapping[str, frozenset[str]] | None = None) -> Plan:
     """``plan`` of a destination that only retires (:func:`retires_only`) with its creates and skips left out: a
     contact the ledger does not say is in the destination holds no tag rfmsync put there, and such a destination
     gives no one anything, so it creates no one (once the ledger forgot it, every exported contact would be
@@ -207,8 +208,10 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     ledger state holds a tag or a field value any more (a retired one, or one it does not retire: :func:`left_behind`,
     ``fields``: :func:`~.retired_fields.left_fields`, which keep the ledger from forgetting it,
     :func:`sync.takeover.end_retired`), so it can be removed from the config; or what is left and what to add to
-    the config. Tags and fields another destination of the audience manages (``kept``: :func:`managed_beside`)
-    are that one's: neither left nor named. Any other plan is returned as it is."""
+    the config. A tag whose add is in doubt (``doubt``: :func:`sync.planning.doubt.in_doubt`) is left as a held one
+    (the ledger keeps it: :func:`sync.takeover.end_retired`). Tags and fields another destination of the audience
+    manages (``kept``: :func:`managed_beside`) are that one's: neither left nor named. Any other plan is returned as
+    it is."""
     if not retires_only(dest):
         return plan
     changes = tuple(c for c in plan.changes if not c.create)
@@ -218,7 +221,8 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
             f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchall()[0][0]):
-        notes = (*notes, _finished_note(dest, [(t, n) for t, n in left_behind(con, dest) if not kept.has_tag(t)],
+        left = left_behind(con, dest, doubt)  # (a tag in doubt counts: he may hold it)
+        notes = (*notes, _finished_note(dest, [(t, n) for t, n in left if not kept.has_tag(t)],
                                         [(f, n) for f, n in fields if not kept.has_field(f)]))
     return replace(plan, changes=changes, skipped=(), notes=notes)
 

@@ -52,7 +52,7 @@ from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import today_in
 from ..planning.kept_out import without_kept_out
-from ..planning.doubt import in_doubt
+from ..planning.doubt import doubt_left, in_doubt
 from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
@@ -113,12 +113,12 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
     # his adds whose outcome is unknown (sync.planning.doubt): read by key, as the state (never the destination's)
-    pending = ledger.doubted_ops(dest.name, {d.key for d in desired} | set(last))
+    pending, read = ledger.doubts(dest.name, {d.key for d in desired} | set(last))  # (and the dead runs read)
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True, doubt=in_doubt(pending),
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
     kept = ledger.kept_out_ops(dest.name, [c.key for c in plan.changes])  # his own choice: by key, as the state
-    plan = replace(without_kept_out(plan, kept), pushed_to=target)
+    plan = replace(without_kept_out(plan, kept), pushed_to=target, in_flight_read=read)
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     verdict = judge_plan(cfg.guards, plan_stats(plan, last, lost, managed=managed))  # (last: the plan's contacts)
@@ -157,6 +157,7 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
     final, managed = [planned], [managed_tags if alone else planned.plan.managed_tags]
 
     def replan() -> Plan:
+        doubt_left(ledger, name)  # (under the lock: what a run left in flight is a dead run's, read as doubts)
         again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
         report.ledger_rows_read += again.rows_read
         plan = judge_replan(again, again.plan, [f"{name}: {line}" for line in again.lines], again.withdrawal_lines,
