@@ -89,6 +89,7 @@ class RetailCrmConfig(BlankIsUnset):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(10.0, gt=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+    marketing_subscription: str | None = None  # the e-mail customerSubscriptions code that is the consent
 
     @field_validator("url")
     @classmethod

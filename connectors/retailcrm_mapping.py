@@ -123,7 +123,7 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
         customer_id=cid, email=lower_like_sql(clean(raw.get("email")) or "") or None,
         phone=clean(phones[0].get("number")) if phones and isinstance(phones[0], dict) else None,
         first_name=clean(raw.get("firstName")), last_name=clean(raw.get("lastName")),
-        marketing_consent=_consent(raw),
+        marketing_consent=_consent(raw, cfg.marketing_subscription),
         created_at=get_field(raw, "createdAt", lambda v: parse_dt(v, cfg.timezone)) if created else None,
         attributes={k: v for k, v in attrs.items() if v})
 
@@ -148,15 +148,23 @@ def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | No
     return Contact(customer_id=cid, marketing_consent=Consent.NO, attributes=attrs)
 
 
-def _consent(raw: Mapping[str, Any]) -> Consent:
+def _consent(raw: Mapping[str, Any], code: str | None = None) -> Consent:
+    """``emailMarketingUnsubscribedAt`` (no), else the e-mail ``customerSubscriptions``, else ``subscribed``.
+
+    The e-mail subscriptions are read in any order: with ``code`` (``marketing_subscription``) the one of that
+    code decides; without it any one saying ``subscribed: false`` is a no, and a yes needs one saying true.
+    """
     if raw.get("emailMarketingUnsubscribedAt"):
         return Consent.NO
+    said = []
     for sub in get_list(raw, "customerSubscriptions"):
         if not isinstance(sub, Mapping):
             raise FieldError("customerSubscriptions", "each subscription must be an object", sub)
-        if get_object(sub, "subscription", "customerSubscriptions.subscription").get("channel") == "email" \
-                and "subscribed" in sub:
-            return Consent.YES if sub["subscribed"] else Consent.NO
+        kind = get_object(sub, "subscription", "customerSubscriptions.subscription")
+        if kind.get("channel") == "email" and "subscribed" in sub and (code is None or kind.get("code") == code):
+            said.append(bool(sub["subscribed"]))
+    if said:
+        return Consent.YES if all(said) else Consent.NO
     if isinstance(raw.get("subscribed"), bool):
         return Consent.YES if raw["subscribed"] else Consent.NO
     return Consent.UNKNOWN

@@ -341,6 +341,30 @@ def test_consent_prefers_explicit_unsubscribe():
     assert map_customer({"id": 2}, cfg).marketing_consent is Consent.UNKNOWN
 
 
+def _subs(*said):
+    return [{"subscription": {"id": n, "channel": channel, "code": code, "name": code.title()}, "subscribed": yes}
+            for n, (channel, code, yes) in enumerate(said, 1)]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["news-first", "promo-first"])
+def test_consent_reads_the_email_subscriptions_in_any_order(rsps, reverse):
+    """hunt32b F4: the first e-mail ``customerSubscriptions`` entry decided, so news=yes, promo=no read yes and
+    the same two listed the other way no. Any e-mail one saying no is now a no, whatever the order (an sms yes
+    counts for nothing); ``marketing_subscription`` names the one that decides."""
+    fake = FakeRetailCrm(rsps)
+    rsps.assert_all_requests_are_fired = False
+    both = _subs(("email", "news", True), ("email", "promo", False))
+    news_only = _subs(("sms", "promo", True), ("email", "news", True))
+    for cid, subs in ((10, both), (11, news_only), (12, _subs(("sms", "promo", False)))):
+        fake.put_contact(cid, f"c{cid}@example.com", at=T0, subscribed=True,
+                         customerSubscriptions=subs[::-1] if reverse else subs)
+    for cfg, want in (({}, ["no", "yes", "yes"]), ({"marketing_subscription": "news"}, ["yes", "yes", "yes"]),
+                      ({"marketing_subscription": "promo"}, ["no", "yes", "yes"])):
+        con = duckdb.connect()
+        make_source(**cfg).pull(con)
+        assert [r[1] for r in staged(con, "staged_contacts", "customer_id, marketing_consent")] == want, cfg
+
+
 def test_check_returns_the_host_and_sites(rsps):
     FakeRetailCrm(rsps, pull=False, check=True)
     assert make_source().check() == "demo.retailcrm.ru (sites: shop-main)"
