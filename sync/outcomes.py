@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .ledger.kept_out import BY_KEY_LIMIT
 from .ledger.state_rows import StateRow
-from .model import CallResults, ItemResult, PushedState, kept_out_results, ok_pairs
+from .model import CallResults, ContactChange, ItemResult, PushedState, kept_out_results, ok_pairs
 from .state_fold import StateFold, _pushed_state  # noqa: F401  (imported from here before)
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class OutcomeLedger(Protocol):
     def has_kept_out(self, destination: str) -> bool: ...
     def kept_out_ops(self, destination: str, keys: Iterable[str] | None = None) -> Mapping[str, frozenset[str]]: ...
     def forget_kept_out(self, destination: str, keys_ops: Iterable[tuple[str, str]]) -> int: ...
+    def record_subscribed(self, destination: str, run_id: int | None, keys: Iterable[str]) -> int: ...
+    def forget_subscribed(self, destination: str, keys: Iterable[str]) -> int: ...
+    def has_subscribed(self, destination: str) -> bool: ...
 
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
@@ -65,14 +68,19 @@ class OutcomeWriter:
 
     def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000,
                  linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS,
-                 linger_share: float | None = LINGER_SHARE, rows: bool = False) -> None:
+                 linger_share: float | None = LINGER_SHARE, rows: bool = False,
+                 changes: Mapping[str, ContactChange] | None = None) -> None:
         """``linger``: a group of fewer than ``min_rows`` results waits up to this long (from its first
         outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait), and at most
         ``linger_share`` of the time since this writer started (None: no such bound). ``rows``: ``submit`` takes
-        the ledger's rows by key (:meth:`StateFold.rows`), not states, and ``save_rows`` writes them."""
+        the ledger's rows by key (:meth:`StateFold.rows`), not states, and ``save_rows`` writes them.
+        ``changes``: the plan's changes by key: a create whose upsert succeeded is recorded as rfmsync's
+        subscribing him when its status is ``subscribed`` (``subscribed_by_us``), else forgotten there."""
         self._ledger, self._destination, self._run_id = ledger, destination, run_id
         self._max_rows, self._linger, self._min_rows = max_rows, linger, min_rows
         self._share, self._started, self._rows = linger_share, time.monotonic(), rows
+        self._changes = changes or {}
+        self._any_subscribed: bool | None = None  # any contact recorded created subscribed (asked once)
         self._pending: queue.SimpleQueue[tuple[Any, Sequence[ItemResult]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
@@ -144,6 +152,7 @@ class OutcomeWriter:
             kept = kept_out_results(results)
             if kept:  # his own choice in the ESP: recorded, not a failure; the next plans leave it out
                 self._ledger.record_kept_out(self._destination, self._run_id, kept)
+            self._subscribed(results)
             refused = refused_adds(results)
             if refused:  # a tag the ESP lost that it refuses to take back: the contact waits no longer
                 self._ledger.refused_lost(self._destination, refused)
@@ -154,6 +163,23 @@ class OutcomeWriter:
         finally:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
+
+    def _subscribed(self, results: CallResults) -> None:
+        """The creates that succeeded here: recorded as rfmsync's subscribing him (status ``subscribed``), or
+        forgotten there (created under another status: a contact the ESP lost and rfmsync created again)."""
+        yes: list[str] = []
+        other: list[str] = []
+        for key, op in ok_pairs(results):
+            c = self._changes.get(key) if op == "upsert" else None
+            if c is not None and c.create:
+                (yes if c.status_if_new == "subscribed" else other).append(key)
+        if yes:
+            self._ledger.record_subscribed(self._destination, self._run_id, yes)
+            self._any_subscribed = True
+        if other and self._any_subscribed is None:
+            self._any_subscribed = self._ledger.has_subscribed(self._destination)
+        if other and self._any_subscribed:  # (usually none to forget: a first sync's creates ask nothing)
+            self._ledger.forget_subscribed(self._destination, other)
 
     def _forget_kept_out(self, results: CallResults) -> None:
         """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself), so a later add

@@ -1,0 +1,73 @@
+"""The contacts rfmsync itself created ``subscribed`` in a destination (the ``subscribed_by_us`` table).
+
+An apply records a contact here when its create succeeded with the status ``subscribed`` (the source said yes
+when he was created: :func:`sync.planning.consent.status_for_new`). rfmsync never changes an existing contact's
+status, so when the source's consent is ``no`` later he stays subscribed in the ESP: the plan names those
+contacts (``withdrawn_subscribed``, :func:`sync.planning.withdrawn.withdrawn_subscribed`), and only this table
+tells them from the contacts who subscribed in the ESP themselves (whose status is none of rfmsync's business).
+Contacts created before this table existed (schema 15) are not in it. A destination forgotten forgets its rows.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from sqlalchemy import delete, select
+
+from .db import LedgerDB, chunks
+from .schema import subscribed_by_us
+
+#: a ``subscribed_among`` asked for more contacts than this reads the destination's rows once instead of by key
+BY_KEY_LIMIT = 5000
+
+
+class SubscribedByUs:
+    """The ``subscribed_by_us`` table."""
+
+    def __init__(self, db: LedgerDB) -> None:
+        self._db = db
+
+    def record_subscribed(self, destination: str, run_id: int | None, keys: Iterable[str]) -> int:
+        """Record ``keys`` as created ``subscribed`` by rfmsync in ``destination`` (one already recorded keeps its
+        first time). Returns the keys given."""
+        now = self._db.clock()
+        rows = [{"destination": destination, "key": k, "subscribed_at": now, "run_id": run_id}
+                for k in dict.fromkeys(keys)]
+        if not rows:
+            return 0
+        t = subscribed_by_us
+        stmt = self._db.insert(t).on_conflict_do_nothing(index_elements=[t.c.destination, t.c.key])
+        with self._db.write() as conn:
+            for chunk in chunks(rows):
+                conn.execute(stmt, list(chunk))
+        return len(rows)
+
+    def forget_subscribed(self, destination: str, keys: Iterable[str]) -> int:
+        """Delete ``keys`` of ``destination`` (created again under another status). Returns the rows deleted."""
+        t, gone = subscribed_by_us, 0
+        with self._db.write() as conn:
+            for chunk in chunks(sorted(set(keys)), 500):
+                gone += conn.execute(delete(t).where(t.c.destination == destination, t.c.key.in_(chunk))).rowcount
+        return gone
+
+    def has_subscribed(self, destination: str) -> bool:
+        """Whether rfmsync recorded any contact created ``subscribed`` in ``destination`` (one indexed look-up)."""
+        t = subscribed_by_us
+        with self._db.read() as conn:
+            return conn.execute(select(t.c.key).where(t.c.destination == destination).limit(1)).first() is not None
+
+    def subscribed_among(self, destination: str, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` rfmsync created ``subscribed`` in ``destination``: read by key, or past
+        :data:`BY_KEY_LIMIT` keys the destination's rows once and filtered."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return set()
+        t = subscribed_by_us
+        query = select(t.c.key).where(t.c.destination == destination)
+        with self._db.read() as conn:
+            if len(wanted) > BY_KEY_LIMIT:
+                return set(conn.execute(query).scalars()) & set(wanted)
+            return {k for chunk in chunks(wanted, 500) for k in conn.execute(query.where(t.c.key.in_(chunk))).scalars()}
+
+
+__all__ = ["SubscribedByUs"]

@@ -1,0 +1,115 @@
+"""hunt32b F3: a consent withdrawn in the source by a contact rfmsync itself created ``subscribed``. rfmsync never
+changes an existing contact's status (docs/sync.md, "Consent"), so he stays subscribed in the ESP; ``plan`` and
+``sync`` now say so: a warning line naming him, ``withdrawn_subscribed`` in the plan JSON and in the run's counts.
+The ledger (``subscribed_by_us``, SQLite and PostgreSQL) tells him from a contact created transactional.
+
+Through the CLI against the fake Mailchimp, the store fed by the real file pull of the demo shop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sync.ledger import Ledger
+from tests import ledger_fixtures
+from tests.builders import run_cli as cli
+from tests.test_config_moved import AS_OF, shop  # noqa: F401
+
+ledger_url = ledger_fixtures.ledger_url  # the fixture: SQLite, and PostgreSQL when RFMSYNC_TEST_PG_URL is set
+NAME = "mailchimp-demo"
+
+
+def _set_consent(shop: Path, customer: str, old: str, new: str) -> None:  # noqa: F811
+    """The export's card of ``customer`` says ``new`` now (it said ``old``)."""
+    clients = shop.parent / "clients.csv"
+    lines = clients.read_text(encoding="utf-8").split("\n")
+    row = next(i for i, line in enumerate(lines) if line.startswith(f"{customer};"))
+    assert f";{old};" in lines[row], lines[row]
+    lines[row] = lines[row].replace(f";{old};", f";{new};")
+    clients.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _json(result) -> dict:
+    out = result.output
+    return json.loads(out[out.index("{\n"):])
+
+
+def test_a_withdrawal_by_a_contact_rfmsync_subscribed_is_said_by_plan_and_sync(shop, mailchimp_fake,  # noqa: F811
+                                                                              ledger_url, monkeypatch):
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
+    first = _json(cli("sync", "--config", str(shop), "--as-of", AS_OF, "--format", "json"))
+    assert "withdrawn_subscribed" not in first["destinations"][0]["counts"]
+    doc = _json(cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json"))
+    assert doc["plans"][0]["withdrawn_subscribed"] == []
+    members = mailchimp_fake.lists["aud1"].members
+    subscribed = sorted(k for k, m in members.items() if m["status"] == "subscribed")
+    transactional = sorted(k for k, m in members.items() if m["status"] == "transactional")
+    assert len(subscribed) >= 2 and transactional
+    clients = (shop.parent / "clients.csv").read_text(encoding="utf-8").split("\n")
+
+    def customer_of(key: str) -> str:
+        return next(line.split(";")[0].lstrip("\ufeff") for line in clients if f";{key};" in line.lower())
+
+    gone = subscribed[0]
+    _set_consent(shop, customer_of(gone), "да", "нет")  # he withdraws in the source
+    # one created transactional (no consent then) who says no now: not rfmsync's subscriber, never named
+    quiet = next((k for k in transactional if ";нет;" in next(l for l in clients if f";{k};" in l.lower())), None)
+    cli("pull", "--config", str(shop))
+
+    plan = cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json")
+    doc = _json(plan)
+    assert doc["plans"][0]["withdrawn_subscribed"] == [gone]
+    line = next(w for w in doc["warnings"] if "withdrawn_subscribed" in w)
+    assert line.startswith(f"{NAME}: 1 contact rfmsync created subscribed now has marketing consent \"no\"")
+    assert gone in line and "unsubscribe him in the ESP" in line and "'transactional'" in line
+
+    synced = cli("sync", "--config", str(shop), "--as-of", AS_OF, "--format", "json")
+    report = _json(synced)
+    assert report["destinations"][0]["counts"]["withdrawn_subscribed"] == 1
+    assert any(gone in w and "withdrawn_subscribed" in w for w in report["warnings"])
+    # said, not changed: the default sends no status for an existing member
+    assert mailchimp_fake.member(gone, "aud1")["status"] == "subscribed"
+    if quiet is not None:
+        assert quiet not in doc["plans"][0]["withdrawn_subscribed"]
+    # the table plan says it too (the warning on stderr, in every format)
+    assert gone in cli("plan", "--config", str(shop), "--as-of", AS_OF).output
+
+    # he consents again: named no more
+    _set_consent(shop, customer_of(gone), "нет", "да")
+    cli("pull", "--config", str(shop))
+    doc = _json(cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json"))
+    assert doc["plans"][0]["withdrawn_subscribed"] == []
+
+
+def test_the_ledger_records_whom_rfmsync_created_subscribed(ledger_url):
+    ledger = Ledger.connect(ledger_url)
+    try:
+        assert not ledger.has_subscribed("mc")
+        assert ledger.record_subscribed("mc", None, ["a@x.org", "b@x.org", "a@x.org"]) == 2
+        ledger.record_subscribed("mc", None, ["b@x.org"])  # again: kept once
+        ledger.record_subscribed("other", None, ["c@x.org"])
+        assert ledger.has_subscribed("mc")
+        assert ledger.subscribed_among("mc", ["a@x.org", "b@x.org", "c@x.org", "d@x.org"]) == {"a@x.org", "b@x.org"}
+        many = [f"k{i}@x.org" for i in range(6000)] + ["a@x.org"]  # past the by-key limit: read once, filtered
+        assert ledger.subscribed_among("mc", many) == {"a@x.org"}
+        assert ledger.forget_subscribed("mc", ["a@x.org"]) == 1
+        assert ledger.subscribed_among("mc", ["a@x.org", "b@x.org"]) == {"b@x.org"}
+        assert ledger.subscribed_among("other", ["c@x.org"]) == {"c@x.org"}
+    finally:
+        ledger.close()
+
+
+def test_a_forgotten_destination_forgets_whom_it_subscribed_and_a_renamed_one_takes_them_over(ledger_url):
+    from sync.planning.target import TARGET_CURSOR
+
+    ledger = Ledger.connect(ledger_url)
+    try:
+        ledger.record_subscribed("old", None, ["a@x.org", "b@x.org"])
+        ledger.record_subscribed("new", None, ["b@x.org"])
+        ledger.take_over("old", "new", (TARGET_CURSOR, "old"))
+        assert ledger.subscribed_among("new", ["a@x.org", "b@x.org"]) == {"a@x.org", "b@x.org"}
+        assert not ledger.has_subscribed("old")
+        ledger.forget_destination("new", (TARGET_CURSOR, "new"), untagged=False)
+        assert not ledger.has_subscribed("new")
+    finally:
+        ledger.close()
