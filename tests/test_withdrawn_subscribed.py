@@ -113,3 +113,32 @@ def test_a_forgotten_destination_forgets_whom_it_subscribed_and_a_renamed_one_ta
         assert not ledger.has_subscribed("new")
     finally:
         ledger.close()
+
+
+def test_the_apply_records_its_subscribed_creates_and_forgets_one_created_again_otherwise(ledger_url):
+    """The outcome writer: a create that succeeded with the status ``subscribed`` is recorded; a failed one, an
+    update and a create under another status are not, and the last (the ESP lost him, created transactional since)
+    forgets the record."""
+    from sync.model import CallResults, ContactChange, ItemResult
+    from sync.outcomes import OutcomeWriter
+
+    def change(key: str, create: bool, status: str | None) -> ContactChange:
+        return ContactChange(key=key, email=key, customer_id=key, segment="Churn", create=create, status_if_new=status)
+
+    ledger = Ledger.connect(ledger_url)
+    try:
+        run = ledger.start_run("sync", "mc")
+        first = {c.key: c for c in (change("a@x.org", True, "subscribed"), change("b@x.org", True, "subscribed"),
+                                    change("c@x.org", False, "subscribed"), change("d@x.org", True, "transactional"))}
+        writer = OutcomeWriter(ledger, "mc", run, changes=first)
+        writer.submit([], CallResults([("upsert", ["a@x.org", "c@x.org", "d@x.org"])],
+                                      [ItemResult("b@x.org", "upsert", False, "timeout")]))
+        writer.close()
+        assert ledger.subscribed_among("mc", first) == {"a@x.org"}
+        again = {"a@x.org": change("a@x.org", True, "transactional")}  # lost by the ESP, consent no since
+        writer = OutcomeWriter(ledger, "mc", run, changes=again)
+        writer.submit([], CallResults([("upsert", ["a@x.org"])]))
+        writer.close()
+        assert ledger.subscribed_among("mc", first) == set()
+    finally:
+        ledger.close()
