@@ -142,3 +142,29 @@ def test_the_apply_records_its_subscribed_creates_and_forgets_one_created_again_
         assert ledger.subscribed_among("mc", first) == set()
     finally:
         ledger.close()
+
+
+def test_many_saying_no_are_matched_in_duckdb_as_few_are_by_key(ledger_url):
+    """Past the by-key limit the ledger's keys are joined in DuckDB: the same contacts named, sorted."""
+    import duckdb
+
+    from sync.ledger.subscribed import BY_KEY_LIMIT
+    from sync.planning.columnar import PUSHED
+    from sync.planning.rows import DESIRED
+    from sync.planning.withdrawn import withdrawn_subscribed
+
+    ledger = Ledger.connect(ledger_url)
+    con = duckdb.connect()
+    try:
+        for n in (40, 2 * BY_KEY_LIMIT + 40):  # half of them say no; one in 20 of those rfmsync subscribed
+            ledger.record_subscribed("mc", None, [f"c{i:06d}@x.org" for i in range(n) if i % 40 == 0 or i % 2])
+            con.execute(f"CREATE OR REPLACE TABLE r AS SELECT 'c' || lpad(CAST(i AS VARCHAR), 6, '0') || '@x.org' "
+                        f"AS _key, CASE WHEN i % 2 = 0 THEN 'no' ELSE 'yes' END AS marketing_consent, "
+                        f"i % 80 <> 40 AS present FROM range({n}) t(i)")
+            con.execute(f"CREATE OR REPLACE VIEW {DESIRED} AS SELECT _key, marketing_consent FROM r")
+            con.execute(f"CREATE OR REPLACE VIEW {PUSHED} AS SELECT _key AS key, present FROM r")
+            # said no, subscribed by rfmsync, in the ESP (the ledger's present): i % 40 == 0 but i % 80 == 40
+            assert withdrawn_subscribed(con, ledger, "mc") == tuple(f"c{i:06d}@x.org" for i in range(0, n, 80))
+    finally:
+        con.close()
+        ledger.close()

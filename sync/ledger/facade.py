@@ -228,6 +228,7 @@ class Ledger:
     forget_subscribed = _Via("subscribed", SubscribedByUs.forget_subscribed)
     has_subscribed = _Via("subscribed", SubscribedByUs.has_subscribed)
     subscribed_among = _Via("subscribed", SubscribedByUs.subscribed_among)
+    subscribed_keys = _Via("subscribed", SubscribedByUs.subscribed_keys)
 
     get_cursor = _Via("cursors", CursorTable.get_cursor)
     set_cursor = _Via("cursors", CursorTable.set_cursor)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import duckdb
 
 from ..config import DestinationConfig
+from ..ledger.subscribed import BY_KEY_LIMIT
 from .columnar import CONSENT, PUSHED
 from .rows import DESIRED
 
@@ -26,10 +27,21 @@ def withdrawn_subscribed(con: duckdb.DuckDBPyConnection, ledger: "Ledger", desti
     the ledger records rfmsync created ``subscribed`` there, sorted (none read when it records nobody)."""
     if not ledger.has_subscribed(destination):
         return ()
-    keys = [k for (k,) in con.execute(
-        f"SELECT d._key FROM {DESIRED} d JOIN {PUSHED} p ON p.key = d._key "
-        f"WHERE {CONSENT} = 'no' AND coalesce(p.present, FALSE)").fetchall()]
-    return tuple(sorted(ledger.subscribed_among(destination, keys))) if keys else ()
+    said_no = (f"SELECT d._key AS key FROM {DESIRED} d JOIN {PUSHED} p ON p.key = d._key "
+               f"WHERE {CONSENT} = 'no' AND coalesce(p.present, FALSE)")
+    n = con.execute(f"SELECT count(*) FROM ({said_no})").fetchall()[0][0]
+    if n <= BY_KEY_LIMIT:  # (usually: few say no, or none) read by key
+        keys = [k for (k,) in con.execute(said_no).fetchall()]
+        return tuple(sorted(ledger.subscribed_among(destination, keys))) if keys else ()
+    import pyarrow as pa  # many say no: the ledger's keys joined in DuckDB (no Python set of either)
+
+    con.register("_plan_subscribed_arrow", pa.table({"key": pa.array(ledger.subscribed_keys(destination),
+                                                                       pa.string())}))
+    try:
+        return tuple(k for (k,) in con.execute(f"SELECT n.key FROM ({said_no}) n SEMI JOIN _plan_subscribed_arrow s "
+                                               "ON s.key = n.key ORDER BY n.key").fetchall())
+    finally:
+        con.unregister("_plan_subscribed_arrow")
 
 
 def withdrawn_warning(dest: DestinationConfig, keys: Sequence[str]) -> str | None:
