@@ -169,8 +169,11 @@ class OutcomeWriter:
         forgotten there (created under another status: a contact the ESP lost and rfmsync created again)."""
         yes: list[str] = []
         other: list[str] = []
+        # a create that found him already there (Mailchimp says so): his status is his own, neither recorded nor
+        # forgotten (SendGrid and Unisender cannot tell: docs/sync.md)
+        existed = {r.key for r in results.other if r.existed and r.ok and r.op == "upsert"}
         for key, op in ok_pairs(results):
-            c = self._changes.get(key) if op == "upsert" else None
+            c = self._changes.get(key) if op == "upsert" and key not in existed else None
             if c is not None and c.create:
                 (yes if c.status_if_new == "subscribed" else other).append(key)
         if yes:

@@ -168,3 +168,61 @@ def test_many_saying_no_are_matched_in_duckdb_as_few_are_by_key(ledger_url):
     finally:
         con.close()
         ledger.close()
+
+
+def _yes_customers(shop: Path) -> list[tuple[str, str]]:  # noqa: F811
+    """(customer id, e-mail) of the export's customers who say yes, in the file's order."""
+    out = []
+    for line in (shop.parent / "clients.csv").read_text(encoding="utf-8").split("\n")[1:]:
+        cells = line.split(";")
+        mail = next((c for c in cells if "@" in c), None)
+        if ";да;" in line and mail:
+            out.append((cells[0].lstrip("\ufeff"), mail.lower()))
+    return out
+
+
+def test_a_member_the_audience_already_held_is_not_recorded_as_subscribed_by_rfmsync(shop, mailchimp_fake,  # noqa: F811
+                                                                                     ledger_url, monkeypatch):
+    """review-consent32 MUST 1: Mailchimp answers a create of an address it already holds ERROR_CONTACT_EXISTS
+    (his status untouched); the apply took it as a success and recorded him "created subscribed", so the plan told
+    the user to unsubscribe someone who had left (or joined) the audience himself. Only ``new_members`` count."""
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
+    (c1, m1), (c2, m2), (c3, m3) = _yes_customers(shop)[:3]
+    mailchimp_fake.add_member(m1, status="unsubscribed", list_id="aud1")  # he left the audience himself before
+    mailchimp_fake.add_member(m2, status="subscribed", list_id="aud1")  # he subscribed himself before
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--format", "json")
+    assert mailchimp_fake.member(m1, "aud1")["status"] == "unsubscribed"  # (his status untouched)
+    assert mailchimp_fake.member(m3, "aud1")["status"] == "subscribed"  # created by rfmsync
+    led = Ledger.connect(ledger_url)
+    try:
+        assert led.subscribed_among(NAME, [m1, m2, m3]) == {m3}
+    finally:
+        led.close()
+    for customer in (c1, c2, c3):
+        _set_consent(shop, customer, "да", "нет")
+    cli("pull", "--config", str(shop))
+    doc = _json(cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json"))
+    assert doc["plans"][0]["withdrawn_subscribed"] == [m3]
+    line = next(w for w in doc["warnings"] if "withdrawn_subscribed" in w)
+    assert m3 in line and m1 not in line and m2 not in line
+
+
+def test_an_exists_answer_without_fields_to_write_is_not_recorded(ledger_url):
+    """The outcome writer: an ``upsert`` result flagged ``existed`` (Mailchimp's ERROR_CONTACT_EXISTS for a create
+    with no field to write, or a spilled create's update) is neither recorded nor forgets an earlier record."""
+    from sync.model import CallResults, ContactChange, ItemResult
+    from sync.outcomes import OutcomeWriter
+
+    changes = {k: ContactChange(key=k, email=k, customer_id=k, segment="Churn", create=True,
+                                status_if_new="subscribed") for k in ("a@x.org", "b@x.org", "c@x.org")}
+    ledger = Ledger.connect(ledger_url)
+    try:
+        ledger.record_subscribed("mc", None, ["c@x.org"])  # created by rfmsync once, lost by the ledger since
+        writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"), changes=changes)
+        writer.submit([], CallResults([("upsert", ["a@x.org"])], [ItemResult("b@x.org", "upsert", True, existed=True),
+                                                                   ItemResult("c@x.org", "upsert", True, existed=True)]))
+        writer.close()
+        assert ledger.subscribed_among("mc", changes) == {"a@x.org", "c@x.org"}
+    finally:
+        ledger.close()
+
