@@ -226,3 +226,18 @@ def test_an_exists_answer_without_fields_to_write_is_not_recorded(ledger_url):
     finally:
         ledger.close()
 
+
+def test_a_move_to_another_audience_forgets_whom_rfmsync_subscribed_in_the_old_one(ledger_url):
+    """review-consent32 MUST 2: ``move_state`` kept the old audience's ``subscribed_by_us`` rows, so the new
+    audience's contacts were believed created subscribed by rfmsync (docs/ledger.md says a move deletes them)."""
+    from sync.planning.target import TARGET_CURSOR
+
+    ledger = Ledger.connect(ledger_url)
+    try:
+        ledger.record_subscribed("mc", None, ["a@x.org"])
+        ledger.record_subscribed("other", None, ["a@x.org"])
+        ledger.move_state("mc", (TARGET_CURSOR, "mc"), "mailchimp:aud2")
+        assert not ledger.has_subscribed("mc")
+        assert ledger.has_subscribed("other")  # another destination's rows stay
+    finally:
+        ledger.close()

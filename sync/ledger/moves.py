@@ -60,7 +60,7 @@ class StateMoves:
     def move_state(self, destination: str, cursor: tuple[str, str], target: str,
                    lock: tuple[str, str] | None = None) -> int:
         """Forget everything ``destination``'s ledger holds of what rfmsync pushed (its pushed state, the tags it
-        lost, its failures, the cached copy) and save ``target`` as the cursor ``cursor`` (source, object), in
+        lost, its failures, whom it subscribed, the cached copy) and save ``target`` as the cursor ``cursor`` (source, object), in
         one transaction that bumps the revision (a plan made before is stale). The rows forgotten. ``lock``:
         (name, owner) that must still hold the destination's lock."""
         with self._db.write() as conn:
@@ -68,8 +68,8 @@ class StateMoves:
                 check_lock_held(conn, *lock)
             deleted = conn.execute(delete(pushed_state).where(pushed_state.c.destination == destination)).rowcount
             # kept out of the old audience: read again in the new; a killed run's operations in flight (in_flight):
-            # the old audience's
-            for table in (lost_tags, failures, kept_out, in_flight):
+            # the old audience's; whom rfmsync subscribed (subscribed_by_us): there, not in the new one
+            for table in (lost_tags, failures, kept_out, in_flight, subscribed_by_us):
                 conn.execute(delete(table).where(table.c.destination == destination))
             revision = self._bump_revision(conn, destination)
             write_cursor(self._db, conn, *cursor, target)
