@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class OutcomeLedger(Protocol):
-    def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
+    def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState],
+                    subscribed: tuple[Sequence[str], Sequence[str]] = ((), ())) -> int: ...
 
-    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow]) -> int: ...
+    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow],
+                  subscribed: tuple[Sequence[str], Sequence[str]] = ((), ())) -> int: ...
 
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
 
@@ -143,16 +145,20 @@ class OutcomeWriter:
     def _write(self, states: dict[str, Any], results: CallResults) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
+            yes, gone = self._subscribed(results)  # written with the states (one transaction) when there are any
+            mine = {"subscribed": (yes, gone)} if yes or gone else {}
             if states and self._rows:
-                self._ledger.save_rows(self._destination, self._run_id, states)
+                self._ledger.save_rows(self._destination, self._run_id, states, **mine)
             elif states:
-                self._ledger.save_states(self._destination, self._run_id, states.values())
+                self._ledger.save_states(self._destination, self._run_id, states.values(), **mine)
+            elif yes or gone:
+                self._ledger.record_subscribed(self._destination, self._run_id, yes)
+                self._ledger.forget_subscribed(self._destination, gone)
             self._ledger.record_results(self._destination, self._run_id, results)
             self._forget_kept_out(results)
             kept = kept_out_results(results)
             if kept:  # his own choice in the ESP: recorded, not a failure; the next plans leave it out
                 self._ledger.record_kept_out(self._destination, self._run_id, kept)
-            self._subscribed(results)
             refused = refused_adds(results)
             if refused:  # a tag the ESP lost that it refuses to take back: the contact waits no longer
                 self._ledger.refused_lost(self._destination, refused)
@@ -164,9 +170,9 @@ class OutcomeWriter:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
 
-    def _subscribed(self, results: CallResults) -> None:
-        """The creates that succeeded here: recorded as rfmsync's subscribing him (status ``subscribed``), or
-        forgotten there (created under another status: a contact the ESP lost and rfmsync created again)."""
+    def _subscribed(self, results: CallResults) -> tuple[list[str], list[str]]:
+        """The creates that succeeded here: to record as rfmsync's subscribing him (status ``subscribed``), and to
+        forget there (created under another status: a contact the ESP lost and rfmsync created again)."""
         yes: list[str] = []
         other: list[str] = []
         # a create that found him already there (Mailchimp says so): his status is his own, neither recorded nor
@@ -177,12 +183,11 @@ class OutcomeWriter:
             if c is not None and c.create:
                 (yes if c.status_if_new == "subscribed" else other).append(key)
         if yes:
-            self._ledger.record_subscribed(self._destination, self._run_id, yes)
             self._any_subscribed = True
         if other and self._any_subscribed is None:
             self._any_subscribed = self._ledger.has_subscribed(self._destination)
-        if other and self._any_subscribed:  # (usually none to forget: a first sync's creates ask nothing)
-            self._ledger.forget_subscribed(self._destination, other)
+        # (usually none to forget: a first sync's creates ask nothing)
+        return yes, other if other and self._any_subscribed else []
 
     def _forget_kept_out(self, results: CallResults) -> None:
         """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself), so a later add

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from sync.ledger import Ledger
+from sync.model import ItemResult
 from tests import ledger_fixtures
 from tests.builders import run_cli as cli
 from tests.test_config_moved import AS_OF, shop  # noqa: F401
@@ -240,4 +243,43 @@ def test_a_move_to_another_audience_forgets_whom_rfmsync_subscribed_in_the_old_o
         assert not ledger.has_subscribed("mc")
         assert ledger.has_subscribed("other")  # another destination's rows stay
     finally:
+        ledger.close()
+
+
+def test_the_record_is_written_in_the_transaction_of_the_state_save(ledger_url):
+    """review-consent32 SHOULD: the record was its own transaction after the state save, so a process killed
+    between the two left the contact's state saved and the record missing (or, on the forget path, a stale record
+    kept). A database that refuses the record (a trigger, standing for the kill) now rolls the state save back too:
+    the next run plans him again, and records him then."""
+    from sqlalchemy import create_engine, text
+
+    from sync.model import ContactChange, PushedState
+    from sync.outcomes import OutcomeWriter
+
+    ledger = Ledger.connect(ledger_url)
+    engine = create_engine(ledger_url)
+    try:
+        run = ledger.start_run("sync", "mc")
+        with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execute(text("CREATE TRIGGER refuse_record BEFORE INSERT ON subscribed_by_us "
+                                  "BEGIN SELECT RAISE(ABORT, 'killed'); END"))
+            else:
+                conn.execute(text("CREATE OR REPLACE FUNCTION refuse_record() RETURNS trigger AS "
+                                  "$$ BEGIN RAISE EXCEPTION 'killed'; END $$ LANGUAGE plpgsql"))
+                conn.execute(text("CREATE TRIGGER refuse_record BEFORE INSERT ON subscribed_by_us "
+                                  "FOR EACH ROW EXECUTE FUNCTION refuse_record()"))
+        changes = {"a@x.org": ContactChange(key="a@x.org", email="a@x.org", customer_id="a", segment="Churn",
+                                            create=True, status_if_new="subscribed")}
+        writer = OutcomeWriter(ledger, "mc", run, changes=changes)
+        writer.submit([PushedState("a@x.org", "a", frozenset({"Churn"}), {}, True)],
+                      [ItemResult("a@x.org", "upsert", True)])
+        with pytest.raises(Exception, match="killed"):
+            writer.close()
+        assert "a@x.org" not in ledger.load_state("mc")  # not saved without its record
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS refuse_record" +
+                              ("" if conn.dialect.name == "sqlite" else " ON subscribed_by_us")))
+        engine.dispose()
         ledger.close()

@@ -10,11 +10,12 @@ Contacts created before this table existed (schema 15) are not in it. A destinat
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import json
+from datetime import datetime
+from typing import Iterable, Sequence
 
 from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.engine import Connection
 
 from .coltypes import UTCDateTime
 from .db import LedgerDB, chunks
@@ -30,6 +31,30 @@ _INSERT_PG = text("INSERT INTO subscribed_by_us (destination, key, subscribed_at
                   "SELECT :d, k, :t, :r FROM unnest(CAST(:keys AS text[])) AS u(k) ON CONFLICT DO NOTHING")
 
 
+#: what an apply's write group records (created subscribed) and forgets (created again otherwise) there
+Subscribed = tuple[Sequence[str], Sequence[str]]
+
+
+def write_subscribed(conn: Connection, destination: str, run_id: int | None, now: datetime,
+                     record: Iterable[str] = (), forget: Iterable[str] = ()) -> int:
+    """In ``conn``'s transaction (the outcome writer's state save: :meth:`~sync.ledger.state.PushedStates.save_rows`,
+    so a process killed between the two cannot leave the record and the pushed state disagreeing): ``record`` as
+    created ``subscribed`` by rfmsync (one already recorded keeps its first time; one statement per :data:`CHUNK`
+    keys, in one parameter: a JSON array for SQLite, an array for PostgreSQL), then ``forget`` deleted. The keys
+    recorded."""
+    unique = list(dict.fromkeys(record))
+    if unique:
+        sqlite = conn.dialect.name == "sqlite"
+        stmt = (_INSERT_SQLITE if sqlite else _INSERT_PG).bindparams(bindparam("t", type_=UTCDateTime()))
+        for chunk in chunks(unique, CHUNK):
+            conn.execute(stmt, {"d": destination, "t": now, "r": run_id,
+                                "keys": json.dumps(list(chunk)) if sqlite else list(chunk)})
+    t = subscribed_by_us
+    for chunk in chunks(sorted(set(forget)), 500):
+        conn.execute(delete(t).where(t.c.destination == destination, t.c.key.in_(chunk)))
+    return len(unique)
+
+
 class SubscribedByUs:
     """The ``subscribed_by_us`` table."""
 
@@ -37,20 +62,11 @@ class SubscribedByUs:
         self._db = db
 
     def record_subscribed(self, destination: str, run_id: int | None, keys: Iterable[str]) -> int:
-        """Record ``keys`` as created ``subscribed`` by rfmsync in ``destination`` (one already recorded keeps its
-        first time). Returns the keys given. One statement per :data:`CHUNK` keys, the keys in one parameter (a
-        JSON array for SQLite, an array for PostgreSQL): a first sync records a create per contact, and a row
+        """Record ``keys`` as created ``subscribed`` by rfmsync in ``destination`` (:func:`write_subscribed`, in a
+        transaction of its own). Returns the keys given: a first sync records a create per contact, and a row
         bound apiece cost the outcome writer three times its own CPU."""
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return 0
-        sqlite = self._db.dialect == "sqlite"
-        stmt = (_INSERT_SQLITE if sqlite else _INSERT_PG).bindparams(bindparam("t", type_=UTCDateTime()))
         with self._db.write() as conn:
-            for chunk in chunks(unique, CHUNK):
-                conn.execute(stmt, {"d": destination, "t": self._db.clock(), "r": run_id,
-                                    "keys": json.dumps(list(chunk)) if sqlite else list(chunk)})
-        return len(unique)
+            return write_subscribed(conn, destination, run_id, self._db.clock(), keys)
 
     def forget_subscribed(self, destination: str, keys: Iterable[str]) -> int:
         """Delete ``keys`` of ``destination`` (created again under another status). Returns the rows deleted."""
@@ -88,4 +104,4 @@ class SubscribedByUs:
             return [k for (k,) in result.cursor.fetchall()]
 
 
-__all__ = ["SubscribedByUs"]
+__all__ = ["Subscribed", "SubscribedByUs", "write_subscribed"]
