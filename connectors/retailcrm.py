@@ -59,7 +59,7 @@ from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_s
 from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .non_purchase import tombstone
 from .records import Contact, Order
-from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
+from .retailcrm_mapping import CodeSeen, deleted_customer, in_scope, map_customer, map_order, snapshot
 from .rekey import rekeyed
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
@@ -89,6 +89,7 @@ class RetailCrmConfig(BlankIsUnset):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(10.0, gt=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+    marketing_subscription: str | None = None  # the e-mail customerSubscriptions code that is the consent
 
     @field_validator("url")
     @classmethod
@@ -132,8 +133,7 @@ class RetailCrmSource:
             raise ConfigError("retailcrm: no account URL; set RETAILCRM_URL (e.g. https://shop.retailcrm.ru)")
         if not secrets.api_key:
             raise ConfigError("retailcrm: no API key; set RETAILCRM_API_KEY")
-        self.config, self.url = config, url
-        self.clock = clock or utc_now
+        self.config, self.url, self.clock = config, url, clock or utc_now
         key = secrets.api_key.get_secret_value()
         retry = with_sleep(retry, sleep)
         self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY",
@@ -172,10 +172,12 @@ class RetailCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
+        self.seen = CodeSeen(self.config.marketing_subscription)  # its customers and that code: warned once a pull
         with RunStart.of(self.http, self.clock, NAME) as run_start:  # the vendor's clock when the host's runs ahead
             result = pull_objects(con, NAME, cursor, progress,
                                   lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
                                   run_start)
+        self.seen.warn()
         # orders an older rfmsync keyed otherwise: told until a --full pull
         return rekeyed(con, NAME, cursor, result, self.config.phone_region)
 
@@ -285,9 +287,8 @@ class RetailCrmSource:
 
     def _history(self, obj: str, since: int | datetime, run_start: RunStart, stager: Stager,
                  feed: _Feed) -> None:
-        """Read the history feed after ``since`` (an entry id or a time); re-fetch
-        changed records; note the bookmark head, the last entry id, and the ids deleted (or merged away)
-        and re-fetched in ``feed``."""
+        """Read the history feed after ``since`` (an entry id or a time); re-fetch changed records; note the
+        bookmark head, the last entry id, and the ids deleted (or merged away) and re-fetched in ``feed``."""
         _, path, _, entity = _OBJECTS[obj]
         tz = ZoneInfo(self.config.timezone)
         guard = PageGuard(f"RetailCRM {path}")
@@ -352,9 +353,9 @@ class RetailCrmSource:
         def one(raw: Any) -> Order | Contact | None:
             if isinstance(raw, Mapping) and not in_scope(raw, self.config):
                 return None
-            if obj == "orders":  # (a guest's value the rules refuse: an issue, stager.dropped)
-                return map_order(raw, self.config, dropped=stager.dropped)
-            return map_customer(raw, self.config)
+            if obj == "orders":  # (a guest's value the rules refuse: an issue, stager.dropped; a customer's
+                return map_order(raw, self.config, dropped=stager.dropped)  # subscription read as no too)
+            return map_customer(raw, self.config, stager.dropped, self.seen)
 
         keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)

@@ -108,7 +108,10 @@ def _item_discount(raw: Mapping[str, Any]) -> Decimal:
     return per_unit * get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity")
 
 
-def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
+def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig, dropped: list[FieldError] | None = None,
+                 seen: CodeSeen | None = None) -> Contact:
+    """A RetailCRM customer → Contact; a subscription value read as no (not true or false) goes to ``dropped``
+    (an issue naming the customer), ``seen`` counts ``marketing_subscription``'s code (:class:`CodeSeen`)."""
     cid = get_field(raw, "id", lambda v: str(int(v)))
     phones = get_list(raw, "phones")
     created = raw.get("createdAt")
@@ -123,7 +126,7 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
         customer_id=cid, email=lower_like_sql(clean(raw.get("email")) or "") or None,
         phone=clean(phones[0].get("number")) if phones and isinstance(phones[0], dict) else None,
         first_name=clean(raw.get("firstName")), last_name=clean(raw.get("lastName")),
-        marketing_consent=_consent(raw),
+        marketing_consent=_consent(raw, cfg.marketing_subscription, dropped, seen),
         created_at=get_field(raw, "createdAt", lambda v: parse_dt(v, cfg.timezone)) if created else None,
         attributes={k: v for k, v in attrs.items() if v})
 
@@ -148,15 +151,54 @@ def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | No
     return Contact(customer_id=cid, marketing_consent=Consent.NO, attributes=attrs)
 
 
-def _consent(raw: Mapping[str, Any]) -> Consent:
+class CodeSeen:
+    """One pull's reading of ``marketing_subscription`` (``code``): the customers read, those listing that code,
+    and the other e-mail codes seen. :meth:`warn`: a pull none of whose customers listed the code (a typo, a code
+    renamed in the CRM) says so once: each was read by the rule without the setting."""
+
+    def __init__(self, code: str | None) -> None:
+        self.code, self.customers, self.carried, self.others = code, 0, 0, set[str]()
+
+    def warn(self) -> None:
+        if self.code is not None and self.customers and not self.carried:
+            seen = ", ".join(sorted(self.others)[:5]) or "none"
+            log.warning("retailcrm: marketing_subscription = %r: none of the %d customers pulled lists an e-mail "
+                        "subscription of that code (e-mail codes seen: %s); their consent was read from all their "
+                        "e-mail subscriptions (any one false: no), else `subscribed`", self.code, self.customers, seen)
+
+
+def _consent(raw: Mapping[str, Any], code: str | None = None, dropped: list[FieldError] | None = None,
+             seen: CodeSeen | None = None) -> Consent:
+    """``emailMarketingUnsubscribedAt`` (no), else the e-mail ``customerSubscriptions``, else ``subscribed``.
+
+    The e-mail subscriptions are read in any order: with ``code`` (``marketing_subscription``) the one of that
+    code decides; without it, or for a customer who does not list it, any one saying ``subscribed: false`` is a
+    no, and a yes needs every one to say true. A ``subscribed`` that is not true or false reads as false (never a
+    yes by accident), with an issue in ``dropped`` naming the field. ``seen`` counts the customers and the code.
+    """
+    if seen is not None:
+        seen.customers += 1
     if raw.get("emailMarketingUnsubscribedAt"):
         return Consent.NO
+    said, coded = [], []
     for sub in get_list(raw, "customerSubscriptions"):
         if not isinstance(sub, Mapping):
             raise FieldError("customerSubscriptions", "each subscription must be an object", sub)
-        if get_object(sub, "subscription", "customerSubscriptions.subscription").get("channel") == "email" \
-                and "subscribed" in sub:
-            return Consent.YES if sub["subscribed"] else Consent.NO
+        kind = get_object(sub, "subscription", "customerSubscriptions.subscription")
+        if kind.get("channel") == "email" and "subscribed" in sub:
+            yes = sub["subscribed"] is True
+            if not isinstance(sub["subscribed"], bool) and dropped is not None:
+                dropped.append(FieldError("customerSubscriptions.subscribed", "not true or false: read as no "
+                                          "consent", sub["subscribed"]))
+            said.append(yes)
+            if code is not None and kind.get("code") == code:
+                coded.append(yes)
+            elif seen is not None and isinstance(kind.get("code"), str):
+                seen.others.add(kind["code"])
+    if coded and seen is not None:
+        seen.carried += 1
+    if coded or said:
+        return Consent.YES if all(coded or said) else Consent.NO
     if isinstance(raw.get("subscribed"), bool):
         return Consent.YES if raw["subscribed"] else Consent.NO
     return Consent.UNKNOWN
@@ -168,4 +210,4 @@ def snapshot(entry: Mapping[str, Any], entity: str) -> Mapping[str, Any]:
     return snap if isinstance(snap, Mapping) else {}
 
 
-__all__ = ["map_order", "customer_key", "map_customer", "deleted_customer", "in_scope", "snapshot"]
+__all__ = ["CodeSeen", "map_order", "customer_key", "map_customer", "deleted_customer", "in_scope", "snapshot"]

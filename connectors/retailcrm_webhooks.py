@@ -58,9 +58,10 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                 for exc in dropped:  # (a guest's e-mail or phone refused, the other keying the order)
                     log.warning("retailcrm webhook: %s", exc.bad_row(f"{NAME}:webhook", raw.get("id")))
             else:
-                contact, issues = clean_contact(map_customer(raw, cfg), cfg.phone_region, f"{NAME}:webhook")
+                contact, issues = clean_contact(map_customer(raw, cfg, dropped := []), cfg.phone_region,
+                                                f"{NAME}:webhook")
                 contacts.append(contact)
-                for issue in issues:
+                for issue in [*(exc.bad_row(f"{NAME}:webhook", raw.get("id")) for exc in dropped), *issues]:
                     log.warning("retailcrm webhook: %s", issue)
         except NoCustomer:  # a walk-in sale: accepted, nobody to segment (the pull counts it)
             log.info("retailcrm webhook: order %s has no customer, email or phone: not stored", raw.get("id"))

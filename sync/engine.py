@@ -258,7 +258,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                         moves_from=plan.moves_from, moves_unknown=plan.moves_unknown)
         run_id = ledger.start_run(kind, plan.destination, data)  # a run killed: abandoned with its input counts
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
-                  "ledger_only": 0, "kept_out": 0}
+                  "ledger_only": 0, "kept_out": 0,
+                  **({"withdrawn_subscribed": len(plan.withdrawn_subscribed)} if plan.withdrawn_subscribed else {})}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
         # Ctrl-C, SIGTERM: the run recorded ended at once, its operations in flight left in doubt (an error is
         # recorded below as it fails the run)
@@ -319,7 +320,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
             prepared = early.submit(client.prepare, plan.managed_tags, plan.fields, creating=creating)
-            writer = OutcomeWriter(ledger, plan.destination, run_id, rows=True)  # the ledger writes, group-committed
+            writer = OutcomeWriter(ledger, plan.destination, run_id, rows=True, changes=by_key)  # the ledger writes, group-committed
             fold = StateFold({}, by_key)  # a contact's state is written once its last operation answered
             loaded_into = [False]  # the read state is the fold's
             progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)

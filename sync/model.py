@@ -130,6 +130,11 @@ class ItemResult:
     #: (:class:`sync.ledger.kept_out.KeptOutLog`) and the next plans leave that operation out, whatever the source
     #: says of his consent later (rfmsync never resubscribes). Set with ``ok=False`` (and ``refused``)
     kept_out: bool = False
+    #: a create (``upsert`` of a change with ``create``) that found the contact already in the destination, left
+    #: alone (Mailchimp: ``ERROR_CONTACT_EXISTS``, or not listed in ``new_members``): his status is his own, so he
+    #: is not recorded as subscribed by rfmsync (``subscribed_by_us``). Set with ``ok=True``; only where the ESP
+    #: says so (SendGrid's and Unisender's answers cannot tell)
+    existed: bool = False
 
 
 class CallResults(Sequence[ItemResult]):

@@ -21,16 +21,18 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .ledger.kept_out import BY_KEY_LIMIT
 from .ledger.state_rows import StateRow
-from .model import CallResults, ItemResult, PushedState, kept_out_results, ok_pairs
+from .model import CallResults, ContactChange, ItemResult, PushedState, kept_out_results, ok_pairs
 from .state_fold import StateFold, _pushed_state  # noqa: F401  (imported from here before)
 
 log = logging.getLogger(__name__)
 
 
 class OutcomeLedger(Protocol):
-    def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
+    def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState],
+                    subscribed: tuple[Sequence[str], Sequence[str]] = ((), ())) -> int: ...
 
-    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow]) -> int: ...
+    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow],
+                  subscribed: tuple[Sequence[str], Sequence[str]] = ((), ())) -> int: ...
 
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
 
@@ -41,6 +43,9 @@ class OutcomeLedger(Protocol):
     def has_kept_out(self, destination: str) -> bool: ...
     def kept_out_ops(self, destination: str, keys: Iterable[str] | None = None) -> Mapping[str, frozenset[str]]: ...
     def forget_kept_out(self, destination: str, keys_ops: Iterable[tuple[str, str]]) -> int: ...
+    def record_subscribed(self, destination: str, run_id: int | None, keys: Iterable[str]) -> int: ...
+    def forget_subscribed(self, destination: str, keys: Iterable[str]) -> int: ...
+    def has_subscribed(self, destination: str) -> bool: ...
 
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
@@ -65,14 +70,19 @@ class OutcomeWriter:
 
     def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000,
                  linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS,
-                 linger_share: float | None = LINGER_SHARE, rows: bool = False) -> None:
+                 linger_share: float | None = LINGER_SHARE, rows: bool = False,
+                 changes: Mapping[str, ContactChange] | None = None) -> None:
         """``linger``: a group of fewer than ``min_rows`` results waits up to this long (from its first
         outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait), and at most
         ``linger_share`` of the time since this writer started (None: no such bound). ``rows``: ``submit`` takes
-        the ledger's rows by key (:meth:`StateFold.rows`), not states, and ``save_rows`` writes them."""
+        the ledger's rows by key (:meth:`StateFold.rows`), not states, and ``save_rows`` writes them.
+        ``changes``: the plan's changes by key: a create whose upsert succeeded is recorded as rfmsync's
+        subscribing him when its status is ``subscribed`` (``subscribed_by_us``), else forgotten there."""
         self._ledger, self._destination, self._run_id = ledger, destination, run_id
         self._max_rows, self._linger, self._min_rows = max_rows, linger, min_rows
         self._share, self._started, self._rows = linger_share, time.monotonic(), rows
+        self._changes = changes or {}
+        self._any_subscribed: bool | None = None  # any contact recorded created subscribed (asked once)
         self._pending: queue.SimpleQueue[tuple[Any, Sequence[ItemResult]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
@@ -135,10 +145,15 @@ class OutcomeWriter:
     def _write(self, states: dict[str, Any], results: CallResults) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
+            yes, gone = self._subscribed(results)  # written with the states (one transaction) when there are any
+            mine = {"subscribed": (yes, gone)} if yes or gone else {}
             if states and self._rows:
-                self._ledger.save_rows(self._destination, self._run_id, states)
+                self._ledger.save_rows(self._destination, self._run_id, states, **mine)
             elif states:
-                self._ledger.save_states(self._destination, self._run_id, states.values())
+                self._ledger.save_states(self._destination, self._run_id, states.values(), **mine)
+            elif yes or gone:
+                self._ledger.record_subscribed(self._destination, self._run_id, yes)
+                self._ledger.forget_subscribed(self._destination, gone)
             self._ledger.record_results(self._destination, self._run_id, results)
             self._forget_kept_out(results)
             kept = kept_out_results(results)
@@ -154,6 +169,25 @@ class OutcomeWriter:
         finally:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
+
+    def _subscribed(self, results: CallResults) -> tuple[list[str], list[str]]:
+        """The creates that succeeded here: to record as rfmsync's subscribing him (status ``subscribed``), and to
+        forget there (created under another status: a contact the ESP lost and rfmsync created again)."""
+        yes: list[str] = []
+        other: list[str] = []
+        # a create that found him already there (Mailchimp says so): his status is his own, neither recorded nor
+        # forgotten (SendGrid and Unisender cannot tell: docs/sync.md)
+        existed = {r.key for r in results.other if r.existed and r.ok and r.op == "upsert"}
+        for key, op in ok_pairs(results):
+            c = self._changes.get(key) if op == "upsert" and key not in existed else None
+            if c is not None and c.create:
+                (yes if c.status_if_new == "subscribed" else other).append(key)
+        if yes:
+            self._any_subscribed = True
+        if other and self._any_subscribed is None:
+            self._any_subscribed = self._ledger.has_subscribed(self._destination)
+        # (usually none to forget: a first sync's creates ask nothing)
+        return yes, other if other and self._any_subscribed else []
 
     def _forget_kept_out(self, results: CallResults) -> None:
         """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself), so a later add

@@ -242,6 +242,22 @@ def test_existing_contacts_found_while_creating_get_their_fields_in_one_more_cal
     assert [len(c) for c in rec.calls] == [1, 1] and all(r.ok for c in rec.calls for r in c)
 
 
+def test_a_create_the_audience_already_held_is_reported_existed(mailchimp_fake, dest) -> None:
+    """review-consent32 MUST 1: a create answered ERROR_CONTACT_EXISTS (no field to write: done at once; fields to
+    write: done by the update pass) is a success flagged ``existed``, so the ledger does not record rfmsync as
+    having subscribed him; a create listed in ``new_members`` is not flagged."""
+    mailchimp_fake.add_member("bare@example.com", status="unsubscribed")
+    mailchimp_fake.add_member("known@example.com", status="subscribed")
+    rec = Recorder()
+    dest.apply([change("bare@example.com", status="subscribed"),
+                change("known@example.com", status="subscribed", fields={"FNAME": "Kay"}),
+                change("fresh@example.com", status="subscribed", fields={"FNAME": "Fay"})], rec)
+    got = {k: (r.ok, r.existed) for (k, op), r in rec.results.items() if op == "upsert"}
+    assert got == {"bare@example.com": (True, True), "known@example.com": (True, True),
+                   "fresh@example.com": (True, False)}
+    assert mailchimp_fake.member("bare@example.com")["status"] == "unsubscribed"
+
+
 def test_per_member_errors_are_reported_per_key(mailchimp_fake, dest) -> None:
     fake = mailchimp_fake
     fake.member_errors["bad@example.com"] = "Please provide a valid email address."

@@ -341,6 +341,55 @@ def test_consent_prefers_explicit_unsubscribe():
     assert map_customer({"id": 2}, cfg).marketing_consent is Consent.UNKNOWN
 
 
+def _subs(*said):
+    return [{"subscription": {"id": n, "channel": channel, "code": code, "name": code.title()}, "subscribed": yes}
+            for n, (channel, code, yes) in enumerate(said, 1)]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["news-first", "promo-first"])
+def test_consent_reads_the_email_subscriptions_in_any_order(rsps, reverse):
+    """hunt32b F4: the first e-mail ``customerSubscriptions`` entry decided, so news=yes, promo=no read yes and
+    the same two listed the other way no. Any e-mail one saying no is now a no, whatever the order (an sms yes
+    counts for nothing); ``marketing_subscription`` names the one that decides."""
+    fake = FakeRetailCrm(rsps)
+    rsps.assert_all_requests_are_fired = False
+    both = _subs(("email", "news", True), ("email", "promo", False))
+    news_only = _subs(("sms", "promo", True), ("email", "news", True))
+    for cid, subs in ((10, both), (11, news_only), (12, _subs(("sms", "promo", False)))):
+        fake.put_contact(cid, f"c{cid}@example.com", at=T0, subscribed=True,
+                         customerSubscriptions=subs[::-1] if reverse else subs)
+    for cfg, want in (({}, ["no", "yes", "yes"]), ({"marketing_subscription": "news"}, ["yes", "yes", "yes"]),
+                      ({"marketing_subscription": "promo"}, ["no", "yes", "yes"])):
+        con = duckdb.connect()
+        make_source(**cfg).pull(con)
+        assert [r[1] for r in staged(con, "staged_contacts", "customer_id, marketing_consent")] == want, cfg
+
+
+def test_a_marketing_subscription_a_customer_lacks_reads_his_other_email_ones_and_is_warned(rsps, caplog):
+    """review-consent32 MUST 3: with ``marketing_subscription`` set, a customer not listing that code fell back to
+    ``subscribed`` and read yes although an e-mail subscription of his said false (a code misspelt, renamed in
+    the CRM). Now the rule without the setting reads him (any e-mail one false: no) before ``subscribed``, and a
+    pull none of whose customers lists the code warns once. A ``subscribed`` that is not true or false (the
+    string "false" read as yes before) is a no, with an issue naming the customer and the field."""
+    fake = FakeRetailCrm(rsps)
+    rsps.assert_all_requests_are_fired = False
+    fake.put_contact(20, "c20@example.com", at=T0, subscribed=True, customerSubscriptions=_subs(("email", "promo", False)))
+    fake.put_contact(21, "c21@example.com", at=T0, subscribed=True, customerSubscriptions=_subs(("email", "news", True)))
+    fake.put_contact(22, "c22@example.com", at=T0, subscribed=True, customerSubscriptions=_subs(("email", "news", "false")))
+    for code, want, warned in (("Promo", ["no", "yes", "no"], True), ("promo", ["no", "yes", "no"], False)):
+        caplog.clear()
+        con = duckdb.connect()
+        with caplog.at_level("WARNING", logger="connectors.retailcrm_mapping"):
+            result = make_source(marketing_subscription=code).pull(con)
+        assert [r[1] for r in staged(con, "staged_contacts", "customer_id, marketing_consent")] == want, code
+        lines = [r.getMessage() for r in caplog.records if "marketing_subscription" in r.getMessage()]
+        assert len(lines) == int(warned), lines
+        if warned:
+            assert "'Promo'" in lines[0] and "news, promo" in lines[0] and "3 customers" in lines[0]
+        issues = [i for i in result.issues if i.field == "customerSubscriptions.subscribed"]
+        assert [(i.row, i.value) for i in issues] == [("22", "false")], result.issues
+
+
 def test_check_returns_the_host_and_sites(rsps):
     FakeRetailCrm(rsps, pull=False, check=True)
     assert make_source().check() == "demo.retailcrm.ru (sites: shop-main)"

@@ -201,9 +201,12 @@ class MailchimpDestination(AudienceSetup):
                 return CallResults(results.ok, [*results.other, *refused]), spill
             return [*results, *refused], spill
         members = [m["email_address"] for m in [*answer["new_members"], *answer["updated_members"]]]
-        if not answer["errors"] and (members == [c.email for c in chunk] or  # the usual answer, in order
-                                     {m.lower() for m in members}.issuperset([c.key for c in chunk])):
-            return CallResults((("upsert", [c.key for c in chunk]),)), []  # every contact done (in columns)
+        # a create listed among updated_members (update_existing=false: not expected) was there before: not ours
+        usual = not answer["errors"] and not (create and answer["updated_members"])
+        if usual and (members == [c.email for c in chunk] or  # the usual answer, in order
+                      {m.lower() for m in members}.issuperset([c.key for c in chunk])):
+            return existed_apart(chunk, create), []  # every contact done (in columns)
+        new = {m["email_address"].lower() for m in answer["new_members"]} if create else set()
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
         wide = call_wide({email: member_error(e) for email, e in errors.items()}, len(chunk))
         done = {m.lower() for m in members}
@@ -213,13 +216,15 @@ class MailchimpDestination(AudienceSetup):
             error = errors.get(c.email.lower()) or errors.get(c.key)
             if error is None:
                 ok = c.email.lower() in done or c.key in done
+                existed = ok and ((create and not (c.email.lower() in new or c.key in new)) or spilled(c, create))
                 results.append(ItemResult(c.key, "upsert", ok, None if ok else
-                                          f"Mailchimp {what}: the answer does not mention {c.email}"))
+                                          f"Mailchimp {what}: the answer does not mention {c.email}",
+                                          existed=existed))
             elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
                 if c.set_fields:  # already on the list, status untouched: its fields go in the update pass
                     spill.append(c)
-                else:
-                    results.append(ItemResult(c.key, "upsert", True))
+                else:  # already on the list: done, and not created by rfmsync
+                    results.append(ItemResult(c.key, "upsert", True, existed=True))
             else:
                 missing = not create and (error.get("field") == "status"
                                            or bool(NOT_A_MEMBER.search(error.get("error") or "")))
@@ -300,6 +305,21 @@ class MailchimpDestination(AudienceSetup):
         return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}), yet it "
                           f"is a member (status {member.status}); sent again next run")
 
+
+
+def spilled(c: ContactChange, create: bool) -> bool:
+    """Whether ``c``, sent in an update pass, is a create Mailchimp answered ``ERROR_CONTACT_EXISTS`` for (the
+    spill-over: only creates with a status go to the create pass): already on the list, so not created by rfmsync."""
+    return not create and c.create and bool(c.status_if_new)
+
+
+def existed_apart(chunk: Sequence[ContactChange], create: bool) -> CallResults:
+    """A call whose every contact succeeded: the keys in columns, but the spilled creates (:func:`spilled`) apart,
+    as results flagged ``existed`` (the outcome writer does not record them as subscribed by rfmsync)."""
+    if create or not any(spilled(c, create) for c in chunk):
+        return CallResults((("upsert", [c.key for c in chunk]),))
+    return CallResults((("upsert", [c.key for c in chunk if not spilled(c, create)]),),
+                       [ItemResult(c.key, "upsert", True, existed=True) for c in chunk if spilled(c, create)])
 
 
 def _build(dest: Any, key: Any, options: ClientOptions) -> MailchimpDestination:

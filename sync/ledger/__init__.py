@@ -10,6 +10,7 @@ method offered on the facade)::
     runs.py      runs                            RunRecorder, RunHistory
     failures.py  per-item failures               FailureRecorder, PendingFailures
     kept_out.py  operations the contact's own choice in the ESP keeps out (not failures)  KeptOutRecorder
+    subscribed.py  the contacts rfmsync created subscribed (a withdrawal in the source is named for them)
     inflight.py  an apply's adds in flight, durable before its first call: a killed run's are in doubt
     cursors.py   source cursors                  Cursors
     locks.py     named locks with a TTL          Locks

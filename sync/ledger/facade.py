@@ -40,6 +40,7 @@ from .runs import RunLog
 from .schema import current_version
 from .state import PushedStates
 from .statecache import cache_for
+from .subscribed import SubscribedByUs
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Ledger:
         self.failures = FailureLog(self._db)
         self.kept_out = KeptOutLog(self._db)
         self.in_flight = InFlight(self._db)
+        self.subscribed = SubscribedByUs(self._db)
         self.cursors = CursorTable(self._db)
         self.locks = LockTable(self._db)
         self.queue = EventQueue(self._db)
@@ -230,6 +232,11 @@ class Ledger:
     kept_out_list = _Via("kept_out", KeptOutLog.kept_out_list)
     has_kept_out = _Via("kept_out", KeptOutLog.has_kept_out)
     forget_kept_out = _Via("kept_out", KeptOutLog.forget_kept_out)
+    record_subscribed = _Via("subscribed", SubscribedByUs.record_subscribed)
+    forget_subscribed = _Via("subscribed", SubscribedByUs.forget_subscribed)
+    has_subscribed = _Via("subscribed", SubscribedByUs.has_subscribed)
+    subscribed_among = _Via("subscribed", SubscribedByUs.subscribed_among)
+    subscribed_keys = _Via("subscribed", SubscribedByUs.subscribed_keys)
 
     get_cursor = _Via("cursors", CursorTable.get_cursor)
     set_cursor = _Via("cursors", CursorTable.set_cursor)

@@ -224,6 +224,19 @@ def _v14(conn: Connection) -> None:
         conn.execute(text('CREATE INDEX ix_events_source_key_c ON events (source, dedupe_key COLLATE "C")'))
 
 
+def _v15(conn: Connection) -> None:
+    md = MetaData()
+    Table("runs", md, Column("id", Integer, primary_key=True))  # FK target only
+    Table(
+        "subscribed_by_us", md,
+        Column("destination", String(200), primary_key=True),
+        Column("key", String(320), primary_key=True),
+        Column("subscribed_at", UTCDateTime, nullable=False),
+        Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    )
+    md.tables["subscribed_by_us"].create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -239,6 +252,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "kept_out (operations a contact's own choice in the ESP keeps out)", _v12),
     Migration(13, "in_flight (the adds an apply is sending: a killed run's are in doubt)", _v13),
     Migration(14, "indexes on an older intake's order events, and (PostgreSQL) on event keys byte by byte", _v14),
+    Migration(15, "subscribed_by_us (the contacts rfmsync created subscribed)", _v15),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -15,7 +15,8 @@ from sqlalchemy import and_, delete, func, insert, literal, select, text
 from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
-from .schema import cursors, failures, in_flight, kept_out, lost_tags, pushed_state, state_revisions, state_tokens
+from .schema import (cursors, failures, in_flight, kept_out, lost_tags, pushed_state, state_revisions, state_tokens,
+                     subscribed_by_us)
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -59,16 +60,16 @@ class StateMoves:
     def move_state(self, destination: str, cursor: tuple[str, str], target: str,
                    lock: tuple[str, str] | None = None) -> int:
         """Forget everything ``destination``'s ledger holds of what rfmsync pushed (its pushed state, the tags it
-        lost, its failures, the cached copy) and save ``target`` as the cursor ``cursor`` (source, object), in
-        one transaction that bumps the revision (a plan made before is stale). The rows forgotten. ``lock``:
+        lost, its failures, whom it subscribed, the cached copy) and save ``target`` as the cursor ``cursor``
+        (source, object), in one transaction that bumps the revision (a plan made before is stale). The rows forgotten. ``lock``:
         (name, owner) that must still hold the destination's lock."""
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
             deleted = conn.execute(delete(pushed_state).where(pushed_state.c.destination == destination)).rowcount
             # kept out of the old audience: read again in the new; a killed run's operations in flight (in_flight):
-            # the old audience's
-            for table in (lost_tags, failures, kept_out, in_flight):
+            # the old audience's; whom rfmsync subscribed (subscribed_by_us): there, not in the new one
+            for table in (lost_tags, failures, kept_out, in_flight, subscribed_by_us):
                 conn.execute(delete(table).where(table.c.destination == destination))
             revision = self._bump_revision(conn, destination)
             write_cursor(self._db, conn, *cursor, target)
@@ -83,7 +84,8 @@ class StateMoves:
         ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
         him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
         only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
-        Its ``kept_out`` rows become ``new``'s (the same ESP target: his choice holds there; one UPDATE), and so do
+        Its ``kept_out`` and ``subscribed_by_us`` rows become ``new``'s (the same ESP target: his choice holds
+        there; one UPDATE), and so do
         its operations in doubt (pending failed adds and upserts, the rows a killed run left in flight). Then
         ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target) are
         deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over (0: it
@@ -98,6 +100,7 @@ class StateMoves:
             # still on him there; new's plans take it off once no longer his
             _move_keyed(conn, failures, old, new, (failures.c.op.like("tag+%") | (failures.c.op == "upsert")))
             conn.execute(in_flight.update().where(in_flight.c.destination == old).values(destination=new))
+            _move_subscribed(conn, old, new)  # whom rfmsync subscribed there: the same target
             gone = self._forget_name(conn, old, cursor)
         if revision is not None:
             self._written.note(new, revision, int(taken))
@@ -162,7 +165,7 @@ class StateMoves:
         a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination` deletes."""
         with self._db.read() as conn:
             names = set(conn.execute(_with_rows()).scalars())
-            names.update(n for table in (failures, lost_tags, kept_out, in_flight)
+            names.update(n for table in (failures, lost_tags, kept_out, in_flight, subscribed_by_us)
                          for n in conn.execute(select(table.c.destination).distinct()).scalars())
             names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
         return sorted(names)
@@ -176,7 +179,7 @@ class StateMoves:
         revisions go too but the current one's (a name no longer saved never prunes them: up to 100 000 rows). The
         counter's revision (None: nothing was held)."""
         deleted = sum(conn.execute(delete(table).where(table.c.destination == name)).rowcount
-                      for table in (pushed_state, lost_tags, failures, kept_out, in_flight))
+                      for table in (pushed_state, lost_tags, failures, kept_out, in_flight, subscribed_by_us))
         deleted += conn.execute(delete(cursors).where(cursors.c.source == cursor[0],
                                                       cursors.c.obj == cursor[1])).rowcount
         revision = self._next_counter(conn, name, new_epoch=True).revision if deleted else None
@@ -202,6 +205,14 @@ def _doubted(conn: "Connection", name: str, kept: Kept) -> bool:
     ops = conn.execute(select(failures.c.op).where(failures.c.destination == name, failures.c.op.like("tag+%"))
                        .distinct()).scalars()
     return any(not kept.has_tag(op[4:]) for op in ops)
+
+
+def _move_subscribed(conn: "Connection", old: str, new: str) -> None:
+    """``old``'s ``subscribed_by_us`` rows become ``new``'s, one UPDATE; those ``new`` holds already stay ``old``'s
+    (deleted with it)."""
+    t, mine = subscribed_by_us, subscribed_by_us.alias("mine")
+    theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == t.c.key)
+    conn.execute(t.update().where(t.c.destination == old, ~theirs.exists()).values(destination=new))
 
 
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:

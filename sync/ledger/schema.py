@@ -32,6 +32,8 @@ Version history::
     14 a partial index on the events an older intake queued under an order's content key (status, id), and on
        PostgreSQL one on events (source, dedupe_key COLLATE "C"): an older intake's events of a record read by a key
        range (:mod:`sync.ledger.content_keys`); SQLite's unique index on them serves already
+    15 subscribed_by_us: per destination, the contacts an apply created with the status ``subscribed`` (the source
+       said yes then): a withdrawal in the source is named for them (:mod:`sync.ledger.subscribed`)
 
 The migrations themselves are in :mod:`sync.ledger.migrations` (re-exported here).
 """
@@ -194,6 +196,14 @@ in_flight = Table(
     Column("ops", Integer, nullable=False),  # how many operations ``pairs`` holds
     # the (key, op) pairs, compressed (sync.ledger.inflight._pack): one row per run
     Column("pairs", LargeBinary, nullable=False),
+)
+
+subscribed_by_us = Table(
+    "subscribed_by_us", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("key", String(320), primary_key=True),
+    Column("subscribed_at", UTCDateTime, nullable=False),  # when the apply's create succeeded
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
 )
 
 TABLES = metadata

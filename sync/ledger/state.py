@@ -25,8 +25,9 @@ from .moves import StateMoves
 from .readahead import ReadAhead, ReadsAhead
 from .revisions import CLOCK_SKEW, Revisions
 from .schema import lost_tags, pushed_state
-from .state_rows import StateRow, dump_fields, save_rows_pg, save_rows_sqlite, tags_json, unreadable_row
+from .state_rows import StateRow, dump_fields, read_states, save_rows_pg, save_rows_sqlite, tags_json
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
+from .subscribed import Subscribed, write_subscribed
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,23 +85,6 @@ _decode = json.JSONDecoder().decode
 _fourth = itemgetter(3)
 
 
-def _states(rows: Iterable[Any], destination: str) -> dict[str, PushedState]:
-    """Ledger rows (key, customer_id, tags JSON, fields JSON, in_destination) → pushed states by key; a row whose
-    text is not JSON is a :class:`~sync.errors.LedgerError` naming the destination and the contact."""
-    tag_sets: dict[str, frozenset[str]] = {}  # frozensets are immutable: share equal ones
-    state: dict[str, PushedState] = {}
-    key = None
-    try:
-        for key, customer_id, tags, fields, present in rows:
-            tag_set = tag_sets.get(tags)
-            if tag_set is None:
-                tag_set = tag_sets[tags] = frozenset(_decode(tags))
-            state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
-    except ValueError as exc:  # edited by hand, a damaged file or restore: say whose row, and what to do
-        raise unreadable_row(destination, key, exc) from None
-    return state
-
-
 class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
@@ -122,7 +106,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
             t.c.destination == destination)
         with self._db.read() as conn:
             rows = conn.execute(query).all()
-        return _states(rows, destination)
+        return read_states(rows, destination)
 
     def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]:
         """The pushed state of ``keys`` only (those the ledger holds): what an apply folds its outcomes into.
@@ -147,7 +131,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
                     found += conn.execute(select(t.c.key, t.c.customer_id, t.c.tags, t.c.fields, t.c.in_destination)
                                           .where(t.c.destination == destination, t.c.key.in_(chunk))).all()
             rows = iter(found)
-        return _states(rows, destination)
+        return read_states(rows, destination)
 
     def state_table(self, destination: str, *, page: int = PAGE, cached: bool = True) -> "pa.Table":
         """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
@@ -219,7 +203,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
             for column, values in ((t.c.key, keys), (t.c.customer_id, customer_ids)):
                 for chunk in chunks(values, 500):
                     found += conn.execute(select(*cols).where(t.c.destination == destination, column.in_(chunk)))
-        return _states(found, destination)
+        return read_states(found, destination)
 
     def tag_set_counts(self, destination: str) -> dict[frozenset[str], int]:
         """How many of ``destination``'s contacts hold each tag set (contacts without tags left out): one
@@ -282,8 +266,10 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
         return [{**r, "tags": sorted(_decode(r["tags"])), "fields": _decode(r["fields"]),
                  "in_destination": bool(r["in_destination"])} for r in rows]
 
-    def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int:
-        """Upsert pushed state (by destination and key); bumps :meth:`state_revision`. Returns rows written."""
+    def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState],
+                    subscribed: Subscribed = ((), ())) -> int:
+        """Upsert pushed state (by destination and key); bumps :meth:`state_revision`; ``subscribed``: as for
+        :meth:`save_rows`. Returns rows written."""
         rows: dict[str, StateRow] = {}  # by key: the last one wins
         tag_json: dict[frozenset[str], str] = {}  # few distinct tag sets: encode each once
         for s in states:
@@ -295,13 +281,16 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
             # an int at once, while a bool (not exactly an int) takes its adapter lookup, which raises and
             # formats an AttributeError inside (~0.35 µs a row, 13 % of a first sync's writer CPU)
             rows[s.key] = (s.key, s.customer_id, tags, s.fields if fields is None else fields, 1 if s.exists else 0)
-        return self.save_rows(destination, run_id, rows)
+        return self.save_rows(destination, run_id, rows, subscribed)
 
-    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow]) -> int:
+    def save_rows(self, destination: str, run_id: int | None, rows: Mapping[str, StateRow],
+                  subscribed: Subscribed = ((), ())) -> int:
         """:meth:`save_states` of states given as the ledger's rows by key (key, customer_id, the tags' text
         (:func:`~sync.ledger.state_rows.tags_json`), the fields' text (:func:`~sync.ledger.state_rows.fields_json`)
         or their mapping (encoded here), in_destination as 1 or 0): what the apply's fold gives
-        (:meth:`sync.outcomes.StateFold.rows`), no state object built for each contact. ``rows`` is not changed."""
+        (:meth:`sync.outcomes.StateFold.rows`), no state object built for each contact. ``rows`` is not changed.
+        ``subscribed``: the keys to record in and forget from ``subscribed_by_us``, in the same transaction
+        (:func:`~sync.ledger.subscribed.write_subscribed`)."""
         if not rows:
             return 0
         if "" in rows:
@@ -322,6 +311,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
                 else:
                     save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
                 given_back(conn, destination, rows)
+                write_subscribed(conn, destination, run_id, now, *subscribed)
         except Exception as exc:
             if not foreign_key_violation(exc):
                 raise

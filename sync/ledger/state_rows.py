@@ -1,6 +1,7 @@
 """The rows of the ``pushed_state`` table as they are written: each contact's fields as their stored JSON text
 (:func:`fields_json`, or the plan's own text of them) and the bulk upserts of a group of rows on SQLite (multi-row
-``VALUES``) and PostgreSQL (``COPY`` into a temporary table). :class:`sync.ledger.state.PushedStates` calls them.
+``VALUES``) and PostgreSQL (``COPY`` into a temporary table); and read back into pushed states (:func:`read_states`).
+:class:`sync.ledger.state.PushedStates` calls them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy.engine import Connection
 
 from ..errors import LedgerError
+from ..model import PushedState
 from .schema import pushed_state
 
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
@@ -49,11 +51,29 @@ def fields_json(fields: Mapping[str, Any]) -> str:
 StateRow = tuple[str, "str | None", str, "str | Mapping[str, Any]", int]
 
 _encode_tags = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 
 
 def tags_json(tags: Iterable[str]) -> str:
     """The text the ledger stores for a contact's tags: a JSON array, sorted, compact, ASCII (``\\u`` escapes)."""
     return _encode_tags(sorted(tags))
+
+
+def read_states(rows: Iterable[Any], destination: str) -> dict[str, PushedState]:
+    """Ledger rows (key, customer_id, tags JSON, fields JSON, in_destination) → pushed states by key; a row whose
+    text is not JSON is a :class:`~sync.errors.LedgerError` naming the destination and the contact."""
+    tag_sets: dict[str, frozenset[str]] = {}  # frozensets are immutable: share equal ones
+    state: dict[str, PushedState] = {}
+    key = None
+    try:
+        for key, customer_id, tags, fields, present in rows:
+            tag_set = tag_sets.get(tags)
+            if tag_set is None:
+                tag_set = tag_sets[tags] = frozenset(_decode(tags))
+            state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
+    except ValueError as exc:  # edited by hand, a damaged file or restore: say whose row, and what to do
+        raise unreadable_row(destination, key, exc) from None
+    return state
 
 
 def unreadable_row(destination: str, key: str | None, exc: ValueError) -> LedgerError:

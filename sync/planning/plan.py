@@ -116,6 +116,10 @@ class Plan:
     #: the contacts whose tags come off for a consent of ``no`` (:func:`refused_consent`), sorted: judged apart by
     #: the plan guards (``max_withdrawal_pct``); a saved plan's as :func:`sync.guards.saved_withdrawals` believes
     withdrawn: tuple[str, ...] = ()
+    #: the contacts rfmsync created ``subscribed`` whose source consent is now ``no`` (sorted): their ESP status
+    #: stays subscribed (rfmsync never changes an existing contact's status); said, not changed
+    #: (:func:`sync.planning.withdrawn.withdrawn_subscribed`)
+    withdrawn_subscribed: tuple[str, ...] = ()
     #: what the plan guards judged when it was made (None: not judged: no change, a saved plan, a webhook resync)
     guard: PlanStats | None = None
     #: the destination's target the plan was made for (:mod:`sync.planning.target`: ``mailchimp:aud1``); its apply
@@ -196,7 +200,8 @@ class Plan:
             "new_by_status": self.new_by_status(), "changes": [change_json(c) for c in self.changes],
             "skipped": [asdict(s) for s in self.skipped],
             "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
-            "withdrawn": list(self.withdrawn), "guard": self.guard.to_json() if self.guard is not None else None,
+            "withdrawn": list(self.withdrawn), "withdrawn_subscribed": list(self.withdrawn_subscribed),
+            "guard": self.guard.to_json() if self.guard is not None else None,
             "pushed_to": self.pushed_to, "moves_from": self.moves_from,
         }
 

@@ -137,6 +137,8 @@ def plan_from_json(cls: type[Plan], data: Any) -> Plan:
                                 for i, o in enumerate(owners)),
                    # (none in a plan saved before the rule; apply judges each key)
                    withdrawn=tuple(_texts(data, "withdrawn", where, optional=True, what="contact keys")),
+                   withdrawn_subscribed=tuple(_texts(data, "withdrawn_subscribed", where, optional=True,
+                                                     what="contact keys")),
                    pushed_to=_text(data, "pushed_to", where, optional=True),
                    moves_from=_text(data, "moves_from", where, optional=True), moves_unknown="moves_from" not in data,
                    ledger_epoch=_text(data, "ledger_epoch", where, optional=True),

@@ -35,6 +35,7 @@ from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
 from .transitions import moves_sql, transition_tags_sql
 from .withdrawals import alone_note
+from .withdrawn import withdrawn_subscribed, withdrawn_warning
 from .values import PREDICTIVE_VALUES, column_of
 
 if TYPE_CHECKING:
@@ -231,10 +232,14 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows,
     verdict = judge_plan(cfg.guards, stats) if stats is not None else PlanVerdict()
     lines, withdrawals = verdict.lines, verdict.withdrawal_lines
     adopted = tuple(adopted_warnings(rows.con, plan.changes, reconciled_read)) if reconciled_read else ()
-    warnings = ((unchecked,) if unchecked is not None else ()) + behind + adopted + lines
+    # rfmsync subscribed them, the source now says no: said (their status is never changed)
+    still = withdrawn_subscribed(rows.con, ledger, dest.name) if moved_from is None else ()
+    said = (withdrawn_warning(dest, still),) if still else ()
+    warnings = ((unchecked,) if unchecked is not None else ()) + behind + adopted + said + lines
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
+                   withdrawn_subscribed=still,
                    pushed_to=None if moved_from is None and holds_nothing(rows.con, dest, plan) else target,
                    moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token,
                    in_flight_read=read)
