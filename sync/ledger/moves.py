@@ -61,8 +61,8 @@ class StateMoves:
                    lock: tuple[str, str] | None = None) -> int:
         """Forget everything ``destination``'s ledger holds of what rfmsync pushed (its pushed state, the tags it
         lost, its failures, whom it subscribed, the cached copy) and save ``target`` as the cursor ``cursor``
-        (source, object), in one transaction that bumps the revision (a plan made before is stale). The rows forgotten. ``lock``:
-        (name, owner) that must still hold the destination's lock."""
+        (source, object), in one transaction that bumps the revision (a plan made before is stale). The rows
+        forgotten. ``lock``: (name, owner) that must still hold the destination's lock."""
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
