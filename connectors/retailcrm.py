@@ -53,6 +53,7 @@ from .secrets import Secret
 from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
+from .guests import guest_contacts
 from .identity import DEFAULT_MAX_GROUP
 from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt,
                    with_sleep)
@@ -358,6 +359,7 @@ class RetailCrmSource:
 
         keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
+        contacts += guest_contacts(orders, rows, self.config.phone_region)  # (a guest's phone: who registers later)
         for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
             stager.saw(_created_at(raw, self.config.timezone))
         stager.stage(orders, contacts)
