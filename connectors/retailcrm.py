@@ -359,10 +359,9 @@ class RetailCrmSource:
 
         keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
-        contacts += guest_contacts(orders, rows, self.config.phone_region)  # (a guest's phone: who registers later)
         for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
             stager.saw(_created_at(raw, self.config.timezone))
-        stager.stage(orders, contacts)
+        stager.stage(orders, contacts + guest_contacts(orders, rows, self.config.phone_region))  # (a guest's phone)
         return [str(r.get("id")) for r in rows if isinstance(r, Mapping) and r.get("id") is not None]
 
     def _stage_gone(self, obj: str, entries: list[Mapping[str, Any]], stager: Stager) -> None:
