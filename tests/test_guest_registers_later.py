@@ -222,3 +222,19 @@ def test_a_same_address_guests_yes_never_overrides_the_customers_no():
                 _merge(con, *batch)
             assert _state(con) == ({"g1": "c9", "c1": "c9"}, [("c9", "anna@x.com", None, expected)]), \
                 (customer, guest_first)
+
+
+def test_a_store_whose_links_table_predates_the_guest_key_keeps_its_links_and_remembers_new_ones():
+    """An older store's identity_links has no guest column: the merge adds it, its links hold, and a guest linked
+    from then on is remembered (its next order of the e-mail alone joins the customer)."""
+    con = _con()
+    con.execute("CREATE TABLE identity_links (order_id VARCHAR PRIMARY KEY, identifier VARCHAR NOT NULL, "
+                "customer_id VARCHAR NOT NULL, linked_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    con.execute("INSERT INTO identity_links VALUES ('old', 'x@x.com', 'c1', now())")
+    _merge(con, [_order("c", "c1", 20)], [Contact("c1", email="boss@x.com", phone="+998901112233")])
+    _merge(con, [_order("g1", "anna@x.com")], [Contact("anna@x.com", phone="+998901112233")])
+    _merge(con, [_order("g2", "anna@x.com", 2)])
+    assert _state(con)[0] == {"c": "c1", "g1": "c1", "g2": "c1"}
+    assert con.execute("SELECT order_id, identifier, customer_id, guest FROM identity_links ORDER BY 1").fetchall() == [
+        ("g1", "+998901112233", "c1", "anna@x.com"), ("g2", "+998901112233", "c1", "anna@x.com"),
+        ("old", "x@x.com", "c1", None)]
