@@ -295,22 +295,27 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
               WHERE contains(p, ';ext=')""")  # +998712000000;ext=101 → a stored id typed '… доб. 101'
     if not con.execute("SELECT count(*) FROM _lk_touch").fetchall()[0][0]:
         return report
-    touched = [r[0] for r in con.execute("SELECT raw FROM _lk_touch WHERE raw IS NOT NULL").fetchall()]
     # identifier-keyed customers: the batch's, and the store's keyed by a touched value or whose contact carries one
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_ids AS
         SELECT customer_id AS raw FROM staged_orders WHERE {idlike('customer_id')}
         UNION SELECT customer_id FROM staged_contacts WHERE {idlike('customer_id')}
-        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {idlike('customer_id')}
-                                       UNION SELECT customer_id FROM contacts WHERE {idlike('customer_id')})
+        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id, NULL AS email, NULL AS phone FROM orders
+                                       WHERE {idlike('customer_id')}
+                                       UNION ALL SELECT customer_id, email, phone FROM contacts
+                                       WHERE {idlike('customer_id')})
               WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
                  OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)
-        UNION SELECT customer_id FROM contacts WHERE (email IN (SELECT unnest($1::VARCHAR[]))
-              OR phone IN (SELECT unnest($1::VARCHAR[]))) AND {idlike('customer_id')}""", [touched])
+                 OR email IN (SELECT raw FROM _lk_touch) OR phone IN (SELECT raw FROM _lk_touch)""")
+    if not con.execute("SELECT count(*) FROM _lk_ids").fetchall()[0][0]:  # no guest to link: nothing more to read
+        for name in ("touch", "ids"):
+            con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
+        return report
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
     phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
     # each guest's values: its key (how 0), its contact's e-mail (1) and phone (2), staged or stored
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_values AS
-        WITH g AS ({guest.format(t='staged_contacts')} UNION {guest.format(t='contacts')})
+        WITH g AS ({guest.format(t='staged_contacts')} UNION {guest.format(t='contacts')}
+                   AND customer_id IN (SELECT raw FROM _lk_ids))
         SELECT raw, norm, 0 AS how FROM _lk_emails WHERE norm IS NOT NULL
         UNION SELECT raw, norm, 0 FROM _lk_phones WHERE norm IS NOT NULL
         UNION SELECT g.customer_id, g.e, 1 FROM g JOIN _lk_ids i ON i.raw = g.customer_id WHERE g.e IS NOT NULL
@@ -323,6 +328,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.e = i.norm
         UNION SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.p = i.norm""")
     # rule 4: the customers of each value, registered ones and guests keyed by another value that carry it
+    cands = con.execute("SELECT count(*) FROM _lk_cand").fetchall()[0][0]
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS
         WITH guests AS ({guest.format(t=stored)} UNION {guest.format(t='staged_contacts')}),
              anchors AS (SELECT norm AS v, customer_id AS a FROM _lk_cand
@@ -332,7 +338,8 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                          UNION SELECT p, customer_id FROM guests WHERE p IN (SELECT norm FROM _lk_cand)
                                AND regexp_replace(customer_id, '[^0-9+]', '', 'g') <> p AND customer_id <> p)
         SELECT v, count(DISTINCT a) AS n FROM anchors WHERE v IN (SELECT norm FROM _lk_cand)
-        GROUP BY v HAVING count(DISTINCT a) > {int(max_group)}""")
+        GROUP BY v HAVING count(DISTINCT a) > {int(max_group)}""" if cands else
+                "CREATE OR REPLACE TEMP TABLE _lk_shared (v VARCHAR, n BIGINT)")  # (no candidate: nothing to read)
     _ignored(con, "_lk_shared", report)
     con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS
         WITH c AS (SELECT * FROM _lk_cand WHERE norm NOT IN (SELECT v FROM _lk_shared)),
