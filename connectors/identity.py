@@ -296,26 +296,26 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     if not con.execute("SELECT count(*) FROM _lk_touch").fetchall()[0][0]:
         return report
     # identifier-keyed customers: the batch's, and the store's keyed by a touched value or whose contact carries one
+    touches = ("lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch) OR regexp_replace(customer_id, '[^0-9+]', "
+               "'', 'g') IN (SELECT raw FROM _lk_touch)")
+    # the store's guest contacts keyed by a touched value or carrying one, with their values (one scan)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_guests AS SELECT * FROM (SELECT customer_id, lower(trim(email))
+        AS e, phone AS p FROM contacts WHERE {idlike('customer_id')}) WHERE {touches} OR e IN (SELECT raw FROM _lk_touch) OR p IN (SELECT raw FROM _lk_touch)""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_ids AS
         SELECT customer_id AS raw FROM staged_orders WHERE {idlike('customer_id')}
         UNION SELECT customer_id FROM staged_contacts WHERE {idlike('customer_id')}
-        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id, NULL AS email, NULL AS phone FROM orders
-                                       WHERE {idlike('customer_id')}
-                                       UNION ALL SELECT customer_id, email, phone FROM contacts
-                                       WHERE {idlike('customer_id')})
-              WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
-                 OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)
-                 OR email IN (SELECT raw FROM _lk_touch) OR phone IN (SELECT raw FROM _lk_touch)""")
+        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {idlike('customer_id')})
+              WHERE {touches}
+        UNION SELECT customer_id FROM _lk_guests""")
     if not con.execute("SELECT count(*) FROM _lk_ids").fetchall()[0][0]:  # no guest to link: nothing more to read
-        for name in ("touch", "ids"):
+        for name in ("touch", "ids", "guests"):
             con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
         return report
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
     phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
     # each guest's values: its key (how 0), its contact's e-mail (1) and phone (2), staged or stored
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_values AS
-        WITH g AS ({guest.format(t='staged_contacts')} UNION {guest.format(t='contacts')}
-                   AND customer_id IN (SELECT raw FROM _lk_ids))
+        WITH g AS ({guest.format(t='staged_contacts')} UNION SELECT * FROM _lk_guests)
         SELECT raw, norm, 0 AS how FROM _lk_emails WHERE norm IS NOT NULL
         UNION SELECT raw, norm, 0 FROM _lk_phones WHERE norm IS NOT NULL
         UNION SELECT g.customer_id, g.e, 1 FROM g JOIN _lk_ids i ON i.raw = g.customer_id WHERE g.e IS NOT NULL
@@ -359,7 +359,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                 customer_id = excluded.customer_id, guest = excluded.guest, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "emails", "phones", "values", "people", "cand", "shared", "map"):
+    for name in ("touch", "ids", "guests", "emails", "phones", "values", "people", "cand", "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)
