@@ -227,13 +227,14 @@ EMAIL_LOOKUPS = 2_000
 
 
 def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
-    """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up (``_lk_values``), read through
+    """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up (``_lk_values``, and the
+    values ``_lk_recall``'s guests were linked by: rule 4 counts their carriers), read through
     :data:`EMAIL_INDEX` into ``_lk_people`` (their rows alone), with those of the phones (a filter on the phone
     column, answered by the store's phone index when a batch with a phone-keyed record built it:
     :data:`sync.store.lookup.PHONE_INDEX`); else (no index, many values) the whole ``contacts`` table, scanned."""
     def values(email: bool) -> list[str]:
-        return [r[0] for r in con.execute("SELECT DISTINCT norm FROM _lk_values WHERE contains(norm, '@') = ?",
-                                          [email]).fetchall()]
+        return [r[0] for r in con.execute("SELECT norm FROM (SELECT norm FROM _lk_values UNION SELECT norm FROM "
+                                          "_lk_recall) WHERE contains(norm, '@') = ?", [email]).fetchall()]
 
     emails, phones = values(True), values(False)
     if len(emails) + len(phones) > EMAIL_LOOKUPS or not con.execute(
@@ -263,16 +264,17 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     other e-mail or phone (its contact's: a guest keyed by its e-mail who typed a phone too); and when a staged
     contact with a real id carries an e-mail/phone, store rows of guests keyed by it, or whose contact carries it,
     join that customer (the guest bought first and registered later). Only the identifiers the batch touches are
-    looked up, so a merge stays cheap. A value carried by more than ``max_group`` customers (registered ones, and
-    guests keyed by another value: the shop's own phone typed on many guests' orders) links nobody (reported).
+    looked up, so a merge stays cheap. A value carried by more than ``max_group`` customers (registered ones, guests
+    keyed by another value: the shop's phone typed on many guests' orders, and those ``learned`` says it joined
+    before, their contacts gone) links nobody (reported).
     Calling it again on the same batch changes nothing.
 
     ``learned``: the store's table of links (``order_id`` → ``customer_id``, with the ``identifier`` it went by and
     the ``guest`` key it had): every order re-keyed here is noted in it. A guest key nobody carries now that was
     linked before (by the phone its earlier order gave, say) joins that customer again while his contact is in the
-    store (:func:`connectors.guest_merge` keeps a guest's e-mail and phone off the customer's contact, so the next
-    order of that e-mail alone would otherwise split him again); a key someone carries joins whoever carries it now
-    (rule 2), never the customer an earlier order of that e-mail/phone joined."""
+    store and rule 4 allows that value (:func:`connectors.guest_merge` keeps a guest's e-mail and phone off the
+    customer's contact, so the next order of that e-mail alone would otherwise split him again); a key someone
+    carries joins whoever carries it now (rule 2), never the customer an earlier order of that e-mail/phone joined."""
     report = IdentityReport()
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
                                          "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
@@ -322,23 +324,33 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         UNION SELECT g.customer_id, g.p, 2 FROM g JOIN _lk_ids i ON i.raw = g.customer_id WHERE g.p IS NOT NULL""")
     con.execute("""DELETE FROM _lk_values v WHERE how > 0 AND EXISTS (SELECT 1 FROM _lk_values k
                    WHERE k.raw = v.raw AND k.how = 0 AND k.norm = v.norm)""")  # (its key again)
+    recall(con, learned)  # the links of these guests made before (``_lk_recall``)
     stored = _stored_people(con)  # the store's contacts of those values (or all of them)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
         WITH people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
         SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.e = i.norm
         UNION SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.p = i.norm""")
-    # rule 4: the customers of each value, registered ones and guests keyed by another value that carry it
-    cands = con.execute("SELECT count(*) FROM _lk_cand").fetchall()[0][0]
+    # rule 4: the customers of each value (of a candidate, or a remembered link's), registered ones, guests keyed by
+    # another value that carry it, and guests keyed by another value that were joined by it (their contacts gone)
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_judged AS SELECT norm FROM _lk_cand
+                   UNION SELECT norm FROM _lk_recall WHERE raw NOT IN (SELECT raw FROM _lk_cand)""")
+    judged = "(SELECT norm FROM _lk_judged)"
+    joined = (f"UNION SELECT identifier, guest FROM {learned} WHERE identifier IN {judged} AND guest <> identifier"
+              " AND regexp_replace(guest, '[^0-9+]', '', 'g') <> identifier") if learned else ""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS
-        WITH guests AS ({guest.format(t=stored)} UNION {guest.format(t='staged_contacts')}),
-             anchors AS (SELECT norm AS v, customer_id AS a FROM _lk_cand
-                         UNION SELECT norm, raw FROM _lk_values WHERE how > 0
-                         UNION SELECT e, customer_id FROM guests WHERE e IN (SELECT norm FROM _lk_cand)
+        WITH people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')}),
+             guests AS ({guest.format(t=stored)} UNION {guest.format(t='staged_contacts')}),
+             anchors AS (SELECT e AS v, customer_id AS a FROM people WHERE e IN {judged}
+                         UNION SELECT p, customer_id FROM people WHERE p IN {judged}
+                         UNION SELECT norm, lower(trim(raw)) FROM _lk_values WHERE how > 0
+                         UNION SELECT e, lower(trim(customer_id)) FROM guests WHERE e IN {judged}
                                AND lower(trim(customer_id)) <> e
-                         UNION SELECT p, customer_id FROM guests WHERE p IN (SELECT norm FROM _lk_cand)
-                               AND regexp_replace(customer_id, '[^0-9+]', '', 'g') <> p AND customer_id <> p)
-        SELECT v, count(DISTINCT a) AS n FROM anchors WHERE v IN (SELECT norm FROM _lk_cand)
-        GROUP BY v HAVING count(DISTINCT a) > {int(max_group)}""" if cands else
+                         UNION SELECT p, lower(trim(customer_id)) FROM guests WHERE p IN {judged}
+                               AND regexp_replace(customer_id, '[^0-9+]', '', 'g') <> p AND customer_id <> p
+                         {joined})
+        SELECT v, count(DISTINCT a) AS n FROM anchors WHERE v IN {judged}
+        GROUP BY v HAVING count(DISTINCT a) > {int(max_group)}""" if con.execute(
+        "SELECT count(*) FROM _lk_judged").fetchall()[0][0] else
                 "CREATE OR REPLACE TEMP TABLE _lk_shared (v VARCHAR, n BIGINT)")  # (no candidate: nothing to read)
     _ignored(con, "_lk_shared", report)
     con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS
@@ -346,8 +358,10 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
              best AS (SELECT raw, min(how) AS how FROM c GROUP BY raw)
         SELECT c.raw, any_value(c.norm) AS norm, min(c.customer_id) AS key FROM c JOIN best USING (raw, how)
         GROUP BY c.raw""")
-    if learned:
-        remembered(con, learned)
+    # the guests nobody carries now (no candidate: one refused by rule 4 stays refused) that were linked before:
+    # the customer of their latest link, unless rule 4 now refuses the value it went by
+    con.execute("""INSERT INTO _lk_map SELECT raw, norm, key FROM _lk_recall
+                   WHERE raw NOT IN (SELECT raw FROM _lk_cand) AND norm NOT IN (SELECT v FROM _lk_shared)""")
     report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
     if report.merged_customers:
         if learned:  # the orders about to be re-keyed stay their customer's (an order linked again: its new link)
@@ -359,21 +373,24 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                 customer_id = excluded.customer_id, guest = excluded.guest, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "guests", "emails", "phones", "values", "people", "cand", "shared", "map"):
+    for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "judged",
+                 "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)
     return report
 
 
-def remembered(con: duckdb.DuckDBPyConnection, learned: str) -> None:
-    """Add to ``_lk_map`` the guests nobody carries now (no candidate at all: one refused by rule 4 stays refused)
-    whose key was linked before (``learned``'s ``guest``): the customer of their latest link, while his contact is
-    in the store."""
-    con.execute(f"""INSERT INTO _lk_map SELECT i.raw, arg_max(l.identifier, l.linked_at),
-                        arg_max(l.customer_id, l.linked_at) FROM _lk_ids i
+def recall(con: duckdb.DuckDBPyConnection, learned: str | None) -> None:
+    """``_lk_recall(raw, norm, key)``: the guests of ``_lk_ids`` whose key was linked before (``learned``'s
+    ``guest``), with the value and the customer of their latest link, while his contact is in the store."""
+    if not learned:
+        con.execute("CREATE OR REPLACE TEMP TABLE _lk_recall (raw VARCHAR, norm VARCHAR, key VARCHAR)")
+        return
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_recall AS SELECT i.raw, arg_max(l.identifier, l.linked_at) AS norm,
+                        arg_max(l.customer_id, l.linked_at) AS key FROM _lk_ids i
                     JOIN {learned} l ON l.guest = lower(trim(i.raw))
-                    WHERE i.raw NOT IN (SELECT raw FROM _lk_cand)
-                      AND l.customer_id IN (SELECT customer_id FROM contacts UNION SELECT customer_id FROM staged_contacts
+                    WHERE l.customer_id IN (SELECT customer_id FROM contacts
+                                            UNION SELECT customer_id FROM staged_contacts
                                             WHERE NOT {idlike('customer_id')})
                     GROUP BY i.raw""")
