@@ -105,3 +105,20 @@ def test_a_full_refresh_counts_the_guests_joined_before():
     _merge(con, orders[2:], contacts[2:], origin="pull", full=True, max_identity_group=3)
     owners = _state(con)[0]
     assert {o: owners[o] for o in ("g2", "g3")} == {"g2": "guest2@x.com", "g3": "guest3@x.com"}
+
+
+def test_a_full_read_after_the_guests_came_one_by_one_leaves_them_all_apart():
+    """The four guests joined while the phone was on few customers: a full refresh reading the manager and the ten
+    guests again sees eleven customers with that phone (rule 4, as an export's) and relinks none of them; the next
+    incremental batch joins none again."""
+    con = _con()
+    _merge(con, *MANAGER)
+    orders, contacts = _shop_phone_guests(10)
+    for o, c in zip(orders, contacts):
+        _merge(con, [o], [c])
+    _merge(con, orders + MANAGER[0], contacts + MANAGER[1], origin="pull", full=True)
+    assert _guests(_state(con)[0]) == {f"g{i}": f"guest{i}@x.com" for i in range(10)}
+    _merge(con, [_order("g0-again", "guest0@x.com", 25)], [Contact("guest0@x.com", email="guest0@x.com")])
+    _merge(con, [_order("g10", "guest10@x.com", 26)], [Contact("guest10@x.com", phone="+998712000000")])
+    owners = _state(con)[0]
+    assert {o: owners[o] for o in ("g0-again", "g10")} == {"g0-again": "guest0@x.com", "g10": "guest10@x.com"}
