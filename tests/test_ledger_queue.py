@@ -122,15 +122,49 @@ def test_stale_processing_events_are_reclaimed(open_ledger: OpenLedger, clock: C
     assert rescuer.complete_events([again.id], worker="rescuer") == 1
 
 
-def test_purge_forgets_old_done_events(ledger: Ledger, clock: Clock) -> None:
-    ledger.enqueue_event("shopify", "old", "{}")
-    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
+def _keys(ledger: Ledger) -> list[str]:
+    with ledger._db.read() as conn:  # noqa: SLF001 - the rows themselves
+        return sorted(conn.exec_driver_sql("SELECT dedupe_key FROM events").scalars())
+
+
+def test_purge_forgets_old_superseded_done_events_only_in_batches(ledger: Ledger, clock: Clock) -> None:
+    """The purge deletes what the dedupe never reads again (a state a later one of its record superseded), done
+    more than ``older_than`` ago; never a record's latest event however old (a repeat of it is still a repeat),
+    an older intake's content-keyed one, a failed one, nor one queued or processing."""
+    done = lambda: ledger.complete_events([e.id for e in ledger.claim_events("w", limit=1000)], worker="w")  # noqa: E731
+    for state in ("a", "b", "c"):  # order:1 a → b → c: a and b superseded
+        ledger.enqueue_event("shopify", "order:1", state)
+        done()
+    for i in range(5):  # five records changed once each: five superseded
+        ledger.enqueue_event("shopify", f"order:x{i}", "1")
+        ledger.enqueue_event("shopify", f"order:x{i}", "2")
+    done()
+    older = "order:9:" + hashlib.sha256(b"old").hexdigest()[:32]  # an older intake's content key
+    ledger.enqueue_event("shopify", older, "old")
+    ledger.enqueue_event("shopify", "poison", "p")
+    ledger.enqueue_event("shopify", "poison", "q")  # supersedes p (done), q fails
+    for e in ledger.claim_events("w", limit=100):
+        if e.payload == "q":
+            ledger.fail_events([e.id], "bug", max_attempts=1, worker="w")
+        else:
+            ledger.complete_events([e.id], worker="w")
+    ledger.enqueue_event("shopify", "waiting", "w")
+    ledger.enqueue_event("shopify", "waiting", "v")  # supersedes a queued event: not done, kept
     clock.advance(days=31)
-    ledger.enqueue_event("shopify", "new", "{}")
-    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
-    assert ledger.purge_events(timedelta(days=30)) == 1
-    assert ledger.enqueue_event("shopify", "old", "{}") is True
-    assert ledger.enqueue_event("shopify", "new", "{}") is False
+    ledger.enqueue_event("shopify", "order:2", "a")
+    ledger.enqueue_event("shopify", "order:2", "b")
+    done()  # order:2's a superseded a day ago only (and the waiting ones are done now)
+    before = _keys(ledger)
+    assert ledger.purge_events(timedelta(days=30), batch=2) == 2 + 5 + 1
+    kept = _keys(ledger)
+    assert [k for k in before if k not in kept] == sorted(
+        [k for k in before if k.startswith("superseded:") and "order:2@" not in k and "waiting@" not in k])
+    assert "order:1" in kept and older in kept and "poison" in kept and "order:2" in kept
+    assert ledger.enqueue_event("shopify", "order:1", "c") is False  # its latest state: still a repeat
+    assert ledger.enqueue_event("shopify", "order:x3", "2") is False
+    assert ledger.enqueue_event("shopify", "poison", "q") is False  # the failed one: kept (and replayable)
+    assert ledger.event_counts()["failed"] == 1
+    assert ledger.purge_events(timedelta(days=30)) == 0
 
 
 def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) -> None:
