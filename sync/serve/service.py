@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import Config
 from ..ledger import Ledger
+from ..schedule_times import Schedule
 from ..settings import Settings
 from .app import create_app
 from .metrics import Metrics
@@ -19,18 +20,21 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    """The app plus its background threads: ``workers`` resync workers, the scheduler, and (with workers) the
-    queue's retention (:mod:`.retention`, every ``purge_every`` seconds)."""
+    """The app plus its background threads: ``workers`` resync workers, the scheduler (on ``timetable``, the
+    ``[schedule]`` its caller parsed; else parsed here), and (with workers) the queue's retention
+    (:mod:`.retention`, every ``purge_every`` seconds)."""
 
     def __init__(self, cfg: Config, settings: Settings, ledger: Ledger, *, workers: int | None = None,
-                 schedule: bool = True, purge_every: float = PURGE_EVERY_SECONDS, **worker_kwargs: Any) -> None:
+                 schedule: bool = True, timetable: Schedule | None = None, purge_every: float = PURGE_EVERY_SECONDS,
+                 **worker_kwargs: Any) -> None:
         from .scheduler import Scheduler
 
         self.cfg, self.settings, self.ledger = cfg, settings, ledger
         self.metrics = Metrics()
         n = cfg.serve.workers if workers is None else workers
         self.workers = [Worker(cfg, ledger, settings, metrics=self.metrics, **worker_kwargs) for _ in range(n)]
-        self.scheduler = Scheduler(cfg, ledger, settings, metrics=self.metrics) if schedule else None
+        self.scheduler = (Scheduler(cfg, ledger, settings, schedule=timetable, metrics=self.metrics) if schedule
+                          else None)
         keep = cfg.serve.keep_done_events_days
         self.retention = EventRetention(ledger, keep, every=purge_every) if self.workers and keep else None
         self.intake = Intake(cfg, ledger, settings, self.metrics, on_queued=self.wake)
