@@ -167,6 +167,37 @@ def test_purge_forgets_old_superseded_done_events_only_in_batches(ledger: Ledger
     assert ledger.purge_events(timedelta(days=30)) == 0
 
 
+def test_purge_forgets_old_done_pulls_of_deliveries_too(ledger: Ledger, clock: Clock) -> None:
+    """A delivery naming records without their state (Bitrix24's ONCRM* events, amoCRM's leads, Shopify's pull
+    topics) queues one pull under a key of its own (Bitrix24: handler, time and id), never superseded: done more than
+    ``older_than`` ago it is purged too, or a Bitrix24 shop's queue grows with every delivery. A late replay of a
+    purged one queues one more pull (of the source's current state); a recent, queued or failed pull is kept."""
+    from connectors.bitrix24_webhooks import webhook_pull_key
+    from sync.ledger.codec import encode_records
+
+    def key(ts: int) -> str:  # the key the intake gives a Bitrix24 ONCRMDEALUPDATE delivery (sync/serve/webhooks.py)
+        body = f"event=ONCRMDEALUPDATE&data[FIELDS][ID]=42&ts={1765000000 + ts}&event_handler_id=7".encode()
+        return "pull:" + webhook_pull_key(body)
+
+    pull = encode_records(pull=True)
+    for ts in range(5):
+        assert ledger.enqueue_event("bitrix24", key(ts), pull) is True
+    ledger.enqueue_event("amocrm", "pull:" + hashlib.sha256(b"leads").hexdigest(), pull)
+    ledger.complete_events([e.id for e in ledger.claim_events("w", limit=100)], worker="w")
+    ledger.enqueue_event("bitrix24", key(5), pull)
+    ledger.fail_events([e.id for e in ledger.claim_events("w")], "down", max_attempts=1, worker="w")
+    clock.advance(days=31)
+    ledger.enqueue_event("bitrix24", key(6), pull)
+    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")  # done a moment ago
+    ledger.enqueue_event("bitrix24", key(7), pull)  # still queued
+    assert ledger.purge_events(timedelta(days=30), batch=2) == 5 + 1
+    assert _keys(ledger) == sorted(key(ts) for ts in (5, 6, 7))
+    assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 1, "failed": 1}
+    assert ledger.enqueue_event("bitrix24", key(6), pull) is False  # a retry of a kept one: still a repeat
+    assert ledger.enqueue_event("bitrix24", key(0), pull) is True  # a replay a month late: one more pull
+    assert ledger.purge_events(timedelta(days=30)) == 0
+
+
 def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) -> None:
     producer = open_ledger()
     total = 120

@@ -1,7 +1,7 @@
-"""The webhook queue's retention in ``rfmsync serve``: done events a later state of their records superseded are
-purged ``[serve] keep_done_events_days`` after they finished, hourly, by the process that runs the workers
-(:meth:`sync.ledger.queue.EventQueue.purge_events`: in short batches, never an event the dedupe reads, a pending
-or a failed one)."""
+"""The webhook queue's retention in ``rfmsync serve``: done events a later state of their records superseded, and
+the done pulls deliveries naming records without their state queued, are purged ``[serve] keep_done_events_days``
+after they finished, hourly, by the process that runs the workers (:meth:`sync.ledger.queue.EventQueue.purge_events`:
+in short batches, never an event the dedupe reads, a pending or a failed one)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ FIRST_PURGE_AFTER_SECONDS = 60.0
 
 
 class EventRetention:
-    """Purges the queue's superseded done events older than ``days``, every ``every`` seconds."""
+    """Purges the queue's superseded and pull done events older than ``days``, every ``every`` seconds."""
 
     def __init__(self, ledger: Ledger, days: int, *, every: float = PURGE_EVERY_SECONDS,
                  first_after: float = FIRST_PURGE_AFTER_SECONDS) -> None:
