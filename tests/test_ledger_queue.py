@@ -198,6 +198,28 @@ def test_purge_forgets_old_done_pulls_of_deliveries_too(ledger: Ledger, clock: C
     assert ledger.purge_events(timedelta(days=30)) == 0
 
 
+def test_a_purge_with_nothing_to_purge_takes_no_write_lock(tmp_path: Path, clock: Clock) -> None:
+    """Done events that are all kept (each record's latest one, a pull done lately) open no write transaction: the
+    hourly pass neither waits for another process's write lock (a long sync's) nor takes the intake's. SQLite:
+    another connection holds the write lock, and this ledger waits 0.2 s at most for it."""
+    path = tmp_path / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{path}?timeout=0.2", clock=clock) as ledger:
+        for i in range(5):
+            ledger.enqueue_event("shopify", f"order:{i}", "1")
+        ledger.complete_events([e.id for e in ledger.claim_events("w", limit=100)], worker="w")
+        clock.advance(days=31)
+        ledger.enqueue_event("bitrix24", "pull:7:1765000000:42", "[]")
+        ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            assert ledger.purge_events(timedelta(days=30), batch=2) == 0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert ledger.event_counts()["done"] == 6
+
+
 def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) -> None:
     producer = open_ledger()
     total = 120

@@ -18,23 +18,32 @@ A record's latest event, an older intake's event, an event still queued or proce
 (:meth:`~sync.ledger.queue.EventQueue.requeue_failed_events` replays it) are never purged here.
 
 Purged in batches of :data:`BATCH` events, each its own short write transaction (SQLite: the intake's write lock
-is held for one batch's delete, never for the whole purge); the candidates are read outside it by id ranges of the
-done events (the ``(status, id)`` index).
+is held for one batch's delete, never for the whole purge); the candidates are read outside it, :data:`SCAN` batches
+of done events at a time by their ids (the ``(status, id)`` index), so done events that are all kept (a shop's
+records' latest events) cost a few reads and open no write transaction.
 """
 
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
-from typing import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Sequence
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 
-from .db import LedgerDB
+from .db import LedgerDB, chunks
 from .schema import events
 
-#: the most events one purge transaction deletes (and the done events one read looks at)
+#: the most events one purge transaction deletes
 BATCH = 1000
+#: one read looks at this many batches' worth of done events for the ones that may go (most are kept: a record's
+#: latest event), so a pass over events that are all kept costs a few reads and no write transaction
+SCAN = 10
+
+
+def _purgeable(cols: Any, cutoff: datetime, prefixes: Sequence[str]) -> Any:
+    """Finished before ``cutoff``, under a key starting with one of ``prefixes`` (of a table or a subquery)."""
+    return and_(cols.finished_at < cutoff, or_(*(cols.dedupe_key.startswith(p, autoescape=True) for p in prefixes)))
 
 
 def purge_done(db: LedgerDB, prefixes: Sequence[str], older_than: timedelta, *, batch: int = BATCH,
@@ -44,19 +53,25 @@ def purge_done(db: LedgerDB, prefixes: Sequence[str], older_than: timedelta, *, 
     server stopping): the rest go at the next purge."""
     cutoff = db.clock() - older_than
     t, after, purged = events, 0, 0
-    old = and_(t.c.status == "done", t.c.finished_at < cutoff,
-               or_(*(t.c.dedupe_key.startswith(p, autoescape=True) for p in prefixes)))
     while stop is None or not stop.is_set():
-        with db.read() as conn:  # the next window of done events, by the (status, id) index
-            ids = conn.execute(select(t.c.id).where(t.c.status == "done", t.c.id > after).order_by(t.c.id)
-                               .limit(batch)).scalars().all()
-        if not ids:
+        def window(*cols: Any) -> Any:  # the next done events (the (status, id) index)
+            return select(*cols).where(t.c.status == "done", t.c.id > after).order_by(t.c.id).limit(SCAN * batch
+                                                                                                  ).subquery().c
+        ids, rows = window(t.c.id), window(t.c.id, t.c.dedupe_key, t.c.finished_at)
+        with db.read() as conn:  # the window's end and size (from the index alone), and which ones may go
+            last, size = conn.execute(select(func.max(ids.id), func.count())).one()
+            gone = conn.execute(select(rows.id).where(_purgeable(rows, cutoff, prefixes)).order_by(rows.id)
+                                ).scalars().all() if size else []
+        for chunk in chunks(gone, batch):  # conditions checked again inside: only what is still purgeable now
+            if stop is not None and stop.is_set():
+                return purged
+            with db.write() as conn:
+                purged += conn.execute(delete(t).where(t.c.id >= chunk[0], t.c.id <= chunk[-1],
+                                                       t.c.status == "done", _purgeable(t.c, cutoff, prefixes))
+                                       ).rowcount
+        if size < SCAN * batch:
             break
-        with db.write() as conn:  # conditions checked again: only what is still purgeable now
-            purged += conn.execute(delete(t).where(t.c.id > after, t.c.id <= ids[-1], old)).rowcount
-        if len(ids) < batch:
-            break
-        after = ids[-1]
+        after = last
     return purged
 
 
