@@ -34,7 +34,8 @@ from sqlalchemy import and_, delete, func, or_, select
 from .db import LedgerDB, chunks
 from .schema import events
 
-#: the most events one purge transaction deletes
+#: how many events one purge transaction deletes: those the read found, between the first and last one's ids (one
+#: a later state superseded meanwhile in that range goes too)
 BATCH = 1000
 #: one read looks at this many batches' worth of done events for the ones that may go (most are kept: a record's
 #: latest event), so a pass over events that are all kept costs a few reads and no write transaction
