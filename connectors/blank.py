@@ -3,8 +3,9 @@
 every connector's settings and secrets (:class:`BlankIsUnset`; the file source's but its delimiter and its
 required ``orders``), and in rfmsync's own environment settings (``sync.settings.Settings``: a blank
 ``RFMSYNC_HTTP_TIMEOUT_SECONDS=`` or ``MAILCHIMP_API_KEY=`` is unset, so ``settings.example.env`` copied unedited
-sets nothing). An environment variable exported empty is not there at all (``env_ignore_empty``): ``.env``'s value
-of it applies."""
+sets nothing). An environment variable exported blank, empty or spaces only, is not there at all: ``.env``'s value
+of it applies (``env_ignore_empty`` drops an empty one; :meth:`BlankIsUnset.settings_customise_sources` one of
+spaces, which otherwise hid ``.env``'s value and left the default)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ class BlankIsUnset(BaseModel):
     @classmethod
     def _blank_is_unset(cls, data: Any) -> Any:
         return unset_blank(data, cls.blankable)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+        """A ``BaseSettings`` subclass's sources (pydantic-settings' order), its environment's blank values left
+        out (:func:`unset_blank`) before they are merged over ``.env``'s: a variable of spaces is not there."""
+        def environment() -> dict[str, Any]:
+            return unset_blank(env_settings(), cls.blankable)
+        return init_settings, environment, dotenv_settings, file_secret_settings
 
 
 __all__ = ["BlankIsUnset", "unset_blank"]

@@ -15,6 +15,7 @@ from typing import Callable
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start, stray_quote
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
+from .file_guesses import guessed
 from .file_paths import FileState, file_state, given, unchanged
 from .file_signatures import not_text
 
@@ -35,8 +36,8 @@ def _detect_encoding(path: Path) -> str:
         enc, tied = decide_8bit(head)
     if tied:  # a guess: not silent, as the last row's is (cut_or_8bit)
         at = next(i for i, b in enumerate(head) if b >= 0x80)
-        log.warning("%s: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as %s "
-                    "(set [source] encoding to say which)", path, both_readings(path, at, enc))
+        guessed(f"{path}: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as "
+                f"{both_readings(path, at, enc)} (set [source] encoding to say which)")
     return enc
 
 
@@ -319,8 +320,8 @@ def cut_or_8bit(path: Path) -> str:
         where = ("its last row's byte(s)" if start >= last_row(path)[0] else
                  f"the byte(s) from byte {at} on{'' if tied else line_at(path, at, enc)}")  # rows after that one too
         read = both_readings(path, at, enc) if tied else enc
-        log.warning("%s: ASCII text but for %s (%s%s), %s: read as %s (set [source] encoding to say which)", path,
-                    where, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, read)
+        guessed(f"{path}: ASCII text but for {where} ({shown[:16].hex(' ')}{' …' if len(shown) > 16 else ''}), "
+                f"{why}: read as {read} (set [source] encoding to say which)")
         return enc
     if not cut:
         raise encoding_error(path, "utf-8", auto=True)

@@ -23,3 +23,6 @@ class FilePullResult(PullResult):
     #: of ``issue_count``, the distinct consent values read neither as yes nor as no, all counted where ``issues``
     #: lists the first :data:`~connectors.file_staging.MAX_BAD_ROWS` (:func:`connectors.file_consent.consent_lines`)
     consent_values: int = 0
+    #: the files' encoding guesses (:mod:`connectors.file_guesses`), said by every run that reads their rows: those
+    #: of the files read now, and those the order store keeps with the files it did not read again
+    encoding_guesses: list[str] = field(default_factory=list)

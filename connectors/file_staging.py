@@ -57,6 +57,7 @@ class LoadedFile:
     view: str = ""  # the view's columns over ``<table>_data`` after ``_srow`` (connectors.file_sql)
     first_line: int = 2  # the line of the first data row of a table numbered by rowid (title lines skipped: more)
     state: FileState | None = None  # the file as its read found it, before and after (FileSource.read_file)
+    said: tuple[str, ...] = ()  # its encoding guesses, when its reader collected them (connectors.file_guesses)
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked

@@ -42,7 +42,7 @@ import duckdb
 from .errors import AuthError, ConfigError, FatalError, RetryLaterError
 from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
 from .source import PullResult
-from .stager import VERSIONS_BATCH, Progress, Stager, map_page, record_id  # (re-exported: the sources' import)
+from .stager import Progress, Stager, map_page, record_id  # (re-exported: the sources' import)
 
 log = logging.getLogger(__name__)
 #: the objects every API source reads, in this order

@@ -189,6 +189,9 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = 1_000_000
     replay_window_seconds: int = 300
     workers: int = 1
+    #: done webhook events superseded by a later state of their records are purged this many days after they
+    #: finished (serve, hourly: sync.serve.retention); 0 keeps them all
+    keep_done_events_days: int = Field(default=30, ge=0)
 
 
 class GuardsConfig(BaseModel):

@@ -37,7 +37,8 @@ class Settings(BlankIsUnset, BaseSettings):
     lists it) is unset, as in every connector's settings (:class:`connectors.blank.BlankIsUnset`)."""
 
     # env_ignore_empty: a variable exported blank (compose's ``${MAILCHIMP_API_KEY}`` the host does not set) is not
-    # there, so .env's value applies; BlankIsUnset makes a whitespace-only one, and a blank .env line, unset
+    # there, so .env's value applies; BlankIsUnset leaves one of spaces out of the environment's values too, and
+    # makes a blank .env line unset
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
     # every secret is a Secret (or the ledger URL a SecretUrl): read without its trailing whitespace
 

@@ -26,7 +26,7 @@ only while a read is outstanding), renews it at each check and takes it back whe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Collection
 
 import duckdb

@@ -264,3 +264,34 @@ def test_a_small_cp1251_file_tied_is_read_as_cp1251_with_a_warning(tmp_path, cel
         assert customers(tmp_path)[-1] == cell
     assert (f"{day}: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as cp1251 (line 5: "
             f"'{row(4, cell)}'); as cp866 it reads '{row(4, other)}' (as many letters): a guess") in caplog.text
+
+
+def _guessed_export(tmp_path):
+    """An export whose encoding is a guess (a cp1251/cp866 tie), the guess's line, and the ``segments`` command."""
+    day = export(tmp_path, (SMALL + row(4, "мама") + "\n").encode("cp1251"))
+    guess = (f"{day}: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as cp1251 "
+             f"(line 5: '{row(4, 'мама')}'); as cp866 it reads '{row(4, 'ьрьр')}' (as many letters): a guess "
+             "(set [source] encoding to say which)")
+    return day, guess, ("segments", "--config", str(tmp_path / "rfmsync.toml"), "--as-of", "2025-07-01")
+
+
+def test_an_encoding_guess_is_said_by_the_run_that_reads_the_file(tmp_path):
+    """The cold run says the guess once, with the staging's other warnings."""
+    _, guess, segments = _guessed_export(tmp_path)
+    assert run_cli(*segments).output.count(guess) == 1
+
+
+def test_an_encoding_guess_is_said_by_every_run_that_reads_the_files_rows_warm_ones_too(tmp_path):
+    """The guess was logged by the run that read the file only: a warm run (the rows from the order store), or one
+    that read another file added beside it, said nothing, and the export was still read on a guess. Now every run
+    says it, with the staging's other warnings (JSON ``warnings`` too); the guess is made once, at the read. (The
+    cold run is the test above: here its output is not looked at, so the warm runs' asserts come first.)"""
+    import json
+
+    day, guess, segments = _guessed_export(tmp_path)
+    run_cli(*segments)  # the cold run (exit 0): the file read and stored
+    warnings = json.loads(run_cli(*segments, "--format", "json").stdout)["warnings"]  # warm: the store's rows
+    assert [w for w in warnings if w.startswith(f"{day}: not UTF-8")] == [guess]
+    assert run_cli(*segments).output.count(guess) == 1  # warm, as text
+    (tmp_path / "exports" / "more.csv").write_text(SMALL.replace("c1", "d1"), encoding="utf-8")
+    assert run_cli(*segments).output.count(guess) == 1  # another file read, day.csv's rows from the store

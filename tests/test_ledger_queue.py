@@ -122,15 +122,102 @@ def test_stale_processing_events_are_reclaimed(open_ledger: OpenLedger, clock: C
     assert rescuer.complete_events([again.id], worker="rescuer") == 1
 
 
-def test_purge_forgets_old_done_events(ledger: Ledger, clock: Clock) -> None:
-    ledger.enqueue_event("shopify", "old", "{}")
-    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
+def _keys(ledger: Ledger) -> list[str]:
+    with ledger._db.read() as conn:  # noqa: SLF001 - the rows themselves
+        return sorted(conn.exec_driver_sql("SELECT dedupe_key FROM events").scalars())
+
+
+def test_purge_forgets_old_superseded_done_events_only_in_batches(ledger: Ledger, clock: Clock) -> None:
+    """The purge deletes what the dedupe never reads again (a state a later one of its record superseded), done
+    more than ``older_than`` ago; never a record's latest event however old (a repeat of it is still a repeat),
+    an older intake's content-keyed one, a failed one, nor one queued or processing."""
+    done = lambda: ledger.complete_events([e.id for e in ledger.claim_events("w", limit=1000)], worker="w")  # noqa: E731
+    for state in ("a", "b", "c"):  # order:1 a → b → c: a and b superseded
+        ledger.enqueue_event("shopify", "order:1", state)
+        done()
+    for i in range(5):  # five records changed once each: five superseded
+        ledger.enqueue_event("shopify", f"order:x{i}", "1")
+        ledger.enqueue_event("shopify", f"order:x{i}", "2")
+    done()
+    older = "order:9:" + hashlib.sha256(b"old").hexdigest()[:32]  # an older intake's content key
+    ledger.enqueue_event("shopify", older, "old")
+    ledger.enqueue_event("shopify", "poison", "p")
+    ledger.enqueue_event("shopify", "poison", "q")  # supersedes p (done), q fails
+    for e in ledger.claim_events("w", limit=100):
+        if e.payload == "q":
+            ledger.fail_events([e.id], "bug", max_attempts=1, worker="w")
+        else:
+            ledger.complete_events([e.id], worker="w")
+    ledger.enqueue_event("shopify", "waiting", "w")
+    ledger.enqueue_event("shopify", "waiting", "v")  # supersedes a queued event: not done, kept
     clock.advance(days=31)
-    ledger.enqueue_event("shopify", "new", "{}")
-    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
-    assert ledger.purge_events(timedelta(days=30)) == 1
-    assert ledger.enqueue_event("shopify", "old", "{}") is True
-    assert ledger.enqueue_event("shopify", "new", "{}") is False
+    ledger.enqueue_event("shopify", "order:2", "a")
+    ledger.enqueue_event("shopify", "order:2", "b")
+    done()  # order:2's a superseded a day ago only (and the waiting ones are done now)
+    before = _keys(ledger)
+    assert ledger.purge_events(timedelta(days=30), batch=2) == 2 + 5 + 1
+    kept = _keys(ledger)
+    assert [k for k in before if k not in kept] == sorted(
+        [k for k in before if k.startswith("superseded:") and "order:2@" not in k and "waiting@" not in k])
+    assert "order:1" in kept and older in kept and "poison" in kept and "order:2" in kept
+    assert ledger.enqueue_event("shopify", "order:1", "c") is False  # its latest state: still a repeat
+    assert ledger.enqueue_event("shopify", "order:x3", "2") is False
+    assert ledger.enqueue_event("shopify", "poison", "q") is False  # the failed one: kept (and replayable)
+    assert ledger.event_counts()["failed"] == 1
+    assert ledger.purge_events(timedelta(days=30)) == 0
+
+
+def test_purge_forgets_old_done_pulls_of_deliveries_too(ledger: Ledger, clock: Clock) -> None:
+    """A delivery naming records without their state (Bitrix24's ONCRM* events, amoCRM's leads, Shopify's pull
+    topics) queues one pull under a key of its own (Bitrix24: handler, time and id), never superseded: done more than
+    ``older_than`` ago it is purged too, or a Bitrix24 shop's queue grows with every delivery. A late replay of a
+    purged one queues one more pull (of the source's current state); a recent, queued or failed pull is kept."""
+    from connectors.bitrix24_webhooks import webhook_pull_key
+    from sync.ledger.codec import encode_records
+
+    def key(ts: int) -> str:  # the key the intake gives a Bitrix24 ONCRMDEALUPDATE delivery (sync/serve/webhooks.py)
+        body = f"event=ONCRMDEALUPDATE&data[FIELDS][ID]=42&ts={1765000000 + ts}&event_handler_id=7".encode()
+        return "pull:" + webhook_pull_key(body)
+
+    pull = encode_records(pull=True)
+    for ts in range(5):
+        assert ledger.enqueue_event("bitrix24", key(ts), pull) is True
+    ledger.enqueue_event("amocrm", "pull:" + hashlib.sha256(b"leads").hexdigest(), pull)
+    ledger.complete_events([e.id for e in ledger.claim_events("w", limit=100)], worker="w")
+    ledger.enqueue_event("bitrix24", key(5), pull)
+    ledger.fail_events([e.id for e in ledger.claim_events("w")], "down", max_attempts=1, worker="w")
+    clock.advance(days=31)
+    ledger.enqueue_event("bitrix24", key(6), pull)
+    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")  # done a moment ago
+    ledger.enqueue_event("bitrix24", key(7), pull)  # still queued
+    assert ledger.purge_events(timedelta(days=30), batch=2) == 5 + 1
+    assert _keys(ledger) == sorted(key(ts) for ts in (5, 6, 7))
+    assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 1, "failed": 1}
+    assert ledger.enqueue_event("bitrix24", key(6), pull) is False  # a retry of a kept one: still a repeat
+    assert ledger.enqueue_event("bitrix24", key(0), pull) is True  # a replay a month late: one more pull
+    assert ledger.purge_events(timedelta(days=30)) == 0
+
+
+def test_a_purge_with_nothing_to_purge_takes_no_write_lock(tmp_path: Path, clock: Clock) -> None:
+    """Done events that are all kept (each record's latest one, a pull done lately) open no write transaction: the
+    hourly pass neither waits for another process's write lock (a long sync's) nor takes the intake's. SQLite:
+    another connection holds the write lock, and this ledger waits 0.2 s at most for it."""
+    path = tmp_path / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{path}?timeout=0.2", clock=clock) as ledger:
+        for i in range(5):
+            ledger.enqueue_event("shopify", f"order:{i}", "1")
+        ledger.complete_events([e.id for e in ledger.claim_events("w", limit=100)], worker="w")
+        clock.advance(days=31)
+        ledger.enqueue_event("bitrix24", "pull:7:1765000000:42", "[]")
+        ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            assert ledger.purge_events(timedelta(days=30), batch=2) == 0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert ledger.event_counts()["done"] == 6
 
 
 def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) -> None:

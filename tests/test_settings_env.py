@@ -187,8 +187,31 @@ def test_a_variable_exported_blank_leaves_the_dotenv_value(tmp_path, monkeypatch
     secrets = [cls(_env_file=".env") for cls in (AmoCrmSecrets, RetailCrmSecrets, Bitrix24Secrets, ShopifySecrets)]
     assert [secret(s.token) for s in secrets[::3]] == ["t1", "s1"]  # amoCRM's and Shopify's
     assert secret(secrets[1].api_key) == "k1" and secret(secrets[2].app_token) == "b1"
-    monkeypatch.setenv("MAILCHIMP_API_KEY", "  ")  # whitespace only: unset as well (BlankIsUnset), not a key of "  "
-    assert load_settings().mailchimp_api_key is None
+    monkeypatch.setenv("MAILCHIMP_API_KEY", "  ")  # whitespace only: as if not there too, not a key of "  "
+    assert load_settings().mailchimp_api_key.get_secret_value() == key
+
+
+def test_a_variable_exported_as_spaces_leaves_the_dotenv_value_in_a_real_process(tmp_path) -> None:
+    """``MAILCHIMP_API_KEY="  "`` exported while ``.env`` has the key: the spaces hid it (the variable, blank, was
+    unset after the merge over ``.env``: the default, no key); a blank-or-spaces variable is not there at all."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    key = "abcdef0123456789abcdef0123456789-us21"
+    (tmp_path / ".env").write_text(f"MAILCHIMP_API_KEY={key}\nRFMSYNC_HTTP_MAX_ATTEMPTS=3\n"
+                                   "MAILCHIMP_API_URL=https://dotenv.example\nSHOPIFY_TOKEN=s1\n", encoding="utf-8")
+    code = ("import json\nfrom sync.settings import load_settings, secret\n"
+            "from connectors.shopify_config import ShopifySecrets\ns = load_settings()\n"
+            "print(json.dumps([secret(s.mailchimp_api_key), s.rfmsync_http_max_attempts, s.mailchimp_api_url,"
+            " secret(ShopifySecrets(_env_file='.env').token)]))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "MAILCHIMP_API_KEY": "  ",
+           "RFMSYNC_HTTP_MAX_ATTEMPTS": " \t ", "MAILCHIMP_API_URL": " ", "SHOPIFY_TOKEN": "   "}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [key, 3, "https://dotenv.example", "s1"]
 
 
 @pytest.mark.parametrize("value", ["", "   "])

@@ -35,6 +35,7 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
     Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
     """
     from ..config import load_config
+    from ..errors import ConfigError
     from ..progress import SILENT, reporting
     from ..serve.supervise import ServeOptions, run_serve
     from ..settings import load_settings
@@ -45,6 +46,11 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
                         worker_process=worker_process, parent_pipe=parent_pipe)
     with reporting(SILENT):  # no bars from background syncs: a server's stderr is its log (retries logged at INFO)
         died = run_serve(cfg, settings, opts, child_command=CHILD_COMMAND, announce=info)
+    if died == ConfigError.exit_code:  # the config (or .env) read again by the child since: its one line, exit 2
+        load_config(config_path)
+        load_settings()
+        raise ConfigError("the worker process stopped on a config error (exit 2, its line above): the config or .env "
+                          "changed while serve started; check it and start serve again")
     if died is not None:
         raise click.ClickException(f"the worker process exited unexpectedly (code {died}); see the log above")
     info("rfmsync serve: stopped")

@@ -195,8 +195,8 @@ class UnisenderDestination:
                 held = {id(r) for r in checks.maybe_held(joining, on_results)}
                 self._read_contacts([r for r in batch if r.replace_tags or _must_exist(r) or _joins_known(r)
                                      or id(r) in held], on_results)
-                for (replace, names), part in _grouped(batch, on_results).items():  # a read may change a row's
-                    self._import(part, replace, names, on_results)  # group (tags unseen) or leave it nothing
+                for (overwrite, names), part in _grouped(batch, on_results).items():  # a read may change a row's
+                    self._import(part, overwrite, names, on_results)  # group (tags unseen) or leave it nothing
 
     def _not_invitable(self, ch: ContactChange) -> str | None:
         """Why a new contact without ``subscribed`` status is not added (None: he is invited)."""

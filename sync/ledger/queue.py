@@ -19,16 +19,18 @@ leaves ``attempts`` one higher, ``fails`` as it was). An event released with a w
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Protocol, Sequence
 
-from sqlalchemy import String, and_, case, cast, delete, func, literal, or_, select, text, update
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select, text, update
 
 from .content_keys import queued_after
 from .db import LedgerDB, chunks, clip
 from .owners import owner_process_gone
+from .retention import BATCH, purge_done
 from .schema import EVENT_STATUSES, events
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 #: the start of the key an event is kept under once a later state of its records took its own key (an event's key
 #: names its records, ``order:<id>``: see :meth:`EventQueue.enqueue_events`); then the key it had and ``@<its id>``
 SUPERSEDED = "superseded:"
+#: the start of the key of the one incremental pull a delivery naming records without their state queues (then the
+#: delivery's own key: :mod:`sync.serve.webhooks`); each delivery is a key of its own, never superseded
+PULL = "pull:"
 #: PostgreSQL: the first key of the advisory locks intakes take per (source, key) (the 2-int space: the migrations'
 #: lock is a bigint one)
 _SUBJECT_LOCKS = 0x72666D65
@@ -345,12 +350,12 @@ class EventQueue:
             return conn.execute(select(func.min(events.c.received_at)).where(
                 or_(events.c.status.in_(("queued", "processing")), replayable))).scalar()
 
-    def purge_events(self, older_than: timedelta) -> int:
-        """Delete done events finished before now - ``older_than`` (their dedupe keys are forgotten)."""
-        cutoff = self._db.clock() - older_than
-        with self._db.write() as conn:
-            return conn.execute(delete(events).where(events.c.status == "done",
-                                                     events.c.finished_at < cutoff)).rowcount
+    def purge_events(self, older_than: timedelta, *, batch: int = BATCH, stop: threading.Event | None = None
+                     ) -> int:
+        """Delete the done events a later state of their records superseded, and the done pulls deliveries queued
+        (:data:`PULL`), finished before now - ``older_than``, in transactions of ``batch`` (:mod:`sync.ledger.retention`:
+        what the dedupe reads is kept); returns how many."""
+        return purge_done(self._db, (SUPERSEDED, PULL), older_than, batch=batch, stop=stop)
 
     def queue_depth(self) -> int:
         """Events not finished yet (queued or processing)."""

@@ -8,9 +8,11 @@ from typing import Any
 
 from ..config import Config
 from ..ledger import Ledger
+from ..schedule_times import Schedule
 from ..settings import Settings
 from .app import create_app
 from .metrics import Metrics
+from .retention import PURGE_EVERY_SECONDS, EventRetention
 from .webhooks import Intake
 from .worker import Worker
 
@@ -18,17 +20,23 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    """The app plus its background threads: ``workers`` resync workers and the scheduler."""
+    """The app plus its background threads: ``workers`` resync workers, the scheduler (on ``timetable``, the
+    ``[schedule]`` its caller parsed; else parsed here), and (with workers) the queue's retention
+    (:mod:`.retention`, every ``purge_every`` seconds)."""
 
     def __init__(self, cfg: Config, settings: Settings, ledger: Ledger, *, workers: int | None = None,
-                 schedule: bool = True, **worker_kwargs: Any) -> None:
+                 schedule: bool = True, timetable: Schedule | None = None, purge_every: float = PURGE_EVERY_SECONDS,
+                 **worker_kwargs: Any) -> None:
         from .scheduler import Scheduler
 
         self.cfg, self.settings, self.ledger = cfg, settings, ledger
         self.metrics = Metrics()
         n = cfg.serve.workers if workers is None else workers
         self.workers = [Worker(cfg, ledger, settings, metrics=self.metrics, **worker_kwargs) for _ in range(n)]
-        self.scheduler = Scheduler(cfg, ledger, settings, metrics=self.metrics) if schedule else None
+        self.scheduler = (Scheduler(cfg, ledger, settings, schedule=timetable, metrics=self.metrics) if schedule
+                          else None)
+        keep = cfg.serve.keep_done_events_days
+        self.retention = EventRetention(ledger, keep, every=purge_every) if self.workers and keep else None
         self.intake = Intake(cfg, ledger, settings, self.metrics, on_queued=self.wake)
         self.app = create_app(self.intake)
         self._stop = threading.Event()
@@ -47,6 +55,8 @@ class Service:
         loops = [w.run_forever for w in self.workers]
         if self.scheduler is not None and self.scheduler.schedule.enabled:
             loops.append(self.scheduler.run_forever)
+        if self.retention is not None:
+            loops.append(self.retention.run_forever)
         for i, loop in enumerate(loops):
             t = threading.Thread(target=loop, args=(self._stop,), name=f"rfmsync-bg-{i}", daemon=True)
             t.start()

@@ -57,10 +57,11 @@ def run_serve(cfg: Config, settings: Settings, opts: ServeOptions, *, child_comm
     stopped because of it), else None. ``announce`` prints the start-up line (to stderr)."""
     import uvicorn
 
-    scheduled = opts.schedule and Schedule.from_config(cfg.schedule, cfg.timezone).enabled  # bad config: fail here
+    timetable = Schedule.from_config(cfg.schedule, cfg.timezone) if opts.schedule else None  # the scheduler's too
+    scheduled = timetable is not None and timetable.enabled
     split = opts.http and opts.worker_process and (opts.worker or scheduled) and not opts.parent_pipe
     service = build_service(cfg, settings, workers=0 if split or not opts.worker else None,
-                            schedule=opts.schedule and not split)
+                            schedule=opts.schedule and not split, timetable=timetable)
     child = None
     try:
         service.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .batches import Batch, _batch, _Later, _Part, _text
+from .batches import _batch, _Later, _Part, _text
 
 
 class Suspects:

@@ -37,6 +37,7 @@ from ..settings import Settings, secret
 from .generic import BadRequest, parse_generic, verify_generic
 from .metrics import Metrics
 from ..ledger.codec import encode_records
+from ..ledger.queue import PULL
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class CrmWebhooks:
             events = events_for(list(orders), list(contacts))
             pull_key = parser.pull_key(body) if parser.pull_key is not None else None
             if pull_key is not None:  # a delivery with ids only: queue one incremental pull
-                events.append((f"pull:{pull_key}", encode_records(pull=True),
+                events.append((PULL + pull_key, encode_records(pull=True),
                                1 + max((n for *_, n in events), default=-1)))
             return events
         except (RecordError, ValueError, TypeError, KeyError, RecursionError) as exc:

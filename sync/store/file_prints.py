@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from connectors.file_guesses import collecting
 from connectors.file_paths import CHUNK, READ_ATTEMPTS, being_written, head_tail, unchanged, vanished
 from connectors.file_staging import LoadedFile
 from connectors.files import FileSource
@@ -81,7 +82,8 @@ def read_printed(source: FileSource, con: duckdb.DuckDBPyConnection, key: tuple[
     half a file under the whole file's fingerprint, never read again). With ``verify``, its whole-file hash is
     taken after the read, of the same file (else it is read again; after ``READ_ATTEMPTS``, a retry-later error)."""
     for _ in range(READ_ATTEMPTS):
-        lf = source.read_file(con, key[1], key[0], table, tmp)
+        with collecting() as said:  # told by every run that reads its rows (kept with the file: sync.store.files)
+            lf = replace(source.read_file(con, key[1], key[0], table, tmp), said=tuple(said))
         state = lf.state
         fp = Fingerprint(state.stat[2], state.stat[3], state.ends)
         if not verify:

@@ -101,10 +101,11 @@ def gone_lines(gone: list[str], renamed: list[tuple[str, str]] = ()) -> list[str
 
 
 def file_lines(pull: object) -> list[str]:
-    """The warnings of a file source's pull: the files gone since the last run, and every orders file with the
-    same bytes as one read before it (an order without an order id gets one made from its file and row: a copy
-    counts it twice)."""
-    return gone_lines(getattr(pull, "gone_files", []), getattr(pull, "renamed_files", [])) + [
+    """The warnings of a file source's pull: its files' encoding guesses (read now or before), the files gone since
+    the last run, and every orders file with the same bytes as one read before it (an order without an order id
+    gets one made from its file and row: a copy counts it twice)."""
+    return list(getattr(pull, "encoding_guesses", [])) + gone_lines(getattr(pull, "gone_files", []),
+                                                                     getattr(pull, "renamed_files", [])) + [
         f"{earlier} and {later} have the same bytes: both files are read, so their rows without an order id "
         "count twice"
         for earlier, later in getattr(pull, "copied_files", [])]
@@ -118,6 +119,8 @@ def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS lean BOOLEAN DEFAULT false")
     # the file's earliest order date that was a bad row as a date in the future: read again once it is not
     con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS future_at TIMESTAMPTZ")
+    # its encoding guesses (connectors.file_guesses), a JSON list: said again by the runs that read its stored rows
+    con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS guesses VARCHAR")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
         kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
@@ -175,6 +178,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None and "warnings" in summary:
         pull = read_back(con, summary)
         pull.copied_files = copied_files(prints, {key: row["no_oid"] for key, row in keep.items()})
+        pull.encoding_guesses = _guesses(wanted, keep, {})
         return Ingested(pull)
 
     before = read_back(con, summary) if summary is not None else None
@@ -260,11 +264,11 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             for key, lf in new.items():
                 fp = prints[key]
                 con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
-                            " config, cols, fast, rows, no_cust, no_oid, lean, read_at, future_at)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            " config, cols, fast, rows, no_cust, no_oid, lean, read_at, future_at, guesses)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [ids[key], key[0], str(key[1]), fp.size, fp.mtime_ns, fp.head_tail, fp.full, cfg,
                              json.dumps(lf.cols), lf.fast, *counts[key], change is not None, read_at[key],
-                             result.future.get(str(key[1]))])
+                             result.future.get(str(key[1])), json.dumps(list(lf.said))])
             save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
 
         with unordered(con):
@@ -292,7 +296,15 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     result.renamed_files = renamed
     result.copied_files = copied_files(prints, {**{key: row["no_oid"] for key, row in keep.items()},
                                                 **{key: n[2] for key, n in counts.items()}})
+    result.encoding_guesses = _guesses(wanted, keep, new)
     return Ingested(result, read, gone, lean=change is not None)
+
+
+def _guesses(wanted: list[tuple[str, Path]], keep: dict, new: dict[tuple[str, Path], LoadedFile]) -> list[str]:
+    """The files' encoding guesses, in the files' order: of those read now, and the ones kept with those not (a
+    file an older rfmsync stored keeps none)."""
+    return [line for key in wanted
+            for line in (new[key].said if key in new else json.loads(keep[key].get("guesses") or "[]"))]
 
 
 def _renamed(gone: list[str], stored: dict, read: dict) -> list[tuple[str, str]]:
