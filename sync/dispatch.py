@@ -10,8 +10,9 @@ safe side (:mod:`sync.ledger.inflight`).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Sequence
+from concurrent.futures import Executor, Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .ledger.inflight import in_flight_ops
 from .model import ContactChange
@@ -81,4 +82,15 @@ def narrowed(ledger: Ledger, destination: str, run_id: int, noted: Future[int], 
              "were not sent", destination, kept, run_id, noted.result())
 
 
-__all__ = ["Dispatched", "landed", "narrowed"]
+def shut_down(pool: Executor) -> Callable[[type[BaseException] | None, BaseException | None,
+                                            TracebackType | None], None]:
+    """An exit callback (``ExitStack.push``) shutting ``pool`` down: waiting for its calls, but for none when the
+    block is left by an interruption (Ctrl-C, SIGTERM to the CLI: their answers would not be read; a call not
+    started is cancelled). The exception, if any, goes on."""
+    def exit_(exc_type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None) -> None:
+        cut = exc_type is not None and not issubclass(exc_type, Exception)
+        pool.shutdown(wait=not cut, cancel_futures=cut)
+    return exit_
+
+
+__all__ = ["Dispatched", "landed", "narrowed", "shut_down"]

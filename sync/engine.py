@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
-from .dispatch import Dispatched, landed, narrowed
+from .dispatch import Dispatched, landed, narrowed, shut_down
 from .errors import LedgerError, RunStopped
 from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (all but between_check re-exported)
 from .ledger import Ledger
@@ -266,8 +266,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             ledger.finish_run(run_id, "succeeded", counts)
             summary.status = "succeeded"
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        with gc_pause.paused_for(len(plan.changes)), \
-                ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+        early = ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}")
+        started.push(shut_down(early))  # an interruption waits for none of its calls (prepare's, the ledger's)
+        with gc_pause.paused_for(len(plan.changes)):
             # the adds (and creates) this run sends, written while it gets ready, durable before its first call;
             # forgotten once it ends normally (every call answered, its outcome in the ledger) or fails before its
             # first call: a run killed, failed or interrupted meanwhile leaves them, in doubt (sync.ledger.inflight)

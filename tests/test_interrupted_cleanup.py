@@ -1,0 +1,57 @@
+"""An interrupted sync waits for nothing: the engine's small pool (the destination's setup, the ledger reads) is
+not waited for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.builders import run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_retire_fields import AS_OF, make_shop
+
+MERGE_FIELDS = r"/lists/aud1/merge-fields$"
+
+
+def _sync_stalled_in_prepare(fake, tmp_path, monkeypatch, ledger_url, seconds=30):  # noqa: F811
+    """A ``sync`` subprocess once the apply's prepare asked for the merge fields, which the fake holds ``seconds``."""
+    cfg = make_shop("mailchimp", fake, tmp_path, monkeypatch, ledger_url)
+    before = fake.calls["GET /lists/aud1/merge-fields"]
+    fake.stall(seconds, times=10_000, method="GET", path=MERGE_FIELDS)
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while fake.calls["GET /lists/aud1/merge-fields"] == before:
+        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its prepare"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return proc, cfg
+
+
+def _sync_runs(cfg) -> list[str]:
+    runs = json.loads(cli("runs", "--config", str(cfg), "--format", "json").stdout)
+    return [r["status"] for r in runs if r["kind"] == "sync"]
+
+
+def test_a_sigterm_while_the_destination_is_prepared_waits_for_none_of_its_reads(tmp_path, monkeypatch,
+                                                                                 mailchimp_fake,
+                                                                                 ledger_url):  # noqa: F811
+    """(Before: the engine's pool waited for prepare's held read, 30 s, before the run was recorded.) Nothing is
+    created once the run is interrupted, and no write call goes out."""
+    fake = mailchimp_fake
+    proc, cfg = _sync_stalled_in_prepare(fake, tmp_path, monkeypatch, ledger_url)
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    took = time.monotonic() - t
+    fake._faults.clear()
+    assert took < 10, (took, err.decode()[-1500:])
+    assert proc.returncode == -signal.SIGTERM
+    assert _sync_runs(cfg) == ["interrupted"]
+    assert not [k for k in fake.calls if not k.startswith("GET")], fake.calls
