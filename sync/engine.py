@@ -33,7 +33,7 @@ from .held_lock import HeldLock, between_batches, between_check, destination_loc
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
 from .ledger.locks import apply_lock
-from .ledger.runs import ended_if_interrupted
+from .ledger.runs import ended_if_interrupted, record_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
@@ -340,6 +340,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     missing = fold.unanswered() if fold.done < len(by_key) else None
                     if missing:  # an operation nobody reported on is a failure, never counted as done
                         on_results(missing)
+                except BaseException as exc:  # an interruption recorded at once, before the waits below: a second
+                    if not isinstance(exc, Exception):  # signal during them ends the process, the run not running
+                        record_interrupted(ledger, run_id, counts, INTERRUPTED, exc)
+                    raise
                 finally:
                     try:
                         writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed

@@ -1,5 +1,6 @@
-"""An interrupted sync waits for nothing: the engine's small pool (the destination's setup, the ledger reads) is
-not waited for."""
+"""An interrupted sync waits for nothing and is recorded ``interrupted`` however many signals follow: the engine's
+small pool (the destination's setup, the ledger reads) is not waited for, the run is recorded as soon as the interruption reaches the apply (before its cleanup), and a second
+signal during that one write is held until it is done (sync.signal_hold)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -55,3 +57,47 @@ def test_a_sigterm_while_the_destination_is_prepared_waits_for_none_of_its_reads
     assert proc.returncode == -signal.SIGTERM
     assert _sync_runs(cfg) == ["interrupted"]
     assert not [k for k in fake.calls if not k.startswith("GET")], fake.calls
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_the_cleanup_leaves_the_run_interrupted(signum, tmp_path, monkeypatch,
+                                                                       mailchimp_fake, ledger_url):  # noqa: F811
+    """(Before: the second signal ended the process while the first one's cleanup waited, the run left
+    ``running``, marked ``abandoned`` by the next run.)"""
+    if "postgres" in ledger_url and signum == signal.SIGINT:
+        pytest.skip("one signal enough on PostgreSQL")
+    fake = mailchimp_fake
+    proc, cfg = _sync_stalled_in_prepare(fake, tmp_path, monkeypatch, ledger_url)
+    proc.send_signal(signum)
+    time.sleep(0.5)
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    proc.communicate(timeout=90)
+    fake._faults.clear()
+    assert _sync_runs(cfg) == ["interrupted"]
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from sync.ledger.runs import record_interrupted
+    from sync.errors import Terminated
+
+    class Ledger:  # the second SIGTERM comes while the run's record is written
+        def interrupt_run(self, run_id, counts, error):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                sum(range(100))  # the write's bytecode, where a held signal's handler would run
+            print("recorded:", error, flush=True)
+            return True
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as the CLI leaves it after the first one
+    record_interrupted(Ledger(), 1, {}, "", Terminated())
+    print("after", flush=True)
+""")
+
+
+def test_a_second_signal_during_the_interrupted_record_is_held_until_it_is_written():
+    """The process still ends by that signal, but after the record (before: it ended in the middle of it)."""
+    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines() == ["recorded: interrupted by SIGTERM"], proc.stderr
+    assert proc.returncode == -signal.SIGTERM
