@@ -108,3 +108,30 @@ def test_a_sync_killed_before_its_calls_went_out_leaves_them_all_in_doubt(tmp_pa
     assert any(op.startswith("tag+") for _, op in noted)
     with Ledger.connect(ledger_url) as ledger:
         assert set(ledger.doubted_ops(plan["destination"])) == noted
+
+
+def test_a_sync_interrupted_while_its_first_creates_are_held_leaves_in_doubt_only_what_they_carried(
+        tmp_path, monkeypatch, mailchimp_fake, ledger_url):  # noqa: F811
+    """SIGTERM while the first create calls are held: the process lives on to record the run, so its row keeps the
+    creates those calls carried and nothing else (the tag adds and the creates never sent are plainly pending;
+    before, every noted operation was in doubt, as after kill -9)."""
+    fake = mailchimp_fake
+    cfg = make_shop("mailchimp", fake, tmp_path, monkeypatch, ledger_url)
+    fake.stall(120, times=10_000, method="POST", path=r"/lists/aud1$")
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not fake.calls["POST /lists/aud1"]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first upsert"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    fake._faults.clear()
+    sent = {m["email_address"] for method, path, _, body in list(fake.requests)
+            if method == "POST" and path == "/lists/aud1" for m in body["members"]}
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.recent_runs(1)[0]
+        assert run["status"] == "interrupted"
+        doubted = set(ledger.doubted_ops(run["destination"]))
+    assert sent and doubted == {(k, "upsert") for k in sent}, (len(sent), sorted(doubted)[:4])
