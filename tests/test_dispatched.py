@@ -135,3 +135,32 @@ def test_a_sync_interrupted_while_its_first_creates_are_held_leaves_in_doubt_onl
         assert run["status"] == "interrupted"
         doubted = set(ledger.doubted_ops(run["destination"]))
     assert sent and doubted == {(k, "upsert") for k in sent}, (len(sent), sorted(doubted)[:4])
+
+
+def test_a_sync_interrupted_during_unisender_s_held_check_leaves_its_creates_in_doubt(
+        tmp_path, monkeypatch, unisender_fake, ledger_url):  # noqa: F811
+    """Unisender's e-mail-only check import (unisender_probe.HeldCheck) creates the addresses it does not know:
+    SIGTERM while it is held leaves those creates in doubt (before, it was not reported, so the narrowing took
+    every one out: the fake held them, the ledger in doubt of none)."""
+    fake = unisender_fake
+    cfg = make_shop("unisender", fake, tmp_path, monkeypatch, ledger_url)
+    fake.stall(60, times=1, method="importContacts")  # the first importContacts: the e-mail-only check
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not fake.calls["importContacts"]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first import"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    fake._faults.clear()
+    first = fake.requests[[m for m, _ in fake.requests].index("importContacts")][1]
+    assert [v for k, v in first.items() if k.startswith("field_names")] == ["email"]  # the check, not an import
+    carried = {v.lower() for k, v in first.items() if k.startswith("data[")}
+    assert carried and carried <= set(fake.contacts)  # it created them
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.recent_runs(1)[0]
+        assert run["status"] == "interrupted"
+        doubted = set(ledger.doubted_ops(run["destination"]))
+    assert doubted == {(k, "upsert") for k in carried}, (len(carried), sorted(doubted)[:4])

@@ -186,7 +186,7 @@ class UnisenderDestination:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        checks = HeldCheck(self._api, self._key, self.name, self.batch_size)
+        checks = HeldCheck(self._api, self._key, self.name, self.batch_size, self._dispatching)
         for members in _grouped(rows, on_results).values():
             for start in range(0, len(members), self.batch_size):  # each batch checked, read and imported before
                 batch = members[start:start + self.batch_size]  # the next: a stop leaves one checked, not imported
