@@ -1,20 +1,26 @@
 """An interrupted sync waits for nothing and is recorded ``interrupted`` however many signals follow: the engine's
 small pool (the destination's setup, the ledger reads) is not waited for, the run is recorded as soon as the interruption reaches the apply (before its cleanup), and a second
-signal during that one write is held until it is done (sync.signal_hold)."""
+signal during that one write is held until it is done, 1.5 s at most (sync.signal_hold)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from tests.builders import run_cli as cli
+from sync.ledger import Ledger
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_retire_fields import AS_OF, make_shop
 
@@ -101,3 +107,71 @@ def test_a_second_signal_during_the_interrupted_record_is_held_until_it_is_writt
     proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines() == ["recorded: interrupted by SIGTERM"], proc.stderr
     assert proc.returncode == -signal.SIGTERM
+
+
+HELD_CHILD = textwrap.dedent("""
+    import signal, sys
+    from sync.errors import Terminated
+    from sync.ledger import Ledger
+    from sync.ledger.runs import record_interrupted
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as the CLI leaves it after the first one
+    with Ledger.connect(sys.argv[1]) as ledger:
+        print("writing", flush=True)
+        record_interrupted(ledger, int(sys.argv[2]), {}, "", Terminated())
+        print("after", flush=True)
+""")
+
+
+@contextmanager
+def _write_locked(url: str, run_id: int) -> Iterator[Callable[[], None]]:
+    """Another connection holding the run's row for writing (SQLite: the database's write lock) until the callable
+    given, or the block's end, lets it go."""
+    if url.startswith("sqlite"):
+        con = sqlite3.connect(make_url(url).database, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+    else:
+        con = create_engine(url).connect()
+        con.execute(text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run_id})
+    held = [True]
+
+    def release() -> None:
+        if held.pop() if held else False:
+            con.rollback()
+
+    try:
+        yield release
+    finally:
+        release()
+        con.close()
+
+
+@pytest.mark.parametrize("released_after", [None, 0.3])
+def test_a_second_signal_is_held_only_briefly_while_the_ledger_blocks_the_record(released_after,
+                                                                                  ledger_url):  # noqa: F811
+    """Another process holds the ledger's write lock (or the run's row) while the interrupted record is written: a
+    second SIGTERM waits for it a moment (``BOUND``, 1.5 s): the record written if the lock is let go meanwhile,
+    else the process ends by that signal all the same, the run left ``running`` (before: held as long as the write
+    blocked, 30 s on SQLite, without end on a PostgreSQL row lock, then nothing written either)."""
+    with Ledger.connect(ledger_url) as ledger:
+        run_id = ledger.start_run("sync", "mc")
+    with _write_locked(ledger_url, run_id) as release:
+        proc = subprocess.Popen([sys.executable, "-c", HELD_CHILD, ledger_url, str(run_id)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
+        time.sleep(0.5)  # the write blocked
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        if released_after is not None:
+            time.sleep(released_after)
+            release()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        took = time.monotonic() - sent
+    out, err = proc.communicate()
+    assert proc.returncode == -signal.SIGTERM and "after" not in out, (proc.returncode, out, err)
+    assert took < 10, took
+    with Ledger.connect(ledger_url) as ledger:
+        assert ledger.get_run(run_id)["status"] == ("running" if released_after is None else "interrupted")

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 from sqlalchemy import select, update
 
 from ..errors import Terminated
-from ..signal_hold import signals_held
+from ..signal_hold import written_held
 from .db import LedgerDB, clip
 from .owners import owner_process_gone, process_owner
 from .schema import runs
@@ -165,14 +165,15 @@ def record_interrupted(ledger: RunRecorder, run_id: int, counts: Mapping[str, An
                        exc: BaseException) -> None:
     """Record run ``run_id`` ``interrupted`` by ``exc`` (a run closed already keeps its status: an apply records
     it as soon as the interruption reaches it, before its cleanup's waits, :func:`ended_if_interrupted` again after
-    them). A second SIGTERM or Ctrl-C while it writes is held until the write is done (:func:`signals_held`), then
-    ends the process as it would have: so the run is not left ``running`` by a second signal during its cleanup
-    (one the ledger cannot take at all, locked or unreachable, is logged: the next run marks it abandoned)."""
+    them). A second SIGTERM or Ctrl-C while it writes is held until the write is done (:func:`written_held`),
+    then ends the process as it would have: so the run is not left ``running`` by a second signal during its
+    cleanup. It is held :data:`~sync.signal_hold.BOUND` seconds at most (a third signal, not at all): a write the
+    ledger blocks longer (locked by another process, unreachable) is left unfinished, the run ``running`` until the
+    next run marks it abandoned; one the ledger fails is logged, the same."""
     how = "SIGTERM" if isinstance(exc, Terminated) else \
         "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
     try:
-        with signals_held():
-            ledger.interrupt_run(run_id, counts, f"interrupted by {how}{what}")
+        written_held(lambda: ledger.interrupt_run(run_id, counts, f"interrupted by {how}{what}"))
     except Exception as again:
         log.error("ledger: run %d was interrupted by %s but could not be recorded so (%s); the next run marks "
                   "it abandoned", run_id, how, type(again).__name__)
