@@ -175,3 +175,38 @@ def test_a_second_signal_is_held_only_briefly_while_the_ledger_blocks_the_record
     assert took < 10, took
     with Ledger.connect(ledger_url) as ledger:
         assert ledger.get_run(run_id)["status"] == ("running" if released_after is None else "interrupted")
+
+
+def test_a_second_signal_while_the_last_outcomes_are_written_leaves_the_run_interrupted(tmp_path, monkeypatch,
+                                                                                        mailchimp_fake,
+                                                                                        ledger_url):  # noqa: F811
+    """SIGTERM while the tag calls are held by the ESP, the contacts' states not writable (another connection
+    holds ``pushed_state``): the apply's cleanup waits for its last outcome writes; a second SIGTERM then ends the
+    process, the run already recorded ``interrupted`` (the record made as soon as the interruption reached the
+    apply, before that cleanup; without it, the run was left ``running``). PostgreSQL only: SQLite's write lock is
+    the whole database's, which would hold the run's own record too."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("a lock on one table: PostgreSQL")
+    fake = mailchimp_fake
+    cfg = make_shop("mailchimp", fake, tmp_path, monkeypatch, ledger_url)
+    fake.stall(120, times=10_000, method="POST", path=r"/lists/aud1/segments/")
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(k.startswith("POST /lists/aud1/segments/") for k, n in list(fake.calls.items()) if n):
+        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first tag call"
+        time.sleep(0.05)
+    con = create_engine(ledger_url).connect()
+    try:
+        con.execute(text("LOCK TABLE pushed_state IN EXCLUSIVE MODE"))  # reads go on, writes wait
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert proc.poll() is None, "the cleanup did not wait for the outcome writes: nothing held"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        con.rollback()
+        con.close()
+        fake._faults.clear()
+    assert proc.returncode == -signal.SIGTERM
+    assert _sync_runs(cfg) == ["interrupted"]
