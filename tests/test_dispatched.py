@@ -164,3 +164,38 @@ def test_a_sync_interrupted_during_unisender_s_held_check_leaves_its_creates_in_
         assert run["status"] == "interrupted"
         doubted = set(ledger.doubted_ops(run["destination"]))
     assert doubted == {(k, "upsert") for k in carried}, (len(carried), sorted(doubted)[:4])
+
+
+def test_a_sync_interrupted_during_a_unisender_invitation_leaves_that_contact_in_doubt(
+        tmp_path, monkeypatch, unisender_fake, ledger_url):  # noqa: F811
+    """``new_contacts = "pending"``: each new contact is invited by a ``subscribe`` of his own, which creates him
+    and puts him on his lists: SIGTERM while the first one is held leaves that contact's create and adds in doubt,
+    no other contact's."""
+    fake = unisender_fake
+    cfg = make_shop("unisender", fake, tmp_path, monkeypatch, ledger_url)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('new_contacts = "skip"', 'new_contacts = "pending"'),
+                   encoding="utf-8")
+    plan = json.loads(subprocess.run([sys.executable, "-m", "sync", "plan", "--config", str(cfg), "--as-of", AS_OF,
+                                      "--format", "json"], env=dict(os.environ), capture_output=True, check=True,
+                                     ).stdout)["plans"][0]
+    fake.stall(60, times=1, method="subscribe")
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not fake.calls["subscribe"]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first invitation"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    fake._faults.clear()
+    assert fake.calls["subscribe"] == 1 and not fake.calls["importContacts"]
+    invited = next(p for m, p in fake.requests if m == "subscribe")["fields[email]"].lower()
+    change = next(c for c in plan["changes"] if c["key"] == invited)
+    ops = in_flight_ops([ContactChange(invited, invited, None, None, change["create"], None,
+                                       add_tags=frozenset(change["add_tags"]))])
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.recent_runs(1)[0]
+        assert run["status"] == "interrupted"
+        doubted = set(ledger.doubted_ops(run["destination"]))
+    assert "upsert" in ops and doubted == {(invited, op) for op in ops}, sorted(doubted)[:4]
