@@ -210,3 +210,30 @@ def test_a_second_signal_while_the_last_outcomes_are_written_leaves_the_run_inte
         fake._faults.clear()
     assert proc.returncode == -signal.SIGTERM
     assert _sync_runs(cfg) == ["interrupted"]
+
+
+def test_a_third_signal_while_the_record_is_held_ends_the_process_at_once(ledger_url):  # noqa: F811
+    """A signal held for the record's write (here for up to a minute) is not held again: the next one ends the
+    process at once (before, every further signal was swallowed until the write ended)."""
+    child = HELD_CHILD.replace("record_interrupted(ledger, int(sys.argv[2]), {}, \"\", Terminated())",
+                               "written_held(lambda: ledger.interrupt_run(int(sys.argv[2]), {}, \"x\"), bound=60)")
+    child = child.replace("import signal, sys", "import signal, sys\nfrom sync.signal_hold import written_held")
+    with Ledger.connect(ledger_url) as ledger:
+        run_id = ledger.start_run("sync", "mc")
+    with _write_locked(ledger_url, run_id):
+        proc = subprocess.Popen([sys.executable, "-c", child, ledger_url, str(run_id)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # held
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        took = time.monotonic() - sent
+    proc.communicate()
+    assert proc.returncode == -signal.SIGTERM and took < 10, (proc.returncode, took)
