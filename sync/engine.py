@@ -6,7 +6,8 @@ its last operation of the run has answered (its upsert and its tag calls answer 
 stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
 outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). The
 adds and creates it sends are written before its first call and forgotten when it ends normally
-(:mod:`sync.ledger.inflight`): a killed or failed run's are in doubt, taken off whoever no longer gets them. A
+(:mod:`sync.ledger.inflight`): a killed run's are in doubt, taken off whoever no longer gets them, and so are
+those a failed or interrupted run's calls carried (:mod:`sync.dispatch`: the others were never sent). A
 second run with no data change plans nothing and makes zero write calls. The locks it holds: :mod:`sync.held_lock`.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import ChainMap
 from contextlib import ExitStack
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -26,12 +27,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
+from .dispatch import Dispatched, landed, narrowed, shut_down
 from .errors import LedgerError, RunStopped
 from .held_lock import HeldLock, between_batches, between_check, destination_lock  # (all but between_check re-exported)
 from .ledger import Ledger
 from .ledger.inflight import in_flight_ops
 from .ledger.locks import apply_lock
-from .ledger.runs import ended_if_interrupted
+from .ledger.runs import ended_if_interrupted, record_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.doubt import unread_runs
@@ -140,25 +142,6 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
         if kept is not prev:
             stripped[key] = kept
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
-
-
-def _landed(ledger: Ledger, destination: str, run_id: int, noted: Future[int]) -> None:
-    """The run's apply ended normally (every call answered, its outcome in the ledger) or failed before its first
-    write call: its operations are no longer in flight (``noted``: the write of them, whose count says whether there
-    is a row). Not called when it failed or was interrupted past that point: a call that raised may have been
-    carried out though no outcome says so, so the row stays for the next apply, which finds the outcomes recorded
-    and doubts only the others (:meth:`~sync.ledger.inflight.InFlight.doubt_in_flight`); so does a ledger that
-    fails here (the run's own error, if any, is the one raised)."""
-    try:
-        if not noted.result():
-            return  # nothing was in flight
-    except Exception:  # not written (the run failed on it, before any call): nothing to clear
-        return
-    try:
-        ledger.clear_in_flight(destination, run_id)
-    except Exception as exc:
-        log.warning("sync %s: run %d's operations in flight were not cleared (%s); the next apply finds their "
-                    "outcomes in the ledger", destination, run_id, type(exc).__name__)
 
 
 class _Summary:
@@ -293,13 +276,16 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             ledger.finish_run(run_id, "succeeded", counts)
             summary.status = "succeeded"
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        with gc_pause.paused_for(len(plan.changes)), \
-                ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+        early = ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"rfmsync-prepare-{plan.destination}")
+        started.push(shut_down(early))  # an interruption waits for none of its calls (prepare's, the ledger's)
+        with gc_pause.paused_for(len(plan.changes)):
             # the adds (and creates) this run sends, written while it gets ready, durable before its first call;
             # forgotten once it ends normally (every call answered, its outcome in the ledger) or fails before its
             # first call: a run killed, failed or interrupted meanwhile leaves them, in doubt (sync.ledger.inflight)
             noted = early.submit(lambda: ledger.note_in_flight(plan.destination, run_id, in_flight_ops(plan.changes)))
             calling = False  # client.apply called: an add may be carried out whatever becomes of its answer
+            # what its write calls carried, as the client reports them (None: a client that does not: all in doubt)
+            dispatched = Dispatched() if getattr(client, "reports_dispatch", False) else None
             by_key = {c.key: c for c in plan.changes}
             # the pushed state of the contacts this plan touches, read while the first calls are out: the fold
             # needs it from the first outcome on (a read that fails fails the run there, like a crash: the
@@ -357,10 +343,17 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
                     noted.result()  # the operations in flight are in the ledger before the first call goes
                     calling = True
-                    client.apply(plan.changes, on_results)
+                    if dispatched is None:
+                        client.apply(plan.changes, on_results)
+                    else:
+                        client.apply(plan.changes, on_results, dispatching=dispatched)
                     missing = fold.unanswered() if fold.done < len(by_key) else None
                     if missing:  # an operation nobody reported on is a failure, never counted as done
                         on_results(missing)
+                except BaseException as exc:  # an interruption recorded at once, before the waits below: a second
+                    if not isinstance(exc, Exception):  # signal during them ends the process, the run not running
+                        record_interrupted(ledger, run_id, counts, INTERRUPTED, exc)
+                    raise
                 finally:
                     try:
                         writer.submit(fold.rest_rows(), [])  # the states held back, also when the apply failed
@@ -373,14 +366,16 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                                 ahead.stop()
             except BaseException as exc:  # (an interruption is recorded by ended_if_interrupted)
                 if not calling:  # stopped before its first write call: nothing it sent is in doubt
-                    _landed(ledger, plan.destination, run_id, noted)
+                    landed(ledger, plan.destination, run_id, noted)
+                else:  # past it: only what its calls carried is in doubt (sync.dispatch)
+                    narrowed(ledger, plan.destination, run_id, noted, plan.changes, dispatched)
                 if isinstance(exc, Exception):
                     summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
                     ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
         # every operation answered (a failure too) and its outcome written: none is in flight any more (a run that
         # failed, was stopped or interrupted past its first call leaves them: the next apply finds what it recorded)
-        _landed(ledger, plan.destination, run_id, noted)
+        landed(ledger, plan.destination, run_id, noted)
         status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         summary.status = status

@@ -439,12 +439,12 @@ class Recording:
     def __getattr__(self, name):
         return getattr(self.client, name)
 
-    def apply(self, changes, on_results) -> None:
+    def apply(self, changes, on_results, dispatching=None) -> None:  # (reports_dispatch is the client's)
         def keep(results) -> None:
             self.results.extend(results)
             on_results(results)
 
-        self.client.apply(changes, keep)
+        self.client.apply(changes, keep, dispatching=dispatching)
 
 
 def test_a_new_contact_the_esp_refuses_by_name_is_refused_for_good_its_error_masked(esp, rig):

@@ -132,16 +132,20 @@ def test_any_key_and_tag_name_is_read_back_as_written(ledger_url):  # noqa: F811
 def test_an_apply_that_fails_leaves_its_ops_in_flight_and_the_next_apply_doubts_the_unrecorded(
         mailchimp_fake, client, ledger):  # noqa: F811
     """The tag calls refused (a revoked key): the apply stops with a config error past its first call, so its row
-    in flight stays (a call that raised may have been carried out though no outcome says so); the run ended
-    ``failed``, so the plans read the row as doubts even while another live run holds the lock; the next apply
-    turns into failures only the operations whose outcome is not recorded (the upserts that answered are)."""
+    in flight stays, with what its calls carried (a call that raised may have been carried out though no outcome
+    says so; a tag call never sent is not in doubt: sync.dispatch); the run ended ``failed``, so the plans read the
+    row as doubts even while another live run holds the lock; the next apply turns into failures only the
+    operations whose outcome is not recorded (the upserts that answered are)."""
     mailchimp_fake.fail(401, times=None, fraction=1.0, path=r"/segments/\d+$")
     with pytest.raises(DestinationConfigError):
         execute_plan(plan_of([change(i) for i in range(25)]), client, ledger)
     failed = ledger.recent_runs(1)[0]
     assert failed["status"] == "failed"
-    keys = {f"c{i:04d}@example.com" for i in range(25)}
-    everything = {(k, op) for k in keys for op in ("upsert", "tag+rfm:A")}
+    sent = [(path, body) for method, path, _, body in mailchimp_fake.requests if method == "POST"]
+    created = {m["email_address"] for path, body in sent if path == "/lists/aud1" for m in body["members"]}
+    tagged = {e for path, body in sent if "/segments/" in path for e in body.get("members_to_add", [])}
+    everything = {(k, "upsert") for k in created} | {(k, "tag+rfm:A") for k in tagged}
+    assert tagged and len(tagged) < 25  # the tag calls after the first refused ones never went
     assert set(ledger.in_flight.stale_ops("mc")) == everything
     owner = ledger.acquire_lock(apply_lock("mc"))  # a live run holds the lock: the failed run's row is stale still
     assert set(ledger.doubted_ops("mc")) >= everything
@@ -152,7 +156,7 @@ def test_an_apply_that_fails_leaves_its_ops_in_flight_and_the_next_apply_doubts_
     upserted = {k for k, s in ledger.load_state("mc").items() if s.exists}
     assert upserted and not any(s.tags for s in ledger.load_state("mc").values())
     assert {(f["key"], f["op"]) for f in ledger.pending_failures("mc")} == \
-        {(k, "tag+rfm:A") for k in keys} | {(k, "upsert") for k in keys - upserted}
+        {(k, "tag+rfm:A") for k in tagged} | {(k, "upsert") for k in created - upserted}
 
 
 def test_a_failed_apply_with_an_add_carried_out_leaves_it_in_doubt(mailchimp_fake, client, ledger):  # noqa: F811

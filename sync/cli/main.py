@@ -111,8 +111,9 @@ def terminated_on_sigterm() -> Iterator[None]:
     Ctrl-C raises KeyboardInterrupt: the run under way records itself ``interrupted`` on the way out (before, the
     process ended at once and its run showed ``running`` until the next run found it dead). The process then ends
     by SIGTERM as before (its exit status unchanged). A second SIGTERM or Ctrl-C while the first one's cleanup runs
-    (it may wait for calls in flight) ends the process at once, by that signal (its adds sent are in doubt all the
-    same: :mod:`sync.ledger.inflight`). ``serve`` installs its own handlers over these."""
+    ends the process at once, by that signal (its run recorded ``interrupted`` already, but for a second signal
+    held during that record's write, 1.5 s at most: :func:`sync.ledger.runs.record_interrupted`; its adds sent are
+    in doubt all the same: :mod:`sync.ledger.inflight`). ``serve`` installs its own handlers over these."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

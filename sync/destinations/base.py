@@ -37,6 +37,12 @@ class Action(str, enum.Enum):
 #: ``prepare``'s call, before its create calls, with the names it is about to create
 Creating = Callable[[Sequence[str]], None]
 
+#: ``apply``'s call before each write call it sends (``dispatching=``), with the changes the call carries and the
+#: one operation of theirs it carries (``"upsert"``, ``"tag+<name>"``), or None: every add and create of theirs.
+#: Saying more than the call carries is safe, less is not: after a failed or interrupted apply only the operations
+#: so reported stay in doubt (:mod:`sync.dispatch`)
+Dispatching = Callable[[Sequence[ContactChange], str | None], None]
+
 
 class Destination(Protocol):
     """One ESP audience/account. Implementations: one module per vendor in ``sync/destinations/``."""
@@ -47,6 +53,9 @@ class Destination(Protocol):
     reads_existing_members: ClassVar[bool]
     #: :meth:`read_managed` lists the members of each managed tag/list (``--reconcile``)
     reconciles: ClassVar[bool]
+    #: :meth:`apply` takes ``dispatching`` and calls it before each write call (:data:`Dispatching`); a
+    #: destination without it leaves every operation of a failed apply in doubt
+    reports_dispatch: ClassVar[bool]
 
     def check(self) -> str:
         """Read-only: credentials accepted and the audience/account reachable; one line saying what was seen.
@@ -66,10 +75,12 @@ class Destination(Protocol):
         ``fields`` before any write (a field name the ESP refuses, an existing field whose type cannot take the
         values: :mod:`sync.destinations.field_types`)."""
 
-    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+    def apply(self, changes: Sequence[ContactChange], on_results: OnResults,
+              dispatching: Dispatching | None = None) -> None:
         """Push changes in batches at the API maxima; call ``on_results`` after each batch. A phase that only
         reads (contacts looked up before they are written) calls ``on_results([])`` between its reads: the
-        caller's check that it may go on (it raises when the destination's lock was lost)."""
+        caller's check that it may go on (it raises when the destination's lock was lost). ``dispatching``
+        (with :attr:`reports_dispatch`): called before each write call goes out, with what it carries."""
 
     def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
         """Current members (normalised emails) of each managed tag/list, for --reconcile (``reconciles``)."""
@@ -186,6 +197,19 @@ def without_lost_fields(changes: Sequence[ContactChange], known: Collection[str]
     return kept, done
 
 
+def dispatch(dispatching: Dispatching | None, changes: Sequence[ContactChange], op: str | None = None) -> None:
+    """Tell ``dispatching`` (when given) that a write call carrying ``changes`` (their ``op``; None: every add and
+    create of theirs) goes out now (:data:`Dispatching`)."""
+    if dispatching is not None:
+        dispatching(changes, op)
+
+
+def secret_text(value: Any) -> str:
+    """An API key as text: a ``SecretStr``'s value, or the value itself ('' for None)."""
+    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    return str(raw or "")
+
+
 def uncleared_field(vendor: str, name: str, field_is: str, remedy: str) -> DestinationConfigError:
     """The error, before any write, for a retired field (``retire_fields``) the ESP refuses an empty value of:
     ``field_is`` names the field and why, ``remedy`` what to do in the ESP."""
@@ -199,5 +223,5 @@ def not_recreated(email: str, vendor: str) -> str:
             "again only under the consent rules (new_contacts)")
 
 
-__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "not_recreated",
-           "uncleared_field", "without_lost_fields"]
+__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "Dispatching", "dispatch",
+           "not_recreated", "secret_text", "uncleared_field", "without_lost_fields"]

@@ -63,7 +63,7 @@ from ..errors import DestinationConfigError, DestinationError
 from ..model import CallResults, ContactChange, ItemResult, OnResults, failed_results
 from .answers import BadAnswer, excerpt, unaccounted
 from . import specs
-from .base import ClientOptions
+from .base import ClientOptions, Dispatching
 from .mailchimp_apply import Pipeline
 from .mailchimp_audience import FIELD_TYPES, AudienceSetup, merge_field_type
 from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, MemberInfo, SegmentAnswer,
@@ -93,6 +93,7 @@ class MailchimpDestination(AudienceSetup):
     """One Mailchimp audience as a :class:`sync.destinations.base.Destination`."""
 
     reads_existing_members = True
+    reports_dispatch = True  # apply's dispatching: each upsert and tag call, before it goes
     reconciles = True
 
     def __init__(self, name: str, audience: str, api_key: str | SecretStr, api_url: str | None = None,
@@ -154,9 +155,11 @@ class MailchimpDestination(AudienceSetup):
                     include_cleaned="true", include_transactional="true", include_unsubscribed="true")}
         return out
 
-    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
-        """Upsert (create, then update) and tag in batches; ``on_results`` after each API call. A tag call
-        starts once its new contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
+    def apply(self, changes: Sequence[ContactChange], on_results: OnResults,
+              dispatching: Dispatching | None = None) -> None:
+        """Upsert (create, then update) and tag in batches; ``on_results`` after each API call, ``dispatching``
+        before it. A tag call starts once its new contacts' upserts have answered
+        (:mod:`sync.destinations.mailchimp_apply`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
         self._counts_warned = False
 
@@ -167,7 +170,7 @@ class MailchimpDestination(AudienceSetup):
             on_results(results)
 
         changes = self._retired_checked(changes, on_results)
-        Pipeline(self, changes, report, on_results).run()
+        Pipeline(self, changes, report, on_results, dispatching).run()
         log.info("mailchimp %s: %d changes -> %d item results (%d failed) in %d calls", self.name, len(changes),
                  stats["items"], stats["failed"], stats["calls"])
 

@@ -34,6 +34,7 @@ from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..model import CallResults, ContactChange, ItemResult, OnResults
+from .base import Dispatching
 
 if TYPE_CHECKING:
     from .mailchimp import MailchimpDestination
@@ -105,8 +106,9 @@ class Pipeline:
     """One apply's calls: creates, then updates; each tag call once its new contacts' upserts have answered."""
 
     def __init__(self, dest: MailchimpDestination, changes: Sequence[ContactChange], report: OnResults,
-                 on_results: OnResults) -> None:
+                 on_results: OnResults, dispatching: Dispatching | None = None) -> None:
         self.dest, self.report, self.on_results = dest, report, on_results
+        self.dispatching = dispatching  # told of each call before it goes (sync.dispatch)
         self.changes = changes
         self.creates: list[ContactChange] = []
         self.updates: list[ContactChange] = []
@@ -152,16 +154,21 @@ class Pipeline:
         self.upserts.extend(("update", chunk) for chunk in self.dest._chunks(self.updates + self.spill))
 
     def _next_call(self) -> tuple[Call, str, Sequence[ContactChange]] | None:
+        """The next call to send, ``dispatching`` told of it (its adds, its upserts)."""
         while self.ready:
             call = self._tag_call(self.ready.popleft())
             if call is not None:
+                if self.dispatching is not None:
+                    self.dispatching(call.args[2], f"tag+{call.args[0]}")
                 return call, "tag", ()
         if self.upserts:
             kind, chunk = self.upserts.popleft()
+            if self.dispatching is not None:
+                self.dispatching(chunk, "upsert")
             return partial(self.dest._subscribe, chunk, kind == "create"), kind, chunk
         return None
 
-    def _tag_call(self, batch: TagBatch) -> Call | None:
+    def _tag_call(self, batch: TagBatch) -> partial[Any] | None:
         """The batch's call without the contacts whose upsert failed or found them missing (reported here)."""
         if not self.missing and not self.failed:  # the usual case: every upsert so far succeeded
             sid = self.dest._segment_ids([batch.tag], create=True)[batch.tag]

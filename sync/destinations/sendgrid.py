@@ -28,7 +28,7 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
-from .base import ClientOptions, Creating
+from .base import ClientOptions, Creating, Dispatching, dispatch, secret_text
 from .field_types import SENDGRID_TAKES, check_field_type
 from .sendgrid_bodies import check_clearable, contact_body, field_key as _key, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
@@ -53,23 +53,19 @@ def field_type_for(value_name: str) -> str:
     return FIELD_TYPES[kind_of(value_name)]
 
 
-def _secret(value: Any) -> str:
-    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-    return str(raw or "")
-
-
 class SendGridDestination(SendGridReads):
     """One SendGrid account. Managed names become lists named ``list_prefix + name``."""
 
     reads_existing_members = True
     reconciles = True
+    reports_dispatch = True  # apply's dispatching: each upsert (with its list adds), before it goes
 
     def __init__(self, name: str, api_key: Any, api_url: str | None = None, list_prefix: str = "",
                  retry: RetryPolicy | None = None, timeout: float = 30, *,
                  sleep: Callable[[float], None] | None = None, poll_interval: float = 1.0,
                  job_timeout: float = 900.0, batch_size: int | None = None,
                  max_upsert_bytes: int = MAX_UPSERT_BYTES, field_types: Mapping[str, str] | None = None) -> None:
-        key = _secret(api_key)
+        key = secret_text(api_key)
         if not key:
             raise DestinationConfigError(f"SendGrid destination {name!r}: no API key (set SENDGRID_API_KEY)")
         if any(ord(c) < 32 or ord(c) == 127 for c in key):  # the HTTP layer's error would print the whole header
@@ -198,7 +194,8 @@ class SendGridDestination(SendGridReads):
         return (self._lists or {}).get(self.list_name(tag))
 
     # ---------------------------------------------------------------- apply
-    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+    def apply(self, changes: Sequence[ContactChange], on_results: OnResults,
+              dispatching: Dispatching | None = None) -> None:
         """Upsert (with list adds) in batches at the API maxima, then remove list memberships."""
         if self._fields is None:
             self._load_fields()
@@ -217,6 +214,7 @@ class SendGridDestination(SendGridReads):
             groups.setdefault(ids, []).append((ch, self._contact_body(ch)))
         for list_ids, members in groups.items():
             for batch in self._chunks(members, list_ids):
+                dispatch(dispatching, [ch for ch, _ in batch])  # their upserts and list adds go (sync.dispatch)
                 self._upsert(list(list_ids), batch, on_results)
         self._remove(changes, on_results, searched)
 

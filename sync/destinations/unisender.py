@@ -54,7 +54,7 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer
 from . import specs
-from .base import ClientOptions, Creating, not_recreated, without_lost_fields
+from .base import ClientOptions, Creating, Dispatching, dispatch, not_recreated, secret_text, without_lost_fields
 from .unisender_rows import (_Row, _barred, _grouped, _hold_unconfirmed, _joins_known, _list_ids_of, _merged,
                              _must_exist, _names_contact, _ops, _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
@@ -79,22 +79,18 @@ def field_type_for(value_name: str) -> str:
     return FIELD_TYPES[kind_of(value_name)]
 
 
-def _secret(value: Any) -> str:
-    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-    return str(raw or "")
-
-
 class UnisenderDestination:
     """One Unisender account; managed names are ``list:<title>`` lists and ``tag:<name>`` tags."""
 
     reads_existing_members = False  # no bulk lookup by email (one getContact call per address)
     reconciles = False  # exportContacts is asynchronous with a notify_url callback
+    reports_dispatch = True  # apply's dispatching: each importContacts and subscribe, before it goes
 
     def __init__(self, name: str, api_key: Any, api_url: str | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 30, calls_per_minute: int = 1200, *, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None,
                  batch_size: int | None = None) -> None:
-        self._key = _secret(api_key)
+        self._key = secret_text(api_key)
         if not self._key:
             raise DestinationConfigError(f"Unisender destination {name!r}: no API key (set UNISENDER_API_KEY)")
         self.name = name
@@ -108,6 +104,7 @@ class UnisenderDestination:
         self.call = self._api.call
         self._lists: dict[str, str] | None = None  # title → id
         self._fields: set[str] | None = None
+        self._dispatching: Dispatching | None = None  # the apply's (sync.dispatch)
 
     def __repr__(self) -> str:
         return f"UnisenderDestination(name={self.name!r}, api_url={self.api_url!r})"
@@ -163,10 +160,12 @@ class UnisenderDestination:
         return (self._lists or {}).get(title)
 
     # ---------------------------------------------------------------- apply
-    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+    def apply(self, changes: Sequence[ContactChange], on_results: OnResults,
+              dispatching: Dispatching | None = None) -> None:
         """Refuse new contacts that cannot be imported with consent, invite ``pending`` ones (``subscribe``),
         check that known contacts still exist where an import could re-create them, import the rest in batches
-        of 500."""
+        of 500 (``dispatching`` told of each write call before it goes)."""
+        self._dispatching = dispatching
         refused: list[ItemResult] = []  # and the upserts left with nothing to send (done)
         if any(v is None for ch in changes for v in ch.set_fields.values()):  # a clear: names as Unisender's
             changes = [_named_as_held(ch) for ch in changes]  # (a ledger name with spaces around is that field)
@@ -187,7 +186,7 @@ class UnisenderDestination:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        checks = HeldCheck(self._api, self._key, self.name, self.batch_size)
+        checks = HeldCheck(self._api, self._key, self.name, self.batch_size, self._dispatching)
         for members in _grouped(rows, on_results).values():
             for start in range(0, len(members), self.batch_size):  # each batch checked, read and imported before
                 batch = members[start:start + self.batch_size]  # the next: a stop leaves one checked, not imported
@@ -306,6 +305,7 @@ class UnisenderDestination:
         errors: dict[int, str] = {}
         named: set[int] = set()  # rows Unisender's log rejects by index: refused for good; the rest unknown
         try:
+            dispatch(self._dispatching, [row.change for row in rows])  # their upserts and adds (sync.dispatch)
             raw = self.call("importContacts", params)
             result = self._api.result("importContacts", ImportResult, raw)
             errors, named = result.judged(len(rows), raw, (self._key,), self.name)
@@ -358,6 +358,7 @@ class UnisenderDestination:
             params += [(f"fields[{k}]", _text(v)) for k, v in sorted(ch.set_fields.items())]
             params += [("tags", ",".join(tags)), ("double_optin", 4), ("overwrite", 2)]
             subscribing = True
+            dispatch(self._dispatching, [ch])
             self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
         except DestinationError as exc:  # this contact's read or subscribe failed: the others go on

@@ -27,6 +27,7 @@ from typing import Sequence
 
 from ..model import OnResults
 from .answers import BadAnswer
+from .base import Dispatching, dispatch
 from .unisender_api import ImportResult, UnisenderApi, UnisenderError, _count
 from .unisender_rows import _Row
 
@@ -44,8 +45,10 @@ def check_size(held: int, checked: int, limit: int) -> int:
 class HeldCheck:
     """The e-mail-only checks of one apply, batch by batch; what the last batch's found sizes the next one's."""
 
-    def __init__(self, api: UnisenderApi, key: str, name: str, batch_size: int) -> None:
+    def __init__(self, api: UnisenderApi, key: str, name: str, batch_size: int,
+                 dispatching: Dispatching | None = None) -> None:
         self._api, self._key, self._name, self._limit = api, key, name, batch_size
+        self._dispatching = dispatching  # each check reported before it goes out: it creates its unknown rows
         self._found = (0, 0)  # (held, checked) by the last batch's checks whose answer was believed
 
     def maybe_held(self, rows: Sequence[_Row], on_results: OnResults) -> list[_Row]:
@@ -69,6 +72,7 @@ class HeldCheck:
         params = [("field_names[0]", "email"), *((f"data[{i}][0]", r.change.email) for i, r in enumerate(part)),
                   ("overwrite_tags", 0), ("overwrite_lists", 0)]
         try:
+            dispatch(self._dispatching, [r.change for r in part], "upsert")  # no list named: no add carried
             raw = self._api.call("importContacts", params)
             result = self._api.result("importContacts", ImportResult, raw)
             errors, named = result.judged(len(part), raw, (self._key,), self._name)

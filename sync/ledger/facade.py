@@ -222,6 +222,7 @@ class Ledger:
 
     note_in_flight = _Via("in_flight", InFlight.note_in_flight)
     clear_in_flight = _Via("in_flight", InFlight.clear_in_flight)
+    narrow_in_flight = _Via("in_flight", InFlight.narrow_in_flight)
     doubt_in_flight = _Via("in_flight", InFlight.doubt_in_flight)
     in_flight_count = _Via("in_flight", InFlight.in_flight_count)
     in_flight_runs = _Via("in_flight", InFlight.in_flight_runs)

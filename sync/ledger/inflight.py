@@ -6,9 +6,11 @@ the ledger says nothing was pushed, and the tag would stay on a contact who late
 :func:`sync.engine.execute_plan`, under the destination's lock and before any ESP call, writes the operations the
 ESP may carry out for good (the adds ``tag+<name>``, a list's too, and the upserts that create a contact) as one
 ``in_flight`` row of its run, and deletes that row when the apply ends normally (every call answered, its outcome
-written) or fails before its first write call. Durable against the process's end, not always against a power cut:
-SQLite's WAL with ``synchronous = NORMAL`` (:mod:`sync.ledger.db`) may lose the transactions committed since its
-last sync to disk, this row among them; PostgreSQL (``synchronous_commit`` on) keeps it.
+written) or fails before its first write call; one that fails or is interrupted past it keeps only the operations
+its calls carried (:meth:`InFlight.narrow_in_flight`: the others were never sent; a process killed keeps them all).
+Durable against the process's end, not always against a power cut: SQLite's WAL with ``synchronous = NORMAL``
+(:mod:`sync.ledger.db`) may lose the transactions committed since its last sync to disk, this row among them;
+PostgreSQL (``synchronous_commit`` on) keeps it.
 
 A row left behind is a run killed, or one that failed, was stopped or interrupted with calls out (a call that
 raised may have been carried out though no outcome says so): its operations are in doubt. The plans read them as
@@ -118,6 +120,20 @@ class InFlight:
         t = in_flight
         with self._db.write() as conn:
             conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id == run_id))
+
+    def narrow_in_flight(self, destination: str, run_id: int, ops: Mapping[str, list[str]]) -> int:
+        """Run ``run_id``'s apply failed or was interrupted past its first write call: its row keeps only ``ops``,
+        the operations its calls carried (:mod:`sync.dispatch`; the others were never sent: plainly pending, not in
+        doubt), none left: the row is deleted. The count kept."""
+        count = sum(map(len, ops.values()))
+        t = in_flight
+        with self._db.write() as conn:
+            mine = (t.c.destination == destination) & (t.c.run_id == run_id)
+            if count:
+                conn.execute(t.update().where(mine).values(ops=count, pairs=_pack(ops)))
+            else:
+                conn.execute(delete(t).where(mine))
+        return count
 
     def in_flight_count(self, destination: str) -> int:
         """How many operations the destination's rows hold (a killed run's: in doubt; a running apply's)."""

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 from sqlalchemy import select, update
 
 from ..errors import Terminated
+from ..signal_hold import written_held
 from .db import LedgerDB, clip
 from .owners import owner_process_gone, process_owner
 from .schema import runs
@@ -156,14 +157,26 @@ def ended_if_interrupted(ledger: RunRecorder, run_id: int, counts: Mapping[str, 
     except Exception:
         raise
     except BaseException as exc:
-        how = "SIGTERM" if isinstance(exc, Terminated) else \
-            "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
-        try:
-            ledger.interrupt_run(run_id, counts, f"interrupted by {how}{what}")
-        except Exception as again:
-            log.error("ledger: run %d was interrupted by %s but could not be recorded so (%s); the next run marks "
-                      "it abandoned", run_id, how, type(again).__name__)
+        record_interrupted(ledger, run_id, counts, what, exc)
         raise
+
+
+def record_interrupted(ledger: RunRecorder, run_id: int, counts: Mapping[str, Any], what: str,
+                       exc: BaseException) -> None:
+    """Record run ``run_id`` ``interrupted`` by ``exc`` (a run closed already keeps its status: an apply records
+    it as soon as the interruption reaches it, before its cleanup's waits, :func:`ended_if_interrupted` again after
+    them). A second SIGTERM or Ctrl-C while it writes is held until the write is done (:func:`written_held`),
+    then ends the process as it would have: so the run is not left ``running`` by a second signal during its
+    cleanup. It is held :data:`~sync.signal_hold.BOUND` seconds at most (a third signal, not at all): a write the
+    ledger blocks longer (locked by another process, unreachable) is left unfinished, the run ``running`` until the
+    next run marks it abandoned; one the ledger fails is logged, the same."""
+    how = "SIGTERM" if isinstance(exc, Terminated) else \
+        "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+    try:
+        written_held(lambda: ledger.interrupt_run(run_id, counts, f"interrupted by {how}{what}"))
+    except Exception as again:
+        log.error("ledger: run %d was interrupted by %s but could not be recorded so (%s); the next run marks "
+                  "it abandoned", run_id, how, type(again).__name__)
 
 
 def _run_dict(r: Mapping[str, Any]) -> dict[str, Any]:
