@@ -180,3 +180,21 @@ def test_a_retry_the_ledger_could_not_record_is_said_kept_in_this_process_and_ru
         clock.advance(minutes=5)
         assert sched.tick() and len(calls) == 2
         assert ledger.get_cursor(*CURSOR) == FIRE.isoformat()
+
+
+def test_a_tick_that_raises_outside_the_sync_is_logged_and_paused_not_the_end_of_the_thread(tmp_path, clock,
+                                                                                          caplog):
+    """A fire time whose next one cannot be worked out (a host clock gone to the end of year 9999: the next
+    ``every`` slot is past the dates Python counts) raises out of ``tick()``: the step logs it once, counts it and
+    pauses 60 s; the loop goes on (before: the exception ended the scheduler's thread, serve answering on)."""
+    metrics = Metrics()
+    ran: list[int] = []
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=clock) as ledger, \
+            caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics,  # type: ignore[arg-type]
+                          job=lambda: ran.append(1))
+        clock.now = datetime(9999, 12, 31, 23, 30, tzinfo=timezone.utc)
+        assert sched.step() == 0.0 and sched.step() == TICK_PAUSE.total_seconds() and not ran
+        (line,) = _scheduler_errors(caplog)
+        assert line.startswith("scheduler: a tick failed (1 in a row): ") and "; tried again at " in line
+        assert metrics.scheduled["scheduler_error"] == 1 and metrics.scheduler_failure()["failed_ticks"] == 1
