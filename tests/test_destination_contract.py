@@ -271,7 +271,7 @@ def test_timeouts_converge_over_two_runs(esp, rig):
         rig.sync(client=impatient)
     except DestinationError as exc:
         assert str(exc).count("gave up after") == 1 and "gave up after 2 attempts" in str(exc)
-        assert exc.transient, "a scheduled sync retries it later (sync.serve.scheduler.transient)"
+        assert exc.transient, "a scheduled sync retries it later (sync.serve.schedule_retry.transient)"
     else:
         raise AssertionError("two timeouts in a row must exhaust an impatient client's two attempts")
     assert waits, "a timeout must be retried"

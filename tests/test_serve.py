@@ -86,7 +86,8 @@ def test_a_signed_webhook_reaches_the_esp_by_a_webhook_run_and_forgeries_do_not(
             assert health == {"status": "ok", "queue_depth": 0, "events": {"queued": 0, "processing": 0,
                                                                              "done": 1, "failed": 0},
                               "config_wait": None,  # (no worker waits for the config to be fixed)
-                              "answer_not_believed": None}  # (nor for an ESP's answers to be believed)
+                              "answer_not_believed": None,  # (nor for an ESP's answers to be believed)
+                              "scheduler_failing": None}  # (and no scheduler fails its ticks)
             metrics = requests.get(f"{base}/metrics", timeout=10)
             assert metrics.headers["content-type"].startswith("text/plain")
             for line in ("rfmsync_queue_depth 0", 'rfmsync_events_processed_total{outcome="done"} 1',

@@ -56,7 +56,8 @@ def test_a_later_destination_failing_the_retry_later_way_makes_a_scheduled_run_r
     from sync.config import load_config
     from sync.errors import DestinationError
     from sync.ledger import open_ledger
-    from sync.serve.scheduler import run_full_sync, transient
+    from sync.serve.schedule_retry import transient
+    from sync.serve.scheduler import run_full_sync
     from sync.settings import load_settings
 
     monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # no back-off in the test: the 503 is given up at once

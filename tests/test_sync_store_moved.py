@@ -24,7 +24,7 @@ from sync.ledger import Ledger, open_ledger
 from sync.model import PushedState
 from sync.pipeline import store_path
 from sync.serve.resync import resync
-from sync.serve.scheduler import transient
+from sync.serve.schedule_retry import transient
 from sync.settings import load_settings
 from sync.store import STORE_LOCK, connect_store
 from sync.store.generation import bump_generation

@@ -92,7 +92,8 @@ def _status_routes(app: FastAPI, intake: Intake) -> None:
             return JSONResponse({"status": "error", "error": "ledger unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "queue_depth": counts["queued"] + counts["processing"],
                              "events": counts, "config_wait": intake.metrics.waiting_for_config(),
-                             "answer_not_believed": intake.metrics.waiting_for_config("not_believed")})
+                             "answer_not_believed": intake.metrics.waiting_for_config("not_believed"),
+                             "scheduler_failing": intake.metrics.scheduler_failure()})
 
     @app.get("/runs", summary="Recent runs (sync, webhook, scheduled), newest first")
     def runs(limit: int = 20) -> JSONResponse:

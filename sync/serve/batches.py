@@ -22,14 +22,14 @@ from ..destinations.answers import BadAnswer
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
 from ..ledger import Event
 from .resync import ResyncReport
-from .scheduler import transient
+from .schedule_retry import transient
 
 log = logging.getLogger(__name__)
 
 
 def retry_later(exc: BaseException) -> bool:
     """A failure that is not the events': the ESP or the source failing the transient way after the retry layer's
-    own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.scheduler.transient`, a busy destination
+    own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.schedule_retry.transient`, a busy destination
     included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
     about the machine, not the event), the order store failing to read or write its file
     (``duckdb.IOException``: the disk full; its lock busy is a :class:`LockBusyError` already), a lock lost

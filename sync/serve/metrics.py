@@ -21,7 +21,8 @@ The families (their names, types and labels are public: dashboards and alerts us
                                                                     the store or the batch held a newer one
 ``rfmsync_esp_operations_total{destination,outcome}``   counter     contact changes pushed, ``ok``/``failed``
 ``rfmsync_esp_errors_total{destination}``               counter     resyncs and scheduled syncs it failed
-``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``, ``killed``
+``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``, ``killed``,
+                                                                    ``scheduler_error`` (a tick failed)
 ``rfmsync_guard_refusals_total{destination}``           counter     runs a guard refused (nothing written)
 ``rfmsync_config_wait_since_seconds``                   gauge       Unix time since when the worker waits for
                                                                     the config to be fixed (0: it does not)
@@ -89,6 +90,8 @@ class Metrics:
         self.config_waits: dict[str, list] = {}
         #: worker → [error, since]: workers whose batch waits on an ESP's 2xx answer not believed (a proxy's page)
         self.not_believed: dict[str, list] = {}
+        #: "scheduler" → [error (secrets masked), since (Unix time), ticks failed in a row]: a scheduler failing
+        self.scheduler_failing: dict[str, list] = {}
         self._remote: list[dict] = []  # snapshots of other processes of this server (the worker process)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CountersCollector(self))
@@ -111,9 +114,9 @@ class Metrics:
             snaps = [self._snapshot_unlocked(), *self._remote]
             out: dict[str, Any] = {"webhooks": {}, "esp_ops": {}, **{name: {} for name in _DICTS},
                                    "latency_counts": [0] * len(self.latency_counts), "latency_sum": 0.0,
-                                   "config_waits": {}, "not_believed": {}}
+                                   "config_waits": {}, "not_believed": {}, "scheduler_failing": {}}
             for snap in snaps:
-                for key in ("config_waits", "not_believed"):
+                for key in ("config_waits", "not_believed", "scheduler_failing"):
                     out[key].update(snap.get(key, {}))  # (workers' names are unique)
                 for key in ("webhooks", "esp_ops"):
                     for a, b, n in snap.get(key, ()):
@@ -131,7 +134,8 @@ class Metrics:
                 "resyncs": self.resyncs, "rows_read": self.rows_read, "stale": self.stale, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
                 "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
                 "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused,
-                "config_waits": self.config_waits, "not_believed": self.not_believed}
+                "config_waits": self.config_waits, "not_believed": self.not_believed,
+                "scheduler_failing": self.scheduler_failing}
 
     # -- counting ------------------------------------------------------------------------------
 
@@ -212,6 +216,28 @@ class Metrics:
         error, since = min(waits.values(), key=lambda w: w[1])
         return {"since": datetime.fromtimestamp(since, timezone.utc).isoformat(), "error": error,
                 "workers": len(waits)}
+
+    def scheduler_failed(self, error: str, since: float, failed: int) -> None:
+        """A scheduler's tick failed (``error``: its secrets masked by the caller, clipped here) at ``since`` (Unix
+        time), the ``failed``-th in a row (the first one's time is kept)."""
+        with self._lock:
+            first = self.scheduler_failing.get("scheduler")
+            self.scheduler_failing["scheduler"] = [error[:CONFIG_ERROR_CHARS], first[1] if first else since, failed]
+
+    def scheduler_ok(self) -> None:
+        """A scheduler's tick went through: it is not failing (any more)."""
+        with self._lock:
+            self.scheduler_failing.clear()
+
+    def scheduler_failure(self) -> dict[str, Any] | None:
+        """``{"since": ISO 8601, "error": the last failure, "failed_ticks": n}`` while this server's scheduler (here
+        or in the worker process) fails its ticks in a row, else None."""
+        failing = self.merged()["scheduler_failing"].get("scheduler")
+        if not failing:
+            return None
+        error, since, failed = failing
+        return {"since": datetime.fromtimestamp(since, timezone.utc).isoformat(), "error": error,
+                "failed_ticks": failed}
 
     def scheduled_run(self, outcome: str) -> None:
         with self._lock:

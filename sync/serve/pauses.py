@@ -20,7 +20,7 @@ from typing import Callable
 from ..config import Config
 from ..errors import DestinationError
 from .batches import Batch, _text
-from .scheduler import transient
+from .schedule_retry import transient
 
 log = logging.getLogger("sync.serve.worker")
 

@@ -12,7 +12,7 @@ A fire time that passed while no process ran (the cursor names an earlier one) i
 when that start is nearer to it than to the next fire time (:meth:`Scheduler._missed`).
 
 A run that fails the retry-later way (a CRM or ESP still timing out or answering 429/5xx after the client's own
-retries: :func:`transient`) is run again ``[schedule] retry_wait`` later (10 minutes), doubling
+retries: :func:`~sync.serve.schedule_retry.transient`) is run again ``[schedule] retry_wait`` later (10 minutes), doubling
 each time, at most ``retries`` times (3), and never at or past the next fire time, which does the work anyway.
 The pending retry is a ledger cursor too (:data:`RETRY_CURSOR`), so a process started after the one that planned
 it stopped runs it; under the ``schedule`` lock, a retry runs only while the cursor still names it: once.
@@ -33,14 +33,12 @@ taken leaves the cursors to the new holder.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
-from connectors.errors import TransientError
+from connectors.secrets import redact
 
 from ..config import Config
 from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
@@ -50,6 +48,7 @@ from ..planning.withdrawals import alone_run
 from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
+from .schedule_retry import RETRY_CURSOR, SCHEDULE_LOCK_TTL, Retry, RetryPlanning
 from ..schedule_times import Schedule, parse_every
 
 log = logging.getLogger(__name__)
@@ -58,56 +57,19 @@ CURSOR = ("schedule", "last_fire")
 #: the schedule (cron, every, timezone) whose fire time :data:`CURSOR` names: a start with another one catches up
 #: nothing (its own last fire time was never due: ``0 3`` moved to ``0 9`` at 10:00)
 IDENTITY_CURSOR = ("schedule", "identity")
-RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
 #: the ledger's runs looked at for a full sync since a missed fire time (:meth:`Scheduler._synced_since`)
 RUNS_LOOKED_AT = 500
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
 #: runs stopped before their first batch in a row (SIGTERM at every start: a liveness probe, deploys during the
 #: pull) after which the fire time is left to the next one (not run again at every start for ever)
 EARLY_STOPS = 3
-#: the ``schedule`` lock's time to live, refreshed every third of it while a run holds it (:class:`HeldLock`): a
-#: holder this host cannot tell dead (another host, a renamed one, a container's new PID namespace) blocks the
-#: schedule that long at most
-SCHEDULE_LOCK_TTL = 15 * 60.0
 #: between two apply batches, the ``schedule`` lock is refreshed (and found lost) when this long passed on the wall
 #: clock since it last was: a process paused longer (SIGSTOP, a suspended VM or laptop) checks before it goes on
 LOCK_CONFIRM_EVERY = timedelta(seconds=30)
-
-
-def transient(exc: BaseException) -> bool:
-    """Failed the retry-later way: a connector's :class:`TransientError`; an ESP call that kept failing so
-    (``DestinationError.transient``: timeouts, 429, 5xx); or a destination (or the order store) busy with another
-    run (a webhook resync holds ``sync:<destination>`` for seconds). When several destinations failed, any one of
-    them (``other_failures``, :func:`sync.run.full_sync`) counts. A guard, a bad export, bad credentials or a 4xx
-    answer are not: running again changes nothing until someone fixes them."""
-    return any(isinstance(e, TransientError) or bool(getattr(e, "transient", False))
-               or (isinstance(e, LockBusyError) and getattr(e, "lock_name", None) != "schedule")
-               for e in (exc, *getattr(exc, "other_failures", ())))
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A failed fire time to run again at ``at``; ``attempt`` counts the retries (1 for the first); ``killed``
-    counts the runs of this attempt that were killed half-way (the mark a run leaves while it is under way);
-    ``stops`` the runs in a row stopped (serve stopping) before their first batch."""
-    fire: datetime
-    attempt: int
-    at: datetime
-    killed: int = 0
-    stops: int = 0
-
-    def dumps(self) -> str:
-        return json.dumps({"fire": self.fire.isoformat(), "attempt": self.attempt, "at": self.at.isoformat(),
-                           "killed": self.killed, "stops": self.stops})
-
-    @classmethod
-    def loads(cls, text: str | None) -> Retry | None:
-        try:
-            d = json.loads(text or "null")
-            return cls(datetime.fromisoformat(d["fire"]), int(d["attempt"]), datetime.fromisoformat(d["at"]),
-                       int(d.get("killed", 0)), int(d.get("stops", 0)))
-        except (TypeError, ValueError, KeyError):  # none pending (""), or not ours: nothing to retry
-            return None
+#: a tick that failed (the ledger unreachable or failing before a scheduled sync began: PostgreSQL restarting, a
+#: disk full; a fire time that cannot be worked out) is tried again this much later, or at the next fire time when
+#: that comes first: the scheduler's thread goes on, never in a busy loop (:meth:`Scheduler.step`)
+TICK_PAUSE = timedelta(seconds=60)
 
 
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
@@ -118,7 +80,7 @@ def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: dat
     return run_sync(cfg, ledger, settings, as_of=as_of, kind=kind)
 
 
-class Scheduler:
+class Scheduler(RetryPlanning):
     """Fires :func:`run_full_sync` on the schedule. ``tick(now)`` is the testable step; ``run_forever`` loops."""
 
     def __init__(self, cfg: Config, ledger: Ledger, settings: Settings, *, schedule: Schedule | None = None,
@@ -132,6 +94,8 @@ class Scheduler:
         #: set to stop a sync under way between two apply batches (``run_forever``'s stop: SIGTERM)
         self.stop = threading.Event()
         self._looked_again: datetime | None = None  # the fire time whose skip for a held schedule lock is counted
+        self._paused_until: datetime | None = None  # a failed tick's pause (:meth:`step`)
+        self._failed_ticks = 0  # in a row
         self.next_fire = self.schedule.next_after(clock())
         self.retry_wait = parse_every(cfg.schedule.retry_wait, "retry_wait")
         # a retry planned before this process started (by a process since stopped, or another one): kept in the
@@ -195,7 +159,7 @@ class Scheduler:
             return self._run(fire, 0)
         if self.retry is not None and now >= self.retry.at:
             retry, self.retry = self.retry, None
-            return self._run(retry.fire, retry.attempt, retry.killed, retry.stops)
+            return self._run(retry.fire, retry.attempt, retry.killed, retry.stops, retry.recorded)
         return False
 
     def wake_at(self) -> datetime | None:
@@ -203,14 +167,19 @@ class Scheduler:
         times = [t for t in (self.next_fire, self.retry.at if self.retry else None) if t is not None]
         return min(times) if times else None
 
-    def _run(self, fire: datetime, attempt: int, killed: int = 0, stops: int = 0) -> bool:
+    def _run(self, fire: datetime, attempt: int, killed: int = 0, stops: int = 0, recorded: bool = True) -> bool:
         passed: list[int] = [0]  # checks the sync's applies passed: 0 when a stop came before any batch
+        began = False  # the sync itself began (before it, only the ledger is used: its failure is the scheduler's)
         try:  # a lock left by a killed process of this host is taken over (else it blocks up to its TTL)
             with destination_lock(self.ledger, "schedule", ttl_seconds=SCHEDULE_LOCK_TTL) as held:
                 if attempt or killed or stops:  # every run clears the retry cursor: one that no longer names it ran
                     pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
                     ran = pending is None or (pending.fire, pending.attempt, pending.killed, pending.stops) != (
                         fire, attempt, killed, stops)
+                    if not recorded:  # the ledger failed to record it: still ours while the ledger names no newer
+                        last = self.ledger.get_cursor(*CURSOR)  # state of its fire time than the failed run's
+                        ran = not (pending.fire == fire and pending.attempt < attempt if pending else
+                                   last is not None and datetime.fromisoformat(last) == fire)
                 else:  # another process ran this fire time (or a later one)
                     last = self.ledger.get_cursor(*CURSOR)
                     ran = last is not None and datetime.fromisoformat(last) >= fire
@@ -242,6 +211,7 @@ class Scheduler:
                 ended = "done"
                 try:
                     held.confirm()  # still ours: another process did not take it while this one was paused
+                    began = True
                     with between_batches(self._between(held, fire, passed)):
                         reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
@@ -303,13 +273,17 @@ class Scheduler:
                 if once:
                     self._count("skipped")
                 log.log(logging.INFO if once else logging.DEBUG, "scheduled sync of %s skipped: another process "
-                        "is running it%s", fire.isoformat(), self._look_again(fire, attempt, killed))
+                        "is running it%s", fire.isoformat(), self._look_again(fire, attempt, killed, recorded))
             else:
                 self._count("skipped")  # a destination (or the store) busy with another run, a webhook resync say: try again soon
                 log.info("scheduled sync of %s not run: %s%s", fire.isoformat(), exc,
                          self._plan_retry(exc, fire, attempt))
             return False
         except Exception as exc:  # logged and counted; a retry or the next fire time tries again
+            if not began:  # the ledger failed before the sync began: this fire time is kept (in this process: the
+                # ledger is what failed) and run again once the tick's pause is over (:meth:`step`)
+                self.retry = Retry(fire, attempt, self.clock(), killed, stops, recorded)
+                raise
             return self._failed(exc, fire, attempt)
         self._count("ok")
         return True
@@ -341,51 +315,48 @@ class Scheduler:
         retry = f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else ""
         return retry + (", run again: the run before it was killed half-way" if killed else "")
 
-    def _look_again(self, fire: datetime, attempt: int, killed: int) -> str:
-        """The ``schedule`` lock is held: by a live process running this sync (it ran when we look again: skipped
-        then), or by one that died unseen (a host renamed, a container restarted in a new PID namespace: its lock
-        lapses within :data:`SCHEDULE_LOCK_TTL`). Look again a third of that later (never at or past the next fire
-        time), not only at the next fire time: the run (a re-run of a killed one, a retry, the fire time) is not
-        lost to a dead holder's lock. Kept in this process only: the ledger's cursor is the running one's."""
-        at = self.clock() + timedelta(seconds=SCHEDULE_LOCK_TTL / 3)
-        if self.next_fire is not None and at >= self.next_fire:
-            return ""
-        if self.retry is None or self.retry.at > at:
-            self.retry = Retry(fire, attempt, at, killed)
-        return f"; looking again at {at.isoformat()}"
-
-    def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:
-        """Schedule the next retry of a transient failure, counted from now (the run may have taken long); the
-        log line's tail saying when (or why not). Called in the scheduler's error handler: whatever goes wrong
-        here is said in that tail, never raised (it ended the scheduler's thread, and scheduled syncs stopped
-        with serve still up). A wait past the dates Python counts (an attempt's doubling, from a retry cursor
-        another ``[schedule]`` wrote) comes after the next fire time."""
-        if not transient(exc) or attempt >= self.cfg.schedule.retries:
-            return ""
-        try:
-            asked = float(getattr(exc, "retry_after", None) or 0.0)  # the vendor's Retry-After: a day at most
-            try:
-                at: datetime | None = self.clock() + max(self.retry_wait * 2 ** attempt, timedelta(seconds=asked))
-            except OverflowError:
-                at = None
-            if at is None or (self.next_fire is not None and at >= self.next_fire):
-                return "; not retried: the next fire time comes first"
-            self.retry = Retry(fire, attempt + 1, at)
-            self.ledger.set_cursor(*RETRY_CURSOR, self.retry.dumps())
-        except Exception as planning:  # the ledger gone, say: the retry kept in this process is all there is
-            log.debug("planning the retry of %s failed", fire.isoformat(), exc_info=True)
-            return f"; its retry could not be planned ({type(planning).__name__}: {planning})"
-        return f"; retry {attempt + 1} of {self.cfg.schedule.retries} at {at.isoformat()}"
-
     def run_forever(self, stop: threading.Event) -> None:
         self.stop = stop  # a sync under way stops between two batches when it is set
         if not self.schedule.enabled:
             return
         log.info("scheduler: next full sync at %s", self.next_fire.isoformat() if self.next_fire else "never")
         while not stop.is_set():
-            wake = self.wake_at()
-            wait = (wake - self.clock()).total_seconds() if wake else 3600.0
+            wait = self.step()
             if wait > 0:
                 stop.wait(min(wait, 60.0))
-                continue
+
+    def step(self) -> float:
+        """One turn of :meth:`run_forever`: the seconds to wait before the next one, or :meth:`tick` when a fire
+        time (or a retry) is due, guarded: a tick that raised is logged (ERROR, one line), counted
+        (``scheduler_error``), shown in ``/healthz`` (:meth:`Metrics.scheduler_failed`) and tried again
+        :data:`TICK_PAUSE` later (at the next fire time when that comes first), the thread alive."""
+        now, wake = self.clock(), self.wake_at()
+        if self._paused_until is not None and now < self._paused_until:  # a failed tick's pause
+            return (self._paused_until - now).total_seconds()
+        if wake is None or wake > now:
+            return (wake - now).total_seconds() if wake else 3600.0
+        try:
             self.tick()
+        except Exception as exc:
+            self._tick_failed(exc)
+            return 0.0
+        self._paused_until, self._failed_ticks = None, 0
+        if self.metrics is not None:
+            self.metrics.scheduler_ok()
+        return 0.0
+
+    def _tick_failed(self, exc: Exception) -> None:
+        """The pause ends :data:`TICK_PAUSE` from now, or at the next fire time when it comes first."""
+        now, nxt = self.clock(), self.next_fire
+        self._paused_until = at = nxt if nxt is not None and now < nxt < now + TICK_PAUSE else now + TICK_PAUSE
+        self._count("scheduler_error")
+        lines = f"{type(exc).__name__}: {exc}".splitlines()
+        error = redact(lines[0] if lines else type(exc).__name__,
+                       self.settings.secret_values() if self.settings is not None else ())
+        self._failed_ticks += 1
+        if self.metrics is not None:
+            self.metrics.scheduler_failed(error, now.timestamp(), self._failed_ticks)
+        kept = f" (scheduled sync of {self.retry.fire.isoformat()} not begun)" if (
+            self.retry and self.retry.at <= now) else ""
+        log.error("scheduler: a tick failed (%d in a row)%s: %s; tried again at %s", self._failed_ticks, kept, error,
+                  at.isoformat())
