@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import duckdb
 
 from .amocrm_config import DOMAINS, AmoCrmConfig, AmoCrmSecrets, env_subdomain
-from .contacts import clean_contact
+from .contacts import clean_contact, gone_contact
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
 from .errors import ConfigError, FatalError, TransientError
@@ -336,7 +336,8 @@ def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
 
 def parse_webhook(headers: Mapping[str, str], body: bytes,
                   config: AmoCrmConfig | None = None) -> tuple[list[Order], list[Contact]]:
-    """Contacts from ``contacts[add|update][i][…]``; ``leads[delete][i][id]`` → cancelled tombstones
+    """Contacts from ``contacts[add|update][i][…]``; ``contacts[delete][i][id]`` → emptied contacts (a deleted
+    contact leaves the store's addresses and the destinations); ``leads[delete][i][id]`` → cancelled tombstones
     (a deleted lead leaves the history). Other lead events carry no contact link, so they map to no
     order: use :func:`webhook_refs` as a hint and pull (the lookback catches it).
 
@@ -357,7 +358,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
     contacts = []
     for action, group in _groups(form, "contacts").items():
-        if action == "delete":
+        if action == "delete":  # gone from the contact list, which a pull can no longer show: emptied now
+            contacts.extend(_deleted_contact(item) for item in as_list(group))
             continue
         for item in as_list(group):
             item = item if isinstance(item, dict) else {}
@@ -371,6 +373,19 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             for issue in issues:
                 log.warning("amocrm webhook: %s", issue)
     return orders, contacts
+
+
+def _deleted_contact(item: Any) -> Contact:
+    """``contacts[delete][i]``: the contact emptied (:func:`connectors.contacts.gone_contact`); a company
+    (``type = company``) is the customer ``company-<id>``, never the contact of the same number."""
+    from .errors import RecordError
+
+    item = item if isinstance(item, dict) else {}
+    try:
+        cid = get_field(item, "id", lambda v: str(int(v)))
+        return versioned(gone_contact(f"company-{cid}" if clean(item.get("type")) == "company" else cid), item)
+    except FieldError as exc:
+        raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[delete]", item.get("id"))) from None
 
 
 def webhook_pull_key(body: bytes) -> str | None:

@@ -47,6 +47,7 @@ from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import file_lines, ingest_files
+from .store.gone import empty_gone
 from .store.key_rules import key_rules_notice, mark_key_rules
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
         result.unchanged_orders, result.unchanged_contacts = unchanged_staged(con)
         result.orders -= result.unchanged_orders
         result.contacts -= result.unchanged_contacts
+    if cursor is None:  # the whole contact list read: the contacts it no longer shows are gone (store/gone.py)
+        empty_gone(con, result, source.name)
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)

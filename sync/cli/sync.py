@@ -37,7 +37,8 @@ def _open_ledger(cfg, settings):
 @click.command()
 @config_option
 @click.option("--source", "source_name", default=None, help="The source to pull (the [source] type).")
-@click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
+@click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again (a CRM's stored contacts its "
+              "contact list no longer shows are emptied: deleted there).")
 @reading_options
 @format_option
 def pull(config_path, source_name, full, reread, verify, fmt):
