@@ -21,7 +21,7 @@ from sync.cli import main
 from sync.store import merge_staged, open_store
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_amocrm import SUB, TOKEN, FakeAmo
-from tests.test_retailcrm import BASE, KEY
+from tests.test_retailcrm import BASE, KEY, FakeRetailCrm
 
 DEST = '''
 [[destinations]]
@@ -180,3 +180,30 @@ def test_a_full_pull_that_stops_half_way_or_lists_no_contact_empties_nobody(tmp_
         assert "amocrm listed no contact at all: the stored contacts were kept" in r.output
         assert contacts(tmp_path) == stored
 
+
+def test_a_retailcrm_merge_gives_the_losers_orders_to_the_survivor(tmp_path, monkeypatch):
+    config = shop(tmp_path, monkeypatch, "retailcrm")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeRetailCrm(rsps)
+        then = datetime.now(timezone.utc) - timedelta(days=40)
+        fake.put_contact(10, "ann.old@example.com", at=then)
+        fake.put_contact(11, "ann@example.com", at=then)
+        fake.put_order(1, 10, "1000", at=then)
+        fake.put_order(2, 11, "50", at=then + timedelta(days=20))
+        assert run("pull", "--config", config).exit_code == 0
+        # the combine: RetailCRM moves the loser's orders to the survivor (no orders-history entry) and deletes him
+        fake.orders[1]["customer"] = {"type": "customer", "id": 11}
+        fake.delete_customer(10, at=datetime.now(timezone.utc) - timedelta(minutes=1), combined_to=11)
+        r = run("pull", "--config", config)
+        assert r.exit_code == 0, r.output
+        assert ("filter[customerId]", "11") in [q for query in fake.list_queries for q in query]
+        con = duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True)
+        try:
+            assert con.execute("SELECT order_id, customer_id FROM orders ORDER BY 1").fetchall() == [
+                ("1", "11"), ("2", "11")]
+            assert con.execute("SELECT customer_id, email, attributes->>'combined_to' FROM contacts "
+                               "ORDER BY 1").fetchall() == [("10", None, "11"), ("11", "ann@example.com", None)]
+        finally:
+            con.close()
+        r = run("explain", "--config", config, "11")
+        assert "2 completed (1 050.00)" in r.output, r.output
