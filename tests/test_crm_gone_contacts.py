@@ -75,8 +75,8 @@ def amo_two(fake) -> None:
     then = datetime.now(timezone.utc) - timedelta(days=3)
     fake.put_contact(10, "ann@example.com", at=then)
     fake.put_order(1, 10, "100", at=then)
-    fake.put_contact(11, "bob@example.com", at=then)
-    fake.put_order(2, 11, "100", at=then)
+    fake.put_contact(11, "bob@example.com", at=then - timedelta(days=60))
+    fake.put_order(2, 11, "300", at=then - timedelta(days=60))  # (another day: the recency scores do not collapse)
 
 
 ANN_GONE = ("10", None, None, None, "no", "true")
@@ -207,3 +207,47 @@ def test_a_retailcrm_merge_gives_the_losers_orders_to_the_survivor(tmp_path, mon
             con.close()
         r = run("explain", "--config", config, "11")
         assert "2 completed (1 050.00)" in r.output, r.output
+
+
+def test_the_servers_resync_of_a_contacts_delete_delivery_takes_its_managed_tags_off(tmp_path, monkeypatch):
+    """The path ``rfmsync serve`` takes: the delivery's emptied contact resynced alone (its incremental pull too)."""
+    from sync.config import load_config
+    from sync.ledger import open_ledger
+    from sync.serve.resync import resync
+    from sync.settings import load_settings
+
+    config = shop(tmp_path, monkeypatch, "amocrm")
+    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_passthru("http://127.0.0.1")
+        monkeypatch.setenv("MAILCHIMP_API_KEY", mc.api_key)
+        monkeypatch.setenv("MAILCHIMP_API_URL", mc.url)
+        fake = FakeAmo(rsps)
+        amo_two(fake)
+        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+        before = esp_tags(mc)
+        body = urlencode({"contacts[delete][0][id]": "10", "contacts[delete][0][type]": "contact"}).encode()
+        orders, cards = amo_parse({}, body)
+        del fake.contacts[10]
+        cfg, settings = load_config(config), load_settings()
+        with open_ledger(cfg, settings) as ledger:
+            resync(cfg, ledger, settings, orders, cards, pull=True)
+        assert esp_tags(mc) == {**before, "ann@example.com": []}
+        assert contacts(tmp_path) == [ANN_GONE, BOB]
+
+
+def test_a_contact_deleted_after_an_edit_in_one_worker_batch_keeps_no_address_of_the_edit():
+    """The worker folds one contact's versions of a batch as the store does; a deletion keeps nothing of the edit
+    before it (an edit keeps an earlier version's fields it leaves empty)."""
+    from sync.ledger.queue import Event
+    from sync.serve.batches import _batch
+
+    now = datetime.now(timezone.utc)
+    edit = urlencode({"contacts[update][0][id]": "10", "contacts[update][0][name]": "Ann",
+                      "contacts[update][0][custom_fields][0][code]": "EMAIL",
+                      "contacts[update][0][custom_fields][0][values][0][value]": "ann@example.com"}).encode()
+    delete = urlencode({"contacts[delete][0][id]": "10", "contacts[delete][0][type]": "contact"}).encode()
+    parts = [(Event(n, "amocrm", f"k{n}", "{}", now, 1), *amo_parse({}, body), False)
+             for n, body in enumerate((edit, delete), 1)]
+    assert parts[0][2][0].email == "ann@example.com"
+    [kept] = _batch(parts).contacts
+    assert (kept.customer_id, kept.email, kept.first_name, kept.marketing_consent) == ("10", None, None, "no")

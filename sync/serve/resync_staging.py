@@ -30,7 +30,8 @@ log = logging.getLogger("sync.serve.resync")
 
 def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values; its e-mail is
-    stored normalised (:func:`normalise_staged_emails`)."""
+    stored normalised (:func:`normalise_staged_emails`). A contact the CRM deleted (emptied,
+    :func:`connectors.contacts.gone_contact`: attribute ``deleted``) keeps nothing: its address must go."""
     if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
         return
     normalise_staged_emails(con)
@@ -41,6 +42,7 @@ def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
             marketing_consent = coalesce(nullif(s.marketing_consent, 'unknown'), c.marketing_consent),
             created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
         FROM contacts AS c WHERE s.customer_id = c.customer_id
+          AND coalesce(json_extract_string(s.attributes, '$.deleted'), '') <> 'true'
     """)
 
 
