@@ -35,6 +35,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
@@ -356,36 +357,32 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), UNDATED))
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
-    contacts = []
-    for action, group in _groups(form, "contacts").items():
-        if action == "delete":  # gone from the contact list, which a pull can no longer show: emptied now
-            contacts.extend(_deleted_contact(item) for item in as_list(group))
-            continue
-        for item in as_list(group):
-            item = item if isinstance(item, dict) else {}
-            try:
-                # updated_at: when amoCRM changed the contact (Unix seconds): orders its deliveries
-                contact, issues = clean_contact(versioned(map_contact(item), item),
-                                                (config or AmoCrmConfig()).phone_region, f"{NAME}:webhook")
-            except FieldError as exc:
-                raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
-            contacts.append(contact)
-            for issue in issues:
-                log.warning("amocrm webhook: %s", issue)
+    # a deleted contact (gone from the contact list, which a pull can no longer show): emptied now
+    contacts = [_webhook_contact(action, item, config)
+                for action, group in _groups(form, "contacts").items() for item in as_list(group)]
     return orders, contacts
 
 
-def _deleted_contact(item: Any) -> Contact:
-    """``contacts[delete][i]``: the contact emptied (:func:`connectors.contacts.gone_contact`); a company
-    (``type = company``) is the customer ``company-<id>``, never the contact of the same number."""
+def _webhook_contact(action: str, item: Any, config: AmoCrmConfig | None) -> Contact:
+    """``contacts[<action>][i]``, ``updated_at`` (Unix seconds, when amoCRM changed it) its version's time: orders
+    its deliveries. ``delete``: the contact emptied (:func:`connectors.contacts.gone_contact`). A company's
+    (``type = company``) is its leads' customer ``company-<id>`` (add, update, delete), never the contact of the
+    same number."""
     from .errors import RecordError
 
     item = item if isinstance(item, dict) else {}
     try:
         cid = get_field(item, "id", lambda v: str(int(v)))
-        return versioned(gone_contact(f"company-{cid}" if clean(item.get("type")) == "company" else cid), item)
+        key = f"company-{cid}" if clean(item.get("type")) == "company" else cid
+        if action == "delete":
+            return versioned(gone_contact(key), item)
+        contact, issues = clean_contact(versioned(dataclasses.replace(map_contact(item), customer_id=key), item),
+                                        (config or AmoCrmConfig()).phone_region, f"{NAME}:webhook")
     except FieldError as exc:
-        raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[delete]", item.get("id"))) from None
+        raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
+    for issue in issues:
+        log.warning("amocrm webhook: %s", issue)
+    return contact
 
 
 def webhook_pull_key(body: bytes) -> str | None:

@@ -58,7 +58,7 @@ def gone_contact(customer_id: str, combined_to: str | None = None) -> Contact:
     come off at the next sync, as any contact's without an address), ``marketing_consent = no``, attributes
     ``deleted`` (and ``combined_to``). Its orders stay in the history under its id."""
     attrs = {"deleted": "true", **({"combined_to": combined_to} if combined_to else {})}
-    return Contact(customer_id=customer_id, marketing_consent=Consent.NO, attributes=attrs)
+    return Contact(customer_id=customer_id, marketing_consent=Consent.NO, attributes=attrs, gone=True)
 
 
 __all__ = ["PhoneRegion", "clean_contact", "gone_contact"]
