@@ -89,15 +89,18 @@ def stage_gone_contacts(con: duckdb.DuckDBPyConnection, name: str, listed: list[
     stored = con.execute(f"SELECT count(*) {mine}", [name]).fetchone()[0]
     if not con.execute("SELECT 1 FROM staged_contacts LIMIT 1").fetchall():
         return None if stored else (0, 0)
-    gone_rows = (f"{mine} AND c.customer_id NOT IN (SELECT customer_id FROM staged_contacts) "
-                 "AND c.customer_id NOT IN (SELECT unnest(?::VARCHAR[]))")
-    gone = con.execute(f"SELECT count(*) {gone_rows}", [name, listed]).fetchone()[0]
-    if not gone or not limit.allows(gone, stored):
-        return gone, stored
-    emptied = gone_contact("")
-    con.execute(f"INSERT INTO staged_contacts (customer_id, marketing_consent, attributes) "
-                f"SELECT c.customer_id, ?, ?::JSON {gone_rows}",
-                [str(emptied.marketing_consent), json.dumps(dict(emptied.attributes)), name, listed])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE gone_contacts AS SELECT c.customer_id {mine}
+        AND c.customer_id NOT IN (SELECT customer_id FROM staged_contacts)
+        AND c.customer_id NOT IN (SELECT unnest(?::VARCHAR[]))""", [name, listed])
+    try:
+        gone = con.execute("SELECT count(*) FROM gone_contacts").fetchone()[0]
+        if gone and limit.allows(gone, stored):
+            emptied = gone_contact("")
+            con.execute("INSERT INTO staged_contacts (customer_id, marketing_consent, attributes) "
+                        "SELECT customer_id, ?, ?::JSON FROM gone_contacts",
+                        [str(emptied.marketing_consent), json.dumps(dict(emptied.attributes))])
+    finally:
+        con.execute("DROP TABLE IF EXISTS gone_contacts")
     return gone, stored
 
 
