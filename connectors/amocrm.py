@@ -35,6 +35,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
@@ -43,7 +44,7 @@ from urllib.parse import urlsplit
 import duckdb
 
 from .amocrm_config import DOMAINS, AmoCrmConfig, AmoCrmSecrets, env_subdomain
-from .contacts import clean_contact
+from .contacts import clean_contact, gone_contact
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
 from .errors import ConfigError, FatalError, TransientError
@@ -336,7 +337,8 @@ def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
 
 def parse_webhook(headers: Mapping[str, str], body: bytes,
                   config: AmoCrmConfig | None = None) -> tuple[list[Order], list[Contact]]:
-    """Contacts from ``contacts[add|update][i][…]``; ``leads[delete][i][id]`` → cancelled tombstones
+    """Contacts from ``contacts[add|update][i][…]``; ``contacts[delete][i][id]`` → emptied contacts (a deleted
+    contact leaves the store's addresses and the destinations); ``leads[delete][i][id]`` → cancelled tombstones
     (a deleted lead leaves the history). Other lead events carry no contact link, so they map to no
     order: use :func:`webhook_refs` as a hint and pull (the lookback catches it).
 
@@ -355,22 +357,32 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), UNDATED))
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
-    contacts = []
-    for action, group in _groups(form, "contacts").items():
-        if action == "delete":
-            continue
-        for item in as_list(group):
-            item = item if isinstance(item, dict) else {}
-            try:
-                # updated_at: when amoCRM changed the contact (Unix seconds): orders its deliveries
-                contact, issues = clean_contact(versioned(map_contact(item), item),
-                                                (config or AmoCrmConfig()).phone_region, f"{NAME}:webhook")
-            except FieldError as exc:
-                raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
-            contacts.append(contact)
-            for issue in issues:
-                log.warning("amocrm webhook: %s", issue)
+    # a deleted contact (gone from the contact list, which a pull can no longer show): emptied now
+    contacts = [_webhook_contact(action, item, config)
+                for action, group in _groups(form, "contacts").items() for item in as_list(group)]
     return orders, contacts
+
+
+def _webhook_contact(action: str, item: Any, config: AmoCrmConfig | None) -> Contact:
+    """``contacts[<action>][i]``, ``updated_at`` (Unix seconds, when amoCRM changed it) its version's time: orders
+    its deliveries. ``delete``: the contact emptied (:func:`connectors.contacts.gone_contact`). A company's
+    (``type = company``) is its leads' customer ``company-<id>`` (add, update, delete), never the contact of the
+    same number."""
+    from .errors import RecordError
+
+    item = item if isinstance(item, dict) else {}
+    try:
+        cid = get_field(item, "id", lambda v: str(int(v)))
+        key = f"company-{cid}" if clean(item.get("type")) == "company" else cid
+        if action == "delete":
+            return versioned(gone_contact(key), item)
+        contact, issues = clean_contact(versioned(dataclasses.replace(map_contact(item), customer_id=key), item),
+                                        (config or AmoCrmConfig()).phone_region, f"{NAME}:webhook")
+    except FieldError as exc:
+        raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
+    for issue in issues:
+        log.warning("amocrm webhook: %s", issue)
+    return contact
 
 
 def webhook_pull_key(body: bytes) -> str | None:

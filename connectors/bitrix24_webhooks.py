@@ -1,5 +1,6 @@
 """Bitrix24 outgoing events (webhooks): verify (``auth[application_token]``, a fresh ``ts``) and parse. Events carry
-ids only: ``ONCRMDEALDELETE`` becomes a tombstone, every other ``ONCRM*`` event asks for an incremental pull.
+ids only: ``ONCRMDEALDELETE`` becomes a tombstone, ``ONCRMCONTACTDELETE`` an emptied contact (a pull cannot see
+either any more), every other ``ONCRM*`` event asks for an incremental pull.
 Registered by :mod:`connectors.bitrix24`."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
+from .contacts import gone_contact
 from .http import clean, parse_dt
 from .non_purchase import tombstone
 from .records import UNDATED, Contact, Order
@@ -76,13 +78,19 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
     """Bitrix24 events hold ids only, never a full deal or contact.
 
     ``ONCRMDEALDELETE`` → one cancelled tombstone (amount 0, customer unknown) so the deleted deal leaves
-    the history: a pull cannot see it any more. Every other ``ONCRM*`` event → ``([], [])`` (re-pull,
+    the history: a pull cannot see it any more; ``ONCRMCONTACTDELETE`` → the contact emptied
+    (:func:`connectors.contacts.gone_contact`). Every other ``ONCRM*`` event → ``([], [])`` (re-pull,
     see :func:`webhook_refs`). ValueError for anything else.
     """
     refs = webhook_refs(body)
     name, rid, _ = refs[0]
     if not name.upper().startswith("ONCRM"):
         raise ValueError(f"bitrix24 event: unsupported event {name!r}")
+    if name.upper() == "ONCRMCONTACTDELETE":  # gone from crm.contact.list: emptied now (no pull can say it)
+        try:
+            return [], [gone_contact(str(int(rid)))]
+        except ValueError:
+            raise ValueError(f"bitrix24 event: data[FIELDS][ID] is not a contact id: {rid[:40]!r}") from None
     if name.upper() == "ONCRMDEALDELETE":
         ts = _event(body).get("ts")
         try:

@@ -10,6 +10,9 @@ gets one e-mail and one E.164 phone whichever source spoke of them:
 
 An invalid value is dropped from the contact (the contact is kept) and reported as a
 :class:`~connectors.records.BadRow` naming the field and the value, never silently.
+
+:func:`gone_contact` is every CRM's contact deleted (or merged away) there: emptied, so it leaves the store's
+addresses and the destinations' managed state (docs/sources/common.md#deleted-contacts).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from .email_phone import normalize_email, normalize_phone
-from .records import BadRow, Contact
+from .records import BadRow, Consent, Contact
 
 
 def _region(value: str | None) -> str | None:
@@ -49,4 +52,13 @@ def clean_contact(contact: Contact, region: str | None, source: str) -> tuple[Co
     return dataclasses.replace(contact, **values), issues
 
 
-__all__ = ["PhoneRegion", "clean_contact"]
+def gone_contact(customer_id: str, combined_to: str | None = None) -> Contact:
+    """A contact deleted in the CRM (or the loser of a merge, ``combined_to`` its survivor) as an emptied contact
+    that can never be mailed: no e-mail, phone or name (no destination can match or create it, and its managed tags
+    come off at the next sync, as any contact's without an address), ``marketing_consent = no``, attributes
+    ``deleted`` (and ``combined_to``). Its orders stay in the history under its id."""
+    attrs = {"deleted": "true", **({"combined_to": combined_to} if combined_to else {})}
+    return Contact(customer_id=customer_id, marketing_consent=Consent.NO, attributes=attrs, gone=True)
+
+
+__all__ = ["PhoneRegion", "clean_contact", "gone_contact"]

@@ -86,6 +86,9 @@ class Contact:
     attributes: Mapping[str, str] = field(default_factory=dict)
     #: when the vendor last modified this version, as :attr:`Order.updated_at`
     updated_at: datetime | None = None
+    #: deleted (or merged away) in the CRM: set by the CRM parsers only (:func:`connectors.contacts.gone_contact`),
+    #: never by a generic delivery (its ``attributes`` are the sender's): the webhook merge keeps nothing stored
+    gone: bool = False
 
     def __post_init__(self) -> None:
         if self.updated_at is not None and self.updated_at.tzinfo is None:

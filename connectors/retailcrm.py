@@ -19,11 +19,10 @@
 * Incremental: the vendor's ordered history feeds ``/api/v5/{orders,customers}/history``,
   read as a keyset on ``filter[sinceId]``; each page of changed ids is re-fetched in full with
   ``filter[ids][]`` (one request per 100 ids). Deleted orders become ``cancelled``.
-* Deleted customers (history entries with ``deleted: true``, or merged away: ``combinedTo``) are
-  staged as an emptied contact: no email, phone or name, ``marketing_consent = no`` and attributes
-  ``{"deleted": "true"}`` (plus ``combined_to`` = the surviving customer, which is re-fetched). With no
-  email the contact leaves every destination on the next sync (its managed tags are removed) and can
-  never be created again; its orders stay in the history under its id.
+* Deleted customers (history entries with ``deleted: true``, or merged away: ``combinedTo``) are staged as an
+  emptied contact (:func:`connectors.contacts.gone_contact`, plus ``combined_to`` = the survivor, re-fetched with
+  his orders: ``filter[customerId]``, as the merge moved the loser's to him with no orders-history entry). With no
+  email the contact leaves every destination on the next sync and can never be created again.
 * Cursor: ``{"orders": "<history id>", "contacts": "<history id>"}``; an ISO time instead of an
   id (``filter[startDate] = time − lookback``) when no history entry existed yet. The bookmark is
   the highest history id whose ``createdAt`` is not after the run start.
@@ -60,7 +59,7 @@ from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_s
 from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .non_purchase import tombstone
 from .records import Contact, Order
-from .retailcrm_mapping import CodeSeen, deleted_customer, in_scope, map_customer, map_order, snapshot
+from .retailcrm_mapping import CodeSeen, created_at, deleted_customer, in_scope, map_customer, map_order, snapshot
 from .rekey import rekeyed
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
@@ -200,14 +199,14 @@ class RetailCrmSource:
             self._settle(obj, backfill, feed, run_start, stager)
         return str(feed.head) if feed.head is not None else (previous or run_start().isoformat())
 
-    def _backfill(self, obj: str, stager: Stager) -> _Backfill:
-        """Read every page; keep the ids of each page, in order (see :meth:`_settle`)."""
+    def _backfill(self, obj: str, stager: Stager, only: list[tuple[str, str]] | None = None) -> _Backfill:
+        """Read every page (``only``: of the list so filtered); keep each page's ids, in order (:meth:`_settle`)."""
         path, _, key, _ = _OBJECTS[obj]
         guard = PageGuard(f"RetailCRM {path}")
         page, backfill = 1, _Backfill()
         while True:
             guard.next(page)
-            data = self._get(path, [("limit", self.config.page_size), ("page", page)] + self._site())
+            data = self._get(path, (only or []) + [("limit", self.config.page_size), ("page", page)] + self._site())
             rows = page_rows(data, key, f"RetailCRM {path}: page {page}")
             total = page_count(data, "totalPageCount", f"RetailCRM {path}: page {page}")
             backfill.pages.append(self._stage(obj, rows, stager))
@@ -316,6 +315,7 @@ class RetailCrmSource:
                         feed.created.add(str(ref["id"]))
                 if survivor is not None:
                     changed[str(survivor)] = None
+                    feed.survivors.add(str(survivor))
                 last = max(last, eid)
                 try:
                     at = parse_dt(entry.get("createdAt"), tz)
@@ -332,6 +332,7 @@ class RetailCrmSource:
                 feed.last = max(feed.last or 0, last)
             feed.fetched |= self._refetch(obj, list(changed), stager)
             self._stage_gone(obj, deleted, stager)
+            self._survivors_orders(feed, stager)
             if len(entries) < 100:
                 return
             if isinstance(since, int) and last <= since:
@@ -348,6 +349,12 @@ class RetailCrmSource:
             returned.update(self._stage(obj, page_rows(data, key, f"RetailCRM {path}"), stager))
         return returned
 
+    def _survivors_orders(self, feed: _Feed, stager: Stager) -> None:
+        """Each merge's survivor's orders read again (``filter[customerId]``): the merge moved the loser's to him."""
+        survivors, feed.survivors = feed.survivors, set()
+        for cid in sorted(survivors):
+            self._backfill("orders", stager, [("filter[customerId]", cid)])
+
     def _stage(self, obj: str, rows: list[Any], stager: Stager) -> list[str]:
         """Stage a page of list rows; return their ids, in order (rows of another store included: the
         list's count includes them when the CRM ignores ``filter[sites][]``)."""
@@ -361,7 +368,7 @@ class RetailCrmSource:
         keep = (lambda c, _: stager.contact(c, self.config.phone_region)) if obj == "contacts" else None
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
         for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
-            stager.saw(_created_at(raw, self.config.timezone))
+            stager.saw(created_at(raw, self.config.timezone))
         stager.stage(orders, contacts + guest_contacts(orders, rows, self.config.phone_region))  # (a guest's phone)
         return [str(r.get("id")) for r in rows if isinstance(r, Mapping) and r.get("id") is not None]
 
@@ -385,14 +392,6 @@ class RetailCrmSource:
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", entries, one,
                                id_of=lambda entry: snapshot(entry, entity).get("id")))
-
-
-def _created_at(raw: Any, tz: str) -> datetime | None:
-    """A row's ``createdAt`` (None when it has none that reads)."""
-    try:
-        return parse_dt(raw.get("createdAt"), tz) if isinstance(raw, Mapping) and raw.get("createdAt") else None
-    except (ValueError, TypeError, OverflowError):
-        return None
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_token",

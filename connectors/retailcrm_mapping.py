@@ -17,9 +17,11 @@ API dates have no offset: they are read in the account's ``timezone``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .contacts import gone_contact
 from .email_phone import lower_like_sql
 from .guests import guest_key
 from .diagnose import order_dt
@@ -140,15 +142,11 @@ def in_scope(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> bool:
 
 
 def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | None = None) -> Contact:
-    """A deleted (or merged-away) customer as an emptied contact that can never be mailed.
-
-    No email, phone or name (so no destination can match or create it, and the managed tags come off
-    on the next sync), ``marketing_consent = no``, attributes ``deleted`` and ``combined_to``.
-    """
+    """A deleted (or merged-away) customer as an emptied contact that can never be mailed
+    (:func:`connectors.contacts.gone_contact`: attributes ``deleted`` and ``combined_to``)."""
     cid = get_field(raw, "id", lambda v: str(int(v)), "customer.id")
     survivor = clean((combined_to or {}).get("id")) if isinstance(combined_to, Mapping) else None
-    attrs = {"deleted": "true", **({"combined_to": survivor} if survivor else {})}
-    return Contact(customer_id=cid, marketing_consent=Consent.NO, attributes=attrs)
+    return gone_contact(cid, survivor)
 
 
 class CodeSeen:
@@ -204,10 +202,19 @@ def _consent(raw: Mapping[str, Any], code: str | None = None, dropped: list[Fiel
     return Consent.UNKNOWN
 
 
+def created_at(raw: Any, tz: str) -> datetime | None:
+    """A row's ``createdAt`` (None when it has none that reads)."""
+    try:
+        return parse_dt(raw.get("createdAt"), tz) if isinstance(raw, Mapping) and raw.get("createdAt") else None
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def snapshot(entry: Mapping[str, Any], entity: str) -> Mapping[str, Any]:
     """The record snapshot a history entry holds under ``entity`` (``{}`` when it holds none)."""
     snap = entry.get(entity) or {}
     return snap if isinstance(snap, Mapping) else {}
 
 
-__all__ = ["CodeSeen", "map_order", "customer_key", "map_customer", "deleted_customer", "in_scope", "snapshot"]
+__all__ = ["CodeSeen", "map_order", "customer_key", "map_customer", "deleted_customer", "in_scope", "created_at",
+           "snapshot"]

@@ -27,6 +27,7 @@ class _Feed:
     gone: set[str] = field(default_factory=set)  # ids deleted or merged away
     fetched: set[str] = field(default_factory=set)  # ids the re-fetch by id returned
     created: set[str] = field(default_factory=set)  # ids of entries flagged ``created``
+    survivors: set[str] = field(default_factory=set)  # merges' survivors whose orders are still to be read again
 
 
 @dataclass

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import duckdb
 import requests
 
-from .contacts import clean_contact
+from .contacts import clean_contact, gone_contact
 from .digits import digits
 from .email_phone import lower_like_sql
 from .guests import guest_contact, guest_contacts, guest_key
@@ -313,6 +313,15 @@ def _payload_id(payload: Mapping[str, Any], key: str, topic: str) -> str:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get(key))) from None
 
 
+def _when_triggered(contact: Contact, headers: Mapping[str, str], topic: str) -> Contact:
+    """A deleted customer's emptied contact dated ``X-Shopify-Triggered-At`` (untimed without it)."""
+    triggered = header(headers, "X-Shopify-Triggered-At")
+    try:
+        return replace(contact, updated_at=parse_dt(triggered)) if triggered else contact
+    except ValueError:
+        raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
+
+
 def parse_webhook(headers: Mapping[str, str], body: bytes,
                   config: ShopifyConfig | None = None) -> tuple[list[Order], list[Contact]]:
     """Map an ``orders/*`` or ``customers/*`` delivery (REST resource JSON) to records.
@@ -328,7 +337,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       twice. It is checked (an ``order_id`` must be present) and maps to nothing; the order's own
       ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
       the new net amount and ``financial_status``.
-    * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
+    * ``customers/delete`` (a customer deleted, or the loser of a ``customerMerge``, whose orders Shopify moved to
+      the survivor first) → the contact emptied (:func:`connectors.contacts.gone_contact`), dated
+      ``X-Shopify-Triggered-At``.
     * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``, none without that header;
       a customer: the later of it and ``email_marketing_consent.consent_updated_at``) is the version's time
       (:func:`connectors.webhooks.versioned`): Shopify retries a failed delivery for hours, after newer ones.
@@ -357,6 +368,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", None)) from None
         return [], []
+    if kind == "customers" and action == "delete":  # deleted, or a customerMerge's loser (orders moved first)
+        return [], [_when_triggered(gone_contact(_payload_id(payload, "id", topic)), headers, topic)]
     if action == "delete":
         return [], []
     try:

@@ -75,14 +75,16 @@ class PullSummary:
 
 
 def pull(cfg: Config, ledger: Ledger, settings: Settings, *, full: bool = False,
-         progress: Progress = None, reading: Reading = Reading()) -> PullSummary:
+         progress: Progress = None, reading: Reading = Reading(), allow_mass_change: bool = False) -> PullSummary:
     """Pull the source into the order store (incremental from the saved cursor unless ``full``; a file source
-    reads its new and changed files, every file with ``reading.reread``)."""
+    reads its new and changed files, every file with ``reading.reread``); ``allow_mass_change``: a whole read
+    empties every stored contact the source's list no longer shows, however many (:mod:`sync.store.gone`)."""
     from .ingest import pull_to_store
 
     con = connect_store(store_path(cfg))
     try:
-        result = pull_to_store(cfg, ledger, con, settings, full=full, progress=progress, reading=reading)
+        result = pull_to_store(cfg, ledger, con, settings, full=full, progress=progress, reading=reading,
+                               allow_mass_change=allow_mass_change)
         orders, contacts = con.execute(
             "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM contacts)").fetchall()[0]
     finally:

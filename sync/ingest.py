@@ -29,6 +29,7 @@ from .pipeline import Reading, SegmentsRun, compute_segments, configured_source,
 from .planning.planner import needs_predictions
 from .settings import Settings
 from .store import connect_store
+from .store.gone import SweepLimit
 
 #: the error of a pull interrupted (after ``interrupted by Ctrl-C (SIGINT)``, ``... SIGTERM``)
 PULL_INTERRUPTED = ": the next pull reads again what it had not merged (its cursor moves after the merge)"
@@ -36,12 +37,13 @@ PULL_INTERRUPTED = ": the next pull reads again what it had not merged (its curs
 
 def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
                   full: bool = False, progress: Progress = None, guarded: bool = False,
-                  reading: Reading = Reading()) -> PullResult:
+                  reading: Reading = Reading(), allow_mass_change: bool = False) -> PullResult:
     """Pull the source into the order store; the cursor is saved only after the store merge succeeded.
 
     ``guarded``: the data guards (``min_orders``, ``max_bad_rows_pct``) see the staged pull first; when one
     trips, the store and the cursor are left as they were and the pull run is recorded as ``refused``.
-    ``reading``: how a file source's files are read (``--reread``, ``--verify``)."""
+    ``reading``: how a file source's files are read (``--reread``, ``--verify``). A whole read empties the stored
+    contacts the source's list no longer shows, no more than the guards allow unless ``allow_mass_change``."""
     source = configured_source(cfg, settings)
     name = str(cfg.source.get("type", "file"))
     cursor = None if full else ledger.get_cursor(name, "all")
@@ -57,7 +59,9 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
     try:
         with ended_if_interrupted(ledger, run_id, {}, PULL_INTERRUPTED):  # Ctrl-C, SIGTERM: not left running
             result = pull_into(con, source, cursor, progress=progress, reading=reading,
-                               before_merge=refuse_on_data_guards if guarded else None)
+                               before_merge=refuse_on_data_guards if guarded else None,
+                               sweep_limit=SweepLimit(cfg.guards.min_mass_change, cfg.guards.max_removal_pct,
+                                                      allow_mass_change))
     except GuardRefusedError:
         raise
     except Exception as exc:
@@ -114,10 +118,12 @@ def run_stats(run: SegmentsRun) -> DataStats:
 
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
                         destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False,
-                        guarded: bool = False, reading: Reading = Reading()) -> SegmentsRun:
+                        guarded: bool = False, reading: Reading = Reading(),
+                        allow_mass_change: bool = False) -> SegmentsRun:
     con = connect_store(store_path(cfg))
     try:
-        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded, reading=reading) \
+        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded, reading=reading,
+                               allow_mass_change=allow_mass_change) \
             if pull else None
         run = compute_segments(cfg, as_of, con=con, settings=settings,
                                predict=needs_predictions(cfg, destinations))

@@ -47,6 +47,7 @@ from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import file_lines, ingest_files
+from .store.gone import SweepLimit, empty_gone, note_sources
 from .store.key_rules import key_rules_notice, mark_key_rules
 
 if TYPE_CHECKING:
@@ -100,9 +101,11 @@ class Reading:
 
 def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None = None,
               progress: Callable[[int], None] | None = None,
-              before_merge: Callable[[PullResult], None] | None = None, reading: Reading = Reading()) -> PullResult:
+              before_merge: Callable[[PullResult], None] | None = None, reading: Reading = Reading(),
+              sweep_limit: SweepLimit = SweepLimit()) -> PullResult:
     """Pull from the source and merge the staged rows into ``con``'s tables (a file source: only the files
-    new or changed since the last pull, :mod:`sync.store.files`).
+    new or changed since the last pull, :mod:`sync.store.files`). An API source's whole read (cursor None) empties
+    the contacts of it its list no longer shows, within ``sweep_limit`` (:mod:`sync.store.gone`).
 
     ``before_merge`` sees the staged pull first and may raise to leave the store untouched (the guards)."""
     from connectors.files import FileSource
@@ -127,9 +130,12 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
         result.unchanged_orders, result.unchanged_contacts = unchanged_staged(con)
         result.orders -= result.unchanged_orders
         result.contacts -= result.unchanged_contacts
+    if cursor is None:  # the whole contact list read: the contacts it no longer shows are gone (store/gone.py)
+        empty_gone(con, result, source.name, sweep_limit)
     if before_merge is not None:
         before_merge(result)
-    merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)
+    merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started,
+                 after_link=lambda linked: note_sources(linked, source.name))  # (the contacts the sweep may empty)
     if cursor is None:  # the whole source read (a first pull, --full): its keys follow this release's rules
         mark_key_rules(con)
     return result

@@ -117,7 +117,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     with STORE_LOCK:  # one DuckDB writer per process (the serve worker threads take turns with the scheduler)
         try:
             run = segments_from_store(cfg, ledger, settings, as_of=as_of, destinations=destinations,
-                                      full=full_pull, guarded=True, reading=reading)
+                                      full=full_pull, guarded=True, reading=reading,
+                                      allow_mass_change=allow_mass_change)
         except GuardRefusedError as exc:
             raise refuse(ledger, kind, names, exc.lines) from None
         except BadFileError as exc:  # an unusable export (empty, truncated, dates unreadable): exit 3, refused

@@ -142,6 +142,8 @@ class FakeRetailCrm:
             rows = [store[i] for i in ids if i in store] if ids else [
                 store[k] for k in sorted(store, reverse=self.descending)]
             rows = [r for r in rows if not sites or self.ignore_sites or r.get("site") in sites]
+            customers = [v for k, v in query if k == "filter[customerId]"]  # (orders: the customer's internal id)
+            rows = [r for r in rows if not customers or str((r.get("customer") or {}).get("id")) in customers]
             page = int(q.get("page", 1))
             chunk = rows[(page - 1) * limit: page * limit]
             if obj == "orders" and not ids and self.between_pages is not None:

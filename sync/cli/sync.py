@@ -19,7 +19,8 @@ from .output import out, print_plans, print_warnings
 mass_change_option = click.option(
     "--allow-mass-change", is_flag=True,
     help="Override the plan guards (max_removal_pct, max_change_pct, max_withdrawal_pct) and the scoring guard "
-         "(recency_scores) for this run; the data guards still hold.")
+         "(recency_scores) for this run, and with --full let the pull empty every stored contact the CRM's contact "
+         "list no longer shows however many; the data guards still hold.")
 
 
 def _ctx(config_path):
@@ -37,10 +38,14 @@ def _open_ledger(cfg, settings):
 @click.command()
 @config_option
 @click.option("--source", "source_name", default=None, help="The source to pull (the [source] type).")
-@click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
+@click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again (a CRM's stored contacts its "
+              "contact list no longer shows are emptied: deleted there).")
+@click.option("--allow-mass-change", is_flag=True,
+              help="With --full: empty every stored contact the CRM's contact list no longer shows, even more than "
+                   "the guards allow (min_mass_change, max_removal_pct of the source's stored contacts).")
 @reading_options
 @format_option
-def pull(config_path, source_name, full, reread, verify, fmt):
+def pull(config_path, source_name, full, allow_mass_change, reread, verify, fmt):
     """Pull contacts and orders into the local order store (incremental), without syncing."""
     from .. import api
 
@@ -52,7 +57,7 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     ledger = _open_ledger(cfg, settings)
     try:
         pulled = api.pull(cfg, ledger, settings, full=full,  # a bar per page on a terminal (sync.progress)
-                          reading=reading(reread, verify))
+                          reading=reading(reread, verify), allow_mass_change=allow_mass_change)
     finally:
         ledger.close()
     result = pulled.result

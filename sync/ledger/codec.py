@@ -61,9 +61,12 @@ def order_json(o: Order) -> dict[str, Any]:
 
 
 def contact_json(c: Contact) -> dict[str, Any]:
-    return _version({"customer_id": c.customer_id, "email": c.email, "phone": c.phone, "first_name": c.first_name,
-            "last_name": c.last_name, "marketing_consent": str(c.marketing_consent),
-            "created_at": _dt(c.created_at), "attributes": dict(c.attributes)}, c.updated_at)
+    doc = _version({"customer_id": c.customer_id, "email": c.email, "phone": c.phone, "first_name": c.first_name,
+                    "last_name": c.last_name, "marketing_consent": str(c.marketing_consent),
+                    "created_at": _dt(c.created_at), "attributes": dict(c.attributes)}, c.updated_at)
+    if c.gone:  # a CRM's deleted contact (only when set: the queue's earlier events read the same)
+        doc["gone"] = True
+    return doc
 
 
 def encode_records(orders: Iterable[Order] = (), contacts: Iterable[Contact] = (), *, pull: bool = False) -> str:
@@ -121,7 +124,7 @@ def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
                             first_name=c.get("first_name"), last_name=c.get("last_name"),
                             marketing_consent=Consent(c.get("marketing_consent", "unknown")),
                             created_at=_opt_dt(c.get("created_at")), attributes=dict(c.get("attributes") or {}),
-                            updated_at=_opt_dt(c.get("updated_at")))
+                            updated_at=_opt_dt(c.get("updated_at")), gone=c.get("gone") is True)
                     for c in doc.get("contacts", ())]
         return orders, contacts, bool(doc.get("pull"))
     except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Sequence
 
 import duckdb
 
@@ -28,9 +28,11 @@ from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 log = logging.getLogger("sync.serve.resync")
 
 
-def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
+def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection, gone: Sequence[str] = ()) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values; its e-mail is
-    stored normalised (:func:`normalise_staged_emails`)."""
+    stored normalised (:func:`normalise_staged_emails`). ``gone``: the contacts a CRM deleted (emptied by its
+    parser, :func:`connectors.contacts.gone_contact`, never a generic delivery's) keep nothing: their address
+    must go."""
     if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
         return
     normalise_staged_emails(con)
@@ -41,7 +43,8 @@ def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
             marketing_consent = coalesce(nullif(s.marketing_consent, 'unknown'), c.marketing_consent),
             created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
         FROM contacts AS c WHERE s.customer_id = c.customer_id
-    """)
+          AND s.customer_id NOT IN (SELECT unnest(?::VARCHAR[]))
+    """, [list(gone)])
 
 
 def normalise_staged_emails(con: duckdb.DuckDBPyConnection) -> None:

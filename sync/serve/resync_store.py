@@ -165,7 +165,8 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
                    now: Callable[[], datetime] = utcnow) -> Affected:
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
-    coalesce_webhook_contacts(con)
+    last = {c.customer_id: c for c in contacts}.values()  # (each contact's last version in the batch is staged)
+    coalesce_webhook_contacts(con, [c.customer_id for c in last if c.gone])
     # the vendor's modification times of the versions staged (the last of each record's), where the payload says
     versions: dict[tuple[str, str], datetime] = {}
     for key, record in [*((("order", o.order_id), o) for o in orders), *((("contact", c.customer_id), c)
