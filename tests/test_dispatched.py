@@ -90,13 +90,8 @@ def test_a_sync_killed_before_its_calls_went_out_leaves_them_all_in_doubt(tmp_pa
     plan = json.loads(subprocess.run([sys.executable, "-m", "sync", "plan", "--config", str(cfg), "--as-of", AS_OF,
                                       "--format", "json"], env=dict(os.environ), capture_output=True, check=True,
                                      ).stdout)["plans"][0]
-    fake.stall(120, times=10_000, method="POST", path=r"/lists/aud1$")  # the upserts' answers held
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
-                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not fake.calls["POST /lists/aud1"]:
-        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first upsert"
-        time.sleep(0.05)
+    proc = _sync_held(fake, cfg, "POST /lists/aud1", "upsert",  # the upserts' answers held
+                      120, times=10_000, method="POST", path=r"/lists/aud1$")
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -117,13 +112,8 @@ def test_a_sync_interrupted_while_its_first_creates_are_held_leaves_in_doubt_onl
     before, every noted operation was in doubt, as after kill -9)."""
     fake = mailchimp_fake
     cfg = make_shop("mailchimp", fake, tmp_path, monkeypatch, ledger_url)
-    fake.stall(120, times=10_000, method="POST", path=r"/lists/aud1$")
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
-                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not fake.calls["POST /lists/aud1"]:
-        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first upsert"
-        time.sleep(0.05)
+    proc = _sync_held(fake, cfg, "POST /lists/aud1", "upsert", 120, times=10_000, method="POST",
+                      path=r"/lists/aud1$")
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
@@ -144,13 +134,8 @@ def test_a_sync_interrupted_during_unisender_s_held_check_leaves_its_creates_in_
     every one out: the fake held them, the ledger in doubt of none)."""
     fake = unisender_fake
     cfg = make_shop("unisender", fake, tmp_path, monkeypatch, ledger_url)
-    fake.stall(60, times=1, method="importContacts")  # the first importContacts: the e-mail-only check
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
-                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not fake.calls["importContacts"]:
-        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first import"
-        time.sleep(0.05)
+    # the first importContacts: the e-mail-only check
+    proc = _sync_held(fake, cfg, "importContacts", "import", 60, times=1, method="importContacts")
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
@@ -178,13 +163,7 @@ def test_a_sync_interrupted_during_a_unisender_invitation_leaves_that_contact_in
     plan = json.loads(subprocess.run([sys.executable, "-m", "sync", "plan", "--config", str(cfg), "--as-of", AS_OF,
                                       "--format", "json"], env=dict(os.environ), capture_output=True, check=True,
                                      ).stdout)["plans"][0]
-    fake.stall(60, times=1, method="subscribe")
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
-                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not fake.calls["subscribe"]:
-        assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before its first invitation"
-        time.sleep(0.05)
+    proc = _sync_held(fake, cfg, "subscribe", "invitation", 60, times=1, method="subscribe")
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
@@ -199,3 +178,16 @@ def test_a_sync_interrupted_during_a_unisender_invitation_leaves_that_contact_in
         assert run["status"] == "interrupted"
         doubted = set(ledger.doubted_ops(run["destination"]))
     assert "upsert" in ops and doubted == {(invited, op) for op in ops}, sorted(doubted)[:4]
+
+
+def _sync_held(fake, cfg, call: str, what: str, *stall, **where) -> subprocess.Popen:
+    """`rfmsync sync` in a process of its own, once the fake holds the answer of its first ``call`` (``stall``,
+    ``where``: the fake's stall); fails if the sync ended before it."""
+    fake.stall(*stall, **where)
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not fake.calls[call]:
+        assert proc.poll() is None and time.monotonic() < deadline, f"the sync ended before its first {what}"
+        time.sleep(0.05)
+    return proc
