@@ -190,3 +190,26 @@ def test_only_a_crms_delete_empties_through_the_server_never_a_deleted_attribute
         delete = urlencode({"contacts[delete][0][id]": "10", "contacts[delete][0][type]": "contact"}).encode()
         resync_contacts(config, amo_parse({}, delete)[1])
         assert row(tmp_path, "10")[1:] == (None, None, None, "no", "true")
+
+
+def test_a_guest_orders_contact_is_no_row_of_an_empty_contact_list(tmp_path, monkeypatch):
+    """A guest order with a phone stages a guest contact (its e-mail key and that phone, guest32) from the orders
+    list: it must not count as the contact list having listed someone, else a customers list answering nothing (a
+    token that lost access to customers) emptied every stored customer (the re-read of merged main, crossing 1)."""
+    config = shop(tmp_path, monkeypatch, "retailcrm")
+    then = datetime.now(timezone.utc) - timedelta(days=10)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeRetailCrm(rsps)
+        for cid in range(10, 15):
+            fake.put_contact(cid, f"c{cid}@example.com", at=then)
+            fake.put_order(cid * 10, cid, "100", at=then)
+        fake.put_order(500, 0, "50", at=then)  # a guest's order: no customer, an e-mail and a phone
+        del fake.orders[500]["customer"]
+        fake.orders[500].update(email="guest@x.com", phone="+77019998877")
+        assert run("pull", "--config", config).exit_code == 0
+        fake.customers.clear()  # the customers list answers nothing
+        result = run("pull", "--config", config, "--full")
+    assert result.exit_code == 0, result.output
+    assert "listed no contact at all: the stored contacts were kept" in result.output
+    assert [r[1] for r in contacts(tmp_path) if r[0] in {str(c) for c in range(10, 15)}] == [
+        f"c{c}@example.com" for c in range(10, 15)]

@@ -54,7 +54,8 @@ class SweepLimit:
 
 
 def create_sources_table(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"CREATE TABLE IF NOT EXISTS {SOURCES_TABLE} (customer_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL)")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {SOURCES_TABLE} (customer_id VARCHAR PRIMARY KEY,"
+                " source VARCHAR NOT NULL)")
 
 
 def note_sources(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -87,7 +88,9 @@ def stage_gone_contacts(con: duckdb.DuckDBPyConnection, name: str, listed: list[
     create_sources_table(con)
     mine = f"FROM contacts c {_MINE} AND NOT ({_EMPTY})"
     stored = con.execute(f"SELECT count(*) {mine}", [name]).fetchone()[0]
-    if not con.execute("SELECT 1 FROM staged_contacts LIMIT 1").fetchall():
+    # the list's own rows: a guest contact (an order's e-mail key with its phone) is no row of the contact list
+    if not con.execute("SELECT 1 FROM staged_contacts WHERE regexp_full_match(customer_id, '[0-9]+') LIMIT 1"
+                       ).fetchall():
         return None if stored else (0, 0)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE gone_contacts AS SELECT c.customer_id {mine}
         AND c.customer_id NOT IN (SELECT customer_id FROM staged_contacts)
@@ -127,7 +130,8 @@ def empty_gone(con: duckdb.DuckDBPyConnection, result: PullResult, name: str,
     elif gone:
         result.contacts += gone
         result.warnings.append(f"{counted(gone, 'stored contact')} no longer in {name}'s contact list (deleted or "
-                               "merged away there): emptied, so no destination mails them (their orders stay)")
+                               "merged away there): emptied, so their managed tags and lists come off at the next "
+                               "sync (their status in the ESP is not changed; their orders stay)")
 
 
 __all__ = ["SOURCES_TABLE", "SweepLimit", "create_sources_table", "empty_gone", "listed_bad", "note_sources",
