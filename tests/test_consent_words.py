@@ -111,8 +111,11 @@ def test_the_plan_withdraws_a_word_read_now_and_names_a_value_read_as_neither(sm
     set_consent(small_shop, "oui", {c2})
     doc = plan_doc(small_shop)
     assert doc["plans"][0]["withdrawn"] == sorted([k1, k2])
-    (line,) = [w for w in doc["warnings"] if "consent" in w]
+    (line,) = [w for w in doc["warnings"] if "read neither as yes nor as no" in w]
     assert line.startswith("1 marketing consent value read neither as yes nor as no: 'oui' (")
+    # both were created subscribed by rfmsync (their consent was yes then): the withdrawal warning names them too
+    (named,) = [w for w in doc["warnings"] if "rfmsync created subscribed" in w]
+    assert named.startswith("mailchimp-demo: 2 contacts rfmsync created subscribed now have marketing consent")
     assert "clients.csv, row " in line and "each is taken as no" in line
     warm = run_cli("plan", "--config", str(small_shop), "--as-of", AS_OF.isoformat())  # the file is not read again
     assert "1 marketing consent value read neither as yes nor as no: 'oui'" in warm.stderr
