@@ -42,7 +42,7 @@ import duckdb
 from .counts import counted
 from .email_phone import email_map, phone_map
 from .errors import ConfigError
-from .guest_merge import rekey
+from .guest_merge import alive, idlike, recall, rekey
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +250,6 @@ def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
     return "_lk_people"
 
 
-def idlike(col: str) -> str:
-    """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
-    return f"(contains({col}, '@') OR starts_with({col}, '+'))"
-
-
 def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
                 learned: str | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
@@ -282,7 +277,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         return report
     values = ("SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {t} WHERE {who}"
               " AND (email IS NOT NULL OR phone IS NOT NULL)")
-    real = values.replace("{who}", f"NOT {idlike('customer_id')}")
+    real = values.replace("{who}", f"NOT {idlike('customer_id')} AND {alive()}")  # (never a deleted customer)
     guest = values.replace("{who}", idlike("customer_id"))
     # the identifiers this batch touches: its identifier-keyed ids and their contacts' values, and the
     # e-mails/phones of its real contacts
@@ -380,18 +375,3 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)
     return report
-
-
-def recall(con: duckdb.DuckDBPyConnection, learned: str | None) -> None:
-    """``_lk_recall(raw, norm, key)``: the guests of ``_lk_ids`` whose key was linked before (``learned``'s
-    ``guest``), with the value and the customer of their latest link, while his contact is in the store."""
-    if not learned:
-        con.execute("CREATE OR REPLACE TEMP TABLE _lk_recall (raw VARCHAR, norm VARCHAR, key VARCHAR)")
-        return
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_recall AS SELECT i.raw, arg_max(l.identifier, l.linked_at) AS norm,
-                        arg_max(l.customer_id, l.linked_at) AS key FROM _lk_ids i
-                    JOIN {learned} l ON l.guest = lower(trim(i.raw))
-                    WHERE l.customer_id IN (SELECT customer_id FROM contacts
-                                            UNION SELECT customer_id FROM staged_contacts
-                                            WHERE NOT {idlike('customer_id')})
-                    GROUP BY i.raw""")
