@@ -16,7 +16,7 @@ customer's:
 
 A customer deleted in the CRM (:func:`connectors.contacts.gone_contact`: his row stays, emptied, attribute
 ``deleted``) takes no guest: not while the pull that deletes him still stores his old e-mail, nor later through a
-link an earlier order made (:func:`alive`, :func:`recall`); his links are erased with him
+link an earlier order made (:func:`drop_gone`); his links are erased with him
 (:func:`sync.store.links.forget_gone_links`).
 """
 
@@ -39,27 +39,36 @@ def idlike(col: str) -> str:
     return f"(contains({col}, '@') OR starts_with({col}, '+'))"
 
 
-def alive(col: str = "customer_id") -> str:
-    """SQL over a contacts row (stored or staged): customer ``col`` may take a guest: not deleted in the CRM, and not
-    staged deleted by the batch being merged (his stored row still carries the e-mail/phone the deletion erases)."""
-    return (f"(NOT {DELETED} AND {col} NOT IN (SELECT customer_id FROM staged_contacts "
-            f"WHERE {DELETED.replace('attributes', 'staged_contacts.attributes')}))")
-
-
 def recall(con: duckdb.DuckDBPyConnection, learned: str | None) -> None:
     """``_lk_recall(raw, norm, key)``: the guests of ``_lk_ids`` whose key was linked before (``learned``'s
-    ``guest``), with the value and the customer of their latest link, while his contact is in the store and he is
-    not deleted in the CRM (:func:`alive`)."""
+    ``guest``), with the value and the customer of their latest link, while his contact is in the store (and he is
+    not deleted in the CRM: :func:`drop_gone`)."""
     if not learned:
         con.execute("CREATE OR REPLACE TEMP TABLE _lk_recall (raw VARCHAR, norm VARCHAR, key VARCHAR)")
         return
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_recall AS SELECT i.raw, arg_max(l.identifier, l.linked_at) AS norm,
                         arg_max(l.customer_id, l.linked_at) AS key FROM _lk_ids i
                     JOIN {learned} l ON l.guest = lower(trim(i.raw))
-                    WHERE l.customer_id IN (SELECT customer_id FROM contacts WHERE {alive()}
+                    WHERE l.customer_id IN (SELECT customer_id FROM contacts
                                             UNION SELECT customer_id FROM staged_contacts
-                                            WHERE NOT {idlike('customer_id')} AND {alive()})
+                                            WHERE NOT {idlike('customer_id')})
                     GROUP BY i.raw""")
+
+
+def drop_gone(con: duckdb.DuckDBPyConnection) -> None:
+    """``_lk_gone``: the customers of ``_lk_cand`` and ``_lk_recall`` deleted in the CRM (staged deleted by the batch:
+    his stored row still carries the e-mail/phone the deletion erases; or stored deleted and not staged again),
+    dropped from both: they take no guest. Only those customers' rows are looked at (a scan of every contact's
+    attributes cost 0.15 CPU s per 1 M contacts)."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_gone AS
+        WITH ids AS (SELECT customer_id AS id FROM _lk_cand UNION SELECT key FROM _lk_recall),
+             staged AS (SELECT customer_id, attributes FROM staged_contacts WHERE customer_id IN (SELECT id FROM ids)),
+             stored AS (SELECT customer_id, attributes FROM contacts WHERE customer_id IN (SELECT id FROM ids))
+        SELECT customer_id FROM staged WHERE {DELETED}
+        UNION SELECT customer_id FROM stored WHERE {DELETED} AND customer_id NOT IN (SELECT customer_id FROM staged
+                                                                                     WHERE NOT {DELETED})""")
+    con.execute("DELETE FROM _lk_cand WHERE customer_id IN (SELECT customer_id FROM _lk_gone)")
+    con.execute("DELETE FROM _lk_recall WHERE key IN (SELECT customer_id FROM _lk_gone)")
 
 
 def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
@@ -110,4 +119,4 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
     return rows
 
 
-__all__ = ["CONSENT_CARRIED", "DELETED", "alive", "fill_contact", "idlike", "recall", "rekey"]
+__all__ = ["CONSENT_CARRIED", "DELETED", "drop_gone", "fill_contact", "idlike", "recall", "rekey"]

@@ -42,7 +42,7 @@ import duckdb
 from .counts import counted
 from .email_phone import email_map, phone_map
 from .errors import ConfigError
-from .guest_merge import alive, idlike, recall, rekey
+from .guest_merge import drop_gone, idlike, recall, rekey
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         return report
     values = ("SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {t} WHERE {who}"
               " AND (email IS NOT NULL OR phone IS NOT NULL)")
-    real = values.replace("{who}", f"NOT {idlike('customer_id')} AND {alive()}")  # (never a deleted customer)
+    real = values.replace("{who}", f"NOT {idlike('customer_id')}")
     guest = values.replace("{who}", idlike("customer_id"))
     # the identifiers this batch touches: its identifier-keyed ids and their contacts' values, and the
     # e-mails/phones of its real contacts
@@ -326,6 +326,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         WITH people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
         SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.e = i.norm
         UNION SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.p = i.norm""")
+    drop_gone(con)  # a customer deleted in the CRM (stored, or by this batch) takes nobody
     # rule 4: the customers of each value (of a candidate, or a remembered link's), registered ones, guests keyed by
     # another value that carry it, and guests keyed by another value that were joined by it (their contacts gone)
     con.execute("""CREATE OR REPLACE TEMP TABLE _lk_judged AS SELECT norm FROM _lk_cand
@@ -369,7 +370,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                 customer_id = excluded.customer_id, guest = excluded.guest, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "judged",
+    for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "gone", "judged",
                  "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
