@@ -7,12 +7,19 @@ his deletion, or a later one of a person once joined to him, stays the guest's o
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import duckdb
+import pytest
 import responses
 from click.testing import CliRunner
 
+from connectors.contacts import gone_contact
+from connectors.records import Contact, Order
+from connectors.source import PullResult
+from connectors.tables import create_tables, stage_records
 from sync.cli import main
+from sync.store import merge_staged
 from tests.test_guest_registers_later import shop  # noqa: F401 (fixture)
 from tests.test_retailcrm import T0, FakeRetailCrm
 
@@ -137,3 +144,45 @@ def test_a_link_left_to_a_deleted_customer_by_an_earlier_release_joins_nobody(sh
         _guest(fake, 501, "anna@x.com")
         _pull(shop)
     assert _owner(shop, 501) == "anna@x.com"
+
+
+def _file_store():
+    con = duckdb.connect()
+    create_tables(con)
+    return con
+
+
+def _read(con, orders, contacts):
+    """A file export's full refresh (its rows replace the store's; webhook records kept; links applied)."""
+    stage_records(con, orders, contacts)
+    merge_staged(con, PullResult(full_refresh=True))
+
+
+def _hook(con, orders=(), contacts=()):
+    stage_records(con, orders, contacts)
+    merge_staged(con, PullResult(), origin="webhook")
+
+
+def _order(oid, cust, day):
+    return Order(order_id=oid, customer_id=cust, ordered_at=datetime(2025, 6, day, 12, tzinfo=UTC),
+                 amount=Decimal("10"))
+
+
+@pytest.mark.parametrize("older_release", [False, True])
+def test_a_file_guest_linked_to_a_customer_deleted_since_is_the_guests_on_the_next_read(older_release):
+    """A file export's guest order joined a webhook customer (c1, by e-mail); c1 is deleted in the CRM (its webhook):
+    reading the export again keys the order by the guest's e-mail, and no link sends it to c1 (``older_release``:
+    the link an earlier release kept after the deletion is not applied either)."""
+    guest = ([_order("g1", "anna@x.com", 1)], [Contact("anna@x.com", email="anna@x.com")])
+    con = _file_store()
+    _read(con, *guest)
+    _hook(con, [_order("w1", "c1", 2)], [Contact("c1", email="anna@x.com")])
+    assert con.execute("SELECT customer_id FROM orders WHERE order_id = 'g1'").fetchall() == [("c1",)]
+    kept = con.execute("SELECT order_id, identifier, customer_id, linked_at, guest FROM identity_links").fetchall()
+    assert kept
+    _hook(con, [], [gone_contact("c1")])
+    assert con.execute("SELECT count(*) FROM identity_links").fetchall() == [(0,)]
+    if older_release:
+        con.executemany("INSERT INTO identity_links VALUES (?, ?, ?, ?, ?)", kept)
+    _read(con, *guest)
+    assert dict(con.execute("SELECT order_id, customer_id FROM orders").fetchall()) == {"g1": "anna@x.com", "w1": "c1"}
