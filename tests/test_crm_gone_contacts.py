@@ -62,6 +62,13 @@ def shop(tmp_path, monkeypatch, source: str) -> str:
     return str(path)
 
 
+def mailchimp(mc, monkeypatch, rsps) -> None:
+    """The fake Mailchimp on 127.0.0.1 as the ESP, beside the CRM's `responses` mock."""
+    rsps.add_passthru("http://127.0.0.1")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", mc.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", mc.url)
+
+
 def esp_tags(mc) -> dict[str, list[str]]:
     lst = mc.lists["aud1"]
     tags: dict[str, set[str]] = {}
@@ -96,9 +103,7 @@ def merge_webhook(tmp_path, parsed) -> None:
 def test_an_amocrm_contact_deleted_by_webhook_leaves_the_store_and_its_managed_tags_come_off(tmp_path, monkeypatch):
     config = shop(tmp_path, monkeypatch, "amocrm")
     with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add_passthru("http://127.0.0.1")
-        monkeypatch.setenv("MAILCHIMP_API_KEY", mc.api_key)
-        monkeypatch.setenv("MAILCHIMP_API_URL", mc.url)
+        mailchimp(mc, monkeypatch, rsps)
         fake = FakeAmo(rsps)
         amo_two(fake)
         r = run("sync", "--config", config, "--allow-mass-change")
@@ -218,9 +223,7 @@ def test_the_servers_resync_of_a_contacts_delete_delivery_takes_its_managed_tags
 
     config = shop(tmp_path, monkeypatch, "amocrm")
     with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add_passthru("http://127.0.0.1")
-        monkeypatch.setenv("MAILCHIMP_API_KEY", mc.api_key)
-        monkeypatch.setenv("MAILCHIMP_API_URL", mc.url)
+        mailchimp(mc, monkeypatch, rsps)
         fake = FakeAmo(rsps)
         amo_two(fake)
         assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0

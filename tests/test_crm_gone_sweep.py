@@ -17,18 +17,12 @@ from sync.ledger.codec import decode_records, encode_records
 from sync.serve.generic import parse_generic
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_amocrm import SUB, FakeAmo
-from tests.test_crm_gone_contacts import amo_two, contacts, esp_tags, merge_webhook, run, shop
+from tests.test_crm_gone_contacts import amo_two, contacts, esp_tags, mailchimp, merge_webhook, run, shop
 from tests.test_retailcrm import FakeRetailCrm
 
 
 def row(tmp_path, cid: str) -> tuple | None:
     return next((c for c in contacts(tmp_path) if c[0] == cid), None)
-
-
-def mailchimp(mc, monkeypatch, rsps) -> None:
-    rsps.add_passthru("http://127.0.0.1")
-    monkeypatch.setenv("MAILCHIMP_API_KEY", mc.api_key)
-    monkeypatch.setenv("MAILCHIMP_API_URL", mc.url)
 
 
 def amo_22(fake) -> None:
