@@ -187,9 +187,11 @@ def test_only_a_crms_delete_empties_through_the_server_never_a_deleted_attribute
 
 
 def test_a_guest_orders_contact_is_no_row_of_an_empty_contact_list(tmp_path, monkeypatch):
-    """A guest order with a phone stages a guest contact (its e-mail key and that phone, guest32) from the orders
-    list: it must not count as the contact list having listed someone, else a customers list answering nothing (a
-    token that lost access to customers) emptied every stored customer (the re-read of merged main, crossing 1)."""
+    """A contact the pull stages from elsewhere than the contact list (a guest order's: its e-mail key and phone, as
+    guest32 staged them) must not count as the list having listed someone, else a customers list answering nothing
+    (a token that lost access to customers) empties every stored customer (the re-read of merged main, crossing 1).
+    It failed without the fix with guest32 merged; guest32 was reverted, so on this main no such contact is staged
+    and it guards the re-merge (the closing note of session 47)."""
     config = shop(tmp_path, monkeypatch, "retailcrm")
     then = datetime.now(timezone.utc) - timedelta(days=10)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
