@@ -14,7 +14,7 @@ first pull (a store of another source, or written by a release that noted nothin
 guest keyed by an e-mail or a phone, a company's ``company-<id>`` customer, a contact only a webhook stored are
 left alone. A row the list served counts as listed even when it was a bad row (its id); a bad contact row that
 names no id, or more bad rows than the pull kept, empties nobody. A full list of no contact at all empties nobody
-(a token that lost access to contacts may read an empty list). More gone than :func:`sweep_limit` allows (a list
+(a token that lost access to contacts may read an empty list). More gone than :class:`SweepLimit` allows (a list
 read with narrower rights) empties nobody either, unless forced (``--allow-mass-change``): the pull warns.
 """
 
