@@ -42,7 +42,8 @@ def write_subscribed(conn: Connection, destination: str, run_id: int | None, now
     created ``subscribed`` by rfmsync (one already recorded keeps its first time; one statement per :data:`CHUNK`
     keys, in one parameter: a JSON array for SQLite, an array for PostgreSQL), then ``forget`` deleted. The keys
     recorded."""
-    unique = list(dict.fromkeys(record))
+    # in key order (a group's keys land on neighbouring pages of the primary key's B-tree, as the state's rows do)
+    unique = sorted(set(record))
     if unique:
         sqlite = conn.dialect.name == "sqlite"
         stmt = (_INSERT_SQLITE if sqlite else _INSERT_PG).bindparams(bindparam("t", type_=UTCDateTime()))
