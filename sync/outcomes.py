@@ -178,10 +178,14 @@ class OutcomeWriter:
         # a create that found him already there (Mailchimp says so): his status is his own, neither recorded nor
         # forgotten (SendGrid and Unisender cannot tell: docs/sync.md)
         existed = {r.key for r in results.other if r.existed and r.ok and r.op == "upsert"}
-        for key, op in ok_pairs(results):
-            c = self._changes.get(key) if op == "upsert" and key not in existed else None
-            if c is not None and c.create:
-                (yes if c.status_if_new == "subscribed" else other).append(key)
+        get = self._changes.get
+        # only the upserts' keys (a first sync's tag groups are as many again), by column: no (key, op) pair each
+        upserts = [keys for op, keys in results.ok if op == "upsert"]
+        upserts.append([r.key for r in results.other if r.ok and r.op == "upsert"])
+        for keys in upserts:
+            for c in map(get, keys):
+                if c is not None and c.create and c.key not in existed:
+                    (yes if c.status_if_new == "subscribed" else other).append(c.key)
         if yes:
             self._any_subscribed = True
         if other and self._any_subscribed is None:

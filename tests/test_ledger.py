@@ -204,7 +204,8 @@ def test_a_save_naming_a_run_that_does_not_exist_is_a_clear_error_on_either_engi
 def test_a_large_group_is_saved_whole_and_leaves_the_connections_page_cache_as_it_was(tmp_path: Path) -> None:
     """save_states writes a large group (keys not in customer order) with a bigger SQLite page cache for its
     transaction only: every row is there, and the connection's cache is its default size again afterwards,
-    also when the group fails (so readers on the pooled connection stay small)."""
+    also when the group fails, and after the ``subscribed_by_us`` rows written with it (so readers on the pooled
+    connection stay small)."""
     from sync.ledger.state_rows import LARGE_GROUP
 
     with Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}") as led:
@@ -223,6 +224,11 @@ def test_a_large_group_is_saved_whole_and_leaves_the_connections_page_cache_as_i
         run = led.start_run("sync", "mailchimp")
         assert led.save_states("mailchimp", run, states) == LARGE_GROUP
         assert cache_size() == default
+        # a first sync's group records its subscribed creates in the same transaction, with the larger cache too
+        keys = sorted(s.key for s in states)
+        assert led.save_states("mailchimp", run, states, subscribed=(keys, ())) == LARGE_GROUP
+        assert cache_size() == default
+        assert led.subscribed_among("mailchimp", keys) == set(keys)
         loaded = led.load_state("mailchimp")
         assert len(loaded) == LARGE_GROUP
         assert {k: (s.customer_id, dict(s.fields)) for k, s in loaded.items()} == \

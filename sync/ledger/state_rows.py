@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from sqlalchemy.engine import Connection
 
@@ -121,14 +122,7 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     cursor = raw.cursor()  # the DBAPI cursor: no per-row processing
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per = max(1, min(VALUES_ROWS, (limit - 4) // 5))
-    # A large group's rows land all over both indexes when their keys are not in customer order (real addresses):
-    # 25 000 of them dirty more pages than SQLite's default 2 MiB cache holds, which then writes pages to the WAL
-    # mid-transaction and reads them back for the next row. 64 MiB for the group holds a 1 M-row ledger's touched
-    # pages: ~20 % less writer CPU on keys in random order; the cache shrinks back after (readers stay small).
-    cache = cursor.execute("PRAGMA cache_size").fetchone()[0] if len(rows) >= LARGE_GROUP else None
-    if cache is not None:
-        cursor.execute(f"PRAGMA cache_size = {-GROUP_CACHE_KIB}")
-    try:
+    with group_cache(cursor, len(rows)):
         for start, end in blocks(len(rows), per):
             block = rows[start:end]
             params = [destination, db_now, run_id, revision, *chain.from_iterable(block)]
@@ -139,6 +133,22 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
             # are left (their customer_id changed), the full update of those.
             if cursor.execute(same, params).rowcount < len(block):
                 cursor.execute(moved, params)
+
+
+@contextmanager
+def group_cache(cursor: Any, rows: int) -> Iterator[None]:
+    """Within it, a SQLite connection's page cache is GROUP_CACHE_KIB when a write group has at least LARGE_GROUP
+    rows (then the connection's own size again). A large group's rows land all over the table's indexes when their
+    keys are not in customer order (real addresses): 25 000 of them dirty more pages than SQLite's default 2 MiB
+    cache holds, which then writes pages to the WAL mid-transaction and reads them back for the next row. 64 MiB
+    for the group holds a 1 M-row ledger's touched pages: ~20 % less writer CPU on keys in random order; readers
+    stay small. ``subscribed_by_us``'s rows, written after the state's in the same transaction, take a third (keys
+    in order) to half (random) less CPU with it (bench/sync.py's harness at 200 k contacts)."""
+    cache = cursor.execute("PRAGMA cache_size").fetchone()[0] if rows >= LARGE_GROUP else None
+    if cache is not None:
+        cursor.execute(f"PRAGMA cache_size = {-GROUP_CACHE_KIB}")
+    try:
+        yield
     finally:
         if cache is not None:
             cursor.execute(f"PRAGMA cache_size = {int(cache)}")

@@ -11,6 +11,7 @@ Contacts created before this table existed (schema 15) are not in it. A destinat
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Iterable, Sequence
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 from .coltypes import UTCDateTime
 from .db import LedgerDB, chunks
 from .schema import subscribed_by_us
+from .state_rows import group_cache
 
 #: a ``subscribed_among`` asked for more contacts than this reads the destination's rows once instead of by key
 BY_KEY_LIMIT = 5000
@@ -42,13 +44,17 @@ def write_subscribed(conn: Connection, destination: str, run_id: int | None, now
     created ``subscribed`` by rfmsync (one already recorded keeps its first time; one statement per :data:`CHUNK`
     keys, in one parameter: a JSON array for SQLite, an array for PostgreSQL), then ``forget`` deleted. The keys
     recorded."""
-    unique = list(dict.fromkeys(record))
+    # in key order (a group's keys land on neighbouring pages of the primary key's B-tree, as the state's rows do)
+    unique = sorted(set(record))
     if unique:
         sqlite = conn.dialect.name == "sqlite"
         stmt = (_INSERT_SQLITE if sqlite else _INSERT_PG).bindparams(bindparam("t", type_=UTCDateTime()))
-        for chunk in chunks(unique, CHUNK):
-            conn.execute(stmt, {"d": destination, "t": now, "r": run_id,
-                                "keys": json.dumps(list(chunk)) if sqlite else list(chunk)})
+        # (SQLite: with the state's larger page cache, which save_rows_sqlite gave back before these rows)
+        cursor = conn.connection.driver_connection.cursor() if sqlite else None
+        with group_cache(cursor, len(unique)) if sqlite else nullcontext():
+            for chunk in chunks(unique, CHUNK):
+                conn.execute(stmt, {"d": destination, "t": now, "r": run_id,
+                                    "keys": json.dumps(list(chunk)) if sqlite else list(chunk)})
     t = subscribed_by_us
     for chunk in chunks(sorted(set(forget)), 500):
         conn.execute(delete(t).where(t.c.destination == destination, t.c.key.in_(chunk)))
