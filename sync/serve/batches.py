@@ -207,8 +207,9 @@ def _carried(record: Contact, held: Contact) -> Contact:
     """``record`` keeping what the batch's earlier version ``held`` said and it leaves out (an ``unknown`` consent,
     an empty field), as the store keeps the stored values (``coalesce_webhook_contacts``): a withdrawal, then an
     edit that says nothing of consent, in one batch, stays a withdrawal (it became the stored ``yes``). A contact the
-    CRM deleted (emptied: :func:`connectors.contacts.gone_contact`) carries nothing: its address must go."""
-    if record.gone:
+    CRM deleted (emptied: :func:`connectors.contacts.gone_contact`) carries nothing: its address must go; nor does
+    its version after that deletion (restored there): it is what it says, never the deletion's ``no``."""
+    if record.gone or held.gone:
         return record
     changes: dict[str, object] = {f: getattr(held, f) for f in _CARRIED if getattr(record, f) is None}
     if record.marketing_consent is Consent.UNKNOWN:
