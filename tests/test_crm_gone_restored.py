@@ -11,9 +11,12 @@ import json
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
+import pytest
+import requests
 import responses
 
 from connectors.amocrm import parse_webhook as amo_parse
+from connectors.contacts import gone_contact
 from connectors.bitrix24_webhooks import parse_webhook as b24_parse
 from connectors.retailcrm_webhooks import parse_webhook as retail_parse
 from tests.fakes.mailchimp import FakeMailchimp
@@ -67,10 +70,51 @@ def test_an_amocrm_contact_restored_after_its_deletion_comes_back_through_the_se
         assert row(tmp_path, "10") == ann
 
 
+@pytest.mark.parametrize("one_batch", [False, True], ids=["two-batches", "one-batch"])
+def test_an_amocrm_delete_then_restore_through_the_servers_intake_and_worker(tmp_path, monkeypatch, one_batch):
+    """``rfmsync serve`` end to end: both deliveries posted to the HTTP intake, the worker resyncing them (in two
+    batches, or in one that holds the deletion then the restore)."""
+    from sync.config import load_config
+    from sync.ledger import open_ledger
+    from sync.serve.app import create_app
+    from sync.serve.webhooks import Intake
+    from sync.serve.worker import Worker
+    from sync.settings import load_settings
+    from tests.test_webhooks_generic import live_server
+
+    config = shop(tmp_path, monkeypatch, "amocrm")
+    monkeypatch.setenv("AMOCRM_WEBHOOK_TOKEN", "amo-t")
+    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mailchimp(mc, monkeypatch, rsps)
+        fake = FakeAmo(rsps)
+        amo_two(fake)
+        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+        before = esp_tags(mc)
+        cfg, settings = load_config(config), load_settings()
+        at = int(datetime.now(timezone.utc).timestamp()) - 60
+        with open_ledger(cfg, settings) as ledger, live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            worker = Worker(cfg, ledger, settings)
+
+            def post(body: bytes) -> None:
+                reply = requests.post(f"{base}/webhooks/amocrm/amo-t", data=body, timeout=10,
+                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+                assert reply.status_code == 202 and reply.json()["queued"] == 1, reply.text
+
+            post(amo_contact("delete", "10", at))
+            if not one_batch:
+                assert worker.drain() == 1
+                assert row(tmp_path, "10") == ANN_GONE and esp_tags(mc)["ann@example.com"] == []
+            post(amo_contact("update", "10", at + 60, name="Ann", email="ann@example.com"))
+            assert worker.drain() == (2 if one_batch else 1)
+        assert row(tmp_path, "10") == ("10", "ann@example.com", None, "Ann", "unknown", None)
+        assert esp_tags(mc) == before
+
+
 def test_a_deletion_then_the_restore_in_one_worker_batch_is_the_restored_contact_never_a_consent_from_before():
     """The worker folds a contact's versions of one batch: an edit keeps what an earlier version said and it leaves
     out, but nothing is kept across a deletion: not the deletion's ``no`` and ``deleted``, nor the ``yes`` an edit
-    before the deletion said (a generic delivery's: an amoCRM contact never says one)."""
+    before the deletion said (a generic delivery's: an amoCRM contact never says one), nor, in the resync, the
+    stored row of before the deletion."""
     from connectors.records import Consent, Contact
     from sync.ledger.queue import Event
     from sync.serve.batches import _batch
@@ -83,9 +127,11 @@ def test_a_deletion_then_the_restore_in_one_worker_batch_is_the_restored_contact
              for n, records in enumerate((said_yes, amo_parse({}, amo_contact("delete", "10", t - 60)),
                                           amo_parse({}, amo_contact("update", "10", t, name="Ann",
                                                                     email="ann@example.com"))), 1)]
-    [kept] = _batch(parts).contacts
+    batch = _batch(parts)
+    [kept] = batch.contacts
     assert (kept.customer_id, kept.email, kept.first_name, kept.marketing_consent, dict(kept.attributes),
             kept.gone) == ("10", "ann@example.com", "Ann", "unknown", {}, False)
+    assert batch.restored == {"10"}  # nor is anything kept of the stored row (the resync's ``restored``)
 
 
 def test_a_shopify_update_retried_after_the_customers_delete_stays_out_of_the_batch():
@@ -122,7 +168,7 @@ def test_a_retailcrm_customer_edited_after_his_deletion_has_the_triggers_consent
         mailchimp(mc, monkeypatch, rsps)
         fake = FakeRetailCrm(rsps)
         then = datetime.now(timezone.utc) - timedelta(days=5)
-        for cid in (10, 11):
+        for cid in (10, 11, 12):
             fake.put_contact(cid, f"c{cid}@example.com", at=then, customerSubscriptions=[
                 {"subscription": {"channel": "email", "code": "news"}, "subscribed": True}])
             fake.put_order(cid - 9, cid, "100", at=then - timedelta(days=60 * (cid - 10)))
@@ -137,6 +183,11 @@ def test_a_retailcrm_customer_edited_after_his_deletion_has_the_triggers_consent
             resync_contacts(config, retail_parse({}, retail_customer(cid, subscribed))[1])
             # not the "yes" he had before his deletion, nor its "no"
             assert row(tmp_path, str(cid))[1:] == (f"c{cid}@example.com", None, "Ann", consent, None)
+        # deleted and edited again in one resync (a library caller's list: the deletion, then the version): the
+        # stored "yes" of before is not the edit's consent either
+        assert row(tmp_path, "12")[4] == "yes"
+        resync_contacts(config, [gone_contact("12")] + retail_parse({}, retail_customer(12, None))[1])
+        assert row(tmp_path, "12")[1:] == ("c12@example.com", None, "Ann", "unknown", None)
 
 
 def test_a_bitrix24_contact_restored_from_the_recycle_bin_comes_back_with_the_servers_pull(tmp_path, monkeypatch):

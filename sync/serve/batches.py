@@ -86,6 +86,9 @@ class Batch:
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
     destinations: list[str] | None = None
+    #: the contacts whose kept version follows their deletion in the batch (restored in the CRM): the resync keeps
+    #: nothing of their stored row either (:func:`sync.serve.resync.resync`'s ``restored``)
+    restored: set[str] = field(default_factory=set)
 
 
 def count_stale(batch: Batch, report: ResyncReport) -> ResyncReport:
@@ -171,6 +174,8 @@ def _batch(parts: list[_Part]) -> Batch:
             # an untimed version is as new as the held one (its time, for the batch's comparisons only)
             times[key] = record.updated_at if record.updated_at is not None or held is None else times[key]
             if isinstance(record, Contact) and isinstance(held, Contact):
+                if held.gone and not record.gone:
+                    batch.restored.add(record.customer_id)
                 record = _carried(record, held)
             # a record's age is its own event's (the one holding the version staged)
             kept.pop(key, None)  # (in the batch's order: the latest version last)
