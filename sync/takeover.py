@@ -17,6 +17,7 @@ import logging
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from .destinations.overlap import audience_of
 from .engine import destination_lock
 from .errors import LockBusyError
 from .ledger.locks import apply_lock
@@ -86,7 +87,9 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     what the ledger holds then (in the forgetting's transaction, a query each: no load of its state): another sync of the destination (another
     host, a config mapping the field again) may have written since this one applied, and what it wrote is never
     forgotten. Tags and fields another destination of its audience manages now are that one's
-    (:func:`~sync.planning.retired.managed_beside`): held, they do not keep it. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and record
+    (:func:`~sync.planning.retired.managed_beside`): held, they do not keep it. Whom it created subscribed
+    (``subscribed_by_us``: they still are, in the ESP) goes to another destination of its target (:func:`heir_of`),
+    under both locks, so that its plans name them when they withdraw; with none, the record goes with it. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and record
     nothing, not even its target (:func:`~sync.planning.retired.holds_nothing`): its revision counter no longer moves
     on run after run. A target such a run recorded before (an older rfmsync) is forgotten once."""
     held = set(ledger.state_destinations()) if done else set()
@@ -98,14 +101,28 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
         # a tag or a value left (a clear that did not go, or not yet planned; one written since: the next sync's)
         # keeps it, but in a tag or field another destination of its audience manages now: that one's
         kept = managed_beside(cfg.destinations, dest)
-        deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
-                               lambda lock, dest=dest, kept=kept: ledger.forget_destination(
+        heir = heir_of(cfg, ledger, dest)
+        deleted = _under_locks(ledger, [dest.name, *([heir] if heir else [])], "forgetting its ledger",
+                               lambda lock, dest=dest, kept=kept, heir=heir: ledger.forget_destination(
                                    dest.name, (TARGET_CURSOR, dest.name), lock=lock, unvalued=True,
-                                   undoubted=True, kept=kept))
+                                   undoubted=True, kept=kept, heir=heir))
         if deleted is not None and deleted > 0:
             log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on (but for tags "
                      "and fields another destination of its audience manages now): the ledger forgets its %d "
-                     "contacts (remove it from the config)", dest.name, retired_what(dest), deleted)
+                     "contacts (remove it from the config)%s", dest.name, retired_what(dest), deleted,
+                     f"; destination {heir!r} keeps its record of whom rfmsync created subscribed" if heir else "")
+
+
+def heir_of(cfg: "Config", ledger: "Ledger", dest: "DestinationConfig") -> str | None:
+    """The destination that takes over whom the retire-only ``dest`` created subscribed when it is forgotten
+    (:func:`end_retired`): the first configured one, not retire-only, of its audience
+    (:func:`~sync.destinations.overlap.audience_of`) pushing to the target the ledger records for ``dest``. None:
+    no such destination, or ``dest`` recorded nobody."""
+    target = known_target(ledger, dest.name)
+    if target is None or not ledger.has_subscribed(dest.name):
+        return None
+    return next((d.name for d in cfg.destinations if d.name != dest.name and not retires_only(d)
+                 and audience_of(d) == audience_of(dest) and target_of(d) == target), None)
 
 
 def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
@@ -116,4 +133,4 @@ def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyRepor
     end_retired(cfg, ledger, done)
 
 
-__all__ = ["after_applies", "end_retired", "retires_only", "successor", "take_over_removed"]
+__all__ = ["after_applies", "end_retired", "heir_of", "retires_only", "successor", "take_over_removed"]

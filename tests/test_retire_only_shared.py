@@ -108,3 +108,35 @@ def test_a_tag_another_destination_only_retires_keeps_a_retire_only_one_until_it
     cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
     _finished(cfg, ledger_url)
     assert not any("Winback soft" in mailchimp_fake.tags_of(e, "aud1") for e in members)
+
+
+def test_whom_a_retire_only_destination_created_subscribed_goes_to_the_destination_of_its_audience(
+        tmp_path, mailchimp_fake, monkeypatch, ledger_url):  # noqa: F811
+    """reread32's crossing 5: the destination that created contacts subscribed is put back retire-only beside the
+    audience's new destination ('owner', whose own upserts of them are answered "exists": no record of its own).
+    Finished and forgotten, its record of whom rfmsync created subscribed (they still are, in the ESP) goes to the
+    owner, so that the owner's plan names one who withdraws in the source. Before, it was forgotten with it."""
+    from tests.test_withdrawn_subscribed import _set_consent
+
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    with Ledger.connect(ledger_url) as ledger:
+        created = sorted(ledger.subscribed_keys("mailchimp-demo"))
+    assert created
+    text = cfg.read_text(encoding="utf-8")
+    head = text[:text.index("[destinations.segments]")]
+    cfg.write_text(head + RETIRE_TAGS + 'retire_fields = ["RFM_SEG", "RFM_CODE"]\n' + OWNER
+                   + '"Best active" = "rfm:vip"\n', encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    _finished(cfg, ledger_url)
+    with Ledger.connect(ledger_url) as ledger:
+        assert sorted(ledger.subscribed_keys("owner")) == created
+        assert not ledger.has_subscribed("mailchimp-demo")
+    gone = created[0]
+    clients = (cfg.parent / "clients.csv").read_text(encoding="utf-8").split("\n")
+    customer = next(line.split(";")[0].lstrip("\ufeff") for line in clients if f";{gone};" in line.lower())
+    _set_consent(cfg, customer, "да", "нет")  # he withdraws in the source
+    cli("pull", "--config", str(cfg))
+    owner = next(p for p in plan_json(cfg)["plans"] if p["destination"] == "owner")
+    assert owner["withdrawn_subscribed"] == [gone]
+    assert mailchimp_fake.member(gone, "aud1")["status"] == "subscribed"

@@ -114,6 +114,13 @@ def test_a_forgotten_destination_forgets_whom_it_subscribed_and_a_renamed_one_ta
         assert not ledger.has_subscribed("old")
         ledger.forget_destination("new", (TARGET_CURSOR, "new"), untagged=False)
         assert not ledger.has_subscribed("new")
+        # a retire-only destination forgotten beside another of its target (sync.takeover.heir_of): that one
+        # takes its record over, in the same transaction, keeping its own row of a contact both hold
+        ledger.record_subscribed("retired", None, ["a@x.org", "b@x.org"])
+        ledger.record_subscribed("owner", None, ["b@x.org"])
+        ledger.forget_destination("retired", (TARGET_CURSOR, "retired"), untagged=False, heir="owner")
+        assert not ledger.has_subscribed("retired")
+        assert sorted(ledger.subscribed_keys("owner")) == ["a@x.org", "b@x.org"]
     finally:
         ledger.close()
 

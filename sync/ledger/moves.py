@@ -132,13 +132,15 @@ class StateMoves:
 
     def forget_destination(self, name: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None,
                            *, untagged: bool = True, unvalued: bool = False, undoubted: bool = False,
-                           kept: Kept = Kept()) -> int:
+                           kept: Kept = Kept(), heir: str | None = None) -> int:
         """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, cached
         copy and the cursor ``cursor``: its target; its revision counter moves on: :meth:`_forget_name`), in one
         transaction; with ``untagged``, only while none of its rows holds a tag, with ``unvalued`` a value in
         a field, and with ``undoubted`` while no add of a tag is in doubt (:func:`_doubted`: a contact may hold it
-        though no row says so), but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name,
-        owner) that must still hold ``name``'s lock."""
+        though no row says so), but those ``kept`` names (else nothing, and -1). ``heir``: another destination of
+        the same ESP target (whose lock the caller holds too) that takes over its ``subscribed_by_us`` rows (whom
+        rfmsync created subscribed there: still so in the ESP) in the same transaction, as :meth:`take_over` does.
+        The rows deleted. ``lock``: (name, owner) that must still hold ``name``'s lock."""
         tagged = None if not kept.tags else (lambda tags: any(not kept.has_tag(t) for t in tags))
         with self._db.write() as conn:
             if lock is not None:
@@ -147,6 +149,8 @@ class StateMoves:
                     unvalued and _holds_value(conn, name, kept)) or (undoubted and _doubted(conn, name, kept)):
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
+            if heir is not None:
+                _move_subscribed(conn, name, heir)
             revision = self._forget_name(conn, name, cursor)
         if revision is not None:
             self._written.note(name, revision, 0)

@@ -86,6 +86,9 @@ class Batch:
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
     destinations: list[str] | None = None
+    #: the contacts whose kept version follows their deletion in the batch (restored in the CRM): the resync keeps
+    #: nothing of their stored row either (:func:`sync.serve.resync.resync`'s ``restored``)
+    restored: set[str] = field(default_factory=set)
 
 
 def count_stale(batch: Batch, report: ResyncReport) -> ResyncReport:
@@ -171,6 +174,8 @@ def _batch(parts: list[_Part]) -> Batch:
             # an untimed version is as new as the held one (its time, for the batch's comparisons only)
             times[key] = record.updated_at if record.updated_at is not None or held is None else times[key]
             if isinstance(record, Contact) and isinstance(held, Contact):
+                if held.gone and not record.gone:
+                    batch.restored.add(record.customer_id)
                 record = _carried(record, held)
             # a record's age is its own event's (the one holding the version staged)
             kept.pop(key, None)  # (in the batch's order: the latest version last)
@@ -207,8 +212,9 @@ def _carried(record: Contact, held: Contact) -> Contact:
     """``record`` keeping what the batch's earlier version ``held`` said and it leaves out (an ``unknown`` consent,
     an empty field), as the store keeps the stored values (``coalesce_webhook_contacts``): a withdrawal, then an
     edit that says nothing of consent, in one batch, stays a withdrawal (it became the stored ``yes``). A contact the
-    CRM deleted (emptied: :func:`connectors.contacts.gone_contact`) carries nothing: its address must go."""
-    if record.gone:
+    CRM deleted (emptied: :func:`connectors.contacts.gone_contact`) carries nothing: its address must go; nor does
+    its version after that deletion (restored there): it is what it says, never the deletion's ``no``."""
+    if record.gone or held.gone:
         return record
     changes: dict[str, object] = {f: getattr(held, f) for f in _CARRIED if getattr(record, f) is None}
     if record.marketing_consent is Consent.UNKNOWN:

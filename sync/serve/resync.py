@@ -38,7 +38,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 from connectors.records import Contact, Order
 
@@ -219,13 +219,16 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
            contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
            lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-           received_at: datetime | Ages | None = None, now: Callable[[], datetime] = utcnow) -> ResyncReport:
+           received_at: datetime | Ages | None = None, now: Callable[[], datetime] = utcnow,
+           restored: Collection[str] = ()) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
     :data:`sync.store.ordering.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
     default: now. ``now``: the wall clock a pull's start is read from, the age of the records it pulls (the
-    worker passes its own, the clock its events are dated by).
+    worker passes its own, the clock its events are dated by). ``restored``: the contacts whose version given
+    follows their deletion (the worker's batch folded both: :attr:`~sync.serve.batches.Batch.restored`; a list
+    holding the deletion then the version says so itself): stored as given, nothing kept of the stored row.
 
     ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
     A destination being synced by another process is waited for up to ``lock_wait_seconds``.
@@ -234,7 +237,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     as_of = as_of or today_in(cfg.timezone)
     report = ResyncReport()
     affected = store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
-                           received_at, now)
+                           received_at, now, restored)
     if affected.customer_ids and affected.collapse is not None:  # a webhook run never overrides a guard either
         raise refuse(ledger, "webhook", destinations or [d.name for d in cfg.destinations],
                      [recency_scores_line(affected.collapse, webhook=True)])

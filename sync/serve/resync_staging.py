@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
+from ..store.gone import STORED_GONE
 from ..store.lookup import normalise_emails
 from ..store.ordering import Ages, Versions
 from ..store.pulled import staged_times
@@ -32,18 +33,20 @@ def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection, gone: Sequence[str
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values; its e-mail is
     stored normalised (:func:`normalise_staged_emails`). ``gone``: the contacts a CRM deleted (emptied by its
     parser, :func:`connectors.contacts.gone_contact`, never a generic delivery's) keep nothing: their address
-    must go."""
+    must go. Nor does a contact whose stored row is such an emptied one (:data:`sync.store.gone.STORED_GONE`):
+    restored in the CRM, it is what the delivery says, its consent too (``unknown`` when it says none), never the
+    ``no`` and ``deleted`` of its deletion (docs/sources/common.md#deleted-contacts)."""
     if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
         return
     normalise_staged_emails(con)
-    con.execute("""
+    con.execute(f"""
         UPDATE staged_contacts AS s SET
             email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
             first_name = coalesce(s.first_name, c.first_name), last_name = coalesce(s.last_name, c.last_name),
             marketing_consent = coalesce(nullif(s.marketing_consent, 'unknown'), c.marketing_consent),
             created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
         FROM contacts AS c WHERE s.customer_id = c.customer_id
-          AND s.customer_id NOT IN (SELECT unnest(?::VARCHAR[]))
+          AND s.customer_id NOT IN (SELECT unnest(?::VARCHAR[])) AND NOT {STORED_GONE}
     """, [list(gone)])
 
 

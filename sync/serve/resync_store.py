@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import duckdb
 
@@ -109,7 +109,7 @@ class Affected:
 def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
                wait_seconds: float, received_at: datetime | Ages | None = None,
-               now: Callable[[], datetime] = utcnow) -> Affected:
+               now: Callable[[], datetime] = utcnow, restored: Collection[str] = ()) -> Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         report.store_opens += 1
@@ -119,7 +119,7 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
             lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
-                                      report, received_at, now)
+                                      report, received_at, now, restored)
             report.store_rows_read = counted.rows()
             affected.store_wait, affected.report = wait_seconds, report
             return affected
@@ -162,11 +162,12 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
                    report: ResyncReport, received_at: datetime | Ages | None = None,
-                   now: Callable[[], datetime] = utcnow) -> Affected:
+                   now: Callable[[], datetime] = utcnow, restored: Collection[str] = ()) -> Affected:
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
-    last = {c.customer_id: c for c in contacts}.values()  # (each contact's last version in the batch is staged)
-    coalesce_webhook_contacts(con, [c.customer_id for c in last if c.gone])
+    # (each contact's last version given is merged) a deletion among them, or before them (``restored``): nothing of
+    # the stored row is kept (its address must go; restored since, he is what the CRM says now)
+    coalesce_webhook_contacts(con, sorted({c.customer_id for c in contacts if c.gone}.union(restored)))
     # the vendor's modification times of the versions staged (the last of each record's), where the payload says
     versions: dict[tuple[str, str], datetime] = {}
     for key, record in [*((("order", o.order_id), o) for o in orders), *((("contact", c.customer_id), c)

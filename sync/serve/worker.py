@@ -117,7 +117,8 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         as_of = self._as_of() if self._as_of else None
         return count_stale(batch, resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts,
                                          pull=batch.pull, as_of=as_of, received_at=batch.ages,
-                                         now=self._now, destinations=batch.destinations))  # now: a pull's start
+                                         now=self._now, destinations=batch.destinations,  # now: a pull's start
+                                         restored=batch.restored))
 
     # -- one batch -----------------------------------------------------------------------
 

@@ -36,6 +36,9 @@ SOURCES_TABLE = "contact_sources"
 #: a stored contact that nothing is left to empty of (a webhook's or an earlier sweep's emptied contact)
 _EMPTY = ("c.email IS NULL AND c.phone IS NULL AND c.first_name IS NULL AND c.last_name IS NULL "
           "AND c.marketing_consent = 'no'")
+#: a stored contact a CRM deleted (its emptied row, :func:`connectors.contacts.gone_contact`; alias ``c``): a later
+#: version of it (the contact restored there) replaces it, keeping none of its values (``coalesce_webhook_contacts``)
+STORED_GONE = f"({_EMPTY} AND c.attributes->>'deleted' = 'true')"
 _MINE = (f"JOIN {SOURCES_TABLE} AS p ON p.customer_id = c.customer_id AND p.source = ? "
          "WHERE regexp_full_match(c.customer_id, '[0-9]+')")
 
@@ -134,5 +137,5 @@ def empty_gone(con: duckdb.DuckDBPyConnection, result: PullResult, name: str,
                                "sync (their status in the ESP is not changed; their orders stay)")
 
 
-__all__ = ["SOURCES_TABLE", "SweepLimit", "create_sources_table", "empty_gone", "listed_bad", "note_sources",
+__all__ = ["SOURCES_TABLE", "STORED_GONE", "SweepLimit", "create_sources_table", "empty_gone", "listed_bad", "note_sources",
            "stage_gone_contacts"]
