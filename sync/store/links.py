@@ -23,7 +23,8 @@ import logging
 
 import duckdb
 
-from connectors.identity import fill_contact, idlike, rekey
+from connectors.guest_merge import fill_contact, rekey
+from connectors.identity import idlike
 
 from .connection import store_tables
 from .webhooks import WEBHOOK_TABLE
@@ -37,9 +38,14 @@ _NOTED = "links noted from the orders"  # the table's comment once a store's ear
 def create_links_table(con: duckdb.DuckDBPyConnection) -> None:
     """The links table (a new store's, or one written before links were noted: its orders not looked at yet)."""
     if store_tables(con, LINKS_TABLE):
+        if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND "
+                           f"table_name = '{LINKS_TABLE}' AND column_name = 'guest'").fetchall()[0][0]:
+            # a store written before the guest key was noted: its links hold, and link nobody by their guest
+            con.execute(f"ALTER TABLE {LINKS_TABLE} ADD COLUMN guest VARCHAR")
         return
     con.execute(f"CREATE TABLE {LINKS_TABLE} (order_id VARCHAR PRIMARY KEY, identifier VARCHAR NOT NULL, "
-                "customer_id VARCHAR NOT NULL, linked_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                "customer_id VARCHAR NOT NULL, linked_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+                "guest VARCHAR)")  # (guest: the key the order had, lower-cased: connectors.identity.recall)
     if not con.execute("SELECT count(*) FROM (SELECT 1 FROM orders LIMIT 1)").fetchall()[0][0]:
         _mark_noted(con)  # a new store: no link was made before
 
@@ -94,8 +100,20 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
              c AS (SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM contacts WHERE {real})
         SELECT i.identifier, c.customer_id FROM ids i JOIN c ON c.e = i.identifier
         UNION SELECT i.identifier, c.customer_id FROM ids i JOIN c ON c.p = i.identifier""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT identifier FROM _lk_carriers
-                    GROUP BY identifier HAVING count(DISTINCT customer_id) > {int(max_group)}""")
+    # (counted as link_staged counts: the registered carriers, the guests keyed by another value that carry it and
+    # those joined by it before, so a shop's phone on many guests' orders stays refused however few customers
+    # registered with it, and whether its guests came at once or one batch at a time)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS
+        WITH ids AS (SELECT DISTINCT identifier FROM {LINKS_TABLE}),
+             g AS (SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM contacts WHERE {idlike('customer_id')}),
+             anchors AS (SELECT identifier, customer_id FROM _lk_carriers
+                         UNION SELECT i.identifier, lower(trim(g.customer_id)) FROM ids i JOIN g ON g.e = i.identifier
+                               AND lower(trim(g.customer_id)) <> i.identifier
+                         UNION SELECT i.identifier, lower(trim(g.customer_id)) FROM ids i JOIN g ON g.p = i.identifier
+                               AND g.customer_id <> i.identifier
+                         UNION SELECT identifier, guest FROM {LINKS_TABLE} WHERE guest <> identifier
+                               AND regexp_replace(guest, '[^0-9+]', '', 'g') <> identifier)
+        SELECT identifier FROM anchors GROUP BY identifier HAVING count(DISTINCT customer_id) > {int(max_group)}""")
     # the guests of a linked e-mail/phone (their key, else their contact's e-mail, else its phone): rule 2
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_map AS
         WITH guests AS (SELECT customer_id AS raw, lower(trim(email)) AS e, phone AS p FROM contacts

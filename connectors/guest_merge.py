@@ -1,0 +1,76 @@
+"""A guest joining a customer: whose values the one contact left keeps (:func:`rekey`, :func:`fill_contact`).
+
+When identity resolution (:func:`connectors.identity.link_staged`, :func:`sync.store.links.apply_links`) moves a
+guest's records (keyed by its e-mail or phone) to a registered customer, the two contacts become one, the
+customer's:
+
+* the customer's values win, whatever arrived first or last: a guest's record is no version of the customer's
+  contact (its time is the guest order's, not the contact's), so a guest staged over a stored customer fills the
+  stored contact's gaps and is not merged as a new version of it;
+* a guest's e-mail and phone never become the customer's, not even in an empty field: the customer registered his
+  own (a guest's phone may be the shop's own typed on many orders, which rule 4 refuses as a link: it must not
+  reach the customer through a fill either); his name, creation time and attributes fill the gaps;
+* a guest's marketing consent counts only when given for the customer's own e-mail (:data:`CONSENT_CARRIED`), and
+  only where the customer's is ``unknown``: a guest's "yes" never overrides the customer's explicit "no" (joining
+  never subscribes anyone), and a phone-only guest's SMS opt-in is no consent to the customer's e-mail.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+_FIELDS = ("first_name", "last_name", "created_at", "attributes")  # (never the e-mail or phone: see the module doc)
+#: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest has
+#: an e-mail, and it is the customer's. An SMS opt-in of a phone-only guest is not one.
+CONSENT_CARRIED = "(g.email IS NOT NULL AND lower(trim(g.email)) = lower(trim(t.email)))"
+
+
+def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
+                 links: str = "_lk_map", carried: str = "true") -> None:
+    """Fill the gaps of the customers' ``target`` rows (matched on ``{links}.{t_col}``) from the guests' ``source``
+    rows (``{links}.{s_col}``): the name, creation time and attributes; the consent only where ``carried`` (SQL over
+    ``t``, ``g``, ``m``) and :data:`CONSENT_CARRIED` hold and the customer's is unknown. Never the e-mail or phone."""
+    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" for f in _FIELDS)
+    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} AND {CONSENT_CARRIED} THEN
+                        coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent) ELSE t.marketing_consent
+                        END FROM {links} m, {source} AS g
+                    WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
+
+
+def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
+    """Apply ``_lk_map`` (``raw`` identifier key → ``key``, the customer id) to staged and stored rows
+    (``staged=False``: to the stored ones only); returns rows re-keyed.
+
+    A contact keyed by the identifier and the customer's own contact become one, the customer's (see the module
+    doc): the guest's fills its gaps, staged or stored, and a staged guest over a stored customer is no new version
+    of his contact (it fills the stored one and is dropped). A guest whose customer has no contact anywhere is
+    renamed: it becomes his."""
+    tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
+    rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
+               for t in tables)
+    for table in ("staged_orders", "orders") if staged else ("orders",):
+        con.execute(f"UPDATE {table} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw")
+    has = "m.key IN (SELECT customer_id FROM {t})"
+    drop = "DELETE FROM {t} WHERE customer_id IN (SELECT m.raw FROM _lk_map m WHERE {cond})"
+    rename = "UPDATE {t} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw"
+    if not staged:
+        fill_contact(con, "contacts", "key", "contacts", "raw")
+        con.execute(drop.format(t="contacts", cond=has.format(t="contacts")))
+        con.execute(rename.format(t="contacts"))
+        return rows
+    # staged identifier contacts: into the staged customer, else into the stored customer (its gaps: the guest's
+    # record is no version of his contact), else renamed
+    fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
+    con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
+    fill_contact(con, "contacts", "key", "staged_contacts", "raw")
+    con.execute(drop.format(t="staged_contacts", cond=has.format(t="contacts")))
+    con.execute(rename.format(t="staged_contacts"))
+    # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
+    fill_contact(con, "staged_contacts", "key", "contacts", "raw")
+    fill_contact(con, "contacts", "key", "contacts", "raw")
+    con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
+    con.execute(rename.format(t="contacts"))
+    return rows
+
+
+__all__ = ["CONSENT_CARRIED", "fill_contact", "rekey"]
