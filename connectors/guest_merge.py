@@ -13,6 +13,11 @@ customer's:
 * a guest's marketing consent counts only when given for the customer's own e-mail (:data:`CONSENT_CARRIED`), and
   only where the customer's is ``unknown``: a guest's "yes" never overrides the customer's explicit "no" (joining
   never subscribes anyone), and a phone-only guest's SMS opt-in is no consent to the customer's e-mail.
+
+A customer deleted in the CRM (:func:`connectors.contacts.gone_contact`: his row stays, emptied, attribute
+``deleted``) takes no guest: not while the pull that deletes him still stores his old e-mail, nor later through a
+link an earlier order made (:func:`drop_gone`); his links are erased with him
+(:func:`sync.store.links.forget_gone_links`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,47 @@ _FIELDS = ("first_name", "last_name", "created_at", "attributes")  # (never the 
 #: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest has
 #: an e-mail, and it is the customer's. An SMS opt-in of a phone-only guest is not one.
 CONSENT_CARRIED = "(g.email IS NOT NULL AND lower(trim(g.email)) = lower(trim(t.email)))"
+
+
+#: SQL over a contacts row: the customer was deleted in the CRM (:func:`connectors.contacts.gone_contact`)
+DELETED = "coalesce(json_extract_string(attributes, '$.deleted') = 'true', false)"
+
+
+def idlike(col: str) -> str:
+    """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
+    return f"(contains({col}, '@') OR starts_with({col}, '+'))"
+
+
+def recall(con: duckdb.DuckDBPyConnection, learned: str | None) -> None:
+    """``_lk_recall(raw, norm, key)``: the guests of ``_lk_ids`` whose key was linked before (``learned``'s
+    ``guest``), with the value and the customer of their latest link, while his contact is in the store (and he is
+    not deleted in the CRM: :func:`drop_gone`)."""
+    if not learned:
+        con.execute("CREATE OR REPLACE TEMP TABLE _lk_recall (raw VARCHAR, norm VARCHAR, key VARCHAR)")
+        return
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_recall AS SELECT i.raw, arg_max(l.identifier, l.linked_at) AS norm,
+                        arg_max(l.customer_id, l.linked_at) AS key FROM _lk_ids i
+                    JOIN {learned} l ON l.guest = lower(trim(i.raw))
+                    WHERE l.customer_id IN (SELECT customer_id FROM contacts
+                                            UNION SELECT customer_id FROM staged_contacts
+                                            WHERE NOT {idlike('customer_id')})
+                    GROUP BY i.raw""")
+
+
+def drop_gone(con: duckdb.DuckDBPyConnection) -> None:
+    """``_lk_gone``: the customers of ``_lk_cand`` and ``_lk_recall`` deleted in the CRM (staged deleted by the batch:
+    his stored row still carries the e-mail/phone the deletion erases; or stored deleted and not staged again),
+    dropped from both: they take no guest. Only those customers' rows are looked at (a scan of every contact's
+    attributes cost 0.15 CPU s per 1 M contacts)."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_gone AS
+        WITH ids AS (SELECT customer_id AS id FROM _lk_cand UNION SELECT key FROM _lk_recall),
+             staged AS (SELECT customer_id, attributes FROM staged_contacts WHERE customer_id IN (SELECT id FROM ids)),
+             stored AS (SELECT customer_id, attributes FROM contacts WHERE customer_id IN (SELECT id FROM ids))
+        SELECT customer_id FROM staged WHERE {DELETED}
+        UNION SELECT customer_id FROM stored WHERE {DELETED} AND customer_id NOT IN (SELECT customer_id FROM staged
+                                                                                     WHERE NOT {DELETED})""")
+    con.execute("DELETE FROM _lk_cand WHERE customer_id IN (SELECT customer_id FROM _lk_gone)")
+    con.execute("DELETE FROM _lk_recall WHERE key IN (SELECT customer_id FROM _lk_gone)")
 
 
 def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
@@ -73,4 +119,4 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
     return rows
 
 
-__all__ = ["CONSENT_CARRIED", "fill_contact", "rekey"]
+__all__ = ["CONSENT_CARRIED", "DELETED", "drop_gone", "fill_contact", "idlike", "recall", "rekey"]

@@ -42,7 +42,7 @@ import duckdb
 from .counts import counted
 from .email_phone import email_map, phone_map
 from .errors import ConfigError
-from .guest_merge import rekey
+from .guest_merge import drop_gone, idlike, recall, rekey
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +250,6 @@ def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
     return "_lk_people"
 
 
-def idlike(col: str) -> str:
-    """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
-    return f"(contains({col}, '@') OR starts_with({col}, '+'))"
-
-
 def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
                 learned: str | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
@@ -331,6 +326,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         WITH people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
         SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.e = i.norm
         UNION SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.p = i.norm""")
+    drop_gone(con)  # a customer deleted in the CRM (stored, or by this batch) takes nobody
     # rule 4: the customers of each value (of a candidate, or a remembered link's), registered ones, guests keyed by
     # another value that carry it, and guests keyed by another value that were joined by it (their contacts gone)
     con.execute("""CREATE OR REPLACE TEMP TABLE _lk_judged AS SELECT norm FROM _lk_cand
@@ -374,24 +370,9 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                 customer_id = excluded.customer_id, guest = excluded.guest, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "judged",
+    for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "gone", "judged",
                  "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)
     return report
-
-
-def recall(con: duckdb.DuckDBPyConnection, learned: str | None) -> None:
-    """``_lk_recall(raw, norm, key)``: the guests of ``_lk_ids`` whose key was linked before (``learned``'s
-    ``guest``), with the value and the customer of their latest link, while his contact is in the store."""
-    if not learned:
-        con.execute("CREATE OR REPLACE TEMP TABLE _lk_recall (raw VARCHAR, norm VARCHAR, key VARCHAR)")
-        return
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_recall AS SELECT i.raw, arg_max(l.identifier, l.linked_at) AS norm,
-                        arg_max(l.customer_id, l.linked_at) AS key FROM _lk_ids i
-                    JOIN {learned} l ON l.guest = lower(trim(i.raw))
-                    WHERE l.customer_id IN (SELECT customer_id FROM contacts
-                                            UNION SELECT customer_id FROM staged_contacts
-                                            WHERE NOT {idlike('customer_id')})
-                    GROUP BY i.raw""")

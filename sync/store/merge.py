@@ -19,7 +19,7 @@ from .deletes import (UNSTORED, create_deleted_table, forget_deleted, leave_out_
                       leave_out_unstored_tombstones, note_deleted)
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
-from .links import LINKS_TABLE, apply_links, create_links_table, hold_guests, note_stored_links
+from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_links, hold_guests, note_stored_links
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
@@ -168,6 +168,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             forget_replaced(con, noted)
             forget_deleted(con, noted)
         note_deleted(con, present)  # a final tombstone: noted, and stored cancelled
+        forget_gone_links(con, present)  # a customer deleted in the CRM: his links erased
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
