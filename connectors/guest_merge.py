@@ -10,9 +10,16 @@ customer's:
 * a guest's e-mail and phone never become the customer's, not even in an empty field: the customer registered his
   own (a guest's phone may be the shop's own typed on many orders, which rule 4 refuses as a link: it must not
   reach the customer through a fill either); his name, creation time and attributes fill the gaps;
-* a guest's marketing consent counts only when given for the customer's own e-mail (:data:`CONSENT_CARRIED`), and
-  only where the customer's is ``unknown``: a guest's "yes" never overrides the customer's explicit "no" (joining
-  never subscribes anyone), and a phone-only guest's SMS opt-in is no consent to the customer's e-mail.
+* a guest's marketing consent counts only when given for the customer's own e-mail (:data:`CONSENT_CARRIED`): its
+  "yes" only where the customer's is ``unknown`` (a guest's "yes" never overrides his explicit "no": joining never
+  subscribes anyone), its "no" always (:data:`WITHDRAWS`: a webhook's or an export's contact record keyed by his
+  e-mail is the same shape as a guest order's contact, and a withdrawal made there must reach him), but for a stored
+  guest's "no" over a customer staged now (his newer record's explicit "yes" stands). A phone-only guest's SMS
+  opt-in or opt-out is no word on the customer's e-mail.
+
+A staged guest that withdraws a stored customer's consent is no version of his contact, but the batch did change
+him: :func:`rekey` leaves it in ``_lk_withdrawn`` (``raw``, ``key``) for the merge, which notes its age under his id
+and pushes him at once (:func:`sync.store.ordering.note_withdrawn`).
 
 A customer deleted in the CRM (:func:`connectors.contacts.gone_contact`: his row stays, emptied, attribute
 ``deleted``) takes no guest: not while the pull that deletes him still stores his old e-mail, nor later through a
@@ -28,6 +35,9 @@ _FIELDS = ("first_name", "last_name", "created_at", "attributes")  # (never the 
 #: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest has
 #: an e-mail, and it is the customer's. An SMS opt-in of a phone-only guest is not one.
 CONSENT_CARRIED = "(g.email IS NOT NULL AND lower(trim(g.email)) = lower(trim(t.email)))"
+#: the guest's word that counts, carried: its "no" (a withdrawal), else its "yes" where the customer's is unknown
+WITHDRAWS = ("CASE WHEN g.marketing_consent = 'no' THEN 'no' ELSE coalesce(nullif(t.marketing_consent, 'unknown'), "
+             "g.marketing_consent) END")
 
 
 #: SQL over a contacts row: the customer was deleted in the CRM (:func:`connectors.contacts.gone_contact`)
@@ -72,14 +82,16 @@ def drop_gone(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
-                 links: str = "_lk_map", carried: str = "true") -> None:
+                 links: str = "_lk_map", carried: str = "true", withdraws: bool = True) -> None:
     """Fill the gaps of the customers' ``target`` rows (matched on ``{links}.{t_col}``) from the guests' ``source``
     rows (``{links}.{s_col}``): the name, creation time and attributes; the consent only where ``carried`` (SQL over
-    ``t``, ``g``, ``m``) and :data:`CONSENT_CARRIED` hold and the customer's is unknown. Never the e-mail or phone."""
+    ``t``, ``g``, ``m``) and :data:`CONSENT_CARRIED` hold: a "no" lands (:data:`WITHDRAWS`; ``withdraws=False``: a
+    stored guest over a customer staged now, whose explicit value stands), a "yes" fills an unknown. Never the
+    e-mail or phone."""
     fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" for f in _FIELDS)
+    word = WITHDRAWS if withdraws else "coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent)"
     con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} AND {CONSENT_CARRIED} THEN
-                        coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent) ELSE t.marketing_consent
-                        END FROM {links} m, {source} AS g
+                        {word} ELSE t.marketing_consent END FROM {links} m, {source} AS g
                     WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
 
 
@@ -108,15 +120,19 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
     # record is no version of his contact), else renamed
     fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_withdrawn AS SELECT m.raw, m.key FROM _lk_map m
+                    JOIN staged_contacts g ON g.customer_id = m.raw JOIN contacts t ON t.customer_id = m.key
+                    WHERE g.marketing_consent = 'no' AND {CONSENT_CARRIED}""")  # (its age and push: the merge's)
     fill_contact(con, "contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="contacts")))
     con.execute(rename.format(t="staged_contacts"))
-    # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
-    fill_contact(con, "staged_contacts", "key", "contacts", "raw")
+    # stored identifier contacts: into the staged customer (his newer explicit consent stands), else into the
+    # stored customer, else renamed
+    fill_contact(con, "staged_contacts", "key", "contacts", "raw", withdraws=False)
     fill_contact(con, "contacts", "key", "contacts", "raw")
     con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
     con.execute(rename.format(t="contacts"))
     return rows
 
 
-__all__ = ["CONSENT_CARRIED", "DELETED", "drop_gone", "fill_contact", "idlike", "recall", "rekey"]
+__all__ = ["CONSENT_CARRIED", "DELETED", "WITHDRAWS", "drop_gone", "fill_contact", "idlike", "recall", "rekey"]

@@ -23,7 +23,7 @@ from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_lin
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .ordering import Ages, Versions, ages_of, drop_older_versions
+from .ordering import Ages, Versions, ages_of, drop_older_versions, note_withdrawn
 from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
@@ -179,6 +179,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        note_withdrawn(con, origin, received_at, links, versions or {})  # a guest's "no" folded into his contact
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
             _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
                            links=links, pulled_at=pulled_at, versions=versions or {})
