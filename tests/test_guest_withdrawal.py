@@ -10,7 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from connectors.identity import link_staged
 from connectors.records import Consent, Contact
+from connectors.tables import stage_records
 from sync.config import load_config
 from sync.ledger import open_ledger
 from sync.pipeline import store_path
@@ -119,6 +121,18 @@ def test_a_webhook_withdrawal_keyed_by_his_e_mail_is_noted_under_him_and_pushed_
     assert con.execute("SELECT kind, id, received_at, updated_at FROM webhook_records").fetchall() == [
         ("contact", "c9", own, None)]
     assert _contacts(con) == [("c9", ANNA, None, None, None, "no")]
+
+
+def test_a_withdrawal_folded_by_a_link_made_outside_a_merge_is_not_noted_by_the_next_merge():
+    """link_staged called alone (a tool, a bench) folds a withdrawal into c9; the next webhook merge (another
+    customer's record, nothing linked) notes no age under c9: only a merge's own batch is noted."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [_customer(Consent.YES)], origin="pull")
+    stage_records(con, [], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)])
+    assert link_staged(con).merged_customers == 1
+    con.execute("DROP TABLE IF EXISTS staged_contacts")
+    _merge(con, [], [Contact("c8", email="bob@x.com")])
+    assert con.execute("SELECT kind, id FROM webhook_records").fetchall() == [("contact", "c8")]
 
 
 def test_a_withdrawal_keyed_by_his_e_mail_survives_a_new_daily_contacts_file(tmp_path):
