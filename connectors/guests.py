@@ -17,11 +17,12 @@ not validated (``anna@`` was a customer); one rule now, in one place:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from .email_phone import normalize_email, normalize_phone
 from .http import FieldError, clean
 from .non_purchase import NoCustomer
+from .records import Contact, Order
 
 
 def guest_key(email: Any, phone: Any, region: str | None, dropped: list[FieldError]) -> str:
@@ -48,4 +49,24 @@ def guest_key(email: Any, phone: Any, region: str | None, dropped: list[FieldErr
     return key
 
 
-__all__ = ["guest_key"]
+def guest_contact(order: Order | None, raw: Any, region: str | None) -> Contact | None:
+    """The contact of a guest order keyed by its e-mail that gave a phone the rules take too: the guest's phone, kept
+    so that the customer who registers later with that phone is found (:func:`connectors.identity.link_staged`: the
+    guest bought first). No e-mail (the key says it) and no consent: a guest is sent to no destination, as before, and
+    its phone never becomes a customer's (:mod:`connectors.guest_merge`). None for any other order."""
+    if order is None or "@" not in order.customer_id or not isinstance(raw, Mapping):
+        return None
+    email, phone = clean(raw.get("email")), clean(raw.get("phone"))
+    if not email or not phone or normalize_email(email) != order.customer_id:
+        return None
+    phone = normalize_phone(phone, region)
+    return Contact(order.customer_id, phone=phone) if phone else None
+
+
+def guest_contacts(orders: list[Order], rows: list[Any], region: str | None) -> list[Contact]:
+    """:func:`guest_contact` of each order of a page (``rows``: the vendor's rows it was mapped from, by ``id``)."""
+    raws = {str(r.get("id")): r for r in rows if isinstance(r, Mapping)}
+    return [c for o in orders if (c := guest_contact(o, raws.get(o.order_id), region)) is not None]
+
+
+__all__ = ["guest_contact", "guest_contacts", "guest_key"]

@@ -42,6 +42,7 @@ import duckdb
 from .counts import counted
 from .email_phone import email_map, phone_map
 from .errors import ConfigError
+from .guest_merge import drop_gone, idlike, recall, rekey
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +227,16 @@ EMAIL_LOOKUPS = 2_000
 
 
 def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
-    """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up, read through
+    """The stored contacts :func:`link_staged` may link to: those of the e-mails it looks up (``_lk_values``, and the
+    values ``_lk_recall``'s guests were linked by: rule 4 counts their carriers), read through
     :data:`EMAIL_INDEX` into ``_lk_people`` (their rows alone), with those of the phones (a filter on the phone
     column, answered by the store's phone index when a batch with a phone-keyed record built it:
     :data:`sync.store.lookup.PHONE_INDEX`); else (no index, many values) the whole ``contacts`` table, scanned."""
-    def values(table: str) -> list[str]:
-        return [r[0] for r in con.execute(f"SELECT DISTINCT norm FROM {table} WHERE norm IS NOT NULL").fetchall()]
+    def values(email: bool) -> list[str]:
+        return [r[0] for r in con.execute("SELECT norm FROM (SELECT norm FROM _lk_values UNION SELECT norm FROM "
+                                          "_lk_recall) WHERE contains(norm, '@') = ?", [email]).fetchall()]
 
-    emails, phones = values("_lk_emails"), values("_lk_phones")
+    emails, phones = values(True), values(False)
     if len(emails) + len(phones) > EMAIL_LOOKUPS or not con.execute(
             "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() AND table_name = "
             "'contacts' AND index_name = ?", [EMAIL_INDEX]).fetchall()[0][0]:
@@ -247,136 +250,130 @@ def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
     return "_lk_people"
 
 
-def idlike(col: str) -> str:
-    """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
-    return f"(contains({col}, '@') OR starts_with({col}, '+'))"
-
-
-_FIELDS = ("email", "phone", "first_name", "last_name", "created_at", "attributes")
-#: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest has
-#: an e-mail, and it is the customer's (or becomes his: he had none). An SMS opt-in of a phone-only guest is not one.
-CONSENT_CARRIED = "(g.email IS NOT NULL AND (t.email IS NULL OR lower(trim(g.email)) = lower(trim(t.email))))"
-
-
 def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
                 learned: str | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
 
-    A record keyed by an e-mail or phone (no customer id of its own) joins the customer whose contact has that
-    normalised e-mail/phone, in the batch or in the store; and when a staged contact with a real id carries an
-    e-mail/phone, store rows keyed by it join that customer. Only the identifiers the batch touches are looked
-    up, so a merge stays cheap. A value shared by more than ``max_group`` customers links nobody (reported).
+    A record keyed by an e-mail or phone (no customer id of its own: a guest) joins the customer whose contact has
+    that normalised e-mail/phone, in the batch or in the store, else the customer whose contact has the guest's
+    other e-mail or phone (its contact's: a guest keyed by its e-mail who typed a phone too); and when a staged
+    contact with a real id carries an e-mail/phone, store rows of guests keyed by it, or whose contact carries it,
+    join that customer (the guest bought first and registered later). Only the identifiers the batch touches are
+    looked up, so a merge stays cheap. A value carried by more than ``max_group`` customers (registered ones, guests
+    keyed by another value: the shop's phone typed on many guests' orders, and those ``learned`` says it joined
+    before, their contacts gone) links nobody (reported).
     Calling it again on the same batch changes nothing.
 
-    ``learned``: the store's table of links (``order_id`` → ``customer_id``, with the ``identifier`` it went by):
-    every order re-keyed here is noted in it. It is not read: a record keyed by an e-mail/phone joins whoever
-    carries it now (rule 2), never the customer an earlier order of that e-mail/phone joined."""
+    ``learned``: the store's table of links (``order_id`` → ``customer_id``, with the ``identifier`` it went by and
+    the ``guest`` key it had): every order re-keyed here is noted in it. A guest key nobody carries now that was
+    linked before (by the phone its earlier order gave, say) joins that customer again while his contact is in the
+    store and rule 4 allows that value (:func:`connectors.guest_merge` keeps a guest's e-mail and phone off the
+    customer's contact, so the next order of that e-mail alone would otherwise split him again); a key someone
+    carries joins whoever carries it now (rule 2), never the customer an earlier order of that e-mail/phone joined."""
     report = IdentityReport()
+    con.execute("DROP TABLE IF EXISTS _lk_withdrawn")  # (an earlier call's, never noted: only this batch's are)
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
                                          "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
     if not {"staged_orders", "staged_contacts", "orders", "contacts"} <= present:
         return report
-    real = (f"SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {{t}} WHERE NOT {idlike('customer_id')}"
-            " AND (email IS NOT NULL OR phone IS NOT NULL)")
-    # the identifiers this batch touches: its identifier-keyed ids, and the e-mails/phones of its real contacts
+    values = ("SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {t} WHERE {who}"
+              " AND (email IS NOT NULL OR phone IS NOT NULL)")
+    real = values.replace("{who}", f"NOT {idlike('customer_id')}")
+    guest = values.replace("{who}", idlike("customer_id"))
+    # the identifiers this batch touches: its identifier-keyed ids and their contacts' values, and the
+    # e-mails/phones of its real contacts
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_touch AS
         SELECT lower(trim(customer_id)) AS raw FROM staged_orders WHERE {idlike('customer_id')}
         UNION SELECT lower(trim(customer_id)) FROM staged_contacts WHERE {idlike('customer_id')}
         UNION SELECT regexp_replace(customer_id, '[^0-9+]', '', 'g') FROM staged_orders
               WHERE starts_with(customer_id, '+')
-        UNION SELECT e FROM ({real.format(t='staged_contacts')}) WHERE e IS NOT NULL
-        UNION SELECT p FROM ({real.format(t='staged_contacts')}) WHERE p IS NOT NULL
+        UNION SELECT e FROM ({values.format(t='staged_contacts', who='true')}) WHERE e IS NOT NULL
+        UNION SELECT p FROM ({values.format(t='staged_contacts', who='true')}) WHERE p IS NOT NULL
         UNION SELECT regexp_replace(p, '[^0-9+]', '', 'g') FROM ({real.format(t='staged_contacts')})
               WHERE contains(p, ';ext=')""")  # +998712000000;ext=101 → a stored id typed '… доб. 101'
     if not con.execute("SELECT count(*) FROM _lk_touch").fetchall()[0][0]:
         return report
-    # identifier-keyed customers: the batch's, and the store's that carry a touched value (a cheap pre-filter)
+    # identifier-keyed customers: the batch's, and the store's keyed by a touched value or whose contact carries one
+    # (the digits of a phone key only: a regexp over every e-mail key cost 0.3 CPU s per 200 k guests, BENCHMARKS.md)
+    touches = ("lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch) OR CASE WHEN starts_with(customer_id, '+') "
+               "THEN regexp_replace(customer_id, '[^0-9+]', '', 'g') END IN (SELECT raw FROM _lk_touch)")
+    # the store's guest contacts keyed by a touched value or carrying one, with their values (one scan)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_guests AS SELECT * FROM (SELECT customer_id, lower(trim(email))
+        AS e, phone AS p FROM contacts WHERE {idlike('customer_id')}) WHERE {touches} OR e IN (SELECT raw FROM _lk_touch) OR p IN (SELECT raw FROM _lk_touch)""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_ids AS
         SELECT customer_id AS raw FROM staged_orders WHERE {idlike('customer_id')}
         UNION SELECT customer_id FROM staged_contacts WHERE {idlike('customer_id')}
-        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {idlike('customer_id')}
-                                       UNION SELECT customer_id FROM contacts WHERE {idlike('customer_id')})
-              WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
-                 OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
+        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {idlike('customer_id')})
+              WHERE {touches}
+        UNION SELECT customer_id FROM _lk_guests""")
+    if not con.execute("SELECT count(*) FROM _lk_ids").fetchall()[0][0]:  # no guest to link: nothing more to read
+        for name in ("touch", "ids", "guests"):
+            con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
+        return report
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
     phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    # each guest's values: its key (how 0), its contact's e-mail (1) and phone (2), staged or stored
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_values AS
+        WITH g AS ({guest.format(t='staged_contacts')} UNION SELECT * FROM _lk_guests)
+        SELECT raw, norm, 0 AS how FROM _lk_emails WHERE norm IS NOT NULL
+        UNION SELECT raw, norm, 0 FROM _lk_phones WHERE norm IS NOT NULL
+        UNION SELECT g.customer_id, g.e, 1 FROM g JOIN _lk_ids i ON i.raw = g.customer_id WHERE g.e IS NOT NULL
+        UNION SELECT g.customer_id, g.p, 2 FROM g JOIN _lk_ids i ON i.raw = g.customer_id WHERE g.p IS NOT NULL""")
+    con.execute("""DELETE FROM _lk_values v WHERE how > 0 AND EXISTS (SELECT 1 FROM _lk_values k
+                   WHERE k.raw = v.raw AND k.how = 0 AND k.norm = v.norm)""")  # (its key again)
+    recall(con, learned)  # the links of these guests made before (``_lk_recall``)
     stored = _stored_people(con)  # the store's contacts of those values (or all of them)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
-        WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
-                     SELECT * FROM _lk_phones WHERE norm IS NOT NULL),
-             people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
-        SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.e = i.norm
-        UNION SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.p = i.norm""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
-                    FROM _lk_cand GROUP BY norm HAVING count(DISTINCT customer_id) > {int(max_group)}""")
+        WITH people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')})
+        SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.e = i.norm
+        UNION SELECT i.raw, i.norm, i.how, c.customer_id FROM _lk_values i JOIN people c ON c.p = i.norm""")
+    drop_gone(con)  # a customer deleted in the CRM (stored, or by this batch) takes nobody
+    # rule 4: the customers of each value (of a candidate, or a remembered link's), registered ones, guests keyed by
+    # another value that carry it, and guests keyed by another value that were joined by it (their contacts gone)
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_judged AS SELECT norm FROM _lk_cand
+                   UNION SELECT norm FROM _lk_recall WHERE raw NOT IN (SELECT raw FROM _lk_cand)""")
+    judged = "(SELECT norm FROM _lk_judged)"
+    joined = (f"UNION SELECT identifier, guest FROM {learned} WHERE identifier IN {judged} AND guest <> identifier"
+              " AND regexp_replace(guest, '[^0-9+]', '', 'g') <> identifier") if learned else ""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS
+        WITH people AS ({real.format(t=stored)} UNION {real.format(t='staged_contacts')}),
+             guests AS ({guest.format(t=stored)} UNION {guest.format(t='staged_contacts')}),
+             anchors AS (SELECT e AS v, customer_id AS a FROM people WHERE e IN {judged}
+                         UNION SELECT p, customer_id FROM people WHERE p IN {judged}
+                         UNION SELECT norm, lower(trim(raw)) FROM _lk_values WHERE how > 0
+                         UNION SELECT e, lower(trim(customer_id)) FROM guests WHERE e IN {judged}
+                               AND lower(trim(customer_id)) <> e
+                         UNION SELECT p, lower(trim(customer_id)) FROM guests WHERE p IN {judged}
+                               AND regexp_replace(customer_id, '[^0-9+]', '', 'g') <> p AND customer_id <> p
+                         {joined})
+        SELECT v, count(DISTINCT a) AS n FROM anchors WHERE v IN {judged}
+        GROUP BY v HAVING count(DISTINCT a) > {int(max_group)}""" if con.execute(
+        "SELECT count(*) FROM _lk_judged").fetchall()[0][0] else
+                "CREATE OR REPLACE TEMP TABLE _lk_shared (v VARCHAR, n BIGINT)")  # (no candidate: nothing to read)
     _ignored(con, "_lk_shared", report)
-    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, any_value(norm) AS norm,
-                       min(customer_id) AS key FROM _lk_cand
-                   WHERE norm NOT IN (SELECT v FROM _lk_shared) GROUP BY raw""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS
+        WITH c AS (SELECT * FROM _lk_cand WHERE norm NOT IN (SELECT v FROM _lk_shared)),
+             best AS (SELECT raw, min(how) AS how FROM c GROUP BY raw)
+        SELECT c.raw, any_value(c.norm) AS norm, min(c.customer_id) AS key FROM c JOIN best USING (raw, how)
+        GROUP BY c.raw""")
+    # the guests nobody carries now (no candidate: one refused by rule 4 stays refused) that were linked before:
+    # the customer of their latest link, unless rule 4 now refuses the value it went by
+    con.execute("""INSERT INTO _lk_map SELECT raw, norm, key FROM _lk_recall
+                   WHERE raw NOT IN (SELECT raw FROM _lk_cand) AND norm NOT IN (SELECT v FROM _lk_shared)""")
     report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
     if report.merged_customers:
         if learned:  # the orders about to be re-keyed stay their customer's (an order linked again: its new link)
-            con.execute(f"""INSERT INTO {learned} (order_id, identifier, customer_id)
-                SELECT DISTINCT ON (o.order_id) o.order_id, m.norm, m.key FROM _lk_map m
+            con.execute(f"""INSERT INTO {learned} (order_id, identifier, customer_id, guest)
+                SELECT DISTINCT ON (o.order_id) o.order_id, m.norm, m.key, lower(trim(m.raw)) FROM _lk_map m
                 JOIN (SELECT order_id, customer_id FROM staged_orders UNION ALL SELECT order_id, customer_id
                       FROM orders WHERE customer_id IN (SELECT raw FROM _lk_map)) o ON o.customer_id = m.raw
                 ORDER BY o.order_id, m.key ON CONFLICT (order_id) DO UPDATE SET identifier = excluded.identifier,
-                customer_id = excluded.customer_id, linked_at = now()""")
+                customer_id = excluded.customer_id, guest = excluded.guest, linked_at = now()""")
         report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
-    for name in ("touch", "ids", "emails", "phones", "people", "cand", "shared", "map"):
+    for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "gone", "judged",
+                 "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
         log.info("%s", report)
     return report
-
-
-def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
-                 links: str = "_lk_map", carried: str = "true") -> None:
-    """Fill the gaps of ``target`` rows (matched on ``{links}.{t_col}``) from ``source`` rows (``{links}.{s_col}``).
-    The e-mail, phone and consent only where ``carried`` (SQL over ``t``, ``g``, ``m``) holds: a guest's consent
-    was given for its address, and fills a customer's only when the customer carries that address (and never when
-    the guest has no e-mail: :data:`CONSENT_CARRIED`)."""
-    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" if f not in ("email", "phone")
-                     else f"{f} = CASE WHEN {carried} THEN coalesce(t.{f}, g.{f}) ELSE t.{f} END" for f in _FIELDS)
-    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} AND {CONSENT_CARRIED} THEN
-                        coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent) ELSE t.marketing_consent
-                        END FROM {links} m, {source} AS g
-                    WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
-
-
-def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
-    """Apply ``_lk_map`` (``raw`` identifier key → ``key``, the customer id) to staged and stored rows
-    (``staged=False``: to the stored ones only); returns rows re-keyed.
-
-    A contact keyed by the identifier and the customer's own contact become one: the newer (staged) one's
-    values win, the other fills its gaps (stored ones only: the customer's values win). A guest without an e-mail
-    never gives a customer its consent (:data:`CONSENT_CARRIED`)."""
-    tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
-    rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
-               for t in tables)
-    for table in ("staged_orders", "orders") if staged else ("orders",):
-        con.execute(f"UPDATE {table} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw")
-    has = "m.key IN (SELECT customer_id FROM {t})"
-    drop = "DELETE FROM {t} WHERE customer_id IN (SELECT m.raw FROM _lk_map m WHERE {cond})"
-    rename = "UPDATE {t} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw"
-    if not staged:
-        fill_contact(con, "contacts", "key", "contacts", "raw")
-        con.execute(drop.format(t="contacts", cond=has.format(t="contacts")))
-        con.execute(rename.format(t="contacts"))
-        return rows
-    # staged identifier contacts: into the staged customer, else over the stored customer's values, else renamed
-    fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
-    con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
-    # (a staged guest without an e-mail over a stored customer: his consent stays his, the guest gave none for it)
-    con.execute("""UPDATE staged_contacts AS t SET marketing_consent = g.marketing_consent
-                   FROM _lk_map m, contacts AS g WHERE t.customer_id = m.raw AND g.customer_id = m.key
-                   AND t.email IS NULL""")
-    fill_contact(con, "staged_contacts", "raw", "contacts", "key")
-    con.execute(rename.format(t="staged_contacts"))
-    # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
-    fill_contact(con, "staged_contacts", "key", "contacts", "raw")
-    fill_contact(con, "contacts", "key", "contacts", "raw")
-    con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
-    con.execute(rename.format(t="contacts"))
-    return rows

@@ -27,8 +27,11 @@ from .source import PullResult
 #: the cursor's mark: every stored order was keyed by the rules of this version of the source's keys
 MARK = "keys"
 #: each source's keys version: RetailCRM "2" keyed B2B orders by their contact person, "3" guests by the contacts'
-#: rules (an e-mail validated, a phone in E.164); Shopify "1" guests by the contacts' rules
-VERSIONS = {"retailcrm": "3", "shopify": "1"}
+#: rules (an e-mail validated, a phone in E.164), "4" kept the phone of a guest keyed by its e-mail (its contact:
+#: :func:`connectors.guests.guest_contact`); Shopify "1" guests by the contacts' rules, "2" their phones kept
+VERSIONS = {"retailcrm": "4", "shopify": "2"}
+#: the version before the guests' phones were kept: a store marked so is told only that (when it holds such guests)
+PHONES_KEPT_AFTER = {"retailcrm": "3", "shopify": "1"}
 _B2B = ("any B2B order (customer_corporate) it stored is under the private customer with the corporate customer's "
         "number, not under its contact person")
 
@@ -44,13 +47,21 @@ def rekeyed(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, res
         if result.cursor is not None:
             result.cursor = json.dumps({**json.loads(result.cursor), MARK: version}, sort_keys=True)
         return result
-    guests = stale_guest_keys(con, region)
-    told = [_B2B] if source == "retailcrm" and marked is None else []
-    told.append(f"{guests} {'order is' if guests == 1 else 'orders are'} keyed by a guest's e-mail or phone as "
-                "typed, apart from that guest's new orders (keyed by the contacts' rules: the e-mail validated and "
-                "lower-cased, the phone in E.164)" if guests else
-                "any guest order it stored under a phone typed without + is apart from that guest's new orders "
-                "(keyed by the phone in E.164)")
+    phoneless = email_guest_orders(con)
+    if marked == PHONES_KEPT_AFTER[source] and not phoneless:  # (nothing the older keys split: marked anew)
+        return rekeyed(con, source, None, result, region)
+    told = []
+    if marked != PHONES_KEPT_AFTER[source]:
+        guests = stale_guest_keys(con, region)
+        told += [_B2B] if source == "retailcrm" and marked is None else []
+        told.append(f"{guests} {'order is' if guests == 1 else 'orders are'} keyed by a guest's e-mail or phone as "
+                    "typed, apart from that guest's new orders (keyed by the contacts' rules: the e-mail validated "
+                    "and lower-cased, the phone in E.164)" if guests else
+                    "any guest order it stored under a phone typed without + is apart from that guest's new orders "
+                    "(keyed by the phone in E.164)")
+    if phoneless:
+        told.append(f"{phoneless} {'order is' if phoneless == 1 else 'orders are'} keyed by a guest's e-mail, and the phone such a "
+                    "guest gave was not kept: a customer who registered with that phone stays apart from them")
     result.warnings.append(
         f"{source}: the order store was pulled by an older rfmsync, which keyed the orders otherwise: "
         f"{'; '.join(told)}; run `rfmsync pull --full` once to key every order anew (this warning stops then)")
@@ -66,6 +77,13 @@ def stale_guest_keys(con: duckdb.DuckDBPyConnection, region: str | None) -> int:
                        "AND NOT regexp_matches(customer_id, '^[0-9]+$')) GROUP BY 1").fetchall()
     return sum(n for key, n in rows
                if (normalize_email(key) if "@" in key else normalize_phone(key, region)) != key)
+
+
+def email_guest_orders(con: duckdb.DuckDBPyConnection) -> int:
+    """The stored orders keyed by a guest's e-mail whose guest has no contact (an older rfmsync kept none: the phone
+    the guest gave is not in the store)."""
+    return con.execute("SELECT count(*) FROM orders WHERE contains(customer_id, '@') AND customer_id NOT IN "
+                       "(SELECT customer_id FROM contacts WHERE contains(customer_id, '@'))").fetchone()[0]
 
 
 def _stored(con: duckdb.DuckDBPyConnection) -> bool:

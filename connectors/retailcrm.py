@@ -52,6 +52,7 @@ from .secrets import Secret
 from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
+from .guests import guest_contacts
 from .identity import DEFAULT_MAX_GROUP
 from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt,
                    with_sleep)
@@ -368,7 +369,7 @@ class RetailCrmSource:
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
         for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
             stager.saw(created_at(raw, self.config.timezone))
-        stager.stage(orders, contacts)
+        stager.stage(orders, contacts + guest_contacts(orders, rows, self.config.phone_region))  # (a guest's phone)
         return [str(r.get("id")) for r in rows if isinstance(r, Mapping) and r.get("id") is not None]
 
     def _stage_gone(self, obj: str, entries: list[Mapping[str, Any]], stager: Stager) -> None:

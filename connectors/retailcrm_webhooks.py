@@ -12,6 +12,7 @@ from .contacts import clean_contact
 from .errors import RecordError
 from .http import FieldError
 from .non_purchase import NoCustomer
+from .guests import guest_contact
 from .records import Contact, Order
 from .retailcrm_mapping import in_scope, map_customer, map_order
 from .webhooks import json_object, tokens_equal
@@ -55,6 +56,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                 order = map_order(raw, cfg, dropped=(dropped := []))
                 if order is not None:
                     orders.append(order)
+                    contacts += [c for c in [guest_contact(order, raw, cfg.phone_region)] if c]  # (its phone)
                 for exc in dropped:  # (a guest's e-mail or phone refused, the other keying the order)
                     log.warning("retailcrm webhook: %s", exc.bad_row(f"{NAME}:webhook", raw.get("id")))
             else:

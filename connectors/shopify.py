@@ -42,7 +42,7 @@ import requests
 from .contacts import clean_contact, gone_contact
 from .digits import digits
 from .email_phone import lower_like_sql
-from .guests import guest_key
+from .guests import guest_contact, guest_contacts, guest_key
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
@@ -260,7 +260,9 @@ class ShopifySource:
                 return versioned(record, raw, what=f"{NAME} pull")
             return stager.contact(_customer_version(record, raw, f"{NAME} pull"), self.config.phone_region)
 
-        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep))
+        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one, keep=keep)
+        contacts += guest_contacts(orders, rows, self.config.phone_region)  # (a guest's phone: who registers later)
+        stager.stage(orders, contacts)
 
 
 def _last_id(rows: list[Any], resource: str) -> int:
@@ -375,7 +377,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             order = map_order(payload, config or ShopifyConfig(), dropped := [])
             for exc in dropped:  # (a guest's e-mail or phone refused, the other keying the order)
                 log.warning("shopify webhook: %s", exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id")))
-            return ([versioned(order, payload)] if order else []), []
+            guest = guest_contact(order, payload, (config or ShopifyConfig()).phone_region)  # (its phone)
+            return ([versioned(order, payload)] if order else []), [guest] if guest else []
         if kind == "customers":
             contact, issues = clean_contact(map_customer(payload), (config or ShopifyConfig()).phone_region,
                                             f"{NAME}:webhook {topic}")

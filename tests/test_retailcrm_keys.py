@@ -87,7 +87,7 @@ def test_a_fresh_store_is_never_told_to_pull_again():
         first = pull_into(con, _day(1))
         second = pull_into(con, _day(2), first.cursor)
     assert (first.warnings, second.warnings) == ([], [])
-    assert json.loads(second.cursor)["keys"] == "3"
+    assert json.loads(second.cursor)["keys"] == "4"
 
 
 def test_a_store_keyed_by_the_rules_before_guests_were_validated_is_told_too():
@@ -103,3 +103,31 @@ def test_a_store_keyed_by_the_rules_before_guests_were_validated_is_told_too():
         assert len(upgraded.warnings) == 1 and "pull --full" in upgraded.warnings[0], upgraded.warnings
         assert "1 order is keyed by a guest's e-mail or phone as typed" in upgraded.warnings[0]
         assert "B2B" not in upgraded.warnings[0]  # (version 2 keyed those anew already)
+
+
+def test_a_store_pulled_before_guests_phones_were_kept_is_told_until_a_full_pull_joins_them():
+    """Keys version 3 kept no phone of a guest keyed by its e-mail: the customer who registered later with that phone
+    (pulled since) stays apart until ``pull --full`` reads the guest's order again (guest32). A store without such a
+    guest is marked anew without a word."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_store(None) as con:
+        fake = FakeRetailCrm(rsps)
+        _guest(fake, 1, "30", email="anna@x.com", phone="+7 701 123 45 67")
+        first = pull_into(con, _day(1))
+        con.execute("DELETE FROM contacts")  # what version 3 stored: the guest's order, no contact
+        old_cursor = json.dumps({**json.loads(first.cursor), "keys": "3"})
+        fake.put_contact(10, "ann@other.com", at=T0 + timedelta(days=1, hours=12))  # phone +77011234567
+        upgraded = pull_into(con, _day(2), old_cursor)
+        assert len(upgraded.warnings) == 1, upgraded.warnings
+        assert "1 order is keyed by a guest's e-mail, and the phone such a guest gave was not kept" in \
+            upgraded.warnings[0] and "pull --full" in upgraded.warnings[0] and "B2B" not in upgraded.warnings[0]
+        assert _keys(con) == [("anna@x.com", ["1"])]
+        full = pull_into(con, _day(3))
+        after = pull_into(con, _day(4), full.cursor)
+        assert (full.warnings, after.warnings, _keys(con)) == ([], [], [("10", ["1"])])
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_store(None) as con:
+        fake = FakeRetailCrm(rsps)
+        _seed(fake)
+        first = pull_into(con, _day(1))
+        con.execute("DELETE FROM orders WHERE contains(customer_id, '@')")
+        quiet = pull_into(con, _day(2), json.dumps({**json.loads(first.cursor), "keys": "3"}))
+        assert quiet.warnings == [] and json.loads(quiet.cursor)["keys"] == "4"

@@ -10,7 +10,8 @@ order stored under a customer id): a full refresh notes those first (:func:`note
 
 The links are kept by order, not by address: an address changes hands (Anna changes her e-mail, Beth now has her
 old one). An order linked once stays its customer's while that customer has a contact in the store (a customer
-gone since links nobody) and while its e-mail/phone is not carried by more than ``max_identity_group`` customers
+gone since links nobody, nor one deleted in the CRM: his contact stays, emptied, and his links are erased with him,
+:func:`forget_gone_links`) and while its e-mail/phone is not carried by more than ``max_identity_group`` customers
 (the rule that keeps a shop's own phone from linking its buyers): then it stays under the guest's key, as a fresh
 read leaves it. The export's other guest rows of an e-mail/phone linked before (a new guest order) join whoever
 carries it now (rule 2, as a merge would), and a guest's e-mail, phone and consent fill only a customer who carries
@@ -23,7 +24,7 @@ import logging
 
 import duckdb
 
-from connectors.identity import fill_contact, idlike, rekey
+from connectors.guest_merge import DELETED, fill_contact, idlike, rekey
 
 from .connection import store_tables
 from .webhooks import WEBHOOK_TABLE
@@ -37,9 +38,14 @@ _NOTED = "links noted from the orders"  # the table's comment once a store's ear
 def create_links_table(con: duckdb.DuckDBPyConnection) -> None:
     """The links table (a new store's, or one written before links were noted: its orders not looked at yet)."""
     if store_tables(con, LINKS_TABLE):
+        if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND "
+                           f"table_name = '{LINKS_TABLE}' AND column_name = 'guest'").fetchall()[0][0]:
+            # a store written before the guest key was noted: its links hold, and link nobody by their guest
+            con.execute(f"ALTER TABLE {LINKS_TABLE} ADD COLUMN guest VARCHAR")
         return
     con.execute(f"CREATE TABLE {LINKS_TABLE} (order_id VARCHAR PRIMARY KEY, identifier VARCHAR NOT NULL, "
-                "customer_id VARCHAR NOT NULL, linked_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                "customer_id VARCHAR NOT NULL, linked_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+                "guest VARCHAR)")  # (guest: the key the order had, lower-cased: connectors.identity.recall)
     if not con.execute("SELECT count(*) FROM (SELECT 1 FROM orders LIMIT 1)").fetchall()[0][0]:
         _mark_noted(con)  # a new store: no link was made before
 
@@ -74,6 +80,14 @@ def hold_guests(con: duckdb.DuckDBPyConnection) -> None:
               OR lower(trim(customer_id)) IN (SELECT identifier FROM {LINKS_TABLE}))""")
 
 
+def forget_gone_links(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
+    """A merge that deletes customers (staged deleted in the CRM: an erasure) erases their links: the orders stay
+    theirs, but no later guest order joins them through an e-mail or phone they once went by."""
+    if "staged_contacts" in present:
+        con.execute(f"DELETE FROM {LINKS_TABLE} WHERE customer_id IN (SELECT customer_id FROM staged_contacts "
+                    f"WHERE {DELETED})")
+
+
 def _mark_noted(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"COMMENT ON TABLE {LINKS_TABLE} IS '{_NOTED}'")
 
@@ -91,11 +105,24 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
     # who carries each e-mail/phone linked before now; one carried by more than max_group links nobody (rule 4)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_carriers AS
         WITH ids AS (SELECT DISTINCT identifier FROM {LINKS_TABLE}),
-             c AS (SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM contacts WHERE {real})
+             c AS (SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM contacts
+                   WHERE {real} AND NOT {DELETED})
         SELECT i.identifier, c.customer_id FROM ids i JOIN c ON c.e = i.identifier
         UNION SELECT i.identifier, c.customer_id FROM ids i JOIN c ON c.p = i.identifier""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT identifier FROM _lk_carriers
-                    GROUP BY identifier HAVING count(DISTINCT customer_id) > {int(max_group)}""")
+    # (counted as link_staged counts: the registered carriers, the guests keyed by another value that carry it and
+    # those joined by it before, so a shop's phone on many guests' orders stays refused however few customers
+    # registered with it, and whether its guests came at once or one batch at a time)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS
+        WITH ids AS (SELECT DISTINCT identifier FROM {LINKS_TABLE}),
+             g AS (SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM contacts WHERE {idlike('customer_id')}),
+             anchors AS (SELECT identifier, customer_id FROM _lk_carriers
+                         UNION SELECT i.identifier, lower(trim(g.customer_id)) FROM ids i JOIN g ON g.e = i.identifier
+                               AND lower(trim(g.customer_id)) <> i.identifier
+                         UNION SELECT i.identifier, lower(trim(g.customer_id)) FROM ids i JOIN g ON g.p = i.identifier
+                               AND g.customer_id <> i.identifier
+                         UNION SELECT identifier, guest FROM {LINKS_TABLE} WHERE guest <> identifier
+                               AND regexp_replace(guest, '[^0-9+]', '', 'g') <> identifier)
+        SELECT identifier FROM anchors GROUP BY identifier HAVING count(DISTINCT customer_id) > {int(max_group)}""")
     # the guests of a linked e-mail/phone (their key, else their contact's e-mail, else its phone): rule 2
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_map AS
         WITH guests AS (SELECT customer_id AS raw, lower(trim(email)) AS e, phone AS p FROM contacts
@@ -117,7 +144,7 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
              -- only while the export still keys the order by the address it was linked by (an order the shop
              -- gave another address, or another source's order of the same id, is not that customer's)
              AND l.identifier IN (o.customer_id, lower(trim(o.customer_id)))
-        WHERE l.customer_id IN (SELECT customer_id FROM contacts)
+        WHERE l.customer_id IN (SELECT customer_id FROM contacts WHERE NOT {DELETED})
           AND l.identifier NOT IN (SELECT identifier FROM _lk_shared)
           AND NOT EXISTS (SELECT 1 FROM _lk_map m WHERE m.raw = o.customer_id AND m.key = l.customer_id)""")
     rows = linked = con.execute("SELECT count(*) FROM _lk_orders").fetchall()[0][0]

@@ -19,11 +19,11 @@ from .deletes import (UNSTORED, create_deleted_table, forget_deleted, leave_out_
                       leave_out_unstored_tombstones, note_deleted)
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
-from .links import LINKS_TABLE, apply_links, create_links_table, hold_guests, note_stored_links
+from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_links, hold_guests, note_stored_links
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .ordering import Ages, Versions, ages_of, drop_older_versions
+from .ordering import Ages, Versions, ages_of, drop_older_versions, note_withdrawn
 from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
@@ -168,6 +168,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             forget_replaced(con, noted)
             forget_deleted(con, noted)
         note_deleted(con, present)  # a final tombstone: noted, and stored cancelled
+        forget_gone_links(con, present)  # a customer deleted in the CRM: his links erased
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
@@ -178,6 +179,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        note_withdrawn(con, origin, received_at, links, versions or {})  # a guest's "no" folded into his contact
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
             _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
                            links=links, pulled_at=pulled_at, versions=versions or {})

@@ -10,7 +10,8 @@ import duckdb
 
 from .deletes import FINAL_STAGED
 from .pulled import PULLED_STAGED
-from .webhooks import CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, leave_out
+from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, LATE_WITHDRAWALS, WEBHOOK_TABLE,
+                       leave_out)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
@@ -93,3 +94,24 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         if count:
             dropped[f"stale_{name}"] = count
     return dropped
+
+
+def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Union[datetime, Ages, None],
+                   links: Mapping[str, str], versions: Versions) -> None:
+    """The stored customers a staged record keyed by their e-mail (or phone) withdrew consent of, folded into their
+    contact (``_lk_withdrawn``: :func:`connectors.guest_merge.rekey`), in a webhook merge: that record's age is noted
+    under the customer's id (the later of it and his), so that a file read before it does not give the "yes" back,
+    and he is pushed at once with the late withdrawals (:data:`.webhooks.LATE_WITHDRAWALS`). Not its vendor time:
+    the record is another of the vendor's objects than his (its time says nothing of his versions)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_lk_withdrawn' AND temporary"
+                       ).fetchall()[0][0]:
+        return
+    if origin == "webhook" and con.execute("SELECT count(*) FROM _lk_withdrawn").fetchall()[0][0]:
+        at, ages = ages_of(con, "contact", received_at, links, versions)
+        own = f"LEFT JOIN {ages} a ON a.id = w.raw" if ages else "CROSS JOIN (SELECT NULL::TIMESTAMPTZ AS ts) a"
+        con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT 'contact', w.key, max(coalesce("
+                    f"a.ts, ?::TIMESTAMPTZ, now())) FROM _lk_withdrawn w {own} GROUP BY w.key ON CONFLICT DO UPDATE "
+                    f"SET received_at = greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [at])
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LATE_WITHDRAWALS} (customer_id VARCHAR)")
+        con.execute(f"INSERT INTO {LATE_WITHDRAWALS} SELECT DISTINCT key FROM _lk_withdrawn")
+    con.execute("DROP TABLE _lk_withdrawn")
