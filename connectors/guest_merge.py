@@ -33,6 +33,8 @@ link an earlier order made (:func:`drop_gone`); his links are erased with him
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
 _FIELDS = ("first_name", "last_name", "created_at", "attributes")  # (never the e-mail or phone: see the module doc)
@@ -114,16 +116,17 @@ def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source
                     WHERE t.customer_id = w.key""")
 
 
-def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True, stored_newer: str | None = None) -> int:
+def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True,
+          stored_newer: Callable[[], str | None] | None = None) -> int:
     """Apply ``_lk_map`` (``raw`` identifier key → ``key``, the customer id) to staged and stored rows
     (``staged=False``: to the stored ones only); returns rows re-keyed.
 
     A contact keyed by the identifier and the customer's own contact become one, the customer's (see the module
     doc): the guest's fills its gaps, staged or stored, and a staged guest over a stored customer is no new version
     of his contact (it fills the stored one and is dropped). A guest whose customer has no contact anywhere is
-    renamed: it becomes his. ``stored_newer``: SQL over ``m`` (``raw``, ``key``), true when the version the store
-    noted of the stored guest ``raw`` is newer than the one of the customer ``key`` staged now (its "no" lands on
-    his staged consent; None: never, his staged version is the newest word)."""
+    renamed: it becomes his. ``stored_newer``: gives (asked only when something links) SQL over ``m`` (``raw``,
+    ``key``), true when the version the store noted of the stored guest ``raw`` is newer than the one of the
+    customer ``key`` staged now (its "no" lands on his staged consent; None: never, his is the newest word)."""
     tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
     rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
                for t in tables)
@@ -150,7 +153,8 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True, stored_newer: str
     con.execute(rename.format(t="staged_contacts"))
     # stored identifier contacts: into the staged customer (a "no" lands only when newer than his staged version),
     # else into the stored customer, else renamed
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _lk_older AS SELECT raw FROM _lk_map m WHERE {stored_newer or 'false'}")
+    newer = stored_newer() if stored_newer else None
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _lk_older AS SELECT raw FROM _lk_map m WHERE {newer or 'false'}")
     fill_contact(con, "staged_contacts", "key", "contacts", "raw", withdraws="m.raw IN (SELECT raw FROM _lk_older)")
     con.execute("DROP TABLE _lk_older")
     fill_contact(con, "contacts", "key", "contacts", "raw")

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import duckdb
 
@@ -251,7 +251,8 @@ def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
-                learned: str | None = None, stored_newer: str | None = None) -> IdentityReport:
+                learned: str | None = None,
+                stored_newer: Callable[[], str | None] | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
 
     A record keyed by an e-mail or phone (no customer id of its own: a guest) joins the customer whose contact has

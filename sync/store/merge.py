@@ -146,8 +146,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             left = leave_out_deleted(con, present, origin)  # before linking: nothing of it is merged
             _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
             # (a file export was resolved when it was read; the links learned are applied to it below)
-            pull.identity = link_staged(con, max_identity_group, learned=LINKS_TABLE, stored_newer=stored_newer(
-                con, origin, present, received_at, versions))  # (a stored guest's "no" over his staged yes)
+            pull.identity = link_staged(con, max_identity_group, learned=LINKS_TABLE, stored_newer=lambda: (
+                stored_newer(con, origin, present, received_at, versions)))  # a stored guest's "no" over his yes
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
