@@ -106,14 +106,14 @@ def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source
     fill = ", ".join(f"{f} = coalesce(t.{f}, w.{f})" for f in _FIELDS)
     con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN w.lands THEN 'no' ELSE
                         coalesce(nullif(t.marketing_consent, 'unknown'), w.word, t.marketing_consent) END
-                    FROM (SELECT t.customer_id AS key, {firsts},
+                    FROM (SELECT t.rowid AS rid, {firsts},
                                  bool_or(g.marketing_consent = 'no' AND {said} AND {withdraws}) AS lands,
                                  CASE WHEN bool_or(g.marketing_consent = 'no' AND {said}) THEN 'no'
                                       WHEN bool_or(g.marketing_consent = 'yes' AND {said}) THEN 'yes' END AS word
                           FROM {target} t JOIN {links} m ON t.customer_id = m.{t_col}
                           JOIN {last_rows(source, f"SELECT {s_col} FROM {links}")} g ON g.customer_id = m.{s_col}
-                          GROUP BY t.customer_id) w
-                    WHERE t.customer_id = w.key""")
+                          GROUP BY t.rowid) w
+                    WHERE t.rowid = w.rid""")
 
 
 def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True,

@@ -123,3 +123,21 @@ def test_a_stored_guests_no_gives_way_only_to_his_newer_registration(guest_vt, h
            received_at={("contact", "c9"): at(his_accepted), ("order", "c1"): at(his_accepted)},
            versions={("contact", "c9"): at(his_vt)})
     assert _state(con) == ({"g1": "c9", "c1": "c9"}, [("c9", ANNA, None, expected)])
+
+
+@pytest.mark.parametrize("guest_first", [False, True], ids=["same-batch", "guest-stored-first"])
+def test_a_guests_yes_for_his_old_address_never_reaches_his_new_one(guest_first):
+    """review-fixguest33 MUST 1: his two staged rows (old@x.com, then new@x.com, consent unknown) and a guest keyed
+    old@x.com saying yes — the yes was given for old@x.com only, so the row the merge keeps (new@x.com) stays
+    unknown. Grouping the fill by customer wrote the yes onto every row of his: new@x.com would be subscribed."""
+    old, new = "old@x.com", "new@x.com"
+    guest = Contact(old, email=old, marketing_consent=Consent.YES)
+    his = [Contact("c9", email=old, marketing_consent=Consent.UNKNOWN),
+           Contact("c9", email=new, marketing_consent=Consent.UNKNOWN)]
+    con = _con()
+    if guest_first:
+        _merge(con, [_order("g1", old, 2)], [guest])
+        _merge(con, [_order("c1", "c9")], his)
+    else:
+        _merge(con, [_order("c1", "c9"), _order("g1", old, 2)], [*his, guest])
+    assert [(c, e, k) for c, e, _, k in _state(con)[1] if c == "c9"] == [("c9", new, "unknown")]
