@@ -100,7 +100,9 @@ def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source
     first by key that has one); the consent only where ``carried`` (SQL over ``t``, ``g``, ``m``) and
     :data:`CONSENT_CARRIED` hold: a "no" lands where ``withdraws`` (SQL over the same) holds, whatever the others
     say, else a "no" or a "yes" fills an unknown consent. Never the e-mail or phone. Several guests joining one
-    customer are reduced to one row first (an ``UPDATE … FROM`` with several matching rows applies any one)."""
+    customer are reduced to one row per target row first (an ``UPDATE … FROM`` with several matching rows applies
+    any one), each target row judged on its own e-mail: a word given for his old address never reaches the row of
+    his new one."""
     said = f"{carried} AND {CONSENT_CARRIED}"
     firsts = ", ".join(f"arg_min(g.{f}, g.customer_id) FILTER (WHERE g.{f} IS NOT NULL) AS {f}" for f in _FIELDS)
     fill = ", ".join(f"{f} = coalesce(t.{f}, w.{f})" for f in _FIELDS)
