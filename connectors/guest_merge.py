@@ -10,12 +10,16 @@ customer's:
 * a guest's e-mail and phone never become the customer's, not even in an empty field: the customer registered his
   own (a guest's phone may be the shop's own typed on many orders, which rule 4 refuses as a link: it must not
   reach the customer through a fill either); his name, creation time and attributes fill the gaps;
-* a guest's marketing consent counts only when given for the customer's own e-mail (:data:`CONSENT_CARRIED`): its
-  "yes" only where the customer's is ``unknown`` (a guest's "yes" never overrides his explicit "no": joining never
-  subscribes anyone), its "no" always (:data:`WITHDRAWS`: a webhook's or an export's contact record keyed by his
-  e-mail is the same shape as a guest order's contact, and a withdrawal made there must reach him), but for a stored
-  guest's "no" over a customer staged now (his newer record's explicit "yes" stands). A phone-only guest's SMS
-  opt-in or opt-out is no word on the customer's e-mail.
+* a guest's marketing consent counts only when given for the customer's own e-mail (:data:`CONSENT_CARRIED`: the
+  guest's e-mail, or its key when keyed by an e-mail without one): its "yes" only where the customer's is
+  ``unknown`` (a guest's "yes" never overrides his explicit "no": joining never subscribes anyone), its "no" always
+  (a webhook's or an export's contact record keyed by his e-mail is the same shape as a guest order's contact, and
+  a withdrawal made there must reach him). Several guests joining one customer at once (keyed by his e-mail and by
+  his phone, two rows of one key) count each one's last row, and any one's "no" lands, whatever their order. One
+  exception: a stored guest's "no" over a customer staged now lands only when the store noted it as newer than his
+  staged version (by the vendor's times, else by acceptance: :func:`sync.store.ordering.stored_newer`); his newer
+  registration's explicit word stands. A phone-only guest's SMS opt-in or opt-out is no word on the customer's
+  e-mail.
 
 A staged guest that withdraws a stored customer's consent is no version of his contact, but the batch did change
 him: :func:`rekey` leaves it in ``_lk_withdrawn`` (``raw``, ``key``) for the merge, which notes its age under his id
@@ -29,15 +33,23 @@ link an earlier order made (:func:`drop_gone`); his links are erased with him
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
 _FIELDS = ("first_name", "last_name", "created_at", "attributes")  # (never the e-mail or phone: see the module doc)
-#: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest has
-#: an e-mail, and it is the customer's. An SMS opt-in of a phone-only guest is not one.
-CONSENT_CARRIED = "(g.email IS NOT NULL AND lower(trim(g.email)) = lower(trim(t.email)))"
-#: the guest's word that counts, carried: its "no" (a withdrawal), else its "yes" where the customer's is unknown
-WITHDRAWS = ("CASE WHEN g.marketing_consent = 'no' THEN 'no' ELSE coalesce(nullif(t.marketing_consent, 'unknown'), "
-             "g.marketing_consent) END")
+#: a guest's (``g``) consent fills its customer's (``t``) only when given for the address he carries: the guest's
+#: e-mail, or its key when the record is keyed by an e-mail and gives none (a generic order's contact), is the
+#: customer's. An SMS opt-in of a phone-only guest is not one.
+CONSENT_CARRIED = ("lower(trim(coalesce(g.email, CASE WHEN contains(g.customer_id, '@') THEN g.customer_id END))) "
+                   "= lower(trim(t.email))")
+
+
+def last_rows(source: str, keys: str) -> str:
+    """SQL (a subquery): the last row (by ``rowid``: the latest staged, the one the contact merge keeps) of each
+    ``source`` contact whose id ``keys`` (a query) selects."""
+    return (f"(SELECT * EXCLUDE _rn FROM (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY rowid DESC) "
+            f"AS _rn FROM {source} WHERE customer_id IN ({keys})) WHERE _rn = 1)")
 
 
 #: SQL over a contacts row: the customer was deleted in the CRM (:func:`connectors.contacts.gone_contact`)
@@ -82,27 +94,41 @@ def drop_gone(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
-                 links: str = "_lk_map", carried: str = "true", withdraws: bool = True) -> None:
+                 links: str = "_lk_map", carried: str = "true", withdraws: str = "true") -> None:
     """Fill the gaps of the customers' ``target`` rows (matched on ``{links}.{t_col}``) from the guests' ``source``
-    rows (``{links}.{s_col}``): the name, creation time and attributes; the consent only where ``carried`` (SQL over
-    ``t``, ``g``, ``m``) and :data:`CONSENT_CARRIED` hold: a "no" lands (:data:`WITHDRAWS`; ``withdraws=False``: a
-    stored guest over a customer staged now, whose explicit value stands), a "yes" fills an unknown. Never the
-    e-mail or phone."""
-    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" for f in _FIELDS)
-    word = WITHDRAWS if withdraws else "coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent)"
-    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} AND {CONSENT_CARRIED} THEN
-                        {word} ELSE t.marketing_consent END FROM {links} m, {source} AS g
-                    WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
+    rows (``{links}.{s_col}``; each guest's last row): the name, creation time and attributes (several guests: the
+    first by key that has one); the consent only where ``carried`` (SQL over ``t``, ``g``, ``m``) and
+    :data:`CONSENT_CARRIED` hold: a "no" lands where ``withdraws`` (SQL over the same) holds, whatever the others
+    say, else a "no" or a "yes" fills an unknown consent. Never the e-mail or phone. Several guests joining one
+    customer are reduced to one row per target row first (an ``UPDATE … FROM`` with several matching rows applies
+    any one), each target row judged on its own e-mail: a word given for his old address never reaches the row of
+    his new one."""
+    said = f"{carried} AND {CONSENT_CARRIED}"
+    firsts = ", ".join(f"arg_min(g.{f}, g.customer_id) FILTER (WHERE g.{f} IS NOT NULL) AS {f}" for f in _FIELDS)
+    fill = ", ".join(f"{f} = coalesce(t.{f}, w.{f})" for f in _FIELDS)
+    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN w.lands THEN 'no' ELSE
+                        coalesce(nullif(t.marketing_consent, 'unknown'), w.word, t.marketing_consent) END
+                    FROM (SELECT t.rowid AS rid, {firsts},
+                                 bool_or(g.marketing_consent = 'no' AND {said} AND {withdraws}) AS lands,
+                                 CASE WHEN bool_or(g.marketing_consent = 'no' AND {said}) THEN 'no'
+                                      WHEN bool_or(g.marketing_consent = 'yes' AND {said}) THEN 'yes' END AS word
+                          FROM {target} t JOIN {links} m ON t.customer_id = m.{t_col}
+                          JOIN {last_rows(source, f"SELECT {s_col} FROM {links}")} g ON g.customer_id = m.{s_col}
+                          GROUP BY t.rowid) w
+                    WHERE t.rowid = w.rid""")
 
 
-def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
+def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True,
+          stored_newer: Callable[[], str | None] | None = None) -> int:
     """Apply ``_lk_map`` (``raw`` identifier key → ``key``, the customer id) to staged and stored rows
     (``staged=False``: to the stored ones only); returns rows re-keyed.
 
     A contact keyed by the identifier and the customer's own contact become one, the customer's (see the module
     doc): the guest's fills its gaps, staged or stored, and a staged guest over a stored customer is no new version
     of his contact (it fills the stored one and is dropped). A guest whose customer has no contact anywhere is
-    renamed: it becomes his."""
+    renamed: it becomes his. ``stored_newer``: gives (asked only when something links) SQL over ``m`` (``raw``,
+    ``key``), true when the version the store noted of the stored guest ``raw`` is newer than the one of the
+    customer ``key`` staged now (its "no" lands on his staged consent; None: never, his is the newest word)."""
     tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
     rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
                for t in tables)
@@ -121,18 +147,22 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
     fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_withdrawn AS SELECT m.raw, m.key FROM _lk_map m
-                    JOIN staged_contacts g ON g.customer_id = m.raw JOIN contacts t ON t.customer_id = m.key
+                    JOIN {last_rows("staged_contacts", "SELECT raw FROM _lk_map")} g ON g.customer_id = m.raw
+                    JOIN contacts t ON t.customer_id = m.key
                     WHERE g.marketing_consent = 'no' AND {CONSENT_CARRIED}""")  # (its age and push: the merge's)
     fill_contact(con, "contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="contacts")))
     con.execute(rename.format(t="staged_contacts"))
-    # stored identifier contacts: into the staged customer (his newer explicit consent stands), else into the
-    # stored customer, else renamed
-    fill_contact(con, "staged_contacts", "key", "contacts", "raw", withdraws=False)
+    # stored identifier contacts: into the staged customer (a "no" lands only when newer than his staged version),
+    # else into the stored customer, else renamed
+    newer = stored_newer() if stored_newer else None
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _lk_older AS SELECT raw FROM _lk_map m WHERE {newer or 'false'}")
+    fill_contact(con, "staged_contacts", "key", "contacts", "raw", withdraws="m.raw IN (SELECT raw FROM _lk_older)")
+    con.execute("DROP TABLE _lk_older")
     fill_contact(con, "contacts", "key", "contacts", "raw")
     con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
     con.execute(rename.format(t="contacts"))
     return rows
 
 
-__all__ = ["CONSENT_CARRIED", "DELETED", "WITHDRAWS", "drop_gone", "fill_contact", "idlike", "recall", "rekey"]
+__all__ = ["CONSENT_CARRIED", "DELETED", "drop_gone", "fill_contact", "idlike", "last_rows", "recall", "rekey"]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import duckdb
 
@@ -251,7 +251,8 @@ def _stored_people(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
-                learned: str | None = None) -> IdentityReport:
+                learned: str | None = None,
+                stored_newer: Callable[[], str | None] | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
 
     A record keyed by an e-mail or phone (no customer id of its own: a guest) joins the customer whose contact has
@@ -269,7 +270,9 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     linked before (by the phone its earlier order gave, say) joins that customer again while his contact is in the
     store and rule 4 allows that value (:func:`connectors.guest_merge` keeps a guest's e-mail and phone off the
     customer's contact, so the next order of that e-mail alone would otherwise split him again); a key someone
-    carries joins whoever carries it now (rule 2), never the customer an earlier order of that e-mail/phone joined."""
+    carries joins whoever carries it now (rule 2), never the customer an earlier order of that e-mail/phone joined.
+
+    ``stored_newer``: whether a stored guest's "no" is newer than the customer's staged version (:func:`rekey`)."""
     report = IdentityReport()
     con.execute("DROP TABLE IF EXISTS _lk_withdrawn")  # (an earlier call's, never noted: only this batch's are)
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
@@ -369,7 +372,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                       FROM orders WHERE customer_id IN (SELECT raw FROM _lk_map)) o ON o.customer_id = m.raw
                 ORDER BY o.order_id, m.key ON CONFLICT (order_id) DO UPDATE SET identifier = excluded.identifier,
                 customer_id = excluded.customer_id, guest = excluded.guest, linked_at = now()""")
-        report.linked_rows = rekey(con)
+        report.linked_rows = rekey(con, stored_newer=stored_newer)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
     for name in ("touch", "ids", "guests", "emails", "phones", "values", "recall", "people", "cand", "gone", "judged",
                  "shared", "map"):

@@ -23,7 +23,7 @@ from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_lin
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .ordering import Ages, Versions, ages_of, drop_older_versions, note_withdrawn
+from .ordering import Ages, Versions, ages_of, drop_older_versions, note_withdrawn, stored_newer
 from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
@@ -146,7 +146,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             left = leave_out_deleted(con, present, origin)  # before linking: nothing of it is merged
             _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
             # (a file export was resolved when it was read; the links learned are applied to it below)
-            pull.identity = link_staged(con, max_identity_group, learned=LINKS_TABLE)
+            pull.identity = link_staged(con, max_identity_group, learned=LINKS_TABLE, stored_newer=lambda: (
+                stored_newer(con, origin, present, received_at, versions)))  # a stored guest's "no" over his yes
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time

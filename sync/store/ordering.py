@@ -18,6 +18,10 @@ Ages = Mapping[tuple[str, str], datetime]
 #: when the vendor modified each record of a webhook batch that says (its payload's ``updated_at``): ``(kind, id)``
 #: → that time; a record pulled for the batch: None (a pull's version has no vendor time: the stored one is cleared)
 Versions = Mapping[tuple[str, str], Union[datetime, None]]
+#: a stored version ``w`` (``vt``: the vendor's time; ``file``: a file's) and a staged one ``a`` are ordered by the
+#: vendor's times (``THEN w.vt > a.vt``) when both have one and they differ (a file's version is at least as new as
+#: the webhook version it replaced and as its read: a later ``vt`` is not newer than the file: it may hold a later one)
+BY_VENDOR = "w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt)"
 
 
 def own_times(times: Mapping[tuple[str, str], datetime], kind: str, links: Mapping[str, str]) -> dict[str, datetime]:
@@ -74,10 +78,7 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
         joined = f"LEFT JOIN {ages} a ON a.id = w.id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
-        # a file's version is at least as new as the webhook version it replaced (its vt) and as its read: a
-        # delivery older than either is older (a later vt is not newer than the file: the file may hold a later one)
-        newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt) "
-                 "THEN w.vt > a.vt "
+        newer = (f"CASE WHEN {BY_VENDOR} THEN w.vt > a.vt "
                  + (EQUAL_CONSENT if name == "contacts" else "")
                  + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
         if name == "contacts":  # the stored consent and the staged one (its last row)
@@ -94,6 +95,27 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         if count:
             dropped[f"stale_{name}"] = count
     return dropped
+
+
+def stored_newer(con: duckdb.DuckDBPyConnection, origin: str, present: set[str],
+                 received_at: Union[datetime, Ages, None], versions: Versions) -> str | None:
+    """For :func:`connectors.identity.link_staged`: SQL over ``m`` (``raw``: a stored guest's key, ``key``: the
+    customer staged now), true when the version the store noted of the guest (a webhook's, or the file's that
+    replaced it) is newer than his staged one, by :func:`drop_older_versions`' rule (equal vendor times: the guest's,
+    a withdrawal, is the newer); None when a webhook merge compares nothing (his version is the newest word, as a
+    pull's or a file's read is)."""
+    single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
+    _, ages = ages_of(con, "contact", received_at, {}, versions) if origin == "webhook" else (None, None)
+    if "staged_contacts" not in present or origin != "webhook" or (ages is None and single is None):
+        return None
+    own = f"LEFT JOIN {ages} a ON a.id = s.customer_id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _guest_ages AS SELECT DISTINCT s.customer_id AS id, coalesce(a.ts, "
+                f"?::TIMESTAMPTZ) AS ts, a.vt::TIMESTAMPTZ AS vt FROM staged_contacts s {own}", [single])
+    stored = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION ALL "
+              f"SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE})")
+    return (f"EXISTS (SELECT 1 FROM {stored} w JOIN _guest_ages a ON a.id = m.key WHERE w.kind = 'contact' AND "
+            f"w.id = m.raw AND CASE WHEN {BY_VENDOR} THEN w.vt > a.vt WHEN w.vt = a.vt THEN true "
+            "ELSE w.received_at > a.ts END)")
 
 
 def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Union[datetime, Ages, None],

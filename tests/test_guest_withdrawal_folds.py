@@ -1,0 +1,143 @@
+"""guest33's review (must-fix 1-3): a customer's "no" given through records keyed by his e-mail or phone is not lost.
+
+1. Several records folding into one customer in one merge (two keys of his, two rows of one key), in a webhook's
+   merge (``link_staged``) and a file's full refresh (``apply_links``): each key's last row counts, and a "no" any of
+   them gives for his e-mail lands, whatever their order (an ``UPDATE … FROM`` matching several rows kept any one).
+2. A record keyed by his e-mail that gives no ``email`` field (a generic order's contact): its key is its address.
+3. A stored guest's "no" gives way to the consent his staged version registers with only when that version is the
+   newer: by the vendor's times when both are known, else by acceptance (docs/serve.md "Deliveries out of order")."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from connectors.records import Consent, Contact
+from sync.config import load_config
+from sync.ledger import open_ledger
+from sync.pipeline import store_path
+from sync.serve.app import create_app
+from sync.serve.webhooks import Intake
+from sync.serve.worker import Worker
+from sync.settings import load_settings
+from sync.store import open_store
+from tests.test_guest_registers_later import _con, _merge, _order, _state
+from tests.test_serve_out_of_order import _generic, _new_customer_order, skip_shop  # noqa: F401  (fixture)
+from tests.test_webhooks_generic import live_server
+from tests.test_worker import AS_OF
+
+UTC = timezone.utc
+ANNA, PHONE = "anna@x.com", "+998901112233"
+T0 = datetime(2025, 6, 29, 10, 0, tzinfo=UTC)
+
+
+def _records(shape: str, first: Consent, then: Consent) -> list[Contact]:
+    """Two records of Anna's in one batch: keyed by her e-mail and by her phone (giving her e-mail), or two rows
+    keyed by her e-mail (two checkouts)."""
+    second = Contact(PHONE, email=ANNA, phone=PHONE, marketing_consent=then) if shape == "two-keys" else \
+        Contact(ANNA, email=ANNA, marketing_consent=then)
+    return [Contact(ANNA, email=ANNA, marketing_consent=first), second]
+
+
+@pytest.mark.parametrize("batch", ["stored-customer", "same-batch"])
+@pytest.mark.parametrize("shape, first, then, expected", [
+    ("two-keys", Consent.YES, Consent.NO, "no"), ("two-keys", Consent.NO, Consent.YES, "no"),
+    ("one-key", Consent.YES, Consent.NO, "no"), ("one-key", Consent.NO, Consent.YES, "yes")],
+    ids=["two-keys-yes-then-no", "two-keys-no-then-yes", "one-key-yes-then-no", "one-key-no-then-yes"])
+def test_several_records_of_his_in_one_merge_a_no_for_his_e_mail_lands(batch, shape, first, then, expected):
+    """Anna said yes. One webhook batch folds two records into her: a "no" for her e-mail lands whichever came
+    first; two rows of one key count as that key's last row (a "yes" after a "no": its latest word, as for her own
+    contact's rows)."""
+    con = _con()
+    customer = ([_order("c1", "c9")], [Contact("c9", email=ANNA, phone=PHONE, marketing_consent=Consent.YES)])
+    guests = ([_order("g1", ANNA, 2), _order("g2", PHONE if shape == "two-keys" else ANNA, 3)],
+              _records(shape, first, then))
+    if batch == "same-batch":
+        _merge(con, customer[0] + guests[0], customer[1] + guests[1])
+    else:
+        _merge(con, *customer)
+        _merge(con, *guests)
+    assert _state(con) == ({"c1": "c9", "g1": "c9", "g2": "c9"}, [("c9", ANNA, PHONE, expected)])
+
+
+@pytest.mark.parametrize("first, then", [(Consent.YES, Consent.NO), (Consent.NO, Consent.YES)],
+                         ids=["yes-then-no", "no-then-yes"])
+def test_an_exports_two_guest_rows_of_his_on_the_full_refresh_a_no_lands(first, then):
+    """A file's full refresh (apply_links): the export keys Anna's earlier guest orders by her e-mail and her phone
+    again, one contact row of each, one saying no: she is "no", whichever row comes first."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, phone=PHONE, marketing_consent=Consent.YES)])
+    _merge(con, [_order("g1", ANNA, 2), _order("g2", PHONE, 3)], [])  # webhook guest orders: linked, remembered
+    _merge(con, [_order("g1", ANNA, 2), _order("g2", PHONE, 3)], _records("two-keys", first, then), origin="pull",
+           full=True)
+    assert _state(con) == ({"c1": "c9", "g1": "c9", "g2": "c9"}, [("c9", ANNA, PHONE, "no")])
+
+
+def test_a_record_keyed_by_his_e_mail_without_an_email_field_withdraws_him():
+    """A contact record keyed by Anna's e-mail whose e-mail field is empty (the key says it) says no: it lands."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)])
+    _merge(con, [_order("g1", ANNA, 2)], [Contact(ANNA, marketing_consent=Consent.NO)])
+    assert _state(con) == ({"c1": "c9", "g1": "c9"}, [("c9", ANNA, None, "no")])
+
+
+def test_a_generic_orders_contact_keyed_by_his_e_mail_without_one_takes_his_tags_off_end_to_end(
+        skip_shop, mailchimp_fake):  # noqa: F811
+    """rfmsync serve: NEW-7 said yes and is tagged; a generic order keyed by his e-mail whose contact gives only
+    ``marketing_consent: no`` (no e-mail field): the order is his, his consent "no", his managed tags off."""
+    cfg, settings, email = load_config(skip_shop), load_settings(), "late.news@example.com"
+    with open_ledger(cfg, settings) as ledger:
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
+        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            assert _generic(base, _new_customer_order("yes", None)).status_code == 202
+            assert worker.drain() == 2 and mailchimp_fake.tags_of(email), "subscribed and tagged first"
+            guest = {**_new_customer_order("no", None, order_id="OOO-2"), "customer_id": email}
+            del guest["contact"]["email"]
+            assert _generic(base, guest).status_code == 202
+            worker.drain()
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT customer_id FROM orders WHERE order_id = 'OOO-2'").fetchall() == [("NEW-7",)]
+        assert con.execute("SELECT customer_id, marketing_consent FROM contacts WHERE customer_id IN ('NEW-7', ?)",
+                           [email]).fetchall() == [("NEW-7", "no")]
+    assert mailchimp_fake.tags_of(email) == set()
+
+
+@pytest.mark.parametrize("guest_vt, his_vt, his_accepted, expected", [
+    (5, 0, 7, "no"),        # his registration of 10:00 delivered after the guest's "no" of 10:05: the no is newer
+    (5, 10, 7, "yes"),      # he registered at 10:10 with yes, after the no: his word is the newer
+    (5, 5, 7, "no"),        # the same second: the withdrawal is the newer (the safe side)
+    (None, None, 7, "yes"),  # no vendor times: by acceptance, his is the newer
+    (None, None, 4, "no"),   # accepted before the guest's "no" (his batch held up): the no is newer
+    (5, None, 4, "no")],     # one vendor time only: by acceptance
+    ids=["older-registration", "newer-registration", "same-second", "accepted-later", "accepted-earlier",
+         "one-vendor-time"])
+def test_a_stored_guests_no_gives_way_only_to_his_newer_registration(guest_vt, his_vt, his_accepted, expected):
+    """A record keyed by anna@x.com said no (stored: nobody carried the address); then c9's registration record with
+    that e-mail says yes: his "yes" stands only when his version is newer than the guest's "no"."""
+    con = _con()
+    at = (lambda m: None if m is None else T0 + timedelta(minutes=m))
+    _merge(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)],
+           received_at={("contact", ANNA): at(6), ("order", "g1"): at(6)}, versions={("contact", ANNA): at(guest_vt)})
+    _merge(con, [_order("c1", "c9", 3)], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)],
+           received_at={("contact", "c9"): at(his_accepted), ("order", "c1"): at(his_accepted)},
+           versions={("contact", "c9"): at(his_vt)})
+    assert _state(con) == ({"g1": "c9", "c1": "c9"}, [("c9", ANNA, None, expected)])
+
+
+@pytest.mark.parametrize("guest_first", [False, True], ids=["same-batch", "guest-stored-first"])
+def test_a_guests_yes_for_his_old_address_never_reaches_his_new_one(guest_first):
+    """review-fixguest33 MUST 1: his two staged rows (old@x.com, then new@x.com, consent unknown) and a guest keyed
+    old@x.com saying yes — the yes was given for old@x.com only, so the row the merge keeps (new@x.com) stays
+    unknown. Grouping the fill by customer wrote the yes onto every row of his: new@x.com would be subscribed."""
+    old, new = "old@x.com", "new@x.com"
+    guest = Contact(old, email=old, marketing_consent=Consent.YES)
+    his = [Contact("c9", email=old, marketing_consent=Consent.UNKNOWN),
+           Contact("c9", email=new, marketing_consent=Consent.UNKNOWN)]
+    con = _con()
+    if guest_first:
+        _merge(con, [_order("g1", old, 2)], [guest])
+        _merge(con, [_order("c1", "c9")], his)
+    else:
+        _merge(con, [_order("c1", "c9"), _order("g1", old, 2)], [*his, guest])
+    assert [(c, e, k) for c, e, _, k in _state(con)[1] if c == "c9"] == [("c9", new, "unknown")]
