@@ -5,6 +5,7 @@ on a pull that ended); a RetailCRM merge's survivor gets the loser's orders (doc
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
@@ -84,6 +85,19 @@ def amo_two(fake) -> None:
     fake.put_order(1, 10, "100", at=then)
     fake.put_contact(11, "bob@example.com", at=then - timedelta(days=60))
     fake.put_order(2, 11, "300", at=then - timedelta(days=60))  # (another day: the recency scores do not collapse)
+
+
+@contextmanager
+def amo_synced(tmp_path, monkeypatch, fill=amo_two):
+    """An amoCRM shop (``fill`` puts its contacts and orders in the fake CRM) synced once to the fake Mailchimp:
+    yields (config path, the fake Mailchimp, the fake amoCRM) while both fakes run."""
+    config = shop(tmp_path, monkeypatch, "amocrm")
+    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mailchimp(mc, monkeypatch, rsps)
+        fake = FakeAmo(rsps)
+        fill(fake)
+        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+        yield config, mc, fake
 
 
 ANN_GONE = ("10", None, None, None, "no", "true")
@@ -221,12 +235,7 @@ def test_the_servers_resync_of_a_contacts_delete_delivery_takes_its_managed_tags
     from sync.serve.resync import resync
     from sync.settings import load_settings
 
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        mailchimp(mc, monkeypatch, rsps)
-        fake = FakeAmo(rsps)
-        amo_two(fake)
-        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+    with amo_synced(tmp_path, monkeypatch, amo_two) as (config, mc, fake):
         before = esp_tags(mc)
         body = urlencode({"contacts[delete][0][id]": "10", "contacts[delete][0][type]": "contact"}).encode()
         orders, cards = amo_parse({}, body)

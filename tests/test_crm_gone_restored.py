@@ -22,7 +22,7 @@ from connectors.retailcrm_webhooks import parse_webhook as retail_parse
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_amocrm import SUB, FakeAmo
 from tests.test_bitrix24 import HOOK, FakeBitrix24
-from tests.test_crm_gone_contacts import ANN_GONE, amo_two, esp_tags, mailchimp, run, shop
+from tests.test_crm_gone_contacts import ANN_GONE, amo_synced, amo_two, esp_tags, mailchimp, run, shop
 from tests.test_crm_gone_sweep import resync_contacts, row
 from tests.test_retailcrm import FakeRetailCrm
 
@@ -41,12 +41,7 @@ def amo_contact(action: str, cid: str, at: int, **fields: str) -> bytes:
 
 def test_an_amocrm_contact_restored_after_its_deletion_comes_back_through_the_server_and_the_next_pulls(
         tmp_path, monkeypatch):
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        mailchimp(mc, monkeypatch, rsps)
-        fake = FakeAmo(rsps)
-        amo_two(fake)
-        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+    with amo_synced(tmp_path, monkeypatch, amo_two) as (config, mc, fake):
         before, ann = esp_tags(mc), row(tmp_path, "10")
         assert before["ann@example.com"]
         deleted_at = int(datetime.now(timezone.utc).timestamp()) - 60

@@ -17,7 +17,7 @@ from sync.ledger.codec import decode_records, encode_records
 from sync.serve.generic import parse_generic
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_amocrm import SUB, FakeAmo
-from tests.test_crm_gone_contacts import amo_two, contacts, esp_tags, mailchimp, merge_webhook, run, shop
+from tests.test_crm_gone_contacts import amo_synced, amo_two, contacts, esp_tags, mailchimp, merge_webhook, run, shop
 from tests.test_retailcrm import FakeRetailCrm
 
 
@@ -48,12 +48,7 @@ def resync_contacts(config, cards) -> None:
 
 
 def test_a_live_contact_whose_row_the_full_sync_cannot_map_keeps_his_address_and_tags(tmp_path, monkeypatch):
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        mailchimp(mc, monkeypatch, rsps)
-        fake = FakeAmo(rsps)
-        amo_22(fake)
-        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+    with amo_synced(tmp_path, monkeypatch, amo_22) as (config, mc, fake):
         before, bob = esp_tags(mc), row(tmp_path, "11")
         assert before["bob@example.com"]
         fake.contacts[11]["created_at"] = "soon"  # a row amoCRM answers oddly: a bad row of the pull
@@ -139,12 +134,7 @@ def test_an_amocrm_companys_webhook_contact_is_its_company_customer_and_a_full_p
 
 
 def test_a_list_short_of_more_contacts_than_the_guards_allow_empties_nobody_unless_forced(tmp_path, monkeypatch):
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with FakeMailchimp() as mc, responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        mailchimp(mc, monkeypatch, rsps)
-        fake = FakeAmo(rsps)
-        amo_22(fake)
-        assert run("sync", "--config", config, "--allow-mass-change").exit_code == 0
+    with amo_synced(tmp_path, monkeypatch, amo_22) as (config, mc, fake):
         before, stored = esp_tags(mc), contacts(tmp_path)
         hidden = {i: fake.contacts.pop(i) for i in range(20, 26)}  # a token with narrower rights: 16 of 22 listed
         r = run("sync", "--full", "--config", config)
