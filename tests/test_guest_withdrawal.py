@@ -170,9 +170,13 @@ def test_a_withdrawal_keyed_by_his_e_mail_survives_a_new_daily_contacts_file(tmp
     assert consent() == "no"
 
 
-def test_a_guest_order_of_his_e_mail_saying_no_takes_his_tags_off_end_to_end(skip_shop, mailchimp_fake):  # noqa: F811
+@pytest.mark.parametrize("email_field", [True, False], ids=["with-its-email", "without-an-email-field"])
+def test_a_guest_order_of_his_e_mail_saying_no_takes_his_tags_off_end_to_end(skip_shop, mailchimp_fake,  # noqa: F811
+                                                                             email_field):
     """rfmsync serve: NEW-7 bought and said yes (created and tagged in the ESP); then an order keyed by his e-mail (a
-    generic sender's guest checkout) says no: the order is his, and the same resync takes his managed tags off."""
+    generic sender's guest checkout) says no: the order is his, his consent "no", and the same resync takes his
+    managed tags off — also when its contact gives only ``marketing_consent: no``, no e-mail field
+    (review-guest33 MUST 2: that "no" was dropped)."""
     cfg, settings, email = load_config(skip_shop), load_settings(), "late.news@example.com"
     with open_ledger(cfg, settings) as ledger:
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
@@ -180,9 +184,12 @@ def test_a_guest_order_of_his_e_mail_saying_no_takes_his_tags_off_end_to_end(ski
             assert _generic(base, _new_customer_order("yes", None)).status_code == 202
             assert worker.drain() == 2 and mailchimp_fake.tags_of(email), "subscribed and tagged first"
             guest = {**_new_customer_order("no", None, order_id="OOO-2"), "customer_id": email}
+            if not email_field:
+                del guest["contact"]["email"]
             assert _generic(base, guest).status_code == 202
             assert worker.drain() == 2
     with open_store(store_path(cfg)) as con:
         assert con.execute("SELECT customer_id FROM orders WHERE order_id = 'OOO-2'").fetchall() == [("NEW-7",)]
-        assert con.execute("SELECT marketing_consent FROM contacts WHERE customer_id = 'NEW-7'").fetchall() == [("no",)]
+        assert con.execute("SELECT customer_id, marketing_consent FROM contacts WHERE customer_id IN ('NEW-7', ?)",
+                           [email]).fetchall() == [("NEW-7", "no")]
     assert mailchimp_fake.tags_of(email) == set()

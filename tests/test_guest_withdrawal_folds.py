@@ -3,7 +3,8 @@
 1. Several records folding into one customer in one merge (two keys of his, two rows of one key), in a webhook's
    merge (``link_staged``) and a file's full refresh (``apply_links``): each key's last row counts, and a "no" any of
    them gives for his e-mail lands, whatever their order (an ``UPDATE … FROM`` matching several rows kept any one).
-2. A record keyed by his e-mail that gives no ``email`` field (a generic order's contact): its key is its address.
+2. A record keyed by his e-mail that gives no ``email`` field (a generic order's contact): its key is its address
+   (end to end: test_guest_withdrawal.py's guest order ``[without-an-email-field]``).
 3. A stored guest's "no" gives way to the consent his staged version registers with only when that version is the
    newer: by the vendor's times when both are known, else by acceptance (docs/serve.md "Deliveries out of order")."""
 
@@ -14,18 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from connectors.records import Consent, Contact
-from sync.config import load_config
-from sync.ledger import open_ledger
-from sync.pipeline import store_path
-from sync.serve.app import create_app
-from sync.serve.webhooks import Intake
-from sync.serve.worker import Worker
-from sync.settings import load_settings
-from sync.store import open_store
 from tests.test_guest_registers_later import _con, _merge, _order, _state
-from tests.test_serve_out_of_order import _generic, _new_customer_order, skip_shop  # noqa: F401  (fixture)
-from tests.test_webhooks_generic import live_server
-from tests.test_worker import AS_OF
 
 UTC = timezone.utc
 ANNA, PHONE = "anna@x.com", "+998901112233"
@@ -80,27 +70,6 @@ def test_a_record_keyed_by_his_e_mail_without_an_email_field_withdraws_him():
     _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)])
     _merge(con, [_order("g1", ANNA, 2)], [Contact(ANNA, marketing_consent=Consent.NO)])
     assert _state(con) == ({"c1": "c9", "g1": "c9"}, [("c9", ANNA, None, "no")])
-
-
-def test_a_generic_orders_contact_keyed_by_his_e_mail_without_one_takes_his_tags_off_end_to_end(
-        skip_shop, mailchimp_fake):  # noqa: F811
-    """rfmsync serve: NEW-7 said yes and is tagged; a generic order keyed by his e-mail whose contact gives only
-    ``marketing_consent: no`` (no e-mail field): the order is his, his consent "no", his managed tags off."""
-    cfg, settings, email = load_config(skip_shop), load_settings(), "late.news@example.com"
-    with open_ledger(cfg, settings) as ledger:
-        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
-        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
-            assert _generic(base, _new_customer_order("yes", None)).status_code == 202
-            assert worker.drain() == 2 and mailchimp_fake.tags_of(email), "subscribed and tagged first"
-            guest = {**_new_customer_order("no", None, order_id="OOO-2"), "customer_id": email}
-            del guest["contact"]["email"]
-            assert _generic(base, guest).status_code == 202
-            worker.drain()
-    with open_store(store_path(cfg)) as con:
-        assert con.execute("SELECT customer_id FROM orders WHERE order_id = 'OOO-2'").fetchall() == [("NEW-7",)]
-        assert con.execute("SELECT customer_id, marketing_consent FROM contacts WHERE customer_id IN ('NEW-7', ?)",
-                           [email]).fetchall() == [("NEW-7", "no")]
-    assert mailchimp_fake.tags_of(email) == set()
 
 
 @pytest.mark.parametrize("guest_vt, his_vt, his_accepted, expected", [
