@@ -79,16 +79,15 @@ def recall(con: duckdb.DuckDBPyConnection, learned: str | None) -> None:
 
 def drop_gone(con: duckdb.DuckDBPyConnection) -> None:
     """``_lk_gone``: the customers of ``_lk_cand`` and ``_lk_recall`` deleted in the CRM (staged deleted by the batch:
-    his stored row still carries the e-mail/phone the deletion erases; or stored deleted and not staged again),
-    dropped from both: they take no guest. Only those customers' rows are looked at (a scan of every contact's
-    attributes cost 0.15 CPU s per 1 M contacts)."""
+    his stored row still carries the e-mail/phone the deletion erases; or stored deleted, also when the batch
+    stages a live version of him: linking runs before the merge drops a version older than the stored deletion, so
+    a retried stale update is no restore yet — a restored customer takes guests from his next merge on), dropped
+    from both: they take no guest. Only those customers' rows are looked at (a scan of every contact's attributes
+    cost 0.15 CPU s per 1 M contacts)."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_gone AS
-        WITH ids AS (SELECT customer_id AS id FROM _lk_cand UNION SELECT key FROM _lk_recall),
-             staged AS (SELECT customer_id, attributes FROM staged_contacts WHERE customer_id IN (SELECT id FROM ids)),
-             stored AS (SELECT customer_id, attributes FROM contacts WHERE customer_id IN (SELECT id FROM ids))
-        SELECT customer_id FROM staged WHERE {DELETED}
-        UNION SELECT customer_id FROM stored WHERE {DELETED} AND customer_id NOT IN (SELECT customer_id FROM staged
-                                                                                     WHERE NOT {DELETED})""")
+        WITH ids AS (SELECT customer_id AS id FROM _lk_cand UNION SELECT key FROM _lk_recall)
+        SELECT customer_id FROM staged_contacts WHERE customer_id IN (SELECT id FROM ids) AND {DELETED}
+        UNION SELECT customer_id FROM contacts WHERE customer_id IN (SELECT id FROM ids) AND {DELETED}""")
     con.execute("DELETE FROM _lk_cand WHERE customer_id IN (SELECT customer_id FROM _lk_gone)")
     con.execute("DELETE FROM _lk_recall WHERE key IN (SELECT customer_id FROM _lk_gone)")
 

@@ -216,3 +216,41 @@ def test_a_bitrix24_contact_restored_from_the_recycle_bin_comes_back_with_the_se
             assert b24_parse({}, urlencode({"event": "ONCRMCONTACTUPDATE", **event}).encode()) == ([], [])
             resync(cfg, ledger, settings, [], [], pull=True)
         assert row(tmp_path, "10") == ann and esp_tags(mc) == before
+
+
+def test_a_deletion_retried_after_the_restore_withdraws_nothing(tmp_path, monkeypatch):
+    """reread33 crossing 2: amoCRM delivers the deletion again (a retry, dated before the restore) after the
+    contact was restored: it is older than the restore, so it is left out — and its "no" (the deletion's, not his
+    word) no longer withdraws the restored contact, which no later pull mended (the same vendor time kept it)."""
+    with amo_synced(tmp_path, monkeypatch) as (config, mc, fake):
+        at = int(datetime.now(timezone.utc).timestamp()) - 120
+        kept = fake.contacts.pop(10)
+        resync_contacts(config, amo_parse({}, amo_contact("delete", "10", at))[1])
+        fake.contacts[10] = {**kept, "updated_at": at + 60}
+        resync_contacts(config, amo_parse({}, amo_contact("update", "10", at + 60, name="Ann",
+                                                          email="ann@example.com"))[1])
+        restored = row(tmp_path, "10")
+        assert restored[1] == "ann@example.com" and restored[4] == "unknown"
+        resync_contacts(config, amo_parse({}, amo_contact("delete", "10", at))[1])  # the deletion, retried
+        assert row(tmp_path, "10") == restored
+        for args in (["pull"], ["pull", "--full"]):  # (they read his whole contact: his phone comes back too)
+            assert run(*args, "--config", config).exit_code == 0
+            assert (row(tmp_path, "10")[1], row(tmp_path, "10")[4:]) == ("ann@example.com", ("unknown", None))
+
+
+def test_a_deletion_retried_after_the_restore_in_one_worker_batch_withdraws_nothing():
+    """The same in one worker batch: the deletion, a restore saying yes, the deletion again (older): the batch
+    keeps the restore with its yes (the stale deletion's "no" withdrew it)."""
+    from connectors.records import Consent, Contact
+    from sync.ledger.queue import Event
+    from sync.serve.batches import _batch
+
+    now = datetime.now(timezone.utc)
+    deleted = amo_parse({}, amo_contact("delete", "10", int(now.timestamp()) - 120))
+    restore = ([], [Contact(customer_id="10", email="ann@example.com", marketing_consent=Consent.YES, updated_at=now)])
+    parts = [(Event(n, "amocrm", f"k{n}", "{}", now, 1), *records, False)
+             for n, records in enumerate((deleted, restore, deleted), 1)]
+    batch = _batch(parts)
+    [kept] = batch.contacts
+    assert (kept.email, kept.marketing_consent, kept.gone) == ("ann@example.com", Consent.YES, False)
+    assert batch.restored == {"10"}

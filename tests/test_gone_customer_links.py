@@ -186,3 +186,28 @@ def test_a_file_guest_linked_to_a_customer_deleted_since_is_the_guests_on_the_ne
         con.executemany("INSERT INTO identity_links VALUES (?, ?, ?, ?, ?)", kept)
     _read(con, *guest)
     assert dict(con.execute("SELECT order_id, customer_id FROM orders").fetchall()) == {"g1": "anna@x.com", "w1": "c1"}
+
+
+def test_a_stale_update_of_a_deleted_customer_beside_a_guest_order_restores_nothing_for_linking():
+    """reread33 crossing 1: an edit of customer 9 made before his deletion, delivered after it (a retry), arrives with
+    a guest order under his old e-mail. Linking runs before the merge drops that version as older than the stored
+    deletion, and took it for a restore: the guest's order joined the erased customer and an identity link wrote his
+    erased e-mail back. A customer stored deleted takes no guest in the merge that stages him again."""
+    from connectors.contacts import gone_contact
+    from connectors.records import Consent, Contact
+    from tests.test_guest_registers_later import _con, _merge, _order
+
+    def at(h: int) -> datetime:
+        return datetime(2026, 12, 1, h, tzinfo=UTC)
+
+    anna = "anna@x.com"
+    con = _con()
+    _merge(con, [_order("c1", "9")], [Contact("9", email=anna, marketing_consent=Consent.YES)],
+           received_at=at(1), versions={("contact", "9"): at(1)})
+    _merge(con, [], [gone_contact("9")], received_at=at(3), versions={("contact", "9"): at(3)})
+    _merge(con, [_order("g1", anna, 2)], [Contact("9", email=anna, marketing_consent=Consent.YES)],
+           received_at=at(4), versions={("contact", "9"): at(2)})  # made at 2, delivered at 4: stale
+    assert con.execute("SELECT email, marketing_consent FROM contacts WHERE customer_id = '9'").fetchall() == [
+        (None, "no")]
+    assert con.execute("SELECT customer_id FROM orders WHERE order_id = 'g1'").fetchall() == [(anna,)]
+    assert con.execute("SELECT count(*) FROM identity_links WHERE customer_id = '9'").fetchall() == [(0,)]

@@ -228,6 +228,7 @@ _CARRIED = ("email", "phone", "first_name", "last_name", "created_at")
 
 
 def _withdraws(record: Order | Contact, held: Order | Contact) -> bool:
-    """A stale contact version withdrawing a consent the kept one does not withdraw."""
-    return (isinstance(record, Contact) and record.marketing_consent is Consent.NO
+    """A stale contact version withdrawing a consent the kept one does not withdraw. A stale deletion (a CRM's
+    delete retried after the contact's restore) withdraws nothing: its "no" is the deletion's, not his word."""
+    return (isinstance(record, Contact) and record.marketing_consent is Consent.NO and not record.gone
             and held.marketing_consent is not Consent.NO)

@@ -83,16 +83,20 @@ def plausible_versions(versions: Mapping[tuple[str, str], datetime | None],
 
 #: the customers whose consent a stale webhook version withdrew (:func:`withdraw_late`), for the resync to push
 LATE_WITHDRAWALS = "_late_withdrawals"
+#: a staged contact that is a CRM's deletion (:func:`connectors.contacts.gone_contact`: emptied, ``deleted``)
+STAGED_GONE = ("(email IS NULL AND phone IS NULL AND coalesce(json_extract_string(attributes, '$.deleted') = 'true', "
+               "false))")
 
 
 def withdraw_late(con: duckdb.DuckDBPyConnection, older: str) -> None:
     """A contact's stale version (its id in the table ``older``) that withdraws consent still withdraws it, from
     the stored contact (consent only: a newer edit may have said nothing of consent, or given it again: never
-    subscribe on a doubt); its customer is kept in :data:`LATE_WITHDRAWALS` (:func:`late_withdrawals`)."""
+    subscribe on a doubt); its customer is kept in :data:`LATE_WITHDRAWALS` (:func:`late_withdrawals`). A stale
+    deletion (a CRM's delete retried after the contact was restored: :data:`STAGED_GONE`) withdraws nothing."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {LATE_WITHDRAWALS} AS SELECT customer_id FROM contacts "
                 f"WHERE marketing_consent <> 'no' AND customer_id IN (SELECT id FROM {older}) AND customer_id IN "
                 "(SELECT customer_id FROM staged_contacts GROUP BY ALL "
-                "HAVING arg_max(marketing_consent, rowid) = 'no')")
+                f"HAVING arg_max(marketing_consent, rowid) = 'no' AND NOT arg_max({STAGED_GONE}, rowid))")
     con.execute(f"UPDATE contacts SET marketing_consent = 'no' WHERE customer_id IN "
                 f"(SELECT customer_id FROM {LATE_WITHDRAWALS})")
 
