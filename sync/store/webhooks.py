@@ -9,6 +9,7 @@ from typing import Mapping, Union
 
 import duckdb
 
+from connectors.guest_merge import DELETED
 from connectors.webhooks import too_far_ahead
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,7 @@ def plausible_versions(versions: Mapping[tuple[str, str], datetime | None],
 #: the customers whose consent a stale webhook version withdrew (:func:`withdraw_late`), for the resync to push
 LATE_WITHDRAWALS = "_late_withdrawals"
 #: a staged contact that is a CRM's deletion (:func:`connectors.contacts.gone_contact`: emptied, ``deleted``)
-STAGED_GONE = ("(email IS NULL AND phone IS NULL AND coalesce(json_extract_string(attributes, '$.deleted') = 'true', "
-               "false))")
+STAGED_GONE = f"(email IS NULL AND phone IS NULL AND {DELETED})"
 
 
 def withdraw_late(con: duckdb.DuckDBPyConnection, older: str) -> None:
