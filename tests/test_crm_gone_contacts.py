@@ -88,6 +88,18 @@ def amo_two(fake) -> None:
 
 
 @contextmanager
+def amo_pulled(tmp_path, monkeypatch, fill=amo_two):
+    """An amoCRM shop (``fill`` puts its contacts and orders in the fake CRM) pulled once, no ESP: yields (config
+    path, the fake amoCRM) while the fake answers."""
+    config = shop(tmp_path, monkeypatch, "amocrm")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeAmo(rsps)
+        fill(fake)
+        assert run("pull", "--config", config).exit_code == 0
+        yield config, fake
+
+
+@contextmanager
 def amo_synced(tmp_path, monkeypatch, fill=amo_two):
     """An amoCRM shop (``fill`` puts its contacts and orders in the fake CRM) synced once to the fake Mailchimp:
     yields (config path, the fake Mailchimp, the fake amoCRM) while both fakes run."""
@@ -162,11 +174,7 @@ def test_shopifys_customers_delete_empties_the_contact_dated_when_it_was_trigger
 
 
 def test_a_full_pull_empties_the_stored_contacts_the_crm_no_longer_lists(tmp_path, monkeypatch):
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake = FakeAmo(rsps)
-        amo_two(fake)
-        assert run("pull", "--config", config).exit_code == 0
+    with amo_pulled(tmp_path, monkeypatch, amo_two) as (config, fake):
         with open_store(tmp_path / "rfmsync.duckdb") as con:  # a guest keyed by his e-mail: in no contact list
             con.execute("INSERT INTO contacts (customer_id, email, marketing_consent) "
                         "VALUES ('eve@example.com', 'eve@example.com', 'unknown')")
@@ -181,11 +189,7 @@ def test_a_full_pull_empties_the_stored_contacts_the_crm_no_longer_lists(tmp_pat
 
 
 def test_a_full_pull_that_stops_half_way_or_lists_no_contact_empties_nobody(tmp_path, monkeypatch):
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake = FakeAmo(rsps)
-        amo_two(fake)
-        assert run("pull", "--config", config).exit_code == 0
+    with amo_pulled(tmp_path, monkeypatch, amo_two) as (config, fake):
         stored = contacts(tmp_path)
         del fake.contacts[10]
         # the contact list read whole, then the token refused while the leads are read

@@ -17,7 +17,7 @@ from sync.ledger.codec import decode_records, encode_records
 from sync.serve.generic import parse_generic
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_amocrm import SUB, FakeAmo
-from tests.test_crm_gone_contacts import amo_synced, amo_two, contacts, esp_tags, mailchimp, merge_webhook, run, shop
+from tests.test_crm_gone_contacts import amo_pulled, amo_synced, amo_two, contacts, esp_tags, mailchimp, merge_webhook, run, shop
 from tests.test_retailcrm import FakeRetailCrm
 
 
@@ -70,11 +70,7 @@ def test_a_live_contact_whose_row_the_full_sync_cannot_map_keeps_his_address_and
 
 
 def test_a_bad_contact_row_naming_no_contact_empties_nobody(tmp_path, monkeypatch):
-    config = shop(tmp_path, monkeypatch, "amocrm")
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake = FakeAmo(rsps)
-        amo_22(fake)
-        assert run("pull", "--config", config).exit_code == 0
+    with amo_pulled(tmp_path, monkeypatch, amo_22) as (config, fake):
         stored = contacts(tmp_path)
         del fake.contacts[10]  # deleted in amoCRM, but the list also serves a row with no id
         fake.contacts[99] = {**fake.contacts[11], "id": None, "updated_at": fake.contacts[11]["updated_at"] + 7}
