@@ -41,6 +41,7 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # stall this long before answering (a timeout drill); cut short on stop
+    drop: bool = False  # close the connection without answering (the work done: an answer lost on the way)
 
     @classmethod
     def json(cls, status: int, payload: Any, content_type: str = "application/json; charset=utf-8",
@@ -120,6 +121,9 @@ class LoopbackServer:
                 except Exception as exc:  # a bug in the fake: answer 500 with the reason, keep serving
                     reply = Reply.json(500, {"title": "Fake Error", "status": 500, "detail": repr(exc)})
                 if reply.delay and outer._stopping.wait(reply.delay):
+                    return
+                if reply.drop:  # no status line at all: the client reads the connection closed
+                    self.close_connection = True
                     return
                 try:
                     self.send_response(reply.status)
