@@ -22,6 +22,8 @@ import logging
 import re
 import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
@@ -36,6 +38,7 @@ from mailchimp_marketing.api_client import ApiClient, ApiClientError
 from connectors.errors import TransientError
 from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_from
+from connectors.runstart import server_date
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
@@ -68,6 +71,25 @@ def action_for(status: int, empty_body: bool = False) -> Action:
         return EMPTY_BODY_ACTIONS[status]
     return STATUS_ACTIONS.get(status, Action.RETRY if status >= 500 else Action.FATAL)
 
+
+
+def may_have_landed(status: int | None) -> bool:
+    """Whether a call retried after this status may have been carried out all the same: its answer lost on the way
+    (a timeout, a connection dropped: no status), or a gateway's or server's error (5xx, 408) given after the work
+    or in its middle. A 429 or a body-less 403 (throttling) turned it away before any work."""
+    return status is None or status >= 500 or status == 408
+
+
+@dataclass
+class Sent:
+    """What :meth:`MailchimpApi.call` learnt of a write call's attempts: when the first attempt whose answer was
+    lost (:func:`may_have_landed`) was sent (``lost_at``, the host's monotonic clock; None: none was), when the
+    answer finally read arrived (``answered``, the same clock) and the ``Date`` it carried (``date``: the vendor's
+    clock, whole seconds; None: no such header)."""
+
+    lost_at: float | None = None
+    answered: float | None = None
+    date: datetime | None = None
 
 
 class BatchRejected(DestinationError):
@@ -228,25 +250,33 @@ class MailchimpApi:
             previous = items
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any,
-             shape: type[Shape] | TypeAdapter[Any] | None = None, **kwargs: Any) -> Any:
+             shape: type[Shape] | TypeAdapter[Any] | None = None, sent: Sent | None = None, **kwargs: Any) -> Any:
         """One API call through the retry layer. The 2xx body is read from the raw response and validated:
         ``shape`` (a model instance comes back; a dict for a TypedDict shape's adapter) or, without one, any JSON
         object (a dict comes back); anything else is :class:`BadAnswer` (not retried here: the items it covers
-        fail and the next run retries them)."""
+        fail and the next run retries them). ``sent``: told of its attempts (:class:`Sent`)."""
 
         def once() -> Any:
             started = time.monotonic()
             try:
-                result = fn(*args, **kwargs)
-            except ApiClientError as exc:
+                try:
+                    result = fn(*args, **kwargs)
+                except ApiClientError as exc:
+                    response = getattr(self._api.last, "response", None)
+                    text = response.text if exc.text is UNREAD and response is not None else exc.text
+                    raise self.error(what, exc.status_code, text, response) from None
                 response = getattr(self._api.last, "response", None)
-                text = response.text if exc.text is UNREAD and response is not None else exc.text
-                raise self.error(what, exc.status_code, text, response) from None
-            response = getattr(self._api.last, "response", None)
-            if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
-                response = result
-                if not result.ok:
-                    raise self.error(what, result.status_code, result.text, result)
+                if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
+                    response = result
+                    if not result.ok:
+                        raise self.error(what, result.status_code, result.text, result)
+            except TransientError as exc:
+                if sent is not None and sent.lost_at is None and may_have_landed(exc.status):
+                    sent.lost_at = started
+                raise
+            if sent is not None:
+                sent.answered = time.monotonic()
+                sent.date = server_date(response.headers.get("Date")) if response is not None else None
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
             label = f"Mailchimp {what}"
             raw = response.content if response is not None else result
