@@ -45,8 +45,8 @@ def test_a_create_whose_lost_send_created_him_is_reported_created(mailchimp_fake
     if lost == "dropped":
         fake.drop(method="POST", path=f"^{BATCH}$")
     else:
-        fake.stall(1.0, method="POST", path=f"^{BATCH}$")
-    dest = make(fake, sleeps, timeout=0.3)
+        fake.stall(3.0, method="POST", path=f"^{BATCH}$")  # the work done, the answer later than the timeout
+    dest = make(fake, sleeps, timeout=1.0)
     dest.prepare(["rfm:A"], {})
     rec = Recorder()
     dest.apply([change("new@example.com", status="subscribed", fields={"FNAME": "N"}, add={"rfm:A"}),
