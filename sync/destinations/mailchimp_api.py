@@ -274,7 +274,7 @@ class MailchimpApi:
                 if sent is not None and sent.lost_at is None and may_have_landed(exc.status):
                     sent.lost_at = started
                 raise
-            if sent is not None:
+            if sent is not None and sent.lost_at is not None:  # (its Date read only after a lost answer)
                 sent.answered = time.monotonic()
                 sent.date = server_date(response.headers.get("Date")) if response is not None else None
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
