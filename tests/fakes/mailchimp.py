@@ -574,6 +574,7 @@ class FakeMailchimp:
             return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
         update_existing = bool(body.get("update_existing"))
         new, updated, errors = [], [], []
+        stamp = ""  # this call's time, its creates' (read once)
         # each merge tag's checks, read once a call: (a number field, a required one)
         checks = {tag: (field["type"] == "number", bool(field.get("required")))
                   for tag, field in lst.merge_fields.items()}
@@ -608,7 +609,7 @@ class FakeMailchimp:
                           field_message="status is required for a new member")
                     continue
                 lst.members[key] = {"email_address": email, "status": status, "merge_fields": dict(fields)}
-                lst.times[key] = _times(status, "", now())
+                lst.times[key] = _times(status, "", stamp or (stamp := now()))
                 lst.heads.pop(key, None)
                 new.append(self._member_json(lst, key))
                 continue
