@@ -8,7 +8,7 @@ Calls, through the official SDK ``mailchimp_marketing`` 3.0.80 (``requests`` und
     existing_members GET /lists/{id}/members          count=1000 pages
     read_managed     GET /lists/{id}/segments/{seg}/members
     (a refused removal) GET /lists/{id}/members/{hash}  is the address still a member?
-    (a create re-sent)  GET /lists/{id}/members/{hash}  did the lost send create him? (mailchimp_resent)
+    (a create re-sent)  GET /lists/{id}/members?since_timestamp_opt=  did the lost send create them? (mailchimp_resent)
 
 Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no ``status_if_new``, and
 ``update_existing`` decides whether a batch may change existing members. So an upsert is done as:
@@ -20,10 +20,11 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
    ``merge_fields`` and **no status at all**, so subscribed, unsubscribed, cleaned, pending and transactional
    members all keep their status.
 
-Both steps are idempotent, so both are retried. A create whose answer was lost and that the retry sent again is
-answered ``ERROR_CONTACT_EXISTS`` for the members the lost send created: those of a ``subscribed`` create are read
-once and reported created (no field update: the lost send carried the fields) when Mailchimp's times say the lost
-send made them (:mod:`sync.destinations.mailchimp_resent`). A new contact's tags come after its upsert (a tag call starts
+Both steps are idempotent, so both are retried (an answer cut off mid-body too, as a timeout). A create whose
+answer was lost and that the retry sent again is answered ``ERROR_CONTACT_EXISTS`` for the members the lost send
+created: those of a ``subscribed`` create are looked for in one bounded list read and reported created (no field
+update: the lost send carried the fields) when Mailchimp's times say the lost send made them
+(:mod:`sync.destinations.mailchimp_resent`). A new contact's tags come after its upsert (a tag call starts
 as soon as the upserts of its new contacts answered: :mod:`sync.destinations.mailchimp_apply`); a new contact
 whose upsert failed gets no tag call this run (its tag ops are reported failed and the engine retries them next
 run). A contact the ledger knows is in the audience gets its tags without waiting for its field update: a tag
