@@ -201,3 +201,22 @@ def test_an_answer_cut_off_mid_body_is_a_lost_answer(mailchimp_fake, sleeps) -> 
     assert new.ok and not new.existed and _reads(fake) == 1
     assert rec.results[("new@example.com", "tag+rfm:A")].ok and fake.tags_of("new@example.com") == {"rfm:A"}
     assert fake.count("POST", BATCH) == 2 and len(sleeps) == 2
+
+
+def test_a_subscribed_create_answered_with_an_html_page_is_warned_of(mailchimp_fake, sleeps, caplog) -> None:
+    """fixcross34 (review 3): a create batch answered 200 with an HTML page, the work done (a BadAnswer: not
+    retried within the apply). Its creates fail and the next run sends them again, which finds them members and
+    cannot record them: a WARNING now says so, naming the first subscribed create (there was none)."""
+    fake = mailchimp_fake
+    fake.answer_raw(b"<html><body>Service busy</body></html>", path=f"^{BATCH}$", work=True)
+    dest = make(fake, sleeps)
+    rec = Recorder()
+    with caplog.at_level(logging.WARNING):
+        dest.apply([change("new@example.com", status="subscribed"), change("tx@example.com")], rec)
+    assert not rec.results[("new@example.com", "upsert")].ok
+    assert fake.member("new@example.com")["status"] == "subscribed"  # the work done
+    line = next(r.getMessage() for r in caplog.records if "is not Mailchimp's answer" in r.getMessage())
+    assert "1 subscribed create (new@example.com)" in line and "will not be named" in line
+    rec = Recorder()
+    dest.apply([change("new@example.com", status="subscribed")], rec)  # the next run: found there, as documented
+    assert rec.results[("new@example.com", "upsert")].existed

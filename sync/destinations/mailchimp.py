@@ -76,7 +76,7 @@ from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, Membe
                                 refuses_member)
 from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi, Sent
 from .mailchimp_bodies import batch_body, segment_body, tag_ops
-from .mailchimp_resent import landed
+from .mailchimp_resent import landed, unread
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,8 @@ class MailchimpDestination(AudienceSetup):
         except (BatchRejected, BadAnswer) as exc:
             named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
             if not named:
+                if create and isinstance(exc, BadAnswer):  # the work may be done: the next run cannot tell
+                    unread(self, what, [c for c in chunk if c.status_if_new == "subscribed"])
                 return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
             # a 400 naming members: they fail (refused for good if it says so of him alone, as in an answer's
             # errors), the others are sent again without them

@@ -35,6 +35,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Sequence
 
+from connectors.counts import counted
 from connectors.runstart import MAX_VENDOR_LAG, STAMP_SLACK
 
 from ..errors import DestinationError
@@ -151,6 +152,19 @@ def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Se
     return mine
 
 
+def unread(dest: MailchimpDestination, what: str, creates: Sequence[ContactChange]) -> None:
+    """A WARNING for the ``subscribed`` ``creates`` of a create batch answered 2xx with what is not Mailchimp's answer
+    (an HTML page, a body cut short: :class:`~sync.destinations.answers.BadAnswer`, not retried within the apply):
+    they fail and the next run sends them again; if this call was carried out, that run finds them members already
+    and cannot record them as rfmsync's (it knows nothing of this call), so a later withdrawal is not named."""
+    if creates:
+        log.warning("mailchimp %s: %s was answered with what is not Mailchimp's answer; its %s (%s%s) failed and "
+                    "will be sent again next run, but if Mailchimp carried this call out, that run finds them already "
+                    "members and cannot record them as created by rfmsync: a later withdrawal in the source will not "
+                    "be named for them (check them in Mailchimp)", dest.name, what, counted(len(creates),
+                    "subscribed create"), creates[0].email, " and more" if len(creates) > 1 else "")
+
+
 def _unclear(dest: MailchimpDestination, what: str, emails: Sequence[str], why: str) -> None:
     log.warning("mailchimp %s: %s was sent again after its answer was lost; %d of its subscribed creates answered "
                 "\"already a member\" (%s%s) could not be checked (%s): not recorded as created by rfmsync, so a "
@@ -158,4 +172,4 @@ def _unclear(dest: MailchimpDestination, what: str, emails: Sequence[str], why: 
                 emails[0], " and more" if len(emails) > 1 else "", why)
 
 
-__all__ = ["MemberOpt", "READ_ATTEMPTS", "READ_PAGES", "believed", "created_since", "landed", "since"]
+__all__ = ["MemberOpt", "READ_ATTEMPTS", "READ_PAGES", "believed", "created_since", "landed", "since", "unread"]
