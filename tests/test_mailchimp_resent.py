@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -220,3 +221,24 @@ def test_a_subscribed_create_answered_with_an_html_page_is_warned_of(mailchimp_f
     rec = Recorder()
     dest.apply([change("new@example.com", status="subscribed")], rec)  # the next run: found there, as documented
     assert rec.results[("new@example.com", "upsert")].existed
+
+
+@pytest.mark.parametrize("others, found", [(1200, True), (5000, False)])
+def test_sign_ups_between_the_lost_send_and_the_read_are_paged_through_up_to_a_limit(mailchimp_fake, sleeps, caplog,
+                                                                                      others, found) -> None:
+    """Others who opted in within the window come first (newest first): the read pages on until the lost send's
+    creates are found, at most 5 pages of 1,000; past that they are not recorded and a WARNING says so. (The others
+    are stamped 20 s ahead, within the minute the read allows past the re-send's Date, so that they come first.)"""
+    fake = mailchimp_fake
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 20))  # after the lost send's creates
+    for i in range(others):
+        fake.add_member(f"other{i}@example.com", status="subscribed", since=stamp)
+    fake.drop(method="POST", path=f"^{BATCH}$")
+    dest = make(fake, sleeps)
+    rec = Recorder()
+    with caplog.at_level(logging.WARNING):
+        dest.apply([change("new@example.com", status="subscribed")], rec)
+    assert rec.results[("new@example.com", "upsert")].existed is not found
+    assert _reads(fake) == (2 if found else 5)
+    warned = [r.getMessage() for r in caplog.records if "sent again after its answer was lost" in r.getMessage()]
+    assert (warned == []) if found else ("opted in meanwhile, not all read" in warned[0])
