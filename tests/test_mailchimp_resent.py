@@ -309,3 +309,31 @@ def test_a_member_there_before_in_a_crowded_window_is_read_and_not_recorded(mail
                    rec)
     assert rec.results[("old@example.com", "upsert")].existed and not rec.results[("new@example.com", "upsert")].existed
     assert [r.getMessage() for r in caplog.records if "sent again after its answer was lost" in r.getMessage()] == []
+
+
+def test_single_reads_stop_at_their_time_budget_and_a_member_gone_is_not_recorded(mailchimp_fake, sleeps, caplog,
+                                                                                   monkeypatch) -> None:
+    """review-cross34c 3: the single reads' budget and their 404. The list read fails (every attempt), so the
+    three are read one by one: the first is gone (404: not a member, not rfmsync's, no warning of him), the next
+    answers slowly (the lost send's create: recorded), and the budget (set short here) stops the reads: the last
+    is unclear, a WARNING names him. Fails without the budget (every one read) and without the 404 branch (a
+    failed read: all unclear)."""
+    from sync.destinations import mailchimp_resent
+
+    fake = mailchimp_fake
+    fake.drop(method="POST", path=f"^{BATCH}$")
+    fake.fail(500, times=None, fraction=1.0, method="GET", path=MEMBERS)  # the list read only
+    keys = ["a@example.com", "b@example.com", "c@example.com"]
+    fake.fail(404, times=None, fraction=1.0, method="GET",
+              path="^/lists/aud1/members/" + hashlib.md5(keys[0].encode()).hexdigest() + "$")
+    fake.stall(0.4, times=3, method="GET", path=r"^/lists/aud1/members/[0-9a-f]{32}$")
+    monkeypatch.setattr(mailchimp_resent, "READ_BUDGET", 0.3)
+    dest = make(fake, sleeps)
+    rec = Recorder()
+    with caplog.at_level(logging.WARNING):
+        dest.apply([change(k, status="subscribed") for k in keys], rec)
+    singles = sum(1 for method, path, _, _ in fake.requests if method == "GET" and path.startswith("/lists/aud1/members/"))
+    assert singles == 2  # a@ (404), b@ (read, slowly); c@ left: the budget spent
+    assert [rec.results[(k, "upsert")].existed for k in keys] == [True, False, True]
+    line = next(r.getMessage() for r in caplog.records if "sent again after its answer was lost" in r.getMessage())
+    assert "1 of its subscribed creates" in line and "c@example.com" in line and "not read within" in line

@@ -31,8 +31,9 @@ withdrawal named, someone asked to unsubscribe him in the ESP), not recording th
 deadline, 360 s by default, after it) is where a member who subscribed himself could be taken for rfmsync's. The
 reads are bounded in number and in time: only after a call one of whose attempts lost its answer, with
 ``subscribed`` creates answered exists; at most :data:`READ_PAGES` pages, each with at most :data:`READ_ATTEMPTS`
-attempts, stopping at the first page that fails; then single reads of one attempt each for :data:`READ_BUDGET`
-seconds at most, stopping at the first that fails.
+attempts, stopping at the first page that fails; then single reads of one attempt each, none started after
+:data:`READ_BUDGET` seconds (so at most that plus one read's own timeout), stopping at the first that fails. A
+``Date`` accepted but behind the members' clock (up to :data:`DATE_TRUST`) widens the window by as much.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ DATE_TRUST = timedelta(minutes=5)
 #: a member who signed up or opted in this little before the lost send could have reached Mailchimp may be its
 #: create (the answer's Date a little off the clock stamping members): unclear (a WARNING), not "there before"
 CLOCK_MARGIN = timedelta(minutes=10)
-#: the members the list read left unsettled are read one by one for at most this many seconds in all
+#: the members the list read leaves unsettled are read one by one; none is started after this many seconds
 READ_BUDGET = 30.0
 #: the most pages of members who opted in within the window read (newest first: the lost send's creates are on
 #: the first unless other sign-ups, rfmsync's other batches among them, came between it and the re-send's answer)
@@ -181,8 +182,8 @@ def _sort(ours: bool | None, c: ContactChange, mine: set[str], unclear: list[str
 
 def _read_each(dest: MailchimpDestination, left: list[ContactChange], bound: datetime, mine: set[str],
                unclear: list[str]) -> str:
-    """Each of ``left`` read on his own (``GET /lists/{id}/members/{hash}``, one attempt), for at most
-    :data:`READ_BUDGET` seconds in all and up to the first read that fails (404: not a member, not rfmsync's
+    """Each of ``left`` read on his own (``GET /lists/{id}/members/{hash}``, one attempt), none started after
+    :data:`READ_BUDGET` seconds, up to the first read that fails (404: not a member, not rfmsync's
     subscriber); those not read are unclear. Why some were not read ("" when all were)."""
     deadline = time.monotonic() + READ_BUDGET
     for i, c in enumerate(left):
