@@ -133,7 +133,9 @@ class ItemResult:
     #: a create (``upsert`` of a change with ``create``) that found the contact already in the destination, left
     #: alone (Mailchimp: ``ERROR_CONTACT_EXISTS``, or not listed in ``new_members``): his status is his own, so he
     #: is not recorded as subscribed by rfmsync (``subscribed_by_us``). Set with ``ok=True``; only where the ESP
-    #: says so (SendGrid's and Unisender's answers cannot tell)
+    #: says so (SendGrid's and Unisender's answers cannot tell). Not set for a create Mailchimp answered
+    #: ``ERROR_CONTACT_EXISTS`` after the retry sent it again because an earlier attempt's answer was lost, when the
+    #: members' read shows that attempt created him (:mod:`sync.destinations.mailchimp_resent`): created, recorded
     existed: bool = False
 
 

@@ -8,6 +8,7 @@ Calls, through the official SDK ``mailchimp_marketing`` 3.0.80 (``requests`` und
     existing_members GET /lists/{id}/members          count=1000 pages
     read_managed     GET /lists/{id}/segments/{seg}/members
     (a refused removal) GET /lists/{id}/members/{hash}  is the address still a member?
+    (a create re-sent)  GET /lists/{id}/members?since_timestamp_opt=  did the lost send create them? (mailchimp_resent)
 
 Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no ``status_if_new``, and
 ``update_existing`` decides whether a batch may change existing members. So an upsert is done as:
@@ -19,7 +20,11 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
    ``merge_fields`` and **no status at all**, so subscribed, unsubscribed, cleaned, pending and transactional
    members all keep their status.
 
-Both steps are idempotent, so both are retried. A new contact's tags come after its upsert (a tag call starts
+Both steps are idempotent, so both are retried (an answer cut off mid-body too, as a timeout). A create whose
+answer was lost and that the retry sent again is answered ``ERROR_CONTACT_EXISTS`` for the members the lost send
+created: those of a ``subscribed`` create are looked for in one bounded list read and reported created (no field
+update: the lost send carried the fields) when Mailchimp's times say the lost send made them
+(:mod:`sync.destinations.mailchimp_resent`). A new contact's tags come after its upsert (a tag call starts
 as soon as the upserts of its new contacts answered: :mod:`sync.destinations.mailchimp_apply`); a new contact
 whose upsert failed gets no tag call this run (its tag ops are reported failed and the engine retries them next
 run). A contact the ledger knows is in the audience gets its tags without waiting for its field update: a tag
@@ -69,8 +74,9 @@ from .mailchimp_audience import FIELD_TYPES, AudienceSetup, merge_field_type
 from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, MemberInfo, SegmentAnswer,
                                 call_wide, count_mismatches, his_choice, member_error, named_members,
                                 refuses_member)
-from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi
+from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi, Sent
 from .mailchimp_bodies import batch_body, segment_body, tag_ops
+from .mailchimp_resent import landed, unread
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +184,20 @@ class MailchimpDestination(AudienceSetup):
     def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
         return [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
-    def _subscribe(self, chunk: Sequence[ContactChange], create: bool, resend: bool = True
-                   ) -> tuple[list[ItemResult], list[Any]]:
+    def _subscribe(self, chunk: Sequence[ContactChange], create: bool, resend: bool = True,
+                   lost_at: float | None = None) -> tuple[list[ItemResult], list[Any]]:
         body = batch_body(chunk, create, self._field_tags)  # the members as JSON text, sent as it is
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
+        sent = Sent(lost_at)  # an attempt whose answer was lost (this call's, or the call it sends again)
         try:
-            answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
+            answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer,
+                                sent=sent)
             self._check_counts(answer, BATCH_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
             if not named:
+                if create and isinstance(exc, BadAnswer):  # the work may be done: the next run cannot tell
+                    unread(self, what, [c for c in chunk if c.status_if_new == "subscribed"])
                 return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
             # a 400 naming members: they fail (refused for good if it says so of him alone, as in an answer's
             # errors), the others are sent again without them
@@ -199,7 +209,8 @@ class MailchimpDestination(AudienceSetup):
                        for i, (text, _, his) in sorted(named.items())]
             if len(named) == len(chunk):  # every member named: nobody left to send again
                 return refused, []
-            results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
+            results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False,
+                                             sent.lost_at)
             if isinstance(results, CallResults):
                 return CallResults(results.ok, [*results.other, *refused]), spill
             return [*results, *refused], spill
@@ -212,6 +223,9 @@ class MailchimpDestination(AudienceSetup):
         new = {m["email_address"].lower() for m in answer["new_members"]} if create else set()
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
         wide = call_wide({email: member_error(e) for email, e in errors.items()}, len(chunk))
+        # an earlier attempt's answer lost: the members it created are answered "exists" now (mailchimp_resent)
+        mine = landed(self, [c for c in chunk if c.status_if_new == "subscribed" and exists(errors, c)], sent, what) \
+            if create and sent.lost_at is not None else set()
         done = {m.lower() for m in members}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
@@ -223,6 +237,8 @@ class MailchimpDestination(AudienceSetup):
                 results.append(ItemResult(c.key, "upsert", ok, None if ok else
                                           f"Mailchimp {what}: the answer does not mention {c.email}",
                                           existed=existed))
+            elif create and c.key in mine:  # created by the lost attempt, with this call's fields: rfmsync's
+                results.append(ItemResult(c.key, "upsert", True))
             elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
                 if c.set_fields:  # already on the list, status untouched: its fields go in the update pass
                     spill.append(c)
@@ -308,6 +324,12 @@ class MailchimpDestination(AudienceSetup):
         return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}), yet it "
                           f"is a member (status {member.status}); sent again next run")
 
+
+
+def exists(errors: Mapping[str, Any], c: ContactChange) -> bool:
+    """Whether the answer's ``errors`` (by lower-cased address) say ``c`` is already a list member."""
+    error = errors.get(c.email.lower()) or errors.get(c.key)
+    return error is not None and error.get("error_code") == "ERROR_CONTACT_EXISTS"
 
 
 def spilled(c: ContactChange, create: bool) -> bool:

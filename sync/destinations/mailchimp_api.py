@@ -22,6 +22,8 @@ import logging
 import re
 import threading
 import time
+from dataclasses import dataclass, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
@@ -36,6 +38,7 @@ from mailchimp_marketing.api_client import ApiClient, ApiClientError
 from connectors.errors import TransientError
 from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_from
+from connectors.runstart import server_date
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
@@ -68,6 +71,26 @@ def action_for(status: int, empty_body: bool = False) -> Action:
         return EMPTY_BODY_ACTIONS[status]
     return STATUS_ACTIONS.get(status, Action.RETRY if status >= 500 else Action.FATAL)
 
+
+
+def may_have_landed(status: int | None) -> bool:
+    """Whether a call retried after this status may have been carried out all the same: its answer lost on the way
+    (a timeout, a connection dropped, an answer cut off mid-body: no status), or a gateway's or server's error (5xx,
+    408) given after the work or in its middle. A 429 or a body-less 403 (throttling) turned it away before any
+    work."""
+    return status is None or status >= 500 or status == 408
+
+
+@dataclass
+class Sent:
+    """What :meth:`MailchimpApi.call` learnt of a write call's attempts: when the first attempt whose answer was
+    lost (:func:`may_have_landed`) was sent (``lost_at``, the host's monotonic clock; None: none was), when the
+    answer finally read arrived (``answered``, the same clock) and the ``Date`` it carried (``date``: the vendor's
+    clock, whole seconds; None: no such header)."""
+
+    lost_at: float | None = None
+    answered: float | None = None
+    date: datetime | None = None
 
 
 class BatchRejected(DestinationError):
@@ -207,11 +230,11 @@ class MailchimpApi:
         return f"MailchimpApi(name={self.name!r}, audience={self.audience!r})"
 
     def paged(self, what: str, fn: Callable[..., Any], args: tuple[Any, ...], key: str, need: tuple[str, ...],
-               **params: Any) -> Iterator[dict[str, Any]]:
+               attempts: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
         offset, previous = 0, None
         while True:
             label = f"{what} offset={offset}"
-            page = self.call(label, fn, *args, count=PAGE_SIZE, offset=offset, **params)
+            page = self.call(label, fn, *args, count=PAGE_SIZE, offset=offset, attempts=attempts, **params)
             items = page.get(key, [])
             bad = not isinstance(items, list) or any(
                 not isinstance(i, dict) or any(i.get(n) is None for n in need) for i in items)
@@ -228,25 +251,35 @@ class MailchimpApi:
             previous = items
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any,
-             shape: type[Shape] | TypeAdapter[Any] | None = None, **kwargs: Any) -> Any:
+             shape: type[Shape] | TypeAdapter[Any] | None = None, sent: Sent | None = None,
+             attempts: int | None = None, **kwargs: Any) -> Any:
         """One API call through the retry layer. The 2xx body is read from the raw response and validated:
         ``shape`` (a model instance comes back; a dict for a TypedDict shape's adapter) or, without one, any JSON
         object (a dict comes back); anything else is :class:`BadAnswer` (not retried here: the items it covers
-        fail and the next run retries them)."""
+        fail and the next run retries them). ``sent``: told of its attempts (:class:`Sent`). ``attempts``: at most
+        this many (a check that may give up early: :mod:`~sync.destinations.mailchimp_resent`), within the policy's."""
 
         def once() -> Any:
             started = time.monotonic()
             try:
-                result = fn(*args, **kwargs)
-            except ApiClientError as exc:
+                try:
+                    result = fn(*args, **kwargs)
+                except ApiClientError as exc:
+                    response = getattr(self._api.last, "response", None)
+                    text = response.text if exc.text is UNREAD and response is not None else exc.text
+                    raise self.error(what, exc.status_code, text, response) from None
                 response = getattr(self._api.last, "response", None)
-                text = response.text if exc.text is UNREAD and response is not None else exc.text
-                raise self.error(what, exc.status_code, text, response) from None
-            response = getattr(self._api.last, "response", None)
-            if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
-                response = result
-                if not result.ok:
-                    raise self.error(what, result.status_code, result.text, result)
+                if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
+                    response = result
+                    if not result.ok:
+                        raise self.error(what, result.status_code, result.text, result)
+            except TransientError as exc:
+                if sent is not None and sent.lost_at is None and may_have_landed(exc.status):
+                    sent.lost_at = started
+                raise
+            if sent is not None and sent.lost_at is not None:  # (its Date read only after a lost answer)
+                sent.answered = time.monotonic()
+                sent.date = server_date(response.headers.get("Date")) if response is not None else None
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
             label = f"Mailchimp {what}"
             raw = response.content if response is not None else result
@@ -259,8 +292,9 @@ class MailchimpApi:
                 raise BadAnswer(label, "not a JSON object", raw, secrets)
             return payload
 
+        policy = self._retry if attempts is None else replace(self._retry, attempts=min(attempts, self._retry.attempts))
         try:
-            return self._retry.call(once, what=f"mailchimp {what}", vendor="Mailchimp")
+            return policy.call(once, what=f"mailchimp {what}", vendor="Mailchimp")
         except TransientError as exc:
             raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing: "
                                    f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after,
@@ -269,9 +303,11 @@ class MailchimpApi:
     def error(self, what: str, status: int | None, text: Any,
                response: requests.Response | None) -> Exception:
         if status is None:  # transport failure: the SDK wraps the requests exception
-            if isinstance(text, (requests.ConnectionError, requests.Timeout)):
+            if isinstance(text, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
                 if isinstance(text, requests.Timeout):
                     return TransientError(f"Mailchimp {what}: timed out after {self.timeout:g} s")
+                if isinstance(text, requests.exceptions.ChunkedEncodingError):  # sent, its answer cut off: as a
+                    return TransientError(f"Mailchimp {what}: the answer was cut off")  # read timeout (lost)
                 return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
             return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
         body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""

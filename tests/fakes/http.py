@@ -41,6 +41,8 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # stall this long before answering (a timeout drill); cut short on stop
+    drop: bool = False  # close the connection without answering (the work done: an answer lost on the way)
+    cut: bool = False  # send the status line, the headers and half the body, then close (an answer cut off)
 
     @classmethod
     def json(cls, status: int, payload: Any, content_type: str = "application/json; charset=utf-8",
@@ -98,6 +100,7 @@ class LoopbackServer:
     def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
         self._handler = handler
         self._stopping = threading.Event()
+        self.date_offset = 0.0  # seconds the answers' Date is off this host's clock (a proxy's clock, a cache)
         outer = self
 
         class _RequestHandler(BaseHTTPRequestHandler):
@@ -121,18 +124,27 @@ class LoopbackServer:
                     reply = Reply.json(500, {"title": "Fake Error", "status": 500, "detail": repr(exc)})
                 if reply.delay and outer._stopping.wait(reply.delay):
                     return
+                if reply.drop:  # no status line at all: the client reads the connection closed
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    if reply.body:
+                    if reply.cut:  # the body's Content-Length announced, half of it sent: the client reads it cut
+                        self.wfile.write(reply.body[:len(reply.body) // 2])
+                        self.close_connection = True
+                    elif reply.body:
                         self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout drill)
                     self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def date_time_string(self, timestamp: float | None = None) -> str:  # the Date header's
+                return super().date_time_string(time.time() + outer.date_offset if timestamp is None else timestamp)
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass

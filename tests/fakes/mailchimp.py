@@ -15,11 +15,18 @@ batch ``status`` that
 would change an existing member's status is recorded in :attr:`FakeMailchimp.violations` (and refused for
 unsubscribed/cleaned members, "Member In Compliance State"; so is a ``subscribed``/``pending`` create of an address
 of :attr:`FakeMailchimp.compliance`, not in the audience). Member keys the spec does not list (e.g.
-``status_if_new`` in a batch) are ignored, and recorded in :attr:`ignored_fields`.
+``status_if_new`` in a batch) are ignored, and recorded in :attr:`ignored_fields`. One member's read
+(``GET /lists/{id}/members/{hash}``) carries his ``timestamp_signup``, ``timestamp_opt`` and ``last_changed``
+(:data:`TIMES`; the batch answers and the usual pages leave them out, as rfmsync reads none there): a create's are the
+server's clock, a seeded member's (:meth:`FakeMailchimp.add_member`) :data:`SEEDED` unless given. The members'
+listing filters and sorts by those times as the spec's ``since_timestamp_opt``, ``before_timestamp_opt``,
+``since_last_changed``, ``before_last_changed``, ``sort_field``, ``sort_dir`` ask, and then shows them.
 
 Failure drills: :meth:`answer_raw` (one-shot: answer a matching call with exactly this body and content
 type, with or without doing the work), :meth:`fail` (status, Retry-After, empty body, for the next N calls or a seeded fraction),
-:meth:`stall` (answer late: a client timeout), :attr:`member_errors` (per-member errors for chosen emails),
+:meth:`stall` (answer late: a client timeout), :meth:`drop` (the work done, the connection closed unanswered: an
+answer lost), :meth:`cut` (the work done, the answer cut off mid-body), :attr:`date_offset` (the answers' ``Date``
+off the host's clock), :attr:`member_errors` (per-member errors for chosen emails),
 :attr:`empty_segment_answers` (segment batch answers 204 with no body), :attr:`latency` (makes concurrency
 observable: :attr:`max_in_flight`).
 
@@ -38,6 +45,7 @@ import uuid
 from collections import Counter
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import pytest
@@ -52,6 +60,46 @@ BATCH_MEMBER_KEYS = {"email_address", "email_type", "status", "merge_fields", "i
 HIDDEN_IN_SEGMENTS = ("cleaned", "transactional", "unsubscribed")
 MAX_BATCH = 500
 MAX_COUNT = 1000
+
+
+#: the member's times (ISO 8601, whole seconds, the server's clock; "" when not known), shown by one member's read
+TIMES = ("timestamp_signup", "timestamp_opt", "last_changed")
+SEEDED = "2024-01-01T00:00:00+00:00"  # when a member seeded by a test (add_member) signed up and opted in
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+
+
+def _times(status: str, signup: str, opt: str) -> dict[str, str]:
+    """A new member's times: an API create leaves ``timestamp_signup`` empty; ``timestamp_opt`` is when he was
+    subscribed (none for another status); ``last_changed`` the later of the two."""
+    opted = opt if status == "subscribed" else ""
+    return {"timestamp_signup": signup, "timestamp_opt": opted, "last_changed": max(signup, opt)}
+
+
+#: the listing's parameters on the members' times (spec: GET /lists/{list_id}/members)
+_BY_TIME = ("since_timestamp_opt", "before_timestamp_opt", "since_last_changed", "before_last_changed", "sort_field")
+
+
+def _by_time(lst: "FakeList", keys: list[str], query: dict[str, str]) -> list[str]:
+    """``keys`` filtered and sorted as the spec's ``since_``/``before_`` times (opted in, changed "after"/"before"
+    the time given: strictly; a member with no such time is left out) and ``sort_field``/``sort_dir`` ask."""
+    def at(key: str, name: str) -> datetime | None:
+        value = lst.times.get(key, {}).get(name)
+        return datetime.fromisoformat(value) if value else None
+
+    for name in ("timestamp_opt", "last_changed"):
+        after, before = query.get(f"since_{name}"), query.get(f"before_{name}")
+        if after:
+            keys = [k for k in keys if (t := at(k, name)) is not None and t > datetime.fromisoformat(after)]
+        if before:
+            keys = [k for k in keys if (t := at(k, name)) is not None and t < datetime.fromisoformat(before)]
+    field = query.get("sort_field")
+    if field in TIMES:
+        floor = datetime.min.replace(tzinfo=timezone.utc)
+        keys = sorted(keys, key=lambda k: at(k, field) or floor, reverse=query.get("sort_dir") == "DESC")
+    return keys
 
 
 _str = encode_basestring_ascii  # what json.dumps gives for a str
@@ -91,6 +139,8 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     path: str | None = None  # regex searched in the path after /3.0
+    drop: bool = False  # the work done, the connection closed without an answer
+    cut: bool = False  # the work done, the answer cut off mid-body
 
 
 class _Members(set):
@@ -227,6 +277,7 @@ class FakeList:
         self.id, self.name = list_id, name
         self.members: dict[str, dict[str, Any]] = {}  # lower-cased email -> member
         self.merge_fields: dict[str, dict[str, Any]] = {}  # TAG -> definition
+        self.times: dict[str, dict[str, str]] = {}  # lower-cased email -> the member's :data:`TIMES`
         #: lower-cased email -> the member view's JSON up to its tags (id, address, status, merge fields): a
         #: member is rendered again by every tag call; dropped by every change of those (the fake's own methods)
         self.heads: dict[str, str] = {}
@@ -351,10 +402,12 @@ class FakeMailchimp:
         return self.lists[list_id or self.default_list or ""]
 
     def add_member(self, email: str, status: str = "subscribed", merge_fields: dict[str, Any] | None = None,
-                   tags: Iterable[str] = (), list_id: str | None = None) -> None:
+                   tags: Iterable[str] = (), list_id: str | None = None, since: str = SEEDED) -> None:
+        """A member the audience holds already: signed up and opted in (when ``subscribed``) at ``since``."""
         lst = self._list(list_id)
         lst.members[email.lower()] = {"email_address": email, "status": status,
                                       "merge_fields": dict(merge_fields or {})}
+        lst.times[email.lower()] = _times(status, since, since)
         lst.heads.pop(email.lower(), None)
         for tag in tags:
             seg = self._segment_by_name(lst, tag) or self._create_segment(lst, tag)
@@ -379,6 +432,7 @@ class FakeMailchimp:
         lst = self._list(list_id)
         lst.members.pop(email.lower(), None)
         lst.heads.pop(email.lower(), None)
+        lst.times.pop(email.lower(), None)
         for seg in lst.segments.values():
             seg["members"].discard(email.lower())
 
@@ -406,6 +460,24 @@ class FakeMailchimp:
               path: str | None = None) -> None:
         """Answer the next matching calls only after ``seconds`` (longer than the client timeout = a timeout)."""
         self._faults.append(Fault(0, times, 0.0, None, False, seconds, method, path))
+
+    def drop(self, times: int | None = 1, *, method: str | None = None, path: str | None = None) -> None:
+        """Do the next matching calls' work, then close their connections without answering (an answer lost)."""
+        self._faults.append(Fault(0, times, 0.0, None, False, 0.0, method, path, drop=True))
+
+    def cut(self, times: int | None = 1, *, method: str | None = None, path: str | None = None) -> None:
+        """Do the next matching calls' work, then send their answers' status, headers and half the body and close
+        the connection (an answer cut off mid-body)."""
+        self._faults.append(Fault(0, times, 0.0, None, False, 0.0, method, path, cut=True))
+
+    @property
+    def date_offset(self) -> float:
+        """Seconds the answers' ``Date`` header is off this host's clock (0: right; a proxy's clock, a cache)."""
+        return self._server.date_offset
+
+    @date_offset.setter
+    def date_offset(self, seconds: float) -> None:
+        self._server.date_offset = seconds
 
     def answer_raw(self, body: bytes, content_type: str = "text/html; charset=utf-8", *, status: int = 200,
                    method: str | None = "POST", path: str | None = None, work: bool = False) -> None:
@@ -476,8 +548,8 @@ class FakeMailchimp:
                 self._route(req.method, path, req.query, body)
             return raw.reply()
         reply = self._route(req.method, path, req.query, body)
-        if fault is not None:  # a stall: the work is done, the answer comes too late
-            reply.delay = fault.delay
+        if fault is not None:  # a stall: the work is done, the answer comes too late (or never: drop; cut off)
+            reply.delay, reply.drop, reply.cut = fault.delay, fault.drop, fault.cut
         return reply
 
     def _authorised(self, header: str) -> bool:
@@ -502,14 +574,18 @@ class FakeMailchimp:
         if sub is None and method == "POST":
             return self._batch_subscribe(lst, body or {})
         if sub == "/members" and not item and method == "GET":
-            members = [self._member_view(lst, k) for k in lst.members
-                       if not query.get("status") or lst.members[k]["status"] == query["status"]]
-            return self._page("members", members, lst, query)
+            keys = [k for k in lst.members if not query.get("status") or lst.members[k]["status"] == query["status"]]
+            if not any(n in query for n in _BY_TIME):  # (the usual listing, as it was: no member's times)
+                return self._page("members", [self._member_view(lst, k) for k in keys], lst, query)
+            return self._page("members", [{**self._member_view(lst, k), **lst.times.get(k, {})}
+                                          for k in _by_time(lst, keys, query)], lst, query)
         if sub == "/members" and item and not tail and method == "GET":  # by subscriber hash (or the address)
             key = next((k for k in lst.members if item in (k, hashlib.md5(k.encode()).hexdigest())), None)
             if key is None:
                 return problem(404, "Resource Not Found", "The requested resource could not be found.")
-            return Reply.json(200, self._pick(self._member_view(lst, key), query))
+            times = lst.times.get(key, {})  # (only here: the batch answers' members are kept as they were)
+            return Reply.json(200, self._pick({**self._member_view(lst, key), **{k: times.get(k, "") for k in TIMES}},
+                                              query))
         if sub == "/merge-fields" and not item:
             if method == "GET":
                 return self._page("merge_fields", list(lst.merge_fields.values()), lst, query)
@@ -543,6 +619,7 @@ class FakeMailchimp:
             return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
         update_existing = bool(body.get("update_existing"))
         new, updated, errors = [], [], []
+        stamp = ""  # this call's time, its creates' (read once)
         # each merge tag's checks, read once a call: (a number field, a required one)
         checks = {tag: (field["type"] == "number", bool(field.get("required")))
                   for tag, field in lst.merge_fields.items()}
@@ -577,6 +654,7 @@ class FakeMailchimp:
                           field_message="status is required for a new member")
                     continue
                 lst.members[key] = {"email_address": email, "status": status, "merge_fields": dict(fields)}
+                lst.times[key] = _times(status, "", stamp or (stamp := now()))
                 lst.heads.pop(key, None)
                 new.append(self._member_json(lst, key))
                 continue
