@@ -110,3 +110,29 @@ def test_a_guests_yes_for_his_old_address_never_reaches_his_new_one(guest_first)
     else:
         _merge(con, [_order("c1", "c9"), _order("g1", old, 2)], [*his, guest])
     assert [(c, e, k) for c, e, _, k in _state(con)[1] if c == "c9"] == [("c9", new, "unknown")]
+
+
+@pytest.mark.parametrize("guest_from, guest_vt, guest_accepted, expected", [
+    ("generic", 0, 8, "no"),   # A's clock behind: dated before his 10:05 "yes" by it, accepted after his
+    ("shopify", 0, 8, "yes"),  # one clock: his 10:05 registration is the newer word, however late it came
+    ("generic", 6, 4, "no"),   # his 10:05 "yes" retried (accepted after the "no"), not newer by the times: the no
+    ("generic", 5, 4, "no"),   # the same second on two clocks: the no (a tie)
+    ("generic", 2, 4, "yes")],  # his version is the newer both ways
+    ids=["other-sender-accepted-later", "same-sender-older", "other-sender-dated-later", "other-sender-same-second",
+         "other-sender-older-both-ways"])
+def test_a_stored_guests_no_and_his_registration_from_two_senders_are_not_ordered_by_their_clocks(
+        guest_from, guest_vt, guest_accepted, expected):
+    """review-fixguest33 SHOULD: a record keyed by anna@x.com says no (a generic sender's form, or a Shopify guest
+    checkout); c9 registers with that e-mail saying yes on Shopify (vendor time 10:05, accepted 10:07, merged after
+    the guest's: his batch held up). Two senders' clocks say nothing of each other: the "no" accepted after his
+    version stands though the form's clock dated it earlier (before, his "yes" won by the vendor's times); one
+    sender's times still order them."""
+    con = _con()
+    at = (lambda m: T0 + timedelta(minutes=m))
+    _merge(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)],
+           received_at={("contact", ANNA): at(guest_accepted), ("order", "g1"): at(guest_accepted)},
+           versions={("contact", ANNA): at(guest_vt)}, senders={("contact", ANNA): guest_from})
+    _merge(con, [_order("c1", "c9", 3)], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)],
+           received_at={("contact", "c9"): at(7), ("order", "c1"): at(7)}, versions={("contact", "c9"): at(5)},
+           senders={("contact", "c9"): "shopify", ("order", "c1"): "shopify"})
+    assert _state(con) == ({"g1": "c9", "c1": "c9"}, [("c9", ANNA, None, expected)])

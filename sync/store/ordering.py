@@ -1,32 +1,39 @@
 """Which staged webhook versions are older than the version the store holds (a webhook's, a file's or a pull's), by
-the vendor's times or by acceptance: :func:`drop_older_versions`, for :func:`sync.store.merge.merge_staged`."""
+the vendor's times or by acceptance: :func:`drop_older_versions`, for :func:`sync.store.merge.merge_staged`; how new
+the versions merged are (:func:`note_versions`: their acceptance, vendor time and sender)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Mapping, Union
+from typing import Mapping, TypeVar, Union
 
 import duckdb
 
 from .deletes import FINAL_STAGED
 from .pulled import PULLED_STAGED
 from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, LATE_WITHDRAWALS, WEBHOOK_TABLE,
-                       leave_out)
+                       leave_out, later_vendor_time)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
 #: when the vendor modified each record of a webhook batch that says (its payload's ``updated_at``): ``(kind, id)``
 #: → that time; a record pulled for the batch: None (a pull's version has no vendor time: the stored one is cleared)
 Versions = Mapping[tuple[str, str], Union[datetime, None]]
+#: who sent each record of a webhook batch (its event's source: ``generic``, or the CRM's type): ``(kind, id)`` →
+#: that sender, whose clock its vendor time is (two senders' clocks say nothing of each other: :func:`stored_newer`)
+Senders = Mapping[tuple[str, str], str]
 #: a stored version ``w`` (``vt``: the vendor's time; ``file``: a file's) and a staged one ``a`` are ordered by the
 #: vendor's times (``THEN w.vt > a.vt``) when both have one and they differ (a file's version is at least as new as
 #: the webhook version it replaced and as its read: a later ``vt`` is not newer than the file: it may hold a later one)
 BY_VENDOR = "w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt)"
 
 
-def own_times(times: Mapping[tuple[str, str], datetime], kind: str, links: Mapping[str, str]) -> dict[str, datetime]:
-    """``kind``'s records' own times by id; ``links``: the ids the merge re-keyed (identifier → customer id,
-    :func:`connectors.identity.link_staged`)."""
+T = TypeVar("T", datetime, tuple[datetime, str])
+
+
+def own_times(times: Mapping[tuple[str, str], T], kind: str, links: Mapping[str, str]) -> dict[str, T]:
+    """``kind``'s records' own times by id (a time, or a time and its sender: ordered by the time); ``links``: the
+    ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`)."""
     own = {str(i): t for (k, i), t in times.items() if k == kind}
     for raw, key in links.items() if kind == "contact" else ():
         # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own time under the
@@ -37,18 +44,22 @@ def own_times(times: Mapping[tuple[str, str], datetime], kind: str, links: Mappi
 
 
 def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
-            links: Mapping[str, str], versions: Versions) -> tuple[datetime | None, str | None]:
+            links: Mapping[str, str], versions: Versions, senders: Senders | None = None
+            ) -> tuple[datetime | None, str | None]:
     """The time for records without their own, and a temp table of ``kind``'s records' own times (``id``, ``ts``:
-    accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown), or None when no record has either."""
+    accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown; ``src``: the sender of that vendor
+    time, NULL when not said), or None when no record has either."""
     ages = own_times(received_at, kind, links) if isinstance(received_at, Mapping) else {}
-    vendor = own_times({k: t for k, t in versions.items() if t is not None}, kind, links)
+    vendor = own_times({k: (t, (senders or {}).get(k, "")) for k, t in versions.items() if t is not None}, kind,
+                       links)  # (a record re-keyed: the sender of the time kept)
     if not isinstance(received_at, Mapping) and not vendor:
         return received_at, None
     ids = list(ages.keys() | vendor.keys())
     # one statement with the ids and times as lists (a row-by-row executemany cost ~120 µs a row)
     con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages AS SELECT unnest(?::VARCHAR[]) AS id, "
-                "unnest(?::TIMESTAMPTZ[]) AS ts, unnest(?::TIMESTAMPTZ[]) AS vt",
-                [ids, [ages.get(i) for i in ids], [vendor.get(i) for i in ids]])
+                "unnest(?::TIMESTAMPTZ[]) AS ts, unnest(?::TIMESTAMPTZ[]) AS vt, unnest(?::VARCHAR[]) AS src",
+                [ids, [ages.get(i) for i in ids], [vendor[i][0] if i in vendor else None for i in ids],
+                 [(vendor[i][1] or None) if i in vendor else None for i in ids]])
     at = max(received_at.values(), default=None) if isinstance(received_at, Mapping) else received_at
     return at, "_webhook_ages"
 
@@ -98,24 +109,32 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
 
 
 def stored_newer(con: duckdb.DuckDBPyConnection, origin: str, present: set[str],
-                 received_at: Union[datetime, Ages, None], versions: Versions) -> str | None:
+                 received_at: Union[datetime, Ages, None], versions: Versions,
+                 senders: Senders | None = None) -> str | None:
     """For :func:`connectors.identity.link_staged`: SQL over ``m`` (``raw``: a stored guest's key, ``key``: the
     customer staged now), true when the version the store noted of the guest (a webhook's, or the file's that
     replaced it) is newer than his staged one, by :func:`drop_older_versions`' rule (equal vendor times: the guest's,
-    a withdrawal, is the newer); None when a webhook merge compares nothing (his version is the newest word, as a
-    pull's or a file's read is)."""
+    a withdrawal, is the newer) when one sender (:data:`Senders`; not said: the same) dated both. The guest's record
+    and his contact may come from two (a generic sender's form and Shopify), whose clocks say nothing of each other:
+    then the guest's "no" is newer when accepted later, or when not older by their vendor times (never subscribe on
+    a doubt: a sender's clock behind no longer loses its "no"s, and Shopify's "yes" retried for hours, accepted
+    after the "no" made after it, does not win either). None when a webhook merge compares nothing (his version is
+    the newest word, as a pull's or a file's read is)."""
     single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
-    _, ages = ages_of(con, "contact", received_at, {}, versions) if origin == "webhook" else (None, None)
+    _, ages = ages_of(con, "contact", received_at, {}, versions, senders) if origin == "webhook" else (None, None)
     if "staged_contacts" not in present or origin != "webhook" or (ages is None and single is None):
         return None
-    own = f"LEFT JOIN {ages} a ON a.id = s.customer_id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
+    own = (f"LEFT JOIN {ages} a ON a.id = s.customer_id" if ages else
+           "CROSS JOIN (SELECT NULL AS ts, NULL AS vt, NULL AS src) a")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _guest_ages AS SELECT DISTINCT s.customer_id AS id, coalesce(a.ts, "
-                f"?::TIMESTAMPTZ) AS ts, a.vt::TIMESTAMPTZ AS vt FROM staged_contacts s {own}", [single])
-    stored = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION ALL "
-              f"SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE})")
+                f"?::TIMESTAMPTZ) AS ts, a.vt::TIMESTAMPTZ AS vt, a.src::VARCHAR AS src FROM staged_contacts s {own}",
+                [single])
+    stored = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file, sender FROM {WEBHOOK_TABLE} UNION "
+              f"ALL SELECT kind, id, read_at, updated_at, true, sender FROM {FILE_WON_TABLE})")
+    one_clock = "w.sender IS NOT DISTINCT FROM a.src"  # (a vendor time's sender, NULL: not said)
     return (f"EXISTS (SELECT 1 FROM {stored} w JOIN _guest_ages a ON a.id = m.key WHERE w.kind = 'contact' AND "
-            f"w.id = m.raw AND CASE WHEN {BY_VENDOR} THEN w.vt > a.vt WHEN w.vt = a.vt THEN true "
-            "ELSE w.received_at > a.ts END)")
+            f"w.id = m.raw AND CASE WHEN NOT {one_clock} THEN coalesce(w.vt >= a.vt, false) OR w.received_at > a.ts "
+            f"WHEN {BY_VENDOR} THEN w.vt > a.vt WHEN w.vt = a.vt THEN true ELSE w.received_at > a.ts END)")
 
 
 def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Union[datetime, Ages, None],
@@ -137,3 +156,36 @@ def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Uni
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LATE_WITHDRAWALS} (customer_id VARCHAR)")
         con.execute(f"INSERT INTO {LATE_WITHDRAWALS} SELECT DISTINCT key FROM _lk_withdrawn")
     con.execute("DROP TABLE _lk_withdrawn")
+
+
+def note_versions(con: duckdb.DuckDBPyConnection, name: str, staged: str, *, origin: str, noted: bool,
+                  received_at: Union[datetime, Ages, None], links: Mapping[str, str], pulled_at: datetime | None,
+                  versions: Versions, senders: Senders | None = None) -> None:
+    """Note how new the version an incremental merge took of each ``name`` record (orders, contacts) in the table
+    ``staged`` (keyed by the records' key) is: a webhook's acceptance, vendor time and its sender (that of the
+    vendor time kept), a pull's start (webhook records only)."""
+    kind, key = KIND[name], KEY_OF[name]
+    if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
+        at, ages = ages_of(con, kind, received_at, links or {}, versions or {}, senders)
+        # both ages the later of the stored one and this version's (a version without a vendor time keeps the
+        # stored one: it replaced that version, so it is at least as new), the sender the vendor time's
+        con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at, updated_at, sender) SELECT DISTINCT "
+                    f"'{kind}', s.{key}, coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()), "
+                    f"{'a.vt, a.src' if ages else 'NULL, NULL'} FROM {staged} s "
+                    + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
+                    + f"ON CONFLICT DO UPDATE SET received_at = greatest({WEBHOOK_TABLE}.received_at, "
+                    f"excluded.received_at), {later_vendor_time(WEBHOOK_TABLE)}", [at])
+        untimed = [str(i) for (k, i), t in (versions or {}).items() if k == kind and t is None]
+        if untimed:  # pulled for the batch (None): no vendor time, as a pull's (below)
+            con.execute(f"UPDATE {WEBHOOK_TABLE} SET updated_at = NULL, sender = NULL WHERE kind = '{kind}' "
+                        "AND id IN (SELECT unnest(?::VARCHAR[]))", [untimed])
+        # what is left of the batch is at least as new as a file's version: the note above says so now
+        con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
+    elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
+        # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
+        # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor
+        # time: the host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before
+        # it, accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
+        con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
+                    f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL, sender = NULL WHERE kind = "
+                    f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
