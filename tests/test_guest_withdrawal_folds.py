@@ -136,3 +136,74 @@ def test_a_stored_guests_no_and_his_registration_from_two_senders_are_not_ordere
            received_at={("contact", "c9"): at(7), ("order", "c1"): at(7)}, versions={("contact", "c9"): at(5)},
            senders={("contact", "c9"): "shopify", ("order", "c1"): "shopify"})
     assert _state(con) == ({"g1": "c9", "c1": "c9"}, [("c9", ANNA, None, expected)])
+
+
+def _at(minutes: int | None) -> datetime | None:
+    return None if minutes is None else T0 + timedelta(minutes=minutes)
+
+
+def _hook(con, orders, contacts, accepted: int, vendor: dict[str, int | None], sender: str = "shopify") -> None:
+    """A webhook merge: every record accepted at ``accepted`` (minutes after T0), from ``sender``; the contacts'
+    vendor times by id (minutes)."""
+    keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
+    _merge(con, orders, contacts, received_at=dict.fromkeys(keys, _at(accepted)),
+           versions={("contact", i): _at(m) for i, m in vendor.items()}, senders=dict.fromkeys(keys, sender))
+
+
+@pytest.mark.parametrize("stored_by", ["pull", "webhook"])
+@pytest.mark.parametrize("his_vt, his_accepted, his_from, expected", [
+    (3, 4, "shopify", "no"),    # his 10:03 "yes" held back (accepted before the 10:05 "no"), merged after it
+    (3, 8, "shopify", "no"),    # his 10:03 "yes" retried, accepted after the "no": older by one clock
+    (3, 8, "generic", "no"),    # another sender's, accepted after: not newer by the times (stored_newer's rule)
+    (9, 10, "shopify", "yes"),  # he subscribed again at 10:09: the newer word
+    (None, 8, "shopify", "yes")],  # no vendor time, accepted after the "no": by acceptance, the newer word
+    ids=["held-back", "retried-after", "other-sender-retried-after", "newer", "untimed-later"])
+def test_a_guests_no_folded_into_him_is_not_undone_by_an_older_version_of_his(stored_by, his_vt, his_accepted,
+                                                                             his_from, expected):
+    """c9 said yes (stored by a pull, or by a webhook dated 10:00); a record keyed by anna@x.com says no (Shopify,
+    10:05, accepted 10:06) and folds into him. A version of his own saying yes that is not newer than that "no" (by
+    the rule a stored guest's "no" meets his registration with: sync.store.ordering.stored_newer) keeps the "no";
+    a newer one is his word. Before, the "no" was noted under him by its
+    acceptance only, and his older "yes" was ordered against his own stored version: the withdrawal was lost."""
+    con = _con()
+    his = [Contact("c9", email=ANNA, marketing_consent=Consent.YES)]
+    if stored_by == "pull":
+        _merge(con, [_order("c1", "c9")], his, origin="pull")
+    else:
+        _hook(con, [_order("c1", "c9")], his, 1, {"c9": 0})
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5})
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], his_accepted, {"c9": his_vt}, his_from)
+    assert _state(con)[1] == [("c9", ANNA, None, expected)]
+
+
+def test_a_stored_guests_no_landing_on_his_registration_is_not_undone_by_his_next_older_version():
+    """The guest's "no" (10:05) is stored; his registration saying yes (10:03, accepted after) gets it (the no is
+    newer); his 10:04 "yes", retried, is newer than his registration but not than the "no": he stays "no"."""
+    con = _con()
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5})
+    _hook(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 7, {"c9": 3})
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 9, {"c9": 4})
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+
+
+def test_a_guests_withdrawal_is_noted_until_his_newer_version_or_a_pull_of_him():
+    """The note of a guest's "no" folded into c9 (guest_withdrawals): kept while his versions are older, dropped by
+    his newer one (it orders them itself from then on) and by a pull's read of him (the newest word)."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5},
+          "generic")
+    noted = [("c9", _at(6), _at(5), "generic")]
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == noted
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 8, {"c9": 3})
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == noted
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 10, {"c9": 9})
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == []
+    _hook(con, [_order("g2", ANNA, 3)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 12, {ANNA: 11},
+          "generic")
+    _merge(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == []
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 14, {"c9": 10})
+    assert _state(con)[1] == [("c9", ANNA, None, "yes")]  # the pull's "yes" was the newest word (as before)

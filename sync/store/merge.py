@@ -23,7 +23,8 @@ from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_lin
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .ordering import Ages, Senders, Versions, drop_older_versions, note_versions, note_withdrawn, stored_newer
+from .ordering import (Ages, Senders, Versions, drop_older_versions, forget_withdrawals, keep_withdrawals,
+                       note_versions, note_withdrawn, stored_newer)
 from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
 from .webhooks import (FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, later_vendor_time,
@@ -159,6 +160,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
             _add(counts, drop_older_versions(con, present, received_at, links, versions or {}))
+        if origin == "webhook" and not pull.full_refresh:  # a version of his older than a guest's "no" folded in
+            keep_withdrawals(con, present, received_at, links, versions or {}, senders)
         timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
         if timed:
             settle_staged(con)  # one row per record: its last page's
@@ -185,7 +188,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {}, senders=senders)
-        note_withdrawn(con, origin, received_at, links, versions or {})  # a guest's "no" folded into his contact
+        note_withdrawn(con, origin, received_at, links, versions or {}, senders)  # a guest's "no" folded into him
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
             note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
                           links=links, pulled_at=pulled_at, versions=versions or {}, senders=senders)
@@ -302,6 +305,8 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             note.add(inserted.fetchall(), 1)
     if name == "line_items":
         return rows
+    if origin != "webhook" and name == "contacts":  # a pull's or a file's read of him: the newest word
+        forget_withdrawals(con, f"SELECT {key} FROM {staged}{kept_out}")
     if origin != "webhook" and full_refresh:
         if noted:  # the export's version wins from now on
             if files is not None:  # as new as the file's read (the latest of its files): the same or an older

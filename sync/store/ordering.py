@@ -1,6 +1,8 @@
 """Which staged webhook versions are older than the version the store holds (a webhook's, a file's or a pull's), by
 the vendor's times or by acceptance: :func:`drop_older_versions`, for :func:`sync.store.merge.merge_staged`; how new
-the versions merged are (:func:`note_versions`: their acceptance, vendor time and sender)."""
+the versions merged are (:func:`note_versions`: their acceptance, vendor time and sender); a guest's version against
+his customer's (:func:`stored_newer`), and a guest's "no" folded into him against his later versions
+(:func:`note_withdrawn`, :func:`keep_withdrawals`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import duckdb
 
 from .deletes import FINAL_STAGED
 from .pulled import PULLED_STAGED
-from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, LATE_WITHDRAWALS, WEBHOOK_TABLE,
-                       leave_out, later_vendor_time)
+from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, GUEST_WITHDRAWALS, KEY_OF, KIND, LATE_WITHDRAWALS,
+                       WEBHOOK_TABLE, leave_out, later_vendor_time)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
@@ -124,38 +126,92 @@ def stored_newer(con: duckdb.DuckDBPyConnection, origin: str, present: set[str],
     _, ages = ages_of(con, "contact", received_at, {}, versions, senders) if origin == "webhook" else (None, None)
     if "staged_contacts" not in present or origin != "webhook" or (ages is None and single is None):
         return None
+    _staged_ages(con, ages, single)
+    return (f"EXISTS (SELECT 1 FROM {_STORED} w JOIN _guest_ages a ON a.id = m.key WHERE w.kind = 'contact' AND "
+            f"w.id = m.raw AND {GUEST_NEWER})")
+
+
+#: the versions the store noted of the records (``kind``, ``id``, ``received_at``, ``vt``, ``file``, ``sender``): a
+#: webhook's, or the file's that replaced it (its read)
+_STORED = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file, sender FROM {WEBHOOK_TABLE} UNION "
+           f"ALL SELECT kind, id, read_at, updated_at, true, sender FROM {FILE_WON_TABLE})")
+#: SQL: a guest's version ``w`` (``received_at``, ``vt``, ``file``, ``sender``) is newer than the customer's staged
+#: one ``a`` (``ts``, ``vt``, ``src``: :func:`_staged_ages`) — :func:`stored_newer`'s rule: one sender's (``NULL``:
+#: not said) by :data:`BY_VENDOR`, equal times the guest's; two senders' when accepted later or not older by the times
+GUEST_NEWER = ("CASE WHEN NOT (w.sender IS NOT DISTINCT FROM a.src) THEN coalesce(w.vt >= a.vt, false) OR "
+               f"w.received_at > a.ts WHEN {BY_VENDOR} THEN w.vt > a.vt WHEN w.vt = a.vt THEN true "
+               "ELSE w.received_at > a.ts END")
+
+
+def _staged_ages(con: duckdb.DuckDBPyConnection, ages: str | None, single: datetime | None) -> None:
+    """``_guest_ages``: each staged contact's own acceptance (``ts``; else ``single``), vendor time (``vt``) and its
+    sender (``src``), from ``ages`` (:func:`ages_of`' table, or None)."""
     own = (f"LEFT JOIN {ages} a ON a.id = s.customer_id" if ages else
            "CROSS JOIN (SELECT NULL AS ts, NULL AS vt, NULL AS src) a")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _guest_ages AS SELECT DISTINCT s.customer_id AS id, coalesce(a.ts, "
                 f"?::TIMESTAMPTZ) AS ts, a.vt::TIMESTAMPTZ AS vt, a.src::VARCHAR AS src FROM staged_contacts s {own}",
                 [single])
-    stored = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file, sender FROM {WEBHOOK_TABLE} UNION "
-              f"ALL SELECT kind, id, read_at, updated_at, true, sender FROM {FILE_WON_TABLE})")
-    one_clock = "w.sender IS NOT DISTINCT FROM a.src"  # (a vendor time's sender, NULL: not said)
-    return (f"EXISTS (SELECT 1 FROM {stored} w JOIN _guest_ages a ON a.id = m.key WHERE w.kind = 'contact' AND "
-            f"w.id = m.raw AND CASE WHEN NOT {one_clock} THEN coalesce(w.vt >= a.vt, false) OR w.received_at > a.ts "
-            f"WHEN {BY_VENDOR} THEN w.vt > a.vt WHEN w.vt = a.vt THEN true ELSE w.received_at > a.ts END)")
+
+
+def keep_withdrawals(con: duckdb.DuckDBPyConnection, present: set[str], received_at: Union[datetime, Ages, None],
+                     links: Mapping[str, str], versions: Versions, senders: Senders | None) -> None:
+    """A webhook merge: a staged version of a customer whose consent a guest's "no" withdrew (noted in
+    :data:`.webhooks.GUEST_WITHDRAWALS` by :func:`note_withdrawn`) that is not newer than that "no" by
+    :func:`stored_newer`'s rule withdraws too (its consent only: a held-back or retried "yes" of his dated before
+    the "no" does not subscribe him); a newer one is his word, and the note goes."""
+    if "staged_contacts" not in present or not con.execute(
+            f"SELECT count(*) FROM {GUEST_WITHDRAWALS} WHERE customer_id IN (SELECT customer_id FROM staged_contacts)"
+    ).fetchall()[0][0]:
+        return
+    _, ages = ages_of(con, "contact", received_at, links, versions, senders)
+    _staged_ages(con, ages, None if isinstance(received_at, Mapping) else received_at)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _wd_newer AS SELECT w.customer_id FROM (SELECT customer_id, "
+                f"received_at, updated_at AS vt, false AS file, sender FROM {GUEST_WITHDRAWALS}) w JOIN _guest_ages a "
+                f"ON a.id = w.customer_id WHERE {GUEST_NEWER}")
+    con.execute("UPDATE staged_contacts SET marketing_consent = 'no' WHERE customer_id IN "
+                "(SELECT customer_id FROM _wd_newer)")
+    forget_withdrawals(con, "SELECT customer_id FROM staged_contacts EXCEPT SELECT customer_id FROM _wd_newer")
+    con.execute("DROP TABLE _wd_newer")
+
+
+def forget_withdrawals(con: duckdb.DuckDBPyConnection, customers: str) -> None:
+    """Drop the guests' withdrawals noted of ``customers`` (a query): his newer version, or a pull's or a file's
+    read of his contact (the newest word), came since."""
+    con.execute(f"DELETE FROM {GUEST_WITHDRAWALS} WHERE customer_id IN ({customers})")
 
 
 def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Union[datetime, Ages, None],
-                   links: Mapping[str, str], versions: Versions) -> None:
+                   links: Mapping[str, str], versions: Versions, senders: Senders | None = None) -> None:
     """The stored customers a staged record keyed by their e-mail (or phone) withdrew consent of, folded into their
     contact (``_lk_withdrawn``: :func:`connectors.guest_merge.rekey`), in a webhook merge: that record's age is noted
     under the customer's id (the later of it and his), so that a file read before it does not give the "yes" back,
     and he is pushed at once with the late withdrawals (:data:`.webhooks.LATE_WITHDRAWALS`). Not its vendor time:
-    the record is another of the vendor's objects than his (its time says nothing of his versions)."""
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_lk_withdrawn' AND temporary"
-                       ).fetchall()[0][0]:
-        return
-    if origin == "webhook" and con.execute("SELECT count(*) FROM _lk_withdrawn").fetchall()[0][0]:
-        at, ages = ages_of(con, "contact", received_at, links, versions)
-        own = f"LEFT JOIN {ages} a ON a.id = w.raw" if ages else "CROSS JOIN (SELECT NULL::TIMESTAMPTZ AS ts) a"
+    the record is another of the vendor's objects than his (its time says nothing of his versions). The withdrawal
+    itself (its acceptance, vendor time and sender) is noted in :data:`.webhooks.GUEST_WITHDRAWALS`, and so is a
+    stored guest's "no" that landed on his staged version (``_lk_landed``: :func:`stored_newer`): a later version of
+    his not newer than it does not give the "yes" back (:func:`keep_withdrawals`)."""
+    made = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN ('_lk_withdrawn', "
+                                      "'_lk_landed') AND temporary").fetchall()}
+    kept = f"ON CONFLICT DO UPDATE SET received_at = greatest({GUEST_WITHDRAWALS}.received_at, excluded.received_at), "
+    if origin == "webhook" and "_lk_withdrawn" in made and con.execute("SELECT count(*) FROM _lk_withdrawn"
+                                                                         ).fetchall()[0][0]:
+        at, ages = ages_of(con, "contact", received_at, links, versions, senders)
+        own = (f"LEFT JOIN {ages} a ON a.id = w.raw" if ages else
+               "CROSS JOIN (SELECT NULL::TIMESTAMPTZ AS ts, NULL::TIMESTAMPTZ AS vt, NULL::VARCHAR AS src) a")
         con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT 'contact', w.key, max(coalesce("
                     f"a.ts, ?::TIMESTAMPTZ, now())) FROM _lk_withdrawn w {own} GROUP BY w.key ON CONFLICT DO UPDATE "
                     f"SET received_at = greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [at])
+        con.execute(f"INSERT INTO {GUEST_WITHDRAWALS} SELECT w.key, max(coalesce(a.ts, ?::TIMESTAMPTZ, now())), "
+                    f"max(a.vt), arg_max(a.src, a.vt) FROM _lk_withdrawn w {own} GROUP BY w.key "
+                    f"{kept}{later_vendor_time(GUEST_WITHDRAWALS)}", [at])
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LATE_WITHDRAWALS} (customer_id VARCHAR)")
         con.execute(f"INSERT INTO {LATE_WITHDRAWALS} SELECT DISTINCT key FROM _lk_withdrawn")
-    con.execute("DROP TABLE _lk_withdrawn")
+    if origin == "webhook" and "_lk_landed" in made:  # the stored guest's version (a webhook's, or a file's)
+        con.execute(f"INSERT INTO {GUEST_WITHDRAWALS} SELECT l.key, max(w.received_at), max(w.vt), arg_max(w.sender, "
+                    f"w.vt) FROM _lk_landed l JOIN {_STORED} w ON w.kind = 'contact' AND w.id = l.raw GROUP BY l.key "
+                    f"{kept}{later_vendor_time(GUEST_WITHDRAWALS)}")
+    for table in made:
+        con.execute(f"DROP TABLE {table}")
 
 
 def note_versions(con: duckdb.DuckDBPyConnection, name: str, staged: str, *, origin: str, noted: bool,

@@ -28,6 +28,11 @@ FILE_WON_TABLE = "file_won_records"
 #: amoCRM: the clock of their webhooks' times; the last pull that had one), whether or not it came by webhook too: a
 #: later delivery older than it is left out (:mod:`sync.store.pulled`)
 PULLED_TABLE = "pulled_versions"
+#: (customer_id, received_at, updated_at, sender): a guest's "no" (a record keyed by his e-mail or phone) that
+#: withdrew a customer's consent, folded into his stored contact or landed on his staged one: its acceptance, vendor
+#: time and sender. A later webhook version of his not newer than it keeps "no"; a newer one, or a pull's or a
+#: file's read of him, drops the row (:func:`sync.store.ordering.keep_withdrawals`). One row per such customer.
+GUEST_WITHDRAWALS = "guest_withdrawals"
 KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook record kind
 KEY_OF = {"orders": "order_id", "contacts": "customer_id"}  # store table → its records' key
 
@@ -43,6 +48,8 @@ def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
                 "read_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
     con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
     con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS sender VARCHAR")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {GUEST_WITHDRAWALS} (customer_id VARCHAR PRIMARY KEY, received_at "
+                "TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ, sender VARCHAR)")  # (a store written before: none)
     # a store written before pulls noted their vendor times has none: its pulled records are ordered as before
     con.execute(f"CREATE TABLE IF NOT EXISTS {PULLED_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
                 "updated_at TIMESTAMPTZ NOT NULL)")  # one row per record (sync.store.pulled.note_pulled); no index:
