@@ -179,8 +179,8 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
             versions[key] = record.updated_at
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source, received_at, versions = pull_after_webhook_records(  # type: ignore[assignment]
-            cfg, ledger, con, settings, received_at, now, versions)
+        pulled, cursor_source, received_at, versions, senders = pull_after_webhook_records(  # type: ignore[assignment]
+            cfg, ledger, con, settings, received_at, now, versions, senders)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
