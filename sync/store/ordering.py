@@ -154,16 +154,17 @@ def _staged_ages(con: duckdb.DuckDBPyConnection, ages: str | None, single: datet
 
 
 def keep_withdrawals(con: duckdb.DuckDBPyConnection, present: set[str], received_at: Union[datetime, Ages, None],
-                     links: Mapping[str, str], versions: Versions, senders: Senders | None) -> None:
+                     versions: Versions, senders: Senders | None) -> None:
     """A webhook merge: a staged version of a customer whose consent a guest's "no" withdrew (noted in
     :data:`.webhooks.GUEST_WITHDRAWALS` by :func:`note_withdrawn`) that is not newer than that "no" by
     :func:`stored_newer`'s rule withdraws too (its consent only: a held-back or retried "yes" of his dated before
-    the "no" does not subscribe him); a newer one is his word, and the note goes."""
+    the "no" does not subscribe him); a newer one is his word, and the note goes. By his own version's times only:
+    a guest record of his e-mail in the batch, re-keyed to him, lends him none (another object's time)."""
     if "staged_contacts" not in present or not con.execute(
             f"SELECT count(*) FROM {GUEST_WITHDRAWALS} WHERE customer_id IN (SELECT customer_id FROM staged_contacts)"
     ).fetchall()[0][0]:
         return
-    _, ages = ages_of(con, "contact", received_at, links, versions, senders)
+    _, ages = ages_of(con, "contact", received_at, {}, versions, senders)
     _staged_ages(con, ages, None if isinstance(received_at, Mapping) else received_at)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _wd_newer AS SELECT w.customer_id FROM (SELECT customer_id, "
                 f"received_at, updated_at AS vt, false AS file, sender FROM {GUEST_WITHDRAWALS}) w JOIN _guest_ages a "
