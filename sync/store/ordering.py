@@ -33,16 +33,21 @@ BY_VENDOR = "w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.f
 T = TypeVar("T", datetime, tuple[datetime, str])
 
 
-def own_times(times: Mapping[tuple[str, str], T], kind: str, links: Mapping[str, str]) -> dict[str, T]:
+def own_times(times: Mapping[tuple[str, str], T], kind: str, links: Mapping[str, str],
+              his: frozenset[str] = frozenset()) -> dict[str, T]:
     """``kind``'s records' own times by id (a time, or a time and its sender: ordered by the time); ``links``: the
-    ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`)."""
+    ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`); ``his``: the
+    customers with a staged version of their own (a time in either mapping: :func:`ages_of`)."""
     own = {str(i): t for (k, i), t in times.items() if k == kind}
+    lent: dict[str, T] = {}
     for raw, key in links.items() if kind == "contact" else ():
         # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own time under the
-        # customer's id (several: the newest, whose version won)
-        if raw in own and (key not in own or own[raw] > own[key]):
-            own[key] = own[raw]
-    return own
+        # customer's id (several: the newest, whose version won) when he has no staged version of his own. Else
+        # his version is his (the guest's only fills its gaps: connectors.guest_merge), judged by its own times:
+        # the guest's record is another object, and its later time let his retried older "yes" undo his "no"
+        if raw in own and key not in his and (key not in lent or own[raw] > lent[key]):
+            lent[key] = own[raw]
+    return {**own, **lent}
 
 
 def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
@@ -51,9 +56,11 @@ def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[dateti
     """The time for records without their own, and a temp table of ``kind``'s records' own times (``id``, ``ts``:
     accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown; ``src``: the sender of that vendor
     time, NULL when not said), or None when no record has either."""
-    ages = own_times(received_at, kind, links) if isinstance(received_at, Mapping) else {}
+    his = frozenset(str(i) for k, i in [*versions, *(received_at if isinstance(received_at, Mapping) else ())]
+                    if k == kind)
+    ages = own_times(received_at, kind, links, his) if isinstance(received_at, Mapping) else {}
     vendor = own_times({k: (t, (senders or {}).get(k, "")) for k, t in versions.items() if t is not None}, kind,
-                       links)  # (a record re-keyed: the sender of the time kept)
+                       links, his)  # (a record re-keyed: the sender of the time kept)
     if not isinstance(received_at, Mapping) and not vendor:
         return received_at, None
     ids = list(ages.keys() | vendor.keys())
