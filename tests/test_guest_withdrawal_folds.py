@@ -190,7 +190,7 @@ def test_a_stored_guests_no_landing_on_his_registration_is_not_undone_by_his_nex
 
 def test_a_guests_withdrawal_is_noted_until_his_newer_version_or_a_pull_of_him():
     """The note of a guest's "no" folded into c9 (guest_withdrawals): kept while his versions are older, dropped by
-    his newer one (it orders them itself from then on) and by a pull's read of him (the newest word)."""
+    his newer one (it orders them itself from then on) and by a sync's pull of him (the newest word)."""
     con = _con()
     _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
     _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5},
@@ -207,3 +207,24 @@ def test_a_guests_withdrawal_is_noted_until_his_newer_version_or_a_pull_of_him()
     assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == []
     _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 14, {"c9": 10})
     assert _state(con)[1] == [("c9", ANNA, None, "yes")]  # the pull's "yes" was the newest word (as before)
+
+
+@pytest.mark.parametrize("crm_vt, expected", [(-60, "no"), (20, "yes"), (None, "yes")],
+                         ids=["crm-time-before-the-no", "crm-time-after-the-no", "no-crm-time"])
+def test_the_workers_pull_of_him_for_a_batch_is_ordered_against_the_guests_no(crm_vt, expected):
+    """review-order34 MUST 2 (docs/sources/common.md): the pull the worker runs for a batch (an amoCRM lead event)
+    merges as a webhook: its record of c9 has the pull's start (10:30) as its acceptance and the CRM's vendor time
+    (sender: the CRM). Against a guest's "no" folded into him (generic, 10:05, accepted 10:06) it is ordered like
+    his deliveries, not taken as the newest word as a sync's pull is: a CRM time older than the "no" keeps "no" and
+    the note (the CRM never saw the form's "no"); a later one, or none (acceptance: the pull started after), is his
+    word."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5},
+          "generic")
+    _merge(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)],
+           received_at={("contact", "c9"): _at(30)}, versions={("contact", "c9"): _at(crm_vt)},
+           senders={("contact", "c9"): "amocrm"})
+    assert _state(con)[1] == [("c9", ANNA, None, expected)]
+    noted = con.execute("SELECT customer_id FROM guest_withdrawals").fetchall()
+    assert noted == ([("c9",)] if expected == "no" else [])

@@ -183,8 +183,9 @@ def keep_withdrawals(con: duckdb.DuckDBPyConnection, present: set[str], received
 
 
 def forget_withdrawals(con: duckdb.DuckDBPyConnection, customers: str) -> None:
-    """Drop the guests' withdrawals noted of ``customers`` (a query): his newer version, or a pull's or a file's
-    read of his contact (the newest word), came since."""
+    """Drop the guests' withdrawals noted of ``customers`` (a query): his newer version, or a sync's pull's or a
+    file's read of his contact (the newest word), came since. (The worker's pull for a webhook batch merges as the
+    batch: :func:`keep_withdrawals` orders its read as one more version of his.)"""
     con.execute(f"DELETE FROM {GUEST_WITHDRAWALS} WHERE customer_id IN ({customers})")
 
 
