@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -228,3 +229,20 @@ def test_the_workers_pull_of_him_for_a_batch_is_ordered_against_the_guests_no(cr
     assert _state(con)[1] == [("c9", ANNA, None, expected)]
     noted = con.execute("SELECT customer_id FROM guest_withdrawals").fetchall()
     assert noted == ([("c9",)] if expected == "no" else [])
+
+
+def test_a_yes_kept_no_by_a_guests_withdrawal_is_logged_without_addresses(caplog):
+    """review-order34 SHOULD: when a guest's "no" folded into c9 turns his older staged "yes" into "no", an INFO
+    line says how many and the first customer's id (no e-mail address); his newer "yes" logs nothing of it."""
+    con = _con()
+    with caplog.at_level(logging.INFO):
+        _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+        _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5})
+        _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 8, {"c9": 3})
+        _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 10, {"c9": 9})
+    kept = [r for r in caplog.records if 'kept "no"' in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in kept] == [
+        (logging.INFO, 'webhook merge: 1 contact version(s) saying yes kept "no" (e.g. customer c9): not newer than '
+                       "a guest's withdrawal folded into the customer")]
+    assert not [r for r in caplog.records if ANNA in r.getMessage()]
+    assert _state(con)[1] == [("c9", ANNA, None, "yes")]

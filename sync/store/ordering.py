@@ -6,15 +6,20 @@ his customer's (:func:`stored_newer`), and a guest's "no" folded into him agains
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Mapping, TypeVar, Union
 
 import duckdb
 
+from connectors.guest_merge import idlike
+
 from .deletes import FINAL_STAGED
 from .pulled import PULLED_STAGED
 from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, GUEST_WITHDRAWALS, KEY_OF, KIND, LATE_WITHDRAWALS,
                        WEBHOOK_TABLE, leave_out, later_vendor_time)
+
+log = logging.getLogger(__name__)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
@@ -176,10 +181,23 @@ def keep_withdrawals(con: duckdb.DuckDBPyConnection, present: set[str], received
     con.execute(f"CREATE OR REPLACE TEMP TABLE _wd_newer AS SELECT w.customer_id FROM (SELECT customer_id, "
                 f"received_at, updated_at AS vt, false AS file, sender FROM {GUEST_WITHDRAWALS}) w JOIN _guest_ages a "
                 f"ON a.id = w.customer_id WHERE {GUEST_NEWER}")
+    _log_kept(con)
     con.execute("UPDATE staged_contacts SET marketing_consent = 'no' WHERE customer_id IN "
                 "(SELECT customer_id FROM _wd_newer)")
     forget_withdrawals(con, "SELECT customer_id FROM staged_contacts EXCEPT SELECT customer_id FROM _wd_newer")
     con.execute("DROP TABLE _wd_newer")
+
+
+def _log_kept(con: duckdb.DuckDBPyConnection) -> None:
+    """Log at INFO how many staged versions saying "yes" (their last row) :func:`keep_withdrawals` turns into "no"
+    (``_wd_newer``), and the first one's customer id (never one that is an e-mail or a phone)."""
+    count, first = con.execute(
+        "SELECT count(*), min(customer_id) FILTER (WHERE NOT " + idlike("customer_id") + ") FROM (SELECT customer_id "
+        "FROM staged_contacts WHERE customer_id IN (SELECT customer_id FROM _wd_newer) GROUP BY customer_id "
+        "HAVING arg_max(marketing_consent, rowid) = 'yes')").fetchall()[0]
+    if count:
+        log.info("webhook merge: %d contact version(s) saying yes kept \"no\"%s: not newer than a guest's withdrawal "
+                 "folded into the customer", count, f" (e.g. customer {first})" if first else "")
 
 
 def forget_withdrawals(con: duckdb.DuckDBPyConnection, customers: str) -> None:
