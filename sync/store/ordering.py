@@ -38,21 +38,30 @@ BY_VENDOR = "w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.f
 T = TypeVar("T", datetime, tuple[datetime, str])
 
 
-def own_times(times: Mapping[tuple[str, str], T], kind: str, links: Mapping[str, str],
-              his: frozenset[str] = frozenset()) -> dict[str, T]:
+def own_times(times: Mapping[tuple[str, str], T], kind: str, links: Mapping[str, str]) -> dict[str, T]:
     """``kind``'s records' own times by id (a time, or a time and its sender: ordered by the time); ``links``: the
-    ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`); ``his``: the
-    customers with a staged version of their own (a time in either mapping: :func:`ages_of`)."""
+    ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`)."""
     own = {str(i): t for (k, i), t in times.items() if k == kind}
-    lent: dict[str, T] = {}
     for raw, key in links.items() if kind == "contact" else ():
         # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own time under the
-        # customer's id (several: the newest, whose version won) when he has no staged version of his own. Else
-        # his version is his (the guest's only fills its gaps: connectors.guest_merge), judged by its own times:
-        # the guest's record is another object, and its later time let his retried older "yes" undo his "no"
-        if raw in own and key not in his and (key not in lent or own[raw] > lent[key]):
-            lent[key] = own[raw]
-    return {**own, **lent}
+        # customer's id (several: the newest, whose version won)
+        if raw in own and (key not in own or own[raw] > own[key]):
+            own[key] = own[raw]
+    return own
+
+
+def _lenders(links: Mapping[str, str], received_at: Union[datetime, Ages, None], versions: Versions
+            ) -> dict[str, str]:
+    """The ``links`` whose guest record lends its times to the customer's id in :func:`drop_older_versions`: those
+    of a customer with no staged version of his own in the batch (no time of his in either mapping). Else his
+    version (the guest's only fills its gaps: :mod:`connectors.guest_merge`) is judged by its own times: the guest's
+    record is another object, and its later time let his retried older "yes" undo his stored "no" (a guest's "no"
+    folded into it still lands: a stale version that withdraws still withdraws, :func:`.webhooks.withdraw_late`).
+    (The version noted after the merge still takes the guest's later time, :func:`note_versions`: a guest's "no"
+    folded into his version in one batch is noted by nothing else.)"""
+    his = {str(i) for k, i in [*versions, *(received_at if isinstance(received_at, Mapping) else ())]
+           if k == "contact"}
+    return {raw: key for raw, key in links.items() if key not in his}
 
 
 def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
@@ -61,11 +70,9 @@ def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[dateti
     """The time for records without their own, and a temp table of ``kind``'s records' own times (``id``, ``ts``:
     accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown; ``src``: the sender of that vendor
     time, NULL when not said), or None when no record has either."""
-    his = frozenset(str(i) for k, i in [*versions, *(received_at if isinstance(received_at, Mapping) else ())]
-                    if k == kind)
-    ages = own_times(received_at, kind, links, his) if isinstance(received_at, Mapping) else {}
+    ages = own_times(received_at, kind, links) if isinstance(received_at, Mapping) else {}
     vendor = own_times({k: (t, (senders or {}).get(k, "")) for k, t in versions.items() if t is not None}, kind,
-                       links, his)  # (a record re-keyed: the sender of the time kept)
+                       links)  # (a record re-keyed: the sender of the time kept)
     if not isinstance(received_at, Mapping) and not vendor:
         return received_at, None
     ids = list(ages.keys() | vendor.keys())
@@ -98,7 +105,7 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         staged, key = f"staged_{name}", KEY_OF[name]
         if staged not in present:
             continue
-        _, ages = ages_of(con, kind, received_at, links, versions)
+        _, ages = ages_of(con, kind, received_at, _lenders(links, received_at, versions), versions)
         single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
         if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
