@@ -105,7 +105,8 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         staged, key = f"staged_{name}", KEY_OF[name]
         if staged not in present:
             continue
-        _, ages = ages_of(con, kind, received_at, _lenders(links, received_at, versions), versions)
+        lent = _lenders(links, received_at, versions) if links and name == "contacts" else links
+        _, ages = ages_of(con, kind, received_at, lent, versions)
         single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
         if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
