@@ -23,7 +23,9 @@ customer's:
 
 A staged guest that withdraws a stored customer's consent is no version of his contact, but the batch did change
 him: :func:`rekey` leaves it in ``_lk_withdrawn`` (``raw``, ``key``) for the merge, which notes its age under his id
-and pushes him at once (:func:`sync.store.ordering.note_withdrawn`).
+and pushes him at once (:func:`sync.store.ordering.note_withdrawn`); a stored guest's "no" that landed on his staged
+version is left in ``_lk_landed``. The merge notes both withdrawals, so that a later version of his not newer than
+the "no" does not give the "yes" back (:func:`sync.store.ordering.keep_withdrawals`).
 
 A customer deleted in the CRM (:func:`connectors.contacts.gone_contact`: his row stays, emptied, attribute
 ``deleted``) takes no guest: not while the pull that deletes him still stores his old e-mail, nor later through a
@@ -156,6 +158,10 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True,
     # else into the stored customer, else renamed
     newer = stored_newer() if stored_newer else None
     con.execute(f"CREATE OR REPLACE TEMP TABLE _lk_older AS SELECT raw FROM _lk_map m WHERE {newer or 'false'}")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_landed AS SELECT DISTINCT m.raw, m.key FROM _lk_map m
+                    JOIN {last_rows("contacts", "SELECT raw FROM _lk_older")} g ON g.customer_id = m.raw
+                    JOIN staged_contacts t ON t.customer_id = m.key
+                    WHERE g.marketing_consent = 'no' AND {CONSENT_CARRIED}""")  # (its note: the merge's)
     fill_contact(con, "staged_contacts", "key", "contacts", "raw", withdraws="m.raw IN (SELECT raw FROM _lk_older)")
     con.execute("DROP TABLE _lk_older")
     fill_contact(con, "contacts", "key", "contacts", "raw")

@@ -23,7 +23,8 @@ from sync.settings import load_settings
 from sync.store import open_store, webhook_records
 from sync.store.webhooks import add_late_withdrawals
 from tests.test_guest_registers_later import _con, _merge, _order, _state
-from tests.test_serve_out_of_order import _generic, _new_customer_order, skip_shop  # noqa: F401  (fixture)
+from tests.test_serve_out_of_order import (_customer as _shopify_customer, _generic, _new_customer_order, _shopify,
+                                           skip_shop)  # noqa: F401  (fixture)
 from tests.test_store_webhook_age import _ingest, _shop, _webhook
 from tests.test_webhooks_generic import live_server
 from tests.test_worker import AS_OF
@@ -193,3 +194,22 @@ def test_a_guest_order_of_his_e_mail_saying_no_takes_his_tags_off_end_to_end(ski
         assert con.execute("SELECT customer_id, marketing_consent FROM contacts WHERE customer_id IN ('NEW-7', ?)",
                            [email]).fetchall() == [("NEW-7", "no")]
     assert mailchimp_fake.tags_of(email) == set()
+
+
+def test_the_worker_notes_who_sent_each_version_with_its_vendor_time(skip_shop, mailchimp_fake):  # noqa: F811
+    """rfmsync serve on a Shopify shop: a generic delivery and a Shopify one, both dated, in one batch: the store
+    notes each contact's vendor time with its sender (the event's source), so that a stored guest's version and his
+    contact's are ordered by their times only when one clock dated both (sync.store.ordering.stored_newer)."""
+    cfg = load_config(skip_shop).model_copy(update={"source": {"type": "shopify", "shop": "demo"}})
+    settings = load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
+        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            assert _generic(base, _new_customer_order("no", "2025-06-29T10:05:00+00:00")).status_code == 202
+            assert _shopify(base, "customers/update", _shopify_customer("subscribed", "2025-06-29T10:00:00Z")
+                            ).status_code == 202
+            assert worker.drain() == 3
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT id, updated_at, sender FROM webhook_records WHERE kind = 'contact' ORDER BY id"
+                           ).fetchall() == [("7700", datetime(2025, 6, 29, 10, tzinfo=UTC), "shopify"),
+                                            ("NEW-7", datetime(2025, 6, 29, 10, 5, tzinfo=UTC), "generic")]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -110,3 +111,138 @@ def test_a_guests_yes_for_his_old_address_never_reaches_his_new_one(guest_first)
     else:
         _merge(con, [_order("c1", "c9"), _order("g1", old, 2)], [*his, guest])
     assert [(c, e, k) for c, e, _, k in _state(con)[1] if c == "c9"] == [("c9", new, "unknown")]
+
+
+@pytest.mark.parametrize("guest_from, guest_vt, guest_accepted, expected", [
+    ("generic", 0, 8, "no"),   # A's clock behind: dated before his 10:05 "yes" by it, accepted after his
+    ("shopify", 0, 8, "yes"),  # one clock: his 10:05 registration is the newer word, however late it came
+    ("generic", 6, 4, "no"),   # his 10:05 "yes" retried (accepted after the "no"), not newer by the times: the no
+    ("generic", 5, 4, "no"),   # the same second on two clocks: the no (a tie)
+    ("generic", 2, 4, "yes")],  # his version is the newer both ways
+    ids=["other-sender-accepted-later", "same-sender-older", "other-sender-dated-later", "other-sender-same-second",
+         "other-sender-older-both-ways"])
+def test_a_stored_guests_no_and_his_registration_from_two_senders_are_not_ordered_by_their_clocks(
+        guest_from, guest_vt, guest_accepted, expected):
+    """review-fixguest33 SHOULD: a record keyed by anna@x.com says no (a generic sender's form, or a Shopify guest
+    checkout); c9 registers with that e-mail saying yes on Shopify (vendor time 10:05, accepted 10:07, merged after
+    the guest's: his batch held up). Two senders' clocks say nothing of each other: the "no" accepted after his
+    version stands though the form's clock dated it earlier (before, his "yes" won by the vendor's times); one
+    sender's times still order them."""
+    con = _con()
+    at = (lambda m: T0 + timedelta(minutes=m))
+    _merge(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)],
+           received_at={("contact", ANNA): at(guest_accepted), ("order", "g1"): at(guest_accepted)},
+           versions={("contact", ANNA): at(guest_vt)}, senders={("contact", ANNA): guest_from})
+    _merge(con, [_order("c1", "c9", 3)], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)],
+           received_at={("contact", "c9"): at(7), ("order", "c1"): at(7)}, versions={("contact", "c9"): at(5)},
+           senders={("contact", "c9"): "shopify", ("order", "c1"): "shopify"})
+    assert _state(con) == ({"g1": "c9", "c1": "c9"}, [("c9", ANNA, None, expected)])
+
+
+def _at(minutes: int | None) -> datetime | None:
+    return None if minutes is None else T0 + timedelta(minutes=minutes)
+
+
+def _hook(con, orders, contacts, accepted: int, vendor: dict[str, int | None], sender: str = "shopify") -> None:
+    """A webhook merge: every record accepted at ``accepted`` (minutes after T0), from ``sender``; the contacts'
+    vendor times by id (minutes)."""
+    keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
+    _merge(con, orders, contacts, received_at=dict.fromkeys(keys, _at(accepted)),
+           versions={("contact", i): _at(m) for i, m in vendor.items()}, senders=dict.fromkeys(keys, sender))
+
+
+@pytest.mark.parametrize("stored_by", ["pull", "webhook"])
+@pytest.mark.parametrize("his_vt, his_accepted, his_from, expected", [
+    (3, 4, "shopify", "no"),    # his 10:03 "yes" held back (accepted before the 10:05 "no"), merged after it
+    (3, 8, "shopify", "no"),    # his 10:03 "yes" retried, accepted after the "no": older by one clock
+    (3, 8, "generic", "no"),    # another sender's, accepted after: not newer by the times (stored_newer's rule)
+    (9, 10, "shopify", "yes"),  # he subscribed again at 10:09: the newer word
+    (None, 8, "shopify", "yes")],  # no vendor time, accepted after the "no": by acceptance, the newer word
+    ids=["held-back", "retried-after", "other-sender-retried-after", "newer", "untimed-later"])
+def test_a_guests_no_folded_into_him_is_not_undone_by_an_older_version_of_his(stored_by, his_vt, his_accepted,
+                                                                             his_from, expected):
+    """c9 said yes (stored by a pull, or by a webhook dated 10:00); a record keyed by anna@x.com says no (Shopify,
+    10:05, accepted 10:06) and folds into him. A version of his own saying yes that is not newer than that "no" (by
+    the rule a stored guest's "no" meets his registration with: sync.store.ordering.stored_newer) keeps the "no";
+    a newer one is his word. Before, the "no" was noted under him by its
+    acceptance only, and his older "yes" was ordered against his own stored version: the withdrawal was lost."""
+    con = _con()
+    his = [Contact("c9", email=ANNA, marketing_consent=Consent.YES)]
+    if stored_by == "pull":
+        _merge(con, [_order("c1", "c9")], his, origin="pull")
+    else:
+        _hook(con, [_order("c1", "c9")], his, 1, {"c9": 0})
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5})
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], his_accepted, {"c9": his_vt}, his_from)
+    assert _state(con)[1] == [("c9", ANNA, None, expected)]
+
+
+def test_a_stored_guests_no_landing_on_his_registration_is_not_undone_by_his_next_older_version():
+    """The guest's "no" (10:05) is stored; his registration saying yes (10:03, accepted after) gets it (the no is
+    newer); his 10:04 "yes", retried, is newer than his registration but not than the "no": he stays "no"."""
+    con = _con()
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5})
+    _hook(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 7, {"c9": 3})
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 9, {"c9": 4})
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+
+
+def test_a_guests_withdrawal_is_noted_until_his_newer_version_or_a_pull_of_him():
+    """The note of a guest's "no" folded into c9 (guest_withdrawals): kept while his versions are older, dropped by
+    his newer one (it orders them itself from then on) and by a sync's pull of him (the newest word)."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5},
+          "generic")
+    noted = [("c9", _at(6), _at(5), "generic")]
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == noted
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 8, {"c9": 3})
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == noted
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 10, {"c9": 9})
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == []
+    _hook(con, [_order("g2", ANNA, 3)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 12, {ANNA: 11},
+          "generic")
+    _merge(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+    assert con.execute("SELECT * FROM guest_withdrawals").fetchall() == []
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 14, {"c9": 10})
+    assert _state(con)[1] == [("c9", ANNA, None, "yes")]  # the pull's "yes" was the newest word (as before)
+
+
+@pytest.mark.parametrize("crm_vt, expected", [(-60, "no"), (20, "yes"), (None, "yes")],
+                         ids=["crm-time-before-the-no", "crm-time-after-the-no", "no-crm-time"])
+def test_the_workers_pull_of_him_for_a_batch_is_ordered_against_the_guests_no(crm_vt, expected):
+    """review-order34 MUST 2 (docs/sources/common.md): the pull the worker runs for a batch (an amoCRM lead event)
+    merges as a webhook: its record of c9 has the pull's start (10:30) as its acceptance and the CRM's vendor time
+    (sender: the CRM). Against a guest's "no" folded into him (generic, 10:05, accepted 10:06) it is ordered like
+    his deliveries, not taken as the newest word as a sync's pull is: a CRM time older than the "no" keeps "no" and
+    the note (the CRM never saw the form's "no"); a later one, or none (acceptance: the pull started after), is his
+    word."""
+    con = _con()
+    _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+    _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5},
+          "generic")
+    _merge(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)],
+           received_at={("contact", "c9"): _at(30)}, versions={("contact", "c9"): _at(crm_vt)},
+           senders={("contact", "c9"): "amocrm"})
+    assert _state(con)[1] == [("c9", ANNA, None, expected)]
+    noted = con.execute("SELECT customer_id FROM guest_withdrawals").fetchall()
+    assert noted == ([("c9",)] if expected == "no" else [])
+
+
+def test_a_yes_kept_no_by_a_guests_withdrawal_is_logged_without_addresses(caplog):
+    """review-order34 SHOULD: when a guest's "no" folded into c9 turns his older staged "yes" into "no", an INFO
+    line says how many and the first customer's id (no e-mail address); his newer "yes" logs nothing of it."""
+    con = _con()
+    with caplog.at_level(logging.INFO):
+        _merge(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], origin="pull")
+        _hook(con, [_order("g1", ANNA, 2)], [Contact(ANNA, email=ANNA, marketing_consent=Consent.NO)], 6, {ANNA: 5})
+        _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 8, {"c9": 3})
+        _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 10, {"c9": 9})
+    kept = [r for r in caplog.records if 'kept "no"' in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in kept] == [
+        (logging.INFO, 'webhook merge: 1 contact version(s) saying yes kept "no" (e.g. customer c9): not newer than '
+                       "a guest's withdrawal folded into the customer")]
+    assert not [r for r in caplog.records if ANNA in r.getMessage()]
+    assert _state(con)[1] == [("c9", ANNA, None, "yes")]

@@ -226,14 +226,16 @@ def test_a_pulled_vendor_time_in_the_future_is_ignored_and_logged(tmp_path, monk
 
 
 def test_an_amocrm_pull_for_a_lead_event_keeps_the_contacts_vendor_time(tmp_path, monkeypatch):
-    """A lead event makes the worker pull amoCRM: the contact it reads (its new e-mail, 10:05) keeps its vendor time,
-    so the contacts[update] delivery of 10:01 (the old e-mail), retried after that pull, is left out."""
+    """A lead event makes the worker pull amoCRM: the contact it reads (its new e-mail, 10:05) keeps its vendor time
+    (amoCRM's clock: its sender), so the contacts[update] delivery of 10:01 (the old e-mail), retried after that pull, is left out."""
     with crm_shop(tmp_path, monkeypatch, "amocrm") as (cfg, settings, ledger, fake):
         first = Contact("5", email="first@example.com", updated_at=T0)
         resync(cfg, ledger, settings, (), [first], as_of=AS_OF)
         fake.put_contact(5, "new@example.com", at=T0 + 300 * S)
         resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # the pull a leads[status] delivery queues
         assert _row(cfg, "SELECT email FROM contacts WHERE customer_id = '5'") == ("new@example.com",)
+        # its time noted as amoCRM's clock (the sender of the version: sync.store.ordering.stored_newer)
+        assert _row(cfg, "SELECT updated_at, sender FROM webhook_records WHERE id = '5'") == (T0 + 300 * S, "amocrm")
         retried = Contact("5", email="old@example.com", updated_at=T0 + 60 * S)
         report = resync(cfg, ledger, settings, (), [retried], as_of=AS_OF)
         assert report.stale == {"order": 0, "contact": 1}

@@ -193,14 +193,15 @@ def _hook(cfg, order: Order, accepted: datetime) -> dict[str, int]:
     with open_store(store_path(cfg)) as con:
         stage_records(con, [order], [])
         return merge_staged(con, PullResult(), origin="webhook", received_at={("order", order.order_id): accepted},
-                            versions={("order", order.order_id): order.updated_at})
+                            versions={("order", order.order_id): order.updated_at},
+                            senders={("order", order.order_id): "generic"})
 
 
 def test_an_export_file_taking_a_record_over_keeps_its_webhook_versions_vendor_time(tmp_path):
     """A webhook refund (vendor time 3 h ago) is stored; the next export, read after it, holds it refunded too and
-    takes it over. The 'paid' delivery the vendor made before the refund, retried and accepted after that read, is
-    older than the version the file replaced: left out. One the vendor made later but accepted before the read is
-    older than the file (read after it): left out too."""
+    takes it over (noting that time and its sender). The 'paid' delivery the vendor made before the refund, retried
+    and accepted after that read, is older than the version the file replaced: left out. One the vendor made later
+    but accepted before the read is older than the file (read after it): left out too."""
     cfg, (oid, cid, at, amount) = age._ingested_shop(tmp_path)
     now = datetime.now(timezone.utc)
     _hook(cfg, Order(oid, cid, at, amount, status=OrderStatus.REFUNDED, updated_at=now - timedelta(hours=3)),
@@ -211,6 +212,9 @@ def test_an_export_file_taking_a_record_over_keeps_its_webhook_versions_vendor_t
     day1.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
     age._ingest(cfg)
     assert age._state(cfg, oid, cid)[0] == [("refunded", 1)]
+    with open_store(store_path(cfg)) as con:  # the vendor time taken over with its sender (whose clock it is)
+        assert con.execute("SELECT id, updated_at, sender FROM file_won_records").fetchall() == [
+            (oid, now - timedelta(hours=3), "generic")]
     paid = Order(oid, cid, at, amount, status=OrderStatus.COMPLETED, updated_at=now - timedelta(hours=4))
     assert _hook(cfg, paid, datetime.now(timezone.utc))["stale_orders"] == 1
     held_up = Order(oid, cid, at, amount, status=OrderStatus.COMPLETED, updated_at=now - timedelta(hours=2))

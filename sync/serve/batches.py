@@ -77,6 +77,9 @@ class Batch:
     pull: bool = False
     #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.ordering.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    #: who sent each record's version staged: ``(kind, id)`` → its event's source
+    #: (:data:`sync.store.ordering.Senders`)
+    senders: dict[tuple[str, str], str] = field(default_factory=dict)
     #: versions left out because the batch holds a newer one of the record (by the vendor's times, or the order's
     #: delete for good): per kind
     stale: dict[str, int] = field(default_factory=dict)
@@ -181,6 +184,7 @@ def _batch(parts: list[_Part]) -> Batch:
             kept.pop(key, None)  # (in the batch's order: the latest version last)
             kept[key] = record
             batch.ages[key] = ev.received_at
+            batch.senders[key] = ev.source
         batch.keys[ev.id] = set(keys)
         batch.pull = batch.pull or pull
     batch.orders = [r for (kind, _), r in kept.items() if kind == "order"]  # type: ignore[misc]

@@ -58,7 +58,7 @@ from ..planning.target import check_target
 from ..planning.retired import retires_only
 from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
-from ..store.ordering import Ages
+from ..store.ordering import Ages, Senders
 from .managed import ManagedCounts
 from .resync_scope import StoreReads, incremental_destination, shared_addresses  # what a resync plans
 from .resync_staging import CLOCK_MARGIN, utcnow  # the staging side
@@ -220,7 +220,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
            lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
            received_at: datetime | Ages | None = None, now: Callable[[], datetime] = utcnow,
-           restored: Collection[str] = ()) -> ResyncReport:
+           restored: Collection[str] = (), senders: Senders | None = None) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
@@ -229,6 +229,8 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     worker passes its own, the clock its events are dated by). ``restored``: the contacts whose version given
     follows their deletion (the worker's batch folded both: :attr:`~sync.serve.batches.Batch.restored`; a list
     holding the deletion then the version says so itself): stored as given, nothing kept of the stored row.
+    ``senders``: who sent each record (the worker's batch: its event's source, :data:`sync.store.ordering.Senders`;
+    default: one sender), whose clock its vendor time is.
 
     ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
     A destination being synced by another process is waited for up to ``lock_wait_seconds``.
@@ -237,7 +239,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     as_of = as_of or today_in(cfg.timezone)
     report = ResyncReport()
     affected = store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
-                           received_at, now, restored)
+                           received_at, now, restored, senders)
     if affected.customer_ids and affected.collapse is not None:  # a webhook run never overrides a guard either
         raise refuse(ledger, "webhook", destinations or [d.name for d in cfg.destinations],
                      [recency_scores_line(affected.collapse, webhook=True)])

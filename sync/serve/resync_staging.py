@@ -22,7 +22,7 @@ from ..pipeline import configured_source
 from ..settings import Settings
 from ..store.gone import STORED_GONE
 from ..store.lookup import normalise_emails
-from ..store.ordering import Ages, Versions
+from ..store.ordering import Ages, Senders, Versions
 from ..store.pulled import staged_times
 from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 
@@ -75,7 +75,8 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
 
 def pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
                                 received_at: datetime | Ages | None, now: Callable[[], datetime] = utcnow,
-                                versions: Versions | None = None) -> tuple[PullResult, str, Ages, Versions]:
+                                versions: Versions | None = None, senders: Senders | None = None
+                                ) -> tuple[PullResult, str, Ages, Versions, Senders]:
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
     fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
     the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
@@ -85,7 +86,9 @@ def pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPy
     ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by).
     Also returns the records' vendor times (:data:`sync.store.ordering.Versions`): the webhook records' own
     (``versions``), and for every pulled record the vendor's time the pull read of it (Shopify, amoCRM:
-    :mod:`sync.store.pulled`), else None (the pull's start is this host's clock, never taken for the vendor's)."""
+    :mod:`sync.store.pulled`), else None (the pull's start is this host's clock, never taken for the vendor's); and
+    who sent each (:data:`sync.store.ordering.Senders`): the webhook records' own (``senders``), the CRM's for every
+    pulled record (its vendor time is the CRM's clock, as its webhooks' are)."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
     started = now()
@@ -109,7 +112,7 @@ def pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPy
     for name in TABLES:
         con.execute(f"DROP TABLE _hook_{name}")
         con.execute(f"DROP TABLE _pulled_{name}")
-    return result, kind, ages, vendor
+    return result, kind, ages, vendor, {**(senders or {}), **dict.fromkeys(pulled, kind)}
 
 
 #: how far the ledger's clock (events' ages) and a full sync's (a file's read) may disagree: a ``file_won_records``

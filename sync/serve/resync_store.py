@@ -38,7 +38,7 @@ from ..planning.transitions import move_join
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.generation import generation
-from ..store.ordering import Ages
+from ..store.ordering import Ages, Senders
 from ..store.webhooks import add_late_withdrawals
 from .readcount import CountingConnection
 from .resync_staging import coalesce_webhook_contacts, prune_file_won_ages, pull_after_webhook_records, utcnow
@@ -109,7 +109,8 @@ class Affected:
 def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
                wait_seconds: float, received_at: datetime | Ages | None = None,
-               now: Callable[[], datetime] = utcnow, restored: Collection[str] = ()) -> Affected:
+               now: Callable[[], datetime] = utcnow, restored: Collection[str] = (),
+               senders: Senders | None = None) -> Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         report.store_opens += 1
@@ -119,7 +120,7 @@ def store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence
             lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
-                                      report, received_at, now, restored)
+                                      report, received_at, now, restored, senders)
             report.store_rows_read = counted.rows()
             affected.store_wait, affected.report = wait_seconds, report
             return affected
@@ -162,7 +163,8 @@ def read_again(cfg: Config, settings: Settings, affected: Affected, report: Resy
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
                    report: ResyncReport, received_at: datetime | Ages | None = None,
-                   now: Callable[[], datetime] = utcnow, restored: Collection[str] = ()) -> Affected:
+                   now: Callable[[], datetime] = utcnow, restored: Collection[str] = (),
+                   senders: Senders | None = None) -> Affected:
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
     # (each contact's last version given is merged) a deletion among them, or before them (``restored``): nothing of
@@ -177,8 +179,8 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
             versions[key] = record.updated_at
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source, received_at, versions = pull_after_webhook_records(  # type: ignore[assignment]
-            cfg, ledger, con, settings, received_at, now, versions)
+        pulled, cursor_source, received_at, versions, senders = pull_after_webhook_records(  # type: ignore[assignment]
+            cfg, ledger, con, settings, received_at, now, versions, senders)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
@@ -194,7 +196,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     # the merge notes whom it moved (sync.store.resynced): a full sync that read the store before leaves them out
     merged = merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
-                          after_link=affected, received_at=received_at, versions=versions)
+                          after_link=affected, received_at=received_at, versions=versions, senders=senders)
     for kind, name in (("order", "stale_orders"), ("contact", "stale_contacts")):
         report.stale[kind] = report.stale.get(kind, 0) + merged.get(name, 0)
     if pulled is not None and pulled.cursor is not None:

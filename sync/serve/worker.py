@@ -118,7 +118,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         return count_stale(batch, resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts,
                                          pull=batch.pull, as_of=as_of, received_at=batch.ages,
                                          now=self._now, destinations=batch.destinations,  # now: a pull's start
-                                         restored=batch.restored))
+                                         restored=batch.restored, senders=batch.senders))
 
     # -- one batch -----------------------------------------------------------------------
 

@@ -23,10 +23,12 @@ from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_lin
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .ordering import Ages, Versions, ages_of, drop_older_versions, note_withdrawn, stored_newer
+from .ordering import (Ages, Senders, Versions, drop_older_versions, forget_withdrawals, keep_withdrawals,
+                       note_versions, note_withdrawn, stored_newer)
 from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
-from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
+from .webhooks import (FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, later_vendor_time,
+                       plausible_versions)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                  before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  files: FileReads | None = None, received_at: Union[datetime, Ages, None] = None,
-                 pulled_at: datetime | None = None, versions: Versions | None = None) -> dict[str, int]:
+                 pulled_at: datetime | None = None, versions: Versions | None = None,
+                 senders: Senders | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -102,6 +105,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     withdrawal is the newer), else their acceptance does. The records left out are counted in the returned
     ``stale_orders`` / ``stale_contacts``. A vendor time later than the record's acceptance by more than
     :data:`connectors.webhooks.FUTURE_MARGIN` is ignored (logged): the version is ordered by acceptance.
+    ``senders`` (``origin="webhook"``): who sent each record (:data:`.ordering.Senders`; not given: one sender),
+    noted with its vendor time: a stored guest's version and his contact's staged one are ordered by their vendor
+    times only when one sender dated both (:func:`.ordering.stored_newer`).
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
     brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
     clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
@@ -147,13 +153,15 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
             # (a file export was resolved when it was read; the links learned are applied to it below)
             pull.identity = link_staged(con, max_identity_group, learned=LINKS_TABLE, stored_newer=lambda: (
-                stored_newer(con, origin, present, received_at, versions)))  # a stored guest's "no" over his yes
+                stored_newer(con, origin, present, received_at, versions, senders)))  # a guest's "no" over his yes
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
         if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
             _add(counts, drop_older_versions(con, present, received_at, links, versions or {}))
+        if origin == "webhook" and not pull.full_refresh:  # a version of his older than a guest's "no" folded in
+            keep_withdrawals(con, present, received_at, versions or {}, senders)
         timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
         if timed:
             settle_staged(con)  # one row per record: its last page's
@@ -179,11 +187,11 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
-                                            pulled_at=pulled_at, versions=versions or {})
-        note_withdrawn(con, origin, received_at, links, versions or {})  # a guest's "no" folded into his contact
+                                            pulled_at=pulled_at, versions=versions or {}, senders=senders)
+        note_withdrawn(con, origin, received_at, links, versions or {}, senders)  # a guest's "no" folded into him
         if unstored:  # noted as versions of the orders (not stored): an older copy merged later is stale
-            _note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
-                           links=links, pulled_at=pulled_at, versions=versions or {})
+            note_versions(con, "orders", UNSTORED, origin=origin, noted=noted, received_at=received_at,
+                          links=links, pulled_at=pulled_at, versions=versions or {}, senders=senders)
         if pull.full_refresh:  # the export keys a linked guest by its e-mail/phone again: it stays linked
             apply_links(con, max_identity_group)
             if "staged_orders" in present:
@@ -254,7 +262,8 @@ def _staged_rows(con: duckdb.DuckDBPyConnection, *tables: str) -> int:
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
                  noted: bool, note: _Note | None = None, received_at: Union[datetime, Ages, None] = None,
                  links: Mapping[str, str] | None = None, files: FileReads | None = None,
-                 pulled_at: datetime | None = None, versions: Versions | None = None) -> int:
+                 pulled_at: datetime | None = None, versions: Versions | None = None,
+                 senders: Senders | None = None) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
@@ -296,6 +305,8 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             note.add(inserted.fetchall(), 1)
     if name == "line_items":
         return rows
+    if origin != "webhook" and name == "contacts":  # a pull's or a file's read of him: the newest word
+        forget_withdrawals(con, f"SELECT {key} FROM {staged}{kept_out}")
     if origin != "webhook" and full_refresh:
         if noted:  # the export's version wins from now on
             if files is not None:  # as new as the file's read (the latest of its files): the same or an older
@@ -304,42 +315,9 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{KIND[name]}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
     else:
-        _note_versions(con, name, staged, origin=origin, noted=noted, received_at=received_at, links=links,
-                       pulled_at=pulled_at, versions=versions or {})
+        note_versions(con, name, staged, origin=origin, noted=noted, received_at=received_at, links=links,
+                      pulled_at=pulled_at, versions=versions or {}, senders=senders)
     return rows
-
-
-def _note_versions(con: duckdb.DuckDBPyConnection, name: str, staged: str, *, origin: str, noted: bool,
-                   received_at: Union[datetime, Ages, None], links: Mapping[str, str], pulled_at: datetime | None,
-                   versions: Versions) -> None:
-    """Note how new the version an incremental merge took of each ``name`` record in the table ``staged`` (keyed by
-    the records' key) is: a webhook's acceptance and vendor time, a pull's start (webhook records only)."""
-    kind, key = KIND[name], KEYS[name]
-    if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
-        at, ages = ages_of(con, kind, received_at, links or {}, versions or {})
-        # both ages the later of the stored one and this version's (a version without a vendor time keeps the
-        # stored one: it replaced that version, so it is at least as new)
-        con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at, updated_at) SELECT DISTINCT '{kind}', "
-                    f"s.{key}, coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()), "
-                    f"{'a.vt' if ages else 'NULL'} FROM {staged} s "
-                    + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
-                    + f"ON CONFLICT DO UPDATE SET received_at = "
-                    f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at), updated_at = "
-                    f"greatest({WEBHOOK_TABLE}.updated_at, excluded.updated_at)", [at])
-        untimed = [str(i) for (k, i), t in (versions or {}).items() if k == kind and t is None]
-        if untimed:  # pulled for the batch (None): no vendor time, as a pull's (below)
-            con.execute(f"UPDATE {WEBHOOK_TABLE} SET updated_at = NULL WHERE kind = '{kind}' "
-                        "AND id IN (SELECT unnest(?::VARCHAR[]))", [untimed])
-        # what is left of the batch is at least as new as a file's version: the note above says so now
-        con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
-    elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
-        # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-        # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor
-        # time: the host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before
-        # it, accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
-        con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
-                    f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
-                    f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
@@ -384,13 +362,13 @@ def _note_file_won(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) 
     kind, key, rows = KIND[name], KEYS[name], _file_rows(con, name, files)
     if not _has_file_id(con, rows):  # (no file is known: read now)
         rows = f"(SELECT {key}, NULL::BIGINT AS file_id FROM staged_{name})"
-    con.execute(f"INSERT INTO {FILE_WON_TABLE} (kind, id, read_at, updated_at) SELECT '{kind}', s.{key}, "
-                f"max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())), any_value(w.updated_at) "
+    con.execute(f"INSERT INTO {FILE_WON_TABLE} (kind, id, read_at, updated_at, sender) SELECT '{kind}', s.{key}, "
+                f"max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())), any_value(w.updated_at), any_value(w.sender) "
                 f"FROM {rows} s LEFT JOIN {files.catalogue} f ON f.file_id = s.file_id "
                 f"JOIN {WEBHOOK_TABLE} w ON w.kind = '{kind}' AND w.id = s.{key} "
                 f"WHERE s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
                 f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at), "
-                f"updated_at = greatest({FILE_WON_TABLE}.updated_at, excluded.updated_at)", [files.read_started])
+                f"{later_vendor_time(FILE_WON_TABLE)}", [files.read_started])
 
 
 def _has_file_id(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -16,16 +16,23 @@ log = logging.getLogger(__name__)
 
 #: (kind 'order' | 'contact', id): rows that came by webhook, not by a pull; ``received_at``: when the ledger
 #: accepted the stored version (the latest of the versions merged, or the start of a pull that read it since),
-#: ``updated_at``: when the vendor modified it (the latest vendor time merged; NULL: none known, or a pull read it since)
+#: ``updated_at``: when the vendor modified it (the latest vendor time merged; NULL: none known, or a pull read it since),
+#: ``sender``: whose clock that time is (the event's source, :data:`sync.store.ordering.Senders`; NULL: not said, or
+#: noted by an older rfmsync)
 WEBHOOK_TABLE = "webhook_records"
-#: (kind, id, read_at, updated_at): records a file's full refresh took over from their webhook version (the note
-#: dropped), as new as that file's read, and at least as new as the vendor time of the webhook version it replaced
-#: (NULL: none): the same or an older webhook batch merged again after it is left out
+#: (kind, id, read_at, updated_at, sender): records a file's full refresh took over from their webhook version (the
+#: note dropped), as new as that file's read, and at least as new as the vendor time of the webhook version it
+#: replaced (NULL: none; ``sender``: its): the same or an older webhook batch merged again after it is left out
 FILE_WON_TABLE = "file_won_records"
 #: (kind, id, updated_at): the vendor's modification time of the version a CRM pull stored of a record (Shopify,
 #: amoCRM: the clock of their webhooks' times; the last pull that had one), whether or not it came by webhook too: a
 #: later delivery older than it is left out (:mod:`sync.store.pulled`)
 PULLED_TABLE = "pulled_versions"
+#: (customer_id, received_at, updated_at, sender): a guest's "no" (a record keyed by his e-mail or phone) that
+#: withdrew a customer's consent, folded into his stored contact or landed on his staged one: its acceptance, vendor
+#: time and sender. A later webhook version of his not newer than it keeps "no"; a newer one, or a pull's or a
+#: file's read of him, drops the row (:func:`sync.store.ordering.keep_withdrawals`). One row per such customer.
+GUEST_WITHDRAWALS = "guest_withdrawals"
 KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook record kind
 KEY_OF = {"orders": "order_id", "contacts": "customer_id"}  # store table → its records' key
 
@@ -35,13 +42,25 @@ def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
                 "received_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
     # a store written before the vendor's times were kept: its versions have none (ordered by acceptance)
     con.execute(f"ALTER TABLE {WEBHOOK_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
+    # nor their senders (a store written before they were: not said, one sender's as far as they tell)
+    con.execute(f"ALTER TABLE {WEBHOOK_TABLE} ADD COLUMN IF NOT EXISTS sender VARCHAR")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILE_WON_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
                 "read_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
     con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
+    con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS sender VARCHAR")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {GUEST_WITHDRAWALS} (customer_id VARCHAR PRIMARY KEY, received_at "
+                "TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ, sender VARCHAR)")  # (a store written before: none)
     # a store written before pulls noted their vendor times has none: its pulled records are ordered as before
     con.execute(f"CREATE TABLE IF NOT EXISTS {PULLED_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
                 "updated_at TIMESTAMPTZ NOT NULL)")  # one row per record (sync.store.pulled.note_pulled); no index:
     # an ART key on (kind, id) made a store with 1.3 M pulled rows 8 MB -> 77 MB, and no merge looks one up
+
+
+def later_vendor_time(table: str) -> str:
+    """SQL for ``table``'s (:data:`WEBHOOK_TABLE`, :data:`FILE_WON_TABLE`) ``ON CONFLICT DO UPDATE SET``: the later
+    of the stored and the new vendor time (``updated_at``), and the sender of the one kept (``sender``)."""
+    return (f"sender = CASE WHEN excluded.updated_at >= coalesce({table}.updated_at, excluded.updated_at) THEN "
+            f"excluded.sender ELSE {table}.sender END, updated_at = greatest({table}.updated_at, excluded.updated_at)")
 
 
 def prune_file_won(con: duckdb.DuckDBPyConnection, oldest_possible: datetime) -> int:
