@@ -24,7 +24,7 @@ customer's:
 A staged guest that withdraws a stored customer's consent is no version of his contact, but the batch did change
 him: :func:`rekey` leaves it in ``_lk_withdrawn`` (``raw``, ``key``) for the merge, which notes its age under his id
 and pushes him at once (:func:`sync.store.ordering.note_withdrawn`); a stored guest's "no" that landed on his staged
-version is left in ``_lk_landed``. The merge notes both withdrawals, so that a later version of his not newer than
+version is left in ``_lk_landed``, and a staged guest's "no" folded into his staged version in ``_lk_folded``. The merge notes both withdrawals, so that a later version of his not newer than
 the "no" does not give the "yes" back (:func:`sync.store.ordering.keep_withdrawals`).
 
 A customer deleted in the CRM (:func:`connectors.contacts.gone_contact`: his row stays, emptied, attribute
@@ -145,6 +145,10 @@ def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True,
         return rows
     # staged identifier contacts: into the staged customer, else into the stored customer (its gaps: the guest's
     # record is no version of his contact), else renamed
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_folded AS SELECT DISTINCT m.raw, m.key FROM _lk_map m
+                    JOIN {last_rows("staged_contacts", "SELECT raw FROM _lk_map")} g ON g.customer_id = m.raw
+                    JOIN staged_contacts t ON t.customer_id = m.key
+                    WHERE g.marketing_consent = 'no' AND {CONSENT_CARRIED}""")
     fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_withdrawn AS SELECT m.raw, m.key FROM _lk_map m

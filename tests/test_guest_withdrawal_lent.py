@@ -87,3 +87,39 @@ def test_a_guests_no_in_the_batch_of_his_version_is_not_undone_by_his_older_yes_
     assert _state(con)[1] == [("c9", ANNA, None, "no")]
     _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 8, {"c9": 3})
     assert _state(con)[1] == [("c9", ANNA, None, "no")]
+
+
+def _batch_with_guest(con, accepted, his_vt, his_from, his_consent, guest_vt, guest_from, guest_consent):
+    keys = [("order", "g2"), ("contact", ANNA), ("contact", "c9")]
+    _merge(con, [_order("g2", ANNA, 3)],
+           [Contact("c9", email=ANNA, marketing_consent=his_consent),
+            Contact(ANNA, email=ANNA, marketing_consent=guest_consent)],
+           received_at=dict.fromkeys(keys, _at(accepted)),
+           versions={("contact", "c9"): _at(his_vt), ("contact", ANNA): _at(guest_vt)},
+           senders={("contact", "c9"): his_from, ("contact", ANNA): guest_from, ("order", "g2"): guest_from})
+
+
+@pytest.mark.parametrize("his_from", ["generic", "shopify"])
+def test_a_guests_no_folded_into_his_stale_version_survives_his_next_version_older_than_it(his_from):
+    """review-fixorder34 MUST 1 (fixorder34 made it): c9 stored "yes" (10:05). B1 (10:08): his retried "yes" of 10:03 + a guest "no" (generic, 10:07) of his
+    e-mail: his version is stale, the "no" lands by withdraw_late. B2 (10:10): his "yes" of 10:06 - older than the
+    guest's "no" (one clock when his_from=generic). Expected: "no"."""
+    con = _con()
+    _hook(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 6, {"c9": 5},
+          his_from)
+    _batch_with_guest(con, 8, 3, his_from, Consent.YES, 7, "generic", Consent.NO)
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 10, {"c9": 6}, his_from)
+    assert _state(con)[1] == [("c9", ANNA, None, "no")]
+
+
+@pytest.mark.parametrize("guest_from", ["generic", "shopify"])
+def test_a_guest_orders_time_does_not_hold_his_no_against_his_later_real_yes(guest_from):
+    """review-fixorder34 MUST 2 (on main before this session too): c9's own "no" (Shopify 10:02) stored. B1 (10:10): his "no" of 10:03 + a guest order of his e-mail whose
+    contact (10:09) says nothing. B2 (10:12): his real "yes" of 10:06 (after each of his own versions). Expected:
+    "yes" (docs/serve.md: the guest record 'lends that version none of its times')."""
+    con = _con()
+    _hook(con, [_order("c1", "c9")], [Contact("c9", email=ANNA, marketing_consent=Consent.NO)], 4, {"c9": 2})
+    _batch_with_guest(con, 10, 3, "shopify", Consent.NO, 9, guest_from, Consent.UNKNOWN)
+    _hook(con, [], [Contact("c9", email=ANNA, marketing_consent=Consent.YES)], 12, {"c9": 6})
+    assert _state(con)[1] == [("c9", ANNA, None, "yes")]

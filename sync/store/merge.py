@@ -23,7 +23,7 @@ from .links import LINKS_TABLE, apply_links, create_links_table, forget_gone_lin
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .ordering import (Ages, Senders, Versions, drop_older_versions, forget_withdrawals, keep_withdrawals,
+from .ordering import (Ages, Senders, Versions, drop_older_versions, forget_withdrawals, keep_withdrawals, lenders,
                        note_versions, note_withdrawn, stored_newer)
 from .resynced import before_write, moved_by, note_moved
 from .returns import create_returns_table, delete_returns, note_returns, returns_of, stamp_returns
@@ -156,6 +156,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 stored_newer(con, origin, present, received_at, versions, senders)))  # a guest's "no" over his yes
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
+        if links:  # a guest record lends his time only to a customer with no version of his own here
+            links = lenders(links, received_at, versions or {})
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
         if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):

@@ -50,15 +50,16 @@ def own_times(times: Mapping[tuple[str, str], T], kind: str, links: Mapping[str,
     return own
 
 
-def _lenders(links: Mapping[str, str], received_at: Union[datetime, Ages, None], versions: Versions
+def lenders(links: Mapping[str, str], received_at: Union[datetime, Ages, None], versions: Versions
             ) -> dict[str, str]:
-    """The ``links`` whose guest record lends its times to the customer's id in :func:`drop_older_versions`: those
-    of a customer with no staged version of his own in the batch (no time of his in either mapping). Else his
-    version (the guest's only fills its gaps: :mod:`connectors.guest_merge`) is judged by its own times: the guest's
-    record is another object, and its later time let his retried older "yes" undo his stored "no" (a guest's "no"
-    folded into it still lands: a stale version that withdraws still withdraws, :func:`.webhooks.withdraw_late`).
-    (The version noted after the merge still takes the guest's later time, :func:`note_versions`: a guest's "no"
-    folded into his version in one batch is noted by nothing else.)"""
+    """The ``links`` whose guest record lends its times to the customer's id (the merge's links, for
+    :func:`drop_older_versions` and :func:`note_versions`): those of a customer with no staged version of his own in
+    the batch (no time of his in either mapping). Else his version (the guest's only fills its gaps:
+    :mod:`connectors.guest_merge`) is judged and noted by its own times: the guest's record is another object, and
+    its later time let his retried older "yes" undo his stored "no", or held his own "no" against his later real
+    "yes". A guest's "no" folded into his version still lands (a stale version that withdraws still withdraws,
+    :func:`.webhooks.withdraw_late`) and is noted as a withdrawal by the guest's own times (``_lk_folded``:
+    :func:`note_withdrawn`), so his next older "yes" does not undo it."""
     his = {str(i) for k, i in [*versions, *(received_at if isinstance(received_at, Mapping) else ())]
            if k == "contact"}
     return {raw: key for raw, key in links.items() if key not in his}
@@ -105,8 +106,7 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         staged, key = f"staged_{name}", KEY_OF[name]
         if staged not in present:
             continue
-        lent = _lenders(links, received_at, versions) if links and name == "contacts" else links
-        _, ages = ages_of(con, kind, received_at, lent, versions)
+        _, ages = ages_of(con, kind, received_at, links, versions)
         single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
         if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
@@ -223,10 +223,11 @@ def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Uni
     and he is pushed at once with the late withdrawals (:data:`.webhooks.LATE_WITHDRAWALS`). Not its vendor time:
     the record is another of the vendor's objects than his (its time says nothing of his versions). The withdrawal
     itself (its acceptance, vendor time and sender) is noted in :data:`.webhooks.GUEST_WITHDRAWALS`, and so is a
-    stored guest's "no" that landed on his staged version (``_lk_landed``: :func:`stored_newer`): a later version of
-    his not newer than it does not give the "yes" back (:func:`keep_withdrawals`)."""
+    stored guest's "no" that landed on his staged version (``_lk_landed``: :func:`stored_newer`), and a staged guest's
+    "no" folded into his staged version (``_lk_folded``): a later version of his not newer than it does not give the
+    "yes" back (:func:`keep_withdrawals`)."""
     made = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN ('_lk_withdrawn', "
-                                      "'_lk_landed') AND temporary").fetchall()}
+                                      "'_lk_landed', '_lk_folded') AND temporary").fetchall()}
     kept = f"ON CONFLICT DO UPDATE SET received_at = greatest({GUEST_WITHDRAWALS}.received_at, excluded.received_at), "
     if origin == "webhook" and "_lk_withdrawn" in made and con.execute("SELECT count(*) FROM _lk_withdrawn"
                                                                          ).fetchall()[0][0]:
@@ -241,6 +242,13 @@ def note_withdrawn(con: duckdb.DuckDBPyConnection, origin: str, received_at: Uni
                     f"{kept}{later_vendor_time(GUEST_WITHDRAWALS)}", [at])
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LATE_WITHDRAWALS} (customer_id VARCHAR)")
         con.execute(f"INSERT INTO {LATE_WITHDRAWALS} SELECT DISTINCT key FROM _lk_withdrawn")
+    if origin == "webhook" and "_lk_folded" in made and con.execute("SELECT count(*) FROM _lk_folded").fetchall()[0][0]:
+        at, ages = ages_of(con, "contact", received_at, {}, versions, senders)
+        own = (f"LEFT JOIN {ages} a ON a.id = w.raw" if ages else
+               "CROSS JOIN (SELECT NULL::TIMESTAMPTZ AS ts, NULL::TIMESTAMPTZ AS vt, NULL::VARCHAR AS src) a")
+        con.execute(f"INSERT INTO {GUEST_WITHDRAWALS} SELECT w.key, max(coalesce(a.ts, ?::TIMESTAMPTZ, now())), "
+                    f"max(a.vt), arg_max(a.src, a.vt) FROM _lk_folded w {own} GROUP BY w.key "
+                    f"{kept}{later_vendor_time(GUEST_WITHDRAWALS)}", [at])
     if origin == "webhook" and "_lk_landed" in made:  # the stored guest's version (a webhook's, or a file's)
         con.execute(f"INSERT INTO {GUEST_WITHDRAWALS} SELECT l.key, max(w.received_at), max(w.vt), arg_max(w.sender, "
                     f"w.vt) FROM _lk_landed l JOIN {_STORED} w ON w.kind = 'contact' AND w.id = l.raw GROUP BY l.key "
