@@ -54,7 +54,6 @@ already exists keeps its type (a warning names the difference).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -74,7 +73,7 @@ from .mailchimp_audience import FIELD_TYPES, AudienceSetup, merge_field_type
 from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, MemberInfo, SegmentAnswer,
                                 call_wide, count_mismatches, his_choice, member_error, named_members,
                                 refuses_member)
-from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi, Sent
+from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi, Sent, subscriber_hash
 from .mailchimp_bodies import batch_body, segment_body, tag_ops
 from .mailchimp_resent import landed, unread
 
@@ -311,7 +310,7 @@ class MailchimpDestination(AudienceSetup):
         """A tag removal refused with an error that reads like "not a member" (a loose match): believed only when
         the member read answers 404. Then the address carries no tag (done) and the ledger forgets it
         (``missing``); a member there (any status, archived too) or a read that fails: the removal failed."""
-        subscriber = hashlib.md5(c.email.lower().encode()).hexdigest()
+        subscriber = subscriber_hash(c.email)
         read = f"GET /lists/{self.audience}/members/{subscriber}"
         try:
             member = self._call(read, self._lists.get_list_member, self.audience, subscriber,

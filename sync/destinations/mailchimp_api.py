@@ -16,6 +16,7 @@ the raw response and checked against the documented shape (:mod:`sync.destinatio
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.cookiejar
 import json
 import logging
@@ -333,3 +334,9 @@ class MailchimpApi:
         if action is Action.RECORD:
             return BatchRejected(message, status=status, body=body)
         return DestinationError(message, status=status, body=body)
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's id of a list member in a path (``/lists/{id}/members/{subscriber_hash}``): the MD5 of the
+    lower-cased address."""
+    return hashlib.md5(email.lower().encode()).hexdigest()

@@ -38,7 +38,6 @@ attempts, stopping at the first page that fails; then single reads of one attemp
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -51,7 +50,7 @@ from ..errors import DestinationError
 from ..model import ContactChange
 from .answers import validate
 from .mailchimp_answers import MemberInfo
-from .mailchimp_api import PAGE_SIZE, Sent
+from .mailchimp_api import PAGE_SIZE, Sent, subscriber_hash
 
 if TYPE_CHECKING:
     from .mailchimp import MailchimpDestination
@@ -190,7 +189,7 @@ def _read_each(dest: MailchimpDestination, left: list[ContactChange], bound: dat
         if time.monotonic() >= deadline:
             unclear.extend(x.email for x in left[i:])
             return f"{len(left) - i} not read within {READ_BUDGET:.0f} s"
-        subscriber = hashlib.md5(c.email.lower().encode()).hexdigest()
+        subscriber = subscriber_hash(c.email)
         try:
             member = dest._call(f"GET /lists/{dest.audience}/members/{subscriber}", dest._lists.get_list_member,
                                 dest.audience, subscriber, attempts=1, shape=MemberOpt, fields=FIELDS_ONE)
