@@ -161,7 +161,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
         if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
-            _add(counts, drop_older_versions(con, present, received_at, links, versions or {}))
+            _add(counts, drop_older_versions(con, present, received_at, links, versions or {}, senders))
         if origin == "webhook" and not pull.full_refresh:  # a version of his older than a guest's "no" folded in
             keep_withdrawals(con, present, received_at, versions or {}, senders)
         timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times

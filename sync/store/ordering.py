@@ -88,7 +88,7 @@ def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[dateti
 
 def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
                         received_at: Union[datetime, Ages, None], links: Mapping[str, str],
-                        versions: Versions) -> dict[str, int]:
+                        versions: Versions, senders: Senders | None = None) -> dict[str, int]:
     """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version the
     store notes for their webhook version, or for the file version that replaced it (``file_won_records``), or for
     the version a pull stored (``pulled_versions``, by the vendor's time only): merged after a newer version (an
@@ -99,35 +99,54 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
     for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
     batch's webhook copy of it is gone, :func:`sync.serve.resync_staging.pull_after_webhook_records`) against the
-    stored one. A final delete is never older (:mod:`.deletes`). Returns how many were left out: ``stale_orders``,
-    ``stale_contacts``."""
+    stored one. A final delete is never older (:mod:`.deletes`). A record whose stored version and staged one two
+    senders dated (:data:`Senders`: a form posting a CRM customer's id to ``/webhooks/generic`` and the CRM's own
+    webhook) is ordered by acceptance, their clocks saying nothing of each other, and a stored "no" against the other
+    sender's "yes" as :func:`stored_newer` orders a guest's (:data:`TWO_SENDERS`): newer when accepted later or not
+    older by the times (never subscribe on a doubt). A sender not said (a pull's version, a row an older rfmsync
+    noted) is the record's usual one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
     dropped: dict[str, int] = {}
     for name, kind in KIND.items():
         staged, key = f"staged_{name}", KEY_OF[name]
         if staged not in present:
             continue
-        _, ages = ages_of(con, kind, received_at, links, versions)
+        _, ages = ages_of(con, kind, received_at, links, versions, senders)
         single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
         if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
-        joined = f"LEFT JOIN {ages} a ON a.id = w.id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
-        newer = (f"CASE WHEN {BY_VENDOR} THEN w.vt > a.vt "
-                 + (EQUAL_CONSENT if name == "contacts" else "")
-                 + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
+        joined = (f"LEFT JOIN {ages} a ON a.id = w.id" if ages else
+                  "CROSS JOIN (SELECT NULL AS ts, NULL AS vt, NULL::VARCHAR AS src) a")
+        newer = (f"CASE WHEN {TWO_SENDERS[name]} WHEN {BY_VENDOR} THEN w.vt > a.vt "
+                 + (EQUAL_CONSENT if name == "contacts" else "") + f"ELSE {_ACCEPTED_LATER} END")
         if name == "contacts":  # the stored consent and the staged one (its last row)
             joined += CONSENTS
         # a webhook's version, a file's, or a pull's (no acceptance: by the vendor's times only)
-        versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
-                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE} UNION ALL "
-                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_STAGED})")
+        versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file, sender FROM {WEBHOOK_TABLE} "
+                     f"UNION ALL SELECT kind, id, read_at, updated_at, true, sender FROM {FILE_WON_TABLE} UNION ALL "
+                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false, NULL FROM {PULLED_STAGED})")
         final = f" AND w.id NOT IN ({FINAL_STAGED})" if name == "orders" else ""  # a delete for good: the newest
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
                  f"AND w.id IN (SELECT {key} FROM {staged}){final} AND {newer}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single] * older.count("?"))
         count = leave_out(con, name, present, f"_older_{name}", "webhook")
         if count:
             dropped[f"stale_{name}"] = count
     return dropped
+
+
+#: SQL: the stored version ``w`` is newer than the staged one ``a`` by acceptance (``a.ts``; else the batch's one time)
+_ACCEPTED_LATER = "w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ)"
+#: SQL for :func:`drop_older_versions` (``w``'s ``sender``, ``a``'s ``src``): when two senders dated the stored and the
+#: staged version, whether the stored one is newer: by acceptance; a stored "no" (``c``) against a staged version
+#: that does not say "no" (``s``) as a guest's "no" is (:data:`GUEST_NEWER`): newer when accepted later or not older
+#: by the times. (A staged "no" left out still withdraws: :func:`.webhooks.withdraw_late`.)
+_TWO = "w.sender IS NOT NULL AND a.src IS NOT NULL AND w.sender <> a.src"
+TWO_SENDERS = {
+    "orders": f"{_TWO} THEN {_ACCEPTED_LATER}",
+    "contacts": (f"{_TWO} THEN CASE WHEN coalesce(c.marketing_consent = 'no', false) AND NOT coalesce("
+                 f"s.marketing_consent = 'no', false) THEN coalesce(w.vt >= a.vt, false) OR {_ACCEPTED_LATER} "
+                 f"ELSE {_ACCEPTED_LATER} END"),
+}
 
 
 def stored_newer(con: duckdb.DuckDBPyConnection, origin: str, present: set[str],
