@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..model import ItemResult, failed_results, ok_pairs
 from .db import LedgerDB, chunks, clip
-from .schema import failures
+from .schema import failures, runs
 
 
 def settled_pairs(pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -117,3 +119,29 @@ class FailureLog:
                 return [(k, op) for k, op in conn.execute(query)]
             return [(k, op) for chunk in chunks(sorted(set(keys)), 500)
                     for k, op in conn.execute(query.where(failures.c.key.in_(chunk)))]
+
+    def upsert_sent_since(self, destination: str) -> dict[str, datetime]:
+        """The destination's pending failed upserts (the retry gave up, an answer not read, in doubt after a run that
+        ended without finishing), by key, each with the earliest time (the ledger's clock: the host's) its lost send
+        can have gone: the start of the run that sent it. That is the earlier of the failure's run (the last run it
+        failed in; a doubt's: the run that left it in flight) and the run under way when it first failed (one that
+        failed again in later runs); neither found (run rows deleted by hand): when it first failed. Usually none:
+        one keyed read (the failures' primary key), the runs read only then."""
+        f, r = failures, runs
+        with self._db.read() as conn:
+            rows = conn.execute(select(f.c.key, f.c.first_failed_at, r.c.started_at).select_from(
+                f.outerjoin(r, r.c.id == f.c.run_id)).where(f.c.destination == destination, f.c.op == "upsert")).all()
+            if not rows:
+                return {}
+            first, last = min(row[1] for row in rows), max(row[1] for row in rows)
+            floor = select(func.max(r.c.started_at)).where(r.c.destination == destination,
+                                                           r.c.started_at <= first).scalar_subquery()
+            # the starts of the runs under way when the failures first failed: from the one under way at the first
+            starts = sorted(conn.execute(select(r.c.started_at).where(
+                r.c.destination == destination, r.c.started_at <= last,
+                or_(r.c.started_at >= floor, floor.is_(None)))).scalars())
+        out = {}
+        for key, failed, started in rows:
+            i = bisect_right(starts, failed)
+            out[key] = min(t for t in (started, starts[i - 1] if i else None, failed) if t is not None)
+        return out

@@ -15,6 +15,7 @@ So are the doubts of a contact whose create the ESP keeps out (he is not there: 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from .kept_out import forget_or_say
@@ -70,6 +71,23 @@ def unread_runs(ledger: Any, plan: Plan) -> list[int]:
     return sorted(ledger.in_flight_runs(plan.destination) - plan.in_flight_read)
 
 
+def earlier_sends(ledger: Any, plan: Plan, client: Any) -> dict[str, datetime]:
+    """The ``subscribed`` creates of ``plan`` an earlier run may have carried out though its answer was lost for
+    good (a pending ``upsert`` failure: the retry gave up, an answer not read, a run killed with it in flight, made
+    a failure by :meth:`~sync.ledger.Ledger.doubt_in_flight` just before), by key, with the host's time since which
+    that send may have landed (:meth:`~sync.ledger.Ledger.upsert_sent_since`): handed to a ``client`` that checks
+    them (:data:`~sync.destinations.base.Earlier`: Mailchimp answers such a create "already a member"), so that one
+    the earlier send made is recorded as rfmsync's. None pending (a normal run): one keyed read, the plan not
+    walked; a client without the check, or a plan with no change: nothing read."""
+    if not getattr(client, "checks_earlier_creates", False) or not plan.changes:
+        return {}
+    pending = ledger.upsert_sent_since(plan.destination)
+    if not pending:
+        return {}
+    return {c.key: pending[c.key] for c in plan.changes
+            if c.create and c.status_if_new == "subscribed" and c.key in pending}
+
+
 def doubt_left(ledger: Any, destination: str) -> None:
     """A re-plan under the destination's lock, before it reads the doubts: every operation another run left in
     flight is a dead run's (no other run of it is sending), whatever its owner looks like from here (another host's
@@ -78,4 +96,4 @@ def doubt_left(ledger: Any, destination: str) -> None:
     ledger.doubt_in_flight(destination, None, lambda keys: ledger.load_states(destination, keys))
 
 
-__all__ = ["doubt_left", "forget_moot_upserts", "in_doubt", "moot_upserts", "unread_runs"]
+__all__ = ["doubt_left", "earlier_sends", "forget_moot_upserts", "in_doubt", "moot_upserts", "unread_runs"]
