@@ -202,27 +202,38 @@ def test_the_earliest_send_is_the_start_of_the_run_that_sent_it(ledger):  # noqa
                                               "orphan@x.io": starts[first]}
     assert orphan["first_failed_at"] >= starts[first]
     assert ledger.upsert_sent_since("nobody") == {}
+    assert ledger.upsert_sent_since("mc", ["doubt@x.io", "else@x.io"]) == {"doubt@x.io": starts[killed]}
     ledger.record_failures("lone", None, [ItemResult("lone@x.io", "upsert", False, "timeout")])
     assert ledger.upsert_sent_since("lone") == {"lone@x.io": ledger.pending_failures("lone")[0]["first_failed_at"]}
 
 
-def test_only_a_client_that_checks_is_asked_and_only_for_subscribed_creates() -> None:
+def test_only_a_client_that_checks_is_asked_and_only_for_subscribed_creates(monkeypatch) -> None:
     """SendGrid and Unisender cannot tell a create from an update (every create is recorded): the ledger is not
-    even read for them; for Mailchimp, only the plan's subscribed creates with a pending upsert are handed over."""
+    even read for them; for Mailchimp, only the plan's subscribed creates with a pending upsert are handed over,
+    asked of the ledger by key for a small plan (a webhook resync's: none asked without a subscribed create), of
+    the whole destination for a large one (its changes not walked first)."""
+    from sync.planning import doubt
+
     at = datetime(2026, 12, 8, 1, 0, tzinfo=timezone.utc)
+    asked: list[list[str] | None] = []
 
     class Ledger_:
-        def upsert_sent_since(self, destination: str) -> dict[str, datetime]:
+        def upsert_sent_since(self, destination: str, keys: list[str] | None = None) -> dict[str, datetime]:
             assert destination == "mc"
+            asked.append(keys)
             return {"a@x.io": at, "tx@x.io": at, "upd@x.io": at}
 
     class Checks:
         checks_earlier_creates = True
 
-    plan = _plan([_create("a@x.io"), _create("tx@x.io", "transactional"), _create("b@x.io"),
-                  ContactChange("upd@x.io", "upd@x.io", "C", "A", False, None, set_fields={"SEGMENT": "A"})])
+    update = ContactChange("upd@x.io", "upd@x.io", "C", "A", False, None, set_fields={"SEGMENT": "A"})
+    plan = _plan([_create("a@x.io"), _create("tx@x.io", "transactional"), _create("b@x.io"), update])
     assert earlier_sends(Ledger_(), plan, Checks()) == {"a@x.io": at}
+    assert asked == [["a@x.io", "b@x.io"]]
     assert earlier_sends(None, plan, object()) == {}  # (None: a read would fail)
+    assert earlier_sends(None, _plan([update, _create("tx@x.io", "transactional")]), Checks()) == {}
+    monkeypatch.setattr(doubt, "BY_KEY", 3)
+    assert earlier_sends(Ledger_(), plan, Checks()) == {"a@x.io": at} and asked[-1] is None
 
 
 def test_the_bound_is_the_earlier_runs_start_on_mailchimps_clock() -> None:

@@ -120,17 +120,19 @@ class FailureLog:
             return [(k, op) for chunk in chunks(sorted(set(keys)), 500)
                     for k, op in conn.execute(query.where(failures.c.key.in_(chunk)))]
 
-    def upsert_sent_since(self, destination: str) -> dict[str, datetime]:
+    def upsert_sent_since(self, destination: str, keys: Iterable[str] | None = None) -> dict[str, datetime]:
         """The destination's pending failed upserts (the retry gave up, an answer not read, in doubt after a run that
-        ended without finishing), by key, each with the earliest time (the ledger's clock: the host's) its lost send
-        can have gone: the start of the run that sent it. That is the earlier of the failure's run (the last run it
-        failed in; a doubt's: the run that left it in flight) and the run under way when it first failed (one that
-        failed again in later runs); neither found (run rows deleted by hand): when it first failed. Usually none:
-        one keyed read (the failures' primary key), the runs read only then."""
+        ended without finishing), by key (of ``keys`` only when given: at most 500, one read), each with the earliest
+        time (the ledger's clock: the host's) its lost send can have gone: the start of the run that sent it. That is
+        the earlier of the failure's run (the last run it failed in; a doubt's: the run that left it in flight) and
+        the run under way when it first failed (one that failed again in later runs); neither found (run rows deleted
+        by hand): when it first failed. Usually none: one keyed read (the failures' primary key), the runs read only
+        when some are pending."""
         f, r = failures, runs
+        query = select(f.c.key, f.c.first_failed_at, r.c.started_at).select_from(
+            f.outerjoin(r, r.c.id == f.c.run_id)).where(f.c.destination == destination, f.c.op == "upsert")
         with self._db.read() as conn:
-            rows = conn.execute(select(f.c.key, f.c.first_failed_at, r.c.started_at).select_from(
-                f.outerjoin(r, r.c.id == f.c.run_id)).where(f.c.destination == destination, f.c.op == "upsert")).all()
+            rows = conn.execute(query if keys is None else query.where(f.c.key.in_(sorted(set(keys))))).all()
             if not rows:
                 return {}
             first, last = min(row[1] for row in rows), max(row[1] for row in rows)
