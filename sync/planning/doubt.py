@@ -11,6 +11,8 @@ refused costs one call. The removal's success settles the add's failure
 consent; he left) is forgotten when a plan of every contact is applied, once its guards passed
 (:func:`forget_moot_upserts`: :attr:`sync.planning.planner.PlannedDestination.forget`): rfmsync never unsubscribes.
 So are the doubts of a contact whose create the ESP keeps out (he is not there: nothing was added to him).
+A pending upsert's create sent again may be answered "already there" because the lost send made him: the apply
+hands the destination when that send may have gone (:func:`earlier_sends`), so that he is recorded as rfmsync's.
 """
 
 from __future__ import annotations
