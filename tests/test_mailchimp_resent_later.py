@@ -130,6 +130,32 @@ def test_a_killed_runs_create_is_recorded_by_the_next_apply_with_this_plans_fiel
     assert fake.violations == []
 
 
+def test_a_doubt_sent_again_and_lost_again_is_still_dated_from_the_killed_runs_start(
+        mailchimp_fake, client, ledger_url):  # noqa: F811
+    """Run K, an hour ago, killed with x's create in flight, carried out (x opted in then). Run D sends it again and
+    is answered with an HTML page after Mailchimp did the work: its failure is the same pending upsert, now of run
+    D. Run E sends it again, answered "already a member": x is recorded. Fails without the doubt dated from K's
+    start (review-cross35): the doubt was dated when D found it, inside D, so E's check started at D's start and
+    took x, there for an hour, for one there before, silently."""
+    shift = [timedelta(hours=-1)]
+    led = Ledger.connect(ledger_url, clock=lambda: datetime.now(timezone.utc) + shift[0])
+    try:
+        fake = mailchimp_fake
+        _killed_with_creates_in_flight(led, ["x@example.com"])  # K, an hour ago
+        fake.add_member("x@example.com", status="subscribed", since=time.strftime(  # K's send, carried out
+            "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3590)))
+        shift[0] = timedelta(0)
+        fake.answer_raw(b"<html><body>Service busy</body></html>", path=r"^/lists/aud1$", work=True)
+        execute_plan(_plan([_create("x@example.com")]), client, led)  # D: the upsert fails again
+        assert [key for key, op in led.doubted_ops("mc") if op == "upsert"] == ["x@example.com"]
+        fake._faults.clear()
+        report = execute_plan(_plan([_create("x@example.com")]), client, led)  # E
+        assert report.status == "succeeded", report.errors
+        assert led.subscribed_keys("mc") == ["x@example.com"]
+    finally:
+        led.close()
+
+
 def test_no_pending_upsert_failure_no_member_read_and_one_ledger_read(mailchimp_fake, client, ledger):  # noqa: F811
     """A normal run: the create of a member there before is answered "already a member" and not read (the fake
     counts no member read), and the ledger is asked once, by the failures' key, whether any upsert is pending."""
