@@ -36,7 +36,7 @@ from .ledger.locks import apply_lock
 from .ledger.runs import ended_if_interrupted, record_interrupted
 from .model import CallResults, ItemResult, PushedState, failed_results, kept_out_results
 from .outcomes import OutcomeWriter, StateFold
-from .planning.doubt import unread_runs
+from .planning.doubt import earlier_sends, unread_runs
 from .planning.plan import Plan
 from .planning.target import move_if_planned
 
@@ -250,6 +250,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
             # what runs that ended without finishing left in flight is in doubt now (sync.ledger.inflight)
             ledger.doubt_in_flight(plan.destination, run_id, lambda keys: ledger.load_states(plan.destination, keys))
+            earlier = earlier_sends(ledger, plan, client)  # its creates an earlier run's lost send may have made
             if forget is not None:  # (the guards passed, the plan is current)
                 forget()
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
@@ -343,10 +344,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
                     noted.result()  # the operations in flight are in the ledger before the first call goes
                     calling = True
-                    if dispatched is None:
-                        client.apply(plan.changes, on_results)
-                    else:
-                        client.apply(plan.changes, on_results, dispatching=dispatched)
+                    extra = {} if dispatched is None else {"dispatching": dispatched}
+                    client.apply(plan.changes, on_results, **extra, **({"earlier": earlier} if earlier else {}))
                     missing = fold.unanswered() if fold.done < len(by_key) else None
                     if missing:  # an operation nobody reported on is a failure, never counted as done
                         on_results(missing)

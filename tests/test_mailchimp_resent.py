@@ -231,7 +231,8 @@ def test_an_answer_cut_off_mid_body_is_a_lost_answer(mailchimp_fake, sleeps) -> 
 def test_a_subscribed_create_answered_with_an_html_page_is_warned_of(mailchimp_fake, sleeps, caplog) -> None:
     """fixcross34 (review 3): a create batch answered 200 with an HTML page, the work done (a BadAnswer: not
     retried within the apply). Its creates fail and the next run sends them again, which finds them members and
-    cannot record them: a WARNING now says so, naming the first subscribed create (there was none)."""
+    cannot record them: a WARNING now says so, naming the first subscribed create (there was none). cross35: the
+    next run, told of the send by its pending failure, checks him and records him."""
     fake = mailchimp_fake
     fake.answer_raw(b"<html><body>Service busy</body></html>", path=f"^{BATCH}$", work=True)
     dest = make(fake, sleeps)
@@ -241,10 +242,14 @@ def test_a_subscribed_create_answered_with_an_html_page_is_warned_of(mailchimp_f
     assert not rec.results[("new@example.com", "upsert")].ok
     assert fake.member("new@example.com")["status"] == "subscribed"  # the work done
     line = next(r.getMessage() for r in caplog.records if "is not Mailchimp's answer" in r.getMessage())
-    assert "1 subscribed create (new@example.com)" in line and "will not be named" in line
+    assert "1 subscribed create (new@example.com)" in line and "checks their opt-in times" in line
     rec = Recorder()
-    dest.apply([change("new@example.com", status="subscribed")], rec)  # the next run: found there, as documented
+    dest.apply([change("new@example.com", status="subscribed")], rec)  # knowing nothing of it: found there
     assert rec.results[("new@example.com", "upsert")].existed
+    rec = Recorder()  # cross35: the next run knows of it (its pending upsert failure: this run's start)
+    dest.apply([change("new@example.com", status="subscribed")], rec,
+               earlier={"new@example.com": datetime.now(timezone.utc) - timedelta(minutes=1)})
+    assert rec.results[("new@example.com", "upsert")].ok and not rec.results[("new@example.com", "upsert")].existed
 
 
 @pytest.mark.parametrize("others, reads", [(1200, 2), (5000, 6)])

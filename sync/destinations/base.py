@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Iterable, Mapping, Protocol, Sequence
 
@@ -43,6 +44,12 @@ Creating = Callable[[Sequence[str]], None]
 #: so reported stay in doubt (:mod:`sync.dispatch`)
 Dispatching = Callable[[Sequence[ContactChange], str | None], None]
 
+#: ``apply``'s ``earlier=`` (with :attr:`Destination.checks_earlier_creates`): the creates of this apply whose earlier
+#: send, by an earlier run, may have been carried out though its answer was lost for good (a pending ``upsert``
+#: failure: the retry gave up, an answer not read, a run killed with it in flight), by key, with the host's time since
+#: which it may have landed (:func:`sync.planning.doubt.earlier_sends`). Empty on a normal run: not passed then
+Earlier = Mapping[str, datetime]
+
 
 class Destination(Protocol):
     """One ESP audience/account. Implementations: one module per vendor in ``sync/destinations/``."""
@@ -56,6 +63,11 @@ class Destination(Protocol):
     #: :meth:`apply` takes ``dispatching`` and calls it before each write call (:data:`Dispatching`); a
     #: destination without it leaves every operation of a failed apply in doubt
     reports_dispatch: ClassVar[bool]
+    #: :meth:`apply` takes ``earlier`` (:data:`Earlier`): a create the ESP answers "already there" is checked for
+    #: one an earlier run's lost send made, so that it is recorded as created by rfmsync (Mailchimp). SendGrid and
+    #: Unisender do not have it: their upserts do not tell a create from an update, and every create that
+    #: succeeds is recorded as rfmsync's anyway
+    checks_earlier_creates: ClassVar[bool]
 
     def check(self) -> str:
         """Read-only: credentials accepted and the audience/account reachable; one line saying what was seen.
@@ -76,11 +88,12 @@ class Destination(Protocol):
         values: :mod:`sync.destinations.field_types`)."""
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults,
-              dispatching: Dispatching | None = None) -> None:
+              dispatching: Dispatching | None = None, earlier: Earlier | None = None) -> None:
         """Push changes in batches at the API maxima; call ``on_results`` after each batch. A phase that only
         reads (contacts looked up before they are written) calls ``on_results([])`` between its reads: the
         caller's check that it may go on (it raises when the destination's lock was lost). ``dispatching``
-        (with :attr:`reports_dispatch`): called before each write call goes out, with what it carries."""
+        (with :attr:`reports_dispatch`): called before each write call goes out, with what it carries.
+        ``earlier`` (with :attr:`checks_earlier_creates`, only when not empty): :data:`Earlier`."""
 
     def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
         """Current members (normalised emails) of each managed tag/list, for --reconcile (``reconciles``)."""
@@ -223,5 +236,5 @@ def not_recreated(email: str, vendor: str) -> str:
             "again only under the consent rules (new_contacts)")
 
 
-__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "Dispatching", "dispatch",
-           "not_recreated", "secret_text", "uncleared_field", "without_lost_fields"]
+__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "Dispatching", "Earlier",
+           "dispatch", "not_recreated", "secret_text", "uncleared_field", "without_lost_fields"]

@@ -57,7 +57,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from pydantic import SecretStr
 
@@ -99,6 +100,7 @@ class MailchimpDestination(AudienceSetup):
 
     reads_existing_members = True
     reports_dispatch = True  # apply's dispatching: each upsert and tag call, before it goes
+    checks_earlier_creates = True  # apply's earlier: a create answered exists is checked (mailchimp_resent)
     reconciles = True
 
     def __init__(self, name: str, audience: str, api_key: str | SecretStr, api_url: str | None = None,
@@ -127,6 +129,10 @@ class MailchimpDestination(AudienceSetup):
         self._merge_known: dict[str, bool] | None = None  # merge tag -> required, as prepare read them
         self._lock = threading.Lock()
         self._counts_warned = False  # an answer's counts differed from its lists in this apply (one warning)
+        # this apply's creates an earlier run may have carried out (key -> the host's time since when), and those
+        # found so whose fields go in the update pass (created by rfmsync all the same: mailchimp_resent)
+        self._earlier: Mapping[str, datetime] = {}
+        self._created_earlier: set[str] = set()
 
     def __repr__(self) -> str:
         return f"MailchimpDestination(name={self.name!r}, audience={self.audience!r}, api_url={self.api_url!r})"
@@ -161,12 +167,14 @@ class MailchimpDestination(AudienceSetup):
         return out
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults,
-              dispatching: Dispatching | None = None) -> None:
+              dispatching: Dispatching | None = None, earlier: Mapping[str, datetime] | None = None) -> None:
         """Upsert (create, then update) and tag in batches; ``on_results`` after each API call, ``dispatching``
         before it. A tag call starts once its new contacts' upserts have answered
-        (:mod:`sync.destinations.mailchimp_apply`)."""
+        (:mod:`sync.destinations.mailchimp_apply`). ``earlier``: the creates an earlier run may have carried out,
+        by key, with the host's time since when (:data:`~sync.destinations.base.Earlier`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
         self._counts_warned = False
+        self._earlier, self._created_earlier = earlier or {}, set()
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
@@ -187,7 +195,9 @@ class MailchimpDestination(AudienceSetup):
                    lost_at: float | None = None) -> tuple[list[ItemResult], list[Any]]:
         body = batch_body(chunk, create, self._field_tags)  # the members as JSON text, sent as it is
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
-        sent = Sent(lost_at)  # an attempt whose answer was lost (this call's, or the call it sends again)
+        # an attempt whose answer was lost (this call's, or the call it sends again); its Date read for creates an
+        # earlier run may have carried out
+        sent = Sent(lost_at, dated=create and bool(self._earlier) and any(c.key in self._earlier for c in chunk))
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer,
                                 sent=sent)
@@ -218,13 +228,13 @@ class MailchimpDestination(AudienceSetup):
         usual = not answer["errors"] and not (create and answer["updated_members"])
         if usual and (members == [c.email for c in chunk] or  # the usual answer, in order
                       {m.lower() for m in members}.issuperset([c.key for c in chunk])):
-            return existed_apart(chunk, create), []  # every contact done (in columns)
+            return existed_apart(chunk, create, self._created_earlier), []  # every contact done (in columns)
         new = {m["email_address"].lower() for m in answer["new_members"]} if create else set()
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
         wide = call_wide({email: member_error(e) for email, e in errors.items()}, len(chunk))
-        # an earlier attempt's answer lost: the members it created are answered "exists" now (mailchimp_resent)
-        mine = landed(self, [c for c in chunk if c.status_if_new == "subscribed" and exists(errors, c)], sent, what) \
-            if create and sent.lost_at is not None else set()
+        # an earlier attempt's answer lost (or an earlier run's): the members it created answer "exists" now
+        mine = landed(self, [c for c in chunk if c.status_if_new == "subscribed" and exists(errors, c)], sent, what,
+                      self._earlier) if create and (sent.lost_at is not None or sent.dated) else set()
         done = {m.lower() for m in members}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
@@ -232,10 +242,14 @@ class MailchimpDestination(AudienceSetup):
             error = errors.get(c.email.lower()) or errors.get(c.key)
             if error is None:
                 ok = c.email.lower() in done or c.key in done
-                existed = ok and ((create and not (c.email.lower() in new or c.key in new)) or spilled(c, create))
+                existed = ok and ((create and not (c.email.lower() in new or c.key in new))
+                                  or spilled(c, create, self._created_earlier))
                 results.append(ItemResult(c.key, "upsert", ok, None if ok else
                                           f"Mailchimp {what}: the answer does not mention {c.email}",
                                           existed=existed))
+            elif create and c.key in mine and c.key in self._earlier and c.set_fields:  # an earlier run's send:
+                self._created_earlier.add(c.key)  # rfmsync's, its fields that run's plan's: written again
+                spill.append(c)
             elif create and c.key in mine:  # created by the lost attempt, with this call's fields: rfmsync's
                 results.append(ItemResult(c.key, "upsert", True))
             elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
@@ -331,19 +345,20 @@ def exists(errors: Mapping[str, Any], c: ContactChange) -> bool:
     return error is not None and error.get("error_code") == "ERROR_CONTACT_EXISTS"
 
 
-def spilled(c: ContactChange, create: bool) -> bool:
+def spilled(c: ContactChange, create: bool, created: Collection[str] = ()) -> bool:
     """Whether ``c``, sent in an update pass, is a create Mailchimp answered ``ERROR_CONTACT_EXISTS`` for (the
-    spill-over: only creates with a status go to the create pass): already on the list, so not created by rfmsync."""
-    return not create and c.create and bool(c.status_if_new)
+    spill-over: only creates with a status go to the create pass): already on the list, so not created by rfmsync;
+    unless among ``created`` (an earlier run's send created him: :mod:`~sync.destinations.mailchimp_resent`)."""
+    return not create and c.create and bool(c.status_if_new) and c.key not in created
 
 
-def existed_apart(chunk: Sequence[ContactChange], create: bool) -> CallResults:
+def existed_apart(chunk: Sequence[ContactChange], create: bool, created: Collection[str] = ()) -> CallResults:
     """A call whose every contact succeeded: the keys in columns, but the spilled creates (:func:`spilled`) apart,
     as results flagged ``existed`` (the outcome writer does not record them as subscribed by rfmsync)."""
-    if create or not any(spilled(c, create) for c in chunk):
+    if create or not any(spilled(c, create, created) for c in chunk):
         return CallResults((("upsert", [c.key for c in chunk]),))
-    return CallResults((("upsert", [c.key for c in chunk if not spilled(c, create)]),),
-                       [ItemResult(c.key, "upsert", True, existed=True) for c in chunk if spilled(c, create)])
+    return CallResults((("upsert", [c.key for c in chunk if not spilled(c, create, created)]),),
+                       [ItemResult(c.key, "upsert", True, existed=True) for c in chunk if spilled(c, create, created)])
 
 
 def _build(dest: Any, key: Any, options: ClientOptions) -> MailchimpDestination:

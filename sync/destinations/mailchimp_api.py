@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
@@ -86,12 +86,16 @@ def may_have_landed(status: int | None) -> bool:
 class Sent:
     """What :meth:`MailchimpApi.call` learnt of a write call's attempts: when the first attempt whose answer was
     lost (:func:`may_have_landed`) was sent (``lost_at``, the host's monotonic clock; None: none was), when the
-    answer finally read arrived (``answered``, the same clock) and the ``Date`` it carried (``date``: the vendor's
-    clock, whole seconds; None: no such header)."""
+    answer finally read arrived (``answered``, the same clock; ``at``: the host's wall clock then) and the ``Date``
+    it carried (``date``: the vendor's clock, whole seconds; None: no such header). Read after a lost answer, or
+    whenever ``dated``: a call sending creates an earlier run may have carried out
+    (:mod:`~sync.destinations.mailchimp_resent`)."""
 
     lost_at: float | None = None
     answered: float | None = None
     date: datetime | None = None
+    dated: bool = False
+    at: datetime | None = None
 
 
 class BatchRejected(DestinationError):
@@ -278,8 +282,8 @@ class MailchimpApi:
                 if sent is not None and sent.lost_at is None and may_have_landed(exc.status):
                     sent.lost_at = started
                 raise
-            if sent is not None and sent.lost_at is not None:  # (its Date read only after a lost answer)
-                sent.answered = time.monotonic()
+            if sent is not None and (sent.lost_at is not None or sent.dated):  # (else its Date is not read)
+                sent.answered, sent.at = time.monotonic(), datetime.now(timezone.utc)
                 sent.date = server_date(response.headers.get("Date")) if response is not None else None
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
             label = f"Mailchimp {what}"

@@ -34,6 +34,16 @@ reads are bounded in number and in time: only after a call one of whose attempts
 attempts, stopping at the first page that fails; then single reads of one attempt each, none started after
 :data:`READ_BUDGET` seconds (so at most that plus one read's own timeout), stopping at the first that fails. A
 ``Date`` accepted but behind the members' clock (up to :data:`DATE_TRUST`) widens the window by as much.
+
+A create sent again by a **later run** is checked the same way: its earlier send's answer was lost for good (the
+retry gave up, an answer that could not be read, a run killed or failed with it in flight), which left a pending
+``upsert`` failure; the engine passes, for the creates of its apply that have one, the host's time since which the
+earlier send may have landed (``earlier``: :func:`sync.planning.doubt.earlier_sends`, the start of the run that
+sent it). That time is put on Mailchimp's clock by this call's answer (its ``Date`` less the host's clock when it
+arrived, so that answer's ``Date`` is read, and must be believed, whenever such a create is in the call), less one
+second and the slack. The window then runs from that run's start to now, hours or days: a member who subscribed
+himself in the ESP meanwhile, whom the source also says yes for, is taken for rfmsync's (the warning side). The
+call's contacts are read in one list read from the earliest of their bounds, each judged by his own.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from connectors.counts import counted
 from connectors.runstart import STAMP_SLACK
@@ -91,13 +101,20 @@ def believed(sent: Sent, now: datetime) -> bool:
     return sent.date is not None and abs(sent.date - now) <= DATE_TRUST
 
 
-def since(sent: Sent, now: datetime | None = None) -> datetime | None:
-    """The earliest time on Mailchimp's clock the lost send of ``sent`` can have created a member (see the module
-    docstring); None when the answer carried no ``Date`` or one not :func:`believed` (``now``: the host's clock)."""
-    if sent.lost_at is None or sent.answered is None or not believed(sent, now or datetime.now(timezone.utc)):
+def since(sent: Sent, now: datetime | None = None, earlier: datetime | None = None) -> datetime | None:
+    """The earliest time on Mailchimp's clock a lost send of ``sent``'s call can have created a member (see the
+    module docstring): its own lost attempt's (``sent.lost_at``) and, with ``earlier``, an earlier run's send (the
+    host's clock: :func:`~sync.planning.doubt.earlier_sends`) put on Mailchimp's clock by the answer's ``Date`` less
+    the host's clock when it arrived (``sent.at``), less one second and the slack; the earlier of the two. None when
+    there is neither, or the answer carried no ``Date`` or one not :func:`believed` (``now``: the host's clock)."""
+    now = now or datetime.now(timezone.utc)
+    if sent.answered is None or not believed(sent, now):
         return None
     assert sent.date is not None
-    return sent.date - timedelta(seconds=sent.answered - sent.lost_at + 1) - STAMP_SLACK
+    bounds = [] if sent.lost_at is None else [sent.date - timedelta(seconds=sent.answered - sent.lost_at + 1)]
+    if earlier is not None:
+        bounds.append(earlier + (sent.date - (sent.at or now)) - timedelta(seconds=1))
+    return min(bounds) - STAMP_SLACK if bounds else None
 
 
 def _stamp(t: datetime) -> str:
@@ -128,19 +145,27 @@ def created_since(member: MemberOpt, bound: datetime) -> bool | None:
     return True if first >= bound else None if first >= bound - CLOCK_MARGIN else False
 
 
-def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Sent, what: str) -> set[str]:
-    """The keys of ``exists`` (``subscribed`` creates answered ``ERROR_CONTACT_EXISTS`` by a call one of whose
-    earlier attempts lost its answer: ``sent``) that the lost attempt created: one list read, then the members it
-    could not settle read one by one (:func:`_read_each`)."""
+def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Sent, what: str,
+           earlier: Mapping[str, datetime] | None = None) -> set[str]:
+    """The keys of ``exists`` (``subscribed`` creates answered ``ERROR_CONTACT_EXISTS``) that a lost send created:
+    an earlier attempt of this call whose answer was lost (``sent``), or an earlier run's send of the contact
+    (``earlier``: by key, the host's time since which it may have landed). One list read from the earliest bound,
+    each member judged by his own (:func:`since`), then the members it could not settle read one by one
+    (:func:`_read_each`). A contact with neither is left out (not read)."""
+    earlier = earlier or {}
+    exists = [c for c in exists if sent.lost_at is not None or c.key in earlier]
     if not exists:
         return set()
-    bound = since(sent)
-    if bound is None or sent.date is None:
+    late = "" if sent.lost_at is not None else " in an earlier run"
+    now = datetime.now(timezone.utc)
+    bounds = {c.key: since(sent, now, earlier.get(c.key)) for c in exists}
+    if sent.date is None or None in bounds.values():
         _unclear(dest, what, [c.email for c in exists], "its answer carried no Date" if sent.date is None else
                  f"its answer's Date ({sent.date.isoformat()}) is more than {int(DATE_TRUST.total_seconds()) // 60} "
-                 "minutes from this host's clock")
+                 "minutes from this host's clock", late)
         return set()
     wanted = {c.email.lower(): c for c in exists}
+    bound = min(b for b in bounds.values() if b is not None)
     mine: set[str] = set()
     unclear: list[str] = []
     settled = False  # the whole window read in one page: a member not listed did not opt in within it
@@ -155,7 +180,7 @@ def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Se
             member = validate(MemberOpt, item, f"Mailchimp {read}", secrets=dest._http._secrets)
             c = wanted.pop(member.email_address.lower(), None)
             if c is not None:
-                _sort(created_since(member, bound), c, mine, unclear)
+                _sort(created_since(member, bounds[c.key]), c, mine, unclear)
             if not wanted or listed >= READ_PAGES * PAGE_SIZE:
                 break
         else:
@@ -163,12 +188,12 @@ def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Se
     except DestinationError as exc:  # (a BadAnswer too) the rest are read one by one
         log.debug("mailchimp %s: %s failed: %s", dest.name, read, exc)
     if wanted and not settled:  # the window crowded (a large sync's own creates), or paged while it changed
-        why = _read_each(dest, list(wanted.values()), bound, mine, unclear)
+        why = _read_each(dest, list(wanted.values()), bounds, mine, unclear)
     else:
         why, wanted = "", {}
     if unclear:
         _unclear(dest, what, unclear, why or "a member's times tell nothing: they are missing, or within "
-                 f"{int(CLOCK_MARGIN.total_seconds()) // 60} minutes before the lost send")
+                 f"{int(CLOCK_MARGIN.total_seconds()) // 60} minutes before the lost send", late)
     return mine
 
 
@@ -179,11 +204,11 @@ def _sort(ours: bool | None, c: ContactChange, mine: set[str], unclear: list[str
         unclear.append(c.email)
 
 
-def _read_each(dest: MailchimpDestination, left: list[ContactChange], bound: datetime, mine: set[str],
-               unclear: list[str]) -> str:
-    """Each of ``left`` read on his own (``GET /lists/{id}/members/{hash}``, one attempt), none started after
-    :data:`READ_BUDGET` seconds, up to the first read that fails (404: not a member, not rfmsync's
-    subscriber); those not read are unclear. Why some were not read ("" when all were)."""
+def _read_each(dest: MailchimpDestination, left: list[ContactChange], bounds: Mapping[str, datetime | None],
+               mine: set[str], unclear: list[str]) -> str:
+    """Each of ``left`` read on his own (``GET /lists/{id}/members/{hash}``, one attempt) and judged by his bound,
+    none started after :data:`READ_BUDGET` seconds, up to the first read that fails (404: not a member, not
+    rfmsync's subscriber); those not read are unclear. Why some were not read ("" when all were)."""
     deadline = time.monotonic() + READ_BUDGET
     for i, c in enumerate(left):
         if time.monotonic() >= deadline:
@@ -198,6 +223,8 @@ def _read_each(dest: MailchimpDestination, left: list[ContactChange], bound: dat
                 continue
             unclear.extend(x.email for x in left[i:])
             return f"a member's read failed: {exc}"
+        bound = bounds[c.key]
+        assert bound is not None
         _sort(created_since(member, bound), c, mine, unclear)
     return ""
 
@@ -205,20 +232,22 @@ def _read_each(dest: MailchimpDestination, left: list[ContactChange], bound: dat
 def unread(dest: MailchimpDestination, what: str, creates: Sequence[ContactChange]) -> None:
     """A WARNING for the ``subscribed`` ``creates`` of a create batch answered 2xx with what is not Mailchimp's answer
     (an HTML page, a body cut short: :class:`~sync.destinations.answers.BadAnswer`, not retried within the apply):
-    they fail and the next run sends them again; if this call was carried out, that run finds them members already
-    and cannot record them as rfmsync's (it knows nothing of this call), so a later withdrawal is not named."""
+    they fail and the next run sends them again; if this call was carried out, that run finds them members already,
+    and records them as rfmsync's only when their opt-in times say this run's send created them (their pending
+    failures date it: :func:`landed`), else it warns."""
     if creates:
         log.warning("mailchimp %s: %s was answered with what is not Mailchimp's answer; its %s (%s%s) failed and "
-                    "will be sent again next run, but if Mailchimp carried this call out, that run finds them already "
-                    "members and cannot record them as created by rfmsync: a later withdrawal in the source will not "
-                    "be named for them (check them in Mailchimp)", dest.name, what, counted(len(creates),
-                    "subscribed create"), creates[0].email, " and more" if len(creates) > 1 else "")
+                    "will be sent again next run; if Mailchimp carried this call out, that run finds them already "
+                    "members and checks their opt-in times to record them as created by rfmsync (a WARNING names "
+                    "those it cannot tell: a later withdrawal in the source would not be named for them)", dest.name,
+                    what, counted(len(creates), "subscribed create"), creates[0].email,
+                    " and more" if len(creates) > 1 else "")
 
 
-def _unclear(dest: MailchimpDestination, what: str, emails: Sequence[str], why: str) -> None:
-    log.warning("mailchimp %s: %s was sent again after its answer was lost; %d of its subscribed creates answered "
+def _unclear(dest: MailchimpDestination, what: str, emails: Sequence[str], why: str, late: str = "") -> None:
+    log.warning("mailchimp %s: %s was sent again after its answer was lost%s; %d of its subscribed creates answered "
                 "\"already a member\" (%s%s) could not be checked (%s): not recorded as created by rfmsync, so a "
-                "later withdrawal in the source will not be named for them", dest.name, what, len(emails),
+                "later withdrawal in the source will not be named for them", dest.name, what, late, len(emails),
                 emails[0], " and more" if len(emails) > 1 else "", why)
 
 

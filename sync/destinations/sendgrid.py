@@ -59,6 +59,7 @@ class SendGridDestination(SendGridReads):
     reads_existing_members = True
     reconciles = True
     reports_dispatch = True  # apply's dispatching: each upsert (with its list adds), before it goes
+    checks_earlier_creates = False  # its upsert tells no create from an update: each create recorded as rfmsync's
 
     def __init__(self, name: str, api_key: Any, api_url: str | None = None, list_prefix: str = "",
                  retry: RetryPolicy | None = None, timeout: float = 30, *,

@@ -85,6 +85,7 @@ class UnisenderDestination:
     reads_existing_members = False  # no bulk lookup by email (one getContact call per address)
     reconciles = False  # exportContacts is asynchronous with a notify_url callback
     reports_dispatch = True  # apply's dispatching: each importContacts and subscribe, before it goes
+    checks_earlier_creates = False  # its upsert tells no create from an update: each create recorded as rfmsync's
 
     def __init__(self, name: str, api_key: Any, api_url: str | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 30, calls_per_minute: int = 1200, *, session: requests.Session | None = None,

@@ -206,6 +206,7 @@ class Ledger:
     resolve_failures = _Via("failures", FailureLog.resolve_failures)
     record_results = _Via("failures", FailureLog.record_results)
     pending_failures = _Via("failures", FailureLog.pending_failures)
+    upsert_sent_since = _Via("failures", FailureLog.upsert_sent_since)
 
     def doubted_ops(self, destination: str, keys: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(key, op)`` of the operations in doubt (:mod:`sync.planning.doubt`): the pending failed adds and

@@ -194,8 +194,10 @@ class InFlight:
         (None: an apply before its run is started, which has no row yet), so no other run of it is sending. An operation whose outcome the ledger holds (``states(keys)``: the
         pushed state holds the tag, or the contact for an upsert) is left out, and so is one that run's answers kept
         out (``kept_out``: the contact's own choice in the ESP), or whose contact's create they kept out (the ESP
-        holds no such contact: no tag was put on him); a failure already pending keeps its row. The failures
-        written.
+        holds no such contact: no tag was put on him); a failure already pending keeps its row. A doubt first failed
+        when its run started (its send was no earlier: a later run's check of a create in doubt,
+        :meth:`~sync.ledger.failures.FailureLog.upsert_sent_since`, dates the send by it, however often it fails
+        again). The failures written.
 
         A killed first sync of a million contacts leaves two million: they go in ``executemany`` blocks of
         :data:`DOUBT_ROWS` rows, each a tuple (the run's constants bound once: no dict, text or date conversion
@@ -203,37 +205,41 @@ class InFlight:
         ~8 and +300 through SQLAlchemy's executemany of dicts (BENCHMARKS.md, "fixi30")."""
         t, r = in_flight, runs
         with self._db.read() as conn:
-            rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.id).select_from(
+            rows = conn.execute(select(t.c.run_id, t.c.pairs, r.c.id, r.c.started_at).select_from(
                 t.outerjoin(r, r.c.id == t.c.run_id)).where(
                 t.c.destination == destination, *(() if run_id is None else (t.c.run_id != run_id,)))).all()
         if not rows:
             return 0
-        state = states(list(dict.fromkeys(key for _, pairs, _ in rows for key, _ in _unpack(pairs))))
-        kept = self._kept_out_by(destination, [d for d, _, _ in rows])
+        state = states(list(dict.fromkeys(key for _, pairs, _, _ in rows for key, _ in _unpack(pairs))))
+        kept = self._kept_out_by(destination, [d for d, _, _, _ in rows])
         doubted = 0
         with self._db.write() as conn:
             to_db = failures.c.first_failed_at.type.bind_processor(conn.dialect)  # converted once, not a row
-            at = to_db(self._db.clock()) if to_db else self._db.clock()
             mark = "%s" if conn.dialect.name == "postgresql" else "?"
-            if mark == "?" and isinstance(at, datetime):  # the text sqlite3's own adapter makes of it, made once
-                at = at.isoformat(" ")
+
+            def db_time(when: datetime) -> Any:
+                v = to_db(when) if to_db else when
+                return v.isoformat(" ") if mark == "?" and isinstance(v, datetime) else v
+            now = self._db.clock()
+            at = db_time(now)
             sql = (f"INSERT INTO failures (destination, key, op, attempts, last_error, first_failed_at, "
                    f"last_failed_at, run_id) VALUES ({', '.join([mark] * 8)}) "
                    f"ON CONFLICT (destination, key, op) DO NOTHING")
-            for dead, pairs, known in rows:  # (a run row deleted since: the failure names none)
+            for dead, pairs, known, began in rows:  # (a run row deleted since: the failure names none)
+                first = at if began is None else db_time(min(began, now))  # in doubt since its run began
                 error = (f"in doubt: run {dead} ended without finishing (killed, or stopped on an error) while "
                          f"this operation was in flight: whether the ESP carried it out is unknown")
                 refused = kept.get(dead, {})
-                left = ((destination, key, op, 1, error, at, at, known) for key, op in _unpack(pairs)
+                left = ((destination, key, op, 1, error, first, at, known) for key, op in _unpack(pairs)
                         if not _recorded(state.get(key), op) and not _kept_out(refused.get(key), op))
                 while block := list(islice(left, DOUBT_ROWS)):
                     conn.exec_driver_sql(sql, block)
                     doubted += len(block)
-            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id.in_([d for d, _, _ in rows])))
+            conn.execute(delete(t).where(t.c.destination == destination, t.c.run_id.in_([d for d, _, _, _ in rows])))
         if doubted:
             log.warning("sync %s: %d operations of runs that ended without finishing (%s) are in doubt: the ESP may "
                         "have carried them out; the plans take those tags off whoever no longer gets them",
-                        destination, doubted, ", ".join(str(d) for d, _, _ in rows))
+                        destination, doubted, ", ".join(str(d) for d, _, _, _ in rows))
         return doubted
 
 

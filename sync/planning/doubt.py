@@ -11,10 +11,13 @@ refused costs one call. The removal's success settles the add's failure
 consent; he left) is forgotten when a plan of every contact is applied, once its guards passed
 (:func:`forget_moot_upserts`: :attr:`sync.planning.planner.PlannedDestination.forget`): rfmsync never unsubscribes.
 So are the doubts of a contact whose create the ESP keeps out (he is not there: nothing was added to him).
+A pending upsert's create sent again may be answered "already there" because the lost send made him: the apply
+hands the destination when that send may have gone (:func:`earlier_sends`), so that he is recorded as rfmsync's.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from .kept_out import forget_or_say
@@ -70,6 +73,33 @@ def unread_runs(ledger: Any, plan: Plan) -> list[int]:
     return sorted(ledger.in_flight_runs(plan.destination) - plan.in_flight_read)
 
 
+#: a plan of at most this many changes (a webhook resync's) asks the ledger of its own subscribed creates only (one
+#: read by key, none when it has none); a larger one asks once of the destination, its changes not walked before
+BY_KEY = 500
+
+
+def earlier_sends(ledger: Any, plan: Plan, client: Any) -> dict[str, datetime]:
+    """The ``subscribed`` creates of ``plan`` an earlier run may have carried out though its answer was lost for
+    good (a pending ``upsert`` failure: the retry gave up, an answer not read, a run killed with it in flight, made
+    a failure by :meth:`~sync.ledger.Ledger.doubt_in_flight` just before), by key, with the host's time since which
+    that send may have landed (:meth:`~sync.ledger.Ledger.upsert_sent_since`): handed to a ``client`` that checks
+    them (:data:`~sync.destinations.base.Earlier`: Mailchimp answers such a create "already a member"), so that one
+    the earlier send made is recorded as rfmsync's. None pending (a normal run): one keyed read, a large plan not
+    walked; a client without the check, a plan with no subscribed create: nothing read."""
+    if not getattr(client, "checks_earlier_creates", False) or not plan.changes:
+        return {}
+    mine = None
+    if len(plan.changes) <= BY_KEY:
+        mine = [c.key for c in plan.changes if c.create and c.status_if_new == "subscribed"]
+        if not mine:
+            return {}
+    pending = ledger.upsert_sent_since(plan.destination, mine)
+    if not pending:
+        return {}
+    return {c.key: pending[c.key] for c in plan.changes
+            if c.create and c.status_if_new == "subscribed" and c.key in pending}
+
+
 def doubt_left(ledger: Any, destination: str) -> None:
     """A re-plan under the destination's lock, before it reads the doubts: every operation another run left in
     flight is a dead run's (no other run of it is sending), whatever its owner looks like from here (another host's
@@ -78,4 +108,4 @@ def doubt_left(ledger: Any, destination: str) -> None:
     ledger.doubt_in_flight(destination, None, lambda keys: ledger.load_states(destination, keys))
 
 
-__all__ = ["doubt_left", "forget_moot_upserts", "in_doubt", "moot_upserts", "unread_runs"]
+__all__ = ["BY_KEY", "doubt_left", "earlier_sends", "forget_moot_upserts", "in_doubt", "moot_upserts", "unread_runs"]
