@@ -1,0 +1,130 @@
+"""Schema 16: whom rfmsync created ``subscribed`` is recorded on the contact's own ``pushed_state`` row, written by
+the state save (``subscribed_at``), and in the ``subscribed_by_us`` table only for a record without a row of his
+(:mod:`sync.ledger.subscribed`). The record keeps the table's life: it outlives his state forgotten, goes to a
+renamed destination and to a retire-only destination's heir, and a create under another status forgets it; a
+ledger written before schema 16 keeps its records. SQLite and PostgreSQL (``ledger_url``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from sync.ledger import Ledger
+from sync.ledger.subscribed import BY_KEY_LIMIT
+from sync.model import PushedState
+from sync.planning.target import TARGET_CURSOR
+from tests import ledger_fixtures
+
+ledger_url = ledger_fixtures.ledger_url  # the fixture: SQLite, and PostgreSQL when RFMSYNC_TEST_PG_URL is set
+
+
+def _states(*keys: str) -> list[PushedState]:
+    return [PushedState(k, k.split("@")[0], frozenset({"Churn"}), {"n": 1}, True) for k in keys]
+
+
+def _save(ledger: Ledger, dest: str, keys: list[str], yes: list[str] = (), gone: list[str] = ()) -> None:
+    ledger.save_states(dest, ledger.start_run("sync", dest), _states(*keys), subscribed=(list(yes), list(gone)))
+
+
+def _on_rows(url: str, dest: str) -> set[str]:
+    """The keys whose own row holds the record (what the table does not hold)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT key FROM pushed_state WHERE destination = :d AND subscribed_at "
+                                         "IS NOT NULL"), {"d": dest}).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_an_applys_records_are_on_the_rows_it_saves_and_a_create_under_another_status_forgets_them(ledger_url):
+    with Ledger.connect(ledger_url) as ledger:
+        _save(ledger, "mc", ["p@x.org"])  # a destination whose saves recorded nobody: nothing to read
+        assert not ledger.has_subscribed("mc") and ledger.subscribed_keys("mc") == []
+        _save(ledger, "mc", ["a@x.org", "b@x.org", "c@x.org"], yes=["a@x.org", "b@x.org"])
+        assert _on_rows(ledger_url, "mc") == {"a@x.org", "b@x.org"}  # not a table row each
+        assert ledger.has_subscribed("mc")
+        assert ledger.subscribed_among("mc", ["a@x.org", "b@x.org", "c@x.org", "p@x.org"]) == {"a@x.org", "b@x.org"}
+        # saved again (his tags moved): the record stays, with its first time; a create that is not in this save's
+        # rows goes to the table
+        _save(ledger, "mc", ["a@x.org"], yes=["d@x.org"])
+        assert sorted(ledger.subscribed_keys("mc")) == ["a@x.org", "b@x.org", "d@x.org"]
+        # the ESP lost him and rfmsync created him again transactional: forgotten, on his row and in the table
+        _save(ledger, "mc", ["b@x.org"], gone=["b@x.org", "d@x.org"])
+        assert sorted(ledger.subscribed_keys("mc")) == ["a@x.org"]
+        assert ledger.forget_subscribed("mc", ["a@x.org", "zz@x.org"]) == 1
+        assert ledger.subscribed_keys("mc") == []
+
+
+def test_a_record_on_a_row_outlives_his_state_forgotten(ledger_url):
+    """A contact the ESP said is gone (a tag add answered ``missing``) loses his pushed state: the next run creates
+    him again. rfmsync subscribed him, and may still have (an archived member comes back subscribed): his record
+    stays, as the table's did before schema 16. Fails without the copy to the table in ``forget``."""
+    with Ledger.connect(ledger_url) as ledger:
+        _save(ledger, "mc", ["a@x.org", "b@x.org"], yes=["a@x.org", "b@x.org"])
+        assert ledger.forget("mc", ["a@x.org"]) == 1
+        assert "a@x.org" not in ledger.load_state("mc")
+        assert ledger.subscribed_among("mc", ["a@x.org", "b@x.org"]) == {"a@x.org", "b@x.org"}
+
+
+def test_records_on_rows_go_to_a_renamed_destination_and_to_a_retire_only_ones_heir(ledger_url):
+    """take_over and forget_destination(heir=...) moved the table's rows only: the records on the old name's rows
+    would go with them. Fails without ``rows_to_table`` in moves.py."""
+    with Ledger.connect(ledger_url) as ledger:
+        _save(ledger, "old", ["a@x.org", "b@x.org", "c@x.org"], yes=["a@x.org", "b@x.org"])
+        _save(ledger, "new", ["b@x.org"])  # a contact both hold: new keeps its row, and takes the record
+        ledger.take_over("old", "new", (TARGET_CURSOR, "old"))
+        assert not ledger.has_subscribed("old")
+        assert sorted(ledger.subscribed_keys("new")) == ["a@x.org", "b@x.org"]
+        assert ledger.subscribed_among("new", ["a@x.org", "b@x.org", "c@x.org"]) == {"a@x.org", "b@x.org"}
+        _save(ledger, "retired", ["e@x.org", "f@x.org"], yes=["e@x.org"])
+        _save(ledger, "owner", ["f@x.org"], yes=["f@x.org"])
+        ledger.forget_destination("retired", (TARGET_CURSOR, "retired"), untagged=False, heir="owner")
+        assert not ledger.has_subscribed("retired")
+        assert sorted(ledger.subscribed_keys("owner")) == ["e@x.org", "f@x.org"]
+        # a move to another audience forgets them all, on rows and in the table
+        ledger.move_state("owner", (TARGET_CURSOR, "owner"), "mailchimp:aud2")
+        assert not ledger.has_subscribed("owner") and ledger.subscribed_keys("owner") == []
+
+
+def test_many_keys_asked_read_the_records_of_rows_and_table_at_once(ledger_url):
+    keys = [f"k{i:05d}@x.org" for i in range(BY_KEY_LIMIT + 10)]
+    with Ledger.connect(ledger_url) as ledger:
+        _save(ledger, "mc", keys, yes=keys[::2])
+        ledger.record_subscribed("mc", None, [keys[1]])  # a record without... a row's (the table's)
+        assert ledger.subscribed_among("mc", keys) == set(keys[::2]) | {keys[1]}
+
+
+def test_a_ledger_of_schema_15_keeps_its_records_and_records_on_rows_after_the_upgrade(tmp_path):
+    """Before schema 16 every record was a table row: read as before; a create under another status forgets the
+    table's row; the first save after the upgrade records on the rows."""
+    from sync.ledger.db import migrate
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    assert migrate(engine, lambda: datetime.now(timezone.utc), target=15) == (0, 15)
+    with engine.begin() as conn:
+        assert "subscribed_at" not in {c["name"] for c in conn.dialect.get_columns(conn, "pushed_state")}
+        conn.execute(text("INSERT INTO subscribed_by_us (destination, key, subscribed_at) VALUES "
+                          "('mc', 'a@x.org', '2026-11-01 00:00:00'), ('mc', 'b@x.org', '2026-11-01 00:00:00')"))
+    engine.dispose()
+    with Ledger.connect(url) as ledger:
+        assert ledger.has_subscribed("mc")
+        assert sorted(ledger.subscribed_keys("mc")) == ["a@x.org", "b@x.org"]
+        _save(ledger, "mc", ["b@x.org", "c@x.org"], yes=["c@x.org"], gone=["b@x.org"])
+        assert sorted(ledger.subscribed_keys("mc")) == ["a@x.org", "c@x.org"]
+        assert _on_rows(url, "mc") == {"c@x.org"}
+
+
+@pytest.mark.parametrize("first", ["yes", "other"])
+def test_a_group_of_both_kinds_records_only_its_subscribed_creates(ledger_url, first):
+    """A save whose rows are partly created subscribed writes them in two parts: each row saved once, with its
+    values, the record only on those."""
+    keys = [f"{i:03d}@x.org" for i in range(40)]
+    yes = keys[::3] if first == "yes" else keys[1::3]
+    with Ledger.connect(ledger_url) as ledger:
+        _save(ledger, "mc", keys, yes=yes)
+        assert sorted(ledger.load_state("mc")) == keys
+        assert _on_rows(ledger_url, "mc") == set(yes)
