@@ -39,6 +39,17 @@ def _on_rows(url: str, dest: str) -> set[str]:
         engine.dispose()
 
 
+def _marked(url: str, dest: str) -> bool:
+    """Whether the table holds the destination's mark (its rows may hold records: sync.ledger.subscribed.MARK)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(text("SELECT count(*) FROM subscribed_by_us WHERE destination = :d AND key = ''"),
+                                     {"d": dest}).scalar())
+    finally:
+        engine.dispose()
+
+
 def test_an_applys_records_are_on_the_rows_it_saves_and_a_create_under_another_status_forgets_them(ledger_url):
     with Ledger.connect(ledger_url) as ledger:
         _save(ledger, "mc", ["p@x.org"])  # a destination whose saves recorded nobody: nothing to read
@@ -59,9 +70,10 @@ def test_an_applys_records_are_on_the_rows_it_saves_and_a_create_under_another_s
 
 
 def test_a_record_on_a_row_outlives_his_state_forgotten(ledger_url):
-    """A contact the ESP said is gone (a tag add answered ``missing``) loses his pushed state: the next run creates
-    him again. rfmsync subscribed him, and may still have (an archived member comes back subscribed): his record
-    stays, as the table's did before schema 16. Fails without the copy to the table in ``forget``."""
+    """``PushedStates.forget`` (the ledger's API; an apply keeps a missing contact's row, ``in_destination`` false)
+    deletes his pushed state: rfmsync subscribed him, and may still have (an archived member comes back
+    subscribed): his record stays, as the table's did before schema 16. Fails without the copy to the table in
+    ``forget``."""
     with Ledger.connect(ledger_url) as ledger:
         _save(ledger, "mc", ["a@x.org", "b@x.org"], yes=["a@x.org", "b@x.org"])
         assert ledger.forget("mc", ["a@x.org"]) == 1
@@ -128,3 +140,26 @@ def test_a_group_of_both_kinds_records_only_its_subscribed_creates(ledger_url, f
         _save(ledger, "mc", keys, yes=yes)
         assert sorted(ledger.load_state("mc")) == keys
         assert _on_rows(ledger_url, "mc") == set(yes)
+
+
+def test_the_mark_says_nothing_once_its_records_are_gone_nor_moves_to_another_destination(ledger_url):
+    """review-rec34 MUST: the table's mark (the destination's rows hold records) stayed after every record was
+    forgotten, so ``has_subscribed`` said yes for nobody, and a rename or a retire-only destination's heir took it
+    over (the heir's lock taken, an info line claiming a record kept; each later look read its rows). Fails
+    without the look at the rows behind the mark, and without leaving the mark out of the move (new's mark)."""
+    with Ledger.connect(ledger_url) as ledger:
+        _save(ledger, "mc", ["a@x.org"], yes=["a@x.org"])
+        assert ledger.has_subscribed("mc")
+        _save(ledger, "mc", ["a@x.org"], gone=["a@x.org"])  # created again under another status
+        assert not ledger.has_subscribed("mc") and ledger.subscribed_keys("mc") == []
+        _save(ledger, "old", ["b@x.org"], yes=["b@x.org"])
+        _save(ledger, "new", ["c@x.org"])
+        ledger.take_over("old", "new", (TARGET_CURSOR, "old"))
+        assert ledger.subscribed_keys("new") == ["b@x.org"] and not _marked(ledger_url, "new")
+        ledger.forget_subscribed("new", ["b@x.org"])
+        assert not ledger.has_subscribed("new")  # no mark of old's came with the record
+        _save(ledger, "retired", ["d@x.org"], yes=["d@x.org"])
+        ledger.forget_subscribed("retired", ["d@x.org"])
+        _save(ledger, "owner", ["e@x.org"])
+        ledger.forget_destination("retired", (TARGET_CURSOR, "retired"), untagged=False, heir="owner")
+        assert not ledger.has_subscribed("owner")

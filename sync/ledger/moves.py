@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select, text
 
 from ..model import fold
 from .cursors import write_cursor
-from .subscribed import rows_to_table
+from .subscribed import MARK, rows_to_table
 from .locks import check_lock_held
 from .schema import (cursors, failures, in_flight, kept_out, lost_tags, pushed_state, state_revisions, state_tokens,
                      subscribed_by_us)
@@ -219,7 +219,8 @@ def _move_subscribed(conn: "Connection", old: str, new: str) -> None:
     (deleted with it)."""
     t, mine = subscribed_by_us, subscribed_by_us.alias("mine")
     theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == t.c.key)
-    conn.execute(t.update().where(t.c.destination == old, ~theirs.exists()).values(destination=new))
+    # not old's MARK (its rows' records are in the table now: rows_to_table), which would say new's rows hold some
+    conn.execute(t.update().where(t.c.destination == old, t.c.key != MARK, ~theirs.exists()).values(destination=new))
 
 
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:

@@ -114,10 +114,17 @@ class SubscribedByUs:
         return gone
 
     def has_subscribed(self, destination: str) -> bool:
-        """Whether rfmsync recorded any contact created ``subscribed`` in ``destination`` (one indexed look-up)."""
-        t = subscribed_by_us
+        """Whether rfmsync recorded any contact created ``subscribed`` in ``destination``: one keyed look-up of the
+        table, and with its :data:`MARK` alone a look for a row holding a record."""
+        t, p = subscribed_by_us, pushed_state
         with self._db.read() as conn:
-            return conn.execute(select(t.c.key).where(t.c.destination == destination).limit(1)).first() is not None
+            held = set(conn.execute(select(t.c.key).where(t.c.destination == destination).limit(2)).scalars())
+            if held - {MARK}:
+                return True
+            # the mark: the rows may hold records (a first one is found at once; a mark whose records were all
+            # forgotten since reads the destination's rows, once per call)
+            return MARK in held and conn.execute(select(p.c.key).where(
+                p.c.destination == destination, p.c.subscribed_at.is_not(None)).limit(1)).first() is not None
 
     def subscribed_among(self, destination: str, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` rfmsync created ``subscribed`` in ``destination``: read by key, or past
