@@ -1,11 +1,12 @@
 """Schema 16: whom rfmsync created ``subscribed`` is recorded on the contact's own ``pushed_state`` row, written by
-the state save (``subscribed_at``), and in the ``subscribed_by_us`` table only for a record without a row of his
+the state save (``subscribed``), and in the ``subscribed_by_us`` table only for a record without a row of his
 (:mod:`sync.ledger.subscribed`). The record keeps the table's life: it outlives his state forgotten, goes to a
 renamed destination and to a retire-only destination's heir, and a create under another status forgets it; a
 ledger written before schema 16 keeps its records. SQLite and PostgreSQL (``ledger_url``)."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -13,7 +14,8 @@ from sqlalchemy import create_engine, text
 
 from sync.ledger import Ledger
 from sync.ledger.subscribed import BY_KEY_LIMIT
-from sync.model import PushedState
+from sync.model import ContactChange, ItemResult, PushedState
+from sync.outcomes import OutcomeWriter, StateFold
 from sync.planning.target import TARGET_CURSOR
 from tests import ledger_fixtures
 
@@ -33,7 +35,7 @@ def _on_rows(url: str, dest: str) -> set[str]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return set(conn.execute(text("SELECT key FROM pushed_state WHERE destination = :d AND subscribed_at "
+            return set(conn.execute(text("SELECT key FROM pushed_state WHERE destination = :d AND subscribed "
                                          "IS NOT NULL"), {"d": dest}).scalars())
     finally:
         engine.dispose()
@@ -118,7 +120,7 @@ def test_a_ledger_of_schema_15_keeps_its_records_and_records_on_rows_after_the_u
     engine = create_engine(url)
     assert migrate(engine, lambda: datetime.now(timezone.utc), target=15) == (0, 15)
     with engine.begin() as conn:
-        assert "subscribed_at" not in {c["name"] for c in conn.dialect.get_columns(conn, "pushed_state")}
+        assert "subscribed" not in {c["name"] for c in conn.dialect.get_columns(conn, "pushed_state")}
         conn.execute(text("INSERT INTO subscribed_by_us (destination, key, subscribed_at) VALUES "
                           "('mc', 'a@x.org', '2026-11-01 00:00:00'), ('mc', 'b@x.org', '2026-11-01 00:00:00')"))
     engine.dispose()
@@ -163,3 +165,46 @@ def test_the_mark_says_nothing_once_its_records_are_gone_nor_moves_to_another_de
         _save(ledger, "owner", ["e@x.org"])
         ledger.forget_destination("retired", (TARGET_CURSOR, "retired"), untagged=False, heir="owner")
         assert not ledger.has_subscribed("owner")
+
+
+def _table(url: str, dest: str) -> set[str]:
+    """The keys the table holds for ``dest`` (its mark left out)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT key FROM subscribed_by_us WHERE destination = :d AND key <> ''"),
+                                    {"d": dest}).scalars())
+    finally:
+        engine.dispose()
+
+
+def _written(writer, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while writer.transactions < count:
+        assert time.monotonic() < deadline, "the outcome writer did not write the group"
+        time.sleep(0.01)
+
+
+def test_a_create_answered_a_write_group_before_its_row_is_recorded_on_that_row(ledger_url):
+    """An apply's create answers (the upsert's result) in one write group, his row comes with his tag call's answer in
+    a later one (the fold holds it until then): the record is carried to that row, not written to the table (rec34,
+    before: a table row for each such record, ~45 % of a first sync's). A record whose row never comes (the apply
+    ended before it) is in the table at the end: nothing lost."""
+    keys = [f"k{i}@x.org" for i in range(5)]
+    changes = {k: ContactChange(k, k, k.split("@")[0], "Champions", True, "subscribed", frozenset({"vip"}))
+               for k in keys}
+    with Ledger.connect(ledger_url) as ledger:
+        writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"), linger=0, rows=True, changes=changes)
+        fold = StateFold({}, changes)
+        created = [ItemResult(k, "upsert", True) for k in keys]
+        writer.submit(fold.rows(created), created)
+        _written(writer, 1)
+        assert _on_rows(ledger_url, "mc") == set() and _table(ledger_url, "mc") == set()  # carried, not written
+        tagged = [ItemResult(k, "tag+vip", True) for k in keys[:4]]  # the last one's tag call never answers
+        rows = fold.rows(tagged)
+        assert set(rows) == set(keys[:4])
+        writer.submit(rows, tagged)
+        writer.close()
+        assert _on_rows(ledger_url, "mc") == set(keys[:4])
+        assert _table(ledger_url, "mc") == {keys[4]}  # his row never came: the table at the end
+        assert ledger.subscribed_among("mc", keys) == set(keys) and ledger.has_subscribed("mc")

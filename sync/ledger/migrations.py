@@ -239,8 +239,7 @@ def _v15(conn: Connection) -> None:
 
 def _v16(conn: Connection) -> None:
     # nullable, no default: SQLite and PostgreSQL add it without rewriting the table
-    kind = UTCDateTime().impl.compile(dialect=conn.dialect)
-    conn.execute(text(f"ALTER TABLE pushed_state ADD COLUMN subscribed_at {kind}"))
+    conn.execute(text("ALTER TABLE pushed_state ADD COLUMN subscribed INTEGER"))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -259,7 +258,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "in_flight (the adds an apply is sending: a killed run's are in doubt)", _v13),
     Migration(14, "indexes on an older intake's order events, and (PostgreSQL) on event keys byte by byte", _v14),
     Migration(15, "subscribed_by_us (the contacts rfmsync created subscribed)", _v15),
-    Migration(16, "pushed_state.subscribed_at (the record on the contact's row)", _v16),
+    Migration(16, "pushed_state.subscribed (the record on the contact's row)", _v16),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

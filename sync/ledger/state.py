@@ -290,7 +290,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
         or their mapping (encoded here), in_destination as 1 or 0): what the apply's fold gives
         (:meth:`sync.outcomes.StateFold.rows`), no state object built for each contact. ``rows`` is not changed.
         ``subscribed``: the keys to record as created subscribed by rfmsync and to forget so, in the same
-        transaction: on the rows written (``subscribed_at``), else in ``subscribed_by_us``
+        transaction: on the rows written (``subscribed``), else in ``subscribed_by_us``
         (:func:`~sync.ledger.subscribed.write_subscribed`)."""
         if not rows:
             return 0

@@ -21,8 +21,8 @@ from ..model import PushedState
 from .schema import pushed_state
 
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
-#: an upsert's subscribed_at: a row's first time is kept; a row written without one keeps what it has
-_KEEP_SUBSCRIBED = ", subscribed_at = coalesce(pushed_state.subscribed_at, excluded.subscribed_at)"
+#: an upsert's subscribed: 1 recorded; a row written without it (NULL) keeps what it has
+_KEEP_SUBSCRIBED = ", subscribed = coalesce(excluded.subscribed, pushed_state.subscribed)"
 
 
 def _json_default(value: Any) -> Any:
@@ -119,7 +119,8 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     # and the rows reach SQLite as bound values: no JSON document for SQLite to take apart (json_each and ->>
     # parsed each row's text again: half of the writer's CPU in SQLite 3.40). Each row's fields travel as their
     # stored text: the plan's (PushedState.fields_text), else encoded by save_states. The rows of ``mine`` (created
-    # subscribed by this apply: sync.ledger.subscribed) get subscribed_at, a statement's one value (parts()).
+    # subscribed by this apply: sync.ledger.subscribed) get subscribed = 1, a statement's one value (parts()): an
+    # integer SQLite stores in no bytes of the row (a time in each cost a first sync's writer ~0.2 CPU s a million).
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
     raw = conn.connection.driver_connection
@@ -127,25 +128,25 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per = max(1, min(VALUES_ROWS, (limit - 5) // 5))
     with group_cache(cursor, len(rows)):
-        for part, subscribed in parts(rows, mine, db_now):
+        for part, subscribed in parts(rows, mine, 1):
             _upsert_part(cursor, part, per, [destination, db_now, run_id, revision, subscribed])
 
 
 def parts(rows: list[tuple[Any, ...]], mine: AbstractSet[str], at: Any) -> list[tuple[list[tuple[Any, ...]], Any]]:
-    """``rows`` as the parts an upsert writes with one ``subscribed_at`` each: the rows of ``mine`` (``at``: created
-    subscribed now; a row that has a time keeps it), and the others (None: a row keeps what it has), in their order.
+    """``rows`` as the parts an upsert writes with one ``subscribed`` each: the rows of ``mine`` (``at``, 1: created
+    subscribed now), and the others (None: a row keeps what it has), in their order.
     A first sync's groups are all of ``mine``, a later sync's none: one part."""
     if not mine:
         return [(rows, None)]
-    yes = [r for r in rows if r[0] in mine]
-    if len(yes) == len(rows):
+    if len(mine) >= len(rows):  # (``mine`` holds keys of ``rows`` only: save_rows)
         return [(rows, at)]
+    yes = [r for r in rows if r[0] in mine]
     return [(yes, at), ([r for r in rows if r[0] not in mine], None)]
 
 
 def _upsert_part(cursor: Any, rows: list[tuple[Any, ...]], per: int, fixed: list[Any]) -> None:
     """``rows`` upserted in statements of ``per`` rows at most (:func:`blocks`), each with the ``fixed`` values first
-    (destination, pushed_at, run_id, revision, subscribed_at)."""
+    (destination, pushed_at, run_id, revision, subscribed)."""
     for start, end in blocks(len(rows), per):
         block = rows[start:end]
         params = [*fixed, *chain.from_iterable(block)]
@@ -195,11 +196,11 @@ def blocks(rows: int, per: int) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=64)
 def _upsert_sql(rows: int) -> tuple[str, str]:
-    """The upsert of ``rows`` rows given as parameters (destination, pushed_at, run_id, revision, subscribed_at,
+    """The upsert of ``rows`` rows given as parameters (destination, pushed_at, run_id, revision, subscribed,
     then each row's key, customer_id, tags, fields, in_destination): for the rows whose customer is unchanged (and
     new ones), and for the rows whose customer changed."""
     sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-           " run_id, revision, subscribed_at) SELECT ?, column1, column2, column3, column4, column5, ?, ?, ?, ? FROM"
+           " run_id, revision, subscribed) SELECT ?, column1, column2, column3, column4, column5, ?, ?, ?, ? FROM"
            " (VALUES " + ",".join(["(?,?,?,?,?)"] * rows) + ") WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
     return (sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:]) + _KEEP_SUBSCRIBED
             + " WHERE pushed_state.customer_id IS excluded.customer_id",
@@ -210,12 +211,12 @@ def _upsert_sql(rows: int) -> tuple[str, str]:
 def save_rows_pg(conn: Connection, destination: str, run_id: int | None, now: datetime, revision: int,
                  rows: list[tuple[Any, ...]], mine: AbstractSet[str] = frozenset()) -> None:
     # The rows go through COPY into a temporary table (dropped at commit), then one INSERT .. SELECT upserts
-    # them all: no per-row statement, no JSON for the server to take apart. A part per subscribed_at (parts()).
+    # them all: no per-row statement, no JSON for the server to take apart. A part per subscribed (parts()).
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         cur.execute("CREATE TEMPORARY TABLE rfmsync_pushed_rows (key text, customer_id text, tags text,"
                     " fields text, in_destination boolean) ON COMMIT DROP")
-        for i, (part, subscribed) in enumerate(parts(rows, mine, now)):
+        for i, (part, subscribed) in enumerate(parts(rows, mine, 1)):
             if i:
                 cur.execute("TRUNCATE rfmsync_pushed_rows")
             with cur.copy("COPY rfmsync_pushed_rows (key, customer_id, tags, fields, in_destination) FROM STDIN"
@@ -223,8 +224,8 @@ def save_rows_pg(conn: Connection, destination: str, run_id: int | None, now: da
                 for row in part:
                     copy.write_row(row)
             cur.execute("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
-                        " pushed_at, run_id, revision, subscribed_at) SELECT %s, key, customer_id, tags, fields,"
-                        " in_destination, %s, %s, %s, %s::timestamptz FROM rfmsync_pushed_rows ON CONFLICT"
+                        " pushed_at, run_id, revision, subscribed) SELECT %s, key, customer_id, tags, fields,"
+                        " in_destination, %s, %s, %s, %s::integer FROM rfmsync_pushed_rows ON CONFLICT"
                         " (destination, key) DO UPDATE SET "
                         + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS)
                         + _KEEP_SUBSCRIBED.replace("excluded.", "EXCLUDED."),

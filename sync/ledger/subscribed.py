@@ -7,7 +7,7 @@ contacts (``withdrawn_subscribed``, :func:`sync.planning.withdrawn.withdrawn_sub
 tells them from the contacts who subscribed in the ESP themselves (whose status is none of rfmsync's business).
 Contacts created before schema 15 are not recorded. A destination forgotten forgets its records.
 
-Where it is kept (schema 16): on the contact's own ``pushed_state`` row (``subscribed_at``), written by the upsert
+Where it is kept (schema 16): on the contact's own ``pushed_state`` row (``subscribed``: 1), written by the upsert
 that saves his state anyway (a first sync records a million creates: a second table's insert apiece doubled the
 outcome writer's CPU); and in the ``subscribed_by_us`` table for a record without a row of his (written before
 schema 16, by :meth:`SubscribedByUs.record_subscribed`, his row forgotten since, or taken over from another
@@ -70,7 +70,7 @@ def write_subscribed(conn: Connection, destination: str, run_id: int | None, now
     for chunk in chunks(sorted(set(forget) - {MARK}), 500):
         conn.execute(delete(t).where(t.c.destination == destination, t.c.key.in_(chunk)))
         conn.execute(p.update().where(p.c.destination == destination, p.c.key.in_(chunk),
-                                      p.c.subscribed_at.is_not(None)).values(subscribed_at=None))
+                                      p.c.subscribed.is_not(None)).values(subscribed=None))
     return len(unique) - (1 if marked and MARK not in set(record) else 0)
 
 
@@ -81,8 +81,9 @@ def rows_to_table(conn: Connection, destination: str, keys: Sequence[str] | None
     p, t = pushed_state, subscribed_by_us
     held = select(t.c.key).where(t.c.destination == destination, t.c.key == p.c.key)
     for chunk in ([None] if keys is None else chunks(sorted(set(keys)), 500)):
-        rows = select(p.c.destination, p.c.key, p.c.subscribed_at, p.c.run_id).where(
-            p.c.destination == destination, p.c.subscribed_at.is_not(None), ~held.exists(),
+        # (a row's record says no time: his row's last push, the latest it can be)
+        rows = select(p.c.destination, p.c.key, p.c.pushed_at, p.c.run_id).where(
+            p.c.destination == destination, p.c.subscribed.is_not(None), ~held.exists(),
             *(() if chunk is None else (p.c.key.in_(chunk),)))
         conn.execute(t.insert().from_select(["destination", "key", "subscribed_at", "run_id"], rows))
 
@@ -108,7 +109,7 @@ class SubscribedByUs:
                 found = set(conn.execute(select(t.c.key).where(t.c.destination == destination,
                                                                t.c.key.in_(chunk))).scalars())
                 found.update(conn.execute(select(p.c.key).where(p.c.destination == destination, p.c.key.in_(chunk),
-                                                                p.c.subscribed_at.is_not(None))).scalars())
+                                                                p.c.subscribed.is_not(None))).scalars())
                 write_subscribed(conn, destination, None, self._db.clock(), forget=chunk)
                 gone += len(found)
         return gone
@@ -124,7 +125,7 @@ class SubscribedByUs:
             # the mark: the rows may hold records (a first one is found at once; a mark whose records were all
             # forgotten since reads the destination's rows, once per call)
             return MARK in held and conn.execute(select(p.c.key).where(
-                p.c.destination == destination, p.c.subscribed_at.is_not(None)).limit(1)).first() is not None
+                p.c.destination == destination, p.c.subscribed.is_not(None)).limit(1)).first() is not None
 
     def subscribed_among(self, destination: str, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` rfmsync created ``subscribed`` in ``destination``: read by key, or past
@@ -139,7 +140,7 @@ class SubscribedByUs:
             return {k for chunk in chunks(wanted, 500) for k in conn.execute(union(
                 select(t.c.key).where(t.c.destination == destination, t.c.key.in_(chunk)),
                 select(p.c.key).where(p.c.destination == destination, p.c.key.in_(chunk),
-                                      p.c.subscribed_at.is_not(None)))).scalars()}
+                                      p.c.subscribed.is_not(None)))).scalars()}
 
     def subscribed_keys(self, destination: str) -> list[str]:
         """Every key rfmsync created ``subscribed`` in ``destination`` (in no order), fetched at once: the
@@ -152,7 +153,7 @@ class SubscribedByUs:
             if MARK in keys:
                 keys.discard(MARK)
                 result = conn.execute(select(p.c.key).where(p.c.destination == destination,
-                                                            p.c.subscribed_at.is_not(None)))
+                                                            p.c.subscribed.is_not(None)))
                 keys.update(k for (k,) in result.cursor.fetchall())
             return list(keys)
 
