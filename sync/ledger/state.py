@@ -306,6 +306,8 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
         ordered = sorted(rows.values())
         record, gone = subscribed
         mine = rows.keys() & record  # recorded on the rows written; the others' records in subscribed_by_us
+        # (an apply's are all on its rows: :meth:`sync.outcomes.OutcomeWriter._carry`; a million not looked at again)
+        rest = [k for k in record if k not in mine] if len(mine) < len(record) else ()
         try:
             with self._db.write() as conn:
                 revision = self._bump_revision(conn, destination)  # first: the rows carry the new revision
@@ -314,8 +316,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
                 else:
                     save_rows_sqlite(conn, destination, run_id, now, revision, ordered, mine)
                 given_back(conn, destination, rows)
-                write_subscribed(conn, destination, run_id, now, [k for k in record if k not in mine] if mine
-                                 else record, gone, marked=bool(mine))
+                write_subscribed(conn, destination, run_id, now, rest, gone, marked=bool(mine))
         except Exception as exc:
             if not foreign_key_violation(exc):
                 raise
