@@ -183,8 +183,10 @@ class OutcomeWriter:
         """The records this group writes: those carried (``yes`` now, and earlier groups') whose row it writes, all
         of them on those rows (no second table's insert apiece: :mod:`sync.ledger.subscribed`); the others are
         carried on to their row's group. The ``final`` group (no rows) writes all that are left, in the table. A
-        process killed meanwhile loses them with their rows: the next run creates those contacts again, and
-        Mailchimp answers "exists" to a create of its own the run in doubt sent (:mod:`sync.planning.doubt`)."""
+        process killed meanwhile loses them with their rows, not their creates: those are in doubt (the run's
+        ``in_flight`` row), the next run creates them again and records them (SendGrid and Unisender record every
+        create that succeeds; Mailchimp answers "already a member" and the next apply checks whether the killed
+        run's send created him: :func:`sync.planning.doubt.earlier_sends`)."""
         carried = self._carried
         if yes:
             carried.update(yes)
