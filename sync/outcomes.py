@@ -111,7 +111,8 @@ class OutcomeWriter:
     def _run(self) -> None:
         while True:
             item = self._pending.get()
-            if item is None:
+            if item is None:  # closed while idle
+                self._end()
                 return
             states: dict[str, Any] = {}  # PushedStates, or rows (``rows``), by key
             ok: list[tuple[str, Sequence[str]]] = []  # the results in columns (sync.model.CallResults)
@@ -143,9 +144,13 @@ class OutcomeWriter:
             if self._error is None:
                 self._write(states, CallResults(ok, other))
             if stop:
-                if self._carried and self._error is None:
-                    self._write({}, CallResults([], []), final=True)  # the records whose row never came
+                self._end()
                 return
+
+    def _end(self) -> None:
+        """The apply closed the writer: the records carried whose row never came, in the table (:meth:`_carry`)."""
+        if self._carried and self._error is None:
+            self._write({}, CallResults([], []), final=True)
 
     def _write(self, states: dict[str, Any], results: CallResults, final: bool = False) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()

@@ -148,12 +148,14 @@ def test_the_mark_says_nothing_once_its_records_are_gone_nor_moves_to_another_de
     """review-rec34 MUST: the table's mark (the destination's rows hold records) stayed after every record was
     forgotten, so ``has_subscribed`` said yes for nobody, and a rename or a retire-only destination's heir took it
     over (the heir's lock taken, an info line claiming a record kept; each later look read its rows). Fails
-    without the look at the rows behind the mark, and without leaving the mark out of the move (new's mark)."""
+    without the look at the rows behind the mark (``exact``: who inherits asks it), and without leaving the mark
+    out of the move (new's mark)."""
     with Ledger.connect(ledger_url) as ledger:
         _save(ledger, "mc", ["a@x.org"], yes=["a@x.org"])
         assert ledger.has_subscribed("mc")
         _save(ledger, "mc", ["a@x.org"], gone=["a@x.org"])  # created again under another status
-        assert not ledger.has_subscribed("mc") and ledger.subscribed_keys("mc") == []
+        assert not ledger.has_subscribed("mc", exact=True) and ledger.subscribed_keys("mc") == []
+        assert ledger.has_subscribed("mc")  # the plans' cheap question: the mark alone (a yes costs a keyed read)
         _save(ledger, "old", ["b@x.org"], yes=["b@x.org"])
         _save(ledger, "new", ["c@x.org"])
         ledger.take_over("old", "new", (TARGET_CURSOR, "old"))
@@ -208,3 +210,23 @@ def test_a_create_answered_a_write_group_before_its_row_is_recorded_on_that_row(
         assert _on_rows(ledger_url, "mc") == set(keys[:4])
         assert _table(ledger_url, "mc") == {keys[4]}  # his row never came: the table at the end
         assert ledger.subscribed_among("mc", keys) == set(keys) and ledger.has_subscribed("mc")
+
+
+def test_a_record_whose_row_never_came_is_kept_when_the_writer_was_idle_at_the_end(ledger_url):
+    """review-rec35 MUST: the apply closed the writer while it was idle (its last group written): the records
+    carried whose row never came were dropped (the end's write ran only when the close came inside a group)."""
+    keys = ["a@x.org", "b@x.org"]
+    changes = {k: ContactChange(k, k, k.split("@")[0], "Champions", True, "subscribed", frozenset({"vip"}))
+               for k in keys}
+    with Ledger.connect(ledger_url) as ledger:
+        writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"), linger=0, rows=True, changes=changes)
+        fold = StateFold({}, changes)
+        created = [ItemResult(k, "upsert", True) for k in keys]
+        writer.submit(fold.rows(created), created)
+        _written(writer, 1)
+        tagged = [ItemResult("a@x.org", "tag+vip", True)]
+        writer.submit(fold.rows(tagged), tagged)
+        _written(writer, 2)  # idle: both groups written
+        writer.close()
+        assert _on_rows(ledger_url, "mc") == {"a@x.org"} and _table(ledger_url, "mc") == {"b@x.org"}
+        assert ledger.subscribed_among("mc", keys) == set(keys)

@@ -114,9 +114,11 @@ class SubscribedByUs:
                 gone += len(found)
         return gone
 
-    def has_subscribed(self, destination: str) -> bool:
+    def has_subscribed(self, destination: str, exact: bool = False) -> bool:
         """Whether rfmsync recorded any contact created ``subscribed`` in ``destination``: one keyed look-up of the
-        table, and with its :data:`MARK` alone a look for a row holding a record."""
+        table. Its :data:`MARK` alone says yes (the plans' and the outcome writer's question: a yes for nobody costs
+        them a keyed read), or with ``exact`` (who inherits the records: :func:`sync.takeover.heir_of`) a look for a
+        row holding a record (a mark whose records were all forgotten since reads the destination's rows)."""
         t, p = subscribed_by_us, pushed_state
         with self._db.read() as conn:
             held = set(conn.execute(select(t.c.key).where(t.c.destination == destination).limit(2)).scalars())
@@ -124,8 +126,8 @@ class SubscribedByUs:
                 return True
             # the mark: the rows may hold records (a first one is found at once; a mark whose records were all
             # forgotten since reads the destination's rows, once per call)
-            return MARK in held and conn.execute(select(p.c.key).where(
-                p.c.destination == destination, p.c.subscribed.is_not(None)).limit(1)).first() is not None
+            return MARK in held and (not exact or conn.execute(select(p.c.key).where(
+                p.c.destination == destination, p.c.subscribed.is_not(None)).limit(1)).first() is not None)
 
     def subscribed_among(self, destination: str, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` rfmsync created ``subscribed`` in ``destination``: read by key, or past
