@@ -265,7 +265,7 @@ def run_product(passes: list[list[Any]], group: int, folder: Path, *, customer_i
     return per_row
 
 
-_COLUMNS = "destination, key, customer_id, tags, fields, in_destination, pushed_at, run_id, revision"
+_COLUMNS = "destination, key, customer_id, tags, fields, in_destination, pushed_at, run_id, revision, subscribed"
 
 
 def _outbox(ledger: Any, con: sqlite3.Connection) -> None:

@@ -83,6 +83,9 @@ class OutcomeWriter:
         self._share, self._started, self._rows = linger_share, time.monotonic(), rows
         self._changes = changes or {}
         self._any_subscribed: bool | None = None  # any contact recorded created subscribed (asked once)
+        #: created subscribed, his row not written yet: recorded on it when it is (his create answers a write group
+        #: or more before his tag call releases his row), in the table at the end for any left (:meth:`_carry`)
+        self._carried: set[str] = set()
         self._pending: queue.SimpleQueue[tuple[Any, Sequence[ItemResult]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
@@ -108,7 +111,8 @@ class OutcomeWriter:
     def _run(self) -> None:
         while True:
             item = self._pending.get()
-            if item is None:
+            if item is None:  # closed while idle
+                self._end()
                 return
             states: dict[str, Any] = {}  # PushedStates, or rows (``rows``), by key
             ok: list[tuple[str, Sequence[str]]] = []  # the results in columns (sync.model.CallResults)
@@ -140,20 +144,30 @@ class OutcomeWriter:
             if self._error is None:
                 self._write(states, CallResults(ok, other))
             if stop:
+                self._end()
                 return
 
-    def _write(self, states: dict[str, Any], results: CallResults) -> None:
+    def _end(self) -> None:
+        """The apply closed the writer: the records carried whose row never came, in the table (:meth:`_carry`)."""
+        if self._carried and self._error is None:
+            self._write({}, CallResults([], []), final=True)
+
+    def _write(self, states: dict[str, Any], results: CallResults, final: bool = False) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
             yes, gone = self._subscribed(results)  # written with the states (one transaction) when there are any
+            yes = self._carry(yes, states, final)
             mine = {"subscribed": (yes, gone)} if yes or gone else {}
             if states and self._rows:
                 self._ledger.save_rows(self._destination, self._run_id, states, **mine)
             elif states:
                 self._ledger.save_states(self._destination, self._run_id, states.values(), **mine)
             elif yes or gone:
-                self._ledger.record_subscribed(self._destination, self._run_id, yes)
-                self._ledger.forget_subscribed(self._destination, gone)
+                if yes:  # (the end's: in the table)
+                    self._ledger.record_subscribed(self._destination, self._run_id, yes)
+                    self._carried.clear()
+                if gone:
+                    self._ledger.forget_subscribed(self._destination, gone)
             self._ledger.record_results(self._destination, self._run_id, results)
             self._forget_kept_out(results)
             kept = kept_out_results(results)
@@ -169,6 +183,27 @@ class OutcomeWriter:
         finally:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
+
+    def _carry(self, yes: list[str], states: Mapping[str, Any], final: bool) -> list[str]:
+        """The records this group writes: those carried (``yes`` now, and earlier groups') whose row it writes, all
+        of them on those rows (no second table's insert apiece: :mod:`sync.ledger.subscribed`); the others are
+        carried on to their row's group. The ``final`` group (no rows) writes all that are left, in the table. A
+        process killed meanwhile loses them with their rows, not their creates: those are in doubt (the run's
+        ``in_flight`` row), the next run creates them again and records them (SendGrid and Unisender record every
+        create that succeeds; Mailchimp answers "already a member" and the next apply checks whether the killed
+        run's send created him: :func:`sync.planning.doubt.earlier_sends`)."""
+        carried = self._carried
+        if yes:
+            carried.update(yes)
+        if not carried:
+            return []
+        if final:
+            return list(carried)
+        if not states:
+            return []
+        mine = carried.intersection(states)
+        carried.difference_update(mine)
+        return list(mine)
 
     def _subscribed(self, results: CallResults) -> tuple[list[str], list[str]]:
         """The creates that succeeded here: to record as rfmsync's subscribing him (status ``subscribed``), and to

@@ -119,7 +119,7 @@ def heir_of(cfg: "Config", ledger: "Ledger", dest: "DestinationConfig") -> str |
     (:func:`~sync.destinations.overlap.audience_of`) pushing to the target the ledger records for ``dest``. None:
     no such destination, or ``dest`` recorded nobody."""
     target = known_target(ledger, dest.name)
-    if target is None or not ledger.has_subscribed(dest.name):
+    if target is None or not ledger.has_subscribed(dest.name, exact=True):
         return None
     return next((d.name for d in cfg.destinations if d.name != dest.name and not retires_only(d)
                  and audience_of(d) == audience_of(dest) and target_of(d) == target), None)

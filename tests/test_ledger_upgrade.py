@@ -138,7 +138,7 @@ def test_a_ledger_whose_writer_died_is_read_whole_and_nothing_is_created_beside_
     try:
         writer.execute("PRAGMA journal_mode=WAL")
         writer.execute("PRAGMA wal_autocheckpoint=0")
-        writer.execute("INSERT INTO pushed_state VALUES ('mc', 'a@x.org', '1', '[]', '{}', 1, '2030-01-01', NULL, 0)")
+        writer.execute("INSERT INTO pushed_state VALUES ('mc', 'a@x.org', '1', '[]', '{}', 1, '2030-01-01', NULL, 0, NULL)")
         writer.commit()
         for name in ("live.db", "live.db-wal"):  # as the writer left them, but no -shm
             shutil.copyfile(tmp_path / name, dead / name.replace("live", "ledger"))

@@ -237,6 +237,11 @@ def _v15(conn: Connection) -> None:
     md.tables["subscribed_by_us"].create(conn)
 
 
+def _v16(conn: Connection) -> None:
+    # nullable, no default: SQLite and PostgreSQL add it without rewriting the table
+    conn.execute(text("ALTER TABLE pushed_state ADD COLUMN subscribed INTEGER"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -253,6 +258,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "in_flight (the adds an apply is sending: a killed run's are in doubt)", _v13),
     Migration(14, "indexes on an older intake's order events, and (PostgreSQL) on event keys byte by byte", _v14),
     Migration(15, "subscribed_by_us (the contacts rfmsync created subscribed)", _v15),
+    Migration(16, "pushed_state.subscribed (the record on the contact's row)", _v16),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

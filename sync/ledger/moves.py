@@ -14,6 +14,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select, text
 
 from ..model import fold
 from .cursors import write_cursor
+from .subscribed import MARK, rows_to_table
 from .locks import check_lock_held
 from .schema import (cursors, failures, in_flight, kept_out, lost_tags, pushed_state, state_revisions, state_tokens,
                      subscribed_by_us)
@@ -100,7 +101,8 @@ class StateMoves:
             # still on him there; new's plans take it off once no longer his
             _move_keyed(conn, failures, old, new, (failures.c.op.like("tag+%") | (failures.c.op == "upsert")))
             conn.execute(in_flight.update().where(in_flight.c.destination == old).values(destination=new))
-            _move_subscribed(conn, old, new)  # whom rfmsync subscribed there: the same target
+            rows_to_table(conn, old)  # whom rfmsync subscribed there (on old's rows too): the same target
+            _move_subscribed(conn, old, new)
             gone = self._forget_name(conn, old, cursor)
         if revision is not None:
             self._written.note(new, revision, int(taken))
@@ -150,6 +152,7 @@ class StateMoves:
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
             if heir is not None:
+                rows_to_table(conn, name)
                 _move_subscribed(conn, name, heir)
             revision = self._forget_name(conn, name, cursor)
         if revision is not None:
@@ -216,7 +219,8 @@ def _move_subscribed(conn: "Connection", old: str, new: str) -> None:
     (deleted with it)."""
     t, mine = subscribed_by_us, subscribed_by_us.alias("mine")
     theirs = select(mine.c.key).where(mine.c.destination == new, mine.c.key == t.c.key)
-    conn.execute(t.update().where(t.c.destination == old, ~theirs.exists()).values(destination=new))
+    # not old's MARK (its rows' records are in the table now: rows_to_table), which would say new's rows hold some
+    conn.execute(t.update().where(t.c.destination == old, t.c.key != MARK, ~theirs.exists()).values(destination=new))
 
 
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:

@@ -34,6 +34,9 @@ Version history::
        range (:mod:`sync.ledger.content_keys`); SQLite's unique index on them serves already
     15 subscribed_by_us: per destination, the contacts an apply created with the status ``subscribed`` (the source
        said yes then): a withdrawal in the source is named for them (:mod:`sync.ledger.subscribed`)
+    16 pushed_state.subscribed: the same record kept on the contact's own row (1), written with it by the apply (no
+       second table's insert per contact); ``subscribed_by_us`` keeps the records without a row and a mark that the
+       destination's rows hold some (:mod:`sync.ledger.subscribed`)
 
 The migrations themselves are in :mod:`sync.ledger.migrations` (re-exported here).
 """
@@ -99,6 +102,8 @@ pushed_state = Table(
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
     # the destination's revision (state_revisions) whose save wrote the row: rows changed since a revision
     Column("revision", Integer, nullable=False, server_default=text("0")),
+    # 1: an apply created him ``subscribed`` here (sync.ledger.subscribed; NULL: not by rfmsync, or not known)
+    Column("subscribed", Integer),
     Index("ix_pushed_state_customer", "destination", "customer_id"),  # keyed reads of a webhook resync
 )
 

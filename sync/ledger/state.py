@@ -27,7 +27,7 @@ from .revisions import CLOCK_SKEW, Revisions
 from .schema import lost_tags, pushed_state
 from .state_rows import StateRow, dump_fields, read_states, save_rows_pg, save_rows_sqlite, tags_json
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
-from .subscribed import Subscribed, write_subscribed
+from .subscribed import Subscribed, rows_to_table, write_subscribed
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -289,7 +289,8 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
         (:func:`~sync.ledger.state_rows.tags_json`), the fields' text (:func:`~sync.ledger.state_rows.fields_json`)
         or their mapping (encoded here), in_destination as 1 or 0): what the apply's fold gives
         (:meth:`sync.outcomes.StateFold.rows`), no state object built for each contact. ``rows`` is not changed.
-        ``subscribed``: the keys to record in and forget from ``subscribed_by_us``, in the same transaction
+        ``subscribed``: the keys to record as created subscribed by rfmsync and to forget so, in the same
+        transaction: on the rows written (``subscribed``), else in ``subscribed_by_us``
         (:func:`~sync.ledger.subscribed.write_subscribed`)."""
         if not rows:
             return 0
@@ -303,15 +304,19 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
         # over a large table: a quarter less CPU); an apply's groups mostly come in plan order, cheap to sort
         # (the rows' keys are distinct: tuples ordered by their first item)
         ordered = sorted(rows.values())
+        record, gone = subscribed
+        mine = rows.keys() & record  # recorded on the rows written; the others' records in subscribed_by_us
+        # (an apply's are all on its rows: :meth:`sync.outcomes.OutcomeWriter._carry`; a million not looked at again)
+        rest = [k for k in record if k not in mine] if len(mine) < len(record) else ()
         try:
             with self._db.write() as conn:
                 revision = self._bump_revision(conn, destination)  # first: the rows carry the new revision
                 if conn.dialect.name == "postgresql":
-                    save_rows_pg(conn, destination, run_id, now, revision, ordered)
+                    save_rows_pg(conn, destination, run_id, now, revision, ordered, mine)
                 else:
-                    save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
+                    save_rows_sqlite(conn, destination, run_id, now, revision, ordered, mine)
                 given_back(conn, destination, rows)
-                write_subscribed(conn, destination, run_id, now, *subscribed)
+                write_subscribed(conn, destination, run_id, now, rest, gone, marked=bool(mine))
         except Exception as exc:
             if not foreign_key_violation(exc):
                 raise
@@ -326,6 +331,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves, ReadsAhead):
         deleted = 0
         with self._db.write() as conn:
             for chunk in chunks(keys, 1000):
+                rows_to_table(conn, destination, chunk)  # whom rfmsync subscribed: still so in the ESP
                 deleted += conn.execute(delete(pushed_state).where(
                     pushed_state.c.destination == destination, pushed_state.c.key.in_(chunk))).rowcount
                 conn.execute(delete(lost_tags).where(lost_tags.c.destination == destination,

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
-from typing import Any, Iterable, Iterator, Mapping
+from typing import AbstractSet, Any, Iterable, Iterator, Mapping
 
 from sqlalchemy.engine import Connection
 
@@ -21,6 +21,8 @@ from ..model import PushedState
 from .schema import pushed_state
 
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
+#: an upsert's subscribed: 1 recorded; a row written without it (NULL) keeps what it has
+_KEEP_SUBSCRIBED = ", subscribed = coalesce(excluded.subscribed, pushed_state.subscribed)"
 
 
 def _json_default(value: Any) -> Any:
@@ -109,30 +111,52 @@ GROUP_CACHE_KIB = 64 * 1024
 
 
 def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
-                    now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
+                    now: datetime, revision: int, rows: list[tuple[Any, ...]], mine: AbstractSet[str] = frozenset()
+                    ) -> None:
     # One INSERT .. SELECT over a multi-row VALUES list of up to VALUES_ROWS rows: SQLite runs it in one step, so
     # the writer thread releases and re-takes the interpreter lock once per statement instead of once per row
     # (``executemany``, which under load, the apply's calls running meanwhile, waited for the lock at every row),
     # and the rows reach SQLite as bound values: no JSON document for SQLite to take apart (json_each and ->>
     # parsed each row's text again: half of the writer's CPU in SQLite 3.40). Each row's fields travel as their
-    # stored text: the plan's (PushedState.fields_text), else encoded by save_states.
+    # stored text: the plan's (PushedState.fields_text), else encoded by save_states. The rows of ``mine`` (created
+    # subscribed by this apply: sync.ledger.subscribed) get subscribed = 1, a statement's one value (parts()): an
+    # integer SQLite stores in no bytes of the row (a time in each cost a first sync's writer ~0.2 CPU s a million).
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
     raw = conn.connection.driver_connection
     cursor = raw.cursor()  # the DBAPI cursor: no per-row processing
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per = max(1, min(VALUES_ROWS, (limit - 4) // 5))
+    per = max(1, min(VALUES_ROWS, (limit - 5) // 5))
     with group_cache(cursor, len(rows)):
-        for start, end in blocks(len(rows), per):
-            block = rows[start:end]
-            params = [destination, db_now, run_id, revision, *chain.from_iterable(block)]
-            same, moved = _upsert_sql(len(block))
-            # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out
-            # of the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
-            # column is set, whatever the value), ~40 % less work and WAL per updated row. Then, only when rows
-            # are left (their customer_id changed), the full update of those.
-            if cursor.execute(same, params).rowcount < len(block):
-                cursor.execute(moved, params)
+        for part, subscribed in parts(rows, mine, 1):
+            _upsert_part(cursor, part, per, [destination, db_now, run_id, revision, subscribed])
+
+
+def parts(rows: list[tuple[Any, ...]], mine: AbstractSet[str], at: Any) -> list[tuple[list[tuple[Any, ...]], Any]]:
+    """``rows`` as the parts an upsert writes with one ``subscribed`` each: the rows of ``mine`` (``at``, 1: created
+    subscribed now), and the others (None: a row keeps what it has), in their order.
+    A first sync's groups are all of ``mine``, a later sync's none: one part."""
+    if not mine:
+        return [(rows, None)]
+    if len(mine) >= len(rows):  # (``mine`` holds keys of ``rows`` only: save_rows)
+        return [(rows, at)]
+    yes = [r for r in rows if r[0] in mine]
+    return [(yes, at), ([r for r in rows if r[0] not in mine], None)]
+
+
+def _upsert_part(cursor: Any, rows: list[tuple[Any, ...]], per: int, fixed: list[Any]) -> None:
+    """``rows`` upserted in statements of ``per`` rows at most (:func:`blocks`), each with the ``fixed`` values first
+    (destination, pushed_at, run_id, revision, subscribed)."""
+    for start, end in blocks(len(rows), per):
+        block = rows[start:end]
+        params = [*fixed, *chain.from_iterable(block)]
+        same, moved = _upsert_sql(len(block))
+        # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out
+        # of the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
+        # column is set, whatever the value), ~40 % less work and WAL per updated row. Then, only when rows
+        # are left (their customer_id changed), the full update of those.
+        if cursor.execute(same, params).rowcount < len(block):
+            cursor.execute(moved, params)
 
 
 @contextmanager
@@ -172,32 +196,37 @@ def blocks(rows: int, per: int) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=64)
 def _upsert_sql(rows: int) -> tuple[str, str]:
-    """The upsert of ``rows`` rows given as parameters (destination, pushed_at, run_id, revision, then each row's
-    key, customer_id, tags, fields, in_destination): for the rows whose customer is unchanged (and new ones), and
-    for the rows whose customer changed."""
+    """The upsert of ``rows`` rows given as parameters (destination, pushed_at, run_id, revision, subscribed,
+    then each row's key, customer_id, tags, fields, in_destination): for the rows whose customer is unchanged (and
+    new ones), and for the rows whose customer changed."""
     sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-           " run_id, revision) SELECT ?, column1, column2, column3, column4, column5, ?, ?, ? FROM (VALUES "
-           + ",".join(["(?,?,?,?,?)"] * rows) + ") WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
-    return (sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:])
+           " run_id, revision, subscribed) SELECT ?, column1, column2, column3, column4, column5, ?, ?, ?, ? FROM"
+           " (VALUES " + ",".join(["(?,?,?,?,?)"] * rows) + ") WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
+    return (sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:]) + _KEEP_SUBSCRIBED
             + " WHERE pushed_state.customer_id IS excluded.customer_id",
-            sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS)
+            sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS) + _KEEP_SUBSCRIBED
             + " WHERE pushed_state.customer_id IS NOT excluded.customer_id")
 
 
-def save_rows_pg(conn: Connection, destination: str, run_id: int | None,
-                 now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
+def save_rows_pg(conn: Connection, destination: str, run_id: int | None, now: datetime, revision: int,
+                 rows: list[tuple[Any, ...]], mine: AbstractSet[str] = frozenset()) -> None:
     # The rows go through COPY into a temporary table (dropped at commit), then one INSERT .. SELECT upserts
-    # them all: no per-row statement, no JSON for the server to take apart.
+    # them all: no per-row statement, no JSON for the server to take apart. A part per subscribed (parts()).
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         cur.execute("CREATE TEMPORARY TABLE rfmsync_pushed_rows (key text, customer_id text, tags text,"
                     " fields text, in_destination boolean) ON COMMIT DROP")
-        with cur.copy("COPY rfmsync_pushed_rows (key, customer_id, tags, fields, in_destination) FROM STDIN"
-                      ) as copy:
-            for row in rows:
-                copy.write_row(row)
-        cur.execute("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
-                    " pushed_at, run_id, revision) SELECT %s, key, customer_id, tags, fields, in_destination, %s,"
-                    " %s, %s FROM rfmsync_pushed_rows ON CONFLICT (destination, key) DO UPDATE SET "
-                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS),
-                    (destination, now, run_id, revision))
+        for i, (part, subscribed) in enumerate(parts(rows, mine, 1)):
+            if i:
+                cur.execute("TRUNCATE rfmsync_pushed_rows")
+            with cur.copy("COPY rfmsync_pushed_rows (key, customer_id, tags, fields, in_destination) FROM STDIN"
+                          ) as copy:
+                for row in part:
+                    copy.write_row(row)
+            cur.execute("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
+                        " pushed_at, run_id, revision, subscribed) SELECT %s, key, customer_id, tags, fields,"
+                        " in_destination, %s, %s, %s, %s::integer FROM rfmsync_pushed_rows ON CONFLICT"
+                        " (destination, key) DO UPDATE SET "
+                        + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS)
+                        + _KEEP_SUBSCRIBED.replace("excluded.", "EXCLUDED."),
+                        (destination, now, run_id, revision, subscribed))
