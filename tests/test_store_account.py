@@ -47,7 +47,7 @@ def test_a_store_of_one_amocrm_account_refuses_another_before_reading_it(rsps):
         with pytest.raises(ConfigError) as refused:
             pull_into(con, _other("othershop"))
         message = str(refused.value)
-        assert "account demoshop.amocrm.ru, but [source] now reads othershop.amocrm.ru" in message
+        assert "account demoshop (amoCRM subdomain), but [source] now reads othershop (amoCRM subdomain)" in message
         assert "set [store] path to a new file" in message and TOKEN not in message
         assert len(rsps.calls) == calls and _customers(con) == before  # nothing read, nothing merged
         pull_into(con, make_source())  # the store's own account pulls as before
@@ -64,14 +64,14 @@ def test_a_store_written_before_notes_its_account_at_its_next_pull_and_an_overri
         pull_into(con, unnamed)  # no account named: nothing noted, nothing checked
         assert not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'source_accounts'").fetchall()
         pull_into(con, _other("firstshop"))  # the first pull that names one notes it
-        with pytest.raises(ConfigError, match="account firstshop.amocrm.ru, but"):
+        with pytest.raises(ConfigError, match=r"account firstshop \(amoCRM subdomain\), but"):
             pull_into(con, make_source())
 
 
 def test_each_crm_names_its_account_by_a_setting_never_a_secret():
     amo = AmoCrmSource(AmoCrmConfig(subdomain="https://Shop.kommo.com/leads/", domain="kommo.com"),
                        AmoCrmSecrets(token=TOKEN))
-    assert account_of(amo) == "shop.kommo.com"
+    assert account_of(amo) == "shop (amoCRM subdomain)"  # the same on amocrm.com: an account moved keeps it
     bitrix = Bitrix24Source(Bitrix24Config(), Bitrix24Secrets(webhook_url="https://Shop.bitrix24.ru/rest/1/s3cr3tc0de/"))
     assert account_of(bitrix) == "shop.bitrix24.ru"
     retail = RetailCrmSource(RetailCrmConfig(url="https://shop.retailcrm.ru"), RetailCrmSecrets(api_key="k"))

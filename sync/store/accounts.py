@@ -3,12 +3,15 @@
 Two accounts of one CRM number their customers alike (amoCRM contact 123 of one shop and of another are two
 people). Pulled into one store, the second account's records would take the first's ids: another customer's orders
 and segment under one id, and his tags on the other's address. So a pull that merged notes the account it read (in
-the merge's transaction, :func:`note_account`), by the name the source's settings give it (amoCRM's subdomain and
-domain, a Bitrix24 portal's host, a RetailCRM account's host, a Shopify shop; never a secret), and a pull of another
+the merge's transaction, :func:`note_account`), by the name the source's settings give it (amoCRM's subdomain: an
+account moved from amocrm.com to kommo.com keeps it; a Bitrix24 portal's host, a RetailCRM account's host, a Shopify
+shop; never a secret), and a pull of another
 account of the same CRM into that store is refused before it reads anything (:func:`check_account`: a
 :class:`~sync.errors.ConfigError` naming both and what to do). A source that names no account (its address given
 only as an API URL override, as tests and proxies do) is neither checked nor noted; nor is a file export. A store
-written before this table existed notes its account at its next pull (it cannot tell which it held before).
+written before this table existed notes its account at its next pull (it cannot tell which it held before). An
+account whose address changed (a portal renamed) is refused too: a new store, filled from the CRM by its first pull,
+costs a full read and loses nothing (the ledger, what was pushed to the ESPs, is not the store).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def account_of(source: Any) -> str | None:
     kind = getattr(source, "name", None)
     if kind == "amocrm":
         sub = getattr(source, "subdomain", None)
-        return f"{sub}.{source.config.domain}".lower() if sub else None
+        return f"{sub.lower()} (amoCRM subdomain)" if sub else None
     if kind == "bitrix24":
         portal = getattr(source, "portal", None)
         return portal.lower() if portal and portal != "?" else None
