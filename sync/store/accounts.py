@@ -8,7 +8,8 @@ account moved from amocrm.com to kommo.com keeps it; a Bitrix24 portal's host, a
 shop; never a secret), and a pull of another
 account of the same CRM into that store is refused before it reads anything (:func:`check_account`: a
 :class:`~sync.errors.ConfigError` naming both and what to do). A source that names no account (its address given
-only as an API URL override, as tests and proxies do) is neither checked nor noted; nor is a file export. A store
+only as an IP address or ``localhost``, as tests and local proxies do) is neither checked nor noted; nor is a file
+export. A store
 written before this table existed notes its account at its next pull (it cannot tell which it held before). An
 account whose address changed (a portal renamed) is refused too: a new store, filled from the CRM by its first pull,
 costs a full read and loses nothing (the ledger, what was pushed to the ESPs, is not the store).
@@ -16,6 +17,7 @@ costs a full read and loses nothing (the ledger, what was pushed to the ESPs, is
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,14 +35,26 @@ def account_of(source: Any) -> str | None:
         sub = getattr(source, "subdomain", None)
         return f"{sub.lower()} (amoCRM subdomain)" if sub else None
     if kind == "bitrix24":
-        portal = getattr(source, "portal", None)
-        return portal.lower() if portal and portal != "?" else None
+        return _named(getattr(source, "portal", None))
     if kind == "retailcrm":
-        url = getattr(source, "url", None)
-        return (urlsplit(url if "//" in url else f"https://{url}").hostname or None) if url else None
+        return _named(getattr(source, "url", None))
     if kind == "shopify":
-        host = getattr(source, "host", None)
-        return host.lower() if host else None
+        return _named(getattr(source, "host", None))
+    return None
+
+
+def _named(address: str | None) -> str | None:
+    """The host of ``address`` (a host, or a URL), lower case; None for none, an IP address or ``localhost``: a
+    test's or a local proxy's address (``*_API_URL``), no account's name."""
+    if not address or address == "?":
+        return None
+    host = urlsplit(address if "//" in address else f"https://{address}").hostname
+    if not host or host == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
     return None
 
 
