@@ -47,6 +47,7 @@ from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import file_lines, ingest_files
+from .store.accounts import check_account, note_account
 from .store.gone import SweepLimit, empty_gone, note_sources
 from .store.key_rules import key_rules_notice, mark_key_rules
 
@@ -119,6 +120,7 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
                 mark_key_rules(con)
                 return pulled
             started = datetime.now(timezone.utc)  # what it reads is at least this new (its cursor's bound)
+            check_account(con, source)  # a store is one account's (store/accounts.py)
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
@@ -135,7 +137,7 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started,
-                 after_link=lambda linked: note_sources(linked, source.name))  # (the contacts the sweep may empty)
+                 after_link=lambda linked: (note_sources(linked, source.name), note_account(linked, source)))
     if cursor is None:  # the whole source read (a first pull, --full): its keys follow this release's rules
         mark_key_rules(con)
     return result

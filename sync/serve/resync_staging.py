@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
+from ..store.accounts import check_account
 from ..store.gone import STORED_GONE
 from ..store.lookup import normalise_emails
 from ..store.ordering import Ages, Senders, Versions
@@ -70,6 +71,7 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
         raise ConfigError(f"a pull was requested by a {kind!r} webhook, but only CRM sources can be pulled "
                           f"incrementally ({', '.join(WEBHOOK_SOURCES)})")
     source = configured_source(cfg, settings)
+    check_account(con, source)  # a store is one account's (sync.store.accounts)
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
 
