@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Collection, Iterable, Mapping, Protocol, Sequence
 
 from .ledger.kept_out import BY_KEY_LIMIT
 from .ledger.state_rows import StateRow
@@ -98,7 +98,8 @@ class OutcomeWriter:
     def submit(self, states: Sequence[PushedState] | Mapping[str, StateRow], results: Sequence[ItemResult]) -> None:
         if self._error is not None:
             raise self._error
-        self._pending.put((states, results))
+        # which creates to record is worked out here, in the caller's thread: the writer's is the ledger's writes
+        self._pending.put((states, results, self._created(results)))
 
     def close(self) -> None:
         t0 = time.perf_counter()
@@ -117,6 +118,8 @@ class OutcomeWriter:
             states: dict[str, Any] = {}  # PushedStates, or rows (``rows``), by key
             ok: list[tuple[str, Sequence[str]]] = []  # the results in columns (sync.model.CallResults)
             other: list[ItemResult] = []
+            yes: list[str] = []  # creates made subscribed, and made under another status (:meth:`_created`)
+            no: list[str] = []
             rows = 0
             stop = False
             now = time.monotonic()
@@ -125,6 +128,8 @@ class OutcomeWriter:
             while True:
                 states.update(item[0] if self._rows else ((s.key, s) for s in item[0]))  # a contact's last wins
                 got = item[1]
+                yes += item[2][0]
+                no += item[2][1]
                 if isinstance(got, CallResults):
                     ok += got.ok
                     other += got.other
@@ -142,7 +147,7 @@ class OutcomeWriter:
                     stop = True
                     break
             if self._error is None:
-                self._write(states, CallResults(ok, other))
+                self._write(states, CallResults(ok, other), yes, no)
             if stop:
                 self._end()
                 return
@@ -150,12 +155,13 @@ class OutcomeWriter:
     def _end(self) -> None:
         """The apply closed the writer: the records carried whose row never came, in the table (:meth:`_carry`)."""
         if self._carried and self._error is None:
-            self._write({}, CallResults([], []), final=True)
+            self._write({}, CallResults([], []), [], [], final=True)
 
-    def _write(self, states: dict[str, Any], results: CallResults, final: bool = False) -> None:
+    def _write(self, states: dict[str, Any], results: CallResults, yes: list[str], no: list[str],
+               final: bool = False) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            yes, gone = self._subscribed(results)  # written with the states (one transaction) when there are any
+            gone = self._forgotten(yes, no)  # written with the states (one transaction) when there are any
             yes = self._carry(yes, states, final)
             mine = {"subscribed": (yes, gone)} if yes or gone else {}
             if states and self._rows:
@@ -184,7 +190,7 @@ class OutcomeWriter:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
 
-    def _carry(self, yes: list[str], states: Mapping[str, Any], final: bool) -> list[str]:
+    def _carry(self, yes: list[str], states: Mapping[str, Any], final: bool) -> Collection[str]:
         """The records this group writes: those carried (``yes`` now, and earlier groups') whose row it writes, all
         of them on those rows (no second table's insert apiece: :mod:`sync.ledger.subscribed`); the others are
         carried on to their row's group. The ``final`` group (no rows) writes all that are left, in the table. A
@@ -203,11 +209,13 @@ class OutcomeWriter:
             return []
         mine = carried.intersection(states)
         carried.difference_update(mine)
-        return list(mine)
+        return mine  # (a set: the save meets it with its rows' keys from its side, not theirs)
 
-    def _subscribed(self, results: CallResults) -> tuple[list[str], list[str]]:
-        """The creates that succeeded here: to record as rfmsync's subscribing him (status ``subscribed``), and to
-        forget there (created under another status: a contact the ESP lost and rfmsync created again)."""
+    def _created(self, results: Sequence[ItemResult]) -> tuple[list[str], list[str]]:
+        """The creates that succeeded in ``results``: to record as rfmsync's subscribing him (status ``subscribed``),
+        and made under another status (a contact the ESP lost and rfmsync created again: :meth:`_forgotten`)."""
+        if not isinstance(results, CallResults):
+            results = CallResults([], list(results))
         yes: list[str] = []
         other: list[str] = []
         # a create that found him already there (Mailchimp says so): his status is his own, neither recorded nor
@@ -221,12 +229,17 @@ class OutcomeWriter:
             for c in map(get, keys):
                 if c is not None and c.create and c.key not in existed:
                     (yes if c.status_if_new == "subscribed" else other).append(c.key)
+        return yes, other
+
+    def _forgotten(self, yes: list[str], other: list[str]) -> list[str]:
+        """Of the creates made under another status, those to forget as rfmsync's subscribing them: all of them once
+        any contact is recorded (asked of the ledger once; usually none to forget: a first sync's creates ask
+        nothing)."""
         if yes:
             self._any_subscribed = True
         if other and self._any_subscribed is None:
             self._any_subscribed = self._ledger.has_subscribed(self._destination)
-        # (usually none to forget: a first sync's creates ask nothing)
-        return yes, other if other and self._any_subscribed else []
+        return other if other and self._any_subscribed else []
 
     def _forget_kept_out(self, results: CallResults) -> None:
         """Delete the ``kept_out`` rows of the operations that succeeded here (he came back himself), so a later add

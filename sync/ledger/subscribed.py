@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 from sqlalchemy import bindparam, delete, select, text, union
 from sqlalchemy.engine import Connection
@@ -44,7 +44,7 @@ _INSERT_PG = text("INSERT INTO subscribed_by_us (destination, key, subscribed_at
 
 
 #: what an apply's write group records (created subscribed) and forgets (created again otherwise) there
-Subscribed = tuple[Sequence[str], Sequence[str]]
+Subscribed = tuple[Collection[str], Collection[str]]
 
 
 def write_subscribed(conn: Connection, destination: str, run_id: int | None, now: datetime,
