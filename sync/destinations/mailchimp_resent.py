@@ -43,7 +43,9 @@ sent it). That time is put on Mailchimp's clock by this call's answer (its ``Dat
 arrived, so that answer's ``Date`` is read, and must be believed, whenever such a create is in the call), less one
 second and the slack. The window then runs from that run's start to now, hours or days: a member who subscribed
 himself in the ESP meanwhile, whom the source also says yes for, is taken for rfmsync's (the warning side). The
-call's contacts are read in one list read from the earliest of their bounds, each judged by his own.
+call's contacts are read in one list read from the earliest of their bounds, each judged by his own. Many such
+creates (a killed large first sync) are judged instead from one read of their window made before the apply's first
+create (:mod:`~sync.destinations.mailchimp_window`; ``dest._window``), those it could not list as above.
 """
 
 from __future__ import annotations
