@@ -5,7 +5,8 @@ again, and each create batch answered "already a member" read its own window (ne
 crowded by the killed run's other creates) and then its members one by one (up to 30 s a call), most ending
 unclear. Now, when the creates in doubt are more than one batch's read reaches, Mailchimp reads the window once,
 oldest first, before its first create (:mod:`sync.destinations.mailchimp_window`). The page size and the batch's
-read are made small here (PAGE_SIZE 20, READ_PAGES 1) so that a few pages show it."""
+read are made small here (PAGE_SIZE 20, READ_PAGES 1: more than 20 creates in doubt are prefetched) so that a few
+pages show it."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ next run sends them all again, and each create batch answered "already a member"
 :data:`~sync.destinations.mailchimp_resent.READ_PAGES` pages) over a window crowded by every member the killed run
 created: most of the batch is not reached, up to :data:`~sync.destinations.mailchimp_resent.READ_BUDGET` seconds of
 single reads per batch call follow, and most end unclear (a WARNING each call). So when the apply's ``earlier``
-holds more keys than one such list read can reach (:data:`PREFETCH_OVER`), the members who opted in since the
+holds more keys than fit one page (:func:`prefetch_over`), the members who opted in since the
 earliest of them are read ONCE, before the first create call: ``GET /lists/{id}/members?status=subscribed&
 since_timestamp_opt=…&sort_field=timestamp_opt&sort_dir=ASC`` paged by offset to the end (oldest first: a sign-up
 meanwhile is appended at the end, so the offsets stay valid), keeping only the members among ``earlier`` (memory
@@ -49,10 +49,13 @@ PREFETCH_BUDGET = 900.0
 
 
 def prefetch_over() -> int:
-    """More keys in ``earlier`` than this: the window is read once. One batch's list read reaches at most
-    ``READ_PAGES × PAGE_SIZE`` members of the window; past that many creates in doubt, the window holds more of the
-    killed run's creates than a batch's read can reach, and every batch would fall back to single reads."""
-    return resent.READ_PAGES * mailchimp_api.PAGE_SIZE
+    """More keys in ``earlier`` than this (one page): the window is read once. A batch's own list read settles a
+    member it does not list only when the whole window fits one page; with more creates in doubt than that (a
+    window at least that full once they landed), each batch reads its absent members (there before, never
+    landed) one by one, and past ``READ_PAGES`` pages every batch reads up to that many pages as well. The
+    prefetch costs the window's pages once; a few doubts (a webhook resync's, a few failures) keep the batch's
+    read, which costs nothing when no create is answered exists."""
+    return mailchimp_api.PAGE_SIZE
 
 
 @dataclass
