@@ -106,3 +106,30 @@ def test_a_prefetch_whose_date_is_not_believed_leaves_the_batches_as_before(mail
     assert "missing or not believed" in caplog.text and WARNED in caplog.text
     assert set(ledger.subscribed_keys("mc")) == set(keys[40:])
     assert [q.get("sort_dir") for q in _list_reads(fake)] == ["ASC"]  # the first page only
+
+
+def test_a_prefetch_page_failing_twice_leaves_the_batches_as_before(mailchimp_fake, client, ledger, caplog):  # noqa: F811
+    """The prefetch's first page fails twice (its 2 attempts): no prefetch, a WARNING says so, and each batch
+    checks its own as before (its own list read, newest first): the landed ones are recorded all the same."""
+    fake = mailchimp_fake
+    landed, keys = _killed_large_sync(fake, ledger)
+    fake.fail(500, times=2, method="GET", path=r"^/lists/aud1/members$")
+    with caplog.at_level(logging.WARNING):
+        report = execute_plan(_plan([_create(k) for k in keys]), client, ledger)
+    assert report.status == "succeeded", report.errors
+    assert "each create batch answered \"already a member\" checks its own" in caplog.text
+    assert sorted(ledger.subscribed_keys("mc")) == sorted(landed + keys[40:])
+    assert "DESC" in [q.get("sort_dir") for q in _list_reads(fake)]
+
+
+def test_a_few_creates_in_doubt_are_checked_by_their_batch_as_before(mailchimp_fake, client, ledger):  # noqa: F811
+    """No more creates in doubt than one page holds (20 here): no prefetch, the batch's own read."""
+    fake = mailchimp_fake
+    keys = [f"f{i:02d}@example.com" for i in range(20)]
+    _killed_with_creates_in_flight(ledger, keys)
+    for key in keys[:10]:
+        fake.add_member(key, status="subscribed", since=now())
+    report = execute_plan(_plan([_create(k) for k in keys]), client, ledger)
+    assert report.status == "succeeded", report.errors
+    assert sorted(ledger.subscribed_keys("mc")) == keys
+    assert "ASC" not in [q.get("sort_dir") for q in _list_reads(fake)]
