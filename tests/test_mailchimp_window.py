@@ -46,7 +46,8 @@ def _killed_large_sync(fake: FakeMailchimp, ledger) -> tuple[list[str], list[str
 
 
 def _list_reads(fake: FakeMailchimp) -> list[dict[str, str]]:
-    return [q for m, p, q, _ in fake.requests if m == "GET" and p == "/lists/aud1/members" and "since_timestamp_opt" in q]
+    return [q for m, p, q, _ in fake.requests
+            if m == "GET" and p == "/lists/aud1/members" and "since_timestamp_opt" in q]
 
 
 def _single_reads(fake: FakeMailchimp) -> int:
@@ -72,7 +73,8 @@ def test_a_killed_large_syncs_creates_are_checked_by_one_read_of_their_window(
     assert fake.violations == []
 
 
-def test_a_member_leaving_the_window_mid_prefetch_is_no_silent_miss(mailchimp_fake, client, ledger, caplog):  # noqa: F811
+def test_a_member_leaving_the_window_mid_prefetch_is_no_silent_miss(
+        mailchimp_fake, client, ledger, caplog):  # noqa: F811
     """A member of the window unsubscribes between the prefetch's two pages: the offsets shift and the first
     member of the second page is skipped. The read is not complete, says so, and the creates it did not list are
     checked by their batches: every landed one still subscribed is recorded, none taken for "there before"."""
@@ -81,7 +83,8 @@ def test_a_member_leaving_the_window_mid_prefetch_is_no_silent_miss(mailchimp_fa
     done = []
 
     def leave(method: str, path: str, query: dict[str, str]) -> None:
-        if path == "/lists/aud1/members" and query.get("sort_dir") == "ASC" and query.get("offset") == "0" and not done:
+        if path == "/lists/aud1/members" and query.get("sort_dir") == "ASC" and query.get("offset") == "0" \
+                and not done:
             fake.member(landed[0])["status"] = "unsubscribed"  # the first listed leaves: page 2 starts one later
             done.append(1)
 
@@ -94,7 +97,8 @@ def test_a_member_leaving_the_window_mid_prefetch_is_no_silent_miss(mailchimp_fa
     assert "changed while it was paged" in caplog.text
 
 
-def test_a_prefetch_whose_date_is_not_believed_leaves_the_batches_as_before(mailchimp_fake, client, ledger, caplog):  # noqa: F811
+def test_a_prefetch_whose_date_is_not_believed_leaves_the_batches_as_before(
+        mailchimp_fake, client, ledger, caplog):  # noqa: F811
     """The prefetch's answer carries a Date an hour off: no prefetch (a WARNING says so); each batch as before
     (its own Date not believed either: nobody recorded of the earlier run's, a WARNING)."""
     fake = mailchimp_fake
@@ -108,7 +112,8 @@ def test_a_prefetch_whose_date_is_not_believed_leaves_the_batches_as_before(mail
     assert [q.get("sort_dir") for q in _list_reads(fake)] == ["ASC"]  # the first page only
 
 
-def test_a_prefetch_page_failing_twice_leaves_the_batches_as_before(mailchimp_fake, client, ledger, caplog):  # noqa: F811
+def test_a_prefetch_page_failing_twice_leaves_the_batches_as_before(
+        mailchimp_fake, client, ledger, caplog):  # noqa: F811
     """The prefetch's first page fails twice (its 2 attempts): no prefetch, a WARNING says so, and each batch
     checks its own as before (its own list read, newest first): the landed ones are recorded all the same."""
     fake = mailchimp_fake
