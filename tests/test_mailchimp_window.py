@@ -11,6 +11,7 @@ pages show it."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
@@ -138,3 +139,24 @@ def test_a_few_creates_in_doubt_are_checked_by_their_batch_as_before(mailchimp_f
     assert report.status == "succeeded", report.errors
     assert sorted(ledger.subscribed_keys("mc")) == keys
     assert "ASC" not in [q.get("sort_dir") for q in _list_reads(fake)]
+
+
+def test_a_stop_asked_during_the_prefetch_ends_it_and_nothing_is_created(mailchimp_fake, client, ledger):  # noqa: F811
+    """The prefetch's pages are a read phase: the apply's caller is asked between them (``on_results([])``, which
+    raises when the run is stopped or its lock lost), so a stop during a long prefetch (a 1 M window is ~1,000 pages)
+    ends it there: no further page, no create call."""
+    fake = mailchimp_fake
+    _, keys = _killed_large_sync(fake, ledger)
+
+    class Stopped(Exception):
+        pass
+
+    def on_results(results) -> None:  # noqa: ANN001
+        if not results:
+            raise Stopped
+
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)  # the killed run's start
+    with pytest.raises(Stopped):
+        client.apply([_create(k) for k in keys], on_results, earlier=dict.fromkeys(keys, since))
+    assert len(_list_reads(fake)) == 1  # the first page, then asked: stopped
+    assert not [p for m, p, _, _ in fake.requests if m == "POST"]

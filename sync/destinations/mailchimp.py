@@ -177,7 +177,8 @@ class MailchimpDestination(AudienceSetup):
         stats = {"calls": 0, "items": 0, "failed": 0}
         self._counts_warned = False
         self._earlier, self._created_earlier = earlier or {}, set()
-        self._window = prefetch(self, self._earlier)  # many creates in doubt: their window read once
+        # many creates in doubt: their window read once, the caller asked between its pages (a stop, a lock lost)
+        self._window = prefetch(self, self._earlier, lambda: on_results([]))
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1

@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from connectors.runstart import STAMP_SLACK
 
@@ -79,9 +79,12 @@ class Window:
         return resent.created_since(member, earlier + self.skew - timedelta(seconds=1) - STAMP_SLACK)
 
 
-def prefetch(dest: MailchimpDestination, earlier: Mapping[str, datetime]) -> Window | None:
+def prefetch(dest: MailchimpDestination, earlier: Mapping[str, datetime],
+             between: Callable[[], None] = lambda: None) -> Window | None:
     """The window read once when ``earlier`` is large (see the module docstring); None: not read (small, or the
-    read could not be made or believed: the batches check as before)."""
+    read could not be made or believed: the batches check as before). ``between``: called before each page but
+    the first (the apply's ``on_results([])``: it raises when the run is stopped or its lock lost, and nothing is
+    created)."""
     if len(earlier) <= prefetch_over():
         return None
     wanted = {k.lower() for k in earlier}
@@ -98,6 +101,8 @@ def prefetch(dest: MailchimpDestination, earlier: Mapping[str, datetime]) -> Win
         for page in range(PREFETCH_PAGES):
             if time.monotonic() >= deadline:
                 raise DestinationError(f"not done within {PREFETCH_BUDGET:.0f} s")
+            if page:
+                between()
             answer = dest._call(f"{read} offset={offset}", dest._lists.get_list_members_info, dest.audience,
                                 count=size, offset=offset, attempts=resent.READ_ATTEMPTS, fields=resent.FIELDS,
                                 sent=sent if page == 0 else None, **params)
