@@ -77,6 +77,7 @@ from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, Membe
 from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi, Sent, subscriber_hash
 from .mailchimp_bodies import batch_body, segment_body, tag_ops
 from .mailchimp_resent import landed, unread
+from .mailchimp_window import Window, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class MailchimpDestination(AudienceSetup):
         # found so whose fields go in the update pass (created by rfmsync all the same: mailchimp_resent)
         self._earlier: Mapping[str, datetime] = {}
         self._created_earlier: set[str] = set()
+        self._window: Window | None = None
 
     def __repr__(self) -> str:
         return f"MailchimpDestination(name={self.name!r}, audience={self.audience!r}, api_url={self.api_url!r})"
@@ -175,6 +177,8 @@ class MailchimpDestination(AudienceSetup):
         stats = {"calls": 0, "items": 0, "failed": 0}
         self._counts_warned = False
         self._earlier, self._created_earlier = earlier or {}, set()
+        # many creates in doubt: their window read once, the caller asked between its pages (a stop, a lock lost)
+        self._window = prefetch(self, self._earlier, lambda: on_results([]))
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1

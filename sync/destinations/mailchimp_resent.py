@@ -43,7 +43,9 @@ sent it). That time is put on Mailchimp's clock by this call's answer (its ``Dat
 arrived, so that answer's ``Date`` is read, and must be believed, whenever such a create is in the call), less one
 second and the slack. The window then runs from that run's start to now, hours or days: a member who subscribed
 himself in the ESP meanwhile, whom the source also says yes for, is taken for rfmsync's (the warning side). The
-call's contacts are read in one list read from the earliest of their bounds, each judged by his own.
+call's contacts are read in one list read from the earliest of their bounds, each judged by his own. Many such
+creates (a killed large first sync) are judged instead from one read of their window made before the apply's first
+create (:mod:`~sync.destinations.mailchimp_window`; ``dest._window``), those it could not list as above.
 """
 
 from __future__ import annotations
@@ -154,8 +156,21 @@ def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Se
     (:func:`_read_each`). A contact with neither is left out (not read)."""
     earlier = earlier or {}
     exists = [c for c in exists if sent.lost_at is not None or c.key in earlier]
+    window, mine, unclear = dest._window, set[str](), list[str]()
+    if window is not None and sent.lost_at is None:  # a large doubt's window, read once (mailchimp_window)
+        left = []
+        for c in exists:
+            ours = window.judge(c.email, earlier[c.key])
+            if ours == "unknown":  # not listed by a read that was not whole: this batch's own read decides
+                left.append(c)
+            else:
+                _sort(ours, c, mine, unclear)
+        if unclear:
+            _unclear(dest, what, unclear, "a member's times tell nothing: they are missing, or within "
+                     f"{int(CLOCK_MARGIN.total_seconds()) // 60} minutes before the earlier run", " in an earlier run")
+        exists, unclear = left, []
     if not exists:
-        return set()
+        return mine
     late = "" if sent.lost_at is not None else " in an earlier run"
     now = datetime.now(timezone.utc)
     bounds = {c.key: since(sent, now, earlier.get(c.key)) for c in exists}
@@ -163,11 +178,10 @@ def landed(dest: MailchimpDestination, exists: Sequence[ContactChange], sent: Se
         _unclear(dest, what, [c.email for c in exists], "its answer carried no Date" if sent.date is None else
                  f"its answer's Date ({sent.date.isoformat()}) is more than {int(DATE_TRUST.total_seconds()) // 60} "
                  "minutes from this host's clock", late)
-        return set()
+        return mine
     wanted = {c.email.lower(): c for c in exists}
     bound = min(b for b in bounds.values() if b is not None)
-    mine: set[str] = set()
-    unclear: list[str] = []
+    unclear = []
     settled = False  # the whole window read in one page: a member not listed did not opt in within it
     read = f"GET /lists/{dest.audience}/members (opted in since {_stamp(bound - CLOCK_MARGIN)})"
     listed = 0

@@ -46,7 +46,7 @@ from collections import Counter
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pytest
 
@@ -358,6 +358,9 @@ class FakeMailchimp:
         #: bounced, then archived or deleted): created ``subscribed``/``pending`` they are refused, 400-per-member
         self.compliance: set[str] = set()
         self.empty_segment_answers = False
+        #: called with (method, path, query) once a request's work is done, before its answer: a live edit between
+        #: two pages (a member unsubscribing while a listing is paged)
+        self.after: Callable[[str, str, dict[str, str]], None] | None = None
         self.latency = 0.0
         self.in_flight = self.max_in_flight = 0
         self._faults: list[Fault] = []
@@ -548,6 +551,8 @@ class FakeMailchimp:
                 self._route(req.method, path, req.query, body)
             return raw.reply()
         reply = self._route(req.method, path, req.query, body)
+        if self.after is not None:
+            self.after(req.method, path, dict(req.query))
         if fault is not None:  # a stall: the work is done, the answer comes too late (or never: drop; cut off)
             reply.delay, reply.drop, reply.cut = fault.delay, fault.drop, fault.cut
         return reply
