@@ -99,12 +99,12 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
     for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
     batch's webhook copy of it is gone, :func:`sync.serve.resync_staging.pull_after_webhook_records`) against the
-    stored one. A final delete is never older (:mod:`.deletes`). A record whose stored version and staged one two
-    senders dated (:data:`Senders`: a form posting a CRM customer's id to ``/webhooks/generic`` and the CRM's own
-    webhook) is ordered by acceptance, their clocks saying nothing of each other, and a stored "no" against the other
-    sender's "yes" as :func:`stored_newer` orders a guest's (:data:`TWO_SENDERS`): newer when accepted later or not
-    older by the times (never subscribe on a doubt). A sender not said (a pull's version, a row an older rfmsync
-    noted) is the record's usual one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
+    stored one. A final delete is never older (:mod:`.deletes`). A contact's stored "no" and a staged version that
+    does not say "no", dated by two senders (:data:`Senders`: a form posting a CRM customer's id to
+    ``/webhooks/generic`` and the CRM's own webhook, whose clocks say nothing of each other), are ordered as
+    :func:`stored_newer` orders a guest's (:data:`TWO_SENDERS`): the "no" is newer when accepted later or not older
+    by the times (never subscribe on a doubt). A sender not said (a pull's version, a row an older rfmsync noted) is
+    the record's usual one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
     dropped: dict[str, int] = {}
     for name, kind in KIND.items():
         staged, key = f"staged_{name}", KEY_OF[name]
@@ -116,7 +116,7 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
             continue
         joined = (f"LEFT JOIN {ages} a ON a.id = w.id" if ages else
                   "CROSS JOIN (SELECT NULL AS ts, NULL AS vt, NULL::VARCHAR AS src) a")
-        newer = (f"CASE WHEN {TWO_SENDERS[name]} WHEN {BY_VENDOR} THEN w.vt > a.vt "
+        newer = (f"CASE {TWO_SENDERS[name]}WHEN {BY_VENDOR} THEN w.vt > a.vt "
                  + (EQUAL_CONSENT if name == "contacts" else "") + f"ELSE {_ACCEPTED_LATER} END")
         if name == "contacts":  # the stored consent and the staged one (its last row)
             joined += CONSENTS
@@ -136,16 +136,18 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
 
 #: SQL: the stored version ``w`` is newer than the staged one ``a`` by acceptance (``a.ts``; else the batch's one time)
 _ACCEPTED_LATER = "w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ)"
-#: SQL for :func:`drop_older_versions` (``w``'s ``sender``, ``a``'s ``src``): when two senders dated the stored and the
-#: staged version, whether the stored one is newer: by acceptance; a stored "no" (``c``) against a staged version
-#: that does not say "no" (``s``) as a guest's "no" is (:data:`GUEST_NEWER`): newer when accepted later or not older
-#: by the times. (A staged "no" left out still withdraws: :func:`.webhooks.withdraw_late`.)
-_TWO = "w.sender IS NOT NULL AND a.src IS NOT NULL AND w.sender <> a.src"
+#: SQL for :func:`drop_older_versions` (``w``'s ``sender``, ``a``'s ``src``; ``c``, ``s``: the stored and the staged
+#: consent): a stored "no" and a staged version that does not say "no", dated by two senders: the "no" is newer when
+#: accepted later or not older by the times, as a guest's "no" is (:data:`GUEST_NEWER`): a sender's clock running
+#: ahead does not give its held-back older "yes" the last word. Anything else by one clock, as before: a record
+#: notes only its latest vendor time and that time's sender, so a sender's retried older version is told older by
+#: it only so (review-self36: ordering all two senders' versions by acceptance let Shopify's retried older order
+#: undo its refund after a form's version). (A staged "no" left out still withdraws: :func:`.webhooks.withdraw_late`.)
 TWO_SENDERS = {
-    "orders": f"{_TWO} THEN {_ACCEPTED_LATER}",
-    "contacts": (f"{_TWO} THEN CASE WHEN coalesce(c.marketing_consent = 'no', false) AND NOT coalesce("
-                 f"s.marketing_consent = 'no', false) THEN coalesce(w.vt >= a.vt, false) OR {_ACCEPTED_LATER} "
-                 f"ELSE {_ACCEPTED_LATER} END"),
+    "orders": "",
+    "contacts": ("WHEN w.sender IS NOT NULL AND a.src IS NOT NULL AND w.sender <> a.src AND coalesce("
+                 "c.marketing_consent = 'no', false) AND NOT coalesce(s.marketing_consent = 'no', false) THEN "
+                 f"coalesce(w.vt >= a.vt, false) OR {_ACCEPTED_LATER} "),
 }
 
 
