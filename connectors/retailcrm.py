@@ -133,7 +133,7 @@ class RetailCrmSource:
             raise ConfigError("retailcrm: no account URL; set RETAILCRM_URL (e.g. https://shop.retailcrm.ru)")
         if not secrets.api_key:
             raise ConfigError("retailcrm: no API key; set RETAILCRM_API_KEY")
-        self.config, self.url, self.clock = config, url, clock or utc_now
+        self.config, self.url, self.clock, self.account_url = config, url, clock or utc_now, config.url or secrets.url
         key = secrets.api_key.get_secret_value()
         retry = with_sleep(retry, sleep)
         self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY",

@@ -76,6 +76,10 @@ def test_each_crm_names_its_account_by_a_setting_never_a_secret():
     assert account_of(bitrix) == "shop.bitrix24.ru"
     retail = RetailCrmSource(RetailCrmConfig(url="https://shop.retailcrm.ru"), RetailCrmSecrets(api_key="k"))
     assert account_of(retail) == "shop.retailcrm.ru"
+    # review-self36: a proxy (an API URL override) is not the account; nor does a trailing dot make another one
+    proxied = RetailCrmSource(RetailCrmConfig(url="https://shop.retailcrm.ru./"),
+                              RetailCrmSecrets(api_key="k", api_url="https://crm-proxy.example.com"))
+    assert account_of(proxied) == "shop.retailcrm.ru"
     assert account_of(ShopifySource(ShopifyConfig(shop="My-Shop"), ShopifySecrets(token="t"))) == "my-shop.myshopify.com"
     local = Bitrix24Source(Bitrix24Config(), Bitrix24Secrets(webhook_url="http://127.0.0.1:8123/rest/1/c0de/"))
     assert account_of(local) is None  # a test's or a local proxy's address: no account's name

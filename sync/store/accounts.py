@@ -36,8 +36,8 @@ def account_of(source: Any) -> str | None:
         return f"{sub.lower()} (amoCRM subdomain)" if sub else None
     if kind == "bitrix24":
         return _named(getattr(source, "portal", None))
-    if kind == "retailcrm":
-        return _named(getattr(source, "url", None))
+    if kind == "retailcrm":  # its account's URL, not an API URL override's (a proxy's name)
+        return _named(getattr(source, "account_url", None))
     if kind == "shopify":
         return _named(getattr(source, "host", None))
     return None
@@ -48,7 +48,7 @@ def _named(address: str | None) -> str | None:
     test's or a local proxy's address (``*_API_URL``), no account's name."""
     if not address or address == "?":
         return None
-    host = urlsplit(address if "//" in address else f"https://{address}").hostname
+    host = (urlsplit(address if "//" in address else f"https://{address}").hostname or "").rstrip(".")
     if not host or host == "localhost":
         return None
     try:
