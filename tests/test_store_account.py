@@ -83,3 +83,25 @@ def test_each_crm_names_its_account_by_a_setting_never_a_secret():
     assert account_of(ShopifySource(ShopifyConfig(shop="My-Shop"), ShopifySecrets(token="t"))) == "my-shop.myshopify.com"
     local = Bitrix24Source(Bitrix24Config(), Bitrix24Secrets(webhook_url="http://127.0.0.1:8123/rest/1/c0de/"))
     assert account_of(local) is None  # a test's or a local proxy's address: no account's name
+
+
+def test_serves_pull_for_a_webhook_is_refused_the_same_way(rsps, monkeypatch, tmp_path):
+    """serve's pull for a webhook (sync.serve.resync_staging) into a store of another account is refused before it
+    reads anything (review-self36: untested)."""
+    from sync.config import Config
+    from sync.ledger import Ledger
+    from sync.serve.resync_staging import _pull_staged
+    from sync.settings import Settings
+
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "ann@example.com", at=T0)
+    monkeypatch.setenv("AMOCRM_TOKEN", TOKEN)
+    monkeypatch.setenv("AMOCRM_API_URL", BASE)
+    cfg = Config(source={"type": "amocrm", "subdomain": "othershop", "page_size": 4})
+    with open_store(None) as con, Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        pull_into(con, make_source())  # demoshop's store
+        calls = len(rsps.calls)
+        with pytest.raises(ConfigError, match=r"account demoshop \(amoCRM subdomain\), but \[source\] now reads "
+                                              r"othershop"):
+            _pull_staged(cfg, ledger, con, Settings(_env_file=None))
+        assert len(rsps.calls) == calls
