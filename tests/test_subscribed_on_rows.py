@@ -187,20 +187,27 @@ def _written(writer, count: int) -> None:
         time.sleep(0.01)
 
 
+def _created_subscribed(ledger: Ledger, keys: list[str]) -> tuple[OutcomeWriter, StateFold]:
+    """An apply's writer and fold for ``keys`` (each created subscribed, then tagged ``vip``), their creates' answers
+    submitted and written (no row yet: the tag calls hold them)."""
+    changes = {k: ContactChange(k, k, k.split("@")[0], "Champions", True, "subscribed", frozenset({"vip"}))
+               for k in keys}
+    writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"), linger=0, rows=True, changes=changes)
+    fold = StateFold({}, changes)
+    created = [ItemResult(k, "upsert", True) for k in keys]
+    writer.submit(fold.rows(created), created)
+    _written(writer, 1)
+    return writer, fold
+
+
 def test_a_create_answered_a_write_group_before_its_row_is_recorded_on_that_row(ledger_url):
     """An apply's create answers (the upsert's result) in one write group, his row comes with his tag call's answer in
     a later one (the fold holds it until then): the record is carried to that row, not written to the table (rec34,
     before: a table row for each such record, ~45 % of a first sync's). A record whose row never comes (the apply
     ended before it) is in the table at the end: nothing lost."""
     keys = [f"k{i}@x.org" for i in range(5)]
-    changes = {k: ContactChange(k, k, k.split("@")[0], "Champions", True, "subscribed", frozenset({"vip"}))
-               for k in keys}
     with Ledger.connect(ledger_url) as ledger:
-        writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"), linger=0, rows=True, changes=changes)
-        fold = StateFold({}, changes)
-        created = [ItemResult(k, "upsert", True) for k in keys]
-        writer.submit(fold.rows(created), created)
-        _written(writer, 1)
+        writer, fold = _created_subscribed(ledger, keys)
         assert _on_rows(ledger_url, "mc") == set() and _table(ledger_url, "mc") == set()  # carried, not written
         tagged = [ItemResult(k, "tag+vip", True) for k in keys[:4]]  # the last one's tag call never answers
         rows = fold.rows(tagged)
@@ -216,14 +223,8 @@ def test_a_record_whose_row_never_came_is_kept_when_the_writer_was_idle_at_the_e
     """review-rec35 MUST: the apply closed the writer while it was idle (its last group written): the records
     carried whose row never came were dropped (the end's write ran only when the close came inside a group)."""
     keys = ["a@x.org", "b@x.org"]
-    changes = {k: ContactChange(k, k, k.split("@")[0], "Champions", True, "subscribed", frozenset({"vip"}))
-               for k in keys}
     with Ledger.connect(ledger_url) as ledger:
-        writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"), linger=0, rows=True, changes=changes)
-        fold = StateFold({}, changes)
-        created = [ItemResult(k, "upsert", True) for k in keys]
-        writer.submit(fold.rows(created), created)
-        _written(writer, 1)
+        writer, fold = _created_subscribed(ledger, keys)
         tagged = [ItemResult("a@x.org", "tag+vip", True)]
         writer.submit(fold.rows(tagged), tagged)
         _written(writer, 2)  # idle: both groups written
