@@ -86,7 +86,9 @@ class OutcomeWriter:
         #: created subscribed, his row not written yet: recorded on it when it is (his create answers a write group
         #: or more before his tag call releases his row), in the table at the end for any left (:meth:`_carry`)
         self._carried: set[str] = set()
-        self._pending: queue.SimpleQueue[tuple[Any, Sequence[ItemResult]] | None] = queue.SimpleQueue()
+        # (states, results, the creates among them: :meth:`_created`), or None: closed
+        self._pending: queue.SimpleQueue[tuple[Any, Sequence[ItemResult], tuple[list[str], list[str]]] | None] = \
+            queue.SimpleQueue()
         self._error: BaseException | None = None
         self.busy_seconds = self.cpu_seconds = self.wait_seconds = 0.0
         self.transactions = 0
