@@ -115,8 +115,14 @@ def since(sent: Sent, now: datetime | None = None, earlier: datetime | None = No
     assert sent.date is not None
     bounds = [] if sent.lost_at is None else [sent.date - timedelta(seconds=sent.answered - sent.lost_at + 1)]
     if earlier is not None:
-        bounds.append(earlier + (sent.date - (sent.at or now)) - timedelta(seconds=1))
+        bounds.append(on_mailchimps_clock(earlier, sent.date - (sent.at or now)))
     return min(bounds) - STAMP_SLACK if bounds else None
+
+
+def on_mailchimps_clock(earlier: datetime, skew: timedelta) -> datetime:
+    """An earlier run's send (``earlier``: the host's clock) on Mailchimp's clock (``skew``: an answer's ``Date`` less
+    the host's clock when it arrived), less one second (both are whole seconds); the slack is the caller's."""
+    return earlier + skew - timedelta(seconds=1)
 
 
 def _stamp(t: datetime) -> str:
@@ -266,4 +272,4 @@ def _unclear(dest: MailchimpDestination, what: str, emails: Sequence[str], why: 
 
 
 __all__ = ["CLOCK_MARGIN", "DATE_TRUST", "MemberOpt", "READ_ATTEMPTS", "READ_BUDGET", "READ_PAGES", "believed",
-           "created_since", "landed", "since", "unread"]
+           "created_since", "landed", "on_mailchimps_clock", "since", "unread"]

@@ -76,7 +76,7 @@ class Window:
         member = self.members.get(email.lower())
         if member is None:
             return False if self.complete else "unknown"
-        return resent.created_since(member, earlier + self.skew - timedelta(seconds=1) - STAMP_SLACK)
+        return resent.created_since(member, resent.on_mailchimps_clock(earlier, self.skew) - STAMP_SLACK)
 
 
 def prefetch(dest: MailchimpDestination, earlier: Mapping[str, datetime],
