@@ -128,20 +128,20 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per = max(1, min(VALUES_ROWS, (limit - 5) // 5))
     with group_cache(cursor, len(rows)):
-        for part, subscribed in parts(rows, mine, 1):
+        for part, subscribed in parts(rows, mine):
             _upsert_part(cursor, part, per, [destination, db_now, run_id, revision, subscribed])
 
 
-def parts(rows: list[tuple[Any, ...]], mine: AbstractSet[str], at: Any) -> list[tuple[list[tuple[Any, ...]], Any]]:
-    """``rows`` as the parts an upsert writes with one ``subscribed`` each: the rows of ``mine`` (``at``, 1: created
+def parts(rows: list[tuple[Any, ...]], mine: AbstractSet[str]) -> list[tuple[list[tuple[Any, ...]], int | None]]:
+    """``rows`` as the parts an upsert writes with one ``subscribed`` each: the rows of ``mine`` (1: created
     subscribed now), and the others (None: a row keeps what it has), in their order.
     A first sync's groups are all of ``mine``, a later sync's none: one part."""
     if not mine:
         return [(rows, None)]
     if len(mine) >= len(rows):  # (``mine`` holds keys of ``rows`` only: save_rows)
-        return [(rows, at)]
+        return [(rows, 1)]
     yes = [r for r in rows if r[0] in mine]
-    return [(yes, at), ([r for r in rows if r[0] not in mine], None)]
+    return [(yes, 1), ([r for r in rows if r[0] not in mine], None)]
 
 
 def _upsert_part(cursor: Any, rows: list[tuple[Any, ...]], per: int, fixed: list[Any]) -> None:
@@ -216,7 +216,7 @@ def save_rows_pg(conn: Connection, destination: str, run_id: int | None, now: da
     with raw.cursor() as cur:
         cur.execute("CREATE TEMPORARY TABLE rfmsync_pushed_rows (key text, customer_id text, tags text,"
                     " fields text, in_destination boolean) ON COMMIT DROP")
-        for i, (part, subscribed) in enumerate(parts(rows, mine, 1)):
+        for i, (part, subscribed) in enumerate(parts(rows, mine)):
             if i:
                 cur.execute("TRUNCATE rfmsync_pushed_rows")
             with cur.copy("COPY rfmsync_pushed_rows (key, customer_id, tags, fields, in_destination) FROM STDIN"
